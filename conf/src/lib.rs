@@ -1,0 +1,117 @@
+//! Ferry's configuration: the YAML of CONFIG.md, parsed into plain typed data
+//! with nginx's defaults, and checked so that every problem is reported as
+//! `FILE:LINE:COLUMN: what is wrong`.
+//!
+//! ```no_run
+//! let config = ferry_conf::load_file("ferry.yaml".as_ref())?;
+//! # Ok::<(), ferry_conf::ConfErrors>(())
+//! ```
+//!
+//! This crate holds data only; what the settings *do* lives in `ferry-lb`,
+//! `ferry-filters` and `ferry`.
+
+mod error;
+mod listen;
+mod next_upstream;
+mod ordered_map;
+mod positions;
+mod proxy_conf;
+mod root;
+mod route;
+pub mod server;
+mod template;
+mod units;
+mod upstream;
+mod validate;
+
+pub use error::{ConfError, ConfErrors};
+pub use listen::{Listen, ListenTls};
+pub use next_upstream::{Condition, NextUpstream};
+pub use ordered_map::OrderedMap;
+pub use positions::{Pos, Positions};
+pub use proxy_conf::{Buffers, ErrorPage, HttpVersion, ProxyConf, Redirect, RedirectRule};
+pub use root::{AccessLog, Admin, Config};
+pub use route::{Return, Route, RouteMatch};
+pub use template::{Segment, Template, Variable};
+pub use units::{parse_duration, parse_size, Duration, Size};
+pub use upstream::{Balance, HealthCheck, Server, Upstream};
+pub use validate::resolve;
+
+use serde::de::DeserializeSeed;
+use std::path::Path;
+
+/// Load and check a file.
+pub fn load_file(path: &Path) -> Result<Config, ConfErrors> {
+    load_file_with(path, None)
+}
+
+/// Load and check a file that may carry a program's own top-level key.
+pub fn load_file_with(path: &Path, extension: Option<&str>) -> Result<Config, ConfErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfErrors(vec![ConfError {
+            file: name.clone(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    load_str_with(&name, &text, extension)
+}
+
+/// Load and check YAML text; `file` names it in messages.
+pub fn load_str(file: &str, text: &str) -> Result<Config, ConfErrors> {
+    load_str_with(file, text, None)
+}
+
+/// Load and check YAML text that may carry a program's own top-level key.
+pub fn load_str_with(
+    file: &str,
+    text: &str,
+    extension: Option<&str>,
+) -> Result<Config, ConfErrors> {
+    let at = |line: usize, column: usize, message: String| ConfError {
+        file: file.to_string(),
+        line,
+        column,
+        message,
+    };
+    let seed = root::RootSeed { file, extension };
+    let mut config = match seed.deserialize(serde_yaml::Deserializer::from_str(text)) {
+        Ok(c) => c,
+        Err(e) => {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            return Err(ConfErrors(vec![at(line, column, serde_message(&e))]));
+        }
+    };
+    let problems = validate::validate(&mut config);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    let positions = Positions::index(text);
+    let mut errors: Vec<ConfError> = problems
+        .into_iter()
+        .map(|p| {
+            let pos = if p.at_key {
+                positions.key(&p.path)
+            } else {
+                positions.value(&p.path)
+            };
+            at(pos.line, pos.column, p.message)
+        })
+        .collect();
+    errors.sort_by_key(|e| (e.line, e.column));
+    Err(ConfErrors(errors))
+}
+
+/// serde_yaml's message without its own " at line L column C" suffix.
+fn serde_message(e: &serde_yaml::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) if s[i..].contains(" column ") => s[..i].to_string(),
+        _ => s,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! Where each key and value sits in the YAML text, by path
+//! (`routes.0.upstream`), so checks made after parsing can still say
+//! `FILE:LINE:COLUMN`.
+//!
+//! serde_yaml reports positions only while it deserializes; cross-checks (an
+//! unknown upstream name, a duplicate listen address) come later, so the
+//! loader indexes the text once with yaml-rust2's marked events.
+
+use std::collections::HashMap;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Positions {
+    /// path -> (key position, value position)
+    map: HashMap<String, (Pos, Pos)>,
+}
+
+impl Positions {
+    /// Index a document; a text yaml-rust2 cannot parse gives an empty index
+    /// (serde_yaml then reports the syntax error itself).
+    pub fn index(text: &str) -> Positions {
+        let mut rx = Receiver::default();
+        let mut parser = Parser::new_from_str(text);
+        if parser.load(&mut rx, false).is_err() {
+            return Positions::default();
+        }
+        Positions { map: rx.map }
+    }
+
+    /// The position of the value at `path`, or of the nearest ancestor.
+    pub fn value(&self, path: &str) -> Pos {
+        self.find(path, |(_, v)| v)
+    }
+
+    /// The position of the key at `path`, or of the nearest ancestor.
+    pub fn key(&self, path: &str) -> Pos {
+        self.find(path, |(k, _)| k)
+    }
+
+    /// Exact path: the picked position; else the nearest ancestor's key.
+    fn find(&self, path: &str, pick: fn(&(Pos, Pos)) -> &Pos) -> Pos {
+        if let Some(e) = self.map.get(path) {
+            return *pick(e);
+        }
+        let mut p = path;
+        loop {
+            if let Some((k, _)) = self.map.get(p) {
+                return *k;
+            }
+            match p.rfind('.') {
+                Some(i) => p = &p[..i],
+                None => {
+                    return self
+                        .map
+                        .get("")
+                        .map(|(k, _)| *k)
+                        .unwrap_or(Pos { line: 1, column: 1 })
+                }
+            }
+        }
+    }
+}
+
+enum Frame {
+    Map {
+        path: String,
+        key: Option<(String, Pos)>,
+    },
+    Seq {
+        path: String,
+        index: usize,
+    },
+}
+
+#[derive(Default)]
+struct Receiver {
+    stack: Vec<Frame>,
+    map: HashMap<String, (Pos, Pos)>,
+}
+
+fn join(parent: &str, child: &str) -> String {
+    if parent.is_empty() {
+        child.to_string()
+    } else {
+        format!("{parent}.{child}")
+    }
+}
+
+impl Receiver {
+    /// A node starts at `pos`: name it, record it, and return its path (None
+    /// when the node is a mapping key).
+    fn node(&mut self, pos: Pos, scalar: Option<&str>) -> Option<String> {
+        match self.stack.last_mut() {
+            None => {
+                self.map.insert(String::new(), (pos, pos));
+                Some(String::new())
+            }
+            Some(Frame::Map {
+                path,
+                key: key @ None,
+            }) => {
+                *key = Some((scalar.unwrap_or("?").to_string(), pos));
+                // yaml-rust2 marks a block mapping at its first `:`; the
+                // mapping really starts at its first key.
+                if let Some(entry) = self.map.get_mut(path.as_str()) {
+                    for p in [&mut entry.0, &mut entry.1] {
+                        if (pos.line, pos.column) < (p.line, p.column) {
+                            *p = pos;
+                        }
+                    }
+                }
+                None
+            }
+            Some(Frame::Map { path, key }) => {
+                let (k, kpos) = key
+                    .take()
+                    .unwrap_or_else(|| ("?".to_string(), Pos { line: 1, column: 1 }));
+                let p = join(path, &k);
+                self.map.insert(p.clone(), (kpos, pos));
+                Some(p)
+            }
+            Some(Frame::Seq { path, index }) => {
+                let p = join(path, &index.to_string());
+                *index += 1;
+                self.map.insert(p.clone(), (pos, pos));
+                Some(p)
+            }
+        }
+    }
+}
+
+impl MarkedEventReceiver for Receiver {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        let pos = Pos {
+            line: mark.line(),
+            column: mark.col() + 1,
+        };
+        match ev {
+            Event::Scalar(ref v, ..) => {
+                self.node(pos, Some(v));
+            }
+            Event::Alias(_) => {
+                self.node(pos, Some("*"));
+            }
+            Event::MappingStart(..) => {
+                // A mapping used as a key gets a placeholder path.
+                let path = self.node(pos, None).unwrap_or_else(|| "?".into());
+                self.stack.push(Frame::Map { path, key: None });
+            }
+            Event::SequenceStart(..) => {
+                let path = self.node(pos, None).unwrap_or_else(|| "?".into());
+                self.stack.push(Frame::Seq { path, index: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_keys_and_values_one_based() {
+        let text = "a:\n  b: 1\nlist:\n  - x: 2\n  - y\n";
+        let p = Positions::index(text);
+        assert_eq!(p.key("a.b"), Pos { line: 2, column: 3 });
+        assert_eq!(p.value("a.b"), Pos { line: 2, column: 6 });
+        assert_eq!(p.value("list.0.x"), Pos { line: 4, column: 8 });
+        assert_eq!(p.value("list.1"), Pos { line: 5, column: 5 });
+        // unknown paths fall back to the nearest ancestor's key
+        assert_eq!(p.value("a.nope"), Pos { line: 1, column: 1 });
+        assert_eq!(p.value("list.1.nope"), Pos { line: 5, column: 5 });
+    }
+}

@@ -1,0 +1,176 @@
+//! The whole file: `server`, `listen`, `admin`, `access_log`, `upstreams`,
+//! `routes`, and optionally one key a program built on Ferry declares for
+//! its own settings (CONFIG.md rule 18).
+
+use crate::listen::{Listen, ListenEntry};
+use crate::ordered_map::OrderedMap;
+use crate::route::Route;
+use crate::upstream::Upstream;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+
+/// A loaded, validated configuration. Plain data: behaviour lives in the
+/// crates that use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub file: String,
+    /// The `server:` section as written; see [`Config::server_conf`].
+    pub server: serde_yaml::Mapping,
+    pub listen: Vec<Listen>,
+    pub admin: Option<Admin>,
+    pub access_log: AccessLog,
+    pub upstreams: OrderedMap<Upstream>,
+    pub routes: Vec<Route>,
+    /// The program's own section: its key and value (rule 18).
+    pub extension: Option<(String, serde_yaml::Value)>,
+}
+
+impl Config {
+    /// Pingora's `ServerConf` from the `server:` section (already checked
+    /// by the loader, so this cannot fail on a loaded config).
+    pub fn server_conf(&self) -> pingora_core::server::configuration::ServerConf {
+        crate::server::to_server_conf(&self.server).unwrap_or_default()
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.get(name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Serves `/metrics` and `/healthz`.
+    pub listen: String,
+}
+
+/// `access_log:` a path, `stdout`, or `off` (also when absent).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    #[default]
+    Off,
+    Stdout,
+    Path(String),
+}
+
+impl<'de> Deserialize<'de> for AccessLog {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = AccessLog;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path, stdout or off")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AccessLog, E> {
+                if v {
+                    Err(E::custom("access_log: expected a path, stdout or off"))
+                } else {
+                    Ok(AccessLog::Off)
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AccessLog, E> {
+                Ok(match v {
+                    "off" | "" => AccessLog::Off,
+                    "stdout" => AccessLog::Stdout,
+                    path => AccessLog::Path(path.to_string()),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+const ROOT_KEYS: &str = "server, listen, admin, access_log, upstreams, routes";
+
+/// Deserializes the root mapping, accepting `extension` as one more key.
+pub(crate) struct RootSeed<'a> {
+    pub file: &'a str,
+    pub extension: Option<&'a str>,
+}
+
+impl<'de> DeserializeSeed<'de> for RootSeed<'_> {
+    type Value = Config;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Config, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RootSeed<'_> {
+    type Value = Config;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a mapping with {ROOT_KEYS}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Config, A::Error> {
+        let mut c = Config {
+            file: self.file.to_string(),
+            server: serde_yaml::Mapping::new(),
+            listen: Vec::new(),
+            admin: None,
+            access_log: AccessLog::Off,
+            upstreams: OrderedMap::default(),
+            routes: Vec::new(),
+            extension: None,
+        };
+        let keys = KeySeed {
+            extension: self.extension,
+        };
+        while let Some(key) = m.next_key_seed(keys)? {
+            match key.as_str() {
+                "server" => {
+                    c.server = m
+                        .next_value::<Option<serde_yaml::Mapping>>()?
+                        .unwrap_or_default()
+                }
+                "listen" => {
+                    c.listen = m
+                        .next_value::<Vec<ListenEntry>>()?
+                        .into_iter()
+                        .map(|e| e.0)
+                        .collect()
+                }
+                "admin" => c.admin = m.next_value()?,
+                "access_log" => c.access_log = m.next_value()?,
+                "upstreams" => c.upstreams = m.next_value()?,
+                "routes" => c.routes = m.next_value::<Option<Vec<Route>>>()?.unwrap_or_default(),
+                // KeySeed let only the extension key through.
+                _ => c.extension = Some((key.clone(), m.next_value()?)),
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Reads a root key and rejects unknown ones while serde_yaml still knows
+/// where the key is.
+#[derive(Clone, Copy)]
+struct KeySeed<'a> {
+    extension: Option<&'a str>,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed<'_> {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "one of {ROOT_KEYS}")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<String, E> {
+        let known = ROOT_KEYS.split(", ").any(|k| k == key) || Some(key) == self.extension;
+        if known {
+            return Ok(key.to_string());
+        }
+        let extra = self.extension.map(|e| format!(", {e}")).unwrap_or_default();
+        Err(E::custom(format!(
+            "unknown key `{key}`, expected one of {ROOT_KEYS}{extra}"
+        )))
+    }
+}

@@ -1,0 +1,39 @@
+//! The `server:` section: Pingora's own `ServerConf` (threads, pid_file,
+//! upgrade_sock, grace periods, keepalive pool size, ...), passed through.
+//! Pingora ignores unknown keys; Ferry rejects them (CONFIG.md rule 10).
+
+use pingora_core::server::configuration::ServerConf;
+
+/// The keys `ServerConf` knows, read off its own serialization so the list
+/// follows the Pingora version in use.
+pub fn known_keys() -> Vec<String> {
+    match serde_yaml::to_value(ServerConf::default()) {
+        Ok(serde_yaml::Value::Mapping(m)) => m
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Check one `server:` entry: `Err(message)` for an unknown key or a value of
+/// the wrong type.
+pub fn check_entry(key: &serde_yaml::Value, value: &serde_yaml::Value) -> Result<(), String> {
+    let name = key.as_str().unwrap_or("?");
+    if !known_keys().iter().any(|k| k == name) {
+        return Err(format!(
+            "unknown server key `{name}`; expected one of Pingora's ServerConf keys: {}",
+            known_keys().join(", ")
+        ));
+    }
+    let mut one = serde_yaml::Mapping::new();
+    one.insert(key.clone(), value.clone());
+    serde_yaml::from_value::<ServerConf>(serde_yaml::Value::Mapping(one))
+        .map(|_| ())
+        .map_err(|e| format!("server.{name}: {e}"))
+}
+
+/// The whole section as a `ServerConf`.
+pub fn to_server_conf(m: &serde_yaml::Mapping) -> Result<ServerConf, String> {
+    serde_yaml::from_value(serde_yaml::Value::Mapping(m.clone())).map_err(|e| e.to_string())
+}

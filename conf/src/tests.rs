@@ -1,0 +1,210 @@
+//! Loading tests: defaults, every accepted form, and each kind of error with
+//! its exact line and column.
+
+use super::*;
+
+const GOOD: &str = "\
+listen:
+  - 127.0.0.1:8080
+upstreams:
+  app:
+    servers:
+      - addr: 127.0.0.1:9001
+        weight: 5
+      - { addr: 127.0.0.1:9002, backup: true }
+routes:
+  - match: { path_prefix: /api/ }
+    upstream: app
+    proxy:
+      read_timeout: 1.5s
+      buffers: { count: 4, size: 8K }
+      busy_buffers_size: 16k
+      temp_file_write_size: 16k
+      next_upstream: [error, http_502]
+      set_headers: { X-Real-IP: \"$remote_addr\", X-Gone: \"\" }
+  - return: { status: 200, body: \"ok\\n\" }
+";
+
+fn err(text: &str) -> String {
+    load_str("f.yaml", text).unwrap_err().to_string()
+}
+
+#[test]
+fn loads_with_nginx_defaults() {
+    let c = load_str("f.yaml", GOOD).unwrap();
+    assert_eq!(c.listen[0].addr, "127.0.0.1:8080");
+    let app = c.upstream("app").unwrap();
+    assert_eq!(app.keepalive, 32);
+    assert_eq!(app.servers[0].weight, 5);
+    assert_eq!(app.servers[0].max_fails, 1);
+    assert_eq!(app.servers[0].fail_timeout, Duration::secs(10));
+    assert_eq!(
+        app.servers[0].resolved,
+        vec!["127.0.0.1:9001".parse().unwrap()]
+    );
+    assert!(app.servers[1].backup);
+    let p = &c.routes[0].proxy;
+    assert_eq!(p.connect_timeout, Duration::secs(60));
+    assert_eq!(p.read_timeout.0, std::time::Duration::from_millis(1500));
+    assert_eq!(p.buffers.size, Size(8192));
+    assert!(p.next_upstream.has(Condition::Http502));
+    assert!(!p.next_upstream.has(Condition::Timeout));
+    assert_eq!(p.set_headers.0[0].0, "X-Real-IP");
+    assert_eq!(p.set_headers.0[1].1.as_literal(), Some(""));
+    let d = &c.routes[1].proxy;
+    assert_eq!(d.buffer_size, Size(4096));
+    assert_eq!(d.busy_buffers_size, Size(8192));
+    assert_eq!(d.max_temp_file_size, Size(1 << 30));
+    assert_eq!(d.client_max_body_size, Size(1 << 20));
+    assert!(d.buffering && d.request_buffering);
+    assert_eq!(c.routes[1].respond.as_ref().unwrap().body, "ok\n");
+}
+
+#[test]
+fn unknown_key_points_at_it() {
+    let e = err("listen: [127.0.0.1:1]\nroutes:\n  - upstream: a\n    proxxy: {}\n");
+    assert!(
+        e.starts_with("f.yaml:4:5: routes[0]: unknown field `proxxy`"),
+        "{e}"
+    );
+    let e = err("listen: [127.0.0.1:1]\nlisten_typo: 1\n");
+    assert!(
+        e.starts_with("f.yaml:2:1: unknown key `listen_typo`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_units_point_at_the_value() {
+    let e = err(
+        "listen: [127.0.0.1:1]\nroutes:\n  - upstream: a\n    proxy:\n      buffer_size: 4kb\n",
+    );
+    assert!(
+        e.starts_with("f.yaml:5:20: routes[0].proxy.buffer_size: invalid size `4kb`"),
+        "{e}"
+    );
+    let e = err("listen: [127.0.0.1:1]\nroutes:\n  - upstream: a\n    proxy: { read_timeout: 10 parsecs }\n");
+    assert!(
+        e.starts_with("f.yaml:4:28: routes[0].proxy.read_timeout: invalid duration `10 parsecs`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cross_checks_have_positions() {
+    let text = "\
+listen:
+  - 127.0.0.1:8080
+  - 127.0.0.1:8080
+upstreams:
+  empty:
+    servers: []
+  h:
+    balance: hash
+    hash_key: $request_uri
+    servers:
+      - { addr: 127.0.0.1:1, backup: true }
+routes:
+  - upstream: nope
+  - upstream: h
+    proxy:
+      buffers: { count: 1 }
+";
+    let e = err(text);
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "f.yaml:3:5: duplicate listen address `127.0.0.1:8080`",
+            "f.yaml:6:14: upstream `empty` has no servers",
+            "f.yaml:11:38: backup servers are not allowed with balance: hash",
+            "f.yaml:13:15: unknown upstream `nope`",
+            "f.yaml:15:5: busy_buffers_size must be at most (buffers.count - 1) x buffers.size = 0",
+            "f.yaml:16:25: there must be at least 2 buffers",
+        ],
+        "{e}"
+    );
+}
+
+#[test]
+fn buffer_rules_are_nginx() {
+    let base = "listen: [127.0.0.1:1]\nroutes:\n  - return: { status: 200 }\n    proxy:\n";
+    let e = err(&format!("{base}      busy_buffers_size: 2k\n"));
+    assert!(
+        e.contains("5:26: busy_buffers_size must be at least"),
+        "{e}"
+    );
+    let e = err(&format!("{base}      max_temp_file_size: 1k\n"));
+    assert!(
+        e.contains("5:27: max_temp_file_size must be 0 or at least"),
+        "{e}"
+    );
+    let e = err(&format!("{base}      temp_file_write_size: 1k\n"));
+    assert!(e.contains("temp_file_write_size must be at least"), "{e}");
+    assert!(load_str("f", &format!("{base}      max_temp_file_size: 0\n")).is_ok());
+}
+
+#[test]
+fn server_section_is_pingora_serverconf() {
+    let c = load_str(
+        "f",
+        "server:\n  threads: 3\n  grace_period_seconds: 1\nlisten: [127.0.0.1:1]\n",
+    )
+    .unwrap();
+    let sc = c.server_conf();
+    assert_eq!(sc.threads, 3);
+    assert_eq!(sc.grace_period_seconds, Some(1));
+    let e = err("server:\n  threadz: 3\nlisten: [127.0.0.1:1]\n");
+    assert!(
+        e.starts_with("f.yaml:2:3: unknown server key `threadz`"),
+        "{e}"
+    );
+    let e = err("server:\n  threads: many\nlisten: [127.0.0.1:1]\n");
+    assert!(
+        e.starts_with("f.yaml:2:3: server.threads: invalid type"),
+        "{e}"
+    );
+}
+
+#[test]
+fn route_shape_errors() {
+    let e = err("listen: [127.0.0.1:1]\nupstreams: { a: { servers: [ { addr: 127.0.0.1:1 } ] } }\nroutes:\n  - upstream: a\n    return: { status: 200 }\n");
+    assert!(
+        e.starts_with("f.yaml:5:5: a route has either upstream or return"),
+        "{e}"
+    );
+    let e = err("listen: [127.0.0.1:1]\nroutes:\n  - match: { path_prefix: api }\n");
+    assert!(e.contains("3:5: a route needs upstream or return"), "{e}");
+    assert!(e.contains("3:27: path_prefix must start with /"), "{e}");
+}
+
+#[test]
+fn unresolvable_host_is_an_error() {
+    let e = err("listen: [127.0.0.1:1]\nupstreams:\n  a:\n    servers:\n      - addr: no-such-host.invalid:80\n");
+    assert!(
+        e.starts_with("f.yaml:5:15: cannot resolve `no-such-host.invalid:80`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn extension_key_is_handed_over() {
+    let text = "listen: [127.0.0.1:1]\ncanary: { header: X-Canary }\n";
+    assert!(err(text).contains("unknown key `canary`"));
+    let c = load_str_with("f", text, Some("canary")).unwrap();
+    let (k, v) = c.extension.unwrap();
+    assert_eq!(k, "canary");
+    assert_eq!(v["header"].as_str(), Some("X-Canary"));
+}
+
+#[test]
+fn off_as_false_and_http_version_forms() {
+    let c = load_str(
+        "f",
+        "listen: [127.0.0.1:1]\nroutes:\n  - return: { status: 204 }\n    proxy: { next_upstream: false, redirect: off, http_version: 1.0 }\n",
+    )
+    .unwrap();
+    assert!(c.routes[0].proxy.next_upstream.is_off());
+    assert_eq!(c.routes[0].proxy.redirect, Redirect::Off);
+    assert_eq!(c.routes[0].proxy.http_version, HttpVersion::Http10);
+}

@@ -1,0 +1,113 @@
+//! `upstreams:` groups and their servers.
+//!
+//! nginx counterpart: the `upstream {}` block with `server` parameters
+//! (`weight`, `max_fails`, `fail_timeout`, `max_conns`, `backup`, `down`),
+//! the balancer directives and `keepalive*`.
+
+use crate::template::Template;
+use crate::units::Duration;
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// nginx's smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    LeastConn,
+    IpHash,
+    Hash,
+    Random,
+}
+
+impl Balance {
+    /// nginx allows `backup` only with round robin and least_conn.
+    pub fn allows_backup(self) -> bool {
+        matches!(self, Balance::RoundRobin | Balance::LeastConn)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upstream {
+    pub balance: Balance,
+    /// `balance: hash`: a variable template.
+    pub hash_key: Option<Template>,
+    /// `balance: hash`: ketama when true.
+    pub consistent: bool,
+    /// Idle connections kept per group (0 = none).
+    pub keepalive: usize,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u32,
+    pub keepalive_time: Duration,
+    pub servers: Vec<Server>,
+    pub health_check: Option<HealthCheck>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            balance: Balance::RoundRobin,
+            hash_key: None,
+            consistent: false,
+            keepalive: 32,
+            keepalive_timeout: Duration::secs(60),
+            keepalive_requests: 1000,
+            keepalive_time: Duration::secs(3600),
+            servers: Vec::new(),
+            health_check: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// `host:port`; a host name is resolved at start.
+    pub addr: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default = "one")]
+    pub max_fails: u32,
+    #[serde(default = "ten_seconds")]
+    pub fail_timeout: Duration,
+    /// 0 = no limit.
+    #[serde(default)]
+    pub max_conns: u32,
+    #[serde(default)]
+    pub backup: bool,
+    #[serde(default)]
+    pub down: bool,
+    /// Filled in by the loader: what `addr` resolved to.
+    #[serde(skip)]
+    pub resolved: Vec<SocketAddr>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn ten_seconds() -> Duration {
+    Duration::secs(10)
+}
+
+/// Optional active check (Ferry).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub expect_status: u16,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::secs(5),
+            timeout: Duration::secs(1),
+            expect_status: 200,
+        }
+    }
+}

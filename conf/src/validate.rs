@@ -1,0 +1,316 @@
+//! Checks that need the whole file: names that must exist, duplicates, nginx's
+//! buffer rules (`ngx_http_proxy_merge_loc_conf`), and host names that must
+//! resolve. Each problem is reported with the path of what is wrong.
+
+use crate::proxy_conf::ProxyConf;
+use crate::root::Config;
+use crate::upstream::Balance;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// A problem found after parsing: where (a path into the document) and what.
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+    /// Point at the key rather than the value.
+    pub at_key: bool,
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+        at_key: false,
+    }
+}
+
+/// Check a parsed config, resolving server addresses in place.
+pub fn validate(c: &mut Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    check_server(c, &mut out);
+    check_listen(c, &mut out);
+    check_upstreams(c, &mut out);
+    check_routes(c, &mut out);
+    out
+}
+
+fn check_server(c: &Config, out: &mut Vec<Problem>) {
+    for (k, v) in &c.server {
+        if let Err(m) = crate::server::check_entry(k, v) {
+            let path = format!("server.{}", k.as_str().unwrap_or("?"));
+            out.push(Problem {
+                path,
+                message: m,
+                at_key: true,
+            });
+        }
+    }
+}
+
+fn check_listen(c: &Config, out: &mut Vec<Problem>) {
+    if c.listen.is_empty() {
+        out.push(problem("listen", "at least one listen address is required"));
+    }
+    let mut seen: Vec<SocketAddr> = Vec::new();
+    for (i, l) in c.listen.iter().enumerate() {
+        let path = format!("listen.{i}.addr");
+        match l.addr.parse::<SocketAddr>() {
+            Ok(a) if seen.contains(&a) => out.push(problem(
+                path,
+                format!("duplicate listen address `{}`", l.addr),
+            )),
+            Ok(a) => seen.push(a),
+            Err(_) => out.push(problem(
+                path,
+                format!("invalid listen address `{}`: expected ip:port", l.addr),
+            )),
+        }
+    }
+    if let Some(admin) = &c.admin {
+        match admin.listen.parse::<SocketAddr>() {
+            Ok(a) if seen.contains(&a) => out.push(problem(
+                "admin.listen",
+                format!(
+                    "admin address `{}` is also a proxy listen address",
+                    admin.listen
+                ),
+            )),
+            Ok(_) => {}
+            Err(_) => out.push(problem(
+                "admin.listen",
+                format!("invalid admin address `{}`: expected ip:port", admin.listen),
+            )),
+        }
+    }
+}
+
+/// Resolve `host:port` (port 80 when absent, as nginx).
+pub fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    let with_port = if addr
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        addr.to_string()
+    } else {
+        format!("{addr}:80")
+    };
+    match with_port.to_socket_addrs() {
+        Ok(it) => {
+            let v: Vec<SocketAddr> = it.collect();
+            if v.is_empty() {
+                Err(format!("host `{addr}` resolved to no address"))
+            } else {
+                Ok(v)
+            }
+        }
+        Err(e) => Err(format!("cannot resolve `{addr}`: {e}")),
+    }
+}
+
+fn check_upstreams(c: &mut Config, out: &mut Vec<Problem>) {
+    for (name, u) in c.upstreams.0.iter_mut() {
+        let base = format!("upstreams.{name}");
+        if u.servers.is_empty() {
+            out.push(problem(
+                format!("{base}.servers"),
+                format!("upstream `{name}` has no servers"),
+            ));
+        }
+        if u.balance == Balance::Hash && u.hash_key.is_none() {
+            out.push(problem(
+                format!("{base}.balance"),
+                "balance: hash needs a hash_key",
+            ));
+        }
+        if let Some(h) = &u.health_check {
+            if h.interval.is_zero() {
+                out.push(problem(
+                    format!("{base}.health_check.interval"),
+                    "interval must be more than 0",
+                ));
+            }
+            if !h.path.starts_with('/') {
+                out.push(problem(
+                    format!("{base}.health_check.path"),
+                    "path must start with /",
+                ));
+            }
+        }
+        for (i, s) in u.servers.iter_mut().enumerate() {
+            let sp = format!("{base}.servers.{i}");
+            match resolve(&s.addr) {
+                Ok(a) => s.resolved = a,
+                Err(m) => out.push(problem(format!("{sp}.addr"), m)),
+            }
+            if s.weight == 0 {
+                out.push(problem(format!("{sp}.weight"), "weight must be at least 1"));
+            }
+            if s.backup && !u.balance.allows_backup() {
+                out.push(problem(
+                    format!("{sp}.backup"),
+                    format!(
+                        "backup servers are not allowed with balance: {}",
+                        balance_name(u.balance)
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn balance_name(b: Balance) -> &'static str {
+    match b {
+        Balance::RoundRobin => "round_robin",
+        Balance::LeastConn => "least_conn",
+        Balance::IpHash => "ip_hash",
+        Balance::Hash => "hash",
+        Balance::Random => "random",
+    }
+}
+
+fn check_routes(c: &Config, out: &mut Vec<Problem>) {
+    for (i, r) in c.routes.iter().enumerate() {
+        let base = format!("routes.{i}");
+        match (&r.upstream, &r.respond) {
+            (Some(_), Some(_)) => out.push(Problem {
+                path: format!("{base}.return"),
+                message: "a route has either upstream or return, not both".into(),
+                at_key: true,
+            }),
+            (None, None) => out.push(problem(base.clone(), "a route needs upstream or return")),
+            (Some(u), None) if c.upstreams.get(u).is_none() => out.push(problem(
+                format!("{base}.upstream"),
+                format!("unknown upstream `{u}`"),
+            )),
+            _ => {}
+        }
+        if !r.matcher.path_prefix.starts_with('/') {
+            out.push(problem(
+                format!("{base}.match.path_prefix"),
+                "path_prefix must start with /",
+            ));
+        }
+        if let Some(ret) = &r.respond {
+            if !(100..=599).contains(&ret.status) {
+                out.push(problem(
+                    format!("{base}.return.status"),
+                    "status must be 100 to 599",
+                ));
+            }
+            if ret.location.is_some() && ![301, 302, 303, 307, 308].contains(&ret.status) {
+                out.push(problem(
+                    format!("{base}.return.location"),
+                    "location goes with status 301, 302, 303, 307 or 308",
+                ));
+            }
+            for (name, _) in ret.headers.iter() {
+                check_header_name(name, &format!("{base}.return.headers.{name}"), out);
+            }
+        }
+        check_proxy(&r.proxy, &format!("{base}.proxy"), out);
+    }
+}
+
+fn check_header_name(name: &str, path: &str, out: &mut Vec<Problem>) {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !ok {
+        out.push(Problem {
+            path: path.to_string(),
+            message: format!("invalid header name `{name}`"),
+            at_key: true,
+        });
+    }
+}
+
+/// nginx's rules for the proxy buffers, plus Ferry's own sanity checks.
+fn check_proxy(p: &ProxyConf, base: &str, out: &mut Vec<Problem>) {
+    let largest = p.largest_buffer();
+    if p.buffer_size.0 == 0 {
+        out.push(problem(
+            format!("{base}.buffer_size"),
+            "buffer_size must be more than 0",
+        ));
+    }
+    if p.buffers.count < 2 {
+        out.push(problem(
+            format!("{base}.buffers.count"),
+            "there must be at least 2 buffers",
+        ));
+    }
+    if p.buffers.size.0 == 0 {
+        out.push(problem(
+            format!("{base}.buffers.size"),
+            "buffers.size must be more than 0",
+        ));
+    }
+    let max_busy = u64::from(p.buffers.count.saturating_sub(1)) * p.buffers.size.0;
+    if p.busy_buffers_size.0 < largest {
+        out.push(problem(
+            format!("{base}.busy_buffers_size"),
+            format!(
+                "busy_buffers_size must be at least max(buffer_size, buffers.size) = {largest}"
+            ),
+        ));
+    } else if p.busy_buffers_size.0 > max_busy {
+        out.push(problem(
+            format!("{base}.busy_buffers_size"),
+            format!(
+                "busy_buffers_size must be at most (buffers.count - 1) x buffers.size = {max_busy}"
+            ),
+        ));
+    }
+    if p.max_temp_file_size.0 != 0 && p.max_temp_file_size.0 < largest {
+        out.push(problem(
+            format!("{base}.max_temp_file_size"),
+            format!("max_temp_file_size must be 0 or at least max(buffer_size, buffers.size) = {largest}"),
+        ));
+    }
+    if p.temp_file_write_size.0 < largest {
+        out.push(problem(
+            format!("{base}.temp_file_write_size"),
+            format!(
+                "temp_file_write_size must be at least max(buffer_size, buffers.size) = {largest}"
+            ),
+        ));
+    }
+    if p.temp_path.is_empty() {
+        out.push(problem(
+            format!("{base}.temp_path"),
+            "temp_path must not be empty",
+        ));
+    }
+    if p.client_body_buffer_size.0 == 0 {
+        out.push(problem(
+            format!("{base}.client_body_buffer_size"),
+            "client_body_buffer_size must be more than 0",
+        ));
+    }
+    for (code, page) in &p.error_pages {
+        if !(300..=599).contains(code) {
+            out.push(problem(
+                format!("{base}.error_pages.{code}"),
+                "error_pages keys are statuses 300 to 599",
+            ));
+        }
+        if page.status.is_some_and(|s| !(100..=599).contains(&s)) {
+            out.push(problem(
+                format!("{base}.error_pages.{code}.status"),
+                "status must be 100 to 599",
+            ));
+        }
+    }
+    for (name, _) in p.set_headers.iter() {
+        check_header_name(name, &format!("{base}.set_headers.{name}"), out);
+    }
+    for (i, name) in p.hide_headers.iter().enumerate() {
+        check_header_name(name, &format!("{base}.hide_headers.{i}"), out);
+    }
+    for (i, name) in p.pass_headers.iter().enumerate() {
+        check_header_name(name, &format!("{base}.pass_headers.{i}"), out);
+    }
+}
