@@ -1,1 +1,17 @@
-//! placeholder
+//! Ferry's upstream groups: which server takes the next try.
+//!
+//! nginx counterpart: `ngx_http_upstream_round_robin.c` and the balancer
+//! modules. A [`Group`] holds the peers of one `upstreams:` entry and their
+//! live state (shared by all threads); a [`Cursor`] is one request's walk
+//! through it (which peers it tried, whether it moved to the backups, how
+//! many tries it has left); a [`Lease`] is one try on one peer, given back
+//! with a [`Feedback`] that drives passive health (`max_fails`).
+
+mod group;
+pub mod passive_health;
+pub mod smooth_weighted;
+
+pub use group::{Cursor, Feedback, Group, Lease, Peer};
+
+#[cfg(test)]
+mod tests;

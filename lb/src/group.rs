@@ -1,0 +1,305 @@
+//! An upstream group at run time: its peers, their shared live state, and
+//! the per-request cursor that remembers which peers a request tried.
+//!
+//! nginx counterpart: `ngx_http_upstream_rr_peers_t` (primaries, with the
+//! backups in `peers->next`), `ngx_http_upstream_get_round_robin_peer` and
+//! `ngx_http_upstream_free_round_robin_peer`.
+
+use crate::passive_health::PeerState;
+use crate::smooth_weighted;
+use ferry_conf::{Balance, Upstream};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One server address of a group (a host name that resolves to several
+/// addresses gives several peers, as in nginx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// `addr` as written in the config.
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub max_conns: u32,
+    pub backup: bool,
+    pub down: bool,
+}
+
+/// How a try on a peer ended, for passive health (nginx `NGX_PEER_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// Completed, or failed in a way that does not count.
+    Ok,
+    /// error / timeout / invalid_header, or an http_5xx/429 that led to a retry.
+    Failed,
+    /// http_403 / http_404 led to a retry: never counts (nginx `NGX_PEER_NEXT`).
+    Next,
+}
+
+/// What a request knows while it walks the group (nginx `rrp` + `pc->tries`).
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    tried: Vec<bool>,
+    on_backup: bool,
+    /// Tries this request may still make (nginx `pc->tries`).
+    pub tries_left: u32,
+}
+
+impl Cursor {
+    pub fn tried_count(&self) -> usize {
+        self.tried.iter().filter(|t| **t).count()
+    }
+}
+
+struct Inner {
+    name: String,
+    balance: Balance,
+    peers: Vec<Peer>,
+    /// Peers `0..primaries` are primaries, the rest backups.
+    primaries: usize,
+    weights: Vec<u32>,
+    state: Mutex<Vec<PeerState>>,
+    /// One primary and no backup: no failure accounting, no retry (nginx `peers->single`).
+    single: bool,
+}
+
+/// An upstream group; cheap to clone, shared by every thread of the process.
+#[derive(Clone)]
+pub struct Group {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("name", &self.inner.name)
+            .field("peers", &self.inner.peers)
+            .finish()
+    }
+}
+
+impl Group {
+    /// Build from a loaded config group (addresses already resolved).
+    pub fn from_conf(name: &str, u: &Upstream) -> Group {
+        let expand = |backup: bool| {
+            u.servers
+                .iter()
+                .filter(move |s| s.backup == backup)
+                .flat_map(|s| {
+                    s.resolved.iter().map(move |a| Peer {
+                        name: s.addr.clone(),
+                        addr: *a,
+                        weight: s.weight.max(1),
+                        max_fails: s.max_fails,
+                        fail_timeout: s.fail_timeout.get(),
+                        max_conns: s.max_conns,
+                        backup: s.backup,
+                        down: s.down,
+                    })
+                })
+        };
+        let mut peers: Vec<Peer> = expand(false).collect();
+        let primaries = peers.len();
+        peers.extend(expand(true));
+        Group::new(name, u.balance, peers, primaries)
+    }
+
+    /// Build from peers; `peers[..primaries]` are the primaries.
+    pub fn new(name: &str, balance: Balance, peers: Vec<Peer>, primaries: usize) -> Group {
+        let weights = peers.iter().map(|p| p.weight).collect();
+        let state = peers.iter().map(|p| PeerState::new(p.weight)).collect();
+        let single = primaries == 1 && peers.len() == 1;
+        Group {
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                balance,
+                peers,
+                primaries,
+                weights,
+                state: Mutex::new(state),
+                single,
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn balance(&self) -> Balance {
+        self.inner.balance
+    }
+
+    pub fn peers(&self) -> &[Peer] {
+        &self.inner.peers
+    }
+
+    pub fn peer(&self, index: usize) -> &Peer {
+        &self.inner.peers[index]
+    }
+
+    /// nginx `ngx_http_upstream_tries`: the peers not `down`, primaries and
+    /// backups; 1 for a single server.
+    pub fn max_tries(&self) -> u32 {
+        if self.inner.single {
+            return 1;
+        }
+        self.inner.peers.iter().filter(|p| !p.down).count() as u32
+    }
+
+    /// A cursor for one request; `tries_limit` is `next_upstream_tries` (0 = none).
+    pub fn cursor(&self, tries_limit: u32) -> Cursor {
+        let max = self.max_tries();
+        Cursor {
+            tried: vec![false; self.inner.peers.len()],
+            on_backup: false,
+            tries_left: if tries_limit == 0 {
+                max
+            } else {
+                max.min(tries_limit)
+            },
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<PeerState>> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pick a peer for the next try, or `None` when no peer is live ("no
+    /// live upstreams": every one tried, down, failed or full).
+    pub fn select(&self, cursor: &mut Cursor) -> Option<Lease> {
+        let now = Instant::now();
+        let inner = &self.inner;
+        let mut st = self.lock();
+        let chosen = if inner.single {
+            let p = &inner.peers[0];
+            let full = p.max_conns != 0 && st[0].conns >= p.max_conns;
+            (!p.down && !full && !st[0].unhealthy).then_some(0)
+        } else {
+            let mut pick = None;
+            if !cursor.on_backup {
+                pick = self.pick_in(&mut st, cursor, 0..inner.primaries, now);
+                if pick.is_none() && inner.peers.len() > inner.primaries {
+                    // nginx switches this request to the backup list for good.
+                    cursor.on_backup = true;
+                    cursor.tried.iter_mut().for_each(|t| *t = false);
+                }
+            }
+            if cursor.on_backup {
+                pick = self.pick_in(&mut st, cursor, inner.primaries..inner.peers.len(), now);
+            }
+            pick
+        }?;
+        let peer = &inner.peers[chosen];
+        st[chosen].on_selected(peer.fail_timeout, now);
+        st[chosen].conns += 1;
+        cursor.tried[chosen] = true;
+        Some(Lease {
+            group: self.clone(),
+            index: chosen,
+            freed: false,
+        })
+    }
+
+    fn pick_in(
+        &self,
+        st: &mut [PeerState],
+        cursor: &Cursor,
+        range: std::ops::Range<usize>,
+        now: Instant,
+    ) -> Option<usize> {
+        let peers = &self.inner.peers;
+        let eligible: Vec<usize> = range
+            .filter(|&i| {
+                let p = &peers[i];
+                !cursor.tried[i]
+                    && !p.down
+                    && !st[i].unhealthy
+                    && !st[i].is_failed(p.max_fails, p.fail_timeout, now)
+                    && !(p.max_conns != 0 && st[i].conns >= p.max_conns)
+            })
+            .collect();
+        // Other balancers plug in here; round robin is nginx's default.
+        smooth_weighted::pick(st, &self.inner.weights, &eligible)
+    }
+
+    /// Per-peer `(fails, conns)`, for tests and metrics.
+    pub fn snapshot(&self) -> Vec<(u32, u32)> {
+        self.lock().iter().map(|s| (s.fails, s.conns)).collect()
+    }
+
+    /// Whether passive health currently skips this peer.
+    pub fn is_failed(&self, index: usize) -> bool {
+        let p = &self.inner.peers[index];
+        self.lock()[index].is_failed(p.max_fails, p.fail_timeout, Instant::now())
+    }
+
+    fn release(&self, index: usize, feedback: Option<Feedback>, cursor: Option<&mut Cursor>) {
+        let inner = &self.inner;
+        let mut st = self.lock();
+        let s = &mut st[index];
+        s.conns = s.conns.saturating_sub(1);
+        if inner.single {
+            s.fails = 0;
+            if let Some(c) = cursor {
+                c.tries_left = 0;
+            }
+            return;
+        }
+        let p = &inner.peers[index];
+        match feedback {
+            Some(Feedback::Failed) => {
+                if s.on_failure(p.weight, p.max_fails, Instant::now()) {
+                    log::warn!(
+                        "upstream server temporarily disabled: {} in group {}",
+                        p.name,
+                        inner.name
+                    );
+                }
+            }
+            Some(Feedback::Ok) | Some(Feedback::Next) => s.on_success(),
+            None => {}
+        }
+        if let Some(c) = cursor {
+            c.tries_left = c.tries_left.saturating_sub(1);
+        }
+    }
+}
+
+/// A peer taken for one try; give it back with [`Lease::free`]. Dropped
+/// without that (a request that went away), it only releases its `conns`.
+pub struct Lease {
+    group: Group,
+    index: usize,
+    freed: bool,
+}
+
+impl Lease {
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn peer(&self) -> &Peer {
+        self.group.peer(self.index)
+    }
+
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// nginx `peer.free`: account the try and use up one of the request's tries.
+    pub fn free(mut self, feedback: Feedback, cursor: &mut Cursor) {
+        self.freed = true;
+        self.group.release(self.index, Some(feedback), Some(cursor));
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.freed {
+            self.group.release(self.index, None, None);
+        }
+    }
+}
