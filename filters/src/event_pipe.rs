@@ -1,0 +1,668 @@
+//! The event pipe: buffered forwarding (`buffering: true`, the default).
+//!
+//! nginx counterpart: `ngx_event_pipe.c`. The upstream is read as fast as it
+//! sends into at most `buffers.count x buffers.size` bytes of memory; the
+//! client is written whatever is ready, at most `busy_buffers_size` at a time.
+//! When memory is full and the client is not taking data, the oldest unsent
+//! memory goes to a temp file (at most `temp_file_write_size` per write, at
+//! most `max_temp_file_size` in all), and the client is later served from the
+//! file before newer memory, in order. At the cap, or with
+//! `max_temp_file_size: 0`, the upstream is not read until the client drains
+//! (TCP backpressure). The upstream connection is released the moment its
+//! body is complete, so a slow client never holds a backend.
+//!
+//! ```text
+//!   upstream ──read──▶ [filter] ──▶ memory (in) ──────────────┐
+//!                                     │ oldest, when full and   │ file first,
+//!                                     ▼ the client is blocked   ▼ then memory
+//!                                   temp file (out) ──────▶ busy (one write
+//!                                                           in flight) ──▶ client
+//! ```
+//!
+//! One task drives both ends: a read and a write may be in flight at once,
+//! each as a future that owns its end and hands it back when done. "The
+//! client is blocked" means what nginx means by `!downstream->write->ready`:
+//! the write in flight did not complete when it was first polled. So a fast
+//! client is never spilled for (nginx spills whenever its buffers fill; Ferry
+//! first tries the client, as nginx's own rule (c) intends).
+//!
+//! Memory: Pingora's body reader returns up to one socket read (64 KiB) at a
+//! time and a read is never split, so the bound is the buffers plus one read.
+
+use crate::pipe::{BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody};
+use crate::temp_file::TempFile;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// The event pipe's settings (a route's `proxy:` buffering keys).
+#[derive(Debug, Clone)]
+pub struct EventPipeConf {
+    /// `buffers.count x buffers.size`: memory for body not yet sent.
+    pub memory: usize,
+    /// `busy_buffers_size`: the most handed to the client in one write.
+    pub busy: usize,
+    /// `max_temp_file_size`: 0 = never spill.
+    pub max_temp_file_size: u64,
+    /// `temp_file_write_size`: the most written to the file at once.
+    pub temp_file_write_size: usize,
+    pub temp_path: PathBuf,
+    /// `limit_rate`: bytes per second read from the upstream; 0 = none.
+    pub limit_rate: u64,
+    /// `ignore_client_abort`: read the upstream to its end when the client goes.
+    pub ignore_client_abort: bool,
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Body that was read and not yet written: memory (`p->in`) and the part of
+/// the temp file not yet sent (`p->out`, always older than memory).
+struct Buffered {
+    memory: VecDeque<Bytes>,
+    /// Bytes of memory in use: queued plus the write in flight, if it came
+    /// from memory (nginx's busy recycled buffers).
+    memory_bytes: usize,
+    file: Option<TempFile>,
+    file_sent: u64,
+}
+
+impl Buffered {
+    fn file_pending(&self) -> bool {
+        self.file.as_ref().is_some_and(|f| self.file_sent < f.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.memory.is_empty() && !self.file_pending()
+    }
+
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.memory_bytes += b.len();
+            self.memory.push_back(b);
+        }
+    }
+
+    /// The next write: file data first (oldest), else memory pieces
+    /// coalesced up to `busy` (a single larger piece goes whole). Returns the
+    /// bytes and whether they came from memory.
+    fn next_batch(&mut self, busy: usize) -> Result<Option<(Bytes, bool)>, PipeError> {
+        if let Some(f) = self.file.as_ref().filter(|f| self.file_sent < f.len()) {
+            let b = f.read_at(self.file_sent, busy).map_err(|e| {
+                PipeError::new(
+                    Side::TempFile,
+                    FailKind::Error,
+                    format!("reading temp file: {e}"),
+                )
+            })?;
+            self.file_sent += b.len() as u64;
+            return Ok(Some((b, false)));
+        }
+        let Some(first) = self.memory.pop_front() else {
+            return Ok(None);
+        };
+        if first.len() >= busy
+            || self
+                .memory
+                .front()
+                .is_none_or(|n| first.len() + n.len() > busy)
+        {
+            return Ok(Some((first, true)));
+        }
+        let mut joined = BytesMut::with_capacity(busy);
+        joined.extend_from_slice(&first);
+        while let Some(n) = self.memory.front() {
+            if joined.len() + n.len() > busy {
+                break;
+            }
+            joined.extend_from_slice(n);
+            self.memory.pop_front();
+        }
+        Ok(Some((joined.freeze(), true)))
+    }
+
+    fn can_spill(&self, conf: &EventPipeConf) -> bool {
+        let written = self.file.as_ref().map_or(0, |f| f.len());
+        conf.max_temp_file_size > 0
+            && self
+                .memory
+                .front()
+                .is_some_and(|b| written + b.len() as u64 <= conf.max_temp_file_size)
+    }
+
+    /// nginx `ngx_event_pipe_write_chain_to_temp_file`: move the oldest memory
+    /// pieces to the file, at most `temp_file_write_size` (at least one piece)
+    /// and never past `max_temp_file_size`. Returns the bytes written.
+    fn spill(&mut self, conf: &EventPipeConf) -> Result<u64, PipeError> {
+        let file_err = |what: &str, e: std::io::Error| {
+            PipeError::new(Side::TempFile, FailKind::Error, format!("{what}: {e}"))
+        };
+        if self.file.is_none() {
+            let f = TempFile::create_in(&conf.temp_path).map_err(|e| {
+                file_err(
+                    &format!("creating a temp file in {}", conf.temp_path.display()),
+                    e,
+                )
+            })?;
+            log::warn!("an upstream response is buffered to a temporary file");
+            self.file = Some(f);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(0);
+        };
+        let mut written = 0usize;
+        while let Some(front) = self.memory.front() {
+            let over_write_size = written > 0 && written + front.len() > conf.temp_file_write_size;
+            let over_cap = file.len() + front.len() as u64 > conf.max_temp_file_size;
+            if over_write_size || over_cap {
+                break;
+            }
+            file.append(front)
+                .map_err(|e| file_err("writing the temp file", e))?;
+            written += front.len();
+            self.memory_bytes -= front.len();
+            self.memory.pop_front();
+        }
+        Ok(written as u64)
+    }
+}
+
+/// `proxy_limit_rate`, as nginx computes it in `ngx_event_pipe_read_upstream`.
+struct RateLimit {
+    rate: u64,
+    start: Instant,
+}
+
+impl RateLimit {
+    /// How long to wait before the next read, having read `read` bytes so far.
+    fn delay_before_read(&self, read: u64) -> Option<Duration> {
+        if self.rate == 0 {
+            return None;
+        }
+        let allowed = self.rate * (self.start.elapsed().as_secs() + 1);
+        (read >= allowed).then(|| Duration::from_millis((read - allowed) * 1000 / self.rate + 1))
+    }
+
+    /// After a read of `n` bytes: nginx waits `n * 1000 / rate` ms.
+    fn delay_after_read(&self, n: u64) -> Option<Duration> {
+        (self.rate > 0).then(|| Duration::from_millis(n * 1000 / self.rate))
+    }
+}
+
+/// Poll a future once without a task to wake: `Some` if it is already done.
+fn poll_now<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(f).poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+/// Await an optional future; never completes when there is none.
+async fn maybe<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Run the pipe until the whole body reached the client or something failed.
+/// `client` is usually a reborrow of the caller's session: it is dropped with
+/// the pipe, and the caller has its session back.
+pub async fn run<'a, U, C, F>(
+    conf: &EventPipeConf,
+    upstream: U,
+    client: C,
+    filter: &mut F,
+) -> PipeOutcome
+where
+    U: UpstreamBody + 'a,
+    C: ClientBody + 'a,
+    F: BodyFilter + ?Sized,
+{
+    let mut out = PipeOutcome::default();
+    let mut buf = Buffered {
+        memory: VecDeque::new(),
+        memory_bytes: 0,
+        file: None,
+        file_sent: 0,
+    };
+    let rate = RateLimit {
+        rate: conf.limit_rate,
+        start: Instant::now(),
+    };
+
+    let mut up: Option<U> = Some(upstream);
+    let mut client: Option<C> = Some(client);
+    let mut reading: Option<Boxed<'a, (U, Result<Option<Bytes>, PipeError>)>> = None;
+    let mut writing: Option<Boxed<'a, Written<C>>> = None;
+    let mut delay: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut upstream_done = false;
+    let mut client_blocked = false;
+    // The client went away but `ignore_client_abort` keeps reading.
+    let mut client_gone = false;
+
+    loop {
+        // Write side: hand the client the next batch when nothing is in flight.
+        if writing.is_none() && !client_gone {
+            match buf.next_batch(conf.busy) {
+                Err(e) => {
+                    out.error = Some(e);
+                    break;
+                }
+                Ok(Some((batch, from_memory))) => {
+                    let Some(mut c) = client.take() else { break };
+                    let len = batch.len();
+                    let memory = if from_memory { len } else { 0 };
+                    let mut fut: Boxed<'a, Written<C>> = Box::pin(async move {
+                        let result = c.write(batch).await;
+                        Written {
+                            client: c,
+                            result,
+                            len,
+                            memory,
+                        }
+                    });
+                    match poll_now(&mut fut) {
+                        Some(done) => {
+                            client_blocked = false;
+                            if !finish_write(done, &mut client, &mut buf, &mut out) {
+                                client_gone = on_client_error(conf, &mut up, &mut reading);
+                                if !client_gone {
+                                    break;
+                                }
+                            }
+                            continue;
+                        }
+                        None => {
+                            client_blocked = true;
+                            writing = Some(fut);
+                        }
+                    }
+                }
+                Ok(None) if upstream_done => break,
+                Ok(None) => {}
+            }
+        }
+        if client_gone && upstream_done {
+            break;
+        }
+
+        // Read side: read while there is memory; when memory is full and the
+        // client is blocked, spill the oldest memory to the temp file first.
+        if reading.is_none() && !upstream_done && delay.is_none() {
+            if buf.memory_bytes >= conf.memory && (client_blocked || client_gone) {
+                if client_gone {
+                    buf.memory.clear();
+                    buf.memory_bytes = 0;
+                } else if buf.can_spill(conf) {
+                    match buf.spill(conf) {
+                        Ok(n) => out.spilled += n,
+                        Err(e) => {
+                            out.error = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            if buf.memory_bytes < conf.memory {
+                if let Some(d) = rate.delay_before_read(out.received) {
+                    delay = Some(Box::pin(tokio::time::sleep(d)));
+                } else if let Some(mut u) = up.take() {
+                    reading = Some(Box::pin(async move {
+                        let r = u.read().await;
+                        (u, r)
+                    }));
+                }
+            }
+        }
+
+        if reading.is_none() && writing.is_none() && delay.is_none() {
+            // Nothing in flight and nothing to start: the client took all and
+            // the upstream is done, or nothing can move.
+            if !(upstream_done && buf.is_empty()) {
+                out.error = Some(PipeError::new(
+                    Side::Client,
+                    FailKind::Error,
+                    "pipe stalled",
+                ));
+            }
+            break;
+        }
+
+        tokio::select! {
+            done = maybe(&mut writing) => {
+                writing = None;
+                client_blocked = false;
+                if !finish_write(done, &mut client, &mut buf, &mut out) {
+                    client_gone = on_client_error(conf, &mut up, &mut reading);
+                    if !client_gone {
+                        break;
+                    }
+                }
+            }
+            (u, r) = maybe(&mut reading) => {
+                reading = None;
+                match r {
+                    Ok(piece) => {
+                        let n = piece.as_ref().map_or(0, |b| b.len() as u64);
+                        out.received += n;
+                        let mut u = u;
+                        let end = piece.is_none() || u.is_done();
+                        if let Err(e) = filter_into(filter, piece, false, &mut buf, client_gone) {
+                            out.error = Some(e);
+                            break;
+                        }
+                        if end {
+                            upstream_done = true;
+                            out.upstream_complete = true;
+                            // Free the backend now: the client may take long.
+                            u.release().await;
+                            if let Err(e) = filter_into(filter, None, true, &mut buf, client_gone) {
+                                out.error = Some(e);
+                                break;
+                            }
+                        } else {
+                            up = Some(u);
+                            if let Some(d) = rate.delay_after_read(n).filter(|d| !d.is_zero()) {
+                                delay = Some(Box::pin(tokio::time::sleep(d)));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // nginx: the client gets what was read, then a
+                        // truncated response.
+                        drop(u);
+                        upstream_done = true;
+                        out.error = Some(e);
+                    }
+                }
+            }
+            () = maybe(&mut delay) => {
+                delay = None;
+            }
+        }
+    }
+
+    // Whatever is still in flight is dropped here (only after an error, when
+    // the caller closes the client connection): an unfinished upstream read
+    // closes that connection; the temp file goes with `buf`.
+    if client_gone && out.error.is_none() {
+        out.error = Some(PipeError::new(
+            Side::Client,
+            FailKind::Error,
+            "client went away",
+        ));
+    }
+    out
+}
+
+/// A finished client write: the client end back, and what it carried.
+struct Written<C> {
+    client: C,
+    result: Result<(), PipeError>,
+    len: usize,
+    /// How much of it was memory (file data is not).
+    memory: usize,
+}
+
+/// Account a finished write; `false` when it failed.
+fn finish_write<C>(
+    w: Written<C>,
+    client: &mut Option<C>,
+    buf: &mut Buffered,
+    out: &mut PipeOutcome,
+) -> bool {
+    *client = Some(w.client);
+    buf.memory_bytes -= w.memory;
+    match w.result {
+        Ok(()) => {
+            out.sent += w.len as u64;
+            true
+        }
+        Err(e) => {
+            out.error = Some(e);
+            false
+        }
+    }
+}
+
+/// The client failed. With `ignore_client_abort`, keep reading the upstream to
+/// its end (returns true); otherwise stop everything (returns false).
+fn on_client_error<U, R>(
+    conf: &EventPipeConf,
+    up: &mut Option<U>,
+    reading: &mut Option<R>,
+) -> bool {
+    if conf.ignore_client_abort {
+        return true;
+    }
+    *reading = None;
+    *up = None;
+    false
+}
+
+fn filter_into<F: BodyFilter + ?Sized>(
+    filter: &mut F,
+    mut piece: Option<Bytes>,
+    end: bool,
+    buf: &mut Buffered,
+    discard: bool,
+) -> Result<(), PipeError> {
+    if piece.is_none() && !end {
+        return Ok(());
+    }
+    filter
+        .filter(&mut piece, end)
+        .map_err(|m| PipeError::new(Side::Client, FailKind::Error, m))?;
+    if let Some(b) = piece {
+        if !discard {
+            buf.push(b);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipe::NoFilter;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// Upstream end over an in-memory stream with backpressure.
+    struct Up {
+        rd: DuplexStream,
+        total: usize,
+        read: usize,
+        released: Arc<AtomicBool>,
+    }
+
+    impl UpstreamBody for Up {
+        async fn read(&mut self) -> Result<Option<Bytes>, PipeError> {
+            let mut b = vec![0u8; 16 * 1024];
+            let n = self
+                .rd
+                .read(&mut b)
+                .await
+                .map_err(|e| PipeError::new(Side::Upstream, FailKind::Error, e.to_string()))?;
+            if n == 0 {
+                return if self.read == self.total {
+                    Ok(None)
+                } else {
+                    Err(PipeError::new(
+                        Side::Upstream,
+                        FailKind::Error,
+                        "closed early",
+                    ))
+                };
+            }
+            self.read += n;
+            b.truncate(n);
+            Ok(Some(b.into()))
+        }
+        fn is_done(&mut self) -> bool {
+            self.read == self.total
+        }
+        async fn release(self) {
+            self.released.store(true, Ordering::SeqCst);
+        }
+    }
+
+    struct Client(DuplexStream);
+
+    impl ClientBody for Client {
+        async fn write(&mut self, data: Bytes) -> Result<(), PipeError> {
+            self.0
+                .write_all(&data)
+                .await
+                .map_err(|e| PipeError::new(Side::Client, FailKind::Error, e.to_string()))
+        }
+    }
+
+    fn conf(dir: &str, max_temp: u64) -> EventPipeConf {
+        EventPipeConf {
+            memory: 8 * 4096,
+            busy: 8192,
+            max_temp_file_size: max_temp,
+            temp_file_write_size: 8192,
+            temp_path: std::env::temp_dir().join(format!("ferry-ep-{dir}-{}", std::process::id())),
+            limit_rate: 0,
+            ignore_client_abort: false,
+        }
+    }
+
+    fn body(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 253) as u8).collect()
+    }
+
+    struct Setup {
+        producer: tokio::task::JoinHandle<()>,
+        pipe: tokio::task::JoinHandle<PipeOutcome>,
+        client_rd: DuplexStream,
+        released: Arc<AtomicBool>,
+    }
+
+    /// An upstream sending `data`, a client whose socket holds 16 KiB.
+    fn setup(data: Vec<u8>, conf: EventPipeConf) -> Setup {
+        let (mut up_wr, up_rd) = tokio::io::duplex(16 * 1024);
+        let (client_wr, client_rd) = tokio::io::duplex(16 * 1024);
+        let released = Arc::new(AtomicBool::new(false));
+        let up = Up {
+            rd: up_rd,
+            total: data.len(),
+            read: 0,
+            released: released.clone(),
+        };
+        let producer = tokio::spawn(async move {
+            up_wr.write_all(&data).await.unwrap();
+        });
+        let pipe =
+            tokio::spawn(async move { run(&conf, up, Client(client_wr), &mut NoFilter).await });
+        Setup {
+            producer,
+            pipe,
+            client_rd,
+            released,
+        }
+    }
+
+    async fn read_all(rd: &mut DuplexStream, n: usize) -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        rd.read_exact(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_client_spills_and_upstream_finishes_first() {
+        let data = body(1 << 20);
+        let mut s = setup(data.clone(), conf("spill", 1 << 30));
+        // The client reads nothing; the upstream still sends it all.
+        s.producer.await.unwrap();
+        while !s.released.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        let got = read_all(&mut s.client_rd, data.len()).await;
+        let out = s.pipe.await.unwrap();
+        assert!(out.ok(), "{:?}", out.error);
+        assert!(out.spilled > 900_000, "spilled {}", out.spilled);
+        assert_eq!(out.sent, data.len() as u64);
+        assert!(got == data, "bytes differ");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_spill_means_backpressure() {
+        let data = body(1 << 20);
+        let mut s = setup(data.clone(), conf("nospill", 0));
+        // With the clock paused, this timeout fires only once every task is
+        // stuck: the upstream cannot finish while the client reads nothing.
+        let stuck = tokio::time::timeout(Duration::from_secs(5), &mut s.producer).await;
+        assert!(
+            stuck.is_err(),
+            "upstream finished without the client reading"
+        );
+        assert!(!s.released.load(Ordering::SeqCst));
+        let got = read_all(&mut s.client_rd, data.len()).await;
+        let out = s.pipe.await.unwrap();
+        assert_eq!(out.spilled, 0);
+        assert!(out.upstream_complete);
+        assert!(got == data);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn small_temp_cap_stalls_after_the_cap_and_keeps_order() {
+        let data = body(1 << 20);
+        let mut s = setup(data.clone(), conf("cap", 4096));
+        let stuck = tokio::time::timeout(Duration::from_secs(5), &mut s.producer).await;
+        assert!(stuck.is_err());
+        let got = read_all(&mut s.client_rd, data.len()).await;
+        let out = s.pipe.await.unwrap();
+        assert!(out.spilled <= 4096, "spilled {}", out.spilled);
+        assert!(got == data);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fast_client_never_spills() {
+        let data = body(1 << 20);
+        let mut s = setup(data.clone(), conf("fast", 1 << 30));
+        let reader = tokio::spawn(async move { read_all(&mut s.client_rd, 1 << 20).await });
+        let got = reader.await.unwrap();
+        let out = s.pipe.await.unwrap();
+        assert!(out.ok());
+        assert_eq!(
+            out.spilled, 0,
+            "a client that keeps up is never spilled for"
+        );
+        assert!(got == data);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_abort_stops_reading_and_leaves_no_file() {
+        let c = conf("abort", 1 << 30);
+        let dir = c.temp_path.clone();
+        let data = body(1 << 20);
+        let s = setup(data, c);
+        drop(s.client_rd);
+        let out = s.pipe.await.unwrap();
+        assert_eq!(out.error.as_ref().map(|e| e.side), Some(Side::Client));
+        assert!(!out.upstream_complete);
+        if dir.exists() {
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn limit_rate_is_nginx_arithmetic() {
+        let r = RateLimit {
+            rate: 1000,
+            start: Instant::now(),
+        };
+        assert_eq!(r.delay_before_read(0), None);
+        assert_eq!(r.delay_before_read(1500), Some(Duration::from_millis(501)));
+        assert_eq!(r.delay_after_read(250), Some(Duration::from_millis(250)));
+    }
+}

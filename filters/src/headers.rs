@@ -1,0 +1,350 @@
+//! Header rules between the two connections.
+//!
+//! Request to the upstream (nginx `ngx_http_proxy_create_request`):
+//! `Host: $proxy_host` unless `set_headers` says otherwise; the client's
+//! hop-by-hop headers (`Connection`, `Keep-Alive`, `TE`, `Upgrade`, `Expect`,
+//! `Proxy-Connection` and the names listed in its `Connection`) dropped;
+//! `X-Forwarded-For: $proxy_add_x_forwarded_for` added; `set_headers` applied
+//! in order, `""` removing; framing set by Ferry.
+//!
+//! Response to the client (nginx `ngx_http_upstream_process_headers`):
+//! `Date`, `Server`, `X-Pad`, `X-Accel-*` hidden (adjusted by `hide_headers` /
+//! `pass_headers`); `Connection`, `Keep-Alive`, `Transfer-Encoding` and
+//! `Content-Length` consumed (Ferry frames the body itself); `Server: ferry`.
+//!
+//! Plans are compiled once per route at start; building is per request.
+
+use crate::variables::RequestVars;
+use ferry_conf::{HttpVersion, ProxyConf, Template};
+use http::header::{self, HeaderName, HeaderValue};
+use http::Version;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// nginx's default `proxy_hide_header` list.
+pub const HIDDEN_BY_DEFAULT: [&str; 8] = [
+    "date",
+    "server",
+    "x-pad",
+    "x-accel-expires",
+    "x-accel-redirect",
+    "x-accel-limit-rate",
+    "x-accel-buffering",
+    "x-accel-charset",
+];
+
+/// Request headers never forwarded as they came (RFC 9110 hop-by-hop, plus
+/// what Ferry sets itself).
+const REQUEST_DROPPED: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::UPGRADE,
+    header::EXPECT,
+    HeaderName::from_static("proxy-connection"),
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+];
+
+/// Response headers consumed by Ferry (framing and connection management).
+const RESPONSE_CONSUMED: [HeaderName; 4] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TRANSFER_ENCODING,
+    header::CONTENT_LENGTH,
+];
+
+/// How the request body is framed towards the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body and the client declared none.
+    None,
+    /// A known length (buffered body, or the client's Content-Length).
+    Length(u64),
+    /// Streamed with unknown length.
+    Chunked,
+}
+
+/// The request-side rules of one route.
+#[derive(Debug, Clone)]
+pub struct RequestPlan {
+    host: Option<Template>,
+    forwarded_for: Option<Template>,
+    set: Vec<(HeaderName, Template)>,
+    removed: Vec<HeaderName>,
+    version: HttpVersion,
+}
+
+impl RequestPlan {
+    pub fn new(conf: &ProxyConf) -> RequestPlan {
+        let mut plan = RequestPlan {
+            host: None,
+            forwarded_for: Some(Template::parse("$proxy_add_x_forwarded_for").unwrap_or_default()),
+            set: Vec::new(),
+            removed: Vec::new(),
+            version: conf.http_version,
+        };
+        for (name, value) in conf.set_headers.iter() {
+            // Names were checked by the loader; skip what still fails.
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            let empty = value.is_empty();
+            if name == header::HOST {
+                plan.host = (!empty).then(|| value.clone());
+            } else if name == HeaderName::from_static("x-forwarded-for") {
+                plan.forwarded_for = (!empty).then(|| value.clone());
+            } else if empty {
+                plan.removed.push(name);
+            } else {
+                plan.set.push((name, value.clone()));
+            }
+        }
+        plan
+    }
+
+    fn is_overridden(&self, name: &HeaderName) -> bool {
+        name == header::HOST
+            || name == "x-forwarded-for"
+            || self.removed.contains(name)
+            || self.set.iter().any(|(n, _)| n == name)
+    }
+
+    /// Build the upstream request from the client's.
+    pub fn build(
+        &self,
+        client: &RequestHeader,
+        vars: &RequestVars,
+        body: BodyFraming,
+    ) -> pingora_error::Result<RequestHeader> {
+        let mut req = client.clone();
+        req.set_version(match self.version {
+            HttpVersion::Http10 => Version::HTTP_10,
+            HttpVersion::Http11 => Version::HTTP_11,
+        });
+        // Names listed in the client's Connection header are hop-by-hop too.
+        let listed: Vec<HeaderName> = client
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in REQUEST_DROPPED.iter().chain(listed.iter()) {
+            req.remove_header(name);
+        }
+        let overridden: Vec<HeaderName> = client
+            .headers
+            .keys()
+            .filter(|n| self.is_overridden(n))
+            .cloned()
+            .collect();
+        for name in &overridden {
+            req.remove_header(name);
+        }
+
+        let host = match &self.host {
+            Some(t) => vars.render(t),
+            None => vars.proxy_host.to_string(),
+        };
+        req.insert_header(header::HOST, host)?;
+        for (name, t) in &self.set {
+            let v = vars.render(t);
+            if !v.is_empty() {
+                req.append_header(name.clone(), v)?;
+            }
+        }
+        if let Some(t) = &self.forwarded_for {
+            let v = vars.render(t);
+            if !v.is_empty() {
+                req.insert_header("X-Forwarded-For", v)?;
+            }
+        }
+        match body {
+            BodyFraming::None => {}
+            BodyFraming::Length(n) => {
+                req.insert_header(header::CONTENT_LENGTH, n.to_string())?;
+            }
+            BodyFraming::Chunked => {
+                req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            }
+        }
+        if self.version == HttpVersion::Http10 {
+            req.insert_header(header::CONNECTION, "close")?;
+        }
+        Ok(req)
+    }
+}
+
+/// The response-side rules of one route.
+#[derive(Debug, Clone)]
+pub struct ResponsePlan {
+    hidden: Vec<HeaderName>,
+    pass_server: bool,
+}
+
+impl ResponsePlan {
+    pub fn new(conf: &ProxyConf) -> ResponsePlan {
+        let passed = |n: &str| conf.pass_headers.iter().any(|p| p.eq_ignore_ascii_case(n));
+        let mut hidden: Vec<HeaderName> = HIDDEN_BY_DEFAULT
+            .iter()
+            .filter(|n| !passed(n))
+            .map(|n| HeaderName::from_static(n))
+            .collect();
+        for h in &conf.hide_headers {
+            if let Ok(n) = HeaderName::from_bytes(h.as_bytes()) {
+                if !passed(h) && !hidden.contains(&n) {
+                    hidden.push(n);
+                }
+            }
+        }
+        ResponsePlan {
+            hidden,
+            pass_server: passed("server"),
+        }
+    }
+
+    /// The client's response header from the upstream's: hidden and consumed
+    /// headers removed, `Server: ferry` added. Framing is set by the caller.
+    pub fn build(&self, upstream: &ResponseHeader) -> pingora_error::Result<ResponseHeader> {
+        let mut resp = upstream.clone();
+        resp.set_version(Version::HTTP_11);
+        for name in RESPONSE_CONSUMED.iter().chain(self.hidden.iter()) {
+            resp.remove_header(name);
+        }
+        if !self.pass_server {
+            resp.insert_header(header::SERVER, HeaderValue::from_static("ferry"))?;
+        }
+        Ok(resp)
+    }
+
+    /// Whether a header name is hidden from the client.
+    pub fn hides(&self, name: &str) -> bool {
+        self.hidden
+            .iter()
+            .any(|h| h.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    fn vars<'a>(headers: &'a HeaderMap) -> RequestVars<'a> {
+        RequestVars {
+            method: "GET",
+            request_uri: "/x",
+            uri: "/x",
+            host: "example.com",
+            headers,
+            remote_addr: "10.0.0.9",
+            remote_port: 1,
+            scheme: "http",
+            proxy_host: "app",
+            request_id: "rid",
+            upstream_addr: "",
+            upstream_status: "",
+        }
+    }
+
+    fn client() -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        for (k, v) in [
+            ("Host", "example.com"),
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Upgrade", "h2c"),
+            ("Expect", "100-continue"),
+            ("Proxy-Connection", "keep-alive"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Keep", "yes"),
+            ("X-Gone", "bye"),
+        ] {
+            r.append_header(k, v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn request_as_nginx_builds_it() {
+        let mut conf = ProxyConf::default();
+        conf.set_headers =
+            serde_yaml::from_str("{ X-Real-IP: \"$remote_addr\", X-Gone: \"\" }").unwrap();
+        let plan = RequestPlan::new(&conf);
+        let c = client();
+        let r = plan
+            .build(&c, &vars(&c.headers), BodyFraming::Length(5))
+            .unwrap();
+        let h = &r.headers;
+        assert_eq!(h["host"], "app");
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-real-ip"], "10.0.0.9");
+        assert_eq!(h["x-keep"], "yes");
+        assert_eq!(h["content-length"], "5");
+        for gone in [
+            "connection",
+            "x-hop",
+            "keep-alive",
+            "te",
+            "upgrade",
+            "expect",
+            "proxy-connection",
+            "x-gone",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} must not be sent upstream");
+        }
+    }
+
+    #[test]
+    fn host_and_xff_overrides() {
+        let mut conf = ProxyConf::default();
+        conf.set_headers = serde_yaml::from_str("{ Host: \"\", X-Forwarded-For: \"\" }").unwrap();
+        let c = client();
+        let r = RequestPlan::new(&conf)
+            .build(&c, &vars(&c.headers), BodyFraming::None)
+            .unwrap();
+        assert_eq!(r.headers["host"], "app", "Host: \"\" means $proxy_host");
+        assert!(!r.headers.contains_key("x-forwarded-for"));
+        conf.set_headers = serde_yaml::from_str("{ Host: \"$host\" }").unwrap();
+        let r = RequestPlan::new(&conf)
+            .build(&c, &vars(&c.headers), BodyFraming::None)
+            .unwrap();
+        assert_eq!(r.headers["host"], "example.com");
+    }
+
+    #[test]
+    fn response_hides_nginx_defaults() {
+        let mut up = ResponseHeader::build(200, None).unwrap();
+        for (k, v) in [
+            ("Date", "x"),
+            ("Server", "backend"),
+            ("X-Pad", "x"),
+            ("X-Accel-Buffering", "no"),
+            ("Connection", "close"),
+            ("Content-Length", "3"),
+            ("X-App", "1"),
+            ("X-Secret", "s"),
+        ] {
+            up.append_header(k, v).unwrap();
+        }
+        let mut conf = ProxyConf::default();
+        conf.hide_headers = vec!["X-Secret".into()];
+        conf.pass_headers = vec!["X-Pad".into()];
+        let r = ResponsePlan::new(&conf).build(&up).unwrap();
+        assert_eq!(r.headers["server"], "ferry");
+        assert_eq!(r.headers["x-app"], "1");
+        assert_eq!(r.headers["x-pad"], "x");
+        for gone in [
+            "date",
+            "x-accel-buffering",
+            "connection",
+            "content-length",
+            "x-secret",
+        ] {
+            assert!(!r.headers.contains_key(gone), "{gone} must be hidden");
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The two ends of a response body pipe, and what a pipe reports.
+//!
+//! The proxy implements [`UpstreamBody`] over Pingora's upstream HTTP session
+//! and [`ClientBody`] over its downstream session; the pipes in
+//! [`crate::unbuffered`] and [`crate::event_pipe`] move the bytes.
+
+use bytes::Bytes;
+use std::fmt;
+use std::future::Future;
+
+/// Which end failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Upstream,
+    Client,
+    TempFile,
+}
+
+/// Timed out, or any other failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailKind {
+    Timeout,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeError {
+    pub side: Side,
+    pub kind: FailKind,
+    pub message: String,
+}
+
+impl PipeError {
+    pub fn new(side: Side, kind: FailKind, message: impl Into<String>) -> PipeError {
+        PipeError {
+            side,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for PipeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {:?}: {}", self.side, self.kind, self.message)
+    }
+}
+
+/// The upstream's response body.
+pub trait UpstreamBody: Send {
+    /// The next piece of body; `Ok(None)` once it is complete.
+    fn read(&mut self) -> impl Future<Output = Result<Option<Bytes>, PipeError>> + Send;
+    /// Whether the body is complete (nothing more to read).
+    fn is_done(&mut self) -> bool;
+    /// The body is complete: give the connection back (to the pool if it can
+    /// be reused). Called at most once, as soon as the last byte was read.
+    fn release(self) -> impl Future<Output = ()> + Send;
+}
+
+/// The client's side of the response body.
+pub trait ClientBody: Send {
+    /// Write one piece; waits while the client is not taking data.
+    fn write(&mut self, data: Bytes) -> impl Future<Output = Result<(), PipeError>> + Send;
+}
+
+/// The response body filter (nginx output/body filters, Ferry's
+/// `response_body_filter`): sees every piece, may change or hold it;
+/// `end` is set once, after the last piece, with `None`.
+pub trait BodyFilter: Send {
+    fn filter(&mut self, body: &mut Option<Bytes>, end: bool) -> Result<(), String>;
+}
+
+/// A filter that passes everything through.
+pub struct NoFilter;
+
+impl BodyFilter for NoFilter {
+    fn filter(&mut self, _: &mut Option<Bytes>, _: bool) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What happened in a pipe, for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipeOutcome {
+    /// Body bytes read from the upstream.
+    pub received: u64,
+    /// Body bytes written to the client.
+    pub sent: u64,
+    /// The upstream body was read to its end (and released).
+    pub upstream_complete: bool,
+    /// Bytes written to the temp file.
+    pub spilled: u64,
+    /// Why the pipe stopped early; the client's response is then truncated.
+    pub error: Option<PipeError>,
+}
+
+impl PipeOutcome {
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+}

@@ -1,0 +1,67 @@
+//! The unbuffered pipe (`buffering: false`, or `X-Accel-Buffering: no`):
+//! read a piece from the upstream, write it to the client, and read again
+//! only once the client took it. The client's speed rules; the upstream
+//! connection is held for the whole download.
+//!
+//! nginx counterpart: `ngx_http_upstream_process_non_buffered_request`. nginx
+//! reads into one `proxy_buffer_size` buffer; Ferry reads what Pingora's body
+//! reader returns (one socket read) and holds only that piece.
+
+use crate::pipe::{BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody};
+use bytes::Bytes;
+
+pub async fn run<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
+    mut upstream: U,
+    mut client: C,
+    filter: &mut F,
+) -> PipeOutcome {
+    let mut out = PipeOutcome::default();
+    loop {
+        let piece = match upstream.read().await {
+            Ok(p) => p,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        };
+        out.received += piece.as_ref().map_or(0, |b| b.len() as u64);
+        if piece.is_some() && !upstream.is_done() {
+            if let Err(e) = pass(&mut client, filter, piece, false, &mut out).await {
+                out.error = Some(e);
+                return out;
+            }
+            continue;
+        }
+        // The last piece: free the upstream before the client has it all.
+        out.upstream_complete = true;
+        upstream.release().await;
+        let mut result = Ok(());
+        if piece.is_some() {
+            result = pass(&mut client, filter, piece, false, &mut out).await;
+        }
+        if result.is_ok() {
+            result = pass(&mut client, filter, None, true, &mut out).await;
+        }
+        out.error = result.err();
+        return out;
+    }
+}
+
+/// Run one piece through the filter and write what comes out.
+pub(crate) async fn pass<C: ClientBody, F: BodyFilter + ?Sized>(
+    client: &mut C,
+    filter: &mut F,
+    mut piece: Option<Bytes>,
+    end: bool,
+    out: &mut PipeOutcome,
+) -> Result<(), PipeError> {
+    filter
+        .filter(&mut piece, end)
+        .map_err(|m| PipeError::new(Side::Client, FailKind::Error, m))?;
+    if let Some(b) = piece.filter(|b| !b.is_empty()) {
+        let n = b.len() as u64;
+        client.write(b).await?;
+        out.sent += n;
+    }
+    Ok(())
+}

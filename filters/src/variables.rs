@@ -1,0 +1,134 @@
+//! Evaluating variable templates against one request (`$remote_addr`,
+//! `$host`, `$arg_a`, `$http_x_real_ip`, ...).
+//!
+//! nginx counterpart: `ngx_http_variables.c` and `ngx_http_complex_value`.
+
+use ferry_conf::{Segment, Template, Variable};
+use http::HeaderMap;
+
+/// What a template can see of a request. Borrowed; built once per request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestVars<'a> {
+    pub method: &'a str,
+    /// The request URI as received (`$request_uri`).
+    pub request_uri: &'a str,
+    /// The normalised path (`$uri`): decoded, dot segments resolved.
+    pub uri: &'a str,
+    /// `$host`: Host without port, lower-cased.
+    pub host: &'a str,
+    pub headers: &'a HeaderMap,
+    pub remote_addr: &'a str,
+    pub remote_port: u16,
+    pub scheme: &'a str,
+    /// The group name (`$proxy_host`).
+    pub proxy_host: &'a str,
+    pub request_id: &'a str,
+    pub upstream_addr: &'a str,
+    pub upstream_status: &'a str,
+}
+
+impl RequestVars<'_> {
+    /// `$args`: the query string without `?`.
+    pub fn args(&self) -> &str {
+        self.request_uri.split_once('?').map_or("", |(_, q)| q)
+    }
+
+    /// `$arg_NAME`: the first query argument of that name, raw as sent.
+    pub fn arg(&self, name: &str) -> &str {
+        self.args()
+            .split('&')
+            .find_map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                k.eq_ignore_ascii_case(name).then_some(v)
+            })
+            .unwrap_or("")
+    }
+
+    /// `$http_NAME`: the request header (several joined by `, `).
+    pub fn header(&self, name: &str, out: &mut String) {
+        for (i, v) in self.headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                out.push_str(if name == "cookie" { "; " } else { ", " });
+            }
+            out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        }
+    }
+
+    /// `$proxy_add_x_forwarded_for`: the client's X-Forwarded-For plus `$remote_addr`.
+    pub fn proxy_add_x_forwarded_for(&self, out: &mut String) {
+        let before = out.len();
+        self.header("x-forwarded-for", out);
+        if out.len() > before {
+            out.push_str(", ");
+        }
+        out.push_str(self.remote_addr);
+    }
+
+    fn var(&self, v: &Variable, out: &mut String) {
+        match v {
+            Variable::RemoteAddr => out.push_str(self.remote_addr),
+            Variable::RemotePort => out.push_str(&self.remote_port.to_string()),
+            Variable::Host => out.push_str(self.host),
+            Variable::RequestUri => out.push_str(self.request_uri),
+            Variable::Uri => out.push_str(self.uri),
+            Variable::Args => out.push_str(self.args()),
+            Variable::Arg(name) => out.push_str(self.arg(name)),
+            Variable::Http(name) => self.header(name, out),
+            Variable::Scheme => out.push_str(self.scheme),
+            Variable::ProxyHost => out.push_str(self.proxy_host),
+            Variable::ProxyAddXForwardedFor => self.proxy_add_x_forwarded_for(out),
+            Variable::RequestMethod => out.push_str(self.method),
+            Variable::RequestId => out.push_str(self.request_id),
+            Variable::UpstreamAddr => out.push_str(self.upstream_addr),
+            Variable::UpstreamStatus => out.push_str(self.upstream_status),
+        }
+    }
+
+    /// Evaluate a template.
+    pub fn render(&self, t: &Template) -> String {
+        if let Some(lit) = t.as_literal() {
+            return lit.to_string();
+        }
+        let mut out = String::new();
+        for s in &t.segments {
+            match s {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Var(v) => self.var(v, &mut out),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_request_variables() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        h.insert("x-real-ip", "9.9.9.9".parse().unwrap());
+        let v = RequestVars {
+            method: "GET",
+            request_uri: "/a%20b?x=1&A=two",
+            uri: "/a b",
+            host: "example.com",
+            headers: &h,
+            remote_addr: "10.0.0.1",
+            remote_port: 5555,
+            scheme: "http",
+            proxy_host: "app",
+            request_id: "id",
+            upstream_addr: "",
+            upstream_status: "",
+        };
+        let t = Template::parse(
+            "$request_method $uri $args $arg_a $http_x_real_ip $remote_addr:$remote_port",
+        )
+        .unwrap();
+        assert_eq!(v.render(&t), "GET /a b x=1&A=two two 9.9.9.9 10.0.0.1:5555");
+        let xff = Template::parse("$proxy_add_x_forwarded_for").unwrap();
+        assert_eq!(v.render(&xff), "1.1.1.1, 10.0.0.1");
+    }
+}
