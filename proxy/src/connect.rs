@@ -1,0 +1,81 @@
+//! Getting a connection to the chosen peer, and giving it back.
+//!
+//! nginx counterpart: `ngx_event_connect_peer` (with `connect_timeout`) and the
+//! keepalive module's `get`/`free`. The connection comes from Pingora's
+//! `Connector`, one per group, whose idle pool holds that group's keepalive
+//! connections; `reused` says a pooled one was taken.
+
+use crate::keepalive::ConnId;
+use crate::runtime::Upstream;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::protocols::http::v1::client::HttpSession as H1Session;
+use pingora_core::protocols::UniqueID;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// An upstream connection for one try.
+pub struct Conn {
+    pub session: H1Session,
+    /// Taken from the keepalive pool rather than newly connected.
+    pub reused: bool,
+    pub peer: HttpPeer,
+    pub upstream: Arc<Upstream>,
+}
+
+/// Connect (or take an idle connection) to `peer` of `upstream`.
+pub async fn connect(upstream: &Arc<Upstream>, peer: &HttpPeer) -> Result<Conn> {
+    let (session, reused) = upstream.connector.get_http_session(peer).await?;
+    let HttpSession::H1(mut session) = session else {
+        return Error::e_explain(ErrorType::InternalError, "upstream spoke other than HTTP/1");
+    };
+    session.read_timeout = peer.options.read_timeout;
+    session.write_timeout = peer.options.write_timeout;
+    Ok(Conn {
+        session,
+        reused,
+        peer: peer.clone(),
+        upstream: upstream.clone(),
+    })
+}
+
+impl Conn {
+    fn id(&self) -> ConnId {
+        let made = self
+            .session
+            .digest()
+            .timing_digest
+            .first()
+            .and_then(|t| t.as_ref())
+            .map_or(SystemTime::UNIX_EPOCH, |t| t.established_ts);
+        (self.session.id(), made)
+    }
+
+    /// The response was read to its end: back to the pool when it can be
+    /// reused (Pingora checks framing and `Connection: close`; Ferry checks
+    /// the group's keepalive limits), closed otherwise.
+    pub async fn release(self) {
+        let id = self.id();
+        let ka = &self.upstream.keepalive;
+        if ka.after_request(id) {
+            self.upstream
+                .connector
+                .release_http_session(
+                    HttpSession::H1(self.session),
+                    &self.peer,
+                    Some(ka.idle_timeout),
+                )
+                .await;
+        } else {
+            ka.forget(id);
+            let mut s = self.session;
+            s.shutdown().await;
+        }
+    }
+
+    /// Give up on this connection (an error, or a response not read to its end).
+    pub fn close(self) {
+        self.upstream.keepalive.forget(self.id());
+    }
+}

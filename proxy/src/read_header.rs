@@ -1,0 +1,80 @@
+//! Reading the upstream's response header.
+//!
+//! nginx counterpart: `ngx_http_upstream_process_header` and the proxy
+//! module's status-line and header parsers (here: Pingora's). The whole
+//! header must fit in `buffer_size` ("upstream sent too big header"), and
+//! framing nginx refuses is refused here too: `Transfer-Encoding` other than
+//! a single `chunked`, `Transfer-Encoding` with `Content-Length`, and (by
+//! Pingora) a bad or conflicting `Content-Length`. All are `invalid_header`.
+//! Informational responses (100, 103) are read past.
+
+use crate::connect::Conn;
+use http::header::TRANSFER_ENCODING;
+use pingora_error::{Error, ErrorType, Result};
+
+pub async fn read_header(conn: &mut Conn, buffer_size: usize) -> Result<()> {
+    let s = &mut conn.session;
+    loop {
+        s.read_response().await?;
+        let status = s.get_status().map_or(0, |c| c.as_u16());
+        if !(100..200).contains(&status) || status == 101 {
+            break;
+        }
+    }
+    let raw = s.get_headers_raw_bytes();
+    if raw.len() > buffer_size {
+        return Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            format!(
+                "upstream sent too big header: {} bytes, buffer_size {buffer_size}",
+                raw.len()
+            ),
+        );
+    }
+    let Some(header) = s.resp_header() else {
+        return Error::e_explain(ErrorType::InvalidHTTPHeader, "no response header");
+    };
+    let te: Vec<_> = header.headers.get_all(TRANSFER_ENCODING).iter().collect();
+    if let Some(first) = te.first() {
+        if te.len() > 1
+            || !first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+        {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "upstream sent unknown \"Transfer-Encoding\"",
+            );
+        }
+        // Pingora drops Content-Length when Transfer-Encoding is present; the
+        // raw header still shows it, and nginx refuses the pair.
+        if contains_header(&raw, b"content-length") {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "upstream sent \"Content-Length\" and \"Transfer-Encoding\"",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether a raw header block has a field named `name` (lower-case).
+fn contains_header(raw: &[u8], name: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()] == b':'
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_header_names_at_line_starts_only() {
+        let raw = b"HTTP/1.1 200 OK\r\nX-Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(!super::contains_header(raw, b"content-length"));
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 1\r\n\r\n";
+        assert!(super::contains_header(raw, b"content-length"));
+    }
+}

@@ -1,0 +1,70 @@
+//! The header the client gets, made from the upstream's.
+//!
+//! nginx counterpart: `ngx_http_upstream_process_headers` then
+//! `ngx_http_upstream_send_response`: hidden headers dropped, `Location` /
+//! `Refresh` rewritten (`proxy_redirect`), and the body re-framed for the
+//! client: the upstream's `Content-Length` when it has one, else chunked to
+//! an HTTP/1.1 client, or close-delimited to an HTTP/1.0 one.
+
+use crate::runtime::RouteRt;
+use http::header::{self, HeaderValue};
+use http::Version;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+
+/// What `X-Accel-Buffering` asks of this response, if anything.
+pub fn accel_buffering(upstream: &ResponseHeader) -> Option<bool> {
+    let v = upstream.headers.get("x-accel-buffering")?.as_bytes();
+    if v.eq_ignore_ascii_case(b"yes") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case(b"no") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Build the client's header. `client_version` is the client's HTTP version;
+/// `host` its Host header (for absolute redirects).
+pub fn build(
+    route: &RouteRt,
+    upstream: &ResponseHeader,
+    client_version: Version,
+    host: &str,
+) -> Result<ResponseHeader> {
+    let mut resp = route.response_plan.build(upstream)?;
+    if !route.redirect.is_off() {
+        if let Some(loc) = upstream
+            .headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            if let Some(new) = route.redirect.location(loc, "http", host) {
+                resp.insert_header(header::LOCATION, new)?;
+            }
+        }
+        if let Some(r) = upstream
+            .headers
+            .get("refresh")
+            .and_then(|v| v.to_str().ok())
+        {
+            if let Some(new) = route.redirect.refresh(r) {
+                resp.insert_header("Refresh", new)?;
+            }
+        }
+    }
+    match upstream.headers.get(header::CONTENT_LENGTH) {
+        Some(cl) => resp.insert_header(header::CONTENT_LENGTH, cl.clone())?,
+        None if no_body(upstream.status.as_u16()) => {}
+        None if client_version == Version::HTTP_11 => resp.insert_header(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        )?,
+        None => {}
+    }
+    Ok(resp)
+}
+
+fn no_body(status: u16) -> bool {
+    status == 204 || status == 304 || (100..200).contains(&status)
+}

@@ -1,0 +1,137 @@
+//! The configuration compiled for serving: routes with their header plans and
+//! pipe settings, upstream groups with their balancer state, connection pool
+//! and keepalive policy. Built once at start and shared by every request.
+
+use crate::keepalive::Keepalive;
+use crate::route::Matcher;
+use ferry_conf::{Config, ProxyConf, Route};
+use ferry_filters::event_pipe::EventPipeConf;
+use ferry_filters::headers::{RequestPlan, ResponsePlan};
+use ferry_filters::redirect::RedirectPlan;
+use ferry_lb::Group;
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::upstreams::peer::HttpPeer;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// An upstream group as served: balancer, pool, keepalive.
+pub struct Upstream {
+    pub name: String,
+    pub group: Group,
+    /// Pingora's connector with this group's own idle pool.
+    pub connector: Connector,
+    pub keepalive: Keepalive,
+}
+
+/// A route as served.
+pub struct RouteRt {
+    pub index: usize,
+    pub conf: Route,
+    pub upstream: Option<Arc<Upstream>>,
+    pub request_plan: RequestPlan,
+    pub response_plan: ResponsePlan,
+    pub redirect: RedirectPlan,
+    /// One Pingora peer per group peer, with this route's timeouts.
+    pub peers: Vec<HttpPeer>,
+    pub pipe: EventPipeConf,
+}
+
+impl RouteRt {
+    pub fn proxy(&self) -> &ProxyConf {
+        &self.conf.proxy
+    }
+}
+
+pub struct Runtime {
+    pub config: Config,
+    pub routes: Vec<RouteRt>,
+    pub matcher: Matcher,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+}
+
+impl Runtime {
+    pub fn new(config: Config, server: &ServerConf) -> Runtime {
+        let upstreams: HashMap<String, Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|(name, u)| {
+                let mut opts = ConnectorOptions::from_server_conf(server);
+                opts.keepalive_pool_size = u.keepalive.max(1);
+                let up = Upstream {
+                    name: name.to_string(),
+                    group: Group::from_conf(name, u),
+                    connector: Connector::new(Some(opts)),
+                    keepalive: Keepalive::new(u),
+                };
+                (name.to_string(), Arc::new(up))
+            })
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(index, r)| {
+                let upstream = r.upstream.as_ref().and_then(|n| upstreams.get(n)).cloned();
+                let peers = upstream
+                    .as_ref()
+                    .map(|u| {
+                        u.group
+                            .peers()
+                            .iter()
+                            .map(|p| make_peer(p.addr, &r.proxy))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                RouteRt {
+                    index,
+                    request_plan: RequestPlan::new(&r.proxy),
+                    response_plan: ResponsePlan::new(&r.proxy),
+                    redirect: RedirectPlan::new(&r.proxy.redirect, r.upstream.as_deref()),
+                    peers,
+                    pipe: pipe_conf(&r.proxy),
+                    upstream,
+                    conf: r.clone(),
+                }
+            })
+            .collect();
+        let matcher = Matcher::new(
+            config
+                .routes
+                .iter()
+                .map(|r| (r.matcher.host.as_deref(), r.matcher.path_prefix.as_str())),
+        );
+        Runtime {
+            config,
+            routes,
+            matcher,
+            upstreams,
+        }
+    }
+}
+
+/// A Pingora peer with nginx's timeouts: `connect_timeout` for the TCP
+/// connect, `read_timeout`/`send_timeout` between two reads/writes.
+pub fn make_peer(addr: std::net::SocketAddr, p: &ProxyConf) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    let o = &mut peer.options;
+    o.connection_timeout = p.connect_timeout.non_zero();
+    o.total_connection_timeout = p.connect_timeout.non_zero();
+    o.read_timeout = p.read_timeout.non_zero();
+    o.write_timeout = p.send_timeout.non_zero();
+    peer
+}
+
+fn pipe_conf(p: &ProxyConf) -> EventPipeConf {
+    EventPipeConf {
+        memory: (u64::from(p.buffers.count) * p.buffers.size.0) as usize,
+        busy: p.busy_buffers_size.as_usize(),
+        max_temp_file_size: p.max_temp_file_size.0,
+        temp_file_write_size: p.temp_file_write_size.as_usize(),
+        temp_path: PathBuf::from(&p.temp_path),
+        limit_rate: p.limit_rate.0,
+        ignore_client_abort: p.ignore_client_abort,
+    }
+}

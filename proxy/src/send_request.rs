@@ -1,0 +1,49 @@
+//! Sending the request to the upstream: the header, then the body.
+//!
+//! nginx counterpart: `ngx_http_upstream_send_request` with `send_timeout`
+//! between two writes. A buffered body is replayed from the request buffer
+//! (memory, then temp file) on every try; with `request_buffering: false` the
+//! body streams from the client, and once any of it was sent no retry is
+//! possible.
+
+use crate::connect::Conn;
+use ferry_filters::request_body::RequestBody;
+use pingora_core::protocols::http::ServerSession;
+use pingora_error::{ErrorType, OrErr, Result};
+use pingora_http::RequestHeader;
+
+/// Where the request body comes from on this try.
+pub enum BodySource<'a> {
+    /// Read whole before the first try.
+    Buffered(&'a RequestBody),
+    /// Streamed from the client as it arrives (only on the first try).
+    Stream(&'a mut ServerSession),
+    None,
+}
+
+pub async fn send(conn: &mut Conn, req: RequestHeader, body: BodySource<'_>) -> Result<()> {
+    let s = &mut conn.session;
+    s.write_request_header(Box::new(req)).await?;
+    match body {
+        BodySource::None => {}
+        BodySource::Buffered(b) => {
+            let mut replay = b.replay();
+            while let Some(chunk) = replay
+                .next_chunk()
+                .or_err(ErrorType::InternalError, "reading the request body buffer")?
+            {
+                s.write_body(&chunk).await?;
+            }
+        }
+        BodySource::Stream(client) => {
+            while let Some(chunk) = client.read_request_body().await.map_err(|mut e| {
+                e.as_down();
+                e
+            })? {
+                s.write_body(&chunk).await?;
+            }
+        }
+    }
+    s.finish_body().await?;
+    Ok(())
+}

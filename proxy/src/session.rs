@@ -1,0 +1,54 @@
+//! What a hook sees of the request it runs for: Pingora's downstream session
+//! (the client's header, the connection) plus Ferry's record of the request.
+
+use crate::request::Request;
+use crate::runtime::Runtime;
+use bytes::Bytes;
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session as PingoraSession;
+
+pub struct Session<'a> {
+    pub(crate) downstream: &'a mut PingoraSession,
+    pub(crate) request: &'a mut Request,
+    pub(crate) runtime: &'a Runtime,
+}
+
+impl Session<'_> {
+    /// The client's request header.
+    pub fn req_header(&self) -> &RequestHeader {
+        self.downstream.req_header()
+    }
+
+    /// The client's request header, to change before it is routed upstream.
+    pub fn req_header_mut(&mut self) -> &mut RequestHeader {
+        self.downstream.req_header_mut()
+    }
+
+    /// Ferry's record of this request: route, tries, outcome.
+    pub fn request(&self) -> &Request {
+        self.request
+    }
+
+    /// The matched route's entry in `routes:`.
+    pub fn route(&self) -> Option<&ferry_conf::Route> {
+        self.request.route.map(|i| &self.runtime.routes[i].conf)
+    }
+
+    /// The loaded configuration.
+    pub fn config(&self) -> &ferry_conf::Config {
+        &self.runtime.config
+    }
+
+    /// Pingora's session itself, for what Ferry does not wrap.
+    pub fn pingora(&mut self) -> &mut PingoraSession {
+        self.downstream
+    }
+
+    /// Answer the request from a hook (then return `Ok(true)` from
+    /// `request_filter`).
+    pub async fn respond(&mut self, mut header: ResponseHeader, body: Bytes) -> Result<()> {
+        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        crate::respond::write_whole(self.downstream, self.request, header, body).await
+    }
+}
