@@ -240,6 +240,8 @@ where
     let mut reading: Option<Boxed<'a, (U, Result<Option<Bytes>, PipeError>)>> = None;
     let mut writing: Option<Boxed<'a, Written<C>>> = None;
     let mut delay: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut client_check = tokio::time::interval(crate::pipe::CLIENT_CHECK);
+    client_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut upstream_done = false;
     let mut client_blocked = false;
     // The client went away but `ignore_client_abort` keeps reading.
@@ -383,6 +385,14 @@ where
             }
             () = maybe(&mut delay) => {
                 delay = None;
+            }
+            _ = client_check.tick(), if writing.is_none() && !client_gone && !conf.ignore_client_abort => {
+                // nginx's broken-connection check: a client that went away
+                // while the upstream is slow ends the upstream request.
+                if client.as_mut().is_some_and(|c| c.is_gone()) {
+                    out.error = Some(PipeError::new(Side::Client, FailKind::Error, "client closed the connection"));
+                    break;
+                }
             }
         }
     }

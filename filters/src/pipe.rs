@@ -61,7 +61,17 @@ pub trait UpstreamBody: Send {
 pub trait ClientBody: Send {
     /// Write one piece; waits while the client is not taking data.
     fn write(&mut self, data: Bytes) -> impl Future<Output = Result<(), PipeError>> + Send;
+    /// Whether the client closed its connection (looked at without reading
+    /// anything, as nginx's `recv(MSG_PEEK)` check). The pipes ask while they
+    /// wait on the upstream with nothing in flight to the client.
+    fn is_gone(&mut self) -> bool {
+        false
+    }
 }
+
+/// How often the pipes look for a client that went away while they wait on
+/// the upstream.
+pub const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The response body filter (nginx output/body filters, Ferry's
 /// `response_body_filter`): sees every piece, may change or hold it;

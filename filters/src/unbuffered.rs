@@ -7,7 +7,9 @@
 //! reads into one `proxy_buffer_size` buffer; Ferry reads what Pingora's body
 //! reader returns (one socket read) and holds only that piece.
 
-use crate::pipe::{BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody};
+use crate::pipe::{
+    BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody, CLIENT_CHECK,
+};
 use bytes::Bytes;
 
 pub async fn run<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
@@ -16,8 +18,33 @@ pub async fn run<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
     filter: &mut F,
 ) -> PipeOutcome {
     let mut out = PipeOutcome::default();
+    let mut client_check = tokio::time::interval(CLIENT_CHECK);
+    client_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let piece = match upstream.read().await {
+        // Wait for the upstream, looking in on the client meanwhile.
+        let read = {
+            let read = upstream.read();
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    r = &mut read => break Some(r),
+                    _ = client_check.tick() => {
+                        if client.is_gone() {
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        let Some(read) = read else {
+            out.error = Some(PipeError::new(
+                Side::Client,
+                FailKind::Error,
+                "client closed the connection",
+            ));
+            return out;
+        };
+        let piece = match read {
             Ok(p) => p,
             Err(e) => {
                 out.error = Some(e);

@@ -54,6 +54,27 @@ impl ClientBody for ClientWriter<'_> {
             .await
             .map_err(|e| pipe_error(Side::Client, &e))
     }
+
+    fn is_gone(&mut self) -> bool {
+        let Some(stream) = self.0.stream() else {
+            return false;
+        };
+        // Pingora's id of a TCP stream (and of TLS over it) is its socket fd.
+        let fd = stream.id();
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a local buffer on a socket we own.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        // 0: the client closed; an error other than "would block": reset.
+        n == 0
+            || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
+    }
 }
 
 /// The user's `response_body_filter` as the pipes' filter.

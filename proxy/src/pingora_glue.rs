@@ -53,6 +53,19 @@ fn request_id(ps: &PingoraSession) -> String {
     format!("{base:016x}{:08x}", SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
+/// CONFIG rule 14: an upgrade is forwarded only when the client sent both
+/// `Upgrade` and `Connection: upgrade`; otherwise `Upgrade` is hop-by-hop.
+fn wants_upgrade(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::UPGRADE)
+        && req
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
 impl<P: ProxyHttp> Glue<P> {
     /// An upgrade request: pick the route's peer and let Pingora tunnel it.
     fn upgrade_peer(&self, ps: &PingoraSession) -> Option<(Box<HttpPeer>, String)> {
@@ -89,7 +102,7 @@ impl<P: ProxyHttp> pingora_proxy::ProxyHttp for Glue<P> {
     async fn request_filter(&self, ps: &mut PingoraSession, ctx: &mut Self::CTX) -> Result<bool> {
         ctx.request.client_addr = ps.client_addr().and_then(|a| a.as_inet()).copied();
         ctx.request.id = request_id(ps);
-        if ps.is_upgrade_req() {
+        if wants_upgrade(ps.req_header()) {
             if let Some(up) = self.upgrade_peer(ps) {
                 ctx.upgrade = Some(up);
                 return Ok(false);

@@ -1,1 +1,18 @@
-//! placeholder
+//! Ferry's integration test harness: real backends on 127.0.0.1 (ports from
+//! binding port 0), Ferry as a real process, real HTTP clients.
+//!
+//! - [`backend`]: a well-behaved HTTP server (hyper) that records what it saw.
+//! - [`raw`]: a TCP server that misbehaves on purpose (closes mid-body, sends
+//!   bad framing, stalls).
+//! - [`ferry`]: starts Ferry with a YAML and waits until it listens.
+//! - [`client`]: a raw client for checks on the bytes themselves.
+
+pub mod backend;
+pub mod client;
+pub mod ferry;
+pub mod raw;
+
+use std::time::Duration;
+
+/// The bound on every wait in the tests.
+pub const WAIT: Duration = Duration::from_secs(20);

@@ -1,0 +1,170 @@
+//! Ferry as a real process: a YAML written to a fresh directory, the
+//! `ferry` binary started on a free loopback port, and a wait (bounded) until
+//! it accepts connections.
+
+use crate::WAIT;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+pub struct Ferry {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary under test: Cargo builds a package's binaries before its
+/// integration tests, next to their `deps/` directory.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("target directory");
+    dir.join("ferry-under-test")
+}
+
+/// A fresh directory for one test.
+pub fn fresh_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ferry-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Ferry {
+    /// Start Ferry with `body`: the YAML after `server:` and `listen:`
+    /// (which the harness writes). `{tmp}` in it becomes a temp directory.
+    pub async fn start(body: &str) -> Ferry {
+        let dir = fresh_dir();
+        for _ in 0..5 {
+            let port = free_port();
+            let yaml = format!(
+                "server:\n  threads: 1\n  pid_file: {d}/pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - 127.0.0.1:{port}\n{}",
+                body.replace("{tmp}", &dir.join("tmp").display().to_string()),
+                d = dir.display()
+            );
+            let conf = dir.join("ferry.yaml");
+            std::fs::write(&conf, yaml).expect("write yaml");
+            let mut child = spawn(&conf, &dir);
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+            if wait_listening(addr, &mut child).await {
+                return Ferry { addr, dir, child };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("ferry did not start; log:\n{}", read_log(&dir));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The `{tmp}` directory.
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.dir)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Wait (bounded) for the process to exit; its exit status.
+    pub async fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+fn spawn(conf: &Path, dir: &Path) -> Child {
+    let log = std::fs::File::create(dir.join("ferry.log")).expect("log file");
+    Command::new(binary())
+        .arg("-c")
+        .arg(conf)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn ferry")
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("ferry.log")).unwrap_or_default()
+}
+
+/// Poll until `addr` accepts, or the child exits, or [`WAIT`] passes.
+async fn wait_listening(addr: SocketAddr, child: &mut Child) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return true;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Run `ferry -t -c FILE` on `yaml`: (exit code, stdout, stderr).
+pub fn check(yaml: &str) -> (i32, String, String) {
+    let dir = fresh_dir();
+    let conf = dir.join("ferry.yaml");
+    std::fs::write(&conf, yaml).expect("write yaml");
+    let out = Command::new(binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("run ferry -t");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).replace(&conf.display().to_string(), "FILE"),
+    )
+}
