@@ -73,10 +73,15 @@ impl Backend {
         Backend::start(Arc::new(move |_, _| Reply::ok(n.clone()))).await
     }
 
-    /// A backend answering by `handler(hit_index, request)`.
+    /// A backend answering by `handler(hit_index, request)`, on a free port.
     pub async fn start(handler: Handler) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        Backend::start_on("127.0.0.1:0", handler).await.expect("bind a loopback port")
+    }
+
+    /// A backend on a given address.
+    pub async fn start_on(addr: &str, handler: Handler) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let hits = Arc::new(AtomicUsize::new(0));
         let conns = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -123,13 +128,13 @@ impl Backend {
                 });
             }
         });
-        Backend {
+        Ok(Backend {
             addr,
             hits,
             conns,
             seen,
             task,
-        }
+        })
     }
 
     pub fn hits(&self) -> usize {
