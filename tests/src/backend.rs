@@ -75,7 +75,9 @@ impl Backend {
 
     /// A backend answering by `handler(hit_index, request)`, on a free port.
     pub async fn start(handler: Handler) -> Backend {
-        Backend::start_on("127.0.0.1:0", handler).await.expect("bind a loopback port")
+        Backend::start_on("127.0.0.1:0", handler)
+            .await
+            .expect("bind a loopback port")
     }
 
     /// A backend on a given address.

@@ -6,18 +6,28 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() {
-    let ports: Vec<u16> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let ports: Vec<u16> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let mut running = Vec::new();
     for port in ports {
         let b = Backend::start_on(
             &format!("127.0.0.1:{port}"),
             Arc::new(move |_, req| {
-                let real_ip = req.headers.get("x-real-ip").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                let real_ip = req
+                    .headers
+                    .get("x-real-ip")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
                 Reply::ok(format!(
                     "backend {port}: {} {} (Host: {}, X-Real-IP: {real_ip})\n",
                     req.method,
                     req.uri,
-                    req.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                    req.headers
+                        .get("host")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-"),
                 ))
                 .header("Content-Type", "text/plain")
             }),
@@ -31,6 +41,9 @@ async fn main() {
             }
         }
     }
-    eprintln!("demo-backends: listening on {:?}", running.iter().map(|b| b.addr).collect::<Vec<_>>());
+    eprintln!(
+        "demo-backends: listening on {:?}",
+        running.iter().map(|b| b.addr).collect::<Vec<_>>()
+    );
     std::future::pending::<()>().await;
 }
