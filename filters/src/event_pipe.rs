@@ -21,10 +21,10 @@
 //!
 //! One task drives both ends: a read and a write may be in flight at once,
 //! each as a future that owns its end and hands it back when done. "The
-//! client is blocked" means what nginx means by `!downstream->write->ready`:
-//! the write in flight did not complete when it was first polled. So a fast
-//! client is never spilled for (nginx spills whenever its buffers fill; Ferry
-//! first tries the client, as nginx's own rule (c) intends).
+//! client is behind" is nginx's `!downstream->write->ready` made robust: the
+//! write in flight has waited on the client for [`SPILL_GRACE`]. So a client
+//! that keeps up is not spilled for, while a slow one is within
+//! milliseconds.
 //!
 //! Memory: Pingora's body reader returns up to one socket read (64 KiB) at a
 //! time and a read is never split, so the bound is the buffers plus one read.
@@ -59,13 +59,24 @@ pub struct EventPipeConf {
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The most handed to a client that keeps up in one write (one Pingora
+/// read); a client that blocked gets at most `busy_buffers_size`.
+const FAST_BATCH: usize = 64 * 1024;
+
+/// How long a write must wait on the client, with memory full, before the
+/// pipe spills: a client that keeps up finishes a write within microseconds,
+/// a slow one stays blocked. (nginx spills at once; this keeps fast clients
+/// off the disk.)
+pub const SPILL_GRACE: Duration = Duration::from_millis(10);
+
 /// Body that was read and not yet written: memory (`p->in`) and the part of
-/// the temp file not yet sent (`p->out`, always older than memory).
+/// the temp file not yet sent (`p->out`, always older than memory). The write
+/// in flight (nginx's busy buffers) is not counted here: it holds at most
+/// one batch.
 struct Buffered {
     memory: VecDeque<Bytes>,
-    /// Bytes of memory in use: queued plus the write in flight, if it came
-    /// from memory (nginx's busy recycled buffers).
-    memory_bytes: usize,
+    /// Bytes queued in `memory`: what `buffers` bounds and spilling frees.
+    queued: usize,
     file: Option<TempFile>,
     file_sent: u64,
 }
@@ -81,17 +92,16 @@ impl Buffered {
 
     fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
-            self.memory_bytes += b.len();
+            self.queued += b.len();
             self.memory.push_back(b);
         }
     }
 
-    /// The next write: file data first (oldest), else memory pieces
-    /// coalesced up to `busy` (a single larger piece goes whole). Returns the
-    /// bytes and whether they came from memory.
-    fn next_batch(&mut self, busy: usize) -> Result<Option<(Bytes, bool)>, PipeError> {
+    /// The next write: file data first (oldest), else memory coalesced up to
+    /// `cap` bytes (the front piece split, without copying, when larger).
+    fn next_batch(&mut self, cap: usize) -> Result<Option<Bytes>, PipeError> {
         if let Some(f) = self.file.as_ref().filter(|f| self.file_sent < f.len()) {
-            let b = f.read_at(self.file_sent, busy).map_err(|e| {
+            let b = f.read_at(self.file_sent, cap).map_err(|e| {
                 PipeError::new(
                     Side::TempFile,
                     FailKind::Error,
@@ -99,29 +109,35 @@ impl Buffered {
                 )
             })?;
             self.file_sent += b.len() as u64;
-            return Ok(Some((b, false)));
+            return Ok(Some(b));
         }
-        let Some(first) = self.memory.pop_front() else {
+        let Some(mut first) = self.memory.pop_front() else {
             return Ok(None);
         };
-        if first.len() >= busy
-            || self
-                .memory
-                .front()
-                .is_none_or(|n| first.len() + n.len() > busy)
+        if first.len() > cap {
+            let rest = first.split_off(cap);
+            self.memory.push_front(rest);
+        }
+        let batch = if self
+            .memory
+            .front()
+            .is_none_or(|n| first.len() + n.len() > cap)
         {
-            return Ok(Some((first, true)));
-        }
-        let mut joined = BytesMut::with_capacity(busy);
-        joined.extend_from_slice(&first);
-        while let Some(n) = self.memory.front() {
-            if joined.len() + n.len() > busy {
-                break;
+            first
+        } else {
+            let mut joined = BytesMut::with_capacity(cap);
+            joined.extend_from_slice(&first);
+            while let Some(n) = self.memory.front() {
+                if joined.len() + n.len() > cap {
+                    break;
+                }
+                joined.extend_from_slice(n);
+                self.memory.pop_front();
             }
-            joined.extend_from_slice(n);
-            self.memory.pop_front();
-        }
-        Ok(Some((joined.freeze(), true)))
+            joined.freeze()
+        };
+        self.queued -= batch.len();
+        Ok(Some(batch))
     }
 
     fn can_spill(&self, conf: &EventPipeConf) -> bool {
@@ -163,7 +179,7 @@ impl Buffered {
             file.append(front)
                 .map_err(|e| file_err("writing the temp file", e))?;
             written += front.len();
-            self.memory_bytes -= front.len();
+            self.queued -= front.len();
             self.memory.pop_front();
         }
         Ok(written as u64)
@@ -226,7 +242,7 @@ where
     let mut out = PipeOutcome::default();
     let mut buf = Buffered {
         memory: VecDeque::new(),
-        memory_bytes: 0,
+        queued: 0,
         file: None,
         file_sent: 0,
     };
@@ -243,35 +259,44 @@ where
     let mut client_check = tokio::time::interval(crate::pipe::CLIENT_CHECK);
     client_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut upstream_done = false;
-    let mut client_blocked = false;
+    // Since when the write in flight has waited on the client.
+    let mut blocked_since: Option<Instant> = None;
+    // Wakes the pipe when that wait becomes long enough to spill.
+    let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // The last write did not complete at once: keep batches to `busy`.
+    let mut client_slow = false;
     // The client went away but `ignore_client_abort` keeps reading.
     let mut client_gone = false;
 
     loop {
         // Write side: hand the client the next batch when nothing is in flight.
         if writing.is_none() && !client_gone {
-            match buf.next_batch(conf.busy) {
+            let cap = if client_slow {
+                conf.busy
+            } else {
+                conf.busy.max(FAST_BATCH)
+            };
+            match buf.next_batch(cap) {
                 Err(e) => {
                     out.error = Some(e);
                     break;
                 }
-                Ok(Some((batch, from_memory))) => {
+                Ok(Some(batch)) => {
                     let Some(mut c) = client.take() else { break };
                     let len = batch.len();
-                    let memory = if from_memory { len } else { 0 };
                     let mut fut: Boxed<'a, Written<C>> = Box::pin(async move {
                         let result = c.write(batch).await;
                         Written {
                             client: c,
                             result,
                             len,
-                            memory,
                         }
                     });
                     match poll_now(&mut fut) {
                         Some(done) => {
-                            client_blocked = false;
-                            if !finish_write(done, &mut client, &mut buf, &mut out) {
+                            blocked_since = None;
+                            client_slow = false;
+                            if !finish_write(done, &mut client, &mut out) {
                                 client_gone = on_client_error(conf, &mut up, &mut reading);
                                 if !client_gone {
                                     break;
@@ -280,7 +305,8 @@ where
                             continue;
                         }
                         None => {
-                            client_blocked = true;
+                            blocked_since = Some(Instant::now());
+                            client_slow = true;
                             writing = Some(fut);
                         }
                     }
@@ -296,21 +322,33 @@ where
         // Read side: read while there is memory; when memory is full and the
         // client is blocked, spill the oldest memory to the temp file first.
         if reading.is_none() && !upstream_done && delay.is_none() {
-            if buf.memory_bytes >= conf.memory && (client_blocked || client_gone) {
-                if client_gone {
-                    buf.memory.clear();
-                    buf.memory_bytes = 0;
-                } else if buf.can_spill(conf) {
-                    match buf.spill(conf) {
-                        Ok(n) => out.spilled += n,
-                        Err(e) => {
-                            out.error = Some(e);
-                            break;
-                        }
+            if client_gone {
+                buf.memory.clear();
+                buf.queued = 0;
+            }
+            // Spill in `temp_file_write_size` steps until a read fits again,
+            // once the client has been blocked for SPILL_GRACE.
+            let behind = blocked_since.is_some_and(|t| t.elapsed() >= SPILL_GRACE);
+            if buf.queued >= conf.memory && !behind && grace.is_none() {
+                if let Some(t) = blocked_since {
+                    grace = Some(Box::pin(tokio::time::sleep_until((t + SPILL_GRACE).into())));
+                }
+            }
+            let mut spill_failed = None;
+            while buf.queued >= conf.memory && behind && buf.can_spill(conf) {
+                match buf.spill(conf) {
+                    Ok(n) => out.spilled += n,
+                    Err(e) => {
+                        spill_failed = Some(e);
+                        break;
                     }
                 }
             }
-            if buf.memory_bytes < conf.memory {
+            if let Some(e) = spill_failed {
+                out.error = Some(e);
+                break;
+            }
+            if buf.queued < conf.memory {
                 if let Some(d) = rate.delay_before_read(out.received) {
                     delay = Some(Box::pin(tokio::time::sleep(d)));
                 } else if let Some(mut u) = up.take() {
@@ -322,7 +360,7 @@ where
             }
         }
 
-        if reading.is_none() && writing.is_none() && delay.is_none() {
+        if reading.is_none() && writing.is_none() && delay.is_none() && grace.is_none() {
             // Nothing in flight and nothing to start: the client took all and
             // the upstream is done, or nothing can move.
             if !(upstream_done && buf.is_empty()) {
@@ -338,8 +376,9 @@ where
         tokio::select! {
             done = maybe(&mut writing) => {
                 writing = None;
-                client_blocked = false;
-                if !finish_write(done, &mut client, &mut buf, &mut out) {
+                blocked_since = None;
+                grace = None;
+                if !finish_write(done, &mut client, &mut out) {
                     client_gone = on_client_error(conf, &mut up, &mut reading);
                     if !client_gone {
                         break;
@@ -386,6 +425,9 @@ where
             () = maybe(&mut delay) => {
                 delay = None;
             }
+            () = maybe(&mut grace) => {
+                grace = None;
+            }
             _ = client_check.tick(), if writing.is_none() && !client_gone && !conf.ignore_client_abort => {
                 // nginx's broken-connection check: a client that went away
                 // while the upstream is slow ends the upstream request.
@@ -415,19 +457,11 @@ struct Written<C> {
     client: C,
     result: Result<(), PipeError>,
     len: usize,
-    /// How much of it was memory (file data is not).
-    memory: usize,
 }
 
 /// Account a finished write; `false` when it failed.
-fn finish_write<C>(
-    w: Written<C>,
-    client: &mut Option<C>,
-    buf: &mut Buffered,
-    out: &mut PipeOutcome,
-) -> bool {
+fn finish_write<C>(w: Written<C>, client: &mut Option<C>, out: &mut PipeOutcome) -> bool {
     *client = Some(w.client);
-    buf.memory_bytes -= w.memory;
     match w.result {
         Ok(()) => {
             out.sent += w.len as u64;
@@ -487,6 +521,10 @@ mod tests {
     /// Upstream end over an in-memory stream with backpressure.
     struct Up {
         rd: DuplexStream,
+        /// The most each read returns, in turn (Pingora's reads vary up to
+        /// 64 KiB).
+        read_sizes: Vec<usize>,
+        reads: usize,
         total: usize,
         read: usize,
         released: Arc<AtomicBool>,
@@ -494,7 +532,9 @@ mod tests {
 
     impl UpstreamBody for Up {
         async fn read(&mut self) -> Result<Option<Bytes>, PipeError> {
-            let mut b = vec![0u8; 16 * 1024];
+            let size = self.read_sizes[self.reads % self.read_sizes.len()];
+            self.reads += 1;
+            let mut b = vec![0u8; size];
             let n = self
                 .rd
                 .read(&mut b)
@@ -557,13 +597,20 @@ mod tests {
         released: Arc<AtomicBool>,
     }
 
-    /// An upstream sending `data`, a client whose socket holds 16 KiB.
+    /// An upstream sending `data` in 16 KiB reads, a client whose socket
+    /// holds 16 KiB.
     fn setup(data: Vec<u8>, conf: EventPipeConf) -> Setup {
-        let (mut up_wr, up_rd) = tokio::io::duplex(16 * 1024);
+        setup_reads(data, conf, vec![16 * 1024])
+    }
+
+    fn setup_reads(data: Vec<u8>, conf: EventPipeConf, read_sizes: Vec<usize>) -> Setup {
+        let (mut up_wr, up_rd) = tokio::io::duplex(64 * 1024);
         let (client_wr, client_rd) = tokio::io::duplex(16 * 1024);
         let released = Arc::new(AtomicBool::new(false));
         let up = Up {
             rd: up_rd,
+            read_sizes,
+            reads: 0,
             total: data.len(),
             read: 0,
             released: released.clone(),
@@ -602,6 +649,27 @@ mod tests {
         assert!(out.spilled > 900_000, "spilled {}", out.spilled);
         assert_eq!(out.sent, data.len() as u64);
         assert!(got == data, "bytes differ");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_larger_than_memory_keep_spilling() {
+        // Reads of 20 KiB then 64 KiB against 32 KiB of memory and 8 KiB
+        // spill writes: one spill step frees the small piece only; the pipe
+        // must spill as often as it takes for the next read to fit.
+        let data = body(1 << 20);
+        let mut s = setup_reads(
+            data.clone(),
+            conf("big", 1 << 30),
+            vec![20 * 1024, 64 * 1024],
+        );
+        s.producer.await.unwrap();
+        while !s.released.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        let got = read_all(&mut s.client_rd, data.len()).await;
+        let out = s.pipe.await.unwrap();
+        assert!(out.ok() && out.spilled > 0);
+        assert!(got == data);
     }
 
     #[tokio::test(start_paused = true)]

@@ -148,6 +148,15 @@ pub async fn serve<P: ProxyHttp>(
         }
     } else {
         let out = body_pipe::forward(app, ctx, s.request, route, ds, conn, buffered).await;
+        log::debug!(
+            "body pipe ({}): received {} sent {} spilled {} upstream complete {} error {:?}",
+            if buffered { "buffered" } else { "unbuffered" },
+            out.received,
+            out.sent,
+            out.spilled,
+            out.upstream_complete,
+            out.error
+        );
         s.request.body_bytes_sent = out.sent;
         s.request.spilled_bytes = out.spilled;
         match &out.error {

@@ -42,7 +42,9 @@ pub fn main<P: ProxyHttp>(app: P) -> i32 {
 fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
     // A second init (a program that set up its own logger) is fine.
-    let _ = env_logger::Builder::from_env(env).try_init();
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
 }
 
 /// What this build cannot serve yet, said plainly rather than ignored.

@@ -63,13 +63,19 @@ impl Ferry {
     /// Start Ferry with `body`: the YAML after `server:` and `listen:`
     /// (which the harness writes). `{tmp}` in it becomes a temp directory.
     pub async fn start(body: &str) -> Ferry {
+        Ferry::start_listen("", body).await
+    }
+
+    /// Like [`Ferry::start`], with listen options such as `sndbuf: 32k`.
+    pub async fn start_listen(listen_opts: &str, body: &str) -> Ferry {
         let dir = fresh_dir();
         for _ in 0..5 {
             let port = free_port();
             let yaml = format!(
-                "server:\n  threads: 1\n  pid_file: {d}/pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - 127.0.0.1:{port}\n{}",
+                "server:\n  threads: 1\n  pid_file: {d}/pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - {{ addr: \"127.0.0.1:{port}\"{sep}{listen_opts} }}\n{}",
                 body.replace("{tmp}", &dir.join("tmp").display().to_string()),
-                d = dir.display()
+                d = dir.display(),
+                sep = if listen_opts.is_empty() { "" } else { ", " },
             );
             let conf = dir.join("ferry.yaml");
             std::fs::write(&conf, yaml).expect("write yaml");
@@ -101,6 +107,19 @@ impl Ferry {
         self.child.id()
     }
 
+    /// Open file descriptors of the Ferry process that point into `dir`
+    /// (temp files show as `DIR/#123 (deleted)`).
+    pub fn fds_in(&self, dir: &Path) -> usize {
+        let dir = dir.display().to_string();
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|it| {
+                it.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter(|l| l.display().to_string().starts_with(&dir))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe {
             libc::kill(self.child.id() as i32, sig);
@@ -125,7 +144,10 @@ fn spawn(conf: &Path, dir: &Path) -> Child {
     Command::new(binary())
         .arg("-c")
         .arg(conf)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

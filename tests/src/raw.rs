@@ -19,6 +19,11 @@ pub enum Step {
     Stall,
     /// Wait, then go on.
     Wait(Duration),
+    /// Count this point in [`Raw::marks`] (e.g. "the whole body was sent").
+    Mark,
+    /// Wait until the peer closes the connection, count it in
+    /// [`Raw::closed`], and stop.
+    AwaitClose,
 }
 
 impl Step {
@@ -52,7 +57,22 @@ pub struct Raw {
     pub hits: Arc<AtomicUsize>,
     pub conns: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<RawRequest>>>,
+    /// [`Step::Mark`]s reached.
+    pub marks: Arc<AtomicUsize>,
+    /// Connections the peer closed while the script awaited it.
+    pub closed: Arc<AtomicUsize>,
+    /// Writes that failed (the peer had gone).
+    pub write_errors: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone, Default)]
+struct Counters {
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<RawRequest>>>,
+    marks: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    write_errors: Arc<AtomicUsize>,
 }
 
 impl Drop for Raw {
@@ -63,26 +83,37 @@ impl Drop for Raw {
 
 impl Raw {
     pub async fn start(script: Script) -> Raw {
+        Raw::start_with(script, None).await
+    }
+
+    /// With `sndbuf`, accepted sockets get that `SO_SNDBUF`, so the kernel
+    /// cannot absorb a large body and backpressure shows.
+    pub async fn start_with(script: Script, sndbuf: Option<usize>) -> Raw {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let hits = Arc::new(AtomicUsize::new(0));
         let conns = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (h, c, s) = (hits.clone(), conns.clone(), seen.clone());
+        let counters = Counters::default();
+        let (c, k) = (conns.clone(), counters.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                if let Some(size) = sndbuf {
+                    set_sndbuf(&stream, size);
+                }
                 c.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream, script.clone(), h.clone(), s.clone()));
+                tokio::spawn(serve(stream, script.clone(), k.clone()));
             }
         });
         Raw {
             addr,
-            hits,
+            hits: counters.hits,
             conns,
-            seen,
+            seen: counters.seen,
+            marks: counters.marks,
+            closed: counters.closed,
+            write_errors: counters.write_errors,
             task,
         }
     }
@@ -96,28 +127,43 @@ impl Raw {
         self.hits.load(Ordering::SeqCst)
     }
 
+    pub fn marks(&self) -> usize {
+        self.marks.load(Ordering::SeqCst)
+    }
+
     pub fn requests(&self) -> Vec<RawRequest> {
         self.seen.lock().unwrap().clone()
     }
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    script: Script,
-    hits: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<RawRequest>>>,
-) {
+fn set_sndbuf(stream: &TcpStream, size: usize) {
+    use std::os::unix::io::AsRawFd;
+    let v = size as libc::c_int;
+    // SAFETY: setsockopt with a pointer to a local int of the right size.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+async fn serve(mut stream: TcpStream, script: Script, k: Counters) {
     let mut buf = Vec::new();
     loop {
         let Some(req) = read_request(&mut stream, &mut buf).await else {
             return;
         };
-        seen.lock().unwrap().push(req);
-        let i = hits.fetch_add(1, Ordering::SeqCst);
+        k.seen.lock().unwrap().push(req);
+        let i = k.hits.fetch_add(1, Ordering::SeqCst);
         for step in script(i) {
             match step {
                 Step::Send(b) => {
                     if stream.write_all(&b).await.is_err() {
+                        k.write_errors.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
                 }
@@ -127,6 +173,19 @@ async fn serve(
                     return;
                 }
                 Step::Wait(d) => tokio::time::sleep(d).await,
+                Step::Mark => {
+                    k.marks.fetch_add(1, Ordering::SeqCst);
+                }
+                Step::AwaitClose => {
+                    let mut b = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut b).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    k.closed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
             }
         }
     }
