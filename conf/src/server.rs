@@ -28,9 +28,23 @@ pub fn check_entry(key: &serde_yaml::Value, value: &serde_yaml::Value) -> Result
     }
     let mut one = serde_yaml::Mapping::new();
     one.insert(key.clone(), value.clone());
-    serde_yaml::from_value::<ServerConf>(serde_yaml::Value::Mapping(one))
-        .map(|_| ())
-        .map_err(|e| format!("server.{name}: {e}"))
+    let conf = serde_yaml::from_value::<ServerConf>(serde_yaml::Value::Mapping(one))
+        .map_err(|e| format!("server.{name}: {e}"))?;
+    // Pingora parses these later with unwrap(): check them here.
+    let v4 = conf
+        .client_bind_to_ipv4
+        .iter()
+        .map(|a| (a, a.parse::<std::net::Ipv4Addr>().is_ok()));
+    let v6 = conf
+        .client_bind_to_ipv6
+        .iter()
+        .map(|a| (a, a.parse::<std::net::Ipv6Addr>().is_ok()));
+    match v4.chain(v6).find(|(_, ok)| !ok) {
+        Some((bad, _)) => Err(format!(
+            "server.{name}: `{bad}` is not an IP address of that family"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The whole section as a `ServerConf`.

@@ -159,6 +159,8 @@ fn server_section_is_pingora_serverconf() {
         e.starts_with("f.yaml:2:3: unknown server key `threadz`"),
         "{e}"
     );
+    let e = err("server:\n  client_bind_to_ipv4: [nope]\nlisten: [127.0.0.1:1]\n");
+    assert!(e.contains("`nope` is not an IP address"), "{e}");
     let e = err("server:\n  threads: many\nlisten: [127.0.0.1:1]\n");
     assert!(
         e.starts_with("f.yaml:2:3: server.threads: invalid type"),
