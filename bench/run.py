@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Ferry's benchmark, side by side in one run.
+
+Proxies (each pinned to CPU 0, one worker thread):
+  pingora     a bare Pingora 0.9 passthrough (bench/src/bin/pingora-passthrough.rs)
+  ferry       Ferry with default settings (buffering on, retries on)
+  ferry-unbuf Ferry with buffering: false
+  nginx       nginx as a proxy (proxy_buffering on), when --nginx-proxy is given
+The backend is nginx serving static files; it and wrk share CPU 1.
+
+For each proxy and response size, interleaved over rounds: req/s, MB/s,
+p50/p99 latency, and the proxy's own CPU time (utime+stime of its process
+from /proc before and after the run) per request and per GB. Medians over
+rounds. Then peak RSS (VmHWM) of a fresh process while 200 slow clients
+download 4 MB each.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+BACKEND = 18000
+PORTS = {"pingora": 18090, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def wait_port(port, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def cpu_ticks(pid):
+    """utime + stime of a process and its threads, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def nginx_conf(work, proxy):
+    files = os.path.join(work, "files")
+    server = f"""
+    server {{
+        listen 127.0.0.1:{BACKEND};
+        root {files};
+        keepalive_requests 1000000;
+    }}"""
+    if proxy:
+        server = f"""
+    upstream app {{ server 127.0.0.1:{BACKEND}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{PORTS['nginx']};
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_temp_path {work}/nginx-temp;
+        }}
+    }}"""
+    return f"""
+daemon off;
+worker_processes 1;
+pid {work}/nginx-{'proxy' if proxy else 'backend'}.pid;
+error_log {work}/nginx-{'proxy' if proxy else 'backend'}.err warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    sendfile on;
+    {server}
+}}
+"""
+
+
+def ferry_conf(work, port, buffering):
+    return f"""
+server: {{ threads: 1, pid_file: {work}/ferry-{port}.pid, upgrade_sock: {work}/ferry-{port}.sock,
+          grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}
+listen: [127.0.0.1:{port}]
+upstreams:
+  app:
+    servers: [ {{ addr: 127.0.0.1:{BACKEND} }} ]
+routes:
+  - upstream: app
+    proxy: {{ buffering: {str(buffering).lower()}, temp_path: {work}/ferry-temp }}
+"""
+
+
+class Procs:
+    def __init__(self):
+        self.procs = []
+
+    def start(self, cmd, cpu, log):
+        p = subprocess.Popen(["taskset", "-c", str(cpu)] + cmd, stdout=log, stderr=log)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        p.terminate()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        self.procs.remove(p)
+
+    def stop_all(self):
+        for p in list(self.procs):
+            self.stop(p)
+
+
+def start_proxy(procs, name, work, log):
+    if name == "pingora":
+        cmd = [os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}"]
+    elif name.startswith("ferry"):
+        conf = os.path.join(work, f"{name}.yaml")
+        with open(conf, "w") as f:
+            f.write(ferry_conf(work, PORTS[name], name == "ferry"))
+        cmd = [os.path.join(REL, "ferry"), "-c", conf]
+    else:
+        conf = os.path.join(work, "nginx-proxy.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_conf(work, True))
+        cmd = ["nginx", "-c", conf, "-p", work]
+    p = procs.start(cmd, 0, log)
+    wait_port(PORTS[name])
+    return p
+
+
+def proxy_pids(p, name):
+    """The processes whose CPU counts: nginx's master and its worker."""
+    if name != "nginx":
+        return [p.pid]
+    out = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    return [p.pid] + [int(x) for x in out]
+
+
+UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+
+
+def to_ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    n, u = float(m.group(1)), m.group(2)
+    return n / 1000 if u == "us" else n * 1000 if u == "s" else n
+
+
+def wrk(port, path, seconds, conns):
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency",
+         f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True).stdout
+    reqs = re.search(r"(\d+) requests in ([\d.]+)s, ([\d.]+)(B|KB|MB|GB) read", out)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not reqs:
+        sys.exit(f"wrk failed:\n{out}")
+    n, secs = int(reqs.group(1)), float(reqs.group(2))
+    nbytes = float(reqs.group(3)) * UNITS[reqs.group(4)]
+    return {"requests": n, "secs": secs, "bytes": nbytes, "p50": to_ms(lat["50"]), "p99": to_ms(lat["99"]),
+            "bad": int(errors.group(1)) if errors else 0}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument("--nginx-proxy", action="store_true", help="also measure nginx as a proxy")
+    ap.add_argument("--slow-clients", type=int, default=200)
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="ferry-bench-")
+    os.chmod(work, 0o755)  # nginx's workers run as nobody
+    files = os.path.join(work, "files")
+    os.makedirs(files)
+    for name, size in [("1k", 1 << 10), ("1m", 1 << 20), ("4m", 4 << 20)]:
+        with open(os.path.join(files, name), "wb") as f:
+            f.write(os.urandom(size))
+    log = open(os.path.join(work, "procs.log"), "w")
+    procs = Procs()
+    try:
+        conf = os.path.join(work, "nginx-backend.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_conf(work, False))
+        procs.start(["nginx", "-c", conf, "-p", work], 1, log)
+        wait_port(BACKEND)
+        probe = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                f"http://127.0.0.1:{BACKEND}/1k"], capture_output=True, text=True).stdout
+        if probe and probe != "200":
+            sys.exit(f"the nginx backend answers {probe} for /1k")
+
+        names = ["pingora", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
+        running = {n: start_proxy(procs, n, work, log) for n in names}
+        results = {(n, s): [] for n in names for s in ["1k", "1m"]}
+        for name in names:  # warm pools and caches; every proxy must answer 200
+            if wrk(PORTS[name], "/1k", 1, args.conns)["bad"]:
+                sys.exit(f"{name} answers errors; see {work}/procs.log")
+        for r in range(args.rounds):
+            for size in ["1k", "1m"]:
+                for name in (names if r % 2 == 0 else list(reversed(names))):
+                    pids = proxy_pids(running[name], name)
+                    before = sum(cpu_ticks(p) for p in pids)
+                    res = wrk(PORTS[name], f"/{size}", args.seconds, args.conns)
+                    res["cpu_s"] = (sum(cpu_ticks(p) for p in pids) - before) / TICK
+                    results[(name, size)].append(res)
+
+        med = lambda xs: statistics.median(xs)
+        table = {}
+        print(f"\n{args.rounds} rounds x {args.seconds:g}s, {args.conns} connections, wrk -t1; "
+              "proxies on CPU 0, backend (nginx) and wrk on CPU 1; medians\n")
+        print(f"{'proxy':<12}{'size':>5}{'req/s':>10}{'MB/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
+              f"{'CPU us/req':>12}{'CPU ms/GB':>11}{'non-2xx':>8}")
+        for (name, size), rs in results.items():
+            row = {
+                "rps": med([x["requests"] / x["secs"] for x in rs]),
+                "mbs": med([x["bytes"] / x["secs"] / (1 << 20) for x in rs]),
+                "p50": med([x["p50"] for x in rs]),
+                "p99": med([x["p99"] for x in rs]),
+                "us_req": med([x["cpu_s"] * 1e6 / x["requests"] for x in rs]),
+                "ms_gb": med([x["cpu_s"] * 1e3 / (x["bytes"] / 1e9) for x in rs]),
+                "bad": sum(x["bad"] for x in rs),
+            }
+            table[(name, size)] = row
+            print(f"{name:<12}{size:>5}{row['rps']:>10.0f}{row['mbs']:>9.1f}{row['p50']:>8.2f}{row['p99']:>8.2f}"
+                  f"{row['us_req']:>12.1f}{row['ms_gb']:>11.0f}{row['bad']:>8}")
+
+        print("\nratios (CPU per unit of work; lower is better for Ferry)")
+        for other in [n for n in names if not n.startswith("ferry")]:
+            for ferry in ["ferry", "ferry-unbuf"]:
+                r1 = table[(ferry, "1k")]["us_req"] / table[(other, "1k")]["us_req"]
+                r2 = table[(ferry, "1m")]["ms_gb"] / table[(other, "1m")]["ms_gb"]
+                print(f"  {ferry}/{other}: CPU per 1 KB request {r1:.2f}x, CPU per GB of 1 MB responses {r2:.2f}x")
+
+        for p in running.values():
+            procs.stop(p)
+
+        print(f"\npeak RSS with {args.slow_clients} slow clients downloading 4 MB each "
+              "(16 KiB receive buffer, 200 KB/s, 5 s), fresh process")
+        for name in ["pingora", "ferry", "ferry-unbuf"]:
+            p = start_proxy(procs, name, work, log)
+            base = peak_rss_kb(p.pid)
+            subprocess.run([os.path.join(REL, "slow-clients"), f"127.0.0.1:{PORTS[name]}", "/4m",
+                            str(args.slow_clients), "200000", "5"], capture_output=True)
+            print(f"  {name:<12} peak RSS {peak_rss_kb(p.pid) / 1024:7.1f} MB (at start {base / 1024:.1f} MB)")
+            procs.stop(p)
+    finally:
+        procs.stop_all()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

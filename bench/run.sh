@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Ferry's benchmark: Ferry (buffered and unbuffered) against a bare Pingora
+# passthrough (and nginx as a proxy with --nginx-proxy), side by side in one
+# run. Installs wrk and nginx from the system's packages when missing.
+#   bench/run.sh [--seconds 5] [--rounds 3] [--nginx-proxy]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release -q -p ferry -p ferry-bench
+exec python3 bench/run.py "$@"

@@ -1,0 +1,49 @@
+//! The baseline: a bare Pingora 0.9 proxy that passes every request to one
+//! backend (Pingora's own streaming loop, keepalive pool, no retries, no
+//! buffering). `pingora-passthrough LISTEN BACKEND`.
+
+use async_trait::async_trait;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_proxy::{ProxyHttp, Session};
+
+struct Passthrough {
+    backend: String,
+}
+
+#[async_trait]
+impl ProxyHttp for Passthrough {
+    type CTX = ();
+    fn new_ctx(&self) {}
+    async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> pingora_error::Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.backend.as_str(), false, String::new())))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(listen), Some(backend)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: pingora-passthrough LISTEN BACKEND");
+        std::process::exit(2);
+    };
+    let conf = ServerConf {
+        threads: 1,
+        pid_file: "/tmp/pingora-passthrough.pid".into(),
+        upgrade_sock: "/tmp/pingora-passthrough.sock".into(),
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let mut svc = pingora_proxy::http_proxy_service(
+        &server.configuration,
+        Passthrough {
+            backend: backend.clone(),
+        },
+    );
+    svc.add_tcp(listen);
+    server.add_service(svc);
+    server.run_forever();
+}
