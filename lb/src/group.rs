@@ -5,10 +5,11 @@
 //! backups in `peers->next`), `ngx_http_upstream_get_round_robin_peer` and
 //! `ngx_http_upstream_free_round_robin_peer`.
 
+use crate::hash::{HashWalk, Ring};
 use crate::passive_health::PeerState;
-use crate::smooth_weighted;
+use crate::{ip_hash, least_conn, random, smooth_weighted};
 use ferry_conf::{Balance, Upstream};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,14 @@ pub enum Feedback {
     Next,
 }
 
+/// What a request brings to the balancer: the rendered `hash_key` and the
+/// client's address (for `ip_hash`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Key<'a> {
+    pub hash: &'a [u8],
+    pub client_ip: Option<IpAddr>,
+}
+
 /// What a request knows while it walks the group (nginx `rrp` + `pc->tries`).
 #[derive(Debug, Clone)]
 pub struct Cursor {
@@ -45,6 +54,8 @@ pub struct Cursor {
     on_backup: bool,
     /// Tries this request may still make (nginx `pc->tries`).
     pub tries_left: u32,
+    /// The hash balancers' walk, continued on every try (nginx `hp`).
+    walk: HashWalk,
 }
 
 impl Cursor {
@@ -63,6 +74,8 @@ struct Inner {
     state: Mutex<Vec<PeerState>>,
     /// One primary and no backup: no failure accounting, no retry (nginx `peers->single`).
     single: bool,
+    /// `hash` with `consistent: true`: the ketama ring of the primaries.
+    ring: Option<Ring>,
 }
 
 /// An upstream group; cheap to clone, shared by every thread of the process.
@@ -103,7 +116,18 @@ impl Group {
         let mut peers: Vec<Peer> = expand(false).collect();
         let primaries = peers.len();
         peers.extend(expand(true));
-        Group::new(name, u.balance, peers, primaries)
+        let mut g = Group::new(name, u.balance, peers, primaries);
+        if u.balance == Balance::Hash && u.consistent {
+            if let Some(inner) = Arc::get_mut(&mut g.inner) {
+                let ring = Ring::new(
+                    inner.peers[..primaries]
+                        .iter()
+                        .map(|p| (p.name.as_str(), p.weight)),
+                );
+                inner.ring = Some(ring);
+            }
+        }
+        g
     }
 
     /// Build from peers; `peers[..primaries]` are the primaries.
@@ -120,6 +144,7 @@ impl Group {
                 weights,
                 state: Mutex::new(state),
                 single,
+                ring: None,
             }),
         }
     }
@@ -160,6 +185,7 @@ impl Group {
             } else {
                 max.min(tries_limit)
             },
+            walk: HashWalk::default(),
         }
     }
 
@@ -169,7 +195,7 @@ impl Group {
 
     /// Pick a peer for the next try, or `None` when no peer is live ("no
     /// live upstreams": every one tried, down, failed or full).
-    pub fn select(&self, cursor: &mut Cursor) -> Option<Lease> {
+    pub fn select(&self, cursor: &mut Cursor, key: &Key) -> Option<Lease> {
         let now = Instant::now();
         let inner = &self.inner;
         let mut st = self.lock();
@@ -180,7 +206,7 @@ impl Group {
         } else {
             let mut pick = None;
             if !cursor.on_backup {
-                pick = self.pick_in(&mut st, cursor, 0..inner.primaries, now);
+                pick = self.pick_in(&mut st, cursor, 0..inner.primaries, now, key);
                 if pick.is_none() && inner.peers.len() > inner.primaries {
                     // nginx switches this request to the backup list for good.
                     cursor.on_backup = true;
@@ -188,7 +214,13 @@ impl Group {
                 }
             }
             if cursor.on_backup {
-                pick = self.pick_in(&mut st, cursor, inner.primaries..inner.peers.len(), now);
+                pick = self.pick_in(
+                    &mut st,
+                    cursor,
+                    inner.primaries..inner.peers.len(),
+                    now,
+                    key,
+                );
             }
             pick
         }?;
@@ -206,23 +238,68 @@ impl Group {
     fn pick_in(
         &self,
         st: &mut [PeerState],
-        cursor: &Cursor,
+        cursor: &mut Cursor,
         range: std::ops::Range<usize>,
         now: Instant,
+        key: &Key,
     ) -> Option<usize> {
-        let peers = &self.inner.peers;
+        let inner = &self.inner;
+        let usable = |st: &[PeerState], tried: &[bool], i: usize| {
+            let p = &inner.peers[i];
+            !tried[i]
+                && !p.down
+                && !st[i].unhealthy
+                && !st[i].is_failed(p.max_fails, p.fail_timeout, now)
+                && !(p.max_conns != 0 && st[i].conns >= p.max_conns)
+        };
         let eligible: Vec<usize> = range
-            .filter(|&i| {
-                let p = &peers[i];
-                !cursor.tried[i]
-                    && !p.down
-                    && !st[i].unhealthy
-                    && !st[i].is_failed(p.max_fails, p.fail_timeout, now)
-                    && !(p.max_conns != 0 && st[i].conns >= p.max_conns)
-            })
+            .clone()
+            .filter(|&i| usable(st, &cursor.tried, i))
             .collect();
-        // Other balancers plug in here; round robin is nginx's default.
-        smooth_weighted::pick(st, &self.inner.weights, &eligible)
+        let primaries = &inner.weights[..inner.primaries];
+        // The key-based balancers work on the primaries only (no backup is
+        // allowed with them) and fall back to round robin as nginx does.
+        let many = inner.primaries >= 2 && range.start == 0;
+        let picked = match inner.balance {
+            Balance::RoundRobin => None,
+            Balance::LeastConn => return least_conn::pick(st, &inner.weights, &eligible),
+            Balance::Hash if many && !key.hash.is_empty() => match &inner.ring {
+                Some(ring) => {
+                    let tried = cursor.tried.clone();
+                    ring.pick(key.hash, &mut cursor.walk, |name| {
+                        let same: Vec<usize> = (0..inner.primaries)
+                            .filter(|&i| inner.peers[i].name == name && usable(st, &tried, i))
+                            .collect();
+                        smooth_weighted::pick(st, &inner.weights, &same)
+                    })
+                }
+                None => crate::hash::pick(key.hash, primaries, &mut cursor.walk, |i| {
+                    usable(st, &cursor.tried, i)
+                }),
+            },
+            Balance::IpHash if many => {
+                let addr = ip_hash::key(key.client_ip);
+                ip_hash::pick(&addr, primaries, &mut cursor.walk, |i| {
+                    usable(st, &cursor.tried, i)
+                })
+            }
+            Balance::Random if many => random_two(st, primaries, &mut cursor.walk, |st, i| {
+                usable(st, &cursor.tried, i)
+            }),
+            _ => None,
+        };
+        picked.or_else(|| smooth_weighted::pick(st, &inner.weights, &eligible))
+    }
+
+    /// An active health check's verdict on a peer; returns whether it changed.
+    pub fn set_healthy(&self, index: usize, healthy: bool) -> bool {
+        let mut st = self.lock();
+        let Some(s) = st.get_mut(index) else {
+            return false;
+        };
+        let changed = s.unhealthy == healthy;
+        s.unhealthy = !healthy;
+        changed
     }
 
     /// Per-peer `(fails, conns)`, for tests and metrics.
@@ -266,6 +343,32 @@ impl Group {
             c.tries_left = c.tries_left.saturating_sub(1);
         }
     }
+}
+
+/// nginx `random two`: two distinct weighted draws, the one with fewer
+/// requests per weight (the second on a tie); `None` after 20 unusable draws.
+fn random_two(
+    st: &[PeerState],
+    weights: &[u32],
+    walk: &mut HashWalk,
+    usable: impl Fn(&[PeerState], usize) -> bool,
+) -> Option<usize> {
+    let mut prev: Option<usize> = None;
+    while !walk.exhausted() {
+        let i = random::draw(weights);
+        if prev != Some(i) && usable(st, i) {
+            match prev {
+                None => prev = Some(i),
+                Some(p) => {
+                    let (ci, cp) = (u64::from(st[i].conns), u64::from(st[p].conns));
+                    let (wi, wp) = (u64::from(weights[i]), u64::from(weights[p]));
+                    return Some(if ci * wp > cp * wi { p } else { i });
+                }
+            }
+        }
+        walk.tries += 1;
+    }
+    None
 }
 
 /// A peer taken for one try; give it back with [`Lease::free`]. Dropped

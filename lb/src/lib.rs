@@ -8,10 +8,14 @@
 //! with a [`Feedback`] that drives passive health (`max_fails`).
 
 mod group;
+pub mod hash;
+pub mod ip_hash;
+pub mod least_conn;
 pub mod passive_health;
+pub mod random;
 pub mod smooth_weighted;
 
-pub use group::{Cursor, Feedback, Group, Lease, Peer};
+pub use group::{Cursor, Feedback, Group, Key, Lease, Peer};
 
 #[cfg(test)]
 mod tests;

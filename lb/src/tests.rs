@@ -1,7 +1,7 @@
 //! Group behaviour without sockets: tries, backup switch, single server,
 //! max_conns, failure marking.
 
-use crate::{Feedback, Group, Peer};
+use crate::{Feedback, Group, Key, Peer};
 use ferry_conf::Balance;
 use std::time::Duration;
 
@@ -28,25 +28,28 @@ fn each_peer_once_per_request_then_backup() {
     let g = group(vec![peer(1, 1, false), peer(2, 1, false), peer(3, 1, true)]);
     let mut c = g.cursor(0);
     assert_eq!(c.tries_left, 3);
-    let a = g.select(&mut c).unwrap();
-    let b = g.select(&mut c).unwrap();
+    let a = g.select(&mut c, &Key::default()).unwrap();
+    let b = g.select(&mut c, &Key::default()).unwrap();
     assert_ne!(a.index(), b.index());
     assert!(a.index() < 2 && b.index() < 2);
-    let backup = g.select(&mut c).unwrap();
+    let backup = g.select(&mut c, &Key::default()).unwrap();
     assert_eq!(backup.index(), 2);
-    assert!(g.select(&mut c).is_none(), "every peer tried");
+    assert!(
+        g.select(&mut c, &Key::default()).is_none(),
+        "every peer tried"
+    );
 }
 
 #[test]
 fn failed_primaries_send_new_requests_to_backup() {
     let g = group(vec![peer(1, 1, false), peer(2, 1, true)]);
     let mut c = g.cursor(0);
-    let a = g.select(&mut c).unwrap();
+    let a = g.select(&mut c, &Key::default()).unwrap();
     assert_eq!(a.index(), 0);
     a.free(Feedback::Failed, &mut c);
     assert!(g.is_failed(0));
     let mut c2 = g.cursor(0);
-    assert_eq!(g.select(&mut c2).unwrap().index(), 1);
+    assert_eq!(g.select(&mut c2, &Key::default()).unwrap().index(), 1);
 }
 
 #[test]
@@ -54,7 +57,7 @@ fn single_server_has_no_retry_and_no_marking() {
     let g = group(vec![peer(1, 1, false)]);
     let mut c = g.cursor(0);
     assert_eq!(c.tries_left, 1);
-    let a = g.select(&mut c).unwrap();
+    let a = g.select(&mut c, &Key::default()).unwrap();
     a.free(Feedback::Failed, &mut c);
     assert_eq!(c.tries_left, 0);
     assert!(!g.is_failed(0));
@@ -69,7 +72,9 @@ fn tries_limit_and_down_peers() {
     assert_eq!(g.cursor(0).tries_left, 2);
     assert_eq!(g.cursor(1).tries_left, 1);
     let mut c = g.cursor(0);
-    let picks: Vec<usize> = (0..2).map(|_| g.select(&mut c).unwrap().index()).collect();
+    let picks: Vec<usize> = (0..2)
+        .map(|_| g.select(&mut c, &Key::default()).unwrap().index())
+        .collect();
     assert!(!picks.contains(&2));
 }
 
@@ -79,24 +84,24 @@ fn max_conns_full_peer_is_skipped_and_lease_drop_releases() {
     peers[0].max_conns = 1;
     let g = group(peers);
     let mut c1 = g.cursor(0);
-    let held = g.select(&mut c1).unwrap();
+    let held = g.select(&mut c1, &Key::default()).unwrap();
     assert_eq!(held.index(), 0);
     let mut c2 = g.cursor(0);
     assert_eq!(
-        g.select(&mut c2).unwrap().index(),
+        g.select(&mut c2, &Key::default()).unwrap().index(),
         1,
         "full primary: backup"
     );
     drop(held);
     let mut c3 = g.cursor(0);
-    assert_eq!(g.select(&mut c3).unwrap().index(), 0);
+    assert_eq!(g.select(&mut c3, &Key::default()).unwrap().index(), 0);
 }
 
 #[test]
 fn next_feedback_does_not_count() {
     let g = group(vec![peer(1, 1, false), peer(2, 1, false)]);
     let mut c = g.cursor(0);
-    let a = g.select(&mut c).unwrap();
+    let a = g.select(&mut c, &Key::default()).unwrap();
     let i = a.index();
     a.free(Feedback::Next, &mut c);
     assert_eq!(c.tries_left, 1);

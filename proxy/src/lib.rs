@@ -24,6 +24,7 @@ pub mod cli;
 pub mod client_body;
 pub mod connect;
 pub mod flow;
+pub mod health_check;
 pub mod keepalive;
 pub mod next_upstream;
 pub mod pingora_glue;

@@ -80,7 +80,11 @@ impl<P: ProxyHttp> Glue<P> {
         let route = &self.runtime.routes[self.runtime.matcher.find(&host, &path)?];
         let upstream = route.upstream.as_ref()?;
         let mut cursor = upstream.group.cursor(1);
-        let lease = upstream.group.select(&mut cursor)?;
+        let key = ferry_lb::Key {
+            hash: b"",
+            client_ip: ps.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+        };
+        let lease = upstream.group.select(&mut cursor, &key)?;
         let peer = route.peers.get(lease.index())?.clone();
         Some((Box::new(peer), upstream.name.clone()))
     }

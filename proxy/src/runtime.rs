@@ -21,6 +21,8 @@ use std::sync::Arc;
 pub struct Upstream {
     pub name: String,
     pub group: Group,
+    /// `balance: hash`: the key template.
+    pub hash_key: Option<ferry_conf::Template>,
     /// Pingora's connector with this group's own idle pool.
     pub connector: Connector,
     pub keepalive: Keepalive,
@@ -63,6 +65,10 @@ impl Runtime {
                 let up = Upstream {
                     name: name.to_string(),
                     group: Group::from_conf(name, u),
+                    hash_key: u
+                        .hash_key
+                        .clone()
+                        .filter(|_| u.balance == ferry_conf::Balance::Hash),
                     connector: Connector::new(Some(opts)),
                     keepalive: Keepalive::new(u),
                 };

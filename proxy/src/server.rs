@@ -3,6 +3,7 @@
 //! worker threads, signals, graceful shutdown and upgrade.
 
 use crate::cli::Args;
+use crate::health_check::HealthChecks;
 use crate::pingora_glue::Glue;
 use crate::proxy_trait::ProxyHttp;
 use crate::runtime::Runtime;
@@ -73,6 +74,24 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     }
     let listen = config.listen.clone();
     let runtime = Arc::new(Runtime::new(config, &server.configuration));
+    let checks: Vec<_> = runtime
+        .config
+        .upstreams
+        .iter()
+        .filter_map(|(name, u)| {
+            Some((
+                runtime.upstreams.get(name)?.clone(),
+                u.health_check.clone()?,
+            ))
+        })
+        .collect();
+    if !checks.is_empty() {
+        let service = HealthChecks { groups: checks };
+        server.add_service(pingora_core::services::background::background_service(
+            "health checks",
+            service,
+        ));
+    }
     let glue = Glue {
         app: Arc::new(app),
         runtime,

@@ -17,7 +17,7 @@ use crate::runtime::{RouteRt, Upstream};
 use crate::send_request::{send, BodySource};
 use crate::session::Session;
 use ferry_filters::variables::RequestVars;
-use ferry_lb::{Cursor, Feedback, Lease};
+use ferry_lb::{Cursor, Feedback, Key, Lease};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -80,7 +80,15 @@ pub async fn run<P: ProxyHttp>(
             .entry(upstream.name.clone())
             .or_insert_with(|| upstream.group.cursor(proxy.next_upstream_tries));
 
-        let Some(lease) = upstream.group.select(cursor) else {
+        let hash_key = upstream.hash_key.as_ref().map(|t| {
+            let remote = remote_addr(s);
+            request_vars(s, &remote, &upstream.name).render(t)
+        });
+        let key = Key {
+            hash: hash_key.as_deref().unwrap_or_default().as_bytes(),
+            client_ip: s.request.client_addr.map(|a| a.ip()),
+        };
+        let Some(lease) = upstream.group.select(cursor, &key) else {
             log::error!(
                 "no live upstreams while connecting to upstream \"{}\"",
                 upstream.name
@@ -180,6 +188,32 @@ pub async fn run<P: ProxyHttp>(
                 }
             }
         }
+    }
+}
+
+fn remote_addr(s: &Session<'_>) -> String {
+    s.request
+        .client_addr
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// What templates see of this request, for a try to `proxy_host`.
+fn request_vars<'a>(s: &'a Session<'_>, remote: &'a str, proxy_host: &'a str) -> RequestVars<'a> {
+    let client = s.downstream.req_header();
+    RequestVars {
+        method: client.method.as_str(),
+        request_uri: std::str::from_utf8(client.raw_path()).unwrap_or("/"),
+        uri: &s.request.uri,
+        host: &s.request.host,
+        headers: &client.headers,
+        remote_addr: remote,
+        remote_port: s.request.client_addr.map_or(0, |a| a.port()),
+        scheme: "http",
+        proxy_host,
+        request_id: &s.request.id,
+        upstream_addr: "",
+        upstream_status: "",
     }
 }
 

@@ -16,8 +16,16 @@ struct Passthrough {
 impl ProxyHttp for Passthrough {
     type CTX = ();
     fn new_ctx(&self) {}
-    async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> pingora_error::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.backend.as_str(), false, String::new())))
+    async fn upstream_peer(
+        &self,
+        _s: &mut Session,
+        _c: &mut (),
+    ) -> pingora_error::Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(
+            self.backend.as_str(),
+            false,
+            String::new(),
+        )))
     }
 }
 

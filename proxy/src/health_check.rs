@@ -1,0 +1,95 @@
+//! Active health checks (`upstreams.NAME.health_check`, Ferry's; nginx has
+//! them only in its commercial `health_check`): every `interval`, each
+//! server of the group gets `GET path` with `Host: GROUP`, through
+//! pingora-load-balancing's `HttpHealthCheck`. A server that fails (no
+//! answer within `timeout`, or a status other than `expect_status`) is taken
+//! out; it is put back when it passes. The verdict lives in the same peer
+//! table as passive health (`max_fails`), so both views agree.
+
+use crate::runtime::Upstream;
+use async_trait::async_trait;
+use ferry_conf::HealthCheck as CheckConf;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck};
+use pingora_load_balancing::Backend;
+use std::sync::Arc;
+
+pub struct HealthChecks {
+    pub groups: Vec<(Arc<Upstream>, CheckConf)>,
+}
+
+fn http_check(group: &str, conf: &CheckConf) -> Option<HttpHealthCheck> {
+    let mut check = HttpHealthCheck::new(group, false);
+    check.req.set_raw_path(conf.path.as_bytes()).ok()?;
+    let timeout = Some(conf.timeout.get());
+    check.peer_template.options.connection_timeout = timeout;
+    check.peer_template.options.total_connection_timeout = timeout;
+    check.peer_template.options.read_timeout = timeout;
+    check.peer_template.options.write_timeout = timeout;
+    let expect = conf.expect_status;
+    check.validator = Some(Box::new(move |resp| {
+        if resp.status.as_u16() == expect {
+            Ok(())
+        } else {
+            pingora_error::Error::e_explain(
+                pingora_error::ErrorType::HTTPStatus(resp.status.as_u16()),
+                format!("status {} (expected {expect})", resp.status),
+            )
+        }
+    }));
+    Some(check)
+}
+
+async fn run_group(up: &Upstream, conf: &CheckConf, mut shutdown: ShutdownWatch) {
+    let Some(check) = http_check(&up.name, conf) else {
+        log::error!("health check of {}: invalid path {:?}", up.name, conf.path);
+        return;
+    };
+    loop {
+        for (i, peer) in up.group.peers().iter().enumerate() {
+            let Ok(backend) = Backend::new(&peer.addr.to_string()) else {
+                continue;
+            };
+            let result = tokio::time::timeout(conf.timeout.get(), check.check(&backend)).await;
+            let healthy = matches!(result, Ok(Ok(())));
+            if up.group.set_healthy(i, healthy) {
+                if healthy {
+                    log::warn!(
+                        "health check: {} in group {} passes again",
+                        peer.addr,
+                        up.name
+                    );
+                } else {
+                    log::warn!(
+                        "health check: {} in group {} fails, taken out",
+                        peer.addr,
+                        up.name
+                    );
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(conf.interval.get()) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecks {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let tasks: Vec<_> = self
+            .groups
+            .iter()
+            .map(|(up, conf)| {
+                let (up, conf, stop) = (up.clone(), conf.clone(), shutdown.clone());
+                tokio::spawn(async move { run_group(&up, &conf, stop).await })
+            })
+            .collect();
+        let _ = shutdown.changed().await;
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
