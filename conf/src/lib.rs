@@ -37,16 +37,21 @@ pub use units::{parse_duration, parse_size, Duration, Size};
 pub use upstream::{Balance, HealthCheck, Server, Upstream};
 pub use validate::resolve;
 
-use serde::de::DeserializeSeed;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 use std::path::Path;
 
 /// Load and check a file.
 pub fn load_file(path: &Path) -> Result<Config, ConfErrors> {
-    load_file_with(path, None)
+    load_file_with::<serde::de::IgnoredAny>(path, None).map(|(c, _)| c)
 }
 
-/// Load and check a file that may carry a program's own top-level key.
-pub fn load_file_with(path: &Path, extension: Option<&str>) -> Result<Config, ConfErrors> {
+/// Load and check a file that may carry a program's own top-level key
+/// (CONFIG.md rule 18); its value is deserialized into `S`, with the same
+/// `FILE:LINE:COLUMN` errors as the rest.
+pub fn load_file_with<S: DeserializeOwned>(
+    path: &Path,
+    extension: Option<&str>,
+) -> Result<(Config, Option<S>), ConfErrors> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfErrors(vec![ConfError {
@@ -61,23 +66,27 @@ pub fn load_file_with(path: &Path, extension: Option<&str>) -> Result<Config, Co
 
 /// Load and check YAML text; `file` names it in messages.
 pub fn load_str(file: &str, text: &str) -> Result<Config, ConfErrors> {
-    load_str_with(file, text, None)
+    load_str_with::<serde::de::IgnoredAny>(file, text, None).map(|(c, _)| c)
 }
 
 /// Load and check YAML text that may carry a program's own top-level key.
-pub fn load_str_with(
+pub fn load_str_with<S: DeserializeOwned>(
     file: &str,
     text: &str,
     extension: Option<&str>,
-) -> Result<Config, ConfErrors> {
+) -> Result<(Config, Option<S>), ConfErrors> {
     let at = |line: usize, column: usize, message: String| ConfError {
         file: file.to_string(),
         line,
         column,
         message,
     };
-    let seed = root::RootSeed { file, extension };
-    let mut config = match seed.deserialize(serde_yaml::Deserializer::from_str(text)) {
+    let seed = root::RootSeed::<S> {
+        file,
+        extension,
+        settings: std::marker::PhantomData,
+    };
+    let (mut config, settings) = match seed.deserialize(serde_yaml::Deserializer::from_str(text)) {
         Ok(c) => c,
         Err(e) => {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
@@ -86,7 +95,7 @@ pub fn load_str_with(
     };
     let problems = validate::validate(&mut config);
     if problems.is_empty() {
-        return Ok(config);
+        return Ok((config, settings));
     }
     let positions = Positions::index(text);
     let mut errors: Vec<ConfError> = problems

@@ -23,8 +23,6 @@ pub struct Config {
     pub access_log: AccessLog,
     pub upstreams: OrderedMap<Upstream>,
     pub routes: Vec<Route>,
-    /// The program's own section: its key and value (rule 18).
-    pub extension: Option<(String, serde_yaml::Value)>,
 }
 
 impl Config {
@@ -84,27 +82,29 @@ impl<'de> Deserialize<'de> for AccessLog {
 
 const ROOT_KEYS: &str = "server, listen, admin, access_log, upstreams, routes";
 
-/// Deserializes the root mapping, accepting `extension` as one more key.
-pub(crate) struct RootSeed<'a> {
+/// Deserializes the root mapping, accepting `extension` as one more key
+/// whose value is the program's own settings type `S`.
+pub(crate) struct RootSeed<'a, S> {
     pub file: &'a str,
     pub extension: Option<&'a str>,
+    pub settings: std::marker::PhantomData<S>,
 }
 
-impl<'de> DeserializeSeed<'de> for RootSeed<'_> {
-    type Value = Config;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Config, D::Error> {
+impl<'de, S: serde::de::DeserializeOwned> DeserializeSeed<'de> for RootSeed<'_, S> {
+    type Value = (Config, Option<S>);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for RootSeed<'_> {
-    type Value = Config;
+impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
+    type Value = (Config, Option<S>);
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "a mapping with {ROOT_KEYS}")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Config, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
         let mut c = Config {
             file: self.file.to_string(),
             server: serde_yaml::Mapping::new(),
@@ -113,8 +113,8 @@ impl<'de> Visitor<'de> for RootSeed<'_> {
             access_log: AccessLog::Off,
             upstreams: OrderedMap::default(),
             routes: Vec::new(),
-            extension: None,
         };
+        let mut settings = None;
         let keys = KeySeed {
             extension: self.extension,
         };
@@ -137,10 +137,10 @@ impl<'de> Visitor<'de> for RootSeed<'_> {
                 "upstreams" => c.upstreams = m.next_value()?,
                 "routes" => c.routes = m.next_value::<Option<Vec<Route>>>()?.unwrap_or_default(),
                 // KeySeed let only the extension key through.
-                _ => c.extension = Some((key.clone(), m.next_value()?)),
+                _ => settings = Some(m.next_value::<S>()?),
             }
         }
-        Ok(c)
+        Ok((c, settings))
     }
 }
 

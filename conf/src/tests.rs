@@ -189,14 +189,34 @@ fn unresolvable_host_is_an_error() {
     );
 }
 
+#[derive(Debug, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Canary {
+    header: String,
+    #[serde(default)]
+    percent: u32,
+}
+
 #[test]
-fn extension_key_is_handed_over() {
+fn extension_key_is_typed_with_positions() {
     let text = "listen: [127.0.0.1:1]\ncanary: { header: X-Canary }\n";
     assert!(err(text).contains("unknown key `canary`"));
-    let c = load_str_with("f", text, Some("canary")).unwrap();
-    let (k, v) = c.extension.unwrap();
-    assert_eq!(k, "canary");
-    assert_eq!(v["header"].as_str(), Some("X-Canary"));
+    let (_, s) = load_str_with::<Canary>("f", text, Some("canary")).unwrap();
+    assert_eq!(
+        s,
+        Some(Canary {
+            header: "X-Canary".into(),
+            percent: 0
+        })
+    );
+    let bad = "listen: [127.0.0.1:1]\ncanary:\n  header: X\n  percnt: 5\n";
+    let e = load_str_with::<Canary>("f.yaml", bad, Some("canary"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("f.yaml:4:3: canary: unknown field `percnt`"),
+        "{e}"
+    );
 }
 
 #[test]

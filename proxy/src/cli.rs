@@ -15,14 +15,9 @@ use clap::Parser;
                   listening sockets to a new process started with --upgrade."
 )]
 pub struct Args {
-    /// The configuration file.
-    #[arg(
-        short = 'c',
-        long = "conf",
-        value_name = "FILE",
-        default_value = "/etc/ferry/ferry.yaml"
-    )]
-    pub conf: String,
+    /// The configuration file [default: the program's; /etc/ferry/ferry.yaml for ferry].
+    #[arg(short = 'c', long = "conf", value_name = "FILE")]
+    pub conf: Option<String>,
 
     /// Check the configuration and exit: prints `ok`, or `FILE:LINE:COLUMN: problem` lines.
     #[arg(short = 't', long = "test")]

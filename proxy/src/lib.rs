@@ -38,12 +38,14 @@ pub mod runtime;
 pub mod send_request;
 pub mod server;
 pub mod session;
+pub mod subrequest;
 pub mod tries;
 
 pub use proxy_trait::{DefaultProxy, PeerChoice, ProxyHttp, RetryDecision};
 pub use request::{Request, Try, TryOutcome};
-pub use server::main;
+pub use server::{main, run, run_with_settings, DEFAULT_CONF};
 pub use session::Session;
+pub use subrequest::SubResponse;
 
 /// Re-exported so programs built on Ferry need no direct dependency on them.
 pub use {async_trait::async_trait, bytes, ferry_conf as conf, pingora_error, pingora_http};

@@ -18,6 +18,8 @@ pub enum BodySource<'a> {
     Buffered(&'a RequestBody),
     /// Streamed from the client as it arrives (only on the first try).
     Stream(&'a mut ServerSession),
+    /// A body in memory (subrequests).
+    Memory(&'a bytes::Bytes),
     None,
 }
 
@@ -26,6 +28,9 @@ pub async fn send(conn: &mut Conn, req: RequestHeader, body: BodySource<'_>) -> 
     s.write_request_header(Box::new(req)).await?;
     match body {
         BodySource::None => {}
+        BodySource::Memory(b) => {
+            s.write_body(b).await?;
+        }
         BodySource::Buffered(b) => {
             let mut replay = b.replay();
             while let Some(chunk) = replay

@@ -15,12 +15,51 @@ use pingora_core::server::Server;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Run a Ferry binary: parse the command line, then check (`-t`) or serve.
-/// Returns the exit status for `-t` and for errors; serving never returns.
+/// Where the `ferry` binary looks for its configuration.
+pub const DEFAULT_CONF: &str = "/etc/ferry/ferry.yaml";
+
+/// Run the `ferry` binary's way: [`run`] with [`DEFAULT_CONF`].
 pub fn main<P: ProxyHttp>(app: P) -> i32 {
+    run(app, DEFAULT_CONF)
+}
+
+/// Run a program built on Ferry: the `ferry` command line (`-c FILE`, `-t`,
+/// `--upgrade`, `--daemon`) with `default_conf` when `-c` is absent, the
+/// YAML of CONFIG.md, Pingora's signals and graceful upgrade. Returns the
+/// exit status for `-t` and for errors; serving never returns.
+///
+/// ```no_run
+/// struct MyProxy;
+/// impl ferry::ProxyHttp for MyProxy {
+///     type CTX = ();
+///     fn new_ctx(&self) {}
+/// }
+/// std::process::exit(ferry::run(MyProxy, "ferry.yaml"));
+/// ```
+pub fn run<P: ProxyHttp>(app: P, default_conf: &str) -> i32 {
+    run_with_settings::<serde::de::IgnoredAny, P>(None, default_conf, |_| app)
+}
+
+/// Like [`run`], for a program with its own settings under the top-level
+/// `key` of the same YAML (CONFIG.md rule 18): they are deserialized into
+/// `S` (errors say `FILE:LINE:COLUMN`, and `-t` checks them too) and handed
+/// to `make`, which builds the proxy (`None` when the key is absent).
+pub fn run_with_settings<S, P>(
+    key: Option<&str>,
+    default_conf: &str,
+    make: impl FnOnce(Option<S>) -> P,
+) -> i32
+where
+    S: serde::de::DeserializeOwned,
+    P: ProxyHttp,
+{
     let args = Args::parse();
     init_logging();
-    let config = match ferry_conf::load_file(Path::new(&args.conf)) {
+    let path = args
+        .conf
+        .clone()
+        .unwrap_or_else(|| default_conf.to_string());
+    let (config, settings) = match ferry_conf::load_file_with::<S>(Path::new(&path), key) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -31,13 +70,11 @@ pub fn main<P: ProxyHttp>(app: P) -> i32 {
         println!("ok");
         return 0;
     }
-    match unsupported(&config) {
-        Some(what) => {
-            eprintln!("{}: {what}", args.conf);
-            1
-        }
-        None => serve(app, config, &args),
+    if let Some(what) = unsupported(&config) {
+        eprintln!("{path}: {what}");
+        return 1;
     }
+    serve(make(settings), config, &args)
 }
 
 fn init_logging() {

@@ -45,6 +45,29 @@ impl Session<'_> {
         self.downstream
     }
 
+    /// nginx's `subrequest_in_memory`: send `req` (its method, URI and
+    /// headers; `Host` becomes the group name) with `body` to the upstream
+    /// group `group`, with that group's balancer and health and this
+    /// route's timeouts and retry rules, and get the answer in memory, its
+    /// body at most `limit` bytes. A failure comes back as an error whose
+    /// type is `HTTPStatus(502 | 504 | 500)`.
+    pub async fn subrequest(
+        &self,
+        group: &str,
+        req: RequestHeader,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<crate::subrequest::SubResponse> {
+        let default = ferry_conf::ProxyConf::default();
+        let proxy = self
+            .request
+            .route
+            .map(|i| &self.runtime.routes[i].conf.proxy)
+            .unwrap_or(&default);
+        let ip = self.request.client_addr.map(|a| a.ip());
+        crate::subrequest::fetch(self.runtime, proxy, group, req, body, limit, ip).await
+    }
+
     /// Answer the request from a hook (then return `Ok(true)` from
     /// `request_filter`).
     pub async fn respond(&mut self, mut header: ResponseHeader, body: Bytes) -> Result<()> {

@@ -41,12 +41,12 @@ pub enum Chosen {
 }
 
 /// Why one try failed, and what nginx needs to know about it.
-struct TryFailed {
-    error: Box<Error>,
+pub(crate) struct TryFailed {
+    pub error: Box<Error>,
     /// Sending the request had started (nginx `u->request_sent`).
-    request_sent: bool,
+    pub request_sent: bool,
     /// The connection came from the keepalive pool.
-    reused: bool,
+    pub reused: bool,
 }
 
 pub async fn run<P: ProxyHttp>(
@@ -242,7 +242,8 @@ fn peer_for(route: &RouteRt, upstream: &Arc<Upstream>, lease: &Lease) -> HttpPee
     }
 }
 
-/// One try: connect, build and send the request, read the response header.
+/// One try: connect, build the request (route rules, then the
+/// `upstream_request_filter` hook), send it, read the response header.
 async fn attempt<P: ProxyHttp>(
     app: &P,
     s: &mut Session<'_>,
@@ -261,50 +262,41 @@ async fn attempt<P: ProxyHttp>(
         .await
         .map_err(|e| not_sent(e, false))?;
     let reused = conn.reused;
-
     let mut req = {
-        let client = s.downstream.req_header();
-        let remote = s
-            .request
-            .client_addr
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
-        let vars = RequestVars {
-            method: client.method.as_str(),
-            request_uri: std::str::from_utf8(client.raw_path()).unwrap_or("/"),
-            uri: &s.request.uri,
-            host: &s.request.host,
-            headers: &client.headers,
-            remote_addr: &remote,
-            remote_port: s.request.client_addr.map_or(0, |a| a.port()),
-            scheme: "http",
-            proxy_host: &upstream.name,
-            request_id: &s.request.id,
-            upstream_addr: "",
-            upstream_status: "",
-        };
+        let remote = remote_addr(s);
+        let vars = request_vars(s, &remote, &upstream.name);
         route
             .request_plan
-            .build(client, &vars, body.framing())
+            .build(s.downstream.req_header(), &vars, body.framing())
             .map_err(|e| not_sent(e, reused))?
     };
     app.upstream_request_filter(s, &mut req, ctx)
         .await
         .map_err(|e| not_sent(e, reused))?;
-
-    let sent = |error| TryFailed {
-        error,
-        request_sent: true,
-        reused,
-    };
     let source = match body {
         ClientBody::None => BodySource::None,
         ClientBody::Buffered(b) => BodySource::Buffered(b),
         ClientBody::Streamed(_) => BodySource::Stream(s.downstream.as_downstream_mut()),
     };
-    send(&mut conn, req, source).await.map_err(sent)?;
-    read_header(&mut conn, route.proxy().buffer_size.as_usize())
-        .await
-        .map_err(sent)?;
+    exchange(&mut conn, req, source, route.proxy().buffer_size.as_usize()).await?;
     Ok(conn)
+}
+
+/// Send a request on a connection and read the response header: the part
+/// of a try shared with subrequests. Every failure here happened after
+/// sending started.
+pub(crate) async fn exchange(
+    conn: &mut Conn,
+    req: pingora_http::RequestHeader,
+    body: BodySource<'_>,
+    buffer_size: usize,
+) -> std::result::Result<(), TryFailed> {
+    let reused = conn.reused;
+    let sent = |error| TryFailed {
+        error,
+        request_sent: true,
+        reused,
+    };
+    send(conn, req, body).await.map_err(sent)?;
+    read_header(conn, buffer_size).await.map_err(sent)
 }

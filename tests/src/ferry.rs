@@ -68,6 +68,22 @@ impl Ferry {
 
     /// Like [`Ferry::start`], with listen options such as `sndbuf: 32k`.
     pub async fn start_listen(listen_opts: &str, body: &str) -> Ferry {
+        Ferry::start_program(&binary(), listen_opts, body).await
+    }
+
+    /// Start one of `proxy/examples/` (built by `cargo test --workspace`, or
+    /// `cargo build -p ferry --examples`) with `body`.
+    pub async fn start_example(name: &str, body: &str) -> Ferry {
+        let exe = binary().with_file_name("examples").join(name);
+        assert!(
+            exe.exists(),
+            "{} is not built: run `cargo build -p ferry --examples`",
+            exe.display()
+        );
+        Ferry::start_program(&exe, "", body).await
+    }
+
+    async fn start_program(program: &Path, listen_opts: &str, body: &str) -> Ferry {
         let dir = fresh_dir();
         for _ in 0..5 {
             let port = free_port();
@@ -79,7 +95,7 @@ impl Ferry {
             );
             let conf = dir.join("ferry.yaml");
             std::fs::write(&conf, yaml).expect("write yaml");
-            let mut child = spawn(&conf, &dir);
+            let mut child = spawn(program, &conf, &dir);
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
             if wait_listening(addr, &mut child).await {
                 return Ferry { addr, dir, child };
@@ -139,9 +155,9 @@ impl Ferry {
     }
 }
 
-fn spawn(conf: &Path, dir: &Path) -> Child {
+fn spawn(program: &Path, conf: &Path, dir: &Path) -> Child {
     let log = std::fs::File::create(dir.join("ferry.log")).expect("log file");
-    Command::new(binary())
+    Command::new(program)
         .arg("-c")
         .arg(conf)
         .env(
