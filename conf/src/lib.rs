@@ -10,6 +10,7 @@
 //! This crate holds data only; what the settings *do* lives in `ferry-lb`,
 //! `ferry-filters` and `ferry`.
 
+mod cidr;
 mod error;
 mod listen;
 mod next_upstream;
@@ -24,13 +25,14 @@ mod units;
 mod upstream;
 mod validate;
 
+pub use cidr::Cidr;
 pub use error::{ConfError, ConfErrors};
 pub use listen::{Listen, ListenTls};
 pub use next_upstream::{Condition, NextUpstream};
 pub use ordered_map::OrderedMap;
 pub use positions::{Pos, Positions};
 pub use proxy_conf::{Buffers, ErrorPage, HttpVersion, ProxyConf, Redirect, RedirectRule};
-pub use root::{AccessLog, Admin, Config};
+pub use root::{AccessLog, Admin, Config, RealIp};
 pub use route::{Return, Route, RouteMatch};
 pub use template::{Segment, Template, Variable};
 pub use units::{parse_duration, parse_size, Duration, Size};

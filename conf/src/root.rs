@@ -21,6 +21,7 @@ pub struct Config {
     pub listen: Vec<Listen>,
     pub admin: Option<Admin>,
     pub access_log: AccessLog,
+    pub real_ip: Option<RealIp>,
     pub upstreams: OrderedMap<Upstream>,
     pub routes: Vec<Route>,
 }
@@ -42,6 +43,31 @@ impl Config {
 pub struct Admin {
     /// Serves `/metrics` and `/healthz`.
     pub listen: String,
+    /// On SIGTERM `/healthz` turns 503 at once and Ferry keeps serving this
+    /// long, so an outer balancer can take it out, before it stops
+    /// accepting (Ferry).
+    #[serde(default = "five_seconds")]
+    pub drain_delay: crate::units::Duration,
+}
+
+fn five_seconds() -> crate::units::Duration {
+    crate::units::Duration::secs(5)
+}
+
+/// `real_ip:` which peers may tell Ferry the client's address (nginx
+/// `set_real_ip_from` + `real_ip_header` + `real_ip_recursive on`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealIp {
+    /// CIDRs (`10.0.0.0/8`, `::1/128`) or addresses of trusted proxies.
+    pub trusted: Vec<String>,
+    /// The header carrying the client address.
+    #[serde(default = "xff")]
+    pub header: String,
+}
+
+fn xff() -> String {
+    "X-Forwarded-For".to_string()
 }
 
 /// `access_log:` a path, `stdout`, or `off` (also when absent).
@@ -80,7 +106,7 @@ impl<'de> Deserialize<'de> for AccessLog {
     }
 }
 
-const ROOT_KEYS: &str = "server, listen, admin, access_log, upstreams, routes";
+const ROOT_KEYS: &str = "server, listen, admin, access_log, real_ip, upstreams, routes";
 
 /// Deserializes the root mapping, accepting `extension` as one more key
 /// whose value is the program's own settings type `S`.
@@ -111,6 +137,7 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
             listen: Vec::new(),
             admin: None,
             access_log: AccessLog::Off,
+            real_ip: None,
             upstreams: OrderedMap::default(),
             routes: Vec::new(),
         };
@@ -134,6 +161,7 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
                 }
                 "admin" => c.admin = m.next_value()?,
                 "access_log" => c.access_log = m.next_value()?,
+                "real_ip" => c.real_ip = m.next_value()?,
                 "upstreams" => c.upstreams = m.next_value()?,
                 "routes" => c.routes = m.next_value::<Option<Vec<Route>>>()?.unwrap_or_default(),
                 // KeySeed let only the extension key through.

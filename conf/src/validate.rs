@@ -30,6 +30,13 @@ pub fn validate(c: &mut Config) -> Vec<Problem> {
     check_listen(c, &mut out);
     check_upstreams(c, &mut out);
     check_routes(c, &mut out);
+    if let Some(r) = &c.real_ip {
+        for (i, cidr) in r.trusted.iter().enumerate() {
+            if let Err(m) = crate::cidr::Cidr::parse(cidr) {
+                out.push(problem(format!("real_ip.trusted.{i}"), m));
+            }
+        }
+    }
     out
 }
 

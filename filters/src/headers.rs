@@ -4,7 +4,8 @@
 //! `Host: $proxy_host` unless `set_headers` says otherwise; the client's
 //! hop-by-hop headers (`Connection`, `Keep-Alive`, `TE`, `Upgrade`, `Expect`,
 //! `Proxy-Connection` and the names listed in its `Connection`) dropped;
-//! `X-Forwarded-For: $proxy_add_x_forwarded_for` added; `set_headers` applied
+//! `X-Forwarded-For: $proxy_add_x_forwarded_for` and `X-Forwarded-Proto:
+//! $scheme` added (Ferry); `set_headers` applied
 //! in order, `""` removing; framing set by Ferry.
 //!
 //! Response to the client (nginx `ngx_http_upstream_process_headers`):
@@ -69,6 +70,7 @@ pub enum BodyFraming {
 pub struct RequestPlan {
     host: Option<Template>,
     forwarded_for: Option<Template>,
+    forwarded_proto: Option<Template>,
     set: Vec<(HeaderName, Template)>,
     removed: Vec<HeaderName>,
     version: HttpVersion,
@@ -79,6 +81,7 @@ impl RequestPlan {
         let mut plan = RequestPlan {
             host: None,
             forwarded_for: Some(Template::parse("$proxy_add_x_forwarded_for").unwrap_or_default()),
+            forwarded_proto: Some(Template::parse("$scheme").unwrap_or_default()),
             set: Vec::new(),
             removed: Vec::new(),
             version: conf.http_version,
@@ -93,6 +96,8 @@ impl RequestPlan {
                 plan.host = (!empty).then(|| value.clone());
             } else if name == HeaderName::from_static("x-forwarded-for") {
                 plan.forwarded_for = (!empty).then(|| value.clone());
+            } else if name == HeaderName::from_static("x-forwarded-proto") {
+                plan.forwarded_proto = (!empty).then(|| value.clone());
             } else if empty {
                 plan.removed.push(name);
             } else {
@@ -105,6 +110,7 @@ impl RequestPlan {
     fn is_overridden(&self, name: &HeaderName) -> bool {
         name == header::HOST
             || name == "x-forwarded-for"
+            || name == "x-forwarded-proto"
             || self.removed.contains(name)
             || self.set.iter().any(|(n, _)| n == name)
     }
@@ -154,10 +160,13 @@ impl RequestPlan {
                 req.append_header(name.clone(), v)?;
             }
         }
-        if let Some(t) = &self.forwarded_for {
-            let v = vars.render(t);
+        for (name, t) in [
+            ("X-Forwarded-For", &self.forwarded_for),
+            ("X-Forwarded-Proto", &self.forwarded_proto),
+        ] {
+            let v = t.as_ref().map(|t| vars.render(t)).unwrap_or_default();
             if !v.is_empty() {
-                req.insert_header("X-Forwarded-For", v)?;
+                req.insert_header(name, v)?;
             }
         }
         match body {
@@ -281,6 +290,7 @@ mod tests {
         let h = &r.headers;
         assert_eq!(h["host"], "app");
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-real-ip"], "10.0.0.9");
         assert_eq!(h["x-keep"], "yes");
         assert_eq!(h["content-length"], "5");

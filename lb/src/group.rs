@@ -313,7 +313,13 @@ impl Group {
         self.lock()[index].is_failed(p.max_fails, p.fail_timeout, Instant::now())
     }
 
-    fn release(&self, index: usize, feedback: Option<Feedback>, cursor: Option<&mut Cursor>) {
+    /// Returns whether this failure took the peer out (`max_fails` reached).
+    fn release(
+        &self,
+        index: usize,
+        feedback: Option<Feedback>,
+        cursor: Option<&mut Cursor>,
+    ) -> bool {
         let inner = &self.inner;
         let mut st = self.lock();
         let s = &mut st[index];
@@ -323,12 +329,14 @@ impl Group {
             if let Some(c) = cursor {
                 c.tries_left = 0;
             }
-            return;
+            return false;
         }
         let p = &inner.peers[index];
+        let mut marked = false;
         match feedback {
             Some(Feedback::Failed) => {
-                if s.on_failure(p.weight, p.max_fails, Instant::now()) {
+                marked = s.on_failure(p.weight, p.max_fails, Instant::now());
+                if marked {
                     log::warn!(
                         "upstream server temporarily disabled: {} in group {}",
                         p.name,
@@ -342,6 +350,7 @@ impl Group {
         if let Some(c) = cursor {
             c.tries_left = c.tries_left.saturating_sub(1);
         }
+        marked
     }
 }
 
@@ -392,10 +401,11 @@ impl Lease {
         &self.group
     }
 
-    /// nginx `peer.free`: account the try and use up one of the request's tries.
-    pub fn free(mut self, feedback: Feedback, cursor: &mut Cursor) {
+    /// nginx `peer.free`: account the try and use up one of the request's
+    /// tries. Returns whether this took the peer out (`max_fails` reached).
+    pub fn free(mut self, feedback: Feedback, cursor: &mut Cursor) -> bool {
         self.freed = true;
-        self.group.release(self.index, Some(feedback), Some(cursor));
+        self.group.release(self.index, Some(feedback), Some(cursor))
     }
 }
 

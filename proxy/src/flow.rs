@@ -36,6 +36,12 @@ pub async fn serve<P: ProxyHttp>(
     request: &mut Request,
     ctx: &mut P::CTX,
 ) -> Result<End> {
+    // 0. Request smuggling shapes Pingora lets through: refuse and close.
+    if smuggling(ps) {
+        respond::error(ps, request, 400, None, &[]).await?;
+        return Ok(End::Complete);
+    }
+
     // 1. Route: the host and the normalised path pick a route.
     let raw_path = String::from_utf8_lossy(ps.req_header().raw_path()).into_owned();
     let Some(path) = normalize_path(&raw_path) else {
@@ -178,6 +184,22 @@ pub async fn serve<P: ProxyHttp>(
         s.request.truncated = true;
     }
     Ok(end)
+}
+
+/// `Content-Length` together with `Transfer-Encoding` (RFC 9112 6.1: a
+/// request smuggling shape). Pingora reads such a request by its
+/// `Transfer-Encoding`; Ferry refuses it, as nginx does since 1.23.
+fn smuggling(ps: &PingoraSession) -> bool {
+    let h = &ps.req_header().headers;
+    if !h.contains_key(http::header::TRANSFER_ENCODING) {
+        return false;
+    }
+    h.contains_key(http::header::CONTENT_LENGTH)
+        || ps.as_downstream().as_http1().is_some_and(|s| {
+            s.get_headers_raw_bytes()
+                .split(|&b| b == b'\n')
+                .any(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))
+        })
 }
 
 /// The error Ferry hands Pingora to close a client connection without

@@ -19,6 +19,8 @@
 //! [`flow`] strings these together; [`pingora_glue`] runs it inside
 //! Pingora; [`server`] starts it all from the command line ([`cli`]).
 
+pub mod access_log;
+pub mod admin;
 pub mod body_pipe;
 pub mod cli;
 pub mod client_body;
@@ -26,10 +28,12 @@ pub mod connect;
 pub mod flow;
 pub mod health_check;
 pub mod keepalive;
+pub mod metrics;
 pub mod next_upstream;
 pub mod pingora_glue;
 pub mod proxy_trait;
 pub mod read_header;
+pub mod real_ip;
 pub mod request;
 pub mod respond;
 pub mod response_header;

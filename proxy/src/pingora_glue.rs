@@ -7,6 +7,7 @@
 //! (WebSocket), fall back to Pingora's own proxy loop with the route's peer.
 
 use crate::flow::{self, End};
+use crate::metrics::metrics;
 use crate::proxy_trait::ProxyHttp;
 use crate::request::Request;
 use crate::respond;
@@ -104,8 +105,13 @@ impl<P: ProxyHttp> pingora_proxy::ProxyHttp for Glue<P> {
     }
 
     async fn request_filter(&self, ps: &mut PingoraSession, ctx: &mut Self::CTX) -> Result<bool> {
-        ctx.request.client_addr = ps.client_addr().and_then(|a| a.as_inet()).copied();
+        let peer = ps.client_addr().and_then(|a| a.as_inet()).copied();
+        ctx.request.client_addr = match (&self.runtime.real_ip, peer) {
+            (Some(rule), Some(p)) => Some(rule.client(p, &ps.req_header().headers)),
+            _ => peer,
+        };
         ctx.request.id = request_id(ps);
+        metrics().in_flight.inc();
         if wants_upgrade(ps.req_header()) {
             if let Some(up) = self.upgrade_peer(ps) {
                 ctx.upgrade = Some(up);
@@ -200,6 +206,28 @@ impl<P: ProxyHttp> pingora_proxy::ProxyHttp for Glue<P> {
     }
 
     async fn logging(&self, ps: &mut PingoraSession, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        let rt = &self.runtime;
+        let route = ctx
+            .request
+            .route
+            .map_or("none", |i| rt.routes[i].label.as_str());
+        let m = metrics();
+        m.in_flight.dec();
+        m.record(
+            &ctx.request,
+            route,
+            ps.as_downstream().body_bytes_read() as u64,
+        );
+        if let Some(log) = &rt.access_log {
+            let req = ps.req_header();
+            let uri = String::from_utf8_lossy(req.raw_path());
+            log.log(crate::access_log::line(
+                &ctx.request,
+                req.method.as_str(),
+                &uri,
+                route,
+            ));
+        }
         let mut s = Session {
             downstream: ps,
             request: &mut ctx.request,

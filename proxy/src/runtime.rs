@@ -31,6 +31,8 @@ pub struct Upstream {
 /// A route as served.
 pub struct RouteRt {
     pub index: usize,
+    /// The route's name in metrics and logs: `host` + `path_prefix`.
+    pub label: String,
     pub conf: Route,
     pub upstream: Option<Arc<Upstream>>,
     pub request_plan: RequestPlan,
@@ -52,6 +54,8 @@ pub struct Runtime {
     pub routes: Vec<RouteRt>,
     pub matcher: Matcher,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub access_log: Option<crate::access_log::AccessLogger>,
+    pub real_ip: Option<crate::real_ip::RealIpRule>,
 }
 
 impl Runtime {
@@ -93,6 +97,11 @@ impl Runtime {
                     .unwrap_or_default();
                 RouteRt {
                     index,
+                    label: format!(
+                        "{}{}",
+                        r.matcher.host.as_deref().unwrap_or(""),
+                        r.matcher.path_prefix
+                    ),
                     request_plan: RequestPlan::new(&r.proxy),
                     response_plan: ResponsePlan::new(&r.proxy),
                     redirect: RedirectPlan::new(&r.proxy.redirect, r.upstream.as_deref()),
@@ -109,11 +118,17 @@ impl Runtime {
                 .iter()
                 .map(|r| (r.matcher.host.as_deref(), r.matcher.path_prefix.as_str())),
         );
+        let real_ip = config
+            .real_ip
+            .as_ref()
+            .and_then(crate::real_ip::RealIpRule::new);
         Runtime {
             config,
             routes,
             matcher,
             upstreams,
+            access_log: None,
+            real_ip,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! Pingora's server the listeners. Pingora owns the process from there:
 //! worker threads, signals, graceful shutdown and upgrade.
 
+use crate::access_log::AccessLogger;
+use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
 use crate::health_check::HealthChecks;
 use crate::pingora_glue::Glue;
@@ -9,9 +11,12 @@ use crate::proxy_trait::ProxyHttp;
 use crate::runtime::Runtime;
 use clap::Parser;
 use ferry_conf::Config;
+use pingora_core::apps::http_app::HttpServer;
 use pingora_core::listeners::TcpSocketOptions;
 use pingora_core::server::configuration::Opt;
+use pingora_core::server::RunArgs;
 use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -106,11 +111,18 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     };
     let mut server = Server::new_with_opt_and_conf(opt, config.server_conf());
     server.bootstrap();
-    if config.admin.is_some() {
-        log::warn!("admin: /healthz and /metrics are not served by this build yet");
-    }
     let listen = config.listen.clone();
-    let runtime = Arc::new(Runtime::new(config, &server.configuration));
+    let admin = config.admin.clone();
+    let access_log = match AccessLogger::start(&config.access_log) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("access_log: cannot open {:?}: {e}", config.access_log);
+            return 1;
+        }
+    };
+    let mut runtime = Runtime::new(config, &server.configuration);
+    runtime.access_log = access_log;
+    let runtime = Arc::new(runtime);
     let checks: Vec<_> = runtime
         .config
         .upstreams
@@ -142,5 +154,18 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
         service.add_tcp_with_settings(&l.addr, opts);
     }
     server.add_service(service);
-    server.run_forever()
+    let draining = Draining::default();
+    if let Some(a) = &admin {
+        let app = AdminApp {
+            draining: draining.clone(),
+        };
+        let mut svc = Service::new("ferry admin".to_string(), HttpServer::new_app(app));
+        svc.add_tcp(&a.listen);
+        server.add_service(svc);
+    }
+    let delay = admin.map_or(std::time::Duration::ZERO, |a| a.drain_delay.get());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainingSignals { draining, delay }),
+    });
+    0
 }

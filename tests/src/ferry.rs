@@ -12,6 +12,7 @@ use std::time::Instant;
 pub struct Ferry {
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    program: PathBuf,
     child: Child,
 }
 
@@ -52,7 +53,8 @@ pub fn fresh_dir() -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (for an admin listener, say).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -61,14 +63,22 @@ fn free_port() -> u16 {
 
 impl Ferry {
     /// Start Ferry with `body`: the YAML after `server:` and `listen:`
-    /// (which the harness writes). `{tmp}` in it becomes a temp directory.
+    /// (which the harness writes). `{tmp}` in it becomes a temp directory,
+    /// `{dir}` the test's own directory.
     pub async fn start(body: &str) -> Ferry {
         Ferry::start_listen("", body).await
     }
 
     /// Like [`Ferry::start`], with listen options such as `sndbuf: 32k`.
     pub async fn start_listen(listen_opts: &str, body: &str) -> Ferry {
-        Ferry::start_program(&binary(), listen_opts, body).await
+        Ferry::start_program(&binary(), listen_opts, body, 0).await
+    }
+
+    /// Like [`Ferry::start`] with a real grace period: after a graceful stop
+    /// or upgrade begins, requests in flight get `grace_secs` to finish (the
+    /// other tests use 0 so their processes exit at once).
+    pub async fn start_graceful(body: &str, grace_secs: u32) -> Ferry {
+        Ferry::start_program(&binary(), "", body, grace_secs).await
     }
 
     /// Start one of `proxy/examples/` (built by `cargo test --workspace`, or
@@ -80,16 +90,22 @@ impl Ferry {
             "{} is not built: run `cargo build -p ferry --examples`",
             exe.display()
         );
-        Ferry::start_program(&exe, "", body).await
+        Ferry::start_program(&exe, "", body, 0).await
     }
 
-    async fn start_program(program: &Path, listen_opts: &str, body: &str) -> Ferry {
+    async fn start_program(
+        program: &Path,
+        listen_opts: &str,
+        body: &str,
+        grace_secs: u32,
+    ) -> Ferry {
         let dir = fresh_dir();
         for _ in 0..5 {
             let port = free_port();
             let yaml = format!(
-                "server:\n  threads: 1\n  pid_file: {d}/pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - {{ addr: \"127.0.0.1:{port}\"{sep}{listen_opts} }}\n{}",
-                body.replace("{tmp}", &dir.join("tmp").display().to_string()),
+                "server:\n  threads: 1\n  pid_file: {d}/pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: {grace_secs}\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - {{ addr: \"127.0.0.1:{port}\"{sep}{listen_opts} }}\n{}",
+                body.replace("{tmp}", &dir.join("tmp").display().to_string())
+                    .replace("{dir}", &dir.display().to_string()),
                 d = dir.display(),
                 sep = if listen_opts.is_empty() { "" } else { ", " },
             );
@@ -98,7 +114,12 @@ impl Ferry {
             let mut child = spawn(program, &conf, &dir);
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
             if wait_listening(addr, &mut child).await {
-                return Ferry { addr, dir, child };
+                return Ferry {
+                    addr,
+                    dir,
+                    program: program.to_path_buf(),
+                    child,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -134,6 +155,27 @@ impl Ferry {
                     .count()
             })
             .unwrap_or(0)
+    }
+
+    /// Start a second process on the same YAML with `--upgrade`: it waits
+    /// for this one's listening sockets (sent on SIGQUIT). Its log goes to
+    /// `ferry-upgrade.log`.
+    pub fn spawn_successor(&self) -> Ferry {
+        let log = std::fs::File::create(self.dir.join("ferry-upgrade.log")).expect("log file");
+        let child = Command::new(&self.program)
+            .arg("-c")
+            .arg(self.dir.join("ferry.yaml"))
+            .arg("--upgrade")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the successor");
+        Ferry {
+            addr: self.addr,
+            dir: self.dir.clone(),
+            program: self.program.clone(),
+            child,
+        }
     }
 
     pub fn signal(&self, sig: i32) {

@@ -1,0 +1,179 @@
+//! Prometheus metrics, served as text at `admin.listen` `/metrics`.
+//!
+//! Recorded once per request, at its end, from Ferry's record of it
+//! ([`crate::request::Request`]); the only live numbers are requests in
+//! flight and servers taken out by `max_fails`.
+
+use crate::request::{Request, TryOutcome};
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+use std::sync::OnceLock;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub tries: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub marked_failed: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub spilled_responses: IntCounter,
+    pub spilled_bytes: IntCounter,
+    pub truncated: IntCounter,
+    pub request_seconds: HistogramVec,
+    pub upstream_header_seconds: HistogramVec,
+    pub access_log_dropped: IntCounter,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let buckets = exponential_buckets(0.0005, 2.0, 16).unwrap_or_default();
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    let _ = r.register(Box::new(h.clone()));
+    h
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| {
+        let r = Registry::new();
+        let in_flight = IntGauge::new("ferry_requests_in_flight", "Requests being served")
+            .expect("valid metric");
+        let _ = r.register(Box::new(in_flight.clone()));
+        Metrics {
+            requests: counter_vec(
+                &r,
+                "ferry_requests_total",
+                "Requests by route and status",
+                &["route", "status"],
+            ),
+            tries: counter_vec(
+                &r,
+                "ferry_upstream_tries_total",
+                "Upstream tries by group, server and outcome",
+                &["group", "server", "outcome"],
+            ),
+            retries: counter_vec(
+                &r,
+                "ferry_retries_total",
+                "Tries after the first, by group",
+                &["group"],
+            ),
+            marked_failed: counter_vec(
+                &r,
+                "ferry_servers_marked_failed_total",
+                "Times a server was taken out by max_fails",
+                &["group", "server"],
+            ),
+            in_flight,
+            bytes_in: counter(
+                &r,
+                "ferry_request_body_bytes_total",
+                "Request body bytes read from clients",
+            ),
+            bytes_out: counter(
+                &r,
+                "ferry_response_body_bytes_total",
+                "Response body bytes sent to clients",
+            ),
+            spilled_responses: counter(
+                &r,
+                "ferry_spilled_responses_total",
+                "Responses buffered to a temp file",
+            ),
+            spilled_bytes: counter(
+                &r,
+                "ferry_spilled_bytes_total",
+                "Response bytes written to temp files",
+            ),
+            truncated: counter(
+                &r,
+                "ferry_truncated_responses_total",
+                "Responses cut short after the header",
+            ),
+            request_seconds: histogram(
+                &r,
+                "ferry_request_duration_seconds",
+                "Total request time",
+                &["route"],
+            ),
+            upstream_header_seconds: histogram(
+                &r,
+                "ferry_upstream_header_duration_seconds",
+                "Time to the upstream response header, per try",
+                &["group"],
+            ),
+            access_log_dropped: counter(
+                &r,
+                "ferry_access_log_dropped_total",
+                "Access log lines dropped because the writer fell behind",
+            ),
+            registry: r,
+        }
+    })
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// Account a finished request.
+    pub fn record(&self, r: &Request, route: &str, request_body_bytes: u64) {
+        self.requests
+            .with_label_values(&[route, &r.status.to_string()])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[route])
+            .observe(r.start.elapsed().as_secs_f64());
+        self.bytes_in.inc_by(request_body_bytes);
+        self.bytes_out.inc_by(r.body_bytes_sent);
+        if r.spilled_bytes > 0 {
+            self.spilled_responses.inc();
+            self.spilled_bytes.inc_by(r.spilled_bytes);
+        }
+        if r.truncated {
+            self.truncated.inc();
+        }
+        for (i, t) in r.tries.iter().enumerate() {
+            let outcome = match t.outcome {
+                TryOutcome::Used => "success".to_string(),
+                TryOutcome::NextStatus(s) => format!("http_{s}"),
+                TryOutcome::Error => "error".to_string(),
+                TryOutcome::Timeout => "timeout".to_string(),
+                TryOutcome::InvalidHeader => "invalid_header".to_string(),
+                TryOutcome::NoLive => "no_live".to_string(),
+            };
+            self.tries
+                .with_label_values(&[&t.group, &t.addr, &outcome])
+                .inc();
+            if i > 0 {
+                self.retries.with_label_values(&[&t.group]).inc();
+            }
+            if let Some(h) = t.header_time {
+                self.upstream_header_seconds
+                    .with_label_values(&[&t.group])
+                    .observe(h.as_secs_f64());
+            }
+        }
+    }
+}

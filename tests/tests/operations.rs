@@ -1,0 +1,340 @@
+//! Issue 7: operating Ferry behind a load balancer: /healthz and draining,
+//! graceful upgrade under load, Prometheus metrics, the JSON access log, the
+//! real client address behind trusted proxies, bad input.
+
+use ferry_tests::backend::{Backend, Reply, Seen};
+use ferry_tests::client::{exchange, status_of};
+use ferry_tests::ferry::{free_port, Ferry};
+use ferry_tests::raw::{Raw, Step};
+use ferry_tests::WAIT;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn status(url: &str) -> Option<u16> {
+    client()
+        .get(url)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn healthz_turns_503_on_sigterm_while_requests_are_still_served() {
+    let app = Backend::named("app").await;
+    let admin = free_port();
+    let mut ferry = Ferry::start(&format!(
+        "admin: {{ listen: \"127.0.0.1:{admin}\", drain_delay: 1s }}\nupstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n",
+        app.addr
+    ))
+    .await;
+    let healthz = format!("http://127.0.0.1:{admin}/healthz");
+    assert_eq!(status(&healthz).await, Some(200));
+    ferry.signal(libc::SIGTERM);
+    let start = Instant::now();
+    while status(&healthz).await != Some(503) {
+        assert!(start.elapsed() < WAIT, "healthz never turned 503");
+    }
+    // During the drain delay the proxy still answers.
+    assert_eq!(status(&ferry.url("/")).await, Some(200));
+    assert!(
+        ferry.wait_exit().await.is_some(),
+        "did not stop after the drain; log:\n{}",
+        ferry.log()
+    );
+}
+
+#[tokio::test]
+async fn graceful_upgrade_under_steady_load_drops_nothing() {
+    let app = Backend::named("app").await;
+    let ferry = Ferry::start_graceful(
+        &format!(
+            "upstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n",
+            app.addr
+        ),
+        2,
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), ferry.url("/"));
+        load.push(tokio::spawn(async move {
+            // A new connection per request: every one goes through accept.
+            let c = reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        }));
+    }
+    let before = ok.load(Ordering::SeqCst);
+    let mut next = ferry.spawn_successor();
+    // The successor waits on the upgrade socket; then the old one hands over.
+    let sock = ferry.dir.join("upgrade.sock");
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < WAIT,
+            "successor never opened the upgrade socket"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ferry.signal(libc::SIGQUIT);
+    let mut old = ferry;
+    assert!(
+        old.wait_exit().await.is_some(),
+        "the old process did not exit; log:\n{}",
+        old.log()
+    );
+    let after_old = ok.load(Ordering::SeqCst);
+    let start = Instant::now();
+    while ok.load(Ordering::SeqCst) < after_old + 200 {
+        assert!(start.elapsed() < WAIT, "the successor does not serve");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    assert!(after_old > before, "load ran during the upgrade");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed during the upgrade"
+    );
+    next.signal(libc::SIGINT);
+    let _ = next.wait_exit().await;
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_tries_and_spills() {
+    let closes = Raw::always(vec![Step::Close]).await;
+    let good = Backend::named("good").await;
+    let admin = free_port();
+    let ferry = Ferry::start(&format!(
+        "admin: {{ listen: \"127.0.0.1:{admin}\" }}\nupstreams:\n  app:\n    servers: [ {{ addr: \"{}\", max_fails: 0 }}, {{ addr: \"{}\", max_fails: 0 }} ]\nroutes:\n  - match: {{ path_prefix: /app }}\n    upstream: app\n  - match: {{ path_prefix: /hi }}\n    return: {{ status: 200, body: hi }}\n",
+        closes.addr, good.addr
+    ))
+    .await;
+    let http = client();
+    for path in ["/app/1", "/app/2", "/app/3", "/app/4", "/hi", "/nowhere"] {
+        http.get(ferry.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    // A request is counted when it ends (after its response went out):
+    // scrape until all six are in.
+    let start = Instant::now();
+    let text = loop {
+        let text = http
+            .get(format!("http://127.0.0.1:{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let counted: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("ferry_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if counted >= 6.0 {
+            break text;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "requests never all counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        metric(&text, "ferry_requests_total{route=\"/app\",status=\"200\"}"),
+        4.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "ferry_requests_total{route=\"/hi\",status=\"200\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "ferry_requests_total{route=\"none\",status=\"404\"}"),
+        1.0
+    );
+    let (c, g) = (closes.addr, good.addr);
+    // Round robin: requests 1 and 3 try the closing server first.
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "ferry_upstream_tries_total{{group=\"app\",outcome=\"error\",server=\"{c}\"}}"
+            )
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "ferry_upstream_tries_total{{group=\"app\",outcome=\"success\",server=\"{g}\"}}"
+            )
+        ),
+        4.0
+    );
+    assert_eq!(metric(&text, "ferry_retries_total{group=\"app\"}"), 2.0);
+    assert_eq!(
+        metric(
+            &text,
+            "ferry_request_duration_seconds_count{route=\"/app\"}"
+        ),
+        4.0
+    );
+    assert!(text.contains("ferry_requests_in_flight"));
+    assert!(text.contains("ferry_spilled_bytes_total"));
+}
+
+#[tokio::test]
+async fn access_log_lists_every_try() {
+    let closes = Raw::always(vec![Step::Close]).await;
+    let good = Backend::named("good").await;
+    let ferry = Ferry::start(&format!(
+        "access_log: \"{{dir}}/access.log\"\nupstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }}, {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n",
+        closes.addr, good.addr
+    ))
+    .await;
+    let r = client()
+        .get(ferry.url("/x?y=1"))
+        .header("X-Request-Id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let path = ferry.dir.join("access.log");
+    let start = Instant::now();
+    let line = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(l) = text.lines().next() {
+            break l.to_string();
+        }
+        assert!(start.elapsed() < WAIT, "no access log line");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(
+        v["upstream_addr"],
+        format!("{}, {}", closes.addr, good.addr)
+    );
+    assert_eq!(v["upstream_status"], "502, 200");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["uri"], "/x?y=1");
+    assert_eq!(v["client"], "127.0.0.1");
+    assert_eq!(v["request_id"], "req-42");
+    assert_eq!(v["bytes"], 4);
+    assert_eq!(v["spilled"], false);
+    assert!(v["request_time"]
+        .as_str()
+        .is_some_and(|t| t.parse::<f64>().is_ok()));
+    assert_eq!(
+        v["upstream_response_time"]
+            .as_str()
+            .unwrap()
+            .split(", ")
+            .count(),
+        2
+    );
+    assert_eq!(
+        good.last().headers["x-request-id"],
+        "req-42",
+        "passed upstream"
+    );
+}
+
+#[tokio::test]
+async fn real_client_address_only_from_trusted_proxies() {
+    let seen = Backend::start(Arc::new(|_, r: &Seen| {
+        Reply::ok(
+            r.headers
+                .get("x-real-ip")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string(),
+        )
+    }))
+    .await;
+    let conf = |trusted: &str| {
+        format!(
+            "real_ip: {{ trusted: [{trusted}] }}\nupstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n    proxy: {{ set_headers: {{ X-Real-IP: \"$remote_addr\" }} }}\n",
+            seen.addr
+        )
+    };
+    let trusted = Ferry::start(&conf("127.0.0.1/32, 10.0.0.0/8")).await;
+    let untrusted = Ferry::start(&conf("10.0.0.0/8")).await;
+    let ask = |f: &Ferry, xff: &str| {
+        let r = client()
+            .get(f.url("/"))
+            .header("X-Forwarded-For", xff.to_string())
+            .send();
+        async move { r.await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(ask(&trusted, "6.6.6.6, 1.2.3.4, 10.9.9.9").await, "1.2.3.4");
+    assert_eq!(
+        ask(&untrusted, "6.6.6.6, 1.2.3.4").await,
+        "127.0.0.1",
+        "an untrusted peer's header is ignored"
+    );
+    assert_eq!(seen.last().headers["x-forwarded-proto"], "http");
+}
+
+#[tokio::test]
+async fn bad_requests_get_4xx_and_the_connection_closed() {
+    let app = Backend::named("app").await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n",
+        app.addr
+    ))
+    .await;
+    let cases = [
+        ("malformed", "GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n".to_string()),
+        ("smuggling: CL and TE", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string()),
+        ("two differing CL", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd".to_string()),
+        ("oversized headers", format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "x".repeat(2 << 20))),
+    ];
+    for (what, req) in cases {
+        let (bytes, closed) = exchange(ferry.addr, &req).await;
+        let st = status_of(&bytes);
+        assert!(
+            (400..500).contains(&st) || (bytes.is_empty() && closed),
+            "{what}: got {st}"
+        );
+        assert!(closed, "{what}: connection not closed");
+    }
+    assert_eq!(app.hits(), 0, "nothing bad reached the upstream");
+}
