@@ -256,8 +256,8 @@ where
     let mut reading: Option<Boxed<'a, (U, Result<Option<Bytes>, PipeError>)>> = None;
     let mut writing: Option<Boxed<'a, Written<C>>> = None;
     let mut delay: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let mut client_check = tokio::time::interval(crate::pipe::CLIENT_CHECK);
-    client_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Armed only while the pipe waits with nothing in flight to the client.
+    let mut client_check: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut upstream_done = false;
     // Since when the write in flight has waited on the client.
     let mut blocked_since: Option<Instant> = None;
@@ -373,6 +373,12 @@ where
             break;
         }
 
+        if writing.is_some() || client_gone || conf.ignore_client_abort {
+            client_check = None;
+        } else if client_check.is_none() {
+            client_check = Some(Box::pin(tokio::time::sleep(crate::pipe::CLIENT_CHECK)));
+        }
+
         tokio::select! {
             done = maybe(&mut writing) => {
                 writing = None;
@@ -428,9 +434,10 @@ where
             () = maybe(&mut grace) => {
                 grace = None;
             }
-            _ = client_check.tick(), if writing.is_none() && !client_gone && !conf.ignore_client_abort => {
+            () = maybe(&mut client_check) => {
                 // nginx's broken-connection check: a client that went away
                 // while the upstream is slow ends the upstream request.
+                client_check = None;
                 if client.as_mut().is_some_and(|c| c.is_gone()) {
                     out.error = Some(PipeError::new(Side::Client, FailKind::Error, "client closed the connection"));
                     break;

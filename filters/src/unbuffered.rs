@@ -18,20 +18,21 @@ pub async fn run<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
     filter: &mut F,
 ) -> PipeOutcome {
     let mut out = PipeOutcome::default();
-    let mut client_check = tokio::time::interval(CLIENT_CHECK);
-    client_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Wait for the upstream, looking in on the client meanwhile.
         let read = {
             let read = upstream.read();
             tokio::pin!(read);
+            let check = tokio::time::sleep(CLIENT_CHECK);
+            tokio::pin!(check);
             loop {
                 tokio::select! {
                     r = &mut read => break Some(r),
-                    _ = client_check.tick() => {
+                    () = &mut check => {
                         if client.is_gone() {
                             break None;
                         }
+                        check.as_mut().reset(tokio::time::Instant::now() + CLIENT_CHECK);
                     }
                 }
             }
