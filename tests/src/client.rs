@@ -2,6 +2,14 @@
 //! chunk, framing), where a full HTTP client would hide them.
 
 use crate::WAIT;
+
+/// A real HTTP client (reqwest) that never goes through a proxy.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("reqwest client")
+}
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

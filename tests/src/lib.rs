@@ -5,12 +5,14 @@
 //! - [`raw`]: a TCP server that misbehaves on purpose (closes mid-body, sends
 //!   bad framing, stalls).
 //! - [`ferry`]: starts Ferry with a YAML and waits until it listens.
-//! - [`client`]: a raw client for checks on the bytes themselves.
+//! - [`client`]: a real HTTP client, and a raw one for checks on the bytes.
+//! - [`yaml`]: building the `upstreams:` / `routes:` part of a test's YAML.
 
 pub mod backend;
 pub mod client;
 pub mod ferry;
 pub mod raw;
+pub mod yaml;
 
 use std::time::Duration;
 

@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
+use ferry_tests::client::http as client;
 
 fn client_from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()

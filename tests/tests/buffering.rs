@@ -7,6 +7,7 @@
 use ferry_tests::client::split;
 use ferry_tests::ferry::Ferry;
 use ferry_tests::raw::{Raw, Step};
+use ferry_tests::yaml::single;
 use ferry_tests::WAIT;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -155,9 +156,9 @@ async fn late_reader_gets_every_byte_through_any_temp_file_cap() {
         let backend = sender(1 << 20, "").await;
         let ferry = Ferry::start_listen(
             "sndbuf: 32k",
-            &format!(
-                "upstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n    proxy: {{ max_temp_file_size: {cap}, temp_path: \"{{tmp}}\" }}\n",
-                backend.addr
+            &single(
+                &[backend.addr],
+                &format!("max_temp_file_size: {cap}, temp_path: \"{{tmp}}\""),
             ),
         )
         .await;
@@ -202,10 +203,7 @@ async fn client_abort_closes_the_upstream_and_the_temp_file() {
     .await;
     let ferry = Ferry::start_listen(
         "sndbuf: 32k",
-        &format!(
-            "upstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n    proxy: {{ temp_path: \"{{tmp}}\" }}\n",
-            backend.addr
-        ),
+        &single(&[backend.addr], "temp_path: \"{tmp}\""),
     )
     .await;
     let mut s = connect_small(ferry.addr).await;
@@ -250,10 +248,7 @@ async fn upstream_error_mid_body_truncates_and_frees_the_temp_file() {
     .await;
     let ferry = Ferry::start_listen(
         "sndbuf: 32k",
-        &format!(
-            "upstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n    proxy: {{ temp_path: \"{{tmp}}\" }}\n",
-            backend.addr
-        ),
+        &single(&[backend.addr], "temp_path: \"{tmp}\""),
     )
     .await;
     let mut s = connect_small(ferry.addr).await;
@@ -295,9 +290,9 @@ async fn ignore_client_abort_reads_the_upstream_to_its_end() {
             BACKEND_SNDBUF,
         )
         .await;
-        let ferry = Ferry::start(&format!(
-            "upstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n    proxy: {{ ignore_client_abort: {ignore} }}\n",
-            backend.addr
+        let ferry = Ferry::start(&single(
+            &[backend.addr],
+            &format!("ignore_client_abort: {ignore}"),
         ))
         .await;
         let mut s = connect_small(ferry.addr).await;

@@ -5,9 +5,7 @@ use ferry_tests::backend::{Backend, Reply, Seen};
 use ferry_tests::ferry::Ferry;
 use std::sync::Arc;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
+use ferry_tests::client::http as client;
 
 fn group(name: &str, addrs: &[std::net::SocketAddr]) -> String {
     let list: Vec<String> = addrs

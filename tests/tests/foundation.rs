@@ -8,9 +8,7 @@ use ferry_tests::ferry::Ferry;
 use ferry_tests::raw::{Raw, Step};
 use std::sync::Arc;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
+use ferry_tests::client::http as client;
 
 fn group(name: &str, servers: &[(std::net::SocketAddr, u32)]) -> String {
     let mut s = format!("  {name}:\n    servers:\n");

@@ -5,22 +5,11 @@
 use ferry_tests::backend::{Backend, Reply};
 use ferry_tests::ferry::Ferry;
 use ferry_tests::raw::{Raw, Step};
+use ferry_tests::yaml::group;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-/// A group whose servers take extra keys, e.g. `max_fails: 0`.
-fn group(name: &str, servers: &[(SocketAddr, &str)]) -> String {
-    let mut s = format!("  {name}:\n    servers:\n");
-    for (a, extra) in servers {
-        let sep = if extra.is_empty() { "" } else { ", " };
-        s.push_str(&format!("      - {{ addr: \"{a}\"{sep}{extra} }}\n"));
-    }
-    s
-}
+use ferry_tests::client::http as client;
 
 fn route(group: &str, proxy: &str) -> String {
     format!("routes:\n  - upstream: {group}\n    proxy: {{ {proxy} }}\n")

@@ -6,14 +6,13 @@ use ferry_tests::backend::{Backend, Reply, Seen};
 use ferry_tests::client::{exchange, status_of};
 use ferry_tests::ferry::{free_port, Ferry};
 use ferry_tests::raw::{Raw, Step};
+use ferry_tests::yaml::single;
 use ferry_tests::WAIT;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
+use ferry_tests::client::http as client;
 
 async fn status(url: &str) -> Option<u16> {
     client()
@@ -52,14 +51,7 @@ async fn healthz_turns_503_on_sigterm_while_requests_are_still_served() {
 #[tokio::test]
 async fn graceful_upgrade_under_steady_load_drops_nothing() {
     let app = Backend::named("app").await;
-    let ferry = Ferry::start_graceful(
-        &format!(
-            "upstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n",
-            app.addr
-        ),
-        2,
-    )
-    .await;
+    let ferry = Ferry::start_graceful(&single(&[app.addr], ""), 2).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut load = Vec::new();
@@ -316,11 +308,7 @@ async fn real_client_address_only_from_trusted_proxies() {
 #[tokio::test]
 async fn bad_requests_get_4xx_and_the_connection_closed() {
     let app = Backend::named("app").await;
-    let ferry = Ferry::start(&format!(
-        "upstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n",
-        app.addr
-    ))
-    .await;
+    let ferry = Ferry::start(&single(&[app.addr], "")).await;
     let cases = [
         ("malformed", "GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n".to_string()),
         ("smuggling: CL and TE", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string()),
