@@ -127,7 +127,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn secs_to_duration(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0 && secs < 1e12)
+    (secs.is_finite() && (0.0..1e12).contains(&secs))
         .then(|| Duration(std::time::Duration::from_secs_f64(secs)))
 }
 

@@ -59,6 +59,9 @@ pub struct EventPipeConf {
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A finished upstream read: the upstream end back, and what it read.
+type Read<U> = (U, Result<Option<Bytes>, PipeError>);
+
 /// The most handed to a client that keeps up in one write (one Pingora
 /// read); a client that blocked gets at most `busy_buffers_size`.
 const FAST_BATCH: usize = 64 * 1024;
@@ -253,7 +256,7 @@ where
 
     let mut up: Option<U> = Some(upstream);
     let mut client: Option<C> = Some(client);
-    let mut reading: Option<Boxed<'a, (U, Result<Option<Bytes>, PipeError>)>> = None;
+    let mut reading: Option<Boxed<'a, Read<U>>> = None;
     let mut writing: Option<Boxed<'a, Written<C>>> = None;
     let mut delay: Option<Pin<Box<tokio::time::Sleep>>> = None;
     // Armed only while the pipe waits with nothing in flight to the client.

@@ -201,8 +201,7 @@ impl Group {
         let mut st = self.lock();
         let chosen = if inner.single {
             let p = &inner.peers[0];
-            let full = p.max_conns != 0 && st[0].conns >= p.max_conns;
-            (!p.down && !full && !st[0].unhealthy).then_some(0)
+            (!p.down && !st[0].is_full(p.max_conns) && !st[0].unhealthy).then_some(0)
         } else {
             let mut pick = None;
             if !cursor.on_backup {
@@ -250,7 +249,7 @@ impl Group {
                 && !p.down
                 && !st[i].unhealthy
                 && !st[i].is_failed(p.max_fails, p.fail_timeout, now)
-                && !(p.max_conns != 0 && st[i].conns >= p.max_conns)
+                && !st[i].is_full(p.max_conns)
         };
         let eligible: Vec<usize> = range
             .clone()

@@ -12,6 +12,7 @@
 //!   chained from 0; a key goes to the first point at or after
 //!   `crc32(KEY)`, and on to the next point when that server is unusable.
 //!   Removing a server moves only its keys.
+//!
 //! After 20 unusable picks, or with an empty key or fewer than two servers,
 //! nginx falls back to round robin; so does Ferry (the caller).
 

@@ -49,6 +49,11 @@ impl PeerState {
                 .is_some_and(|c| now.saturating_duration_since(c) <= fail_timeout)
     }
 
+    /// nginx `max_conns`: this many requests in progress already (0 = no limit).
+    pub fn is_full(&self, max_conns: u32) -> bool {
+        max_conns != 0 && self.conns >= max_conns
+    }
+
     /// On selection: once `fail_timeout` passed since the last check, this
     /// request is the probe.
     pub fn on_selected(&mut self, fail_timeout: Duration, now: Instant) {
@@ -66,8 +71,8 @@ impl PeerState {
         self.fails += 1;
         self.accessed = Some(now);
         self.checked = Some(now);
-        if max_fails != 0 {
-            self.effective_weight -= i64::from(weight / max_fails);
+        if let Some(step) = weight.checked_div(max_fails) {
+            self.effective_weight -= i64::from(step);
         }
         if self.effective_weight < 0 {
             self.effective_weight = 0;

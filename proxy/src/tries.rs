@@ -116,7 +116,7 @@ pub async fn run<P: ProxyHttp>(
         }
         let result = attempt(app, s, ctx, route, &upstream, &peer, body).await;
         if source_streams {
-            body_used = matches!(&result, Ok(_)) || result.as_ref().is_err_and(|f| f.request_sent);
+            body_used = result.as_ref().map_or_else(|f| f.request_sent, |_| true);
         }
         let t = &mut s.request.tries[try_index];
         match result {

@@ -6,7 +6,6 @@ use ferry_tests::backend::{Backend, Reply};
 use ferry_tests::ferry::Ferry;
 use ferry_tests::raw::{Raw, Step};
 use ferry_tests::yaml::group;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ferry_tests::client::http as client;
