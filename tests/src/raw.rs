@@ -24,6 +24,8 @@ pub enum Step {
     /// Wait until the peer closes the connection, count it in
     /// [`Raw::closed`], and stop.
     AwaitClose,
+    /// Send back whatever arrives until the peer closes (a tunnel's far end).
+    Echo,
 }
 
 impl Step {
@@ -175,6 +177,15 @@ async fn serve(mut stream: TcpStream, script: Script, k: Counters) {
                 Step::Wait(d) => tokio::time::sleep(d).await,
                 Step::Mark => {
                     k.marks.fetch_add(1, Ordering::SeqCst);
+                }
+                Step::Echo => {
+                    let mut b = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut b).await {
+                        if n == 0 || stream.write_all(&b[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    return;
                 }
                 Step::AwaitClose => {
                     let mut b = [0u8; 4096];

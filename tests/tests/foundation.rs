@@ -414,3 +414,44 @@ async fn http10_client_gets_close_delimited_body() {
     assert!(!head.contains("transfer-encoding"), "{head}");
     assert_eq!(body, b"hello");
 }
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled() {
+    let ws = Raw::always(vec![
+        Step::text(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ),
+        Step::Echo,
+    ])
+    .await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - upstream: app\n",
+        group("app", &[(ws.addr, 1)])
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(ferry.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(ferry_tests::WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    s.write_all(b"ping through the tunnel").await.unwrap();
+    let mut echo = vec![0u8; 23];
+    tokio::time::timeout(ferry_tests::WAIT, s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping through the tunnel");
+    let seen = &ws.requests()[0].head.to_ascii_lowercase();
+    assert!(
+        seen.contains("upgrade: websocket") && seen.contains("host: app"),
+        "{seen}"
+    );
+}
