@@ -36,7 +36,7 @@ pub use root::{AccessLog, Admin, Config, RealIp};
 pub use route::{Return, Route, RouteMatch};
 pub use template::{Segment, Template, Variable};
 pub use units::{parse_duration, parse_size, Duration, Size};
-pub use upstream::{Balance, HealthCheck, Server, Upstream};
+pub use upstream::{Balance, HealthCheck, Server, Upstream, UpstreamTls};
 pub use validate::resolve;
 
 use serde::de::{DeserializeOwned, DeserializeSeed};

@@ -43,6 +43,76 @@ pub struct Upstream {
     pub keepalive_time: Duration,
     pub servers: Vec<Server>,
     pub health_check: Option<HealthCheck>,
+    /// TLS to the servers: `true`, or `{ sni, verify, ca_file }` (Ferry).
+    pub tls: UpstreamTls,
+}
+
+/// `upstreams.NAME.tls` (nginx `proxy_ssl_*`; unlike nginx, verification
+/// is on by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub enabled: bool,
+    /// The name sent in SNI and checked in the certificate; default: the
+    /// server's host name, or the group name for an IP address.
+    pub sni: Option<String>,
+    pub verify: bool,
+    /// PEM file of CAs to trust instead of the system's.
+    pub ca_file: Option<String>,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            enabled: false,
+            sni: None,
+            verify: true,
+            ca_file: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsMap {
+    sni: Option<String>,
+    #[serde(default = "yes")]
+    verify: bool,
+    ca_file: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl<'de> Deserialize<'de> for UpstreamTls {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = UpstreamTls;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false, or { sni, verify, ca_file }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<UpstreamTls, E> {
+                Ok(UpstreamTls {
+                    enabled: v,
+                    ..UpstreamTls::default()
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<UpstreamTls, A::Error> {
+                let t = TlsMap::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(UpstreamTls {
+                    enabled: true,
+                    sni: t.sni,
+                    verify: t.verify,
+                    ca_file: t.ca_file,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for Upstream {
@@ -57,6 +127,7 @@ impl Default for Upstream {
             keepalive_time: Duration::secs(3600),
             servers: Vec::new(),
             health_check: None,
+            tls: UpstreamTls::default(),
         }
     }
 }

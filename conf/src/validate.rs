@@ -59,6 +59,16 @@ fn check_listen(c: &Config, out: &mut Vec<Problem>) {
     }
     let mut seen: Vec<SocketAddr> = Vec::new();
     for (i, l) in c.listen.iter().enumerate() {
+        if let Some(tls) = &l.tls {
+            for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if std::fs::metadata(file).is_err() {
+                    out.push(problem(
+                        format!("listen.{i}.tls.{key}"),
+                        format!("cannot read `{file}`"),
+                    ));
+                }
+            }
+        }
         let path = format!("listen.{i}.addr");
         match l.addr.parse::<SocketAddr>() {
             Ok(a) if seen.contains(&a) => out.push(problem(
@@ -130,6 +140,14 @@ fn check_upstreams(c: &mut Config, out: &mut Vec<Problem>) {
                 format!("{base}.balance"),
                 "balance: hash needs a hash_key",
             ));
+        }
+        if let Some(ca) = &u.tls.ca_file {
+            if std::fs::metadata(ca).is_err() {
+                out.push(problem(
+                    format!("{base}.tls.ca_file"),
+                    format!("cannot read `{ca}`"),
+                ));
+            }
         }
         if let Some(h) = &u.health_check {
             if h.interval.is_zero() {

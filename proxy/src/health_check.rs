@@ -19,8 +19,19 @@ pub struct HealthChecks {
     pub groups: Vec<(Arc<Upstream>, CheckConf)>,
 }
 
-fn http_check(group: &str, conf: &CheckConf) -> Option<HttpHealthCheck> {
-    let mut check = HttpHealthCheck::new(group, false);
+fn http_check(up: &Upstream, conf: &CheckConf) -> Option<HttpHealthCheck> {
+    let mut check = HttpHealthCheck::new(&up.name, up.tls.enabled);
+    if up.tls.enabled {
+        let sni = up
+            .group
+            .peers()
+            .first()
+            .map(|p| crate::runtime::sni_for(up, p))
+            .unwrap_or_default();
+        check.peer_template.sni = sni;
+        check.peer_template.options.verify_cert = up.tls.verify;
+        check.peer_template.options.verify_hostname = up.tls.verify;
+    }
     check.req.set_raw_path(conf.path.as_bytes()).ok()?;
     let timeout = Some(conf.timeout.get());
     check.peer_template.options.connection_timeout = timeout;
@@ -42,7 +53,7 @@ fn http_check(group: &str, conf: &CheckConf) -> Option<HttpHealthCheck> {
 }
 
 async fn run_group(up: &Upstream, conf: &CheckConf, mut shutdown: ShutdownWatch) {
-    let Some(check) = http_check(&up.name, conf) else {
+    let Some(check) = http_check(up, conf) else {
         log::error!("health check of {}: invalid path {:?}", up.name, conf.path);
         return;
     };

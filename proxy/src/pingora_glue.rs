@@ -111,6 +111,9 @@ impl<P: ProxyHttp> pingora_proxy::ProxyHttp for Glue<P> {
             _ => peer,
         };
         ctx.request.id = request_id(ps);
+        if ps.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            ctx.request.scheme = "https";
+        }
         metrics().in_flight.inc();
         if wants_upgrade(ps.req_header()) {
             if let Some(up) = self.upgrade_peer(ps) {

@@ -57,6 +57,8 @@ pub struct Request {
     pub id: String,
     pub start: Instant,
     pub client_addr: Option<SocketAddr>,
+    /// `$scheme`: `https` on a TLS listener.
+    pub scheme: &'static str,
     /// `$host`: the Host header without port, lower-cased.
     pub host: String,
     /// `$uri`: the normalised path.
@@ -81,6 +83,7 @@ impl Request {
             id,
             start: Instant::now(),
             client_addr,
+            scheme: "http",
             host: String::new(),
             uri: String::new(),
             route: None,

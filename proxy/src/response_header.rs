@@ -31,6 +31,7 @@ pub fn build(
     upstream: &ResponseHeader,
     client_version: Version,
     host: &str,
+    scheme: &str,
 ) -> Result<ResponseHeader> {
     let mut resp = route.response_plan.build(upstream)?;
     if !route.redirect.is_off() {
@@ -39,7 +40,7 @@ pub fn build(
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
         {
-            if let Some(new) = route.redirect.location(loc, "http", host) {
+            if let Some(new) = route.redirect.location(loc, scheme, host) {
                 resp.insert_header(header::LOCATION, new)?;
             }
         }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 pub struct Upstream {
     pub name: String,
     pub group: Group,
+    pub tls: ferry_conf::UpstreamTls,
     /// `balance: hash`: the key template.
     pub hash_key: Option<ferry_conf::Template>,
     /// Pingora's connector with this group's own idle pool.
@@ -66,9 +67,13 @@ impl Runtime {
             .map(|(name, u)| {
                 let mut opts = ConnectorOptions::from_server_conf(server);
                 opts.keepalive_pool_size = u.keepalive.max(1);
+                if let Some(ca) = &u.tls.ca_file {
+                    opts.ca_file = Some(ca.clone());
+                }
                 let up = Upstream {
                     name: name.to_string(),
                     group: Group::from_conf(name, u),
+                    tls: u.tls.clone(),
                     hash_key: u
                         .hash_key
                         .clone()
@@ -91,7 +96,7 @@ impl Runtime {
                         u.group
                             .peers()
                             .iter()
-                            .map(|p| make_peer(p.addr, &r.proxy))
+                            .map(|p| make_peer(u, p, &r.proxy))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -134,15 +139,42 @@ impl Runtime {
 }
 
 /// A Pingora peer with nginx's timeouts: `connect_timeout` for the TCP
-/// connect, `read_timeout`/`send_timeout` between two reads/writes.
-pub fn make_peer(addr: std::net::SocketAddr, p: &ProxyConf) -> HttpPeer {
-    let mut peer = HttpPeer::new(addr, false, String::new());
+/// connect (and TLS handshake), `read_timeout`/`send_timeout` between two
+/// reads/writes; with the group's TLS settings.
+pub fn make_peer(up: &Upstream, server: &ferry_lb::Peer, p: &ProxyConf) -> HttpPeer {
+    let tls = &up.tls;
+    let sni = if tls.enabled {
+        sni_for(up, server)
+    } else {
+        String::new()
+    };
+    let mut peer = HttpPeer::new(server.addr, tls.enabled, sni);
     let o = &mut peer.options;
+    o.verify_cert = tls.verify;
+    o.verify_hostname = tls.verify;
     o.connection_timeout = p.connect_timeout.non_zero();
     o.total_connection_timeout = p.connect_timeout.non_zero();
     o.read_timeout = p.read_timeout.non_zero();
     o.write_timeout = p.send_timeout.non_zero();
     peer
+}
+
+/// The TLS name of a server: `tls.sni`, else the host name it was written
+/// with, else (an IP address) the group name.
+pub fn sni_for(up: &Upstream, server: &ferry_lb::Peer) -> String {
+    if let Some(s) = &up.tls.sni {
+        return s.clone();
+    }
+    let host = server
+        .name
+        .rsplit_once(':')
+        .map_or(server.name.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        up.name.clone()
+    } else {
+        host.to_string()
+    }
 }
 
 fn pipe_conf(p: &ProxyConf) -> EventPipeConf {

@@ -12,6 +12,7 @@ use crate::runtime::Runtime;
 use clap::Parser;
 use ferry_conf::Config;
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::TcpSocketOptions;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::RunArgs;
@@ -92,9 +93,6 @@ fn init_logging() {
 
 /// What this build cannot serve yet, said plainly rather than ignored.
 fn unsupported(c: &Config) -> Option<String> {
-    if c.listen.iter().any(|l| l.tls.is_some()) {
-        return Some("listen: tls is not supported by this build yet".into());
-    }
     if c.listen.iter().any(|l| l.proxy_protocol) {
         return Some("listen: proxy_protocol is not supported by this build yet".into());
     }
@@ -151,7 +149,20 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
         let mut opts = TcpSocketOptions::default();
         opts.tcp_snd_buf = l.sndbuf.map(|s| s.as_usize());
         opts.tcp_recv_buf = l.rcvbuf.map(|s| s.as_usize());
-        service.add_tcp_with_settings(&l.addr, opts);
+        match &l.tls {
+            None => service.add_tcp_with_settings(&l.addr, opts),
+            Some(tls) => {
+                let mut settings = match TlsSettings::intermediate(&tls.cert, &tls.key) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("listen {}: cannot load the certificate or key: {e}", l.addr);
+                        return 1;
+                    }
+                };
+                settings.enable_h2();
+                service.add_tls_with_settings(&l.addr, Some(opts), settings);
+            }
+        }
     }
     server.add_service(service);
     let draining = Draining::default();

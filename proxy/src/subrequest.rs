@@ -72,7 +72,7 @@ pub async fn fetch(
         let Some(lease) = up.group.select(&mut cursor, &key) else {
             return Err(failed(502, format!("no live upstreams in `{group}`")));
         };
-        let peer = make_peer(lease.peer().addr, proxy);
+        let peer = make_peer(up, lease.peer(), proxy);
         let result = match connect(up, &peer).await {
             Ok(mut conn) => {
                 let source = if body.is_empty() {

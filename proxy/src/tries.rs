@@ -209,7 +209,7 @@ fn request_vars<'a>(s: &'a Session<'_>, remote: &'a str, proxy_host: &'a str) ->
         headers: &client.headers,
         remote_addr: remote,
         remote_port: s.request.client_addr.map_or(0, |a| a.port()),
-        scheme: "http",
+        scheme: s.request.scheme,
         proxy_host,
         request_id: &s.request.id,
         upstream_addr: "",
@@ -238,7 +238,7 @@ fn peer_for(route: &RouteRt, upstream: &Arc<Upstream>, lease: &Lease) -> HttpPee
         .is_some_and(|u| Arc::ptr_eq(u, upstream));
     match route.peers.get(lease.index()).filter(|_| own) {
         Some(p) => p.clone(),
-        None => crate::runtime::make_peer(lease.peer().addr, route.proxy()),
+        None => crate::runtime::make_peer(upstream, lease.peer(), route.proxy()),
     }
 }
 

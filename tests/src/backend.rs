@@ -80,8 +80,23 @@ impl Backend {
             .expect("bind a loopback port")
     }
 
+    /// A backend speaking TLS with `cert` (HTTP/1.1 inside).
+    pub async fn start_tls(cert: &crate::tls::SelfSigned, handler: Handler) -> Backend {
+        Backend::serve("127.0.0.1:0", handler, Some(cert.acceptor()))
+            .await
+            .expect("bind a loopback port")
+    }
+
     /// A backend on a given address.
     pub async fn start_on(addr: &str, handler: Handler) -> std::io::Result<Backend> {
+        Backend::serve(addr, handler, None).await
+    }
+
+    async fn serve(
+        addr: &str,
+        handler: Handler,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Backend> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let hits = Arc::new(AtomicUsize::new(0));
@@ -94,7 +109,8 @@ impl Backend {
                     continue;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (handler, hits, seen) = (handler.clone(), h.clone(), s.clone());
+                let (handler, hits, seen, tls) =
+                    (handler.clone(), h.clone(), s.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (handler, hits, seen) = (handler.clone(), hits.clone(), seen.clone());
@@ -124,9 +140,19 @@ impl Backend {
                             Ok::<_, hyper::Error>(resp.body(Full::new(reply.body)).unwrap())
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(tls_stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(tls_stream), svc)
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });

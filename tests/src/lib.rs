@@ -6,12 +6,14 @@
 //!   bad framing, stalls).
 //! - [`ferry`]: starts Ferry with a YAML and waits until it listens.
 //! - [`client`]: a real HTTP client, and a raw one for checks on the bytes.
+//! - [`tls`]: self-signed certificates made for the test.
 //! - [`yaml`]: building the `upstreams:` / `routes:` part of a test's YAML.
 
 pub mod backend;
 pub mod client;
 pub mod ferry;
 pub mod raw;
+pub mod tls;
 pub mod yaml;
 
 use std::time::Duration;

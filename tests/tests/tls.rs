@@ -1,0 +1,101 @@
+//! Issue 7: TLS to clients (HTTP/2 and HTTP/1.1 over TLS) and to upstreams
+//! (SNI, verification on by default, a CA option), with self-signed
+//! certificates made in the test.
+
+use ferry_tests::backend::{Backend, Reply, Seen};
+use ferry_tests::ferry::{fresh_dir, Ferry};
+use ferry_tests::tls::SelfSigned;
+use ferry_tests::yaml::single;
+use std::sync::Arc;
+
+fn https_client(cert: &SelfSigned, http1_only: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .add_root_certificate(cert.reqwest_root());
+    if http1_only {
+        b = b.http1_only();
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test]
+async fn tls_listener_speaks_http2_and_http1() {
+    let dir = fresh_dir();
+    let cert = SelfSigned::new(&dir, &["localhost"]);
+    let app = Backend::start(Arc::new(|_, r: &Seen| {
+        Reply::ok(format!(
+            "proto={}",
+            r.headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+        ))
+    }))
+    .await;
+    let listen = format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}",
+        cert.cert_path.display(),
+        cert.key_path.display()
+    );
+    let ferry = Ferry::start_listen(&listen, &single(&[app.addr], "")).await;
+    let url = format!("https://localhost:{}/x", ferry.addr.port());
+    for (http1, version) in [
+        (false, reqwest::Version::HTTP_2),
+        (true, reqwest::Version::HTTP_11),
+    ] {
+        let r = https_client(&cert, http1).get(&url).send().await.unwrap();
+        assert_eq!(r.version(), version);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "proto=https", "$scheme is https");
+    }
+}
+
+#[tokio::test]
+async fn tls_upstream_is_verified_with_sni() {
+    let dir = fresh_dir();
+    // The backend is at an IP address: the name checked (and sent in SNI)
+    // is the group name, `app`.
+    let cert = SelfSigned::new(&dir, &["app"]);
+    let app = Backend::start_tls(&cert, Arc::new(|_, _: &Seen| Reply::ok("over tls"))).await;
+    let group = |tls: &str| {
+        format!(
+            "upstreams:\n  app:\n    tls: {tls}\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n",
+            app.addr
+        )
+    };
+    let http = ferry_tests::client::http();
+
+    let trusted = Ferry::start(&group(&format!(
+        "{{ ca_file: \"{}\" }}",
+        cert.cert_path.display()
+    )))
+    .await;
+    let r = http.get(trusted.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "over tls");
+
+    let untrusted = Ferry::start(&group("true")).await;
+    assert_eq!(
+        http.get(untrusted.url("/")).send().await.unwrap().status(),
+        502,
+        "not signed by a trusted CA"
+    );
+
+    let wrong_name = Ferry::start(&group(&format!(
+        "{{ ca_file: \"{}\", sni: other }}",
+        cert.cert_path.display()
+    )))
+    .await;
+    assert_eq!(
+        http.get(wrong_name.url("/")).send().await.unwrap().status(),
+        502,
+        "certificate is not for `other`"
+    );
+
+    let unverified = Ferry::start(&group("{ verify: false }")).await;
+    assert_eq!(
+        http.get(unverified.url("/")).send().await.unwrap().status(),
+        200
+    );
+}
