@@ -12,6 +12,7 @@ use crate::runtime::Runtime;
 use clap::Parser;
 use ferry_conf::Config;
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::TcpSocketOptions;
 use pingora_core::server::configuration::Opt;
@@ -83,6 +84,43 @@ where
     serve(make(settings), config, &args)
 }
 
+/// How long the proxy keeps reading requests on connections it already
+/// accepted, after its listeners stopped (graceful stop or upgrade).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Pingora's proxy app with a gentler stop. When a graceful stop or upgrade
+/// begins, Pingora stops the listeners and then drops every connection
+/// still waiting for a request header: right for idle keepalive
+/// connections, but it also drops one accepted a moment before whose
+/// request is on its way, a failed request during an upgrade (seen in
+/// `graceful_upgrade_under_steady_load_drops_nothing`). Ferry lets those
+/// requests arrive and be served first, for [`SETTLE`].
+struct Settle<A>(Arc<A>);
+
+#[async_trait::async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Settle<A> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: pingora_core::protocols::http::ServerSession,
+        shutdown: &pingora_core::server::ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.0.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<pingora_core::protocols::http::v2::server::H2Options> {
+        self.0.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.0.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        tokio::time::sleep(SETTLE).await;
+        self.0.http_cleanup().await;
+    }
+}
+
 fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
     // A second init (a program that set up its own logger) is fine.
@@ -143,8 +181,8 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
         app: Arc::new(app),
         runtime,
     };
-    let mut service =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, glue, "ferry");
+    let proxy = pingora_proxy::http_proxy(&server.configuration, glue);
+    let mut service = Service::new("ferry".to_string(), Settle(Arc::new(proxy)));
     for l in &listen {
         let mut opts = TcpSocketOptions::default();
         opts.tcp_snd_buf = l.sndbuf.map(|s| s.as_usize());

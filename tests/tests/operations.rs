@@ -67,7 +67,10 @@ async fn graceful_upgrade_under_steady_load_drops_nothing() {
             while !stop.load(Ordering::SeqCst) {
                 match c.get(&url).send().await {
                     Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
-                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                    other => {
+                        eprintln!("failed during the upgrade: {:?}", other.map(|r| r.status()));
+                        failed.fetch_add(1, Ordering::SeqCst)
+                    }
                 };
             }
         }));
