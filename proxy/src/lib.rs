@@ -31,6 +31,7 @@ pub mod keepalive;
 pub mod metrics;
 pub mod next_upstream;
 pub mod pingora_glue;
+pub mod proxy_protocol;
 pub mod proxy_trait;
 pub mod read_header;
 pub mod real_ip;

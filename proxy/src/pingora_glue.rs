@@ -26,6 +26,15 @@ pub struct Glue<P: ProxyHttp> {
     pub runtime: Arc<Runtime>,
 }
 
+impl<P: ProxyHttp> Clone for Glue<P> {
+    fn clone(&self) -> Self {
+        Glue {
+            app: self.app.clone(),
+            runtime: self.runtime.clone(),
+        }
+    }
+}
+
 /// Pingora's per-request context: the user's, and Ferry's record.
 pub struct GlueCtx<C> {
     pub user: C,
@@ -106,8 +115,13 @@ impl<P: ProxyHttp> pingora_proxy::ProxyHttp for Glue<P> {
 
     async fn request_filter(&self, ps: &mut PingoraSession, ctx: &mut Self::CTX) -> Result<bool> {
         let peer = ps.client_addr().and_then(|a| a.as_inet()).copied();
-        ctx.request.client_addr = match (&self.runtime.real_ip, peer) {
-            (Some(rule), Some(p)) => Some(rule.client(p, &ps.req_header().headers)),
+        let announced = ps
+            .as_downstream()
+            .stream()
+            .and_then(|s| crate::proxy_protocol::client_of(s.id()));
+        ctx.request.client_addr = match (announced, &self.runtime.real_ip, peer) {
+            (Some(a), _, _) => Some(a),
+            (None, Some(rule), Some(p)) => Some(rule.client(p, &ps.req_header().headers)),
             _ => peer,
         };
         ctx.request.id = request_id(ps);

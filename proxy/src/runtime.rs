@@ -56,7 +56,7 @@ pub struct Runtime {
     pub matcher: Matcher,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub access_log: Option<crate::access_log::AccessLogger>,
-    pub real_ip: Option<crate::real_ip::RealIpRule>,
+    pub real_ip: Option<Arc<crate::real_ip::RealIpRule>>,
 }
 
 impl Runtime {
@@ -126,7 +126,8 @@ impl Runtime {
         let real_ip = config
             .real_ip
             .as_ref()
-            .and_then(crate::real_ip::RealIpRule::new);
+            .and_then(crate::real_ip::RealIpRule::new)
+            .map(Arc::new);
         Runtime {
             config,
             routes,

@@ -7,6 +7,7 @@ use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
 use crate::health_check::HealthChecks;
 use crate::pingora_glue::Glue;
+use crate::proxy_protocol::ProxyProtocol;
 use crate::proxy_trait::ProxyHttp;
 use crate::runtime::Runtime;
 use clap::Parser;
@@ -77,11 +78,28 @@ where
         println!("ok");
         return 0;
     }
-    if let Some(what) = unsupported(&config) {
-        eprintln!("{path}: {what}");
-        return 1;
-    }
     serve(make(settings), config, &args)
+}
+
+/// Add `listen:` entries to a service: plain TCP, or TLS with HTTP/2.
+fn add_listeners<A>(service: &mut Service<A>, listen: &[&ferry_conf::Listen]) -> Result<(), i32> {
+    for l in listen {
+        let mut opts = TcpSocketOptions::default();
+        opts.tcp_snd_buf = l.sndbuf.map(|s| s.as_usize());
+        opts.tcp_recv_buf = l.rcvbuf.map(|s| s.as_usize());
+        match &l.tls {
+            None => service.add_tcp_with_settings(&l.addr, opts),
+            Some(tls) => {
+                let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key).map_err(|e| {
+                    eprintln!("listen {}: cannot load the certificate or key: {e}", l.addr);
+                    1
+                })?;
+                settings.enable_h2();
+                service.add_tls_with_settings(&l.addr, Some(opts), settings);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How long the proxy keeps reading requests on connections it already
@@ -129,14 +147,6 @@ fn init_logging() {
         .try_init();
 }
 
-/// What this build cannot serve yet, said plainly rather than ignored.
-fn unsupported(c: &Config) -> Option<String> {
-    if c.listen.iter().any(|l| l.proxy_protocol) {
-        return Some("listen: proxy_protocol is not supported by this build yet".into());
-    }
-    None
-}
-
 fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     let opt = Opt {
         upgrade: args.upgrade,
@@ -177,32 +187,32 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
             service,
         ));
     }
+    let trusted = runtime.real_ip.clone();
     let glue = Glue {
         app: Arc::new(app),
         runtime,
     };
-    let proxy = pingora_proxy::http_proxy(&server.configuration, glue);
-    let mut service = Service::new("ferry".to_string(), Settle(Arc::new(proxy)));
-    for l in &listen {
-        let mut opts = TcpSocketOptions::default();
-        opts.tcp_snd_buf = l.sndbuf.map(|s| s.as_usize());
-        opts.tcp_recv_buf = l.rcvbuf.map(|s| s.as_usize());
-        match &l.tls {
-            None => service.add_tcp_with_settings(&l.addr, opts),
-            Some(tls) => {
-                let mut settings = match TlsSettings::intermediate(&tls.cert, &tls.key) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("listen {}: cannot load the certificate or key: {e}", l.addr);
-                        return 1;
-                    }
-                };
-                settings.enable_h2();
-                service.add_tls_with_settings(&l.addr, Some(opts), settings);
-            }
+    let (plain, with_pp): (Vec<_>, Vec<_>) = listen.iter().partition(|l| !l.proxy_protocol);
+    if !plain.is_empty() {
+        let proxy = pingora_proxy::http_proxy(&server.configuration, glue.clone());
+        let mut service = Service::new("ferry".to_string(), Settle(Arc::new(proxy)));
+        if let Err(code) = add_listeners(&mut service, &plain) {
+            return code;
         }
+        server.add_service(service);
     }
-    server.add_service(service);
+    if !with_pp.is_empty() {
+        let proxy = pingora_proxy::http_proxy(&server.configuration, glue);
+        let app = ProxyProtocol {
+            inner: Arc::new(Settle(Arc::new(proxy))),
+            trusted,
+        };
+        let mut service = Service::new("ferry proxy_protocol".to_string(), app);
+        if let Err(code) = add_listeners(&mut service, &with_pp) {
+            return code;
+        }
+        server.add_service(service);
+    }
     let draining = Draining::default();
     if let Some(a) = &admin {
         let app = AdminApp {

@@ -17,10 +17,13 @@ use tokio::net::TcpStream;
 /// Send `request` and read until the server closes (bounded by [`WAIT`]).
 /// Returns the bytes and whether the server closed the connection.
 pub async fn exchange(addr: SocketAddr, request: &str) -> (Vec<u8>, bool) {
+    exchange_bytes(addr, request.as_bytes()).await
+}
+
+/// [`exchange`] for a request that is not text (a binary PROXY header, say).
+pub async fn exchange_bytes(addr: SocketAddr, request: &[u8]) -> (Vec<u8>, bool) {
     let mut s = TcpStream::connect(addr).await.expect("connect to ferry");
-    s.write_all(request.as_bytes())
-        .await
-        .expect("write request");
+    s.write_all(request).await.expect("write request");
     let mut out = Vec::new();
     let closed = tokio::time::timeout(WAIT, async {
         let mut buf = [0u8; 65536];

@@ -329,3 +329,53 @@ async fn bad_requests_get_4xx_and_the_connection_closed() {
     }
     assert_eq!(app.hits(), 0, "nothing bad reached the upstream");
 }
+
+#[tokio::test]
+async fn proxy_protocol_v1_and_v2_from_trusted_senders_only() {
+    let seen = Backend::start(Arc::new(|_, r: &Seen| {
+        Reply::ok(
+            r.headers
+                .get("x-real-ip")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string(),
+        )
+    }))
+    .await;
+    let body = |trusted: &str| {
+        format!(
+            "real_ip: {{ trusted: [{trusted}] }}\n{}",
+            single(&[seen.addr], "set_headers: { X-Real-IP: \"$remote_addr\" }")
+        )
+    };
+    let trusted = Ferry::start_listen("proxy_protocol: true", &body("127.0.0.1")).await;
+    let untrusted = Ferry::start_listen("proxy_protocol: true", &body("10.0.0.0/8")).await;
+    let get = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 80\r\n".to_vec();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend([
+        0x21, 0x11, 0, 12, 198, 51, 100, 9, 10, 0, 0, 1, 0xC3, 0x50, 0, 80,
+    ]);
+    let ask = |ferry: &Ferry, header: &[u8]| {
+        let mut req = header.to_vec();
+        req.extend_from_slice(get);
+        let addr = ferry.addr;
+        async move {
+            let (bytes, _) = ferry_tests::client::exchange_bytes(addr, &req).await;
+            let (_, body) = ferry_tests::client::split(&bytes);
+            String::from_utf8_lossy(&body).into_owned()
+        }
+    };
+    assert_eq!(ask(&trusted, &v1).await, "203.0.113.7");
+    assert_eq!(ask(&trusted, &v2).await, "198.51.100.9");
+    assert_eq!(
+        ask(&untrusted, &v1).await,
+        "127.0.0.1",
+        "an untrusted sender's header is ignored"
+    );
+    let (bytes, closed) = exchange(trusted.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert!(
+        closed && bytes.is_empty(),
+        "no PROXY header: the connection is closed"
+    );
+}
