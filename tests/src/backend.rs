@@ -165,6 +165,21 @@ impl Backend {
         })
     }
 
+    /// A backend answering with the value of one request header (`-` when
+    /// absent): what the upstream saw.
+    pub async fn echo_header(name: &'static str) -> Backend {
+        Backend::start(Arc::new(move |_, r: &Seen| {
+            Reply::ok(
+                r.headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string(),
+            )
+        }))
+        .await
+    }
+
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }

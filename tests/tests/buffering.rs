@@ -191,13 +191,14 @@ async fn until(what: &str, f: impl Fn() -> bool) -> Duration {
     start.elapsed()
 }
 
-#[tokio::test]
-async fn client_abort_closes_the_upstream_and_the_temp_file() {
-    // 2 MB of an 8 MB body, then the backend waits for Ferry to close.
-    let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 8388608\r\n\r\n".to_vec();
-    head.extend(body(2 << 20));
+/// A backend that declares `declared` body bytes, sends `sent` of them,
+/// marks, then does `last`; Ferry buffering into `{tmp}`; a client that sent
+/// its request and reads nothing yet.
+async fn partial_body(declared: usize, sent: usize, last: Step) -> (Raw, Ferry, TcpStream) {
+    let mut head = format!("HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\n\r\n").into_bytes();
+    head.extend(body(sent));
     let backend = Raw::start_with(
-        Arc::new(move |_| vec![Step::Send(head.clone()), Step::Mark, Step::AwaitClose]),
+        Arc::new(move |_| vec![Step::Send(head.clone()), Step::Mark, last.clone()]),
         BACKEND_SNDBUF,
     )
     .await;
@@ -208,6 +209,13 @@ async fn client_abort_closes_the_upstream_and_the_temp_file() {
     .await;
     let mut s = connect_small(ferry.addr).await;
     request(&mut s, "/").await;
+    (backend, ferry, s)
+}
+
+#[tokio::test]
+async fn client_abort_closes_the_upstream_and_the_temp_file() {
+    // 2 MB of an 8 MB body, then the backend waits for Ferry to close.
+    let (backend, ferry, mut s) = partial_body(8 << 20, 2 << 20, Step::AwaitClose).await;
     let mut first = vec![0u8; 4096];
     let _ = s.read(&mut first).await.unwrap();
     // Ferry took all the backend sent (into memory and the temp file) and
@@ -239,20 +247,7 @@ async fn client_abort_closes_the_upstream_and_the_temp_file() {
 
 #[tokio::test]
 async fn upstream_error_mid_body_truncates_and_frees_the_temp_file() {
-    let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 4194304\r\n\r\n".to_vec();
-    head.extend(body(1 << 20));
-    let backend = Raw::start_with(
-        Arc::new(move |_| vec![Step::Send(head.clone()), Step::Mark, Step::Close]),
-        BACKEND_SNDBUF,
-    )
-    .await;
-    let ferry = Ferry::start_listen(
-        "sndbuf: 32k",
-        &single(&[backend.addr], "temp_path: \"{tmp}\""),
-    )
-    .await;
-    let mut s = connect_small(ferry.addr).await;
-    request(&mut s, "/").await;
+    let (backend, ferry, mut s) = partial_body(4 << 20, 1 << 20, Step::Close).await;
     until("the backend to send and close", || backend.marks() == 1).await;
     let mut all = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut all))

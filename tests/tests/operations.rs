@@ -2,7 +2,7 @@
 //! graceful upgrade under load, Prometheus metrics, the JSON access log, the
 //! real client address behind trusted proxies, bad input.
 
-use ferry_tests::backend::{Backend, Reply, Seen};
+use ferry_tests::backend::Backend;
 use ferry_tests::client::{exchange, status_of};
 use ferry_tests::ferry::{free_port, Ferry};
 use ferry_tests::raw::{Raw, Step};
@@ -274,16 +274,7 @@ async fn access_log_lists_every_try() {
 
 #[tokio::test]
 async fn real_client_address_only_from_trusted_proxies() {
-    let seen = Backend::start(Arc::new(|_, r: &Seen| {
-        Reply::ok(
-            r.headers
-                .get("x-real-ip")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_string(),
-        )
-    }))
-    .await;
+    let seen = Backend::echo_header("x-real-ip").await;
     let conf = |trusted: &str| {
         format!(
             "real_ip: {{ trusted: [{trusted}] }}\nupstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n    proxy: {{ set_headers: {{ X-Real-IP: \"$remote_addr\" }} }}\n",
@@ -332,16 +323,7 @@ async fn bad_requests_get_4xx_and_the_connection_closed() {
 
 #[tokio::test]
 async fn proxy_protocol_v1_and_v2_from_trusted_senders_only() {
-    let seen = Backend::start(Arc::new(|_, r: &Seen| {
-        Reply::ok(
-            r.headers
-                .get("x-real-ip")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_string(),
-        )
-    }))
-    .await;
+    let seen = Backend::echo_header("x-real-ip").await;
     let body = |trusted: &str| {
         format!(
             "real_ip: {{ trusted: [{trusted}] }}\n{}",
