@@ -63,6 +63,9 @@ pub struct Raw {
     pub marks: Arc<AtomicUsize>,
     /// Connections the peer closed while the script awaited it.
     pub closed: Arc<AtomicUsize>,
+    /// Connections the peer closed between requests (an idle keepalive
+    /// connection dropped by Ferry's pool, say).
+    pub ended: Arc<AtomicUsize>,
     /// Writes that failed (the peer had gone).
     pub write_errors: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -74,6 +77,7 @@ struct Counters {
     seen: Arc<Mutex<Vec<RawRequest>>>,
     marks: Arc<AtomicUsize>,
     closed: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
     write_errors: Arc<AtomicUsize>,
 }
 
@@ -115,6 +119,7 @@ impl Raw {
             seen: counters.seen,
             marks: counters.marks,
             closed: counters.closed,
+            ended: counters.ended,
             write_errors: counters.write_errors,
             task,
         }
@@ -157,6 +162,7 @@ async fn serve(mut stream: TcpStream, script: Script, k: Counters) {
     let mut buf = Vec::new();
     loop {
         let Some(req) = read_request(&mut stream, &mut buf).await else {
+            k.ended.fetch_add(1, Ordering::SeqCst);
             return;
         };
         k.seen.lock().unwrap().push(req);

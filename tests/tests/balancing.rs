@@ -260,3 +260,92 @@ async fn health_check_takes_a_server_out_and_puts_it_back() {
         assert!(start.elapsed() < WAIT, "A was never put back");
     }
 }
+
+fn always_ok() -> ferry_tests::raw::Script {
+    Arc::new(|_| vec![ferry_tests::raw::Step::response(200, "ok")])
+}
+
+async fn ok(url: String) {
+    assert_eq!(text(&client(), url).await, "ok");
+}
+
+#[tokio::test]
+async fn keepalive_timeout_closes_idle_connections() {
+    let raw = ferry_tests::raw::Raw::start(always_ok()).await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n  app:\n    keepalive_timeout: 300ms\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n",
+        raw.addr
+    ))
+    .await;
+    ok(ferry.url("/")).await;
+    // The pool closes the idle connection after keepalive_timeout.
+    wait_until("the idle upstream connection to be closed", || {
+        raw.ended.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    ok(ferry.url("/")).await;
+    assert_eq!(raw.conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn keepalive_time_retires_old_connections_after_a_request() {
+    let raw = ferry_tests::raw::Raw::start(always_ok()).await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n  app:\n    keepalive_time: 300ms\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n",
+        raw.addr
+    ))
+    .await;
+    let made = Instant::now();
+    ok(ferry.url("/")).await;
+    ok(ferry.url("/")).await;
+    assert_eq!(raw.conns.load(Ordering::SeqCst), 1, "young: reused");
+    // Let the connection pass keepalive_time (this wait is the scenario).
+    tokio::time::sleep(Duration::from_millis(350).saturating_sub(made.elapsed())).await;
+    // nginx checks the age after a request: one more goes over the old one.
+    ok(ferry.url("/")).await;
+    assert_eq!(raw.conns.load(Ordering::SeqCst), 1);
+    ok(ferry.url("/")).await;
+    assert_eq!(raw.conns.load(Ordering::SeqCst), 2, "then it is retired");
+}
+
+#[tokio::test]
+async fn fail_timeout_lets_one_probe_through() {
+    let a_up = Arc::new(AtomicBool::new(false));
+    let up = a_up.clone();
+    let a = Backend::start(Arc::new(move |_: usize, _: &Seen| {
+        if up.load(Ordering::SeqCst) {
+            Reply::ok("a")
+        } else {
+            Reply::status(502, "down")
+        }
+    }))
+    .await;
+    let b = Backend::named("b").await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n  app:\n    servers:\n{}routes:\n  - upstream: app\n    proxy: {{ next_upstream: [error, http_502] }}\n",
+        servers(&[(a.addr, "fail_timeout: 500ms"), (b.addr, "")])
+    ))
+    .await;
+    let http = client();
+    assert_eq!(
+        text(&http, ferry.url("/")).await,
+        "b",
+        "A answered 502, the request went on to B"
+    );
+    let marked = Instant::now();
+    for _ in 0..4 {
+        assert_eq!(text(&http, ferry.url("/")).await, "b");
+    }
+    assert_eq!(a.hits(), 1, "A is out for fail_timeout");
+    a_up.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(550).saturating_sub(marked.elapsed())).await;
+    // After fail_timeout one request probes A; its success puts A back.
+    let mut seen_a = 0;
+    for _ in 0..4 {
+        if text(&http, ferry.url("/")).await == "a" {
+            seen_a += 1;
+        }
+    }
+    assert!(seen_a >= 1, "A was probed and is back");
+    assert!(a.hits() >= 2);
+}
