@@ -213,10 +213,10 @@ impl ResponsePlan {
         }
     }
 
-    /// The client's response header from the upstream's: hidden and consumed
-    /// headers removed, `Server: ferry` added. Framing is set by the caller.
-    pub fn build(&self, upstream: &ResponseHeader) -> pingora_error::Result<ResponseHeader> {
-        let mut resp = upstream.clone();
+    /// The client's response header, made from the upstream's in place:
+    /// hidden and consumed headers removed, `Server: ferry` added. Framing is
+    /// set by the caller.
+    pub fn build(&self, mut resp: ResponseHeader) -> pingora_error::Result<ResponseHeader> {
         resp.set_version(Version::HTTP_11);
         for name in RESPONSE_CONSUMED.iter().chain(self.hidden.iter()) {
             resp.remove_header(name);
@@ -343,7 +343,7 @@ mod tests {
         let mut conf = ProxyConf::default();
         conf.hide_headers = vec!["X-Secret".into()];
         conf.pass_headers = vec!["X-Pad".into()];
-        let r = ResponsePlan::new(&conf).build(&up).unwrap();
+        let r = ResponsePlan::new(&conf).build(up).unwrap();
         assert_eq!(r.headers["server"], "ferry");
         assert_eq!(r.headers["x-app"], "1");
         assert_eq!(r.headers["x-pad"], "x");

@@ -131,16 +131,16 @@ pub async fn serve<P: ProxyHttp>(
     // 7. The response header, through the response filter, to the client.
     let client_version = s.downstream.req_header().version;
     let host = String::from_utf8_lossy(host_header.as_deref().unwrap_or_default()).into_owned();
+    let buffered = response_header::accel_buffering(&upstream_header).unwrap_or(proxy.buffering);
     let mut header = response_header::build(
         route,
-        &upstream_header,
+        upstream_header,
         client_version,
         &host,
         s.request.scheme,
     )?;
     app.response_filter(&mut s, &mut header, ctx).await?;
     s.request.status = header.status.as_u16();
-    let buffered = response_header::accel_buffering(&upstream_header).unwrap_or(proxy.buffering);
     let mut conn = conn;
     let no_body = conn.session.is_body_done();
     let ds = s.downstream.as_downstream_mut();

@@ -28,35 +28,38 @@ pub fn accel_buffering(upstream: &ResponseHeader) -> Option<bool> {
 /// `host` its Host header (for absolute redirects).
 pub fn build(
     route: &RouteRt,
-    upstream: &ResponseHeader,
+    upstream: ResponseHeader,
     client_version: Version,
     host: &str,
     scheme: &str,
 ) -> Result<ResponseHeader> {
+    let rewrite = |name: &str, f: &dyn Fn(&str) -> Option<String>| {
+        upstream
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(f)
+    };
+    let (location, refresh) = if route.redirect.is_off() {
+        (None, None)
+    } else {
+        (
+            rewrite("location", &|v| route.redirect.location(v, scheme, host)),
+            rewrite("refresh", &|v| route.redirect.refresh(v)),
+        )
+    };
+    let length = upstream.headers.get(header::CONTENT_LENGTH).cloned();
+    let status = upstream.status.as_u16();
     let mut resp = route.response_plan.build(upstream)?;
-    if !route.redirect.is_off() {
-        if let Some(loc) = upstream
-            .headers
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            if let Some(new) = route.redirect.location(loc, scheme, host) {
-                resp.insert_header(header::LOCATION, new)?;
-            }
-        }
-        if let Some(r) = upstream
-            .headers
-            .get("refresh")
-            .and_then(|v| v.to_str().ok())
-        {
-            if let Some(new) = route.redirect.refresh(r) {
-                resp.insert_header("Refresh", new)?;
-            }
-        }
+    if let Some(new) = location {
+        resp.insert_header(header::LOCATION, new)?;
     }
-    match upstream.headers.get(header::CONTENT_LENGTH) {
-        Some(cl) => resp.insert_header(header::CONTENT_LENGTH, cl.clone())?,
-        None if no_body(upstream.status.as_u16()) => {}
+    if let Some(new) = refresh {
+        resp.insert_header("Refresh", new)?;
+    }
+    match length {
+        Some(cl) => resp.insert_header(header::CONTENT_LENGTH, cl)?,
+        None if no_body(status) => {}
         None if client_version == Version::HTTP_11 => resp.insert_header(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
