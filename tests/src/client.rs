@@ -3,6 +3,17 @@
 
 use crate::WAIT;
 
+/// GET `url` and return the body as text.
+pub async fn text(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    http.get(url)
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body")
+}
+
 /// A real HTTP client (reqwest) that never goes through a proxy.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()

@@ -4,6 +4,7 @@
 //! with a backup, active health checks taking a server out and back.
 
 use ferry_tests::backend::{Backend, Reply, Seen};
+use ferry_tests::client::text;
 use ferry_tests::ferry::Ferry;
 use ferry_tests::WAIT;
 use std::collections::{HashMap, HashSet};
@@ -48,10 +49,6 @@ async fn holding(name: &'static str, hold: Duration) -> Backend {
         r
     }))
     .await
-}
-
-async fn text(c: &reqwest::Client, url: String) -> String {
-    c.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 async fn wait_until(what: &str, f: impl Fn() -> bool) {

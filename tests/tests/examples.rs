@@ -2,6 +2,7 @@
 //! binary with its YAML against real backends.
 
 use ferry_tests::backend::{Backend, Reply, Seen};
+use ferry_tests::client::text;
 use ferry_tests::ferry::Ferry;
 use std::sync::Arc;
 
@@ -172,16 +173,7 @@ async fn body_rewrite_streams_through_the_event_pipe() {
     let got = r.text().await.unwrap();
     assert_eq!(got.len(), want.len());
     assert!(got == want, "rewritten body differs");
-    assert_eq!(
-        http.get(ferry.url("/bin"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "Hello binary"
-    );
+    assert_eq!(text(&http, ferry.url("/bin")).await, "Hello binary");
 }
 
 #[tokio::test]
@@ -201,16 +193,7 @@ async fn a_hook_forces_a_retry_on_an_upstream_header() {
     .await;
     let http = client();
     for _ in 0..4 {
-        assert_eq!(
-            http.get(ferry.url("/"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-            "fine"
-        );
+        assert_eq!(text(&http, ferry.url("/")).await, "fine");
     }
     assert!(
         draining.hits() >= 1,

@@ -3,6 +3,7 @@
 //! the outcomes of misbehaving upstreams.
 
 use ferry_tests::backend::{Backend, Reply};
+use ferry_tests::client::text;
 use ferry_tests::client::{exchange, get, split, status_of};
 use ferry_tests::ferry::Ferry;
 use ferry_tests::raw::{Raw, Step};
@@ -33,16 +34,7 @@ async fn smooth_weighted_round_robin_is_nginx_order() {
     let http = client();
     let mut order = String::new();
     for _ in 0..14 {
-        order.push_str(
-            &http
-                .get(ferry.url("/"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        );
+        order.push_str(&text(&http, ferry.url("/")).await);
     }
     assert_eq!(order, "aabacaaaabacaa");
 }
@@ -333,16 +325,7 @@ async fn bytes_past_content_length_never_reach_the_client() {
     ))
     .await;
     let http = client();
-    assert_eq!(
-        http.get(ferry.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "hello"
-    );
+    assert_eq!(text(&http, ferry.url("/")).await, "hello");
     let (bytes, _) = exchange(ferry.addr, &get("/chunked")).await;
     let (_, body) = split(&bytes);
     assert_eq!(

@@ -3,6 +3,7 @@
 //! real client address behind trusted proxies, bad input.
 
 use ferry_tests::backend::Backend;
+use ferry_tests::client::text;
 use ferry_tests::client::{exchange, status_of};
 use ferry_tests::ferry::{free_port, Ferry};
 use ferry_tests::raw::{Raw, Step};
@@ -134,26 +135,13 @@ async fn metrics_count_requests_tries_and_spills() {
     .await;
     let http = client();
     for path in ["/app/1", "/app/2", "/app/3", "/app/4", "/hi", "/nowhere"] {
-        http.get(ferry.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text(&http, ferry.url(path)).await;
     }
     // A request is counted when it ends (after its response went out):
     // scrape until all six are in.
     let start = Instant::now();
     let text = loop {
-        let text = http
-            .get(format!("http://127.0.0.1:{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = text(&http, format!("http://127.0.0.1:{admin}/metrics")).await;
         let counted: f64 = text
             .lines()
             .filter(|l| l.starts_with("ferry_requests_total{"))
