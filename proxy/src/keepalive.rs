@@ -23,8 +23,11 @@ pub struct Keepalive {
     pub idle_timeout: Duration,
     requests: u32,
     max_age: Duration,
-    /// Requests served so far by each pooled connection.
-    uses: Mutex<HashMap<ConnId, u32>>,
+    /// Per socket: when its connection was made and the requests it served.
+    /// Keyed by the socket alone, so the table never holds more entries than
+    /// there are open sockets: a connection the pool closed on its own is
+    /// replaced when its descriptor is reused (a different `made`).
+    uses: Mutex<HashMap<i32, (SystemTime, u32)>>,
 }
 
 impl Keepalive {
@@ -39,33 +42,36 @@ impl Keepalive {
     }
 
     /// One more request was served on `conn`: may it go back to the pool?
-    pub fn after_request(&self, conn: ConnId) -> bool {
+    pub fn after_request(&self, (fd, made): ConnId) -> bool {
         if self.idle_max == 0 {
             return false;
         }
-        let age = conn.1.elapsed().unwrap_or_default();
+        let age = made.elapsed().unwrap_or_default();
         let mut uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
-        let n = uses.entry(conn).or_insert(0);
-        *n += 1;
-        let keep = *n < self.requests && age <= self.max_age;
-        if !keep {
-            uses.remove(&conn);
+        let entry = uses.entry(fd).or_insert((made, 0));
+        if entry.0 != made {
+            *entry = (made, 0);
         }
-        // Connections the pool closed on its own leave entries behind; they
-        // are too old to matter once past keepalive_time.
-        if uses.len() > 4 * self.idle_max + 64 {
-            let max_age = self.max_age;
-            uses.retain(|(_, made), _| made.elapsed().unwrap_or_default() <= max_age);
+        entry.1 += 1;
+        let keep = entry.1 < self.requests && age <= self.max_age;
+        if !keep {
+            uses.remove(&fd);
         }
         keep
     }
 
     /// A connection that will not be reused is forgotten.
-    pub fn forget(&self, conn: ConnId) {
-        self.uses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&conn);
+    pub fn forget(&self, (fd, made): ConnId) {
+        let mut uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        if uses.get(&fd).is_some_and(|(m, _)| *m == made) {
+            uses.remove(&fd);
+        }
+    }
+
+    /// Sockets currently tracked (for tests).
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.uses.lock().map(|u| u.len()).unwrap_or(0)
     }
 }
 
@@ -84,5 +90,22 @@ mod tests {
         assert!(!k.after_request(c), "the third request is the last");
         u.keepalive = 0;
         assert!(!Keepalive::new(&u).after_request(c));
+    }
+
+    #[test]
+    fn a_reused_descriptor_starts_a_new_count() {
+        let mut u = Upstream::default();
+        u.keepalive_requests = 2;
+        let k = Keepalive::new(&u);
+        let old = (7, SystemTime::now() - Duration::from_secs(1));
+        assert!(k.after_request(old));
+        // The pool closed `old` on its own; a new connection got fd 7.
+        let new = (7, SystemTime::now());
+        assert!(k.after_request(new), "a new connection's first request");
+        assert!(!k.after_request(new), "its second is the last");
+        for fd in 0..1000 {
+            k.after_request((fd % 10, SystemTime::now()));
+        }
+        assert!(k.tracked() <= 10, "one entry per socket, not per connection");
     }
 }
