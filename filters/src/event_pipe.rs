@@ -260,7 +260,7 @@ where
     let mut writing: Option<Boxed<'a, Written<C>>> = None;
     let mut delay: Option<Pin<Box<tokio::time::Sleep>>> = None;
     // Armed only while the pipe waits with nothing in flight to the client.
-    let mut client_check: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut client_check: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
     let mut upstream_done = false;
     // Since when the write in flight has waited on the client.
     let mut blocked_since: Option<Instant> = None;
@@ -379,7 +379,7 @@ where
         if writing.is_some() || client_gone || conf.ignore_client_abort {
             client_check = None;
         } else if client_check.is_none() {
-            client_check = Some(Box::pin(tokio::time::sleep(crate::pipe::CLIENT_CHECK)));
+            client_check = Some(Box::pin(crate::pipe::client_check()));
         }
 
         tokio::select! {

@@ -8,7 +8,7 @@
 //! reader returns (one socket read) and holds only that piece.
 
 use crate::pipe::{
-    BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody, CLIENT_CHECK,
+    client_check, BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,
 };
 use bytes::Bytes;
 
@@ -23,8 +23,7 @@ pub async fn run<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
         let read = {
             let read = upstream.read();
             tokio::pin!(read);
-            let check = tokio::time::sleep(CLIENT_CHECK);
-            tokio::pin!(check);
+            let mut check = Box::pin(client_check());
             loop {
                 tokio::select! {
                     r = &mut read => break Some(r),
@@ -32,7 +31,7 @@ pub async fn run<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
                         if client.is_gone() {
                             break None;
                         }
-                        check.as_mut().reset(tokio::time::Instant::now() + CLIENT_CHECK);
+                        check = Box::pin(client_check());
                     }
                 }
             }

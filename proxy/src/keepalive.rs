@@ -106,6 +106,9 @@ mod tests {
         for fd in 0..1000 {
             k.after_request((fd % 10, SystemTime::now()));
         }
-        assert!(k.tracked() <= 10, "one entry per socket, not per connection");
+        assert!(
+            k.tracked() <= 10,
+            "one entry per socket, not per connection"
+        );
     }
 }
