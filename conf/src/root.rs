@@ -22,6 +22,9 @@ pub struct Config {
     pub admin: Option<Admin>,
     pub access_log: AccessLog,
     pub real_ip: Option<RealIp>,
+    /// nginx `client_header_timeout`: a client has this long from the
+    /// first byte of a request to the end of its header (Ferry; 60s).
+    pub client_header_timeout: crate::units::Duration,
     pub upstreams: OrderedMap<Upstream>,
     pub routes: Vec<Route>,
 }
@@ -106,7 +109,8 @@ impl<'de> Deserialize<'de> for AccessLog {
     }
 }
 
-const ROOT_KEYS: &str = "server, listen, admin, access_log, real_ip, upstreams, routes";
+const ROOT_KEYS: &str =
+    "server, listen, admin, access_log, real_ip, client_header_timeout, upstreams, routes";
 
 /// Deserializes the root mapping, accepting `extension` as one more key
 /// whose value is the program's own settings type `S`.
@@ -138,6 +142,7 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
             admin: None,
             access_log: AccessLog::Off,
             real_ip: None,
+            client_header_timeout: crate::units::Duration::secs(60),
             upstreams: OrderedMap::default(),
             routes: Vec::new(),
         };
@@ -162,6 +167,7 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
                 "admin" => c.admin = m.next_value()?,
                 "access_log" => c.access_log = m.next_value()?,
                 "real_ip" => c.real_ip = m.next_value()?,
+                "client_header_timeout" => c.client_header_timeout = m.next_value()?,
                 "upstreams" => c.upstreams = m.next_value()?,
                 "routes" => c.routes = m.next_value::<Option<Vec<Route>>>()?.unwrap_or_default(),
                 // KeySeed let only the extension key through.

@@ -61,6 +61,19 @@ fn loads_with_nginx_defaults() {
 }
 
 #[test]
+fn client_header_timeout_defaults_to_nginx_and_must_be_positive() {
+    let c = load_str("f.yaml", GOOD).unwrap();
+    assert_eq!(c.client_header_timeout, Duration::secs(60));
+    let c = load_str("f.yaml", &format!("client_header_timeout: 5s\n{GOOD}")).unwrap();
+    assert_eq!(c.client_header_timeout, Duration::secs(5));
+    let e = err(&format!("{GOOD}client_header_timeout: 0\n"));
+    assert!(
+        e.starts_with("f.yaml:20:24: client_header_timeout must be more than 0"),
+        "{e}"
+    );
+}
+
+#[test]
 fn unknown_key_points_at_it() {
     let e = err("listen: [127.0.0.1:1]\nroutes:\n  - upstream: a\n    proxxy: {}\n");
     assert!(

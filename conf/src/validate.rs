@@ -30,6 +30,12 @@ pub fn validate(c: &mut Config) -> Vec<Problem> {
     check_listen(c, &mut out);
     check_upstreams(c, &mut out);
     check_routes(c, &mut out);
+    if c.client_header_timeout.is_zero() {
+        out.push(problem(
+            "client_header_timeout",
+            "client_header_timeout must be more than 0",
+        ));
+    }
     if let Some(r) = &c.real_ip {
         for (i, cidr) in r.trusted.iter().enumerate() {
             if let Err(m) = crate::cidr::Cidr::parse(cidr) {

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod client_body;
 pub mod connect;
 pub mod flow;
+pub mod header_clock;
 pub mod health_check;
 pub mod keepalive;
 pub mod metrics;

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     pub upstream_header_seconds: HistogramVec,
     pub access_log_dropped: IntCounter,
+    pub bad_requests: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -123,6 +124,12 @@ pub fn metrics() -> &'static Metrics {
                 &r,
                 "ferry_access_log_dropped_total",
                 "Access log lines dropped because the writer fell behind",
+            ),
+            bad_requests: counter_vec(
+                &r,
+                "ferry_bad_requests_total",
+                "Requests refused before routing, by reason (malformed, header_too_large, header_timeout, smuggling, bad_path)",
+                &["reason"],
             ),
             registry: r,
         }

@@ -114,6 +114,7 @@ impl<P: ProxyHttp> pingora_proxy::ProxyHttp for Glue<P> {
     }
 
     async fn request_filter(&self, ps: &mut PingoraSession, ctx: &mut Self::CTX) -> Result<bool> {
+        crate::header_clock::header_done(ps);
         let peer = ps.client_addr().and_then(|a| a.as_inet()).copied();
         let announced = ps
             .as_downstream()
@@ -223,6 +224,7 @@ impl<P: ProxyHttp> pingora_proxy::ProxyHttp for Glue<P> {
     }
 
     async fn logging(&self, ps: &mut PingoraSession, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        crate::header_clock::request_done(ps);
         let rt = &self.runtime;
         let route = ctx
             .request

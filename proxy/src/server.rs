@@ -5,6 +5,7 @@
 use crate::access_log::AccessLogger;
 use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
+use crate::header_clock::HeaderClock;
 use crate::health_check::HealthChecks;
 use crate::pingora_glue::Glue;
 use crate::proxy_protocol::ProxyProtocol;
@@ -158,6 +159,7 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     let mut server = Server::new_with_opt_and_conf(opt, config.server_conf());
     server.bootstrap();
     let listen = config.listen.clone();
+    let header_timeout = config.client_header_timeout.get();
     let admin = config.admin.clone();
     let access_log = match AccessLogger::start(&config.access_log) {
         Ok(l) => l,
@@ -195,7 +197,11 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     let (plain, with_pp): (Vec<_>, Vec<_>) = listen.iter().partition(|l| !l.proxy_protocol);
     if !plain.is_empty() {
         let proxy = pingora_proxy::http_proxy(&server.configuration, glue.clone());
-        let mut service = Service::new("ferry".to_string(), Settle(Arc::new(proxy)));
+        let app = HeaderClock {
+            inner: Arc::new(Settle(Arc::new(proxy))),
+            limit: header_timeout,
+        };
+        let mut service = Service::new("ferry".to_string(), app);
         if let Err(code) = add_listeners(&mut service, &plain) {
             return code;
         }
@@ -204,7 +210,10 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     if !with_pp.is_empty() {
         let proxy = pingora_proxy::http_proxy(&server.configuration, glue);
         let app = ProxyProtocol {
-            inner: Arc::new(Settle(Arc::new(proxy))),
+            inner: Arc::new(HeaderClock {
+                inner: Arc::new(Settle(Arc::new(proxy))),
+                limit: header_timeout,
+            }),
             trusted,
         };
         let mut service = Service::new("ferry proxy_protocol".to_string(), app);

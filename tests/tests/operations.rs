@@ -288,9 +288,14 @@ async fn real_client_address_only_from_trusted_proxies() {
 }
 
 #[tokio::test]
-async fn bad_requests_get_4xx_and_the_connection_closed() {
+async fn bad_requests_get_4xx_the_connection_closed_and_are_counted() {
     let app = Backend::named("app").await;
-    let ferry = Ferry::start(&single(&[app.addr], "")).await;
+    let admin = free_port();
+    let ferry = Ferry::start(&format!(
+        "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{}",
+        single(&[app.addr], "")
+    ))
+    .await;
     let cases = [
         ("malformed", "GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n".to_string()),
         ("smuggling: CL and TE", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string()),
@@ -300,13 +305,105 @@ async fn bad_requests_get_4xx_and_the_connection_closed() {
     for (what, req) in cases {
         let (bytes, closed) = exchange(ferry.addr, &req).await;
         let st = status_of(&bytes);
-        assert!(
-            (400..500).contains(&st) || (bytes.is_empty() && closed),
-            "{what}: got {st}"
-        );
+        assert!((400..500).contains(&st), "{what}: got {st}");
         assert!(closed, "{what}: connection not closed");
     }
     assert_eq!(app.hits(), 0, "nothing bad reached the upstream");
+    // Each is counted by reason before its answer goes out. Pingora itself
+    // refuses the bad header line and the differing Content-Lengths;
+    // Ferry refuses Content-Length with Transfer-Encoding.
+    let text = text(&client(), format!("http://127.0.0.1:{admin}/metrics")).await;
+    for (reason, n) in [
+        ("malformed", 2.0),
+        ("smuggling", 1.0),
+        ("header_too_large", 1.0),
+    ] {
+        let name = format!("ferry_bad_requests_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&text, &name), n, "{name}:\n{text}");
+    }
+}
+
+/// Read one response with a Content-Length body off a kept-alive connection.
+async fn read_response(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let (head, body) = ferry_tests::client::split(&got);
+        let len = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_string())
+            })
+            .and_then(|v| v.parse::<usize>().ok());
+        if len.is_some_and(|n| body.len() >= n) {
+            return got;
+        }
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("a response in time")
+            .expect("read");
+        assert!(n > 0, "closed before a whole response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_header_trickled_past_client_header_timeout_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = Backend::named("app").await;
+    let admin = free_port();
+    let ferry = Ferry::start(&format!(
+        "client_header_timeout: 1s\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\n{}",
+        single(&[app.addr], "")
+    ))
+    .await;
+
+    // A slowloris client: a header line every 100 ms, each read well
+    // within Pingora's per-read timeout, never finishing the header.
+    let mut s = tokio::net::TcpStream::connect(ferry.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    let cut_off = loop {
+        assert!(
+            start.elapsed() < WAIT,
+            "the trickling client was never cut off"
+        );
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break start.elapsed(),
+            Ok(Ok(n)) => panic!("an answer to half a header: {:?}", &buf[..n]),
+            Err(_) => {
+                if s.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                    break start.elapsed();
+                }
+            }
+        }
+    };
+    assert!(
+        cut_off >= Duration::from_millis(900),
+        "cut off early: {cut_off:?}"
+    );
+    assert_eq!(app.hits(), 0);
+
+    // A kept-alive connection idle longer than the header timeout between
+    // requests is still served: the clock runs from a request's first byte.
+    let mut s = tokio::net::TcpStream::connect(ferry.addr).await.unwrap();
+    let req = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    s.write_all(req).await.unwrap();
+    assert_eq!(status_of(&read_response(&mut s).await), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(req).await.unwrap();
+    assert_eq!(status_of(&read_response(&mut s).await), 200);
+
+    let text = text(&client(), format!("http://127.0.0.1:{admin}/metrics")).await;
+    assert_eq!(
+        metric(&text, "ferry_bad_requests_total{reason=\"header_timeout\"}"),
+        1.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]

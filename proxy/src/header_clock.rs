@@ -1,0 +1,302 @@
+//! The client's request-header deadline, and the requests Pingora refuses
+//! before Ferry sees them.
+//!
+//! nginx counterpart: `client_header_timeout` (a client has that long from
+//! the first byte of a request to the end of its header, however it trickles
+//! the bytes in) and the `client sent invalid header` / `client timed out`
+//! lines of its error log. Pingora's own limit is per read, so a slowloris
+//! client sending a byte every few seconds would hold a connection forever.
+//!
+//! Pingora reads the header; Ferry cannot sit inside that read. So the clock
+//! sits under it, in the connection's byte stream: [`ClockedStream`] wraps
+//! every accepted HTTP/1 connection. The first byte read between requests
+//! starts the clock; Ferry stops it when the header has arrived (its request
+//! hook runs: [`header_done`]) and rearms it for the next request when the
+//! response is finished ([`request_done`]). A read still waiting when time
+//! is up fails with `TimedOut`, and Pingora closes the connection. Bytes the
+//! server writes while the clock runs are Pingora's own error answer to a
+//! header it could not read (a malformed one, or one over its 1 MiB limit):
+//! the stream counts and logs that once, since Pingora logs it only at debug
+//! level.
+
+use crate::metrics::metrics;
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::ShutdownWatch;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Pingora's header size limit (`MAX_HEADER_SIZE` in its HTTP/1 code).
+const PINGORA_MAX_HEADER: usize = 1_048_575;
+
+/// Between requests: the next byte read starts the clock.
+const IDLE: u8 = 0;
+/// Reading a header: the clock runs.
+const HEADER: u8 = 1;
+/// The header was read (Ferry has the request): no clock.
+const REQUEST: u8 = 2;
+
+/// An accepted connection with the header clock under it.
+#[derive(Debug)]
+pub struct ClockedStream {
+    inner: Stream,
+    state: AtomicU8,
+    limit: Duration,
+    deadline: Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Header bytes read since the clock started.
+    header_bytes: usize,
+    /// Pingora's refusal on this connection was already counted.
+    refusal_seen: bool,
+}
+
+impl ClockedStream {
+    pub fn new(inner: Stream, limit: Duration) -> ClockedStream {
+        // HTTP/2 multiplexes requests over the connection: Pingora's h2
+        // code owns its timeouts.
+        let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
+        ClockedStream {
+            inner,
+            state: AtomicU8::new(if h2 { REQUEST } else { IDLE }),
+            limit,
+            deadline: Instant::now(),
+            timer: None,
+            header_bytes: 0,
+            refusal_seen: h2,
+        }
+    }
+
+    fn timed_out(&mut self) -> io::Error {
+        self.state.store(REQUEST, Ordering::Relaxed);
+        metrics()
+            .bad_requests
+            .with_label_values(&["header_timeout"])
+            .inc();
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "client_header_timeout: no complete request header within {:?}",
+                self.limit
+            ),
+        )
+    }
+
+    /// Bytes written while the clock runs (or before any request): Pingora
+    /// answering a header it could not read.
+    fn note_refusal(&mut self, bytes: &[u8]) {
+        if self.refusal_seen || self.state.load(Ordering::Relaxed) == REQUEST {
+            return;
+        }
+        self.refusal_seen = true;
+        let status = bytes
+            .get(9..12)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .unwrap_or("?");
+        let reason = if self.header_bytes > PINGORA_MAX_HEADER {
+            "header_too_large"
+        } else {
+            "malformed"
+        };
+        metrics().bad_requests.with_label_values(&[reason]).inc();
+        let peer = self
+            .inner
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().map(|a| a.to_string()))
+            .unwrap_or_default();
+        log::warn!("refused a request from {peer} with {status}: {reason} header");
+    }
+}
+
+/// The clock of the connection under a Pingora session, if it has one.
+fn clock_of(s: &pingora_proxy::Session) -> Option<&ClockedStream> {
+    s.as_downstream()
+        .stream()
+        .and_then(|s| s.as_any().downcast_ref::<ClockedStream>())
+}
+
+/// The request header has arrived: stop the clock.
+pub fn header_done(s: &pingora_proxy::Session) {
+    if let Some(c) = clock_of(s) {
+        c.state.store(REQUEST, Ordering::Relaxed);
+    }
+}
+
+/// The response is finished: the next byte read starts the next request.
+pub fn request_done(s: &pingora_proxy::Session) {
+    if let Some(c) = clock_of(s) {
+        c.state.store(IDLE, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for ClockedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = &mut *self;
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
+        let state = me.state.load(Ordering::Relaxed);
+        match polled {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                if n > 0 && state == IDLE {
+                    me.state.store(HEADER, Ordering::Relaxed);
+                    me.deadline = Instant::now() + me.limit;
+                    me.timer = None;
+                    me.header_bytes = n;
+                } else if n > 0 && state == HEADER {
+                    me.header_bytes += n;
+                    if Instant::now() >= me.deadline {
+                        return Poll::Ready(Err(me.timed_out()));
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if state == HEADER => {
+                let deadline = me.deadline;
+                let timer = me
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(me.timed_out()));
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for ClockedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.note_refusal(buf);
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            self.note_refusal(first);
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// What Pingora asks of a connection, passed through.
+
+#[async_trait]
+impl Shutdown for ClockedStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for ClockedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for ClockedStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for ClockedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for ClockedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for ClockedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for ClockedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// A server app whose connections carry the header clock.
+pub struct HeaderClock<A> {
+    pub inner: Arc<A>,
+    pub limit: Duration,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderClock<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let clocked: Stream = Box::new(ClockedStream::new(stream, self.limit));
+        self.inner.process_new(clocked, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
