@@ -11,8 +11,10 @@ The backend is nginx serving static files; it and wrk share CPU 1.
 For each proxy and response size, interleaved over rounds: req/s, MB/s,
 p50/p99 latency, and the proxy's own CPU time (utime+stime of its process
 from /proc before and after the run) per request and per GB. Medians over
-rounds. Then peak RSS (VmHWM) of a fresh process while 200 slow clients
-download 4 MB each.
+rounds. The same for HTTP/2 to the client over TLS (h2load, 1 KB), when
+h2load is installed. Then, each in a fresh process: peak RSS (VmHWM) while
+200 slow clients download 4 MB each, and RSS with 1,000 idle keepalive
+client connections that have each made one request.
 """
 
 import argparse
@@ -30,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 BACKEND = 18000
 PORTS = {"pingora": 18090, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083}
+TLS_PORTS = {name: port + 100 for name, port in PORTS.items()}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -51,12 +54,16 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
-def peak_rss_kb(pid):
+def status_kb(pid, field):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def peak_rss_kb(pid):
+    return status_kb(pid, "VmHWM")
 
 
 def nginx_conf(work, proxy):
@@ -72,6 +79,9 @@ def nginx_conf(work, proxy):
     upstream app {{ server 127.0.0.1:{BACKEND}; keepalive 32; }}
     server {{
         listen 127.0.0.1:{PORTS['nginx']};
+        listen 127.0.0.1:{TLS_PORTS['nginx']} ssl http2;
+        ssl_certificate {work}/cert.pem;
+        ssl_certificate_key {work}/key.pem;
         keepalive_requests 1000000;
         location / {{
             proxy_pass http://app;
@@ -99,7 +109,9 @@ def ferry_conf(work, port, buffering):
     return f"""
 server: {{ threads: 1, pid_file: {work}/ferry-{port}.pid, upgrade_sock: {work}/ferry-{port}.sock,
           grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}
-listen: [127.0.0.1:{port}]
+listen:
+  - 127.0.0.1:{port}
+  - {{ addr: "127.0.0.1:{port + 100}", tls: {{ cert: {work}/cert.pem, key: {work}/key.pem }} }}
 upstreams:
   app:
     servers: [ {{ addr: 127.0.0.1:{BACKEND} }} ]
@@ -133,7 +145,8 @@ class Procs:
 
 def start_proxy(procs, name, work, log):
     if name == "pingora":
-        cmd = [os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}"]
+        cmd = [os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}",
+               f"127.0.0.1:{TLS_PORTS[name]}", f"{work}/cert.pem", f"{work}/key.pem"]
     elif name.startswith("ferry"):
         conf = os.path.join(work, f"{name}.yaml")
         with open(conf, "w") as f:
@@ -182,6 +195,43 @@ def wrk(port, path, seconds, conns):
             "bad": int(errors.group(1)) if errors else 0}
 
 
+def h2load(port, path, seconds, conns):
+    """HTTP/2 over TLS to the proxy: h2load, 4 streams per connection."""
+    out = subprocess.run(
+        ["taskset", "-c", "1", "h2load", "-t1", f"-c{conns}", "-m4", f"-D{seconds:g}",
+         f"https://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True).stdout
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    rate = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+    if not (done and rate and mean):
+        sys.exit(f"h2load failed:\n{out}")
+    return {"requests": int(done.group(2)), "secs": float(rate.group(1)), "rps": float(rate.group(2)),
+            "mean": to_ms(mean.group(1)), "bad": int(done.group(1)) - int(done.group(2))}
+
+
+def idle_keepalive_rss(pid, port, conns):
+    """RSS (MB) of a proxy holding `conns` idle keepalive client connections,
+    each after one 1 KB request."""
+    socks = []
+    try:
+        for _ in range(conns):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /1k HTTP/1.1\r\nHost: bench\r\n\r\n")
+            got = b""
+            while b"\r\n\r\n" not in got or len(got.split(b"\r\n\r\n", 1)[1]) < 1024:
+                chunk = s.recv(65536)
+                if not chunk:
+                    sys.exit(f"port {port} closed an idle keepalive connection early")
+                got += chunk
+            socks.append(s)
+        time.sleep(1)  # let the proxy settle its buffers
+        return sum(status_kb(p, "VmRSS") for p in pid) / 1024
+    finally:
+        for s in socks:
+            s.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5)
@@ -189,6 +239,7 @@ def main():
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--nginx-proxy", action="store_true", help="also measure nginx as a proxy")
     ap.add_argument("--slow-clients", type=int, default=200)
+    ap.add_argument("--idle-conns", type=int, default=1000)
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="ferry-bench-")
@@ -198,6 +249,10 @@ def main():
     for name, size in [("1k", 1 << 10), ("1m", 1 << 20), ("4m", 4 << 20)]:
         with open(os.path.join(files, name), "wb") as f:
             f.write(os.urandom(size))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", f"{work}/key.pem", "-out", f"{work}/cert.pem"],
+                   check=True, capture_output=True)
+    has_h2load = shutil.which("h2load") is not None
     log = open(os.path.join(work, "procs.log"), "w")
     procs = Procs()
     try:
@@ -214,6 +269,7 @@ def main():
         names = ["pingora", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
         running = {n: start_proxy(procs, n, work, log) for n in names}
         results = {(n, s): [] for n in names for s in ["1k", "1m"]}
+        h2 = {n: [] for n in names}
         for name in names:  # warm pools and caches; every proxy must answer 200
             if wrk(PORTS[name], "/1k", 1, args.conns)["bad"]:
                 sys.exit(f"{name} answers errors; see {work}/procs.log")
@@ -225,6 +281,12 @@ def main():
                     res = wrk(PORTS[name], f"/{size}", args.seconds, args.conns)
                     res["cpu_s"] = (sum(cpu_ticks(p) for p in pids) - before) / TICK
                     results[(name, size)].append(res)
+            for name in (names if r % 2 == 0 else list(reversed(names))) if has_h2load else []:
+                pids = proxy_pids(running[name], name)
+                before = sum(cpu_ticks(p) for p in pids)
+                res = h2load(TLS_PORTS[name], "/1k", args.seconds, args.conns)
+                res["cpu_s"] = (sum(cpu_ticks(p) for p in pids) - before) / TICK
+                h2[name].append(res)
 
         med = lambda xs: statistics.median(xs)
         table = {}
@@ -253,7 +315,25 @@ def main():
                 r2 = table[(ferry, "1m")]["ms_gb"] / table[(other, "1m")]["ms_gb"]
                 print(f"  {ferry}/{other}: CPU per 1 KB request {r1:.2f}x, CPU per GB of 1 MB responses {r2:.2f}x")
 
+        if has_h2load:
+            print(f"\nHTTP/2 over TLS to the client, 1 KB (h2load -c{args.conns} -m4), HTTP/1.1 to the backend")
+            print(f"{'proxy':<12}{'req/s':>10}{'mean ms':>9}{'CPU us/req':>12}{'failed':>8}")
+            for name, rs in h2.items():
+                print(f"{name:<12}{med([x['rps'] for x in rs]):>10.0f}{med([x['mean'] for x in rs]):>9.2f}"
+                      f"{med([x['cpu_s'] * 1e6 / max(x['requests'], 1) for x in rs]):>12.1f}"
+                      f"{sum(x['bad'] for x in rs):>8}")
+        else:
+            print("\n(h2load not installed: no HTTP/2 run; apt-get install nghttp2-client)")
+
         for p in running.values():
+            procs.stop(p)
+
+        print(f"\nRSS with {args.idle_conns} idle keepalive client connections (one 1 KB request each), fresh process")
+        for name in names:
+            p = start_proxy(procs, name, work, log)
+            base = sum(status_kb(x, "VmRSS") for x in proxy_pids(p, name)) / 1024
+            mb = idle_keepalive_rss(proxy_pids(p, name), PORTS[name], args.idle_conns)
+            print(f"  {name:<12} RSS {mb:7.1f} MB (at start {base:.1f} MB)")
             procs.stop(p)
 
         print(f"\npeak RSS with {args.slow_clients} slow clients downloading 4 MB each "

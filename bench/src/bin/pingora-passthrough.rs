@@ -1,6 +1,7 @@
 //! The baseline: a bare Pingora 0.9 proxy that passes every request to one
 //! backend (Pingora's own streaming loop, keepalive pool, no retries, no
-//! buffering). `pingora-passthrough LISTEN BACKEND`.
+//! buffering). `pingora-passthrough LISTEN BACKEND [TLS_LISTEN CERT KEY]`:
+//! the optional listener speaks TLS with HTTP/2 (ALPN), for the h2load run.
 
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -52,6 +53,14 @@ fn main() {
         },
     );
     svc.add_tcp(listen);
+    if let [tls_listen, cert, key] = &args[3.min(args.len())..] {
+        let Ok(mut tls) = pingora_core::listeners::tls::TlsSettings::intermediate(cert, key) else {
+            eprintln!("cannot load {cert} / {key}");
+            std::process::exit(2);
+        };
+        tls.enable_h2();
+        svc.add_tls_with_settings(tls_listen, None, tls);
+    }
     server.add_service(svc);
     server.run_forever();
 }
