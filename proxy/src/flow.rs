@@ -29,15 +29,18 @@ pub enum End {
     Truncated,
 }
 
-/// A request refused before routing: counted, and logged once (nginx logs
-/// these in its error log).
-fn refused(ps: &PingoraSession, reason: &str) {
+/// A request refused before routing, by Ferry or by Pingora: counted, and
+/// logged once (nginx logs these in its error log).
+pub fn refused(peer: &str, status: &str, reason: &str) {
     crate::metrics::metrics()
         .bad_requests
         .with_label_values(&[reason])
         .inc();
-    let peer = ps.client_addr().map(|a| a.to_string()).unwrap_or_default();
-    log::warn!("refused a request from {peer} with 400: {reason}");
+    log::warn!("refused a request from {peer} with {status}: {reason}");
+}
+
+fn peer_of(ps: &PingoraSession) -> String {
+    ps.client_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
 pub async fn serve<P: ProxyHttp>(
@@ -49,7 +52,7 @@ pub async fn serve<P: ProxyHttp>(
 ) -> Result<End> {
     // 0. Request smuggling shapes Pingora lets through: refuse and close.
     if smuggling(ps) {
-        refused(ps, "smuggling");
+        refused(&peer_of(ps), "400", "smuggling");
         respond::error(ps, request, 400, None, &[]).await?;
         return Ok(End::Complete);
     }
@@ -57,7 +60,7 @@ pub async fn serve<P: ProxyHttp>(
     // 1. Route: the host and the normalised path pick a route.
     let raw_path = String::from_utf8_lossy(ps.req_header().raw_path()).into_owned();
     let Some(path) = normalize_path(&raw_path) else {
-        refused(ps, "bad_path");
+        refused(&peer_of(ps), "400", "bad_path");
         respond::error(ps, request, 400, None, &[]).await?;
         return Ok(End::Complete);
     };

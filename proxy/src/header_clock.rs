@@ -109,13 +109,12 @@ impl ClockedStream {
         } else {
             "malformed"
         };
-        metrics().bad_requests.with_label_values(&[reason]).inc();
         let peer = self
             .inner
             .get_socket_digest()
             .and_then(|d| d.peer_addr().map(|a| a.to_string()))
             .unwrap_or_default();
-        log::warn!("refused a request from {peer} with {status}: {reason} header");
+        crate::flow::refused(&peer, status, reason);
     }
 }
 
