@@ -3,10 +3,12 @@
 //! it accepts connections.
 
 use crate::WAIT;
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 pub struct Ferry {
@@ -53,12 +55,20 @@ pub fn fresh_dir() -> PathBuf {
     dir
 }
 
-/// A free loopback port (for an admin listener, say).
+/// A free loopback port (for an admin listener, say), never the same one
+/// twice in one test process: two tests running side by side must not be
+/// handed one port between its release here and their servers' bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if GIVEN.lock().expect("ports").insert(port) {
+            return port;
+        }
+    }
 }
 
 impl Ferry {
@@ -216,11 +226,14 @@ fn read_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("ferry.log")).unwrap_or_default()
 }
 
-/// Poll until `addr` accepts, or the child exits, or [`WAIT`] passes.
+/// Poll until the child itself listens on `addr`, or it exits, or [`WAIT`]
+/// passes. A successful connect is not enough: while the port is held by
+/// someone else, Pingora keeps retrying its bind, and the connect would
+/// reach the other listener.
 async fn wait_listening(addr: SocketAddr, child: &mut Child) -> bool {
     let start = Instant::now();
     while start.elapsed() < WAIT {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        if listens_on(child.id(), addr.port()) {
             return true;
         }
         if let Ok(Some(_)) = child.try_wait() {
@@ -229,6 +242,38 @@ async fn wait_listening(addr: SocketAddr, child: &mut Child) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     false
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port`: the
+/// listening sockets' inodes from `/proc/net/tcp`, found among the
+/// process's open files.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let port = format!(":{port:04X}");
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let listening = f.get(3) == Some(&"0A");
+                    let on_port = f.get(1).is_some_and(|a| a.ends_with(&port));
+                    let inode = f.get(9).filter(|_| listening && on_port)?;
+                    Some(format!("socket:[{inode}]"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .any(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+        })
+        .unwrap_or(false)
 }
 
 /// Run `ferry -t -c FILE` on `yaml`: (exit code, stdout, stderr).
