@@ -3,8 +3,8 @@
 //! next-or-respond), response header, body pipe, finalize.
 //!
 //! nginx counterpart: `ngx_http_proxy_handler` through
-//! `ngx_http_upstream_finalize_request`. Pingora calls this from its
-//! `request_filter`; Ferry answers the request itself and returns.
+//! `ngx_http_upstream_finalize_request`. [`crate::http_app`] calls this for
+//! each request Pingora's HTTP/1 or HTTP/2 session reads.
 
 use crate::body_pipe;
 use crate::client_body::{self, BodyFailed};
@@ -17,8 +17,8 @@ use crate::runtime::Runtime;
 use crate::session::Session;
 use crate::tries::{self, Chosen};
 use ferry_lb::Feedback;
+use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_proxy::Session as PingoraSession;
 
 /// How the client connection ends.
 pub enum End {
@@ -39,14 +39,14 @@ pub fn refused(peer: &str, status: &str, reason: &str) {
     log::warn!("refused a request from {peer} with {status}: {reason}");
 }
 
-fn peer_of(ps: &PingoraSession) -> String {
+fn peer_of(ps: &ServerSession) -> String {
     ps.client_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
 pub async fn serve<P: ProxyHttp>(
     app: &P,
     rt: &Runtime,
-    ps: &mut PingoraSession,
+    ps: &mut ServerSession,
     request: &mut Request,
     ctx: &mut P::CTX,
 ) -> Result<End> {
@@ -97,9 +97,8 @@ pub async fn serve<P: ProxyHttp>(
 
     // 4. The request body: read whole (replayable) or streamed.
     s.downstream
-        .as_downstream_mut()
         .set_write_timeout(proxy.client_send_timeout.non_zero());
-    let mut body = match client_body::read(s.downstream.as_downstream_mut(), proxy).await {
+    let mut body = match client_body::read(&mut *s.downstream, proxy).await {
         Ok(b) => b,
         Err(BodyFailed(0)) => return Ok(End::Truncated),
         Err(BodyFailed(status)) => {
@@ -159,7 +158,7 @@ pub async fn serve<P: ProxyHttp>(
     s.request.status = header.status.as_u16();
     let mut conn = conn;
     let no_body = conn.session.is_body_done();
-    let ds = s.downstream.as_downstream_mut();
+    let ds = &mut *s.downstream;
     if let Err(e) = ds.write_response_header(Box::new(header)).await {
         conn.close();
         lease.free(Feedback::Ok, &mut cursor);
@@ -211,13 +210,13 @@ pub async fn serve<P: ProxyHttp>(
 /// `Content-Length` together with `Transfer-Encoding` (RFC 9112 6.1: a
 /// request smuggling shape). Pingora reads such a request by its
 /// `Transfer-Encoding`; Ferry refuses it, as nginx does since 1.23.
-fn smuggling(ps: &PingoraSession) -> bool {
+fn smuggling(ps: &ServerSession) -> bool {
     let h = &ps.req_header().headers;
     if !h.contains_key(http::header::TRANSFER_ENCODING) {
         return false;
     }
     h.contains_key(http::header::CONTENT_LENGTH)
-        || ps.as_downstream().as_http1().is_some_and(|s| {
+        || ps.as_http1().is_some_and(|s| {
             s.get_headers_raw_bytes()
                 .split(|&b| b == b'\n')
                 .any(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))

@@ -22,6 +22,7 @@
 use crate::metrics::metrics;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
@@ -119,21 +120,20 @@ impl ClockedStream {
 }
 
 /// The clock of the connection under a Pingora session, if it has one.
-fn clock_of(s: &pingora_proxy::Session) -> Option<&ClockedStream> {
-    s.as_downstream()
-        .stream()
+fn clock_of(s: &ServerSession) -> Option<&ClockedStream> {
+    s.stream()
         .and_then(|s| s.as_any().downcast_ref::<ClockedStream>())
 }
 
 /// The request header has arrived: stop the clock.
-pub fn header_done(s: &pingora_proxy::Session) {
+pub fn header_done(s: &ServerSession) {
     if let Some(c) = clock_of(s) {
         c.state.store(REQUEST, Ordering::Relaxed);
     }
 }
 
 /// The response is finished: the next byte read starts the next request.
-pub fn request_done(s: &pingora_proxy::Session) {
+pub fn request_done(s: &ServerSession) {
     if let Some(c) = clock_of(s) {
         c.state.store(IDLE, Ordering::Relaxed);
     }

@@ -16,8 +16,9 @@
 //!    body is complete.
 //! 7. finalize: the peer's try accounted, `logging` hook.
 //!
-//! [`flow`] strings these together; [`pingora_glue`] runs it inside
-//! Pingora; [`server`] starts it all from the command line ([`cli`]).
+//! [`flow`] strings these together; [`http_app`] runs it for each request
+//! Pingora's server reads (upgrades go to Pingora's own proxy loop:
+//! [`upgrade`]); [`server`] starts it all from the command line ([`cli`]).
 
 pub mod access_log;
 pub mod admin;
@@ -28,10 +29,10 @@ pub mod connect;
 pub mod flow;
 pub mod header_clock;
 pub mod health_check;
+pub mod http_app;
 pub mod keepalive;
 pub mod metrics;
 pub mod next_upstream;
-pub mod pingora_glue;
 pub mod proxy_protocol;
 pub mod proxy_trait;
 pub mod read_header;
@@ -46,6 +47,7 @@ pub mod server;
 pub mod session;
 pub mod subrequest;
 pub mod tries;
+pub mod upgrade;
 
 pub use proxy_trait::{DefaultProxy, PeerChoice, ProxyHttp, RetryDecision};
 pub use request::{Request, Try, TryOutcome};

@@ -8,9 +8,9 @@ use crate::request::Request;
 use bytes::Bytes;
 use ferry_conf::{ProxyConf, Return};
 use http::header;
+use pingora_core::protocols::http::ServerSession;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session as PingoraSession;
 
 /// nginx's default page for a status.
 pub fn default_page(status: u16) -> String {
@@ -25,7 +25,7 @@ pub fn default_page(status: u16) -> String {
 
 /// Write a complete response: header with `Server: ferry`, then the body.
 pub async fn write_whole(
-    ps: &mut PingoraSession,
+    ps: &mut ServerSession,
     request: &mut Request,
     mut header: ResponseHeader,
     body: Bytes,
@@ -33,19 +33,18 @@ pub async fn write_whole(
     header.insert_header(header::SERVER, "ferry")?;
     request.status = header.status.as_u16();
     let head_only = ps.req_header().method == http::Method::HEAD;
-    let ds = ps.as_downstream_mut();
-    ds.write_response_header(Box::new(header)).await?;
+    ps.write_response_header(Box::new(header)).await?;
     if !head_only && !body.is_empty() {
         request.body_bytes_sent += body.len() as u64;
     }
-    ds.write_response_body(body, true).await
+    ps.write_response_body(body, true).await
 }
 
 /// Ferry's error answer for `status`: the route's `error_pages` entry if
 /// there is one, else nginx's default page. `extra` headers are added (an
 /// intercepted 401 keeps its `WWW-Authenticate`).
 pub async fn error(
-    ps: &mut PingoraSession,
+    ps: &mut ServerSession,
     request: &mut Request,
     status: u16,
     proxy: Option<&ProxyConf>,
@@ -75,11 +74,7 @@ pub async fn error(
 }
 
 /// A `return` route.
-pub async fn route_return(
-    ps: &mut PingoraSession,
-    request: &mut Request,
-    r: &Return,
-) -> Result<()> {
+pub async fn route_return(ps: &mut ServerSession, request: &mut Request, r: &Return) -> Result<()> {
     let mut h = ResponseHeader::build(r.status, Some(4))?;
     let redirect = matches!(r.status, 301 | 302 | 303 | 307 | 308);
     let body = if r.body.is_empty() && redirect {

@@ -7,14 +7,14 @@ use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
 use crate::header_clock::HeaderClock;
 use crate::health_check::HealthChecks;
-use crate::pingora_glue::Glue;
+use crate::http_app::FerryHttp;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::proxy_trait::ProxyHttp;
 use crate::runtime::Runtime;
+use crate::upgrade::Upgrades;
 use clap::Parser;
 use ferry_conf::Config;
 use pingora_core::apps::http_app::HttpServer;
-use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{ListenerConfig, TcpSocketOptions};
 use pingora_core::protocols::l4::stream::L4BufferSettings;
@@ -109,43 +109,6 @@ fn add_listeners<A>(service: &mut Service<A>, listen: &[&ferry_conf::Listen]) ->
     Ok(())
 }
 
-/// How long the proxy keeps reading requests on connections it already
-/// accepted, after its listeners stopped (graceful stop or upgrade).
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Pingora's proxy app with a gentler stop. When a graceful stop or upgrade
-/// begins, Pingora stops the listeners and then drops every connection
-/// still waiting for a request header: right for idle keepalive
-/// connections, but it also drops one accepted a moment before whose
-/// request is on its way, a failed request during an upgrade (seen in
-/// `graceful_upgrade_under_steady_load_drops_nothing`). Ferry lets those
-/// requests arrive and be served first, for [`SETTLE`].
-struct Settle<A>(Arc<A>);
-
-#[async_trait::async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Settle<A> {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        session: pingora_core::protocols::http::ServerSession,
-        shutdown: &pingora_core::server::ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        self.0.process_new_http(session, shutdown).await
-    }
-
-    fn h2_options(&self) -> Option<pingora_core::protocols::http::v2::server::H2Options> {
-        self.0.h2_options()
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.0.server_options()
-    }
-
-    async fn http_cleanup(&self) {
-        tokio::time::sleep(SETTLE).await;
-        self.0.http_cleanup().await;
-    }
-}
-
 fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
     // A second init (a program that set up its own logger) is fine.
@@ -196,15 +159,16 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
         ));
     }
     let trusted = runtime.real_ip.clone();
-    let glue = Glue {
-        app: Arc::new(app),
-        runtime,
+    let app = Arc::new(app);
+    let conf = server.configuration.clone();
+    let http = || {
+        let upgrades = Upgrades::new(&conf, app.clone(), runtime.clone());
+        Arc::new(FerryHttp::new(app.clone(), runtime.clone(), upgrades))
     };
     let (plain, with_pp): (Vec<_>, Vec<_>) = listen.iter().partition(|l| !l.proxy_protocol);
     if !plain.is_empty() {
-        let proxy = pingora_proxy::http_proxy(&server.configuration, glue.clone());
         let app = HeaderClock {
-            inner: Arc::new(Settle(Arc::new(proxy))),
+            inner: http(),
             limit: header_timeout,
         };
         let mut service = Service::new("ferry".to_string(), app);
@@ -214,10 +178,9 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
         server.add_service(service);
     }
     if !with_pp.is_empty() {
-        let proxy = pingora_proxy::http_proxy(&server.configuration, glue);
         let app = ProxyProtocol {
             inner: Arc::new(HeaderClock {
-                inner: Arc::new(Settle(Arc::new(proxy))),
+                inner: http(),
                 limit: header_timeout,
             }),
             trusted,

@@ -4,12 +4,12 @@
 use crate::request::Request;
 use crate::runtime::Runtime;
 use bytes::Bytes;
+use pingora_core::protocols::http::ServerSession;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::Session as PingoraSession;
 
 pub struct Session<'a> {
-    pub(crate) downstream: &'a mut PingoraSession,
+    pub(crate) downstream: &'a mut ServerSession,
     pub(crate) request: &'a mut Request,
     pub(crate) runtime: &'a Runtime,
 }
@@ -40,8 +40,9 @@ impl Session<'_> {
         &self.runtime.config
     }
 
-    /// Pingora's session itself, for what Ferry does not wrap.
-    pub fn pingora(&mut self) -> &mut PingoraSession {
+    /// Pingora's downstream session itself (HTTP/1 or HTTP/2), for what
+    /// Ferry does not wrap.
+    pub fn pingora(&mut self) -> &mut ServerSession {
         self.downstream
     }
 

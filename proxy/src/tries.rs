@@ -276,7 +276,7 @@ async fn attempt<P: ProxyHttp>(
     let source = match body {
         ClientBody::None => BodySource::None,
         ClientBody::Buffered(b) => BodySource::Buffered(b),
-        ClientBody::Streamed(_) => BodySource::Stream(s.downstream.as_downstream_mut()),
+        ClientBody::Streamed(_) => BodySource::Stream(s.downstream),
     };
     exchange(&mut conn, req, source, route.proxy().buffer_size.as_usize()).await?;
     Ok(conn)

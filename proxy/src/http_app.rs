@@ -1,0 +1,260 @@
+//! Ferry's HTTP server: each request on a client connection read with
+//! Pingora's session (HTTP/1 or HTTP/2), served by [`crate::flow`], and the
+//! connection handed back to Pingora for the next request.
+//!
+//! nginx counterpart: `ngx_http_wait_request_handler` and
+//! `ngx_http_process_request_headers` (read the header, 400 for a bad one),
+//! then `ngx_http_finalize_request` and `ngx_http_set_keepalive`.
+//!
+//! Pingora's server owns the connection: it accepts, speaks TLS and h2, and
+//! loops over keepalive requests, calling [`FerryHttp::process_new_http`]
+//! for each. Ferry does not go through Pingora's own proxy loop
+//! (`pingora_proxy::HttpProxy`) for a plain request: Ferry answers every
+//! request itself, so that loop's per-request state (its session, module
+//! and cache contexts, a large boxed future) bought nothing and cost a
+//! fifth of the CPU of a small request. Upgrade requests (WebSocket) are
+//! the exception: they are handed, header bytes and all, to that loop,
+//! which tunnels them ([`crate::upgrade`]).
+
+use crate::flow::{self, End};
+use crate::metrics::metrics;
+use crate::proxy_trait::ProxyHttp;
+use crate::request::Request;
+use crate::respond;
+use crate::runtime::Runtime;
+use crate::session::Session;
+use crate::upgrade::Upgrades;
+use async_trait::async_trait;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_error::{Error, ErrorSource, ErrorType};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// How long Ferry keeps reading requests on connections it already
+/// accepted, after its listeners stopped (graceful stop or upgrade). A
+/// client that reused a keepalive connection just as the stop began has its
+/// request on the way; dropping the connection at once would fail it (seen
+/// in `graceful_upgrade_under_steady_load_drops_nothing`).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub struct FerryHttp<P: ProxyHttp> {
+    pub app: Arc<P>,
+    pub runtime: Arc<Runtime>,
+    pub upgrades: Upgrades<P>,
+    stopping: AtomicBool,
+    stop: Notify,
+}
+
+impl<P: ProxyHttp> FerryHttp<P> {
+    pub fn new(app: Arc<P>, runtime: Arc<Runtime>, upgrades: Upgrades<P>) -> Self {
+        FerryHttp {
+            app,
+            runtime,
+            upgrades,
+            stopping: AtomicBool::new(false),
+            stop: Notify::new(),
+        }
+    }
+
+    /// Resolves once the service is stopping (after [`SETTLE`]).
+    async fn stopped(&self) {
+        let notified = self.stop.notified();
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await
+    }
+
+    /// Read the next request header. `None`: the connection is done (the
+    /// client closed it, the service is stopping, or the header was bad
+    /// and has had its 400).
+    async fn read_header(&self, session: &mut ServerSession) -> Option<()> {
+        let read = tokio::select! {
+            biased;
+            r = session.read_request() => r,
+            _ = self.stopped() => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    // Counted and logged by the header clock as it goes out.
+                    let _ = session.respond_error(400).await;
+                } else {
+                    log::debug!("reading a request header: {e}");
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        if session.req_header().method == http::Method::CONNECT {
+            let _ = session.respond_error(405).await;
+            session.shutdown().await;
+            return None;
+        }
+        Some(())
+    }
+}
+
+/// The request's id: the client's `X-Request-Id`, or a new one.
+fn request_id(session: &ServerSession) -> String {
+    if let Some(id) = session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        return id.to_string();
+    }
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        t ^ (u64::from(std::process::id()) << 32)
+    });
+    format!("{base:016x}{:08x}", SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A request begins: the header clock stops, and Ferry's record gets the
+/// client's real address, an id and the scheme.
+pub(crate) fn begin(rt: &Runtime, session: &ServerSession) -> Request {
+    crate::header_clock::header_done(session);
+    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+    let announced = session
+        .stream()
+        .and_then(|s| crate::proxy_protocol::client_of(s.id()));
+    let mut request = Request::new(request_id(session), None);
+    request.client_addr = match (announced, &rt.real_ip, peer) {
+        (Some(a), _, _) => Some(a),
+        (None, Some(rule), Some(p)) => Some(rule.client(p, &session.req_header().headers)),
+        _ => peer,
+    };
+    if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+        request.scheme = "https";
+    }
+    metrics().in_flight.inc();
+    request
+}
+
+/// A request ends: metrics, the access log line, the `logging` hook; the
+/// header clock rearms for the next request.
+pub(crate) async fn end<P: ProxyHttp>(
+    app: &P,
+    rt: &Runtime,
+    session: &mut ServerSession,
+    request: &mut Request,
+    ctx: &mut P::CTX,
+) {
+    crate::header_clock::request_done(session);
+    let route = request
+        .route
+        .map_or("none", |i| rt.routes[i].label.as_str());
+    let m = metrics();
+    m.in_flight.dec();
+    m.record(request, route, session.body_bytes_read() as u64);
+    if let Some(log) = &rt.access_log {
+        let req = session.req_header();
+        let uri = String::from_utf8_lossy(req.raw_path());
+        log.log(crate::access_log::line(
+            request,
+            req.method.as_str(),
+            &uri,
+            route,
+        ));
+    }
+    let mut s = Session {
+        downstream: session,
+        request,
+        runtime: rt,
+    };
+    app.logging(&mut s, ctx).await;
+}
+
+/// The status Ferry answers a failed request with: 0 when nothing more can
+/// be sent (the response was started, or the client is gone).
+pub(crate) fn failure_status(session: &ServerSession, e: &Error, truncated: bool) -> u16 {
+    if truncated || session.response_written().is_some() {
+        return 0;
+    }
+    match e.etype() {
+        ErrorType::HTTPStatus(c) => *c,
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => 0,
+        _ if e.esource() == &ErrorSource::Upstream => 502,
+        _ => 500,
+    }
+}
+
+#[async_trait]
+impl<P: ProxyHttp> HttpServerApp for FerryHttp<P> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.read_header(&mut session).await?;
+        // Boxed: a connection waiting for its next request holds only this
+        // small future, and the request's large one lives while it is served.
+        Box::pin(self.serve(session, shutdown)).await
+    }
+
+    async fn http_cleanup(&self) {
+        tokio::time::sleep(SETTLE).await;
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+        self.upgrades.stop().await;
+    }
+}
+
+impl<P: ProxyHttp> FerryHttp<P> {
+    /// Serve one request whose header was read; the connection back for the
+    /// next one when it can be reused.
+    async fn serve(
+        &self,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if *shutdown.borrow() {
+            // The service is stopping: this is the connection's last request.
+            session.set_keepalive(None);
+        }
+        if self.upgrades.wanted(&session) {
+            return self.upgrades.hand_over(session, shutdown).await;
+        }
+
+        let rt = &*self.runtime;
+        let mut request = begin(rt, &session);
+        let mut ctx = self.app.new_ctx();
+        let served = flow::serve(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
+        let reusable = match served {
+            Ok(End::Complete) => true,
+            // Close without ending the body: the client sees it is cut.
+            Ok(End::Truncated) => false,
+            Err(e) => {
+                let status = failure_status(&session, &e, false);
+                if status > 0 {
+                    let proxy = request.route.map(|i| rt.routes[i].proxy());
+                    if let Err(e) =
+                        respond::error(&mut session, &mut request, status, proxy, &[]).await
+                    {
+                        log::debug!("could not send the error page: {e}");
+                    }
+                }
+                log::error!("{e}, status: {status}, {}", session.request_summary());
+                false
+            }
+        };
+        end(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
+        if !reusable {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        let reused = session.finish().await.ok().flatten()?;
+        Some(ReusedHttpStream::from_reusable_stream(reused, settings))
+    }
+}
