@@ -7,11 +7,10 @@
 
 use crate::keepalive::ConnId;
 use crate::runtime::Upstream;
-use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Session;
 use pingora_core::protocols::UniqueID;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::Result;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,9 +25,12 @@ pub struct Conn {
 
 /// Connect (or take an idle connection) to `peer` of `upstream`.
 pub async fn connect(upstream: &Arc<Upstream>, peer: &HttpPeer) -> Result<Conn> {
-    let (session, reused) = upstream.connector.get_http_session(peer).await?;
-    let HttpSession::H1(mut session) = session else {
-        return Error::e_explain(ErrorType::InternalError, "upstream spoke other than HTTP/1");
+    let connector = &upstream.connector;
+    let (mut session, reused) = match connector.reused_http_session(peer).await {
+        Some(s) => (s, true),
+        // A new connection (TCP, maybe TLS) is a large future: boxed, so
+        // that every request's own future does not carry (and copy) it.
+        None => Box::pin(connector.get_http_session(peer)).await?,
     };
     session.read_timeout = peer.options.read_timeout;
     session.write_timeout = peer.options.write_timeout;
@@ -61,11 +63,7 @@ impl Conn {
         if ka.after_request(id) {
             self.upstream
                 .connector
-                .release_http_session(
-                    HttpSession::H1(self.session),
-                    &self.peer,
-                    Some(ka.idle_timeout),
-                )
+                .release_http_session(self.session, &self.peer, Some(ka.idle_timeout))
                 .await;
         } else {
             ka.forget(id);

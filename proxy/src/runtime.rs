@@ -9,7 +9,7 @@ use ferry_filters::event_pipe::EventPipeConf;
 use ferry_filters::headers::{RequestPlan, ResponsePlan};
 use ferry_filters::redirect::RedirectPlan;
 use ferry_lb::Group;
-use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::http::v1::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -24,7 +24,7 @@ pub struct Upstream {
     pub tls: ferry_conf::UpstreamTls,
     /// `balance: hash`: the key template.
     pub hash_key: Option<ferry_conf::Template>,
-    /// Pingora's connector with this group's own idle pool.
+    /// Pingora's HTTP/1 connector with this group's own idle pool.
     pub connector: Connector,
     pub keepalive: Keepalive,
 }
