@@ -115,18 +115,15 @@ impl RequestPlan {
             || self.set.iter().any(|(n, _)| n == name)
     }
 
-    /// Build the upstream request from the client's.
+    /// Build the upstream request from the client's: its headers copied in
+    /// order (and case) into a header sized for them, less the ones dropped
+    /// or set here, so nothing is cloned only to be removed.
     pub fn build(
         &self,
         client: &RequestHeader,
         vars: &RequestVars,
         body: BodyFraming,
     ) -> pingora_error::Result<RequestHeader> {
-        let mut req = client.clone();
-        req.set_version(match self.version {
-            HttpVersion::Http10 => Version::HTTP_10,
-            HttpVersion::Http11 => Version::HTTP_11,
-        });
         // Names listed in the client's Connection header are hop-by-hop too.
         let listed: Vec<HeaderName> = client
             .headers
@@ -136,18 +133,33 @@ impl RequestPlan {
             .flat_map(|v| v.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
-        for name in REQUEST_DROPPED.iter().chain(listed.iter()) {
-            req.remove_header(name);
-        }
-        let overridden: Vec<HeaderName> = client
-            .headers
-            .keys()
-            .filter(|n| self.is_overridden(n))
-            .cloned()
-            .collect();
-        for name in &overridden {
-            req.remove_header(name);
-        }
+        let kept = |name: &HeaderName| {
+            !REQUEST_DROPPED.contains(name) && !listed.contains(name) && !self.is_overridden(name)
+        };
+        let size = Some(client.headers.len() + self.set.len() + 4);
+        let mut req = if client.has_case() {
+            let mut req = RequestHeader::build(client.method.clone(), client.raw_path(), size)?;
+            // The two maps of a case-preserving header iterate in step.
+            for ((name, value), (case, _)) in client.headers.iter().zip(client.case_header_iter()) {
+                if kept(name) {
+                    req.append_header(case.clone(), value.clone())?;
+                }
+            }
+            req
+        } else {
+            let mut req =
+                RequestHeader::build_no_case(client.method.clone(), client.raw_path(), size)?;
+            for (name, value) in client.headers.iter() {
+                if kept(name) {
+                    req.append_header(name.clone(), value.clone())?;
+                }
+            }
+            req
+        };
+        req.set_version(match self.version {
+            HttpVersion::Http10 => Version::HTTP_10,
+            HttpVersion::Http11 => Version::HTTP_11,
+        });
 
         let host = match &self.host {
             Some(t) => vars.render(t),
