@@ -6,8 +6,9 @@
 //!   built as nginx builds them.
 //! - [`redirect`]: `Location` / `Refresh` rewriting (`proxy_redirect`).
 //! - [`variables`]: `$remote_addr`, `$host`, ... evaluated for one request.
-//! - [`pipe`], [`event_pipe`], [`unbuffered`]: moving the response body,
-//!   buffered with temp-file spill (nginx `ngx_event_pipe`) or unbuffered.
+//! - [`pipe`], [`whole_body`], [`event_pipe`], [`unbuffered`]: moving the
+//!   response body: at once when one read brought all of it, else buffered
+//!   with temp-file spill (nginx `ngx_event_pipe`) or unbuffered.
 //! - [`temp_file`]: anonymous temp files that leave nothing behind.
 
 pub mod event_pipe;
@@ -18,6 +19,7 @@ pub mod request_body;
 pub mod temp_file;
 pub mod unbuffered;
 pub mod variables;
+pub mod whole_body;
 
 pub use pipe::{
     BodyFilter, ClientBody, FailKind, NoFilter, PipeError, PipeOutcome, Side, UpstreamBody,

@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use std::fmt;
 use std::future::Future;
+use std::task::Poll;
 
 /// Which end failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,34 @@ pub const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_millis(2
 /// before it fires.
 pub fn client_check() -> impl std::future::Future<Output = ()> {
     pingora_timeout::sleep(CLIENT_CHECK)
+}
+
+/// Read the next piece from the upstream, looking in on the client while
+/// the read waits: `None` when the client went away. A read that is ready at
+/// once (the bytes came with the header, or sit in the socket) arms no
+/// timer.
+pub async fn read_watching<U: UpstreamBody, C: ClientBody>(
+    upstream: &mut U,
+    client: &mut C,
+) -> Option<Result<Option<Bytes>, PipeError>> {
+    let read = upstream.read();
+    tokio::pin!(read);
+    let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    if let Poll::Ready(r) = first {
+        return Some(r);
+    }
+    let mut check = Box::pin(client_check());
+    loop {
+        tokio::select! {
+            r = &mut read => return Some(r),
+            () = &mut check => {
+                if client.is_gone() {
+                    return None;
+                }
+                check = Box::pin(client_check());
+            }
+        }
+    }
 }
 
 /// The response body filter (nginx output/body filters, Ferry's

@@ -8,7 +8,7 @@
 //! reader returns (one socket read) and holds only that piece.
 
 use crate::pipe::{
-    client_check, BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,
+    read_watching, BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,
 };
 use bytes::Bytes;
 
@@ -20,28 +20,8 @@ pub async fn run<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
     let mut out = PipeOutcome::default();
     loop {
         // Wait for the upstream, looking in on the client meanwhile.
-        let read = {
-            let read = upstream.read();
-            tokio::pin!(read);
-            let mut check = Box::pin(client_check());
-            loop {
-                tokio::select! {
-                    r = &mut read => break Some(r),
-                    () = &mut check => {
-                        if client.is_gone() {
-                            break None;
-                        }
-                        check = Box::pin(client_check());
-                    }
-                }
-            }
-        };
-        let Some(read) = read else {
-            out.error = Some(PipeError::new(
-                Side::Client,
-                FailKind::Error,
-                "client closed the connection",
-            ));
+        let Some(read) = read_watching(&mut upstream, &mut client).await else {
+            out.error = Some(client_gone());
             return out;
         };
         let piece = match read {
@@ -59,19 +39,38 @@ pub async fn run<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
             }
             continue;
         }
-        // The last piece: free the upstream before the client has it all.
-        out.upstream_complete = true;
-        upstream.release().await;
-        let mut result = Ok(());
-        if piece.is_some() {
-            result = pass(&mut client, filter, piece, false, &mut out).await;
-        }
-        if result.is_ok() {
-            result = pass(&mut client, filter, None, true, &mut out).await;
-        }
-        out.error = result.err();
-        return out;
+        return last_piece(upstream, client, filter, piece, out).await;
     }
+}
+
+pub(crate) fn client_gone() -> PipeError {
+    PipeError::new(
+        Side::Client,
+        FailKind::Error,
+        "client closed the connection",
+    )
+}
+
+/// The upstream body is complete with `piece`: free the upstream before the
+/// client has it all, then write the piece and end the body.
+pub(crate) async fn last_piece<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
+    upstream: U,
+    mut client: C,
+    filter: &mut F,
+    piece: Option<Bytes>,
+    mut out: PipeOutcome,
+) -> PipeOutcome {
+    out.upstream_complete = true;
+    upstream.release().await;
+    let mut result = Ok(());
+    if piece.is_some() {
+        result = pass(&mut client, filter, piece, false, &mut out).await;
+    }
+    if result.is_ok() {
+        result = pass(&mut client, filter, None, true, &mut out).await;
+    }
+    out.error = result.err();
+    out
 }
 
 /// Run one piece through the filter and write what comes out.

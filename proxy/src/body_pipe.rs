@@ -1,5 +1,6 @@
 //! Forwarding the response body: Pingora's two sessions plugged into the
-//! pipes of `ferry-filters`, buffered (the event pipe) or not.
+//! pipes of `ferry-filters` (at once when one read brought the whole body,
+//! else buffered through the event pipe, or not).
 //!
 //! nginx counterpart: `ngx_http_upstream_send_response` choosing between
 //! `ngx_event_pipe` and the non-buffered handlers; `X-Accel-Buffering`
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use ferry_filters::pipe::{
     BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,
 };
-use ferry_filters::{event_pipe, unbuffered};
+use ferry_filters::whole_body;
 use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorType};
 
@@ -107,11 +108,8 @@ pub async fn forward<P: ProxyHttp>(
 ) -> PipeOutcome {
     let mut filter = HookFilter { app, request, ctx };
     let reader = UpstreamReader(conn);
-    let out = if buffered {
-        event_pipe::run(&route.pipe, reader, ClientWriter(client), &mut filter).await
-    } else {
-        unbuffered::run(reader, ClientWriter(client), &mut filter).await
-    };
+    let pipe = buffered.then_some(&route.pipe);
+    let out = whole_body::run(pipe, reader, ClientWriter(client), &mut filter).await;
     if !out.ok() {
         return out;
     }
