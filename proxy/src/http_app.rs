@@ -176,18 +176,32 @@ pub(crate) async fn end<P: ProxyHttp>(
     app.logging(&mut s, ctx).await;
 }
 
-/// The status Ferry answers a failed request with: 0 when nothing more can
-/// be sent (the response was started, or the client is gone).
-pub(crate) fn failure_status(session: &ServerSession, e: &Error, truncated: bool) -> u16 {
-    if truncated || session.response_written().is_some() {
+/// Answer a request that failed with `e` before its response started: the
+/// error's own status, 502 for an upstream failure, 500 otherwise, as an
+/// error page. Returns the status; 0 when nothing more can be sent (the
+/// response was started, or the client is gone).
+pub(crate) async fn answer_failure(
+    rt: &Runtime,
+    session: &mut ServerSession,
+    request: &mut Request,
+    e: &Error,
+) -> u16 {
+    if session.response_written().is_some() {
         return 0;
     }
-    match e.etype() {
+    let status = match e.etype() {
         ErrorType::HTTPStatus(c) => *c,
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => 0,
         _ if e.esource() == &ErrorSource::Upstream => 502,
         _ => 500,
+    };
+    if status > 0 {
+        let proxy = request.route.map(|i| rt.routes[i].proxy());
+        if let Err(e) = respond::error(session, request, status, proxy, &[]).await {
+            log::debug!("could not send the error page: {e}");
+        }
     }
+    status
 }
 
 #[async_trait]
@@ -236,15 +250,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
             // Close without ending the body: the client sees it is cut.
             Ok(End::Truncated) => false,
             Err(e) => {
-                let status = failure_status(&session, &e, false);
-                if status > 0 {
-                    let proxy = request.route.map(|i| rt.routes[i].proxy());
-                    if let Err(e) =
-                        respond::error(&mut session, &mut request, status, proxy, &[]).await
-                    {
-                        log::debug!("could not send the error page: {e}");
-                    }
-                }
+                let status = answer_failure(rt, &mut session, &mut request, &e).await;
                 log::error!("{e}, status: {status}, {}", session.request_summary());
                 false
             }

@@ -12,10 +12,9 @@
 //! route's peer (nginx's `Host` and `X-Forwarded-For` added), and relays
 //! the 101 and everything after it.
 
-use crate::http_app::{begin, end, failure_status};
+use crate::http_app::{answer_failure, begin, end};
 use crate::proxy_trait::ProxyHttp;
 use crate::request::Request;
-use crate::respond;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -197,13 +196,7 @@ impl<P: ProxyHttp> pingora_proxy::ProxyHttp for Tunnel<P> {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let code = failure_status(ps, e, false);
-        if code > 0 {
-            let proxy = ctx.request.route.map(|i| self.runtime.routes[i].proxy());
-            if let Err(e) = respond::error(ps, &mut ctx.request, code, proxy, &[]).await {
-                log::debug!("could not send the error page: {e}");
-            }
-        }
+        let code = answer_failure(&self.runtime, ps, &mut ctx.request, e).await;
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
