@@ -14,24 +14,27 @@ use pingora_error::Result;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// An upstream connection for one try.
+/// An upstream connection for one try. Small on purpose (the session is
+/// boxed, the peer shared): it is moved through every step of a request's
+/// future, and each step would otherwise carry a copy of Pingora's session.
 pub struct Conn {
-    pub session: H1Session,
+    pub session: Box<H1Session>,
     /// Taken from the keepalive pool rather than newly connected.
     pub reused: bool,
-    pub peer: HttpPeer,
+    pub peer: Arc<HttpPeer>,
     pub upstream: Arc<Upstream>,
 }
 
 /// Connect (or take an idle connection) to `peer` of `upstream`.
-pub async fn connect(upstream: &Arc<Upstream>, peer: &HttpPeer) -> Result<Conn> {
+pub async fn connect(upstream: &Arc<Upstream>, peer: &Arc<HttpPeer>) -> Result<Conn> {
     let connector = &upstream.connector;
-    let (mut session, reused) = match connector.reused_http_session(peer).await {
+    let (session, reused) = match connector.reused_http_session(&**peer).await {
         Some(s) => (s, true),
         // A new connection (TCP, maybe TLS) is a large future: boxed, so
         // that every request's own future does not carry (and copy) it.
-        None => Box::pin(connector.get_http_session(peer)).await?,
+        None => Box::pin(connector.get_http_session(&**peer)).await?,
     };
+    let mut session = Box::new(session);
     session.read_timeout = peer.options.read_timeout;
     session.write_timeout = peer.options.write_timeout;
     Ok(Conn {
@@ -61,10 +64,13 @@ impl Conn {
         let id = self.id();
         let ka = &self.upstream.keepalive;
         if ka.after_request(id) {
-            self.upstream
-                .connector
-                .release_http_session(self.session, &self.peer, Some(ka.idle_timeout))
-                .await;
+            // Boxed: Pingora's release future holds two copies of its session.
+            let release = self.upstream.connector.release_http_session(
+                *self.session,
+                &*self.peer,
+                Some(ka.idle_timeout),
+            );
+            Box::pin(release).await;
         } else {
             ka.forget(id);
             let mut s = self.session;

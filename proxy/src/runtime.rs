@@ -40,7 +40,7 @@ pub struct RouteRt {
     pub response_plan: ResponsePlan,
     pub redirect: RedirectPlan,
     /// One Pingora peer per group peer, with this route's timeouts.
-    pub peers: Vec<HttpPeer>,
+    pub peers: Vec<Arc<HttpPeer>>,
     pub pipe: EventPipeConf,
 }
 
@@ -96,7 +96,7 @@ impl Runtime {
                         u.group
                             .peers()
                             .iter()
-                            .map(|p| make_peer(u, p, &r.proxy))
+                            .map(|p| Arc::new(make_peer(u, p, &r.proxy)))
                             .collect()
                     })
                     .unwrap_or_default();

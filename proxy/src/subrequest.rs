@@ -18,6 +18,7 @@ use ferry_lb::{Feedback, Key};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What a subrequest brought back.
@@ -72,7 +73,7 @@ pub async fn fetch(
         let Some(lease) = up.group.select(&mut cursor, &key) else {
             return Err(failed(502, format!("no live upstreams in `{group}`")));
         };
-        let peer = make_peer(up, lease.peer(), proxy);
+        let peer = Arc::new(make_peer(up, lease.peer(), proxy));
         let result = match connect(up, &peer).await {
             Ok(mut conn) => {
                 let source = if body.is_empty() {

@@ -25,7 +25,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// How the loop ended.
+/// How the loop ended. Returned once per request and taken apart at once,
+/// so the size gap between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Chosen {
     /// This response goes to the client. Its peer's lease is held until the
     /// body is done (nginx frees the peer at finalize; `least_conn` counts it).
@@ -231,14 +233,14 @@ fn new_try(addr: String, upstream: &Upstream, outcome: TryOutcome) -> Try {
 }
 
 /// The Pingora peer for a lease: precomputed for the route's own group.
-fn peer_for(route: &RouteRt, upstream: &Arc<Upstream>, lease: &Lease) -> HttpPeer {
+fn peer_for(route: &RouteRt, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<HttpPeer> {
     let own = route
         .upstream
         .as_ref()
         .is_some_and(|u| Arc::ptr_eq(u, upstream));
     match route.peers.get(lease.index()).filter(|_| own) {
         Some(p) => p.clone(),
-        None => crate::runtime::make_peer(upstream, lease.peer(), route.proxy()),
+        None => Arc::new(crate::runtime::make_peer(upstream, lease.peer(), route.proxy())),
     }
 }
 
@@ -250,7 +252,7 @@ async fn attempt<P: ProxyHttp>(
     ctx: &mut P::CTX,
     route: &RouteRt,
     upstream: &Arc<Upstream>,
-    peer: &HttpPeer,
+    peer: &Arc<HttpPeer>,
     body: &mut ClientBody,
 ) -> std::result::Result<Conn, TryFailed> {
     let not_sent = |error, reused| TryFailed {
