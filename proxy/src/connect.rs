@@ -6,10 +6,10 @@
 //! connections; `reused` says a pooled one was taken.
 
 use crate::keepalive::ConnId;
+use crate::peer::UpstreamPeer;
 use crate::runtime::Upstream;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Session;
 use pingora_core::protocols::UniqueID;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,12 +21,12 @@ pub struct Conn {
     pub session: Box<H1Session>,
     /// Taken from the keepalive pool rather than newly connected.
     pub reused: bool,
-    pub peer: Arc<HttpPeer>,
+    pub peer: Arc<UpstreamPeer>,
     pub upstream: Arc<Upstream>,
 }
 
 /// Connect (or take an idle connection) to `peer` of `upstream`.
-pub async fn connect(upstream: &Arc<Upstream>, peer: &Arc<HttpPeer>) -> Result<Conn> {
+pub async fn connect(upstream: &Arc<Upstream>, peer: &Arc<UpstreamPeer>) -> Result<Conn> {
     let connector = &upstream.connector;
     let (session, reused) = match connector.reused_http_session(&**peer).await {
         Some(s) => (s, true),
@@ -35,8 +35,8 @@ pub async fn connect(upstream: &Arc<Upstream>, peer: &Arc<HttpPeer>) -> Result<C
         None => Box::pin(connector.get_http_session(&**peer)).await?,
     };
     let mut session = Box::new(session);
-    session.read_timeout = peer.options.read_timeout;
-    session.write_timeout = peer.options.write_timeout;
+    session.read_timeout = peer.http.options.read_timeout;
+    session.write_timeout = peer.http.options.write_timeout;
     Ok(Conn {
         session,
         reused,

@@ -33,6 +33,7 @@ pub mod http_app;
 pub mod keepalive;
 pub mod metrics;
 pub mod next_upstream;
+pub mod peer;
 pub mod proxy_protocol;
 pub mod proxy_trait;
 pub mod read_header;

@@ -3,6 +3,7 @@
 //! and keepalive policy. Built once at start and shared by every request.
 
 use crate::keepalive::Keepalive;
+use crate::peer::UpstreamPeer;
 use crate::route::Matcher;
 use ferry_conf::{Config, ProxyConf, Route};
 use ferry_filters::event_pipe::EventPipeConf;
@@ -40,7 +41,7 @@ pub struct RouteRt {
     pub response_plan: ResponsePlan,
     pub redirect: RedirectPlan,
     /// One Pingora peer per group peer, with this route's timeouts.
-    pub peers: Vec<Arc<HttpPeer>>,
+    pub peers: Vec<Arc<UpstreamPeer>>,
     pub pipe: EventPipeConf,
 }
 
@@ -96,7 +97,7 @@ impl Runtime {
                         u.group
                             .peers()
                             .iter()
-                            .map(|p| Arc::new(make_peer(u, p, &r.proxy)))
+                            .map(|p| Arc::new(UpstreamPeer::new(make_peer(u, p, &r.proxy))))
                             .collect()
                     })
                     .unwrap_or_default();

@@ -10,6 +10,7 @@
 use crate::client_body::ClientBody;
 use crate::connect::{connect, Conn};
 use crate::next_upstream::{is_non_idempotent, Failure, Policy};
+use crate::peer::UpstreamPeer;
 use crate::proxy_trait::{PeerChoice, ProxyHttp, RetryDecision};
 use crate::read_header::read_header;
 use crate::request::{Try, TryOutcome};
@@ -18,7 +19,6 @@ use crate::send_request::{send, BodySource};
 use crate::session::Session;
 use ferry_filters::variables::RequestVars;
 use ferry_lb::{Cursor, Feedback, Key, Lease};
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use std::collections::HashMap;
@@ -233,14 +233,18 @@ fn new_try(addr: String, upstream: &Upstream, outcome: TryOutcome) -> Try {
 }
 
 /// The Pingora peer for a lease: precomputed for the route's own group.
-fn peer_for(route: &RouteRt, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<HttpPeer> {
+fn peer_for(route: &RouteRt, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer> {
     let own = route
         .upstream
         .as_ref()
         .is_some_and(|u| Arc::ptr_eq(u, upstream));
     match route.peers.get(lease.index()).filter(|_| own) {
         Some(p) => p.clone(),
-        None => Arc::new(crate::runtime::make_peer(upstream, lease.peer(), route.proxy())),
+        None => Arc::new(UpstreamPeer::new(crate::runtime::make_peer(
+            upstream,
+            lease.peer(),
+            route.proxy(),
+        ))),
     }
 }
 
@@ -252,7 +256,7 @@ async fn attempt<P: ProxyHttp>(
     ctx: &mut P::CTX,
     route: &RouteRt,
     upstream: &Arc<Upstream>,
-    peer: &Arc<HttpPeer>,
+    peer: &Arc<UpstreamPeer>,
     body: &mut ClientBody,
 ) -> std::result::Result<Conn, TryFailed> {
     let not_sent = |error, reused| TryFailed {

@@ -127,7 +127,7 @@ fn peer(rt: &Runtime, session: &ServerSession) -> Option<(usize, Box<HttpPeer>, 
             .map(|a| a.ip()),
     };
     let lease = upstream.group.select(&mut cursor, &key)?;
-    let peer = HttpPeer::clone(route.peers.get(lease.index())?);
+    let peer = route.peers.get(lease.index())?.http.clone();
     Some((index, Box::new(peer), upstream.name.clone()))
 }
 
