@@ -48,6 +48,17 @@ pub fn check_entry(key: &serde_yaml::Value, value: &serde_yaml::Value) -> Result
 }
 
 /// The whole section as a `ServerConf`.
+///
+/// One default differs from Pingora's: with one thread and no
+/// `work_stealing` key, Ferry runs Pingora's single-threaded runtime
+/// (`work_stealing: false`). With one worker there is nothing to steal, and
+/// the single-threaded scheduler costs about 10% less CPU per small request
+/// (docs/performance.md). A `work_stealing` the file sets is kept.
 pub fn to_server_conf(m: &serde_yaml::Mapping) -> Result<ServerConf, String> {
-    serde_yaml::from_value(serde_yaml::Value::Mapping(m.clone())).map_err(|e| e.to_string())
+    let mut conf: ServerConf =
+        serde_yaml::from_value(serde_yaml::Value::Mapping(m.clone())).map_err(|e| e.to_string())?;
+    if conf.threads <= 1 && !m.contains_key("work_stealing") {
+        conf.work_stealing = false;
+    }
+    Ok(conf)
 }

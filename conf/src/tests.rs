@@ -167,6 +167,27 @@ fn server_section_is_pingora_serverconf() {
     let sc = c.server_conf();
     assert_eq!(sc.threads, 3);
     assert_eq!(sc.grace_period_seconds, Some(1));
+    assert!(
+        sc.work_stealing,
+        "Pingora's default with more than one thread"
+    );
+    // One thread: Pingora's single-threaded runtime, unless the file says.
+    let one = load_str(
+        "f",
+        "listen: [127.0.0.1:1]
+",
+    )
+    .unwrap();
+    assert!(!one.server_conf().work_stealing);
+    let kept = load_str(
+        "f",
+        "server:
+  work_stealing: true
+listen: [127.0.0.1:1]
+",
+    )
+    .unwrap();
+    assert!(kept.server_conf().work_stealing);
     let e = err("server:\n  threadz: 3\nlisten: [127.0.0.1:1]\n");
     assert!(
         e.starts_with("f.yaml:2:3: unknown server key `threadz`"),
