@@ -70,7 +70,7 @@ pub fn line(r: &Request, method: &str, uri: &str, route: &str) -> String {
     let v = serde_json::json!({
         "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         "request_id": r.id,
-        "client": r.client_addr.map(|a| a.ip().to_string()).unwrap_or_default(),
+        "client": r.client_ip_text(),
         "method": method,
         "uri": uri,
         "host": r.host,

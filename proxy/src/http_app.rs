@@ -118,7 +118,34 @@ fn request_id(session: &ServerSession) -> String {
             .map_or(0, |d| d.as_nanos() as u64);
         t ^ (u64::from(std::process::id()) << 32)
     });
-    format!("{base:016x}{:08x}", SEQ.fetch_add(1, Ordering::Relaxed))
+    hex_id(base, SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What `format!("{base:016x}{seq:08x}")` makes, without the formatter
+/// (this runs for every request).
+fn hex_id(base: u64, seq: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digit = |v: u64, i: u32| char::from(DIGITS[((v >> (4 * i)) & 0xf) as usize]);
+    let seq_digits = ((64 - seq.leading_zeros()).div_ceil(4)).max(8);
+    let mut id = String::with_capacity(16 + seq_digits as usize);
+    id.extend((0..16).rev().map(|i| digit(base, i)));
+    id.extend((0..seq_digits).rev().map(|i| digit(seq, i)));
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_id_is_the_formatted_id() {
+        for (base, seq) in [
+            (0, 0),
+            (0x0123_4567_89ab_cdef, 42),
+            (u64::MAX, 0xffff_ffff),
+            (7, 1 << 40),
+        ] {
+            assert_eq!(super::hex_id(base, seq), format!("{base:016x}{seq:08x}"));
+        }
+    }
 }
 
 /// A request begins: the header clock stops, and Ferry's record gets the

@@ -26,13 +26,18 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct UpstreamPeer {
     pub http: HttpPeer,
+    /// `ip:port`, as a try records it (`$upstream_addr`), made once.
+    pub addr_text: String,
     reuse_hash: u64,
 }
 
 impl UpstreamPeer {
     pub fn new(http: HttpPeer) -> Self {
-        let reuse_hash = http.reuse_hash();
-        UpstreamPeer { http, reuse_hash }
+        UpstreamPeer {
+            addr_text: http.address().to_string(),
+            reuse_hash: http.reuse_hash(),
+            http,
+        }
     }
 }
 
@@ -89,6 +94,7 @@ mod tests {
         assert!(peer.tls());
         assert!(!peer.verify_cert());
         assert_eq!(peer.to_string(), http.to_string());
+        assert_eq!(peer.addr_text, "127.0.0.1:8443");
         let other = UpstreamPeer::new(HttpPeer::new("127.0.0.1:8444", true, "example.com".into()));
         assert_ne!(peer.reuse_hash(), other.reuse_hash());
     }

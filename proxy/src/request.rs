@@ -22,6 +22,25 @@ pub enum TryOutcome {
     NoLive,
 }
 
+/// An IPv4 address in dotted decimal, without the formatting machinery
+/// (this runs for every proxied request: `X-Forwarded-For`).
+fn ipv4_text(octets: [u8; 4]) -> String {
+    let mut s = String::with_capacity(15);
+    for (i, o) in octets.into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
+}
+
 /// One upstream try (one entry of nginx's `$upstream_addr`).
 #[derive(Debug, Clone)]
 pub struct Try {
@@ -95,6 +114,15 @@ impl Request {
         }
     }
 
+    /// `$remote_addr`: the client's IP address as text ("" when unknown).
+    pub fn client_ip_text(&self) -> String {
+        match self.client_addr {
+            Some(SocketAddr::V4(a)) => ipv4_text(a.ip().octets()),
+            Some(a) => a.ip().to_string(),
+            None => String::new(),
+        }
+    }
+
     /// `$upstream_addr`: `10.0.0.1:80, 10.0.0.2:80`.
     pub fn upstream_addr(&self) -> String {
         self.tries
@@ -111,5 +139,31 @@ impl Request {
             .map(|t| t.logged_status().to_string())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.99.100.9",
+        ] {
+            let a: SocketAddr = format!("{ip}:80").parse().unwrap();
+            let r = Request::new(String::new(), Some(a));
+            assert_eq!(r.client_ip_text(), ip);
+        }
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(
+            Request::new(String::new(), Some(v6)).client_ip_text(),
+            "::1"
+        );
+        assert_eq!(Request::new(String::new(), None).client_ip_text(), "");
     }
 }

@@ -104,11 +104,9 @@ pub async fn run<P: ProxyHttp>(
         };
         let peer = peer_for(route, &upstream, &lease);
         let try_index = s.request.tries.len();
-        s.request.tries.push(new_try(
-            lease.peer().addr.to_string(),
-            &upstream,
-            TryOutcome::Used,
-        ));
+        s.request
+            .tries
+            .push(new_try(peer.addr_text.clone(), &upstream, TryOutcome::Used));
 
         // A streamed body can go to one try only.
         let source_streams = matches!(body, ClientBody::Streamed(_));
@@ -194,10 +192,7 @@ pub async fn run<P: ProxyHttp>(
 }
 
 fn remote_addr(s: &Session<'_>) -> String {
-    s.request
-        .client_addr
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+    s.request.client_ip_text()
 }
 
 /// What templates see of this request, for a try to `proxy_host`.
