@@ -22,6 +22,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod allocator;
 pub mod body_pipe;
 pub mod cli;
 pub mod client_body;

@@ -5,7 +5,7 @@
 /// dozen small objects (headers, buffers, futures), and glibc's malloc and
 /// free were 8% of the CPU of a 1 KB request (docs/performance.md).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: ferry::allocator::Mimalloc = ferry::allocator::Mimalloc;
 
 fn main() {
     std::process::exit(ferry::main(ferry::DefaultProxy));
