@@ -39,6 +39,16 @@ pub fn refused(peer: &str, status: &str, reason: &str) {
     log::warn!("refused a request from {peer} with {status}: {reason}");
 }
 
+/// The host the client names: its `Host` header, else the host of an
+/// absolute request target.
+fn host_header(ps: &ServerSession) -> Option<&[u8]> {
+    let req = ps.req_header();
+    req.headers
+        .get(http::header::HOST)
+        .map(|v| v.as_bytes())
+        .or_else(|| req.uri.host().map(str::as_bytes))
+}
+
 fn peer_of(ps: &ServerSession) -> String {
     ps.client_addr().map(|a| a.to_string()).unwrap_or_default()
 }
@@ -58,19 +68,12 @@ pub async fn serve<P: ProxyHttp>(
     }
 
     // 1. Route: the host and the normalised path pick a route.
-    let raw_path = String::from_utf8_lossy(ps.req_header().raw_path()).into_owned();
-    let Some(path) = normalize_path(&raw_path) else {
+    let Some(path) = normalize_path(&String::from_utf8_lossy(ps.req_header().raw_path())) else {
         refused(&peer_of(ps), "400", "bad_path");
         respond::error(ps, request, 400, None, &[]).await?;
         return Ok(End::Complete);
     };
-    let host_header = ps
-        .req_header()
-        .headers
-        .get(http::header::HOST)
-        .map(|v| v.as_bytes().to_vec())
-        .or_else(|| ps.req_header().uri.host().map(|h| h.as_bytes().to_vec()));
-    request.host = request_host(host_header.as_deref());
+    request.host = request_host(host_header(ps));
     request.uri = path;
     request.route = rt.matcher.find(&request.host, &request.uri);
 
@@ -145,7 +148,7 @@ pub async fn serve<P: ProxyHttp>(
 
     // 7. The response header, through the response filter, to the client.
     let client_version = s.downstream.req_header().version;
-    let host = String::from_utf8_lossy(host_header.as_deref().unwrap_or_default()).into_owned();
+    let host = String::from_utf8_lossy(host_header(s.downstream).unwrap_or_default());
     let buffered = response_header::accel_buffering(&upstream_header).unwrap_or(proxy.buffering);
     let mut header = response_header::build(
         route,
@@ -154,6 +157,7 @@ pub async fn serve<P: ProxyHttp>(
         &host,
         s.request.scheme,
     )?;
+    drop(host);
     app.response_filter(&mut s, &mut header, ctx).await?;
     s.request.status = header.status.as_u16();
     let mut conn = conn;

@@ -9,6 +9,7 @@ use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     Opts, Registry, TextEncoder,
 };
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 pub struct Metrics {
@@ -146,9 +147,9 @@ impl Metrics {
 
     /// Account a finished request.
     pub fn record(&self, r: &Request, route: &str, request_body_bytes: u64) {
-        self.requests
-            .with_label_values(&[route, &r.status.to_string()])
-            .inc();
+        let mut digits = [0; 3];
+        let code = status_label(r.status, &mut digits);
+        self.requests.with_label_values(&[route, &*code]).inc();
         self.request_seconds
             .with_label_values(&[route])
             .observe(r.start.elapsed().as_secs_f64());
@@ -162,16 +163,16 @@ impl Metrics {
             self.truncated.inc();
         }
         for (i, t) in r.tries.iter().enumerate() {
-            let outcome = match t.outcome {
-                TryOutcome::Used => "success".to_string(),
-                TryOutcome::NextStatus(s) => format!("http_{s}"),
-                TryOutcome::Error => "error".to_string(),
-                TryOutcome::Timeout => "timeout".to_string(),
-                TryOutcome::InvalidHeader => "invalid_header".to_string(),
-                TryOutcome::NoLive => "no_live".to_string(),
+            let outcome: Cow<str> = match t.outcome {
+                TryOutcome::Used => "success".into(),
+                TryOutcome::NextStatus(s) => format!("http_{s}").into(),
+                TryOutcome::Error => "error".into(),
+                TryOutcome::Timeout => "timeout".into(),
+                TryOutcome::InvalidHeader => "invalid_header".into(),
+                TryOutcome::NoLive => "no_live".into(),
             };
             self.tries
-                .with_label_values(&[&t.group, &t.addr, &outcome])
+                .with_label_values(&[t.group.as_str(), t.addr.as_str(), &*outcome])
                 .inc();
             if i > 0 {
                 self.retries.with_label_values(&[&t.group]).inc();
@@ -181,6 +182,29 @@ impl Metrics {
                     .with_label_values(&[&t.group])
                     .observe(h.as_secs_f64());
             }
+        }
+    }
+}
+
+/// A status as its label (`"200"`), written on the stack: three ASCII
+/// digits for 100-999; other values (0: no response) through the formatter.
+fn status_label(status: u16, digits: &mut [u8; 3]) -> Cow<'_, str> {
+    if !(100..=999).contains(&status) {
+        return status.to_string().into();
+    }
+    for (i, d) in digits.iter_mut().enumerate() {
+        let place = [100, 10, 1][i];
+        *d = b'0' + (status / place % 10) as u8;
+    }
+    std::str::from_utf8(digits).map_or_else(|_| status.to_string().into(), Cow::Borrowed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_labels() {
+        for s in [0, 7, 99, 100, 200, 404, 502, 999, 1000] {
+            assert_eq!(super::status_label(s, &mut [0; 3]), s.to_string());
         }
     }
 }

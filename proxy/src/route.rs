@@ -12,6 +12,20 @@
 /// root (nginx answers 400).
 pub fn normalize_path(raw: &str) -> Option<String> {
     let path = raw.split(['?', '#']).next().unwrap_or("");
+    // Most paths are normal already: absolute, with nothing to decode and
+    // no empty, `.` or `..` segment.
+    if path.starts_with('/')
+        && !path.contains(['%'])
+        && !path.contains("//")
+        && !path.contains("/.")
+    {
+        return Some(path.to_string());
+    }
+    resolve(path)
+}
+
+/// Decode and resolve `.` and `..` segments: the whole of nginx's work.
+fn resolve(path: &str) -> Option<String> {
     let decoded = percent_decode(path);
     let mut out: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {
@@ -119,6 +133,19 @@ mod tests {
         assert_eq!(normalize_path("/").as_deref(), Some("/"));
         assert_eq!(normalize_path("/a/..").as_deref(), Some("/"));
         assert_eq!(normalize_path("/../etc"), None);
+        // Paths taken as they are agree with the full resolution.
+        for p in [
+            "/",
+            "/a",
+            "/a/b/",
+            "/api/v1/x.json",
+            "/a-b_c~d/e",
+            "/x:y@z/",
+            "/a.b/c.",
+        ] {
+            assert_eq!(normalize_path(p), resolve(p), "{p}");
+            assert_eq!(normalize_path(p).as_deref(), Some(p));
+        }
     }
 
     #[test]

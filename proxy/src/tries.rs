@@ -21,7 +21,6 @@ use ferry_filters::variables::RequestVars;
 use ferry_lb::{Cursor, Feedback, Key, Lease};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,7 +66,7 @@ pub async fn run<P: ProxyHttp>(
         budget: proxy.next_upstream_timeout.non_zero(),
     };
     // One cursor per group a hook sends tries to (usually just the route's).
-    let mut cursors: HashMap<String, Cursor> = HashMap::new();
+    let mut cursors: Vec<(Arc<Upstream>, Cursor)> = Vec::new();
     let mut body_used = false;
 
     loop {
@@ -78,9 +77,15 @@ pub async fn run<P: ProxyHttp>(
         let Some(upstream) = upstream else {
             return Error::e_explain(ErrorType::InternalError, "no upstream group for this route");
         };
-        let cursor = cursors
-            .entry(upstream.name.clone())
-            .or_insert_with(|| upstream.group.cursor(proxy.next_upstream_tries));
+        let at = match cursors.iter().position(|(u, _)| Arc::ptr_eq(u, &upstream)) {
+            Some(i) => i,
+            None => {
+                let cursor = upstream.group.cursor(proxy.next_upstream_tries);
+                cursors.push((upstream.clone(), cursor));
+                cursors.len() - 1
+            }
+        };
+        let cursor = &mut cursors[at].1;
 
         let hash_key = upstream.hash_key.as_ref().map(|t| {
             let remote = remote_addr(s);
