@@ -37,26 +37,32 @@ fn plain_fits(size: usize, align: usize) -> bool {
     align <= 8 || (align == 16 && size % 16 == 0)
 }
 
+type Plain = unsafe extern "C" fn(usize) -> *mut c_void;
+type Aligned = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+
+/// A new block for `layout`: `plain` when a size class has the alignment,
+/// `aligned` otherwise.
+#[inline(always)]
+unsafe fn new_block(layout: Layout, plain: Plain, aligned: Aligned) -> *mut u8 {
+    if plain_fits(layout.size(), layout.align()) {
+        plain(layout.size()) as *mut u8
+    } else {
+        aligned(layout.size(), layout.align()) as *mut u8
+    }
+}
+
 // SAFETY: every pointer comes from mimalloc, and each call keeps the
 // layout's alignment: plainly when `plain_fits` says a size class has it,
 // through mimalloc's aligned calls otherwise.
 unsafe impl GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if plain_fits(layout.size(), layout.align()) {
-            mi_malloc(layout.size()) as *mut u8
-        } else {
-            mi_malloc_aligned(layout.size(), layout.align()) as *mut u8
-        }
+        new_block(layout, mi_malloc, mi_malloc_aligned)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if plain_fits(layout.size(), layout.align()) {
-            mi_zalloc(layout.size()) as *mut u8
-        } else {
-            mi_zalloc_aligned(layout.size(), layout.align()) as *mut u8
-        }
+        new_block(layout, mi_zalloc, mi_zalloc_aligned)
     }
 
     #[inline]
