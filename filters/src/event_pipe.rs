@@ -459,6 +459,11 @@ where
             "client went away",
         ));
     }
+    if out.error.is_none() {
+        if let Some(c) = client.as_mut() {
+            out.error = c.end(Bytes::new()).await.err();
+        }
+    }
     out
 }
 
@@ -581,6 +586,9 @@ mod tests {
                 .write_all(&data)
                 .await
                 .map_err(|e| PipeError::new(Side::Client, FailKind::Error, e.to_string()))
+        }
+        async fn end(&mut self, last: Bytes) -> Result<(), PipeError> {
+            self.write(last).await
         }
     }
 

@@ -62,6 +62,10 @@ pub trait UpstreamBody: Send {
 pub trait ClientBody: Send {
     /// Write one piece; waits while the client is not taking data.
     fn write(&mut self, data: Bytes) -> impl Future<Output = Result<(), PipeError>> + Send;
+    /// Write the body's last bytes (maybe none) and end the body, in one
+    /// go: an HTTP/2 client gets one DATA frame with END_STREAM rather than
+    /// the data and then an empty frame.
+    fn end(&mut self, last: Bytes) -> impl Future<Output = Result<(), PipeError>> + Send;
     /// Whether the client closed its connection (looked at without reading
     /// anything, as nginx's `recv(MSG_PEEK)` check). The pipes ask while they
     /// wait on the upstream with nothing in flight to the client.
@@ -127,7 +131,8 @@ impl BodyFilter for NoFilter {
     }
 }
 
-/// What happened in a pipe, for logs and metrics.
+/// What happened in a pipe, for logs and metrics. A pipe that returns
+/// without an error has ended the client's body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PipeOutcome {
     /// Body bytes read from the upstream.

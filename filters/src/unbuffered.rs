@@ -62,15 +62,36 @@ pub(crate) async fn last_piece<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?
 ) -> PipeOutcome {
     out.upstream_complete = true;
     upstream.release().await;
-    let mut result = Ok(());
-    if piece.is_some() {
-        result = pass(&mut client, filter, piece, false, &mut out).await;
-    }
-    if result.is_ok() {
-        result = pass(&mut client, filter, None, true, &mut out).await;
-    }
-    out.error = result.err();
+    out.error = finish(&mut client, filter, piece, &mut out).await.err();
     out
+}
+
+/// Run the last piece, then the end, through the filter; write what comes
+/// out and end the body, with the last bytes when the end adds none.
+async fn finish<C: ClientBody, F: BodyFilter + ?Sized>(
+    client: &mut C,
+    filter: &mut F,
+    mut piece: Option<Bytes>,
+    out: &mut PipeOutcome,
+) -> Result<(), PipeError> {
+    if piece.is_some() {
+        run_filter(filter, &mut piece, false)?;
+    }
+    let mut tail = None;
+    run_filter(filter, &mut tail, true)?;
+    let last = match (non_empty(piece), non_empty(tail)) {
+        (Some(p), Some(t)) => {
+            let n = p.len() as u64;
+            client.write(p).await?;
+            out.sent += n;
+            t
+        }
+        (p, t) => p.or(t).unwrap_or_default(),
+    };
+    let n = last.len() as u64;
+    client.end(last).await?;
+    out.sent += n;
+    Ok(())
 }
 
 /// Run one piece through the filter and write what comes out.
@@ -81,13 +102,25 @@ pub(crate) async fn pass<C: ClientBody, F: BodyFilter + ?Sized>(
     end: bool,
     out: &mut PipeOutcome,
 ) -> Result<(), PipeError> {
-    filter
-        .filter(&mut piece, end)
-        .map_err(|m| PipeError::new(Side::Client, FailKind::Error, m))?;
-    if let Some(b) = piece.filter(|b| !b.is_empty()) {
+    run_filter(filter, &mut piece, end)?;
+    if let Some(b) = non_empty(piece) {
         let n = b.len() as u64;
         client.write(b).await?;
         out.sent += n;
     }
     Ok(())
+}
+
+fn run_filter<F: BodyFilter + ?Sized>(
+    filter: &mut F,
+    piece: &mut Option<Bytes>,
+    end: bool,
+) -> Result<(), PipeError> {
+    filter
+        .filter(piece, end)
+        .map_err(|m| PipeError::new(Side::Client, FailKind::Error, m))
+}
+
+fn non_empty(piece: Option<Bytes>) -> Option<Bytes> {
+    piece.filter(|b| !b.is_empty())
 }

@@ -56,6 +56,13 @@ impl ClientBody for ClientWriter<'_> {
             .map_err(|e| pipe_error(Side::Client, &e))
     }
 
+    async fn end(&mut self, last: Bytes) -> Result<(), PipeError> {
+        self.0
+            .write_response_body(last, true)
+            .await
+            .map_err(|e| pipe_error(Side::Client, &e))
+    }
+
     fn is_gone(&mut self) -> bool {
         let Some(stream) = self.0.stream() else {
             return false;
@@ -109,13 +116,5 @@ pub async fn forward<P: ProxyHttp>(
     let mut filter = HookFilter { app, request, ctx };
     let reader = UpstreamReader(conn);
     let pipe = buffered.then_some(&route.pipe);
-    let out = whole_body::run(pipe, reader, ClientWriter(client), &mut filter).await;
-    if !out.ok() {
-        return out;
-    }
-    let mut out = out;
-    if let Err(e) = client.write_response_body(Bytes::new(), true).await {
-        out.error = Some(pipe_error(Side::Client, &e));
-    }
-    out
+    whole_body::run(pipe, reader, ClientWriter(client), &mut filter).await
 }
