@@ -83,7 +83,10 @@ impl<P: ProxyHttp> FerryHttp<P> {
             Err(e) => {
                 if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
                     // Counted and logged by the header clock as it goes out.
-                    let _ = session.respond_error(400).await;
+                    // (Boxed, as the 405 below: an error page's future is
+                    // three times the size of the header read's, and every
+                    // idle connection would carry it.)
+                    let _ = Box::pin(session.respond_error(400)).await;
                 } else {
                     log::debug!("reading a request header: {e}");
                 }
@@ -92,7 +95,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
             }
         }
         if session.req_header().method == http::Method::CONNECT {
-            let _ = session.respond_error(405).await;
+            let _ = Box::pin(session.respond_error(405)).await;
             session.shutdown().await;
             return None;
         }

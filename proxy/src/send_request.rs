@@ -23,9 +23,11 @@ pub enum BodySource<'a> {
     None,
 }
 
-pub async fn send(conn: &mut Conn, req: RequestHeader, body: BodySource<'_>) -> Result<()> {
+/// Send `req` (boxed as Pingora takes it, so that the futures of a try
+/// carry a pointer rather than the header) and then the body.
+pub async fn send(conn: &mut Conn, req: Box<RequestHeader>, body: BodySource<'_>) -> Result<()> {
     let s = &mut conn.session;
-    s.write_request_header(Box::new(req)).await?;
+    s.write_request_header(req).await?;
     match body {
         BodySource::None => {}
         BodySource::Memory(b) => {

@@ -82,7 +82,14 @@ pub async fn fetch(
                 } else {
                     BodySource::Memory(&body)
                 };
-                match exchange(&mut conn, req.clone(), source, proxy.buffer_size.as_usize()).await {
+                match exchange(
+                    &mut conn,
+                    Box::new(req.clone()),
+                    source,
+                    proxy.buffer_size.as_usize(),
+                )
+                .await
+                {
                     Ok(()) => Ok(conn),
                     Err(f) => Err((f.error, true, f.reused)),
                 }

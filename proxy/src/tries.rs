@@ -271,10 +271,10 @@ async fn attempt<P: ProxyHttp>(
     let mut req = {
         let remote = remote_addr(s);
         let vars = request_vars(s, &remote, &upstream.name);
-        route
+        let built = route
             .request_plan
-            .build(s.downstream.req_header(), &vars, body.framing())
-            .map_err(|e| not_sent(e, reused))?
+            .build(s.downstream.req_header(), &vars, body.framing());
+        Box::new(built.map_err(|e| not_sent(e, reused))?)
     };
     app.upstream_request_filter(s, &mut req, ctx)
         .await
@@ -293,7 +293,7 @@ async fn attempt<P: ProxyHttp>(
 /// sending started.
 pub(crate) async fn exchange(
     conn: &mut Conn,
-    req: pingora_http::RequestHeader,
+    req: Box<pingora_http::RequestHeader>,
     body: BodySource<'_>,
     buffer_size: usize,
 ) -> std::result::Result<(), TryFailed> {
