@@ -192,10 +192,9 @@ fn status_label(status: u16, digits: &mut [u8; 3]) -> Cow<'_, str> {
     if !(100..=999).contains(&status) {
         return status.to_string().into();
     }
-    for (i, d) in digits.iter_mut().enumerate() {
-        let place = [100, 10, 1][i];
-        *d = b'0' + (status / place % 10) as u8;
-    }
+    digits[0] = b'0' + (status / 100) as u8;
+    digits[1] = b'0' + (status / 10 % 10) as u8;
+    digits[2] = b'0' + (status % 10) as u8;
     std::str::from_utf8(digits).map_or_else(|_| status.to_string().into(), Cow::Borrowed)
 }
 

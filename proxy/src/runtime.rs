@@ -97,7 +97,7 @@ impl Runtime {
                         u.group
                             .peers()
                             .iter()
-                            .map(|p| Arc::new(UpstreamPeer::new(make_peer(u, p, &r.proxy))))
+                            .map(|p| Arc::new(make_peer(u, p, &r.proxy)))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -143,7 +143,7 @@ impl Runtime {
 /// A Pingora peer with nginx's timeouts: `connect_timeout` for the TCP
 /// connect (and TLS handshake), `read_timeout`/`send_timeout` between two
 /// reads/writes; with the group's TLS settings.
-pub fn make_peer(up: &Upstream, server: &ferry_lb::Peer, p: &ProxyConf) -> HttpPeer {
+pub fn make_peer(up: &Upstream, server: &ferry_lb::Peer, p: &ProxyConf) -> UpstreamPeer {
     let tls = &up.tls;
     let sni = if tls.enabled {
         sni_for(up, server)
@@ -158,7 +158,7 @@ pub fn make_peer(up: &Upstream, server: &ferry_lb::Peer, p: &ProxyConf) -> HttpP
     o.total_connection_timeout = p.connect_timeout.non_zero();
     o.read_timeout = p.read_timeout.non_zero();
     o.write_timeout = p.send_timeout.non_zero();
-    peer
+    UpstreamPeer::new(peer)
 }
 
 /// The TLS name of a server: `tls.sni`, else the host name it was written

@@ -9,7 +9,6 @@
 
 use crate::connect::connect;
 use crate::next_upstream::{is_non_idempotent, Failure, Policy};
-use crate::peer::UpstreamPeer;
 use crate::runtime::{make_peer, Runtime};
 use crate::send_request::BodySource;
 use crate::tries::exchange;
@@ -74,7 +73,7 @@ pub async fn fetch(
         let Some(lease) = up.group.select(&mut cursor, &key) else {
             return Err(failed(502, format!("no live upstreams in `{group}`")));
         };
-        let peer = Arc::new(UpstreamPeer::new(make_peer(up, lease.peer(), proxy)));
+        let peer = Arc::new(make_peer(up, lease.peer(), proxy));
         let result = match connect(up, &peer).await {
             Ok(mut conn) => {
                 let source = if body.is_empty() {

@@ -240,11 +240,11 @@ fn peer_for(route: &RouteRt, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<Ups
         .is_some_and(|u| Arc::ptr_eq(u, upstream));
     match route.peers.get(lease.index()).filter(|_| own) {
         Some(p) => p.clone(),
-        None => Arc::new(UpstreamPeer::new(crate::runtime::make_peer(
+        None => Arc::new(crate::runtime::make_peer(
             upstream,
             lease.peer(),
             route.proxy(),
-        ))),
+        )),
     }
 }
 
