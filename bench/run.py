@@ -3,6 +3,8 @@
 
 Proxies (each pinned to CPU 0, one worker thread):
   pingora     a bare Pingora 0.9 passthrough (bench/src/bin/pingora-passthrough.rs)
+  floor       the least a proxy on Pingora's HTTP/1 sessions, pool and server
+              costs: header and body copied, nothing else (bench/src/bin/pingora-floor.rs)
   ferry       Ferry with default settings (buffering on, retries on)
   ferry-unbuf Ferry with buffering: false
   nginx       nginx as a proxy (proxy_buffering on), when --nginx-proxy is given
@@ -31,7 +33,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 BACKEND = 18000
-PORTS = {"pingora": 18090, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083}
+PORTS = {"pingora": 18090, "floor": 18084, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083}
 TLS_PORTS = {name: port + 100 for name, port in PORTS.items()}
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -147,6 +149,8 @@ def start_proxy(procs, name, work, log):
     if name == "pingora":
         cmd = [os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}",
                f"127.0.0.1:{TLS_PORTS[name]}", f"{work}/cert.pem", f"{work}/key.pem"]
+    elif name == "floor":
+        cmd = [os.path.join(REL, "pingora-floor"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}"]
     elif name.startswith("ferry"):
         conf = os.path.join(work, f"{name}.yaml")
         with open(conf, "w") as f:
@@ -266,10 +270,10 @@ def main():
         if probe and probe != "200":
             sys.exit(f"the nginx backend answers {probe} for /1k")
 
-        names = ["pingora", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
+        names = ["pingora", "floor", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
         running = {n: start_proxy(procs, n, work, log) for n in names}
         results = {(n, s): [] for n in names for s in ["1k", "1m"]}
-        h2 = {n: [] for n in names}
+        h2 = {n: [] for n in names if n != "floor"}  # the floor speaks HTTP/1 only
         for name in names:  # warm pools and caches; every proxy must answer 200
             if wrk(PORTS[name], "/1k", 1, args.conns)["bad"]:
                 sys.exit(f"{name} answers errors; see {work}/procs.log")
@@ -281,7 +285,7 @@ def main():
                     res = wrk(PORTS[name], f"/{size}", args.seconds, args.conns)
                     res["cpu_s"] = (sum(cpu_ticks(p) for p in pids) - before) / TICK
                     results[(name, size)].append(res)
-            for name in (names if r % 2 == 0 else list(reversed(names))) if has_h2load else []:
+            for name in (list(h2) if r % 2 == 0 else list(reversed(h2))) if has_h2load else []:
                 pids = proxy_pids(running[name], name)
                 before = sum(cpu_ticks(p) for p in pids)
                 res = h2load(TLS_PORTS[name], "/1k", args.seconds, args.conns)
