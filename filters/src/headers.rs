@@ -47,11 +47,11 @@ const REQUEST_DROPPED: [HeaderName; 8] = [
 ];
 
 /// Response headers consumed by Ferry (framing and connection management).
-const RESPONSE_CONSUMED: [HeaderName; 4] = [
+/// `Content-Length` stays: a response with one is sent with it as it is.
+const RESPONSE_CONSUMED: [HeaderName; 3] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::TRANSFER_ENCODING,
-    header::CONTENT_LENGTH,
 ];
 
 /// How the request body is framed towards the upstream.
@@ -226,8 +226,8 @@ impl ResponsePlan {
     }
 
     /// The client's response header, made from the upstream's in place:
-    /// hidden and consumed headers removed, `Server: ferry` added. Framing is
-    /// set by the caller.
+    /// hidden and consumed headers removed, `Server: ferry` set. The
+    /// upstream's `Content-Length` is kept; other framing is the caller's.
     pub fn build(&self, mut resp: ResponseHeader) -> pingora_error::Result<ResponseHeader> {
         resp.set_version(Version::HTTP_11);
         // One pass over the few headers the response has, then removals
@@ -235,7 +235,11 @@ impl ResponsePlan {
         let dropped: Vec<HeaderName> = resp
             .headers
             .keys()
-            .filter(|n| RESPONSE_CONSUMED.contains(n) || self.hidden.contains(n))
+            .filter(|n| {
+                // `Server` is overwritten below rather than removed first.
+                (RESPONSE_CONSUMED.contains(n) || self.hidden.contains(n))
+                    && (self.pass_server || *n != header::SERVER)
+            })
             .cloned()
             .collect();
         for name in &dropped {
@@ -346,6 +350,32 @@ mod tests {
     }
 
     #[test]
+    fn upstream_target_is_the_clients_as_it_came() {
+        let plan = RequestPlan::new(&ProxyConf::default());
+        for target in [
+            b"/".as_slice(),
+            b"/a/b?x=1&y=%20",
+            b"/caf\xc3\xa9",
+            b"/raw\xff?q",
+            b"http://example.com/abs?x",
+            b"*",
+        ] {
+            let mut c = RequestHeader::build("GET", target, None).unwrap();
+            c.append_header("Host", "example.com").unwrap();
+            let r = plan
+                .build(&c, &vars(&c.headers), BodyFraming::None)
+                .unwrap();
+            assert_eq!(
+                r.raw_path(),
+                c.raw_path(),
+                "{}",
+                String::from_utf8_lossy(target)
+            );
+            assert_eq!(r.uri, c.uri);
+        }
+    }
+
+    #[test]
     fn response_hides_nginx_defaults() {
         let mut up = ResponseHeader::build(200, None).unwrap();
         for (k, v) in [
@@ -365,15 +395,11 @@ mod tests {
         conf.pass_headers = vec!["X-Pad".into()];
         let r = ResponsePlan::new(&conf).build(up).unwrap();
         assert_eq!(r.headers["server"], "ferry");
+        assert_eq!(r.headers.get_all("server").iter().count(), 1);
+        assert_eq!(r.headers["content-length"], "3");
         assert_eq!(r.headers["x-app"], "1");
         assert_eq!(r.headers["x-pad"], "x");
-        for gone in [
-            "date",
-            "x-accel-buffering",
-            "connection",
-            "content-length",
-            "x-secret",
-        ] {
+        for gone in ["date", "x-accel-buffering", "connection", "x-secret"] {
             assert!(!r.headers.contains_key(gone), "{gone} must be hidden");
         }
     }

@@ -48,7 +48,7 @@ pub fn build(
             rewrite("refresh", &|v| route.redirect.refresh(v)),
         )
     };
-    let length = upstream.headers.get(header::CONTENT_LENGTH).cloned();
+    let has_length = upstream.headers.contains_key(header::CONTENT_LENGTH);
     let status = upstream.status.as_u16();
     let mut resp = route.response_plan.build(upstream)?;
     if let Some(new) = location {
@@ -57,14 +57,12 @@ pub fn build(
     if let Some(new) = refresh {
         resp.insert_header("Refresh", new)?;
     }
-    match length {
-        Some(cl) => resp.insert_header(header::CONTENT_LENGTH, cl)?,
-        None if no_body(status) => {}
-        None if client_version == Version::HTTP_11 => resp.insert_header(
+    // The upstream's Content-Length was kept by the plan.
+    if !has_length && !no_body(status) && client_version == Version::HTTP_11 {
+        resp.insert_header(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
-        )?,
-        None => {}
+        )?;
     }
     Ok(resp)
 }

@@ -39,10 +39,7 @@ impl Floor {
             .ok()?;
         up.read_response().await.ok()?;
         let header = up.resp_header()?.clone();
-        session
-            .write_response_header(Box::new(header))
-            .await
-            .ok()?;
+        session.write_response_header(Box::new(header)).await.ok()?;
         while let Some(b) = up.read_body_bytes().await.ok()? {
             session.write_response_body(b, false).await.ok()?;
         }
