@@ -136,21 +136,6 @@ fn hex_id(base: u64, seq: u64) -> String {
     id
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hex_id_is_the_formatted_id() {
-        for (base, seq) in [
-            (0, 0),
-            (0x0123_4567_89ab_cdef, 42),
-            (u64::MAX, 0xffff_ffff),
-            (7, 1 << 40),
-        ] {
-            assert_eq!(super::hex_id(base, seq), format!("{base:016x}{seq:08x}"));
-        }
-    }
-}
-
 /// A request begins: the header clock stops, and Ferry's record gets the
 /// client's real address, an id and the scheme.
 pub(crate) fn begin(rt: &Runtime, session: &ServerSession) -> Request {
@@ -292,5 +277,20 @@ impl<P: ProxyHttp> FerryHttp<P> {
         let settings = HttpPersistentSettings::for_session(&session);
         let reused = session.finish().await.ok().flatten()?;
         Some(ReusedHttpStream::from_reusable_stream(reused, settings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_id_is_the_formatted_id() {
+        for (base, seq) in [
+            (0, 0),
+            (0x0123_4567_89ab_cdef, 42),
+            (u64::MAX, 0xffff_ffff),
+            (7, 1 << 40),
+        ] {
+            assert_eq!(super::hex_id(base, seq), format!("{base:016x}{seq:08x}"));
+        }
     }
 }
