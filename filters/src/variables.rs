@@ -4,7 +4,21 @@
 //! nginx counterpart: `ngx_http_variables.c` and `ngx_http_complex_value`.
 
 use ferry_conf::{Segment, Template, Variable};
+use http::header::{GetAll, HeaderName, HeaderValue};
 use http::HeaderMap;
+
+/// A name made once: a `&str` is parsed into one on every lookup.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Several values of one header, joined by `sep`.
+fn join(values: GetAll<'_, HeaderValue>, sep: &str, out: &mut String) {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+    }
+}
 
 /// What a template can see of a request. Borrowed; built once per request.
 #[derive(Debug, Clone, Copy)]
@@ -46,18 +60,14 @@ impl RequestVars<'_> {
 
     /// `$http_NAME`: the request header (several joined by `, `).
     pub fn header(&self, name: &str, out: &mut String) {
-        for (i, v) in self.headers.get_all(name).iter().enumerate() {
-            if i > 0 {
-                out.push_str(if name == "cookie" { "; " } else { ", " });
-            }
-            out.push_str(&String::from_utf8_lossy(v.as_bytes()));
-        }
+        let sep = if name == "cookie" { "; " } else { ", " };
+        join(self.headers.get_all(name), sep, out);
     }
 
     /// `$proxy_add_x_forwarded_for`: the client's X-Forwarded-For plus `$remote_addr`.
     pub fn proxy_add_x_forwarded_for(&self, out: &mut String) {
         let before = out.len();
-        self.header("x-forwarded-for", out);
+        join(self.headers.get_all(X_FORWARDED_FOR), ", ", out);
         if out.len() > before {
             out.push_str(", ");
         }

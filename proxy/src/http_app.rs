@@ -103,12 +103,15 @@ impl<P: ProxyHttp> FerryHttp<P> {
     }
 }
 
+/// A name made once: a `&str` is parsed into one on every lookup.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// The request's id: the client's `X-Request-Id`, or a new one.
 fn request_id(session: &ServerSession) -> String {
     if let Some(id) = session
         .req_header()
         .headers
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
     {
         return id.to_string();

@@ -14,7 +14,10 @@ use pingora_http::ResponseHeader;
 
 /// What `X-Accel-Buffering` asks of this response, if anything.
 pub fn accel_buffering(upstream: &ResponseHeader) -> Option<bool> {
-    let v = upstream.headers.get("x-accel-buffering")?.as_bytes();
+    // A name made once: a `&str` is parsed into one on every lookup.
+    const X_ACCEL_BUFFERING: header::HeaderName =
+        header::HeaderName::from_static("x-accel-buffering");
+    let v = upstream.headers.get(X_ACCEL_BUFFERING)?.as_bytes();
     if v.eq_ignore_ascii_case(b"yes") {
         Some(true)
     } else if v.eq_ignore_ascii_case(b"no") {
