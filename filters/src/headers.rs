@@ -228,7 +228,15 @@ impl ResponsePlan {
     /// The client's response header, made from the upstream's in place:
     /// hidden and consumed headers removed, `Server: ferry` set. The
     /// upstream's `Content-Length` is kept; other framing is the caller's.
-    pub fn build(&self, mut resp: ResponseHeader) -> pingora_error::Result<ResponseHeader> {
+    ///
+    /// `client_h1`: the client speaks HTTP/1, whose writer (Pingora's) sets
+    /// `Date` and `Connection` itself, replacing the upstream's in place, so
+    /// they are left for it rather than removed here.
+    pub fn build(
+        &self,
+        mut resp: ResponseHeader,
+        client_h1: bool,
+    ) -> pingora_error::Result<ResponseHeader> {
         resp.set_version(Version::HTTP_11);
         // One pass over the few headers the response has, then removals
         // of those present, instead of a lookup per name on the lists.
@@ -239,6 +247,7 @@ impl ResponsePlan {
                 // `Server` is overwritten below rather than removed first.
                 (RESPONSE_CONSUMED.contains(n) || self.hidden.contains(n))
                     && (self.pass_server || *n != header::SERVER)
+                    && !(client_h1 && (*n == header::DATE || *n == header::CONNECTION))
             })
             .cloned()
             .collect();
@@ -393,7 +402,9 @@ mod tests {
         let mut conf = ProxyConf::default();
         conf.hide_headers = vec!["X-Secret".into()];
         conf.pass_headers = vec!["X-Pad".into()];
-        let r = ResponsePlan::new(&conf).build(up).unwrap();
+        let plan = ResponsePlan::new(&conf);
+        // To an HTTP/2 client: everything hidden or hop-by-hop is removed.
+        let r = plan.build(up.clone(), false).unwrap();
         assert_eq!(r.headers["server"], "ferry");
         assert_eq!(r.headers.get_all("server").iter().count(), 1);
         assert_eq!(r.headers["content-length"], "3");
@@ -401,6 +412,17 @@ mod tests {
         assert_eq!(r.headers["x-pad"], "x");
         for gone in ["date", "x-accel-buffering", "connection", "x-secret"] {
             assert!(!r.headers.contains_key(gone), "{gone} must be hidden");
+        }
+        // To an HTTP/1 client, Date and Connection are left for Pingora's
+        // writer, which replaces both; the rest is the same.
+        let r1 = plan.build(up, true).unwrap();
+        assert_eq!(r1.headers.len(), r.headers.len() + 2);
+        assert!(r1.headers.contains_key("date") && r1.headers.contains_key("connection"));
+        for (name, value) in r.headers.iter() {
+            assert_eq!(
+                r1.headers.get_all(name).iter().collect::<Vec<_>>(),
+                vec![value]
+            );
         }
     }
 }

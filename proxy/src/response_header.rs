@@ -53,7 +53,8 @@ pub fn build(
     };
     let has_length = upstream.headers.contains_key(header::CONTENT_LENGTH);
     let status = upstream.status.as_u16();
-    let mut resp = route.response_plan.build(upstream)?;
+    let client_h1 = client_version != Version::HTTP_2;
+    let mut resp = route.response_plan.build(upstream, client_h1)?;
     if let Some(new) = location {
         resp.insert_header(header::LOCATION, new)?;
     }
