@@ -13,8 +13,7 @@ use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::connectors::http::v1::Connector;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::server::ShutdownWatch;
 use pingora_core::services::listening::Service;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::sync::Arc;
@@ -73,28 +72,14 @@ impl HttpServerApp for Floor {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(listen), Some(backend)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: pingora-floor LISTEN BACKEND");
-        std::process::exit(2);
-    };
-    let conf = ServerConf {
-        threads: 1,
-        work_stealing: false,
-        pid_file: "/tmp/pingora-floor.pid".into(),
-        upgrade_sock: "/tmp/pingora-floor.sock".into(),
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    server.bootstrap();
+    let (listen, backend, _) = ferry_bench::args("pingora-floor");
+    let mut server = ferry_bench::one_thread_server("pingora-floor", false);
     let floor = Floor {
         connector: Connector::new(None),
         peer: HttpPeer::new(backend.as_str(), false, String::new()),
     };
     let mut svc = Service::new("floor".to_string(), floor);
-    svc.add_tcp(listen);
+    svc.add_tcp(&listen);
     server.add_service(svc);
     server.run_forever();
 }

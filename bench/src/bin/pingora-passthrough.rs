@@ -4,8 +4,6 @@
 //! the optional listener speaks TLS with HTTP/2 (ALPN), for the h2load run.
 
 use async_trait::async_trait;
-use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 
@@ -31,29 +29,17 @@ impl ProxyHttp for Passthrough {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(listen), Some(backend)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: pingora-passthrough LISTEN BACKEND");
-        std::process::exit(2);
-    };
-    let conf = ServerConf {
-        threads: 1,
-        pid_file: "/tmp/pingora-passthrough.pid".into(),
-        upgrade_sock: "/tmp/pingora-passthrough.sock".into(),
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    server.bootstrap();
+    let (listen, backend, more) = ferry_bench::args("pingora-passthrough");
+    // Pingora's default runtime (work stealing), as a Pingora user gets it.
+    let mut server = ferry_bench::one_thread_server("pingora-passthrough", true);
     let mut svc = pingora_proxy::http_proxy_service(
         &server.configuration,
         Passthrough {
             backend: backend.clone(),
         },
     );
-    svc.add_tcp(listen);
-    if let [tls_listen, cert, key] = &args[3.min(args.len())..] {
+    svc.add_tcp(&listen);
+    if let [tls_listen, cert, key] = more.as_slice() {
         let Ok(mut tls) = pingora_core::listeners::tls::TlsSettings::intermediate(cert, key) else {
             eprintln!("cannot load {cert} / {key}");
             std::process::exit(2);
