@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ferry's benchmark: Ferry (buffered and unbuffered) against a bare Pingora
-# passthrough (and nginx as a proxy with --nginx-proxy), side by side in one
-# run. Installs wrk and nginx from the system's packages when missing.
+# passthrough, a Pingora floor (the least a proxy on Pingora's parts costs)
+# and nginx as a proxy with --nginx-proxy, side by side in one run.
+# Installs wrk and nginx from the system's packages when missing.
 #   bench/run.sh [--seconds 5] [--rounds 3] [--nginx-proxy]
 set -euo pipefail
 cd "$(dirname "$0")/.."
