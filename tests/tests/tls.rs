@@ -99,3 +99,41 @@ async fn tls_upstream_is_verified_with_sni() {
         200
     );
 }
+
+#[tokio::test]
+async fn upstream_hop_by_hop_and_date_do_not_reach_the_client() {
+    let dir = fresh_dir();
+    let cert = SelfSigned::new(&dir, &["localhost"]);
+    let upstream_date = "Mon, 01 Jan 2001 00:00:00 GMT";
+    let app = Backend::start(Arc::new(move |_, _: &Seen| {
+        Reply::ok("hi")
+            .header("Connection", "keep-alive")
+            .header("Keep-Alive", "timeout=5")
+            .header("Date", upstream_date)
+            .header("X-App", "1")
+    }))
+    .await;
+    let listen = format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}",
+        cert.cert_path.display(),
+        cert.key_path.display()
+    );
+    let ferry = Ferry::start_listen(&listen, &single(&[app.addr], "")).await;
+    let url = format!("https://localhost:{}/x", ferry.addr.port());
+    for http1 in [false, true] {
+        let r = https_client(&cert, http1).get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "http1: {http1}");
+        let h = r.headers().clone();
+        assert_eq!(h["x-app"], "1");
+        assert!(!h.contains_key("keep-alive"), "http1: {http1}");
+        // Ferry's own Date, not the upstream's (nginx hides it by default).
+        assert_eq!(h.get_all("date").iter().count(), 1);
+        assert_ne!(h["date"], upstream_date);
+        if http1 {
+            assert_eq!(h["connection"], "keep-alive", "Pingora's, for this client");
+        } else {
+            assert!(!h.contains_key("connection"), "not allowed in HTTP/2");
+        }
+        assert_eq!(r.text().await.unwrap(), "hi");
+    }
+}
