@@ -19,6 +19,18 @@ fn https_client(cert: &SelfSigned, http1_only: bool) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// Ferry on a TLS listener with `cert`, in front of `app`; and its `/x` URL.
+async fn tls_ferry(cert: &SelfSigned, app: &Backend) -> (Ferry, String) {
+    let listen = format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}",
+        cert.cert_path.display(),
+        cert.key_path.display()
+    );
+    let ferry = Ferry::start_listen(&listen, &single(&[app.addr], "")).await;
+    let url = format!("https://localhost:{}/x", ferry.addr.port());
+    (ferry, url)
+}
+
 #[tokio::test]
 async fn tls_listener_speaks_http2_and_http1() {
     let dir = fresh_dir();
@@ -33,13 +45,7 @@ async fn tls_listener_speaks_http2_and_http1() {
         ))
     }))
     .await;
-    let listen = format!(
-        "tls: {{ cert: \"{}\", key: \"{}\" }}",
-        cert.cert_path.display(),
-        cert.key_path.display()
-    );
-    let ferry = Ferry::start_listen(&listen, &single(&[app.addr], "")).await;
-    let url = format!("https://localhost:{}/x", ferry.addr.port());
+    let (_ferry, url) = tls_ferry(&cert, &app).await;
     for (http1, version) in [
         (false, reqwest::Version::HTTP_2),
         (true, reqwest::Version::HTTP_11),
@@ -113,13 +119,7 @@ async fn upstream_hop_by_hop_and_date_do_not_reach_the_client() {
             .header("X-App", "1")
     }))
     .await;
-    let listen = format!(
-        "tls: {{ cert: \"{}\", key: \"{}\" }}",
-        cert.cert_path.display(),
-        cert.key_path.display()
-    );
-    let ferry = Ferry::start_listen(&listen, &single(&[app.addr], "")).await;
-    let url = format!("https://localhost:{}/x", ferry.addr.port());
+    let (_ferry, url) = tls_ferry(&cert, &app).await;
     for http1 in [false, true] {
         let r = https_client(&cert, http1).get(&url).send().await.unwrap();
         assert_eq!(r.status(), 200, "http1: {http1}");
