@@ -9,7 +9,7 @@
 //! nginx counterpart: `access_log` with `log_format ... escape=json`.
 
 use crate::metrics::metrics;
-use crate::request::Request;
+use crate::request::record::Request;
 use ferry_conf::AccessLog;
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -64,7 +64,7 @@ fn secs(d: Option<Duration>) -> String {
 
 /// One request's line.
 pub fn line(r: &Request, method: &str, uri: &str, route: &str) -> String {
-    let join = |f: &dyn Fn(&crate::request::Try) -> String| {
+    let join = |f: &dyn Fn(&crate::request::record::Try) -> String| {
         r.tries.iter().map(f).collect::<Vec<_>>().join(", ")
     };
     let v = serde_json::json!({

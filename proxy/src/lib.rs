@@ -2,60 +2,44 @@
 //! ferry.yaml`) and as a framework (implement [`ProxyHttp`], call
 //! [`main`]).
 //!
-//! A request's way, one module each, in order:
+//! A request's way, one folder per layer, read top to bottom:
 //!
-//! 1. [`route`]: host, then longest `path_prefix`.
-//! 2. `request_filter` hook ([`ProxyHttp`]), `return` routes ([`respond`]).
-//! 3. [`client_body`]: the request body, buffered for replay.
-//! 4. [`tries`]: peer ([`ferry_lb`]), [`connect`], [`send_request`],
-//!    [`read_header`], then [`next_upstream`] decides: next server, or this
-//!    response.
-//! 5. [`response_header`]: the client's header; `response_filter` hook.
-//! 6. [`body_pipe`]: the body, buffered (event pipe, temp-file spill) or
-//!    not; the upstream connection released ([`keepalive`]) as soon as its
-//!    body is complete.
-//! 7. finalize: the peer's try accounted, `logging` hook.
+//! 1. `client/`: the connection before any request: the PROXY protocol
+//!    header, the whole-header deadline (`client_header_timeout`), the real
+//!    client address behind trusted proxies, refusals counted and logged.
+//! 2. `request/`: the request itself: the HTTP app that reads each request
+//!    header, the phases (`flow`: route, `request_filter`, `return`, the
+//!    client body, the upstream loop, the response, finalize), routing,
+//!    Ferry's own answers, and the record `logging` sees.
+//! 3. `upstream/`: nginx's upstream loop, one implementation for requests,
+//!    upgrades and subrequests (`tries`): peer, connect and keepalive, send,
+//!    read the header, the `next_upstream` rules.
+//! 4. `response/`: the client's response header, the body pipes (buffered
+//!    event pipe or unbuffered), and the tunnel after a `101`.
+//! 5. `hooks/`: the [`ProxyHttp`] trait and the [`Session`] a hook sees.
 //!
-//! [`flow`] strings these together; [`http_app`] runs it for each request
-//! Pingora's server reads (upgrades go to Pingora's own proxy loop:
-//! [`upgrade`]); [`server`] starts it all from the command line ([`cli`]).
+//! [`server`] starts it all from the command line; `runtime` is the
+//! configuration compiled for serving.
 
-pub mod access_log;
-pub mod admin;
 pub mod allocator;
-pub mod body_pipe;
-pub mod cli;
-pub mod client_body;
-pub mod connect;
-pub mod flow;
-pub mod header_clock;
-pub mod health_check;
-pub mod http_app;
-pub mod keepalive;
-pub mod metrics;
-pub mod next_upstream;
-pub mod peer;
-pub mod proxy_protocol;
-pub mod proxy_trait;
-pub mod read_header;
-pub mod real_ip;
-pub mod request;
-pub mod respond;
-pub mod response_header;
-pub mod route;
-pub mod runtime;
-pub mod send_request;
+pub(crate) mod access_log;
+pub(crate) mod admin;
+pub(crate) mod cli;
+pub(crate) mod client;
+pub(crate) mod health_check;
+pub(crate) mod hooks;
+pub(crate) mod metrics;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod runtime;
 pub mod server;
-pub mod session;
-pub mod subrequest;
-pub mod tries;
-pub mod upgrade;
+pub(crate) mod upstream;
 
-pub use proxy_trait::{DefaultProxy, PeerChoice, ProxyHttp, RetryDecision};
-pub use request::{Request, Try, TryOutcome};
+pub use hooks::proxy_trait::{DefaultProxy, PeerChoice, ProxyHttp, RetryDecision};
+pub use hooks::session::Session;
+pub use request::record::{Request, Try, TryOutcome};
 pub use server::{main, run, run_with_settings, DEFAULT_CONF};
-pub use session::Session;
-pub use subrequest::SubResponse;
+pub use upstream::subrequest::SubResponse;
 
 /// Re-exported so programs built on Ferry need no direct dependency on them.
 pub use {async_trait::async_trait, bytes, ferry_conf as conf, pingora_error, pingora_http};

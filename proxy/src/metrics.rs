@@ -1,10 +1,10 @@
 //! Prometheus metrics, served as text at `admin.listen` `/metrics`.
 //!
 //! Recorded once per request, at its end, from Ferry's record of it
-//! ([`crate::request::Request`]); the only live numbers are requests in
+//! ([`crate::request::record::Request`]); the only live numbers are requests in
 //! flight and servers taken out by `max_fails`.
 
-use crate::request::{Request, TryOutcome};
+use crate::request::record::{Request, TryOutcome};
 use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     Opts, Registry, TextEncoder,

@@ -2,9 +2,9 @@
 //! pipe settings, upstream groups with their balancer state, connection pool
 //! and keepalive policy. Built once at start and shared by every request.
 
-use crate::keepalive::Keepalive;
-use crate::peer::UpstreamPeer;
-use crate::route::Matcher;
+use crate::upstream::keepalive::Keepalive;
+use crate::upstream::peer::UpstreamPeer;
+use crate::request::route::Matcher;
 use ferry_conf::{Config, ProxyConf, Route};
 use ferry_filters::event_pipe::EventPipeConf;
 use ferry_filters::headers::{RequestPlan, ResponsePlan};
@@ -57,7 +57,7 @@ pub struct Runtime {
     pub matcher: Matcher,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub access_log: Option<crate::access_log::AccessLogger>,
-    pub real_ip: Option<Arc<crate::real_ip::RealIpRule>>,
+    pub real_ip: Option<Arc<crate::client::real_ip::RealIpRule>>,
 }
 
 impl Runtime {
@@ -127,7 +127,7 @@ impl Runtime {
         let real_ip = config
             .real_ip
             .as_ref()
-            .and_then(crate::real_ip::RealIpRule::new)
+            .and_then(crate::client::real_ip::RealIpRule::new)
             .map(Arc::new);
         Runtime {
             config,

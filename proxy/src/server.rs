@@ -5,13 +5,13 @@
 use crate::access_log::AccessLogger;
 use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
-use crate::header_clock::HeaderClock;
+use crate::client::header_clock::HeaderClock;
 use crate::health_check::HealthChecks;
-use crate::http_app::FerryHttp;
-use crate::proxy_protocol::ProxyProtocol;
-use crate::proxy_trait::ProxyHttp;
+use crate::request::http_app::FerryHttp;
+use crate::client::proxy_protocol::ProxyProtocol;
+use crate::hooks::proxy_trait::ProxyHttp;
 use crate::runtime::Runtime;
-use crate::upgrade::Upgrades;
+use crate::response::tunnel::Upgrades;
 use clap::Parser;
 use ferry_conf::Config;
 use pingora_core::apps::http_app::HttpServer;

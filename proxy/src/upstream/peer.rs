@@ -13,7 +13,7 @@
 //!   pooled connection, Pingora asks the kernel for the socket's peer and
 //!   compares it with the peer's address (`Peer::matches_fd`): a guard
 //!   against two peers whose 64-bit keys collide in one pool. Ferry's pools
-//!   are per group (see [`crate::connect`]), so a collision would need two
+//!   are per group (see [`crate::upstream::connect`]), so a collision would need two
 //!   servers of one group to share a 64-bit hash of their addresses; Ferry
 //!   skips the system call, one per request.
 

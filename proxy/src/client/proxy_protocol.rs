@@ -95,7 +95,7 @@ fn source(bytes: &[u8]) -> Result<Option<SocketAddr>, String> {
 /// Pingora's app behind a PROXY protocol reader.
 pub struct ProxyProtocol<A> {
     pub inner: Arc<A>,
-    pub trusted: Option<Arc<crate::real_ip::RealIpRule>>,
+    pub trusted: Option<Arc<crate::client::real_ip::RealIpRule>>,
 }
 
 #[async_trait]

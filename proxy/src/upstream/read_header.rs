@@ -8,7 +8,7 @@
 //! Pingora) a bad or conflicting `Content-Length`. All are `invalid_header`.
 //! Informational responses (100, 103) are read past.
 
-use crate::connect::Conn;
+use crate::upstream::connect::Conn;
 use http::header::TRANSFER_ENCODING;
 use pingora_error::{Error, ErrorType, Result};
 

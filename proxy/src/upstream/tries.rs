@@ -4,19 +4,19 @@
 //!
 //! nginx counterpart: `ngx_http_upstream_connect` -> `send_request` ->
 //! `process_header` -> `test_next` / `ngx_http_upstream_next`, looping back
-//! to `connect`. The rules themselves live in [`crate::next_upstream`]; the
+//! to `connect`. The rules themselves live in [`crate::upstream::next_upstream`]; the
 //! peer bookkeeping (tried set, backups, `max_fails`) in `ferry-lb`.
 
-use crate::client_body::ClientBody;
-use crate::connect::{connect, Conn};
-use crate::next_upstream::{is_non_idempotent, Failure, Policy};
-use crate::peer::UpstreamPeer;
-use crate::proxy_trait::{PeerChoice, ProxyHttp, RetryDecision};
-use crate::read_header::read_header;
-use crate::request::{Try, TryOutcome};
+use crate::request::client_body::ClientBody;
+use crate::upstream::connect::{connect, Conn};
+use crate::upstream::next_upstream::{is_non_idempotent, Failure, Policy};
+use crate::upstream::peer::UpstreamPeer;
+use crate::hooks::proxy_trait::{PeerChoice, ProxyHttp, RetryDecision};
+use crate::upstream::read_header::read_header;
+use crate::request::record::{Try, TryOutcome};
 use crate::runtime::{RouteRt, Upstream};
-use crate::send_request::{send, BodySource};
-use crate::session::Session;
+use crate::upstream::send_request::{send, BodySource};
+use crate::hooks::session::Session;
 use ferry_filters::variables::RequestVars;
 use ferry_lb::{Cursor, Feedback, Key, Lease};
 use pingora_error::{Error, ErrorType, Result};

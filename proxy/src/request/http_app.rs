@@ -1,5 +1,5 @@
 //! Ferry's HTTP server: each request on a client connection read with
-//! Pingora's session (HTTP/1 or HTTP/2), served by [`crate::flow`], and the
+//! Pingora's session (HTTP/1 or HTTP/2), served by [`crate::request::flow`], and the
 //! connection handed back to Pingora for the next request.
 //!
 //! nginx counterpart: `ngx_http_wait_request_handler` and
@@ -14,16 +14,16 @@
 //! and cache contexts, a large boxed future) bought nothing and cost a
 //! fifth of the CPU of a small request. Upgrade requests (WebSocket) are
 //! the exception: they are handed, header bytes and all, to that loop,
-//! which tunnels them ([`crate::upgrade`]).
+//! which tunnels them ([`crate::response::tunnel`]).
 
-use crate::flow::{self, End};
+use crate::request::flow::{self, End};
 use crate::metrics::metrics;
-use crate::proxy_trait::ProxyHttp;
-use crate::request::Request;
-use crate::respond;
+use crate::hooks::proxy_trait::ProxyHttp;
+use crate::request::record::Request;
+use crate::request::respond;
 use crate::runtime::Runtime;
-use crate::session::Session;
-use crate::upgrade::Upgrades;
+use crate::hooks::session::Session;
+use crate::response::tunnel::Upgrades;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
@@ -142,11 +142,11 @@ fn hex_id(base: u64, seq: u64) -> String {
 /// A request begins: the header clock stops, and Ferry's record gets the
 /// client's real address, an id and the scheme.
 pub(crate) fn begin(rt: &Runtime, session: &ServerSession) -> Request {
-    crate::header_clock::header_done(session);
+    crate::client::header_clock::header_done(session);
     let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
     let announced = session
         .stream()
-        .and_then(|s| crate::proxy_protocol::client_of(s.id()));
+        .and_then(|s| crate::client::proxy_protocol::client_of(s.id()));
     let mut request = Request::new(request_id(session), None);
     request.client_addr = match (announced, &rt.real_ip, peer) {
         (Some(a), _, _) => Some(a),
@@ -169,7 +169,7 @@ pub(crate) async fn end<P: ProxyHttp>(
     request: &mut Request,
     ctx: &mut P::CTX,
 ) {
-    crate::header_clock::request_done(session);
+    crate::client::header_clock::request_done(session);
     let route = request
         .route
         .map_or("none", |i| rt.routes[i].label.as_str());

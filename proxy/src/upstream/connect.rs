@@ -5,8 +5,8 @@
 //! `Connector`, one per group, whose idle pool holds that group's keepalive
 //! connections; `reused` says a pooled one was taken.
 
-use crate::keepalive::ConnId;
-use crate::peer::UpstreamPeer;
+use crate::upstream::keepalive::ConnId;
+use crate::upstream::peer::UpstreamPeer;
 use crate::runtime::Upstream;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Session;
 use pingora_core::protocols::UniqueID;

@@ -3,19 +3,20 @@
 //! next-or-respond), response header, body pipe, finalize.
 //!
 //! nginx counterpart: `ngx_http_proxy_handler` through
-//! `ngx_http_upstream_finalize_request`. [`crate::http_app`] calls this for
+//! `ngx_http_upstream_finalize_request`. [`crate::request::http_app`] calls this for
 //! each request Pingora's HTTP/1 or HTTP/2 session reads.
 
-use crate::body_pipe;
-use crate::client_body::{self, BodyFailed};
-use crate::proxy_trait::ProxyHttp;
-use crate::request::{Request, TryOutcome};
-use crate::respond;
-use crate::response_header;
-use crate::route::{normalize_path, request_host};
+use crate::response::body_pipe;
+use crate::request::client_body::{self, BodyFailed};
+use crate::hooks::proxy_trait::ProxyHttp;
+use crate::request::record::{Request, TryOutcome};
+use crate::request::respond;
+use crate::response::header as response_header;
+use crate::request::route::{normalize_path, request_host};
 use crate::runtime::Runtime;
-use crate::session::Session;
-use crate::tries::{self, Chosen};
+use crate::hooks::session::Session;
+use crate::upstream::tries::{self, Chosen};
+use crate::client::refusal::refused;
 use ferry_lb::Feedback;
 use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorType, Result};
@@ -27,16 +28,6 @@ pub enum End {
     /// The response was cut short: close the connection without ending the
     /// body, so the client sees it is incomplete.
     Truncated,
-}
-
-/// A request refused before routing, by Ferry or by Pingora: counted, and
-/// logged once (nginx logs these in its error log).
-pub fn refused(peer: &str, status: &str, reason: &str) {
-    crate::metrics::metrics()
-        .bad_requests
-        .with_label_values(&[reason])
-        .inc();
-    log::warn!("refused a request from {peer} with {status}: {reason}");
 }
 
 /// The host the client names: its `Host` header, else the host of an

@@ -6,9 +6,9 @@
 //! `ngx_event_pipe` and the non-buffered handlers; `X-Accel-Buffering`
 //! switches per response.
 
-use crate::connect::Conn;
-use crate::proxy_trait::ProxyHttp;
-use crate::request::Request;
+use crate::upstream::connect::Conn;
+use crate::hooks::proxy_trait::ProxyHttp;
+use crate::request::record::Request;
 use crate::runtime::RouteRt;
 use bytes::Bytes;
 use ferry_filters::pipe::{

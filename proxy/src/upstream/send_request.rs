@@ -6,7 +6,7 @@
 //! body streams from the client, and once any of it was sent no retry is
 //! possible.
 
-use crate::connect::Conn;
+use crate::upstream::connect::Conn;
 use ferry_filters::request_body::RequestBody;
 use pingora_core::protocols::http::ServerSession;
 use pingora_error::{ErrorType, OrErr, Result};

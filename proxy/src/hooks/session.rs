@@ -1,7 +1,7 @@
 //! What a hook sees of the request it runs for: Pingora's downstream session
 //! (the client's header, the connection) plus Ferry's record of the request.
 
-use crate::request::Request;
+use crate::request::record::Request;
 use crate::runtime::Runtime;
 use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession;
@@ -58,7 +58,7 @@ impl Session<'_> {
         req: RequestHeader,
         body: Bytes,
         limit: usize,
-    ) -> Result<crate::subrequest::SubResponse> {
+    ) -> Result<crate::upstream::subrequest::SubResponse> {
         let default = ferry_conf::ProxyConf::default();
         let proxy = self
             .request
@@ -66,13 +66,13 @@ impl Session<'_> {
             .map(|i| &self.runtime.routes[i].conf.proxy)
             .unwrap_or(&default);
         let ip = self.request.client_addr.map(|a| a.ip());
-        crate::subrequest::fetch(self.runtime, proxy, group, req, body, limit, ip).await
+        crate::upstream::subrequest::fetch(self.runtime, proxy, group, req, body, limit, ip).await
     }
 
     /// Answer the request from a hook (then return `Ok(true)` from
     /// `request_filter`).
     pub async fn respond(&mut self, mut header: ResponseHeader, body: Bytes) -> Result<()> {
         header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        crate::respond::write_whole(self.downstream, self.request, header, body).await
+        crate::request::respond::write_whole(self.downstream, self.request, header, body).await
     }
 }

@@ -7,11 +7,11 @@
 //! and `next_upstream` rules are those of the route the request matched
 //! (nginx's defaults when none did).
 
-use crate::connect::connect;
-use crate::next_upstream::{is_non_idempotent, Failure, Policy};
+use crate::upstream::connect::connect;
+use crate::upstream::next_upstream::{is_non_idempotent, Failure, Policy};
 use crate::runtime::{make_peer, Runtime};
-use crate::send_request::BodySource;
-use crate::tries::exchange;
+use crate::upstream::send_request::BodySource;
+use crate::upstream::tries::exchange;
 use bytes::{Bytes, BytesMut};
 use ferry_conf::ProxyConf;
 use ferry_lb::{Feedback, Key};

@@ -115,7 +115,7 @@ impl ClockedStream {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().map(|a| a.to_string()))
             .unwrap_or_default();
-        crate::flow::refused(&peer, status, reason);
+        crate::client::refusal::refused(&peer, status, reason);
     }
 }
 

@@ -4,7 +4,7 @@
 //! `Connection` passed on, then `ngx_http_upstream_upgrade` (a byte tunnel
 //! both ways once the backend answers 101).
 //!
-//! [`crate::http_app`] reads every request header itself. When one asks
+//! [`crate::request::http_app`] reads every request header itself. When one asks
 //! for an upgrade (CONFIG rule 14: both `Upgrade` and `Connection:
 //! upgrade`) and its route has an upstream group, the connection is handed
 //! to `pingora_proxy::HttpProxy` with the header bytes put back in front of
@@ -12,9 +12,9 @@
 //! route's peer (nginx's `Host` and `X-Forwarded-For` added), and relays
 //! the 101 and everything after it.
 
-use crate::http_app::{answer_failure, begin, end};
-use crate::proxy_trait::ProxyHttp;
-use crate::request::Request;
+use crate::request::http_app::{answer_failure, begin, end};
+use crate::hooks::proxy_trait::ProxyHttp;
+use crate::request::record::Request;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -112,9 +112,9 @@ pub struct TunnelCtx<C> {
 fn peer(rt: &Runtime, session: &ServerSession) -> Option<(usize, Box<HttpPeer>, String)> {
     let req = session.req_header();
     let raw = String::from_utf8_lossy(req.raw_path()).into_owned();
-    let path = crate::route::normalize_path(&raw)?;
+    let path = crate::request::route::normalize_path(&raw)?;
     let host =
-        crate::route::request_host(req.headers.get(http::header::HOST).map(|v| v.as_bytes()));
+        crate::request::route::request_host(req.headers.get(http::header::HOST).map(|v| v.as_bytes()));
     let index = rt.matcher.find(&host, &path)?;
     let route = &rt.routes[index];
     let upstream = route.upstream.as_ref()?;

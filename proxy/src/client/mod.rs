@@ -1,0 +1,12 @@
+//! The client connection, before and between requests: the PROXY protocol
+//! header from a trusted balancer, the whole-header deadline, the real
+//! client address, and the count of what was refused.
+//!
+//! nginx counterpart: `ngx_http_init_connection` and
+//! `ngx_http_wait_request_handler` (with `proxy_protocol`,
+//! `client_header_timeout` and the realip module).
+
+pub(crate) mod header_clock;
+pub(crate) mod proxy_protocol;
+pub(crate) mod real_ip;
+pub(crate) mod refusal;

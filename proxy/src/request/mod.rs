@@ -1,0 +1,14 @@
+//! One request, from its header to its log line: the HTTP app that reads
+//! each request on a connection, the phases that serve it ([`flow`]),
+//! routing, the client's body, Ferry's own answers, and the record every
+//! hook and the access log read.
+//!
+//! nginx counterpart: `ngx_http_process_request` through
+//! `ngx_http_finalize_request`.
+
+pub(crate) mod client_body;
+pub(crate) mod flow;
+pub(crate) mod http_app;
+pub(crate) mod record;
+pub(crate) mod respond;
+pub(crate) mod route;

@@ -1,0 +1,15 @@
+//! The upstream leg: nginx's upstream loop (peer, connect, send, read the
+//! header, next server or this response), once, for requests, upgrades and
+//! subrequests alike.
+//!
+//! nginx counterpart: `ngx_http_upstream_connect` through
+//! `ngx_http_upstream_next`, with the keepalive module's peer `get`/`free`.
+
+pub(crate) mod connect;
+pub(crate) mod keepalive;
+pub(crate) mod next_upstream;
+pub(crate) mod peer;
+pub(crate) mod read_header;
+pub(crate) mod send_request;
+pub(crate) mod subrequest;
+pub(crate) mod tries;
