@@ -197,6 +197,37 @@ impl RequestPlan {
     }
 }
 
+/// Whether the client asks for an upgrade that is forwarded as one: both
+/// `Upgrade` and `Connection: upgrade`, and no body (otherwise `Upgrade` is
+/// hop-by-hop and dropped like the rest).
+pub fn wants_upgrade(req: &RequestHeader) -> bool {
+    let h = &req.headers;
+    h.contains_key(header::UPGRADE)
+        && !h.contains_key(header::TRANSFER_ENCODING)
+        && h.get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0")
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Make `req`, built by a [`RequestPlan`], the upgrade the client asked
+/// for: its `Upgrade` header and `Connection: upgrade`, over HTTP/1.1
+/// (nginx needs `proxy_http_version 1.1` for the same).
+pub fn forward_upgrade(
+    req: &mut RequestHeader,
+    client: &RequestHeader,
+) -> pingora_error::Result<()> {
+    req.set_version(Version::HTTP_11);
+    for v in client.headers.get_all(header::UPGRADE) {
+        req.append_header(header::UPGRADE, v.clone())?;
+    }
+    req.insert_header(header::CONNECTION, HeaderValue::from_static("upgrade"))?;
+    Ok(())
+}
+
 /// The response-side rules of one route.
 #[derive(Debug, Clone)]
 pub struct ResponsePlan {

@@ -32,7 +32,6 @@ pub struct Upstream {
 
 /// A route as served.
 pub struct RouteRt {
-    pub index: usize,
     /// The route's name in metrics and logs: `host` + `path_prefix`.
     pub label: String,
     pub conf: Route,
@@ -88,8 +87,7 @@ impl Runtime {
         let routes = config
             .routes
             .iter()
-            .enumerate()
-            .map(|(index, r)| {
+            .map(|r| {
                 let upstream = r.upstream.as_ref().and_then(|n| upstreams.get(n)).cloned();
                 let peers = upstream
                     .as_ref()
@@ -102,7 +100,6 @@ impl Runtime {
                     })
                     .unwrap_or_default();
                 RouteRt {
-                    index,
                     label: format!(
                         "{}{}",
                         r.matcher.host.as_deref().unwrap_or(""),

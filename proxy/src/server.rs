@@ -11,7 +11,6 @@ use crate::request::http_app::FerryHttp;
 use crate::client::proxy_protocol::ProxyProtocol;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::runtime::Runtime;
-use crate::response::tunnel::Upgrades;
 use clap::Parser;
 use ferry_conf::Config;
 use pingora_core::apps::http_app::HttpServer;
@@ -160,11 +159,7 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     }
     let trusted = runtime.real_ip.clone();
     let app = Arc::new(app);
-    let conf = server.configuration.clone();
-    let http = || {
-        let upgrades = Upgrades::new(&conf, app.clone(), runtime.clone());
-        Arc::new(FerryHttp::new(app.clone(), runtime.clone(), upgrades))
-    };
+    let http = || Arc::new(FerryHttp::new(app.clone(), runtime.clone()));
     let (plain, with_pp): (Vec<_>, Vec<_>) = listen.iter().partition(|l| !l.proxy_protocol);
     if !plain.is_empty() {
         let app = HeaderClock {

@@ -29,16 +29,7 @@ pub enum PeerChoice {
     Group(String),
 }
 
-/// What `upstream_response_filter` says about retrying this response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryDecision {
-    /// Follow `next_upstream`.
-    Default,
-    /// Go to the next server (if a try is left), whatever the status.
-    Retry,
-    /// Use this response, whatever `next_upstream` says.
-    Use,
-}
+pub use crate::upstream::next_upstream::RetryDecision;
 
 #[async_trait]
 pub trait ProxyHttp: Send + Sync + 'static {

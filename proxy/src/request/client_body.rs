@@ -14,7 +14,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_error::ErrorType;
 use std::path::Path;
 
-pub enum ClientBody {
+pub(crate) enum ClientBody {
     None,
     Buffered(RequestBody),
     /// Not read yet: streams to the upstream on the first try.
@@ -22,7 +22,7 @@ pub enum ClientBody {
 }
 
 impl ClientBody {
-    pub fn framing(&self) -> BodyFraming {
+    pub(crate) fn framing(&self) -> BodyFraming {
         match self {
             ClientBody::None => BodyFraming::None,
             ClientBody::Buffered(b) => BodyFraming::Length(b.len()),
@@ -31,9 +31,13 @@ impl ClientBody {
     }
 }
 
-/// Why the body could not be read: answer with this status, or 0 when the
-/// client is gone (nothing to answer, nginx logs 499).
-pub struct BodyFailed(pub u16);
+/// Why the body could not be read.
+pub(crate) enum BodyFailed {
+    /// Answer with this status (400, 408, 413, 500).
+    Status(u16),
+    /// The client is gone: nothing to answer (nginx logs 499).
+    ClientGone,
+}
 
 fn declared_length(ds: &ServerSession) -> Option<u64> {
     ds.req_header()
@@ -43,11 +47,11 @@ fn declared_length(ds: &ServerSession) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-pub async fn read(ds: &mut ServerSession, proxy: &ProxyConf) -> Result<ClientBody, BodyFailed> {
+pub(crate) async fn read(ds: &mut ServerSession, proxy: &ProxyConf) -> Result<ClientBody, BodyFailed> {
     let max = proxy.client_max_body_size.0;
     let declared = declared_length(ds);
     if max > 0 && declared.is_some_and(|n| n > max) {
-        return Err(BodyFailed(413));
+        return Err(BodyFailed::Status(413));
     }
     if ds.is_body_empty() {
         let framing = if declared.is_some() {
@@ -66,7 +70,7 @@ pub async fn read(ds: &mut ServerSession, proxy: &ProxyConf) -> Result<ClientBod
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue && ds.write_continue_response().await.is_err() {
-        return Err(BodyFailed(0));
+        return Err(BodyFailed::ClientGone);
     }
     if !proxy.request_buffering {
         return Ok(ClientBody::Streamed(match declared {
@@ -81,17 +85,17 @@ pub async fn read(ds: &mut ServerSession, proxy: &ProxyConf) -> Result<ClientBod
         match ds.read_request_body().await {
             Ok(Some(chunk)) => {
                 if max > 0 && body.len() + chunk.len() as u64 > max {
-                    return Err(BodyFailed(413));
+                    return Err(BodyFailed::Status(413));
                 }
                 if let Err(e) = body.push(&chunk, limit, temp) {
                     log::error!("cannot buffer the request body in {}: {e}", proxy.temp_path);
-                    return Err(BodyFailed(500));
+                    return Err(BodyFailed::Status(500));
                 }
             }
             Ok(None) => return Ok(ClientBody::Buffered(body)),
-            Err(e) if *e.etype() == ErrorType::ReadTimedout => return Err(BodyFailed(408)),
-            Err(e) if *e.etype() == ErrorType::InvalidHTTPHeader => return Err(BodyFailed(400)),
-            Err(_) => return Err(BodyFailed(0)),
+            Err(e) if *e.etype() == ErrorType::ReadTimedout => return Err(BodyFailed::Status(408)),
+            Err(e) if *e.etype() == ErrorType::InvalidHTTPHeader => return Err(BodyFailed::Status(400)),
+            Err(_) => return Err(BodyFailed::ClientGone),
         }
     }
 }

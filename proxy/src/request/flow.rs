@@ -1,28 +1,33 @@
-//! A request's way through Ferry, top to bottom: route, request filter,
-//! `return`, request body, tries (peer, connect, send, header,
-//! next-or-respond), response header, body pipe, finalize.
+//! A request's way through Ferry, top to bottom, one step a function:
+//! refuse what cannot be served, route, the request filter, `return`, the
+//! request body, the upstream loop (peer, connect, send, header,
+//! next-or-respond), the response header, the body pipe or the tunnel,
+//! finalize.
 //!
 //! nginx counterpart: `ngx_http_proxy_handler` through
-//! `ngx_http_upstream_finalize_request`. [`crate::request::http_app`] calls this for
-//! each request Pingora's HTTP/1 or HTTP/2 session reads.
+//! `ngx_http_upstream_finalize_request`. [`crate::request::http_app`] calls
+//! [`serve`] for each request Pingora's HTTP/1 or HTTP/2 session reads,
+//! upgrades included: there is no other way in.
 
-use crate::response::body_pipe;
-use crate::request::client_body::{self, BodyFailed};
-use crate::hooks::proxy_trait::ProxyHttp;
-use crate::request::record::{Request, TryOutcome};
-use crate::request::respond;
-use crate::response::header as response_header;
-use crate::request::route::{normalize_path, request_host};
-use crate::runtime::Runtime;
-use crate::hooks::session::Session;
-use crate::upstream::tries::{self, Chosen};
 use crate::client::refusal::refused;
-use ferry_lb::Feedback;
+use crate::hooks::proxy_trait::ProxyHttp;
+use crate::hooks::session::Session;
+use crate::request::client_body::{self, BodyFailed, ClientBody};
+use crate::request::leg::RequestLeg;
+use crate::request::respond;
+use crate::request::route::{normalize_path, request_host};
+use crate::response::header as response_header;
+use crate::response::{body_pipe, tunnel};
+use crate::runtime::{RouteRt, Runtime};
+use crate::upstream::next_upstream::{is_non_idempotent, Policy};
+use crate::upstream::tries::{self, Chosen, Response};
+use ferry_filters::headers::wants_upgrade;
 use pingora_core::protocols::http::ServerSession;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::Result;
+use std::time::Instant;
 
 /// How the client connection ends.
-pub enum End {
+pub(crate) enum End {
     /// The response is complete; the connection may serve the next request.
     Complete,
     /// The response was cut short: close the connection without ending the
@@ -44,16 +49,16 @@ fn peer_of(ps: &ServerSession) -> String {
     ps.client_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
-pub async fn serve<P: ProxyHttp>(
+pub(crate) async fn serve<P: ProxyHttp>(
     app: &P,
     rt: &Runtime,
     ps: &mut ServerSession,
-    request: &mut Request,
+    request: &mut crate::request::record::Request,
     ctx: &mut P::CTX,
 ) -> Result<End> {
-    // 0. Request smuggling shapes Pingora lets through: refuse and close.
-    if smuggling(ps) {
-        refused(&peer_of(ps), "400", "smuggling");
+    // 0. What cannot be served at all: 400, and the connection closes.
+    if let Some(reason) = unservable(ps) {
+        refused(&peer_of(ps), "400", reason);
         respond::error(ps, request, 400, None, &[]).await?;
         return Ok(End::Complete);
     }
@@ -94,35 +99,83 @@ pub async fn serve<P: ProxyHttp>(
         .set_write_timeout(proxy.client_send_timeout.non_zero());
     let mut body = match client_body::read(&mut *s.downstream, proxy).await {
         Ok(b) => b,
-        Err(BodyFailed(0)) => return Ok(End::Truncated),
-        Err(BodyFailed(status)) => {
+        Err(BodyFailed::ClientGone) => return Ok(End::Truncated),
+        Err(BodyFailed::Status(status)) => {
             respond::error(s.downstream, s.request, status, Some(proxy), &[]).await?;
             return Ok(End::Complete);
         }
     };
 
-    // 5. Tries: peer, connect, send, header; next server or this response.
-    let (conn, upstream_header, lease, mut cursor, try_index) =
-        match tries::run(app, &mut s, ctx, route, &mut body).await? {
-            Chosen::Fail(status) => {
-                respond::error(s.downstream, s.request, status, Some(proxy), &[]).await?;
-                return Ok(End::Complete);
-            }
-            Chosen::Response {
-                conn,
-                header,
-                lease,
-                cursor,
-                try_index,
-            } => (conn, header, lease, cursor, try_index),
-        };
+    // 5. The upstream loop: peer, connect, send, header; next server or
+    //    this response.
+    let upgrade = s.downstream.as_http1().is_some() && wants_upgrade(s.req_header());
+    let chosen = upstream(app, &mut s, ctx, route, &mut body, upgrade).await?;
     drop(body);
+    let Response { conn, header, held } = match chosen {
+        Chosen::Response(r) => r,
+        Chosen::Fail(status) => {
+            respond::error(s.downstream, s.request, status, Some(proxy), &[]).await?;
+            return Ok(End::Complete);
+        }
+    };
 
+    // 6-8. The response: header, then body or tunnel. 9. Finalize: the
+    //    server is given back, whatever happened on the way.
+    let end = send_response(app, &mut s, ctx, route, conn, header, upgrade).await;
+    held.finish(&mut s.request.tries);
+    let end = end?;
+    if let End::Truncated = end {
+        s.request.truncated = true;
+    }
+    Ok(end)
+}
+
+/// The upstream loop with this request's hooks and the route's rules.
+async fn upstream<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &RouteRt,
+    body: &mut ClientBody,
+    upgrade: bool,
+) -> Result<Chosen> {
+    let proxy = route.proxy();
+    let policy = Policy {
+        conditions: proxy.next_upstream,
+        non_idempotent: is_non_idempotent(s.req_header().method.as_str()),
+        body_streamed: matches!(body, ClientBody::Streamed(_)),
+        started: Instant::now(),
+        budget: proxy.next_upstream_timeout.non_zero(),
+    };
+    let mut leg = RequestLeg {
+        app,
+        s,
+        ctx,
+        route,
+        body,
+        upgrade,
+    };
+    let (tries_limit, buffer_size) = (proxy.next_upstream_tries, proxy.buffer_size.as_usize());
+    tries::run(&mut leg, &policy, tries_limit, buffer_size).await
+}
+
+/// Steps 6 to 8: an intercepted error's page, or the upstream's header
+/// through the response filter and then its body (or, after a `101`, the
+/// tunnel).
+async fn send_response<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &RouteRt,
+    mut conn: crate::upstream::connect::Conn,
+    upstream_header: pingora_http::ResponseHeader,
+    upgrade: bool,
+) -> Result<End> {
+    let proxy = route.proxy();
     // 6. Intercepted errors: the route's error page instead of the upstream's.
     let status = upstream_header.status.as_u16();
     if proxy.intercept_errors && status >= 300 && proxy.error_pages.contains_key(&status) {
         conn.close();
-        lease.free(Feedback::Ok, &mut cursor);
         let keep: Vec<_> = if status == 401 {
             upstream_header
                 .headers
@@ -149,77 +202,66 @@ pub async fn serve<P: ProxyHttp>(
         s.request.scheme,
     )?;
     drop(host);
-    app.response_filter(&mut s, &mut header, ctx).await?;
+    app.response_filter(s, &mut header, ctx).await?;
     s.request.status = header.status.as_u16();
-    let mut conn = conn;
-    let no_body = conn.session.is_body_done();
+    let switching = upgrade && s.request.status == 101;
+    let no_body = conn.session.is_body_done() && !switching;
     let ds = &mut *s.downstream;
     if let Err(e) = ds.write_response_header(Box::new(header)).await {
         conn.close();
-        lease.free(Feedback::Ok, &mut cursor);
         return Err(e);
     }
 
     // 8. The body: buffered (event pipe) or not; the upstream is released as
-    //    soon as its body is complete.
-    let end = if no_body {
+    //    soon as its body is complete. After a 101: the tunnel.
+    if switching {
+        let idle = proxy.read_timeout.non_zero();
+        let moved = tunnel::run(ds, conn, idle).await;
+        s.request.body_bytes_sent = moved.to_client;
+        return Ok(End::Complete);
+    }
+    if no_body {
         conn.release().await;
-        match ds.write_response_body(bytes::Bytes::new(), true).await {
+        return Ok(match ds.write_response_body(bytes::Bytes::new(), true).await {
             Ok(()) => End::Complete,
             Err(_) => End::Truncated,
-        }
-    } else {
-        let out = body_pipe::forward(app, ctx, s.request, route, ds, conn, buffered).await;
-        log::debug!(
-            "body pipe ({}): received {} sent {} spilled {} upstream complete {} error {:?}",
-            if buffered { "buffered" } else { "unbuffered" },
-            out.received,
-            out.sent,
-            out.spilled,
-            out.upstream_complete,
-            out.error
-        );
-        s.request.body_bytes_sent = out.sent;
-        s.request.spilled_bytes = out.spilled;
-        match &out.error {
-            None => End::Complete,
-            Some(e) => {
-                log::error!("response to the client cut short: {e}");
-                End::Truncated
-            }
-        }
-    };
-
-    // 9. Finalize: the peer's try is done (body-phase failures do not count
-    //    against max_fails, as in nginx).
-    let t = &mut s.request.tries[try_index];
-    t.outcome = TryOutcome::Used;
-    t.response_time = Some(t.started.elapsed());
-    lease.free(Feedback::Ok, &mut cursor);
-    if let End::Truncated = end {
-        s.request.truncated = true;
+        });
     }
-    Ok(end)
+    let out = body_pipe::forward(app, ctx, s.request, route, ds, conn, buffered).await;
+    log::debug!(
+        "body pipe ({}): received {} sent {} spilled {} upstream complete {} error {:?}",
+        if buffered { "buffered" } else { "unbuffered" },
+        out.received,
+        out.sent,
+        out.spilled,
+        out.upstream_complete,
+        out.error
+    );
+    s.request.body_bytes_sent = out.sent;
+    s.request.spilled_bytes = out.spilled;
+    Ok(match &out.error {
+        None => End::Complete,
+        Some(e) => {
+            log::error!("response to the client cut short: {e}");
+            End::Truncated
+        }
+    })
 }
 
-/// `Content-Length` together with `Transfer-Encoding` (RFC 9112 6.1: a
-/// request smuggling shape). Pingora reads such a request by its
-/// `Transfer-Encoding`; Ferry refuses it, as nginx does since 1.23.
-fn smuggling(ps: &ServerSession) -> bool {
+/// Request smuggling shapes Pingora lets through: `Content-Length`
+/// together with `Transfer-Encoding` (RFC 9112 6.1). Pingora reads such a
+/// request by its `Transfer-Encoding`; Ferry refuses it, as nginx does
+/// since 1.23.
+fn unservable(ps: &ServerSession) -> Option<&'static str> {
     let h = &ps.req_header().headers;
     if !h.contains_key(http::header::TRANSFER_ENCODING) {
-        return false;
+        return None;
     }
-    h.contains_key(http::header::CONTENT_LENGTH)
+    let both = h.contains_key(http::header::CONTENT_LENGTH)
         || ps.as_http1().is_some_and(|s| {
             s.get_headers_raw_bytes()
                 .split(|&b| b == b'\n')
                 .any(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))
-        })
-}
-
-/// The error Ferry hands Pingora to close a client connection without
-/// ending its response.
-pub fn truncated() -> Box<Error> {
-    Error::explain(ErrorType::ConnectionClosed, "response truncated")
+        });
+    both.then_some("smuggling")
 }

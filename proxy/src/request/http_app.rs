@@ -9,12 +9,12 @@
 //! Pingora's server owns the connection: it accepts, speaks TLS and h2, and
 //! loops over keepalive requests, calling [`FerryHttp::process_new_http`]
 //! for each. Ferry does not go through Pingora's own proxy loop
-//! (`pingora_proxy::HttpProxy`) for a plain request: Ferry answers every
+//! (`pingora_proxy::HttpProxy`): Ferry answers every
 //! request itself, so that loop's per-request state (its session, module
 //! and cache contexts, a large boxed future) bought nothing and cost a
 //! fifth of the CPU of a small request. Upgrade requests (WebSocket) are
-//! the exception: they are handed, header bytes and all, to that loop,
-//! which tunnels them ([`crate::response::tunnel`]).
+//! served the same way: routed, filtered, tried and then tunnelled by
+//! [`crate::request::flow`].
 
 use crate::request::flow::{self, End};
 use crate::metrics::metrics;
@@ -23,7 +23,6 @@ use crate::request::record::Request;
 use crate::request::respond;
 use crate::runtime::Runtime;
 use crate::hooks::session::Session;
-use crate::response::tunnel::Upgrades;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
@@ -43,17 +42,15 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct FerryHttp<P: ProxyHttp> {
     pub app: Arc<P>,
     pub runtime: Arc<Runtime>,
-    pub upgrades: Upgrades<P>,
     stopping: AtomicBool,
     stop: Notify,
 }
 
 impl<P: ProxyHttp> FerryHttp<P> {
-    pub fn new(app: Arc<P>, runtime: Arc<Runtime>, upgrades: Upgrades<P>) -> Self {
+    pub fn new(app: Arc<P>, runtime: Arc<Runtime>) -> Self {
         FerryHttp {
             app,
             runtime,
-            upgrades,
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
         }
@@ -141,7 +138,7 @@ fn hex_id(base: u64, seq: u64) -> String {
 
 /// A request begins: the header clock stops, and Ferry's record gets the
 /// client's real address, an id and the scheme.
-pub(crate) fn begin(rt: &Runtime, session: &ServerSession) -> Request {
+fn begin(rt: &Runtime, session: &ServerSession) -> Request {
     crate::client::header_clock::header_done(session);
     let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
     let announced = session
@@ -162,7 +159,7 @@ pub(crate) fn begin(rt: &Runtime, session: &ServerSession) -> Request {
 
 /// A request ends: metrics, the access log line, the `logging` hook; the
 /// header clock rearms for the next request.
-pub(crate) async fn end<P: ProxyHttp>(
+async fn end<P: ProxyHttp>(
     app: &P,
     rt: &Runtime,
     session: &mut ServerSession,
@@ -196,30 +193,28 @@ pub(crate) async fn end<P: ProxyHttp>(
 
 /// Answer a request that failed with `e` before its response started: the
 /// error's own status, 502 for an upstream failure, 500 otherwise, as an
-/// error page. Returns the status; 0 when nothing more can be sent (the
-/// response was started, or the client is gone).
-pub(crate) async fn answer_failure(
+/// error page. Returns the status, or `None` when nothing more can be sent
+/// (the response was started, or the client is gone).
+async fn answer_failure(
     rt: &Runtime,
     session: &mut ServerSession,
     request: &mut Request,
     e: &Error,
-) -> u16 {
+) -> Option<u16> {
     if session.response_written().is_some() {
-        return 0;
+        return None;
     }
     let status = match e.etype() {
         ErrorType::HTTPStatus(c) => *c,
-        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => 0,
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => return None,
         _ if e.esource() == &ErrorSource::Upstream => 502,
         _ => 500,
     };
-    if status > 0 {
-        let proxy = request.route.map(|i| rt.routes[i].proxy());
-        if let Err(e) = respond::error(session, request, status, proxy, &[]).await {
-            log::debug!("could not send the error page: {e}");
-        }
+    let proxy = request.route.map(|i| rt.routes[i].proxy());
+    if let Err(e) = respond::error(session, request, status, proxy, &[]).await {
+        log::debug!("could not send the error page: {e}");
     }
-    status
+    Some(status)
 }
 
 #[async_trait]
@@ -239,7 +234,6 @@ impl<P: ProxyHttp> HttpServerApp for FerryHttp<P> {
         tokio::time::sleep(SETTLE).await;
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_waiters();
-        self.upgrades.stop().await;
     }
 }
 
@@ -255,10 +249,6 @@ impl<P: ProxyHttp> FerryHttp<P> {
             // The service is stopping: this is the connection's last request.
             session.set_keepalive(None);
         }
-        if self.upgrades.wanted(&session) {
-            return self.upgrades.hand_over(session, shutdown).await;
-        }
-
         let rt = &*self.runtime;
         let mut request = begin(rt, &session);
         let mut ctx = self.app.new_ctx();
@@ -269,6 +259,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
             Ok(End::Truncated) => false,
             Err(e) => {
                 let status = answer_failure(rt, &mut session, &mut request, &e).await;
+                let status = status.map_or_else(|| "none".to_string(), |s| s.to_string());
                 log::error!("{e}, status: {status}, {}", session.request_summary());
                 false
             }

@@ -8,6 +8,7 @@
 
 pub(crate) mod client_body;
 pub(crate) mod flow;
+pub(crate) mod leg;
 pub(crate) mod http_app;
 pub(crate) mod record;
 pub(crate) mod respond;

@@ -21,8 +21,20 @@
 //! - Out of tries: the last failure decides: timeout -> 504, else 502.
 
 use ferry_conf::{Condition, NextUpstream};
+use ferry_lb::Feedback;
 use pingora_error::{Error, ErrorType};
 use std::time::{Duration, Instant};
+
+/// What `upstream_response_filter` says about retrying this response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Follow `next_upstream`.
+    Default,
+    /// Go to the next server (if a try is left), whatever the status.
+    Retry,
+    /// Use this response, whatever `next_upstream` says.
+    Use,
+}
 
 /// Why a try failed before its response could be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +95,45 @@ pub struct Policy {
     pub budget: Option<Duration>,
 }
 
+/// What a try came to, as the retry rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Connecting, sending or reading the header failed.
+    Failed {
+        failure: Failure,
+        /// Sending the request had started (nginx `u->request_sent`).
+        request_sent: bool,
+    },
+    /// A response header arrived with `status`; `hook` is what
+    /// `upstream_response_filter` said of it.
+    Status { status: u16, hook: RetryDecision },
+}
+
+/// The verdict on a try: nginx's `ngx_http_upstream_next` as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Go to the next server.
+    Next,
+    /// This response goes to the client.
+    Respond,
+    /// No response to use: the client gets this status (502, 504).
+    Fail(u16),
+}
+
+impl Outcome {
+    /// How the try counts for the server's passive health: a retried
+    /// 403 or 404 never counts (nginx `NGX_PEER_NEXT`); every other
+    /// retried status and every failure does; a response used does not.
+    pub(crate) fn feedback(self, verdict: Verdict) -> Feedback {
+        match (self, verdict) {
+            (Outcome::Failed { .. }, _) => Feedback::Failed,
+            (Outcome::Status { status: 403 | 404, .. }, Verdict::Next) => Feedback::Next,
+            (Outcome::Status { .. }, Verdict::Next) => Feedback::Failed,
+            (Outcome::Status { .. }, _) => Feedback::Ok,
+        }
+    }
+}
+
 impl Policy {
     fn allows(&self, cond: Condition, request_sent: bool) -> bool {
         if !self.conditions.has(cond) {
@@ -97,15 +148,40 @@ impl Policy {
         self.budget.is_none_or(|b| self.started.elapsed() < b)
     }
 
-    /// After a failed try was accounted (its try used up): go on?
-    pub fn retry_failure(&self, f: Failure, request_sent: bool, tries_left: u32) -> bool {
-        tries_left > 0 && f.condition().is_some_and(|c| self.allows(c, request_sent))
-    }
-
-    /// An upstream status, before the try is accounted: try the next server?
-    /// (The request was always sent.)
-    pub fn retry_status(&self, status: u16, tries_left: u32) -> bool {
-        tries_left > 1 && Condition::for_status(status).is_some_and(|c| self.allows(c, true))
+    /// The one retry decision every caller uses. `tries_left` counts this
+    /// try still (it is accounted after the verdict).
+    pub(crate) fn decide(&self, outcome: Outcome, tries_left: u32) -> Verdict {
+        match outcome {
+            Outcome::Failed {
+                failure,
+                request_sent,
+            } => {
+                let go_on = tries_left > 1
+                    && failure
+                        .condition()
+                        .is_some_and(|c| self.allows(c, request_sent));
+                if go_on {
+                    Verdict::Next
+                } else {
+                    Verdict::Fail(failure.status())
+                }
+            }
+            Outcome::Status { status, hook } => {
+                let next = match hook {
+                    RetryDecision::Use => false,
+                    RetryDecision::Retry => tries_left > 1,
+                    RetryDecision::Default => {
+                        tries_left > 1
+                            && Condition::for_status(status).is_some_and(|c| self.allows(c, true))
+                    }
+                };
+                if next {
+                    Verdict::Next
+                } else {
+                    Verdict::Respond
+                }
+            }
+        }
     }
 }
 
@@ -123,53 +199,107 @@ mod tests {
         }
     }
 
+    /// Whether a failure goes to the next server with `left` tries left
+    /// (this one included).
+    fn next_after(p: &Policy, failure: Failure, request_sent: bool, left: u32) -> bool {
+        let o = Outcome::Failed {
+            failure,
+            request_sent,
+        };
+        p.decide(o, left) == Verdict::Next
+    }
+
+    fn next_on(p: &Policy, status: u16, left: u32) -> bool {
+        let hook = RetryDecision::Default;
+        p.decide(Outcome::Status { status, hook }, left) == Verdict::Next
+    }
+
     #[test]
     fn default_retries_error_and_timeout_only() {
         let p = Policy {
             conditions: NextUpstream::default(),
             ..policy(&[], "GET")
         };
-        assert!(p.retry_failure(Failure::Error, true, 1));
-        assert!(p.retry_failure(Failure::Timeout, true, 1));
-        assert!(!p.retry_failure(Failure::InvalidHeader, true, 1));
-        assert!(!p.retry_failure(Failure::Error, true, 0));
-        assert!(!p.retry_status(502, 2));
+        assert!(next_after(&p, Failure::Error, true, 2));
+        assert!(next_after(&p, Failure::Timeout, true, 2));
+        assert!(!next_after(&p, Failure::InvalidHeader, true, 2));
+        assert!(!next_after(&p, Failure::Error, true, 1));
+        assert!(!next_on(&p, 502, 2));
     }
 
     #[test]
     fn post_is_resent_only_before_sending_or_with_non_idempotent() {
         let p = policy(&[Condition::Error], "POST");
         assert!(
-            p.retry_failure(Failure::Error, false, 1),
+            next_after(&p, Failure::Error, false, 2),
             "connect failure: nothing sent"
         );
-        assert!(!p.retry_failure(Failure::Error, true, 1));
+        assert!(!next_after(&p, Failure::Error, true, 2));
         let p = policy(&[Condition::Error, Condition::NonIdempotent], "POST");
-        assert!(p.retry_failure(Failure::Error, true, 1));
-        assert!(policy(&[Condition::Error], "PUT").retry_failure(Failure::Error, true, 1));
+        assert!(next_after(&p, Failure::Error, true, 2));
+        assert!(next_after(
+            &policy(&[Condition::Error], "PUT"),
+            Failure::Error,
+            true,
+            2
+        ));
     }
 
     #[test]
     fn status_needs_another_try_and_the_condition() {
         let p = policy(&[Condition::Http404], "GET");
-        assert!(p.retry_status(404, 2));
+        assert!(next_on(&p, 404, 2));
         assert!(
-            !p.retry_status(404, 1),
+            !next_on(&p, 404, 1),
             "the last try's response goes to the client"
         );
-        assert!(!p.retry_status(500, 2));
+        assert!(!next_on(&p, 500, 2));
+    }
+
+    #[test]
+    fn the_hook_overrides_the_status_rules_but_not_the_budget_of_tries() {
+        let p = policy(&[], "GET");
+        let status = |hook| Outcome::Status { status: 200, hook };
+        assert_eq!(p.decide(status(RetryDecision::Retry), 2), Verdict::Next);
+        assert_eq!(p.decide(status(RetryDecision::Retry), 1), Verdict::Respond);
+        let p = policy(&[Condition::Http502], "GET");
+        let bad = Outcome::Status {
+            status: 502,
+            hook: RetryDecision::Use,
+        };
+        assert_eq!(p.decide(bad, 3), Verdict::Respond);
+    }
+
+    #[test]
+    fn failures_and_retried_statuses_count_but_404_never_does() {
+        let failed = Outcome::Failed {
+            failure: Failure::Timeout,
+            request_sent: false,
+        };
+        assert_eq!(failed.feedback(Verdict::Fail(504)), Feedback::Failed);
+        let status = |status| Outcome::Status {
+            status,
+            hook: RetryDecision::Default,
+        };
+        assert_eq!(status(502).feedback(Verdict::Next), Feedback::Failed);
+        assert_eq!(status(404).feedback(Verdict::Next), Feedback::Next);
+        assert_eq!(status(502).feedback(Verdict::Respond), Feedback::Ok);
     }
 
     #[test]
     fn budget_and_streamed_body_stop_retries() {
         let mut p = policy(&[Condition::Error], "GET");
         p.budget = Some(Duration::ZERO);
-        assert!(!p.retry_failure(Failure::Error, false, 3));
+        assert!(!next_after(&p, Failure::Error, false, 3));
         let mut p = policy(&[Condition::Error], "GET");
         p.body_streamed = true;
-        assert!(p.retry_failure(Failure::Error, false, 1));
-        assert!(!p.retry_failure(Failure::Error, true, 1));
-        assert_eq!(Failure::Timeout.status(), 504);
+        assert!(next_after(&p, Failure::Error, false, 2));
+        assert!(!next_after(&p, Failure::Error, true, 2));
+        let timeout = Outcome::Failed {
+            failure: Failure::Timeout,
+            request_sent: true,
+        };
+        assert_eq!(p.decide(timeout, 1), Verdict::Fail(504));
         assert_eq!(Failure::InvalidHeader.status(), 502);
     }
 }

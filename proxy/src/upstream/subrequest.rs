@@ -3,18 +3,20 @@
 //!
 //! nginx counterpart: `ngx_http_subrequest` with
 //! `NGX_HTTP_SUBREQUEST_IN_MEMORY`, what `auth_request` is built on. The
-//! group's balancer, passive health and keepalive pool are used; timeouts
-//! and `next_upstream` rules are those of the route the request matched
-//! (nginx's defaults when none did).
+//! request goes through the same upstream loop as a client's
+//! ([`crate::upstream::tries`]): the group's balancer, passive health and
+//! keepalive pool, and the `next_upstream` rules and timeouts of the route
+//! the request matched (nginx's defaults when none did).
 
-use crate::upstream::connect::connect;
-use crate::upstream::next_upstream::{is_non_idempotent, Failure, Policy};
-use crate::runtime::{make_peer, Runtime};
+use crate::request::record::Try;
+use crate::runtime::{make_peer, Runtime, Upstream};
+use crate::upstream::next_upstream::{is_non_idempotent, Failure, Policy, RetryDecision};
+use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::send_request::BodySource;
-use crate::upstream::tries::exchange;
+use crate::upstream::tries::{self, Chosen, Leg, Response};
 use bytes::{Bytes, BytesMut};
 use ferry_conf::ProxyConf;
-use ferry_lb::{Feedback, Key};
+use ferry_lb::Lease;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
@@ -24,19 +26,71 @@ use std::time::Instant;
 /// What a subrequest brought back.
 #[derive(Debug, Clone)]
 pub struct SubResponse {
+    /// The upstream's status.
     pub status: u16,
+    /// The upstream's response header, as it came.
     pub header: ResponseHeader,
+    /// The whole body.
     pub body: Bytes,
 }
 
 /// A subrequest that could not be answered: no live server, every try
 /// failed, or the body passed `limit`. `status()` is what nginx would give
 /// (502, 504).
-pub fn failed(status: u16, why: impl Into<String>) -> Box<Error> {
+fn failed(status: u16, why: impl Into<String>) -> Box<Error> {
     Error::explain(ErrorType::HTTPStatus(status), why.into())
 }
 
-pub async fn fetch(
+/// A subrequest's part in the upstream loop: one group, a fixed request,
+/// its body from memory.
+struct SubrequestLeg<'a> {
+    upstream: &'a Arc<Upstream>,
+    proxy: &'a ProxyConf,
+    req: &'a RequestHeader,
+    body: &'a Bytes,
+    client_ip: Option<IpAddr>,
+    tries: Vec<Try>,
+}
+
+impl Leg for SubrequestLeg<'_> {
+    async fn group(&mut self) -> Result<Arc<Upstream>> {
+        Ok(self.upstream.clone())
+    }
+
+    fn key(&self, _upstream: &Upstream) -> (String, Option<IpAddr>) {
+        (String::new(), self.client_ip)
+    }
+
+    fn peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer> {
+        Arc::new(make_peer(upstream, lease.peer(), self.proxy))
+    }
+
+    async fn request(&mut self, _upstream: &Upstream) -> Result<Box<RequestHeader>> {
+        Ok(Box::new(self.req.clone()))
+    }
+
+    fn body(&mut self) -> BodySource<'_> {
+        if self.body.is_empty() {
+            BodySource::None
+        } else {
+            BodySource::Memory(self.body)
+        }
+    }
+
+    fn body_streams(&self) -> bool {
+        false
+    }
+
+    async fn response(&mut self, _header: &mut ResponseHeader) -> Result<RetryDecision> {
+        Ok(RetryDecision::Default)
+    }
+
+    fn tries(&mut self) -> &mut Vec<Try> {
+        &mut self.tries
+    }
+}
+
+pub(crate) async fn fetch(
     rt: &Runtime,
     proxy: &ProxyConf,
     group: &str,
@@ -45,7 +99,7 @@ pub async fn fetch(
     limit: usize,
     client_ip: Option<IpAddr>,
 ) -> Result<SubResponse> {
-    let Some(up) = rt.upstreams.get(group) else {
+    let Some(upstream) = rt.upstreams.get(group) else {
         return Err(failed(
             500,
             format!("subrequest to unknown upstream `{group}`"),
@@ -64,88 +118,50 @@ pub async fn fetch(
         started: Instant::now(),
         budget: proxy.next_upstream_timeout.non_zero(),
     };
-    let mut cursor = up.group.cursor(proxy.next_upstream_tries);
-    let key = Key {
-        hash: b"",
+    let mut leg = SubrequestLeg {
+        upstream,
+        proxy,
+        req: &req,
+        body: &body,
         client_ip,
+        tries: Vec::new(),
     };
+    let buffer_size = proxy.buffer_size.as_usize();
+    let chosen = tries::run(&mut leg, &policy, proxy.next_upstream_tries, buffer_size).await?;
+    let Response { conn, header, held } = match chosen {
+        Chosen::Response(r) => r,
+        Chosen::Fail(status) => {
+            let last = leg.tries.last().map(|t| t.addr.as_str()).unwrap_or(group);
+            return Err(failed(status, format!("subrequest to `{group}` failed ({last})")));
+        }
+    };
+    let read = read_body(conn, limit).await;
+    held.finish(&mut leg.tries);
+    Ok(SubResponse {
+        status: header.status.as_u16(),
+        header,
+        body: read?,
+    })
+}
+
+/// The whole body, at most `limit` bytes; the connection back to the pool
+/// when it was read to its end.
+async fn read_body(mut conn: crate::upstream::connect::Conn, limit: usize) -> Result<Bytes> {
+    let mut buf = BytesMut::new();
     loop {
-        let Some(lease) = up.group.select(&mut cursor, &key) else {
-            return Err(failed(502, format!("no live upstreams in `{group}`")));
-        };
-        let peer = Arc::new(make_peer(up, lease.peer(), proxy));
-        let result = match connect(up, &peer).await {
-            Ok(mut conn) => {
-                let source = if body.is_empty() {
-                    BodySource::None
-                } else {
-                    BodySource::Memory(&body)
-                };
-                match exchange(
-                    &mut conn,
-                    Box::new(req.clone()),
-                    source,
-                    proxy.buffer_size.as_usize(),
-                )
-                .await
-                {
-                    Ok(()) => Ok(conn),
-                    Err(f) => Err((f.error, true, f.reused)),
-                }
+        match conn.session.read_body_bytes().await {
+            Ok(Some(b)) if buf.len() + b.len() > limit => {
+                conn.close();
+                return Err(failed(500, format!("subrequest body over {limit} bytes")));
             }
-            Err(e) => Err((e, false, false)),
-        };
-        match result {
-            Ok(mut conn) => {
-                let Some(header) = conn.session.resp_header().cloned() else {
-                    return Err(failed(502, "no response header"));
-                };
-                let status = header.status.as_u16();
-                if policy.retry_status(status, cursor.tries_left) {
-                    let fb = if status == 403 || status == 404 {
-                        Feedback::Next
-                    } else {
-                        Feedback::Failed
-                    };
-                    lease.free(fb, &mut cursor);
-                    conn.close();
-                    continue;
-                }
-                let mut buf = BytesMut::new();
-                loop {
-                    match conn.session.read_body_bytes().await {
-                        Ok(Some(b)) if buf.len() + b.len() > limit => {
-                            conn.close();
-                            lease.free(Feedback::Ok, &mut cursor);
-                            return Err(failed(500, format!("subrequest body over {limit} bytes")));
-                        }
-                        Ok(Some(b)) => buf.extend_from_slice(&b),
-                        Ok(None) => break,
-                        Err(e) => {
-                            conn.close();
-                            lease.free(Feedback::Ok, &mut cursor);
-                            return Err(failed(Failure::of(&e).status(), e.to_string()));
-                        }
-                    }
-                }
-                conn.release().await;
-                lease.free(Feedback::Ok, &mut cursor);
-                return Ok(SubResponse {
-                    status,
-                    header,
-                    body: buf.freeze(),
-                });
-            }
-            Err((e, request_sent, reused)) => {
-                let f = Failure::of(&e);
-                lease.free(Feedback::Failed, &mut cursor);
-                if reused && f == Failure::Error {
-                    cursor.tries_left += 1;
-                }
-                if !policy.retry_failure(f, request_sent, cursor.tries_left) {
-                    return Err(failed(f.status(), e.to_string()));
-                }
+            Ok(Some(b)) => buf.extend_from_slice(&b),
+            Ok(None) => break,
+            Err(e) => {
+                conn.close();
+                return Err(failed(Failure::of(&e).status(), e.to_string()));
             }
         }
     }
+    conn.release().await;
+    Ok(buf.freeze())
 }

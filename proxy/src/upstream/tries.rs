@@ -1,222 +1,233 @@
-//! The try loop: pick a peer, connect, send the request, read the response
-//! header; then use that response, or go to the next server as
-//! `next_upstream` says, until a response is chosen or the tries run out.
+//! nginx's upstream loop, the one implementation Ferry has: pick a peer,
+//! connect, send the request, read the response header; then use that
+//! response, or go to the next server as `next_upstream` says, until a
+//! response is chosen or the tries run out. Requests, upgrades and
+//! subrequests all come through here; what differs between them (which
+//! group, the request header and its hooks, the body) is their [`Leg`].
 //!
 //! nginx counterpart: `ngx_http_upstream_connect` -> `send_request` ->
 //! `process_header` -> `test_next` / `ngx_http_upstream_next`, looping back
-//! to `connect`. The rules themselves live in [`crate::upstream::next_upstream`]; the
-//! peer bookkeeping (tried set, backups, `max_fails`) in `ferry-lb`.
+//! to `connect`. The rules themselves are [`Policy::decide`]; the peer
+//! bookkeeping (tried set, backups, `max_fails`) lives in `ferry-lb`.
+//!
+//! Each try has one owner: the [`Held`] server of a chosen response, or,
+//! inside the loop, the try being made. Its lease on the peer is given back
+//! exactly once: by [`Held::finish`], by the loop when it moves on, or (a
+//! request dropped mid-try, its client gone) by the lease's own drop, which
+//! releases the connection count without judging the server.
 
-use crate::request::client_body::ClientBody;
-use crate::upstream::connect::{connect, Conn};
-use crate::upstream::next_upstream::{is_non_idempotent, Failure, Policy};
-use crate::upstream::peer::UpstreamPeer;
-use crate::hooks::proxy_trait::{PeerChoice, ProxyHttp, RetryDecision};
-use crate::upstream::read_header::read_header;
 use crate::request::record::{Try, TryOutcome};
-use crate::runtime::{RouteRt, Upstream};
+use crate::upstream::connect::{connect, Conn};
+use crate::upstream::next_upstream::{Failure, Outcome, Policy, RetryDecision, Verdict};
+use crate::upstream::peer::UpstreamPeer;
+use crate::upstream::read_header::read_header;
 use crate::upstream::send_request::{send, BodySource};
-use crate::hooks::session::Session;
-use ferry_filters::variables::RequestVars;
+use crate::runtime::Upstream;
 use ferry_lb::{Cursor, Feedback, Key, Lease};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// How the loop ended. Returned once per request and taken apart at once,
-/// so the size gap between the variants costs nothing.
-#[allow(clippy::large_enum_variant)]
-pub enum Chosen {
-    /// This response goes to the client. Its peer's lease is held until the
-    /// body is done (nginx frees the peer at finalize; `least_conn` counts it).
-    Response {
-        conn: Conn,
-        header: ResponseHeader,
-        lease: Lease,
-        cursor: Cursor,
-        try_index: usize,
-    },
+/// What one kind of upstream request brings to the loop.
+pub(crate) trait Leg {
+    /// nginx `peer.get`'s group: the one the next try goes to.
+    async fn group(&mut self) -> Result<Arc<Upstream>>;
+    /// What the balancer of `upstream` is given: the rendered `hash_key`
+    /// (empty when the group has none) and the client's address.
+    fn key(&self, upstream: &Upstream) -> (String, Option<IpAddr>);
+    /// The Pingora peer, with its timeouts, for the server leased.
+    fn peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer>;
+    /// The request header for this try (nginx `create_request`, then any
+    /// hook that changes it).
+    async fn request(&mut self, upstream: &Upstream) -> Result<Box<RequestHeader>>;
+    /// Where this try's request body comes from.
+    fn body(&mut self) -> BodySource<'_>;
+    /// The body streams from the client: it can go to one try only.
+    fn body_streams(&self) -> bool;
+    /// The response header, before the retry decision (a hook's say).
+    async fn response(&mut self, header: &mut ResponseHeader) -> Result<RetryDecision>;
+    /// The request's record of tries.
+    fn tries(&mut self) -> &mut Vec<Try>;
+}
+
+/// How the loop ended.
+pub(crate) enum Chosen {
+    /// This response goes to the client.
+    Response(Response),
     /// No response to use: answer with this status (502, 504).
     Fail(u16),
 }
 
-/// Why one try failed, and what nginx needs to know about it.
-pub(crate) struct TryFailed {
-    pub error: Box<Error>,
-    /// Sending the request had started (nginx `u->request_sent`).
-    pub request_sent: bool,
-    /// The connection came from the keepalive pool.
-    pub reused: bool,
+/// A chosen response: the connection its header was read on, the header,
+/// and the server it came from.
+pub(crate) struct Response {
+    pub conn: Conn,
+    pub header: ResponseHeader,
+    pub held: Held,
 }
 
-pub async fn run<P: ProxyHttp>(
-    app: &P,
-    s: &mut Session<'_>,
-    ctx: &mut P::CTX,
-    route: &RouteRt,
-    body: &mut ClientBody,
+/// The server a chosen response came from, held until that response is
+/// done (nginx frees the peer at finalize, so `least_conn` and `max_conns`
+/// count it, a tunnel included).
+pub(crate) struct Held {
+    lease: Lease,
+    cursor: Cursor,
+    try_index: usize,
+}
+
+impl Held {
+    /// The response is done: the try is complete in the record and the
+    /// server's lease given back as a success (failures after the header
+    /// do not count against `max_fails`, as in nginx).
+    pub fn finish(self, tries: &mut [Try]) {
+        let Held {
+            lease,
+            mut cursor,
+            try_index,
+        } = self;
+        if let Some(t) = tries.get_mut(try_index) {
+            t.outcome = TryOutcome::Used;
+            t.response_time = Some(t.started.elapsed());
+        }
+        lease.free(Feedback::Ok, &mut cursor);
+    }
+}
+
+/// Why one try failed, and what nginx needs to know about it.
+struct TryFailed {
+    error: Box<Error>,
+    /// Sending the request had started (nginx `u->request_sent`).
+    request_sent: bool,
+    /// The connection came from the keepalive pool.
+    reused: bool,
+}
+
+/// Run the loop for `leg` under `policy`. `tries_limit` is
+/// `next_upstream_tries`; `buffer_size` bounds the response header.
+pub(crate) async fn run<L: Leg>(
+    leg: &mut L,
+    policy: &Policy,
+    tries_limit: u32,
+    buffer_size: usize,
 ) -> Result<Chosen> {
-    let proxy = route.proxy();
-    let policy = Policy {
-        conditions: proxy.next_upstream,
-        non_idempotent: is_non_idempotent(s.req_header().method.as_str()),
-        body_streamed: matches!(body, ClientBody::Streamed(_)),
-        started: Instant::now(),
-        budget: proxy.next_upstream_timeout.non_zero(),
-    };
-    // One cursor per group a hook sends tries to (usually just the route's).
+    // One cursor per group a leg sends tries to (usually just one).
     let mut cursors: Vec<(Arc<Upstream>, Cursor)> = Vec::new();
     let mut body_used = false;
 
     loop {
-        let upstream = match app.upstream_peer(s, ctx).await? {
-            PeerChoice::Route => route.upstream.clone(),
-            PeerChoice::Group(name) => s.runtime.upstreams.get(&name).cloned(),
-        };
-        let Some(upstream) = upstream else {
-            return Error::e_explain(ErrorType::InternalError, "no upstream group for this route");
-        };
+        let upstream = leg.group().await?;
         let at = match cursors.iter().position(|(u, _)| Arc::ptr_eq(u, &upstream)) {
             Some(i) => i,
             None => {
-                let cursor = upstream.group.cursor(proxy.next_upstream_tries);
-                cursors.push((upstream.clone(), cursor));
+                cursors.push((upstream.clone(), upstream.group.cursor(tries_limit)));
                 cursors.len() - 1
             }
         };
-        let cursor = &mut cursors[at].1;
-
-        let hash_key = upstream.hash_key.as_ref().map(|t| {
-            let remote = remote_addr(s);
-            request_vars(s, &remote, &upstream.name).render(t)
-        });
+        if body_used {
+            // A streamed body went to a try already: nothing to resend.
+            return Ok(Chosen::Fail(502));
+        }
+        let (hash, client_ip) = leg.key(&upstream);
         let key = Key {
-            hash: hash_key.as_deref().unwrap_or_default().as_bytes(),
-            client_ip: s.request.client_addr.map(|a| a.ip()),
+            hash: hash.as_bytes(),
+            client_ip,
         };
+        let cursor = &mut cursors[at].1;
         let Some(lease) = upstream.group.select(cursor, &key) else {
             log::error!(
                 "no live upstreams while connecting to upstream \"{}\"",
                 upstream.name
             );
-            s.request.tries.push(new_try(
-                upstream.name.clone(),
-                &upstream,
-                TryOutcome::NoLive,
-            ));
+            let record = new_try(upstream.name.clone(), &upstream, TryOutcome::NoLive);
+            leg.tries().push(record);
             return Ok(Chosen::Fail(Failure::NoLive.status()));
         };
-        let peer = peer_for(route, &upstream, &lease);
-        let try_index = s.request.tries.len();
-        s.request
-            .tries
-            .push(new_try(peer.addr_text.clone(), &upstream, TryOutcome::Used));
+        let peer = leg.peer(&upstream, &lease);
+        let try_index = leg.tries().len();
+        let record = new_try(peer.addr_text.clone(), &upstream, TryOutcome::Used);
+        leg.tries().push(record);
 
-        // A streamed body can go to one try only.
-        let source_streams = matches!(body, ClientBody::Streamed(_));
-        if source_streams && body_used {
-            lease.free(Feedback::Ok, cursor);
-            return Ok(Chosen::Fail(502));
-        }
-        let result = attempt(app, s, ctx, route, &upstream, &peer, body).await;
-        if source_streams {
-            body_used = result.as_ref().map_or_else(|f| f.request_sent, |_| true);
-        }
-        let t = &mut s.request.tries[try_index];
-        match result {
+        let result = attempt(leg, &upstream, &peer, buffer_size).await;
+        body_used = leg.body_streams() && result.as_ref().map_or_else(|f| f.request_sent, |_| true);
+        let cursor = &mut cursors[at].1;
+        let (outcome, stale, conn) = match result {
             Ok(conn) => {
+                let Some(header) = conn.session.resp_header() else {
+                    return Error::e_explain(ErrorType::InternalError, "header read but absent");
+                };
+                let mut header = header.clone();
+                let status = header.status.as_u16();
+                let t = &mut leg.tries()[try_index];
                 t.reused = conn.reused;
                 t.header_time = Some(t.started.elapsed());
-                let mut header = match conn.session.resp_header() {
-                    Some(h) => h.clone(),
-                    None => {
-                        return Error::e_explain(ErrorType::InternalError, "header read but absent")
-                    }
-                };
-                let status = header.status.as_u16();
                 t.status = Some(status);
-                let decision = app.upstream_response_filter(s, &mut header, ctx).await?;
-                let retry = match decision {
-                    RetryDecision::Use => false,
-                    RetryDecision::Retry => cursor.tries_left > 1,
-                    RetryDecision::Default => policy.retry_status(status, cursor.tries_left),
-                };
-                if !retry {
-                    return Ok(Chosen::Response {
-                        conn,
-                        header,
+                let hook = leg.response(&mut header).await?;
+                let outcome = Outcome::Status { status, hook };
+                if policy.decide(outcome, cursor.tries_left) == Verdict::Respond {
+                    let cursor = cursors.swap_remove(at).1;
+                    let held = Held {
                         lease,
-                        cursor: cursor.clone(),
+                        cursor,
                         try_index,
-                    });
+                    };
+                    return Ok(Chosen::Response(Response { conn, header, held }));
                 }
-                let t = &mut s.request.tries[try_index];
-                t.outcome = TryOutcome::NextStatus(status);
-                t.response_time = Some(t.started.elapsed());
-                // nginx NGX_PEER_NEXT for 403/404: never counts as a failure.
-                let feedback = if status == 403 || status == 404 {
-                    Feedback::Next
-                } else {
-                    Feedback::Failed
-                };
-                lease.free(feedback, cursor);
-                conn.close();
+                leg.tries()[try_index].outcome = TryOutcome::NextStatus(status);
+                (outcome, false, Some(conn))
             }
             Err(failed) => {
-                let f = Failure::of(&failed.error);
-                log::error!(
-                    "{} while talking to upstream {} (group {}): {}",
-                    match f {
-                        Failure::Timeout => "upstream timed out",
-                        Failure::InvalidHeader => "upstream sent invalid header",
-                        _ => "upstream failed",
-                    },
-                    lease.peer().addr,
-                    upstream.name,
-                    failed.error
-                );
+                let failure = Failure::of(&failed.error);
+                log_failure(failure, &lease, &upstream, &failed.error);
+                let t = &mut leg.tries()[try_index];
                 t.reused = failed.reused;
-                t.outcome = match f {
+                t.outcome = match failure {
                     Failure::Timeout => TryOutcome::Timeout,
                     Failure::InvalidHeader => TryOutcome::InvalidHeader,
                     _ => TryOutcome::Error,
                 };
-                t.response_time = Some(t.started.elapsed());
-                lease.free(Feedback::Failed, cursor);
-                if failed.reused && f == Failure::Error {
-                    // nginx: a stale keepalive connection does not use up a try.
-                    cursor.tries_left += 1;
-                }
-                if !policy.retry_failure(f, failed.request_sent, cursor.tries_left) {
-                    return Ok(Chosen::Fail(f.status()));
-                }
+                let outcome = Outcome::Failed {
+                    failure,
+                    request_sent: failed.request_sent,
+                };
+                // nginx: a stale keepalive connection does not use up a try.
+                (outcome, failed.reused && failure == Failure::Error, None)
             }
+        };
+        let verdict = policy.decide(outcome, cursor.tries_left + u32::from(stale));
+        let t = &mut leg.tries()[try_index];
+        t.response_time = Some(t.started.elapsed());
+        let server = lease.peer().addr;
+        if lease.free(outcome.feedback(verdict), cursor) {
+            crate::metrics::metrics()
+                .marked_failed
+                .with_label_values(&[upstream.name.as_str(), &server.to_string()])
+                .inc();
+        }
+        if stale {
+            cursor.tries_left += 1;
+        }
+        if let Some(conn) = conn {
+            conn.close();
+        }
+        if let Verdict::Fail(status) = verdict {
+            return Ok(Chosen::Fail(status));
         }
     }
 }
 
-fn remote_addr(s: &Session<'_>) -> String {
-    s.request.client_ip_text()
-}
-
-/// What templates see of this request, for a try to `proxy_host`.
-fn request_vars<'a>(s: &'a Session<'_>, remote: &'a str, proxy_host: &'a str) -> RequestVars<'a> {
-    let client = s.downstream.req_header();
-    RequestVars {
-        method: client.method.as_str(),
-        request_uri: std::str::from_utf8(client.raw_path()).unwrap_or("/"),
-        uri: &s.request.uri,
-        host: &s.request.host,
-        headers: &client.headers,
-        remote_addr: remote,
-        remote_port: s.request.client_addr.map_or(0, |a| a.port()),
-        scheme: s.request.scheme,
-        proxy_host,
-        request_id: &s.request.id,
-        upstream_addr: "",
-        upstream_status: "",
-    }
+fn log_failure(f: Failure, lease: &Lease, upstream: &Upstream, e: &Error) {
+    let what = match f {
+        Failure::Timeout => "upstream timed out",
+        Failure::InvalidHeader => "upstream sent invalid header",
+        _ => "upstream failed",
+    };
+    log::error!(
+        "{what} while talking to upstream {} (group {}): {e}",
+        lease.peer().addr,
+        upstream.name,
+    );
 }
 
 fn new_try(addr: String, upstream: &Upstream, outcome: TryOutcome) -> Try {
@@ -232,77 +243,31 @@ fn new_try(addr: String, upstream: &Upstream, outcome: TryOutcome) -> Try {
     }
 }
 
-/// The Pingora peer for a lease: precomputed for the route's own group.
-fn peer_for(route: &RouteRt, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer> {
-    let own = route
-        .upstream
-        .as_ref()
-        .is_some_and(|u| Arc::ptr_eq(u, upstream));
-    match route.peers.get(lease.index()).filter(|_| own) {
-        Some(p) => p.clone(),
-        None => Arc::new(crate::runtime::make_peer(
-            upstream,
-            lease.peer(),
-            route.proxy(),
-        )),
-    }
-}
-
-/// One try: connect, build the request (route rules, then the
-/// `upstream_request_filter` hook), send it, read the response header.
-async fn attempt<P: ProxyHttp>(
-    app: &P,
-    s: &mut Session<'_>,
-    ctx: &mut P::CTX,
-    route: &RouteRt,
+/// One try: connect, build the request, send it, read the response header.
+async fn attempt<L: Leg>(
+    leg: &mut L,
     upstream: &Arc<Upstream>,
     peer: &Arc<UpstreamPeer>,
-    body: &mut ClientBody,
+    buffer_size: usize,
 ) -> std::result::Result<Conn, TryFailed> {
-    let not_sent = |error, reused| TryFailed {
+    let failed = |error, request_sent, reused| TryFailed {
         error,
-        request_sent: false,
+        request_sent,
         reused,
     };
     let mut conn = connect(upstream, peer)
         .await
-        .map_err(|e| not_sent(e, false))?;
+        .map_err(|e| failed(e, false, false))?;
     let reused = conn.reused;
-    let mut req = {
-        let remote = remote_addr(s);
-        let vars = request_vars(s, &remote, &upstream.name);
-        let built = route
-            .request_plan
-            .build(s.downstream.req_header(), &vars, body.framing());
-        Box::new(built.map_err(|e| not_sent(e, reused))?)
-    };
-    app.upstream_request_filter(s, &mut req, ctx)
+    let req = leg
+        .request(upstream)
         .await
-        .map_err(|e| not_sent(e, reused))?;
-    let source = match body {
-        ClientBody::None => BodySource::None,
-        ClientBody::Buffered(b) => BodySource::Buffered(b),
-        ClientBody::Streamed(_) => BodySource::Stream(s.downstream),
-    };
-    exchange(&mut conn, req, source, route.proxy().buffer_size.as_usize()).await?;
+        .map_err(|e| failed(e, false, reused))?;
+    send(&mut conn, req, leg.body())
+        .await
+        .map_err(|e| failed(e, true, reused))?;
+    read_header(&mut conn, buffer_size)
+        .await
+        .map_err(|e| failed(e, true, reused))?;
     Ok(conn)
-}
-
-/// Send a request on a connection and read the response header: the part
-/// of a try shared with subrequests. Every failure here happened after
-/// sending started.
-pub(crate) async fn exchange(
-    conn: &mut Conn,
-    req: Box<pingora_http::RequestHeader>,
-    body: BodySource<'_>,
-    buffer_size: usize,
-) -> std::result::Result<(), TryFailed> {
-    let reused = conn.reused;
-    let sent = |error| TryFailed {
-        error,
-        request_sent: true,
-        reused,
-    };
-    send(conn, req, body).await.map_err(sent)?;
-    read_header(conn, buffer_size).await.map_err(sent)
 }
