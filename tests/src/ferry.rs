@@ -91,6 +91,11 @@ impl Ferry {
         Ferry::start_program(&binary(), "", body, grace_secs).await
     }
 
+    /// Start `tests/src/bin/hooked.rs`, a program that overrides every hook.
+    pub async fn start_hooked(body: &str) -> Ferry {
+        Ferry::start_program(&binary().with_file_name("hooked"), "", body, 0).await
+    }
+
     /// Start one of `proxy/examples/` (built by `cargo test --workspace`, or
     /// `cargo build -p ferry --examples`) with `body`.
     pub async fn start_example(name: &str, body: &str) -> Ferry {

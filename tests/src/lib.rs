@@ -16,7 +16,17 @@ pub mod raw;
 pub mod tls;
 pub mod yaml;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The bound on every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Wait until `f` holds, polling, at most [`WAIT`]; how long it took.
+pub async fn until(what: &str, f: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed()
+}

@@ -8,7 +8,7 @@ use ferry_tests::client::split;
 use ferry_tests::ferry::Ferry;
 use ferry_tests::raw::{Raw, Step};
 use ferry_tests::yaml::single;
-use ferry_tests::WAIT;
+use ferry_tests::{until, WAIT};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,15 +182,6 @@ async fn late_reader_gets_every_byte_through_any_temp_file_cap() {
 }
 
 /// Wait (bounded) until `f` holds.
-async fn until(what: &str, f: impl Fn() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    start.elapsed()
-}
-
 /// A backend that declares `declared` body bytes, sends `sent` of them,
 /// marks, then does `last`; Ferry buffering into `{tmp}`; a client that sent
 /// its request and reads nothing yet.
