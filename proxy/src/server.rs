@@ -165,6 +165,7 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
         let app = HeaderClock {
             inner: http(),
             limit: header_timeout,
+            proxy_protocol: None,
         };
         let mut service = Service::new("ferry".to_string(), app);
         if let Err(code) = add_listeners(&mut service, &plain) {
@@ -173,12 +174,10 @@ fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
         server.add_service(service);
     }
     if !with_pp.is_empty() {
-        let app = ProxyProtocol {
-            inner: Arc::new(HeaderClock {
-                inner: http(),
-                limit: header_timeout,
-            }),
-            trusted,
+        let app = HeaderClock {
+            inner: http(),
+            limit: header_timeout,
+            proxy_protocol: Some(ProxyProtocol { trusted }),
         };
         let mut service = Service::new("ferry proxy_protocol".to_string(), app);
         if let Err(code) = add_listeners(&mut service, &with_pp) {

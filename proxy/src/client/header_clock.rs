@@ -19,6 +19,7 @@
 //! the stream counts and logs that once, since Pingora logs it only at debug
 //! level.
 
+use crate::client::proxy_protocol::ProxyProtocol;
 use crate::metrics::metrics;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -32,6 +33,7 @@ use pingora_core::protocols::{
 use pingora_core::server::ShutdownWatch;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -61,10 +63,12 @@ pub struct ClockedStream {
     header_bytes: usize,
     /// Pingora's refusal on this connection was already counted.
     refusal_seen: bool,
+    /// The client a trusted PROXY protocol header announced.
+    announced: Option<SocketAddr>,
 }
 
 impl ClockedStream {
-    pub fn new(inner: Stream, limit: Duration) -> ClockedStream {
+    pub fn new(inner: Stream, limit: Duration, announced: Option<SocketAddr>) -> ClockedStream {
         // HTTP/2 multiplexes requests over the connection: Pingora's h2
         // code owns its timeouts.
         let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
@@ -76,6 +80,7 @@ impl ClockedStream {
             timer: None,
             header_bytes: 0,
             refusal_seen: h2,
+            announced,
         }
     }
 
@@ -123,6 +128,11 @@ impl ClockedStream {
 fn clock_of(s: &ServerSession) -> Option<&ClockedStream> {
     s.stream()
         .and_then(|s| s.as_any().downcast_ref::<ClockedStream>())
+}
+
+/// The client a trusted PROXY protocol header announced on this connection.
+pub(crate) fn announced_client(s: &ServerSession) -> Option<SocketAddr> {
+    clock_of(s).and_then(|c| c.announced)
 }
 
 /// The request header has arrived: stop the clock.
@@ -278,20 +288,26 @@ impl Peek for ClockedStream {
     }
 }
 
-/// A server app whose connections carry the header clock.
+/// A server app whose connections carry the header clock, after the
+/// PROXY protocol header on listeners that expect one.
 pub struct HeaderClock<A> {
     pub inner: Arc<A>,
     pub limit: Duration,
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderClock<A> {
     async fn process_new(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let clocked: Stream = Box::new(ClockedStream::new(stream, self.limit));
+        let announced = match &self.proxy_protocol {
+            Some(pp) => pp.read(&mut stream).await.ok()?,
+            None => None,
+        };
+        let clocked: Stream = Box::new(ClockedStream::new(stream, self.limit, announced));
         self.inner.process_new(clocked, shutdown).await
     }
 

@@ -9,38 +9,12 @@
 //! nginx counterpart: `listen ... proxy_protocol` with `set_real_ip_from`
 //! and `real_ip_header proxy_protocol`.
 
-use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
-use pingora_core::server::ShutdownWatch;
 use ppp::HeaderResult;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-
-/// Client addresses announced on live connections, by connection id.
-fn announced() -> &'static Mutex<HashMap<i32, SocketAddr>> {
-    static M: OnceLock<Mutex<HashMap<i32, SocketAddr>>> = OnceLock::new();
-    M.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// Set once any listener speaks PROXY protocol (so others skip the lookup).
-static IN_USE: AtomicBool = AtomicBool::new(false);
-
-/// The client address a PROXY header announced on this connection.
-pub fn client_of(connection: i32) -> Option<SocketAddr> {
-    if !IN_USE.load(Ordering::Relaxed) {
-        return None;
-    }
-    announced()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&connection)
-        .copied()
-}
 
 /// v2's 12-byte signature.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -92,52 +66,28 @@ fn source(bytes: &[u8]) -> Result<Option<SocketAddr>, String> {
     }
 }
 
-/// Pingora's app behind a PROXY protocol reader.
-pub struct ProxyProtocol<A> {
-    pub inner: Arc<A>,
+/// The PROXY protocol reader of a listener with `proxy_protocol: true`.
+pub(crate) struct ProxyProtocol {
+    /// Senders whose announced address is believed (`real_ip.trusted`).
     pub trusted: Option<Arc<crate::client::real_ip::RealIpRule>>,
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ProxyProtocol<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        IN_USE.store(true, Ordering::Relaxed);
-        let header = tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut stream))
+impl ProxyProtocol {
+    /// Read the header off a new connection: the client it announces when
+    /// the sender is trusted (`Ok(None)` otherwise), or `Err` when there is
+    /// no valid header in time and the connection must close.
+    pub(crate) async fn read(&self, stream: &mut Stream) -> Result<Option<SocketAddr>, ()> {
+        let header = tokio::time::timeout(HEADER_TIMEOUT, read_header(stream))
             .await
             .ok()
-            .flatten()?;
-        let announced_src = match source(&header) {
-            Ok(a) => a,
-            Err(e) => {
-                log::warn!("closing a connection: {e}");
-                return None;
-            }
-        };
+            .flatten()
+            .ok_or(())?;
+        let announced = source(&header).map_err(|e| log::warn!("closing a connection: {e}"))?;
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
         let trusted = matches!((&self.trusted, peer), (Some(rule), Some(p)) if rule.trusts(p.ip()));
-        let id = stream.id();
-        if let (true, Some(src)) = (trusted, announced_src) {
-            announced()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, src);
-        }
-        let reused = self.inner.process_new(stream, shutdown).await;
-        announced()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        reused
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await;
+        Ok(announced.filter(|_| trusted))
     }
 }
 

@@ -141,9 +141,7 @@ fn hex_id(base: u64, seq: u64) -> String {
 fn begin(rt: &Runtime, session: &ServerSession) -> Request {
     crate::client::header_clock::header_done(session);
     let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-    let announced = session
-        .stream()
-        .and_then(|s| crate::client::proxy_protocol::client_of(s.id()));
+    let announced = crate::client::header_clock::announced_client(session);
     let mut request = Request::new(request_id(session), None);
     request.client_addr = match (announced, &rt.real_ip, peer) {
         (Some(a), _, _) => Some(a),
