@@ -47,6 +47,13 @@ pub async fn send(conn: &mut Conn, req: Box<RequestHeader>, body: BodySource<'_>
                 e.as_down();
                 e
             })? {
+                // Pingora hands back an empty piece when a read ends inside
+                // a chunk-size line or a CRLF. Written to a chunked upstream
+                // body, nothing would be the terminating `0\r\n\r\n`, and
+                // the rest of the client's body a request of its choosing.
+                if chunk.is_empty() {
+                    continue;
+                }
                 s.write_body(&chunk).await?;
             }
         }

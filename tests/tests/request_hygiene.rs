@@ -1,0 +1,56 @@
+//! Request hygiene: nothing a client sends can desync a backend. Each test
+//! talks raw bytes to Ferry and checks what a real backend (hyper, which
+//! counts requests and keeps each body) received.
+
+use ferry_tests::backend::{Backend, Reply};
+use ferry_tests::client::status_of;
+use ferry_tests::ferry::Ferry;
+use ferry_tests::yaml::group;
+use ferry_tests::{until, WAIT};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A streamed (`request_buffering: false`) chunked upload whose TCP
+/// segments end at every byte of its body in turn: Ferry must never turn
+/// a read that ends inside a size line, an extension or a CRLF into the
+/// chunked terminator. The backend sees one request per upload, its body
+/// whole; nothing else.
+#[tokio::test]
+async fn a_streamed_chunked_body_split_anywhere_reaches_the_backend_whole() {
+    let backend = Backend::start(Arc::new(|_, seen: &ferry_tests::backend::Seen| {
+        Reply::ok(seen.body.clone())
+    }))
+    .await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}    keepalive: 0\nroutes:\n  - upstream: app\n    proxy: {{ request_buffering: false }}\n",
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let head = "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let body = "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    for split in 0..body.len() {
+        let mut s = TcpStream::connect(ferry.addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(format!("{head}{}", &body[..split]).as_bytes())
+            .await
+            .unwrap();
+        // Ferry connects upstream once it has the header: the first part
+        // has been read by then, so the body's first read ends at `split`.
+        until("Ferry to connect upstream", || backend.conns() > split).await;
+        s.write_all(body[split..].as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut answer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert_eq!(status_of(&answer), 200, "split at {split}");
+        assert!(
+            answer.ends_with(b"hello world"),
+            "split at {split}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert_eq!(backend.hits(), split + 1, "split at {split}: a second request");
+        assert_eq!(&backend.last().body[..], b"hello world", "split at {split}");
+    }
+}
