@@ -21,9 +21,9 @@
 //! [`server`] starts it all from the command line; `runtime` is the
 //! configuration compiled for serving.
 
-pub mod allocator;
 pub(crate) mod access_log;
 pub(crate) mod admin;
+pub mod allocator;
 pub(crate) mod cli;
 pub(crate) mod client;
 pub(crate) mod health_check;

@@ -2,9 +2,9 @@
 //! pipe settings, upstream groups with their balancer state, connection pool
 //! and keepalive policy. Built once at start and shared by every request.
 
+use crate::request::route::Matcher;
 use crate::upstream::keepalive::Keepalive;
 use crate::upstream::peer::UpstreamPeer;
-use crate::request::route::Matcher;
 use ferry_conf::{Config, ProxyConf, Route};
 use ferry_filters::event_pipe::EventPipeConf;
 use ferry_filters::headers::{RequestPlan, ResponsePlan};

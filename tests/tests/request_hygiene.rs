@@ -27,7 +27,8 @@ async fn a_streamed_chunked_body_split_anywhere_reaches_the_backend_whole() {
         group("app", &[(backend.addr, "")])
     ))
     .await;
-    let head = "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let head =
+        "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     let body = "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
     for split in 0..body.len() {
         let mut s = TcpStream::connect(ferry.addr).await.unwrap();
@@ -50,7 +51,52 @@ async fn a_streamed_chunked_body_split_anywhere_reaches_the_backend_whole() {
             "split at {split}: {}",
             String::from_utf8_lossy(&answer)
         );
-        assert_eq!(backend.hits(), split + 1, "split at {split}: a second request");
+        assert_eq!(
+            backend.hits(),
+            split + 1,
+            "split at {split}: a second request"
+        );
         assert_eq!(&backend.last().body[..], b"hello world", "split at {split}");
     }
+}
+
+/// `GET http://x/admin` is routed by its path, as nginx routes it: a
+/// `/admin` route that answers 403 is not walked around, and what goes
+/// upstream is the origin form with the target's host.
+#[tokio::test]
+async fn an_absolute_form_target_is_routed_by_its_path() {
+    let backend = Backend::start(Arc::new(|_, seen: &ferry_tests::backend::Seen| {
+        let host = seen
+            .headers
+            .get("x-host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        Reply::ok(format!("{} {}", seen.uri, host))
+    }))
+    .await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - match: {{ path_prefix: /admin }}\n    return: {{ status: 403, body: \"no\" }}\n  - upstream: app\n    proxy: {{ set_headers: {{ X-Host: \"$host\" }} }}\n",
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let ask = |target: &str, host: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    let exchange =
+        |req: String| async move { ferry_tests::client::exchange(ferry.addr, &req).await };
+    let (bytes, _) = exchange(ask("http://x/admin", "x")).await;
+    assert_eq!(
+        status_of(&bytes),
+        403,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    // A Host that names another authority is ambiguous: refused.
+    let (bytes, _) = exchange(ask("http://x/admin", "other")).await;
+    assert_eq!(status_of(&bytes), 400);
+    assert_eq!(backend.hits(), 0);
+    let (bytes, _) = exchange(ask("http://x.example/a?b=1", "x.example")).await;
+    assert_eq!(status_of(&bytes), 200);
+    let (_, body) = ferry_tests::client::split(&bytes);
+    assert_eq!(String::from_utf8_lossy(&body), "/a?b=1 x.example");
 }

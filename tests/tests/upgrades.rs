@@ -77,7 +77,10 @@ async fn get_body(addr: SocketAddr, path: &str) -> (u16, String) {
     )
     .await;
     let (_, body) = split(&bytes);
-    (status_of(&bytes), String::from_utf8_lossy(&body).into_owned())
+    (
+        status_of(&bytes),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 /// The `logging` hook's line for `uri`, once it was written.
@@ -183,7 +186,10 @@ async fn max_conns_counts_an_open_tunnel() {
             assert_eq!(body, "a");
             break;
         }
-        assert!(start.elapsed() < WAIT, "the closed tunnel still holds the server");
+        assert!(
+            start.elapsed() < WAIT,
+            "the closed tunnel still holds the server"
+        );
     }
 }
 
@@ -193,7 +199,10 @@ async fn an_upgrade_that_fails_to_connect_goes_to_the_next_server_and_counts() {
     let live = ws_then_plain("live").await;
     let ferry = Ferry::start_hooked(&format!(
         "upstreams:\n{}routes:\n  - upstream: app\n",
-        group("app", &[(dead, "max_fails: 1, fail_timeout: 60s"), (live.addr, "")])
+        group(
+            "app",
+            &[(dead, "max_fails: 1, fail_timeout: 60s"), (live.addr, "")]
+        )
     ))
     .await;
     let (head, mut tunnel) = upgrade(ferry.addr, "/ws", "").await;
@@ -270,8 +279,20 @@ async fn subrequests_follow_the_same_next_upstream_rules_as_requests() {
     let table: [(&str, Server, Server, u16, &str); 6] = [
         ("[error, timeout]", Refuses, Answers(200), 200, "second"),
         ("[error, timeout]", Answers(502), Answers(200), 502, "first"),
-        ("[error, http_502]", Answers(502), Answers(200), 200, "second"),
-        ("[error, http_404]", Answers(404), Answers(404), 404, "second"),
+        (
+            "[error, http_502]",
+            Answers(502),
+            Answers(200),
+            200,
+            "second",
+        ),
+        (
+            "[error, http_404]",
+            Answers(404),
+            Answers(404),
+            404,
+            "second",
+        ),
         ("[off]", Refuses, Answers(200), 502, ""),
         ("[error]", Refuses, Refuses, 502, ""),
     ];

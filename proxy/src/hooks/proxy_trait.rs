@@ -13,8 +13,8 @@
 //! | [`response_body_filter`](ProxyHttp::response_body_filter) | body filter | per body piece, buffered or not |
 //! | [`logging`](ProxyHttp::logging) | `finalize_request` / log phase | last, always |
 
-use crate::request::record::Request;
 use crate::hooks::session::Session;
+use crate::request::record::Request;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_error::Result;

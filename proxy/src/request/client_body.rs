@@ -47,7 +47,10 @@ fn declared_length(ds: &ServerSession) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-pub(crate) async fn read(ds: &mut ServerSession, proxy: &ProxyConf) -> Result<ClientBody, BodyFailed> {
+pub(crate) async fn read(
+    ds: &mut ServerSession,
+    proxy: &ProxyConf,
+) -> Result<ClientBody, BodyFailed> {
     let max = proxy.client_max_body_size.0;
     let declared = declared_length(ds);
     if max > 0 && declared.is_some_and(|n| n > max) {
@@ -94,7 +97,9 @@ pub(crate) async fn read(ds: &mut ServerSession, proxy: &ProxyConf) -> Result<Cl
             }
             Ok(None) => return Ok(ClientBody::Buffered(body)),
             Err(e) if *e.etype() == ErrorType::ReadTimedout => return Err(BodyFailed::Status(408)),
-            Err(e) if *e.etype() == ErrorType::InvalidHTTPHeader => return Err(BodyFailed::Status(400)),
+            Err(e) if *e.etype() == ErrorType::InvalidHTTPHeader => {
+                return Err(BodyFailed::Status(400))
+            }
             Err(_) => return Err(BodyFailed::ClientGone),
         }
     }

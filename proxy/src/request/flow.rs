@@ -63,7 +63,15 @@ pub(crate) async fn serve<P: ProxyHttp>(
         return Ok(End::Complete);
     }
 
-    // 1. Route: the host and the normalised path pick a route.
+    // 1. Route: the host and the normalised path pick a route. An
+    //    absolute-form target is routed (and sent upstream) by its path,
+    //    its authority standing for the Host header, as nginx does.
+    if let Err(e) = to_origin_form(ps.req_header_mut()) {
+        log::debug!("absolute-form target: {e}");
+        refused(&peer_of(ps), "400", "bad_target");
+        respond::error(ps, request, 400, None, &[]).await?;
+        return Ok(End::Complete);
+    }
     let Some(path) = normalize_path(&String::from_utf8_lossy(ps.req_header().raw_path())) else {
         refused(&peer_of(ps), "400", "bad_path");
         respond::error(ps, request, 400, None, &[]).await?;
@@ -222,10 +230,12 @@ async fn send_response<P: ProxyHttp>(
     }
     if no_body {
         conn.release().await;
-        return Ok(match ds.write_response_body(bytes::Bytes::new(), true).await {
-            Ok(()) => End::Complete,
-            Err(_) => End::Truncated,
-        });
+        return Ok(
+            match ds.write_response_body(bytes::Bytes::new(), true).await {
+                Ok(()) => End::Complete,
+                Err(_) => End::Truncated,
+            },
+        );
     }
     let out = body_pipe::forward(app, ctx, s.request, route, ds, conn, buffered).await;
     log::debug!(
@@ -246,6 +256,33 @@ async fn send_response<P: ProxyHttp>(
             End::Truncated
         }
     })
+}
+
+/// `GET http://host/path` becomes `GET /path` with `Host: host` (RFC 9112
+/// 3.2.2: the target's authority stands for the Host header; Pingora has
+/// already refused a `Host` that names another one). Pingora keeps such a
+/// target whole for the wire and puts only its path in the URI.
+fn to_origin_form(req: &mut pingora_http::RequestHeader) -> Result<()> {
+    let raw = req.raw_path();
+    let Some(at) = raw.windows(3).position(|w| w == b"://") else {
+        return Ok(());
+    };
+    if raw[..at].is_empty() || !raw[..at].iter().all(u8::is_ascii_alphabetic) {
+        return Ok(());
+    }
+    let rest = &raw[at + 3..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    let authority = String::from_utf8_lossy(&rest[..end]).into_owned();
+    let origin = req
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    req.insert_header(http::header::HOST, authority)?;
+    req.set_raw_path(origin.as_bytes())
 }
 
 /// Request smuggling shapes Pingora lets through: `Content-Length`

@@ -16,13 +16,13 @@
 //! served the same way: routed, filtered, tried and then tunnelled by
 //! [`crate::request::flow`].
 
-use crate::request::flow::{self, End};
-use crate::metrics::metrics;
 use crate::hooks::proxy_trait::ProxyHttp;
+use crate::hooks::session::Session;
+use crate::metrics::metrics;
+use crate::request::flow::{self, End};
 use crate::request::record::Request;
 use crate::request::respond;
 use crate::runtime::Runtime;
-use crate::hooks::session::Session;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;

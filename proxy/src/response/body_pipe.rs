@@ -6,10 +6,10 @@
 //! `ngx_event_pipe` and the non-buffered handlers; `X-Accel-Buffering`
 //! switches per response.
 
-use crate::upstream::connect::Conn;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::request::record::Request;
 use crate::runtime::RouteRt;
+use crate::upstream::connect::Conn;
 use bytes::Bytes;
 use ferry_filters::pipe::{
     BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,

@@ -127,7 +127,12 @@ impl Outcome {
     pub(crate) fn feedback(self, verdict: Verdict) -> Feedback {
         match (self, verdict) {
             (Outcome::Failed { .. }, _) => Feedback::Failed,
-            (Outcome::Status { status: 403 | 404, .. }, Verdict::Next) => Feedback::Next,
+            (
+                Outcome::Status {
+                    status: 403 | 404, ..
+                },
+                Verdict::Next,
+            ) => Feedback::Next,
             (Outcome::Status { .. }, Verdict::Next) => Feedback::Failed,
             (Outcome::Status { .. }, _) => Feedback::Ok,
         }

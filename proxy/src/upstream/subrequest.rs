@@ -132,7 +132,10 @@ pub(crate) async fn fetch(
         Chosen::Response(r) => r,
         Chosen::Fail(status) => {
             let last = leg.tries.last().map(|t| t.addr.as_str()).unwrap_or(group);
-            return Err(failed(status, format!("subrequest to `{group}` failed ({last})")));
+            return Err(failed(
+                status,
+                format!("subrequest to `{group}` failed ({last})"),
+            ));
         }
     };
     let read = read_body(conn, limit).await;

@@ -17,12 +17,12 @@
 //! releases the connection count without judging the server.
 
 use crate::request::record::{Try, TryOutcome};
+use crate::runtime::Upstream;
 use crate::upstream::connect::{connect, Conn};
 use crate::upstream::next_upstream::{Failure, Outcome, Policy, RetryDecision, Verdict};
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::read_header::read_header;
 use crate::upstream::send_request::{send, BodySource};
-use crate::runtime::Upstream;
 use ferry_lb::{Cursor, Feedback, Key, Lease};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};

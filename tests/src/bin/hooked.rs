@@ -47,7 +47,8 @@ impl ProxyHttp for Hooked {
                     _ => (500, Bytes::new()),
                 },
             };
-            s.respond(ResponseHeader::build(status, None)?, body).await?;
+            s.respond(ResponseHeader::build(status, None)?, body)
+                .await?;
             return Ok(true);
         }
         Ok(false)
