@@ -6,7 +6,7 @@
 //! out; it is put back when it passes. The verdict lives in the same peer
 //! table as passive health (`max_fails`), so both views agree.
 
-use crate::runtime::Upstream;
+use crate::upstream::group::Upstream;
 use async_trait::async_trait;
 use ferry_conf::HealthCheck as CheckConf;
 use pingora_core::server::ShutdownWatch;
@@ -26,7 +26,7 @@ fn http_check(up: &Upstream, conf: &CheckConf) -> Option<HttpHealthCheck> {
             .group
             .peers()
             .first()
-            .map(|p| crate::runtime::sni_for(up, p))
+            .map(|p| crate::upstream::group::sni_for(up, p))
             .unwrap_or_default();
         check.peer_template.sni = sni;
         check.peer_template.options.verify_cert = up.tls.verify;

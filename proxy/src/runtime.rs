@@ -3,6 +3,7 @@
 //! and keepalive policy. Built once at start and shared by every request.
 
 use crate::request::route::Matcher;
+use crate::upstream::group::{make_peer, Upstream};
 use crate::upstream::keepalive::Keepalive;
 use crate::upstream::peer::UpstreamPeer;
 use ferry_conf::{Config, ProxyConf, Route};
@@ -13,22 +14,9 @@ use ferry_lb::Group;
 use pingora_core::connectors::http::v1::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::server::configuration::ServerConf;
-use pingora_core::upstreams::peer::HttpPeer;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// An upstream group as served: balancer, pool, keepalive.
-pub struct Upstream {
-    pub name: String,
-    pub group: Group,
-    pub tls: ferry_conf::UpstreamTls,
-    /// `balance: hash`: the key template.
-    pub hash_key: Option<ferry_conf::Template>,
-    /// Pingora's HTTP/1 connector with this group's own idle pool.
-    pub connector: Connector,
-    pub keepalive: Keepalive,
-}
 
 /// A route as served.
 pub struct RouteRt {
@@ -134,45 +122,6 @@ impl Runtime {
             access_log: None,
             real_ip,
         }
-    }
-}
-
-/// A Pingora peer with nginx's timeouts: `connect_timeout` for the TCP
-/// connect (and TLS handshake), `read_timeout`/`send_timeout` between two
-/// reads/writes; with the group's TLS settings.
-pub fn make_peer(up: &Upstream, server: &ferry_lb::Peer, p: &ProxyConf) -> UpstreamPeer {
-    let tls = &up.tls;
-    let sni = if tls.enabled {
-        sni_for(up, server)
-    } else {
-        String::new()
-    };
-    let mut peer = HttpPeer::new(server.addr, tls.enabled, sni);
-    let o = &mut peer.options;
-    o.verify_cert = tls.verify;
-    o.verify_hostname = tls.verify;
-    o.connection_timeout = p.connect_timeout.non_zero();
-    o.total_connection_timeout = p.connect_timeout.non_zero();
-    o.read_timeout = p.read_timeout.non_zero();
-    o.write_timeout = p.send_timeout.non_zero();
-    UpstreamPeer::new(peer)
-}
-
-/// The TLS name of a server: `tls.sni`, else the host name it was written
-/// with, else (an IP address) the group name.
-pub fn sni_for(up: &Upstream, server: &ferry_lb::Peer) -> String {
-    if let Some(s) = &up.tls.sni {
-        return s.clone();
-    }
-    let host = server
-        .name
-        .rsplit_once(':')
-        .map_or(server.name.as_str(), |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        up.name.clone()
-    } else {
-        host.to_string()
     }
 }
 

@@ -66,7 +66,16 @@ impl Session<'_> {
             .map(|i| &self.runtime.routes[i].conf.proxy)
             .unwrap_or(&default);
         let ip = self.request.client_addr.map(|a| a.ip());
-        crate::upstream::subrequest::fetch(self.runtime, proxy, group, req, body, limit, ip).await
+        crate::upstream::subrequest::fetch(
+            &self.runtime.upstreams,
+            proxy,
+            group,
+            req,
+            body,
+            limit,
+            ip,
+        )
+        .await
     }
 
     /// Answer the request from a hook (then return `Ok(true)` from

@@ -5,22 +5,9 @@
 //! `$upstream_addr`, `$upstream_status` and `$upstream_response_time` are
 //! made, one entry per try.
 
+pub use crate::upstream::try_record::{Try, TryOutcome};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
-/// How one try ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TryOutcome {
-    /// The response from this try went to the client.
-    Used,
-    /// An upstream status made the request go to the next server.
-    NextStatus(u16),
-    Error,
-    Timeout,
-    InvalidHeader,
-    /// No server could be chosen.
-    NoLive,
-}
+use std::time::Instant;
 
 /// An IPv4 address in dotted decimal, without the formatting machinery
 /// (this runs for every proxied request: `X-Forwarded-For`).
@@ -39,35 +26,6 @@ fn ipv4_text(octets: [u8; 4]) -> String {
         s.push(char::from(b'0' + o % 10));
     }
     s
-}
-
-/// One upstream try (one entry of nginx's `$upstream_addr`).
-#[derive(Debug, Clone)]
-pub struct Try {
-    /// `ip:port`, or the group name when no server was live.
-    pub addr: String,
-    pub group: String,
-    /// The upstream status, if a header was read.
-    pub status: Option<u16>,
-    pub outcome: TryOutcome,
-    /// The connection came from the keepalive pool.
-    pub reused: bool,
-    pub started: Instant,
-    /// Time to the end of the response header (`$upstream_header_time`).
-    pub header_time: Option<Duration>,
-    /// Time to the end of the try (`$upstream_response_time`).
-    pub response_time: Option<Duration>,
-}
-
-impl Try {
-    /// The status nginx logs for this try: the upstream's, else 502/504.
-    pub fn logged_status(&self) -> u16 {
-        match (self.status, self.outcome) {
-            (Some(s), _) => s,
-            (None, TryOutcome::Timeout) => 504,
-            _ => 502,
-        }
-    }
 }
 
 /// One request's record.

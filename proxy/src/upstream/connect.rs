@@ -5,7 +5,7 @@
 //! `Connector`, one per group, whose idle pool holds that group's keepalive
 //! connections; `reused` says a pooled one was taken.
 
-use crate::runtime::Upstream;
+use crate::upstream::group::Upstream;
 use crate::upstream::keepalive::ConnId;
 use crate::upstream::peer::UpstreamPeer;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Session;

@@ -6,6 +6,7 @@
 //! `ngx_http_upstream_next`, with the keepalive module's peer `get`/`free`.
 
 pub(crate) mod connect;
+pub(crate) mod group;
 pub(crate) mod keepalive;
 pub(crate) mod next_upstream;
 pub(crate) mod peer;
@@ -13,3 +14,4 @@ pub(crate) mod read_header;
 pub(crate) mod send_request;
 pub(crate) mod subrequest;
 pub(crate) mod tries;
+pub(crate) mod try_record;

@@ -8,17 +8,18 @@
 //! keepalive pool, and the `next_upstream` rules and timeouts of the route
 //! the request matched (nginx's defaults when none did).
 
-use crate::request::record::Try;
-use crate::runtime::{make_peer, Runtime, Upstream};
+use crate::upstream::group::{make_peer, Upstream};
 use crate::upstream::next_upstream::{is_non_idempotent, Failure, Policy, RetryDecision};
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::send_request::BodySource;
 use crate::upstream::tries::{self, Chosen, Leg, Response};
+use crate::upstream::try_record::Try;
 use bytes::{Bytes, BytesMut};
 use ferry_conf::ProxyConf;
 use ferry_lb::Lease;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -91,7 +92,7 @@ impl Leg for SubrequestLeg<'_> {
 }
 
 pub(crate) async fn fetch(
-    rt: &Runtime,
+    upstreams: &HashMap<String, Arc<Upstream>>,
     proxy: &ProxyConf,
     group: &str,
     mut req: RequestHeader,
@@ -99,7 +100,7 @@ pub(crate) async fn fetch(
     limit: usize,
     client_ip: Option<IpAddr>,
 ) -> Result<SubResponse> {
-    let Some(upstream) = rt.upstreams.get(group) else {
+    let Some(upstream) = upstreams.get(group) else {
         return Err(failed(
             500,
             format!("subrequest to unknown upstream `{group}`"),

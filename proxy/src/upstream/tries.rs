@@ -16,13 +16,13 @@
 //! request dropped mid-try, its client gone) by the lease's own drop, which
 //! releases the connection count without judging the server.
 
-use crate::request::record::{Try, TryOutcome};
-use crate::runtime::Upstream;
 use crate::upstream::connect::{connect, Conn};
+use crate::upstream::group::Upstream;
 use crate::upstream::next_upstream::{Failure, Outcome, Policy, RetryDecision, Verdict};
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::read_header::read_header;
 use crate::upstream::send_request::{send, BodySource};
+use crate::upstream::try_record::{Try, TryOutcome};
 use ferry_lb::{Cursor, Feedback, Key, Lease};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};

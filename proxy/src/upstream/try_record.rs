@@ -1,0 +1,51 @@
+//! One upstream try as the request's record keeps it: the server, the
+//! status, how it ended, its times.
+//!
+//! nginx counterpart: one entry of the request's `upstream_states` array,
+//! from which `$upstream_addr`, `$upstream_status` and
+//! `$upstream_response_time` are made.
+
+use std::time::{Duration, Instant};
+
+/// How one try ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryOutcome {
+    /// The response from this try went to the client.
+    Used,
+    /// An upstream status made the request go to the next server.
+    NextStatus(u16),
+    Error,
+    Timeout,
+    InvalidHeader,
+    /// No server could be chosen.
+    NoLive,
+}
+
+/// One upstream try (one entry of nginx's `$upstream_addr`).
+#[derive(Debug, Clone)]
+pub struct Try {
+    /// `ip:port`, or the group name when no server was live.
+    pub addr: String,
+    pub group: String,
+    /// The upstream status, if a header was read.
+    pub status: Option<u16>,
+    pub outcome: TryOutcome,
+    /// The connection came from the keepalive pool.
+    pub reused: bool,
+    pub started: Instant,
+    /// Time to the end of the response header (`$upstream_header_time`).
+    pub header_time: Option<Duration>,
+    /// Time to the end of the try (`$upstream_response_time`).
+    pub response_time: Option<Duration>,
+}
+
+impl Try {
+    /// The status nginx logs for this try: the upstream's, else 502/504.
+    pub fn logged_status(&self) -> u16 {
+        match (self.status, self.outcome) {
+            (Some(s), _) => s,
+            (None, TryOutcome::Timeout) => 504,
+            _ => 502,
+        }
+    }
+}
