@@ -1,4 +1,4 @@
-//! Ferry's configuration: the YAML of CONFIG.md, parsed into plain typed data
+//! Ferry's configuration: the YAML of docs/config.md, parsed into plain typed data
 //! with nginx's defaults, and checked so that every problem is reported as
 //! `FILE:LINE:COLUMN: what is wrong`.
 //!
@@ -48,7 +48,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfErrors> {
 }
 
 /// Load and check a file that may carry a program's own top-level key
-/// (CONFIG.md rule 18); its value is deserialized into `S`, with the same
+/// (a program's own settings); its value is deserialized into `S`, with the same
 /// `FILE:LINE:COLUMN` errors as the rest.
 pub fn load_file_with<S: DeserializeOwned>(
     path: &Path,

@@ -1,6 +1,6 @@
 //! The whole file: `server`, `listen`, `admin`, `access_log`, `upstreams`,
 //! `routes`, and optionally one key a program built on Ferry declares for
-//! its own settings (CONFIG.md rule 18).
+//! its own settings (a program's own top-level key).
 
 use crate::listen::{Listen, ListenEntry};
 use crate::ordered_map::OrderedMap;

@@ -1,6 +1,6 @@
 //! The `server:` section: Pingora's own `ServerConf` (threads, pid_file,
 //! upgrade_sock, grace periods, keepalive pool size, ...), passed through.
-//! Pingora ignores unknown keys; Ferry rejects them (CONFIG.md rule 10).
+//! Pingora ignores unknown keys; Ferry rejects them, with their position.
 
 use pingora_core::server::configuration::ServerConf;
 

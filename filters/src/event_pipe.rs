@@ -29,7 +29,9 @@
 //! Memory: Pingora's body reader returns up to one socket read (64 KiB) at a
 //! time and a read is never split, so the bound is the buffers plus one read.
 
-use crate::pipe::{BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody};
+use crate::pipe::{
+    BodyFilter, DownstreamBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,
+};
 use crate::temp_file::TempFile;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -239,7 +241,7 @@ pub async fn run<'a, U, C, F>(
 ) -> PipeOutcome
 where
     U: UpstreamBody + 'a,
-    C: ClientBody + 'a,
+    C: DownstreamBody + 'a,
     F: BodyFilter + ?Sized,
 {
     let mut out = PipeOutcome::default();
@@ -580,7 +582,7 @@ mod tests {
 
     struct Client(DuplexStream);
 
-    impl ClientBody for Client {
+    impl DownstreamBody for Client {
         async fn write(&mut self, data: Bytes) -> Result<(), PipeError> {
             self.0
                 .write_all(&data)

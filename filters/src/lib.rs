@@ -22,5 +22,5 @@ pub mod variables;
 pub mod whole_body;
 
 pub use pipe::{
-    BodyFilter, ClientBody, FailKind, NoFilter, PipeError, PipeOutcome, Side, UpstreamBody,
+    BodyFilter, DownstreamBody, FailKind, NoFilter, PipeError, PipeOutcome, Side, UpstreamBody,
 };

@@ -1,7 +1,7 @@
 //! The two ends of a response body pipe, and what a pipe reports.
 //!
 //! The proxy implements [`UpstreamBody`] over Pingora's upstream HTTP session
-//! and [`ClientBody`] over its downstream session; the pipes in
+//! and [`DownstreamBody`] over its downstream session; the pipes in
 //! [`crate::unbuffered`] and [`crate::event_pipe`] move the bytes.
 
 use bytes::Bytes;
@@ -59,7 +59,7 @@ pub trait UpstreamBody: Send {
 }
 
 /// The client's side of the response body.
-pub trait ClientBody: Send {
+pub trait DownstreamBody: Send {
     /// Write one piece; waits while the client is not taking data.
     fn write(&mut self, data: Bytes) -> impl Future<Output = Result<(), PipeError>> + Send;
     /// Write the body's last bytes (maybe none) and end the body, in one
@@ -91,7 +91,7 @@ pub fn client_check() -> impl std::future::Future<Output = ()> {
 /// the read waits: `None` when the client went away. A read that is ready at
 /// once (the bytes came with the header, or sit in the socket) arms no
 /// timer.
-pub async fn read_watching<U: UpstreamBody, C: ClientBody>(
+pub async fn read_watching<U: UpstreamBody, C: DownstreamBody>(
     upstream: &mut U,
     client: &mut C,
 ) -> Option<Result<Option<Bytes>, PipeError>> {

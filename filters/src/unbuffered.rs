@@ -8,11 +8,11 @@
 //! reader returns (one socket read) and holds only that piece.
 
 use crate::pipe::{
-    read_watching, BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,
+    read_watching, BodyFilter, DownstreamBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,
 };
 use bytes::Bytes;
 
-pub async fn run<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
+pub async fn run<U: UpstreamBody, C: DownstreamBody, F: BodyFilter + ?Sized>(
     mut upstream: U,
     mut client: C,
     filter: &mut F,
@@ -53,7 +53,7 @@ pub(crate) fn client_gone() -> PipeError {
 
 /// The upstream body is complete with `piece`: free the upstream before the
 /// client has it all, then write the piece and end the body.
-pub(crate) async fn last_piece<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?Sized>(
+pub(crate) async fn last_piece<U: UpstreamBody, C: DownstreamBody, F: BodyFilter + ?Sized>(
     upstream: U,
     mut client: C,
     filter: &mut F,
@@ -68,7 +68,7 @@ pub(crate) async fn last_piece<U: UpstreamBody, C: ClientBody, F: BodyFilter + ?
 
 /// Run the last piece, then the end, through the filter; write what comes
 /// out and end the body, with the last bytes when the end adds none.
-async fn finish<C: ClientBody, F: BodyFilter + ?Sized>(
+async fn finish<C: DownstreamBody, F: BodyFilter + ?Sized>(
     client: &mut C,
     filter: &mut F,
     mut piece: Option<Bytes>,
@@ -95,7 +95,7 @@ async fn finish<C: ClientBody, F: BodyFilter + ?Sized>(
 }
 
 /// Run one piece through the filter and write what comes out.
-pub(crate) async fn pass<C: ClientBody, F: BodyFilter + ?Sized>(
+pub(crate) async fn pass<C: DownstreamBody, F: BodyFilter + ?Sized>(
     client: &mut C,
     filter: &mut F,
     mut piece: Option<Bytes>,

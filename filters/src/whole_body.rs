@@ -14,7 +14,9 @@
 //! in its first pass.
 
 use crate::event_pipe::{self, EventPipeConf};
-use crate::pipe::{read_watching, BodyFilter, ClientBody, PipeError, PipeOutcome, UpstreamBody};
+use crate::pipe::{
+    read_watching, BodyFilter, DownstreamBody, PipeError, PipeOutcome, UpstreamBody,
+};
 use crate::unbuffered::{self, client_gone, last_piece};
 use bytes::Bytes;
 
@@ -28,7 +30,7 @@ pub async fn run<U, C, F>(
 ) -> PipeOutcome
 where
     U: UpstreamBody,
-    C: ClientBody,
+    C: DownstreamBody,
     F: BodyFilter + ?Sized,
 {
     let mut out = PipeOutcome::default();

@@ -70,23 +70,31 @@ pub struct DrainingSignals {
 #[async_trait]
 impl ShutdownSignalWatch for DrainingSignals {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut quit), Ok(mut term), Ok(mut int), Ok(mut hup)) = (
             signal(SignalKind::quit()),
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) else {
             log::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
         };
-        tokio::select! {
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
-            _ = int.recv() => ShutdownSignal::FastShutdown,
-            _ = term.recv() => {
-                self.draining.set();
-                log::warn!("SIGTERM: /healthz says 503; serving {:?} more before the graceful stop", self.delay);
-                tokio::select! {
-                    _ = tokio::time::sleep(self.delay) => ShutdownSignal::GracefulTerminate,
-                    _ = int.recv() => ShutdownSignal::FastShutdown,
+        loop {
+            tokio::select! {
+                // nginx reloads on SIGHUP; Ferry cannot yet, and the default
+                // action (exit, dropping every request in flight) is worse.
+                _ = hup.recv() => log::warn!(
+                    "SIGHUP: reloading is not supported yet; ignored (a new configuration needs a graceful upgrade: start the new process with --upgrade, then SIGQUIT this one)"
+                ),
+                _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+                _ = term.recv() => {
+                    self.draining.set();
+                    log::warn!("SIGTERM: /healthz says 503; serving {:?} more before the graceful stop", self.delay);
+                    return tokio::select! {
+                        _ = tokio::time::sleep(self.delay) => ShutdownSignal::GracefulTerminate,
+                        _ = int.recv() => ShutdownSignal::FastShutdown,
+                    };
                 }
             }
         }

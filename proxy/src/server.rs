@@ -34,7 +34,7 @@ pub fn main<P: ProxyHttp>(app: P) -> i32 {
 
 /// Run a program built on Ferry: the `ferry` command line (`-c FILE`, `-t`,
 /// `--upgrade`, `--daemon`) with `default_conf` when `-c` is absent, the
-/// YAML of CONFIG.md, Pingora's signals and graceful upgrade. Returns the
+/// YAML of docs/config.md, Pingora's signals and graceful upgrade. Returns the
 /// exit status for `-t` and for errors; serving never returns.
 ///
 /// ```no_run
@@ -50,7 +50,7 @@ pub fn run<P: ProxyHttp>(app: P, default_conf: &str) -> i32 {
 }
 
 /// Like [`run`], for a program with its own settings under the top-level
-/// `key` of the same YAML (CONFIG.md rule 18): they are deserialized into
+/// `key` of the same YAML (a program's own settings): they are deserialized into
 /// `S` (errors say `FILE:LINE:COLUMN`, and `-t` checks them too) and handed
 /// to `make`, which builds the proxy (`None` when the key is absent).
 pub fn run_with_settings<S, P>(
@@ -79,7 +79,7 @@ where
         println!("ok");
         return 0;
     }
-    serve(make(settings), config, &args)
+    start_server(make(settings), config, &args)
 }
 
 /// Add `listen:` entries to a service: plain TCP, or TLS with HTTP/2.
@@ -116,7 +116,7 @@ fn init_logging() {
         .try_init();
 }
 
-fn serve<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
+fn start_server<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     let opt = Opt {
         upgrade: args.upgrade,
         daemon: args.daemon,

@@ -100,3 +100,26 @@ async fn an_absolute_form_target_is_routed_by_its_path() {
     let (_, body) = ferry_tests::client::split(&bytes);
     assert_eq!(String::from_utf8_lossy(&body), "/a?b=1 x.example");
 }
+
+/// SIGHUP (nginx's reload) does not kill Ferry: it is logged, and the
+/// connections and requests go on.
+#[tokio::test]
+async fn sighup_is_logged_and_serving_goes_on() {
+    let backend = Backend::named("still here").await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - upstream: app\n",
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let http = ferry_tests::client::http();
+    assert_eq!(
+        ferry_tests::client::text(&http, ferry.url("/")).await,
+        "still here"
+    );
+    ferry.signal(libc::SIGHUP);
+    until("the SIGHUP line", || ferry.log().contains("SIGHUP")).await;
+    assert_eq!(
+        ferry_tests::client::text(&http, ferry.url("/")).await,
+        "still here"
+    );
+}

@@ -22,7 +22,7 @@ const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Read exactly one PROXY header (v1 or v2) off the stream.
-async fn read_header(s: &mut Stream) -> Option<Vec<u8>> {
+async fn read_proxy_header(s: &mut Stream) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 16];
     s.read_exact(&mut buf[..5]).await.ok()?;
     if buf[..5] == V2_SIGNATURE[..5] {
@@ -77,7 +77,7 @@ impl ProxyProtocol {
     /// the sender is trusted (`Ok(None)` otherwise), or `Err` when there is
     /// no valid header in time and the connection must close.
     pub(crate) async fn read(&self, stream: &mut Stream) -> Result<Option<SocketAddr>, ()> {
-        let header = tokio::time::timeout(HEADER_TIMEOUT, read_header(stream))
+        let header = tokio::time::timeout(HEADER_TIMEOUT, read_proxy_header(stream))
             .await
             .ok()
             .flatten()

@@ -6,7 +6,7 @@
 //!
 //! nginx counterpart: `ngx_http_proxy_handler` through
 //! `ngx_http_upstream_finalize_request`. [`crate::request::http_app`] calls
-//! [`serve`] for each request Pingora's HTTP/1 or HTTP/2 session reads,
+//! [`process_request`] for each request Pingora's HTTP/1 or HTTP/2 session reads,
 //! upgrades included: there is no other way in.
 
 use crate::client::refusal::refused;
@@ -49,7 +49,7 @@ fn peer_of(ps: &ServerSession) -> String {
     ps.client_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
-pub(crate) async fn serve<P: ProxyHttp>(
+pub(crate) async fn process_request<P: ProxyHttp>(
     app: &P,
     rt: &Runtime,
     ps: &mut ServerSession,

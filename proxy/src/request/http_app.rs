@@ -68,7 +68,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
     /// Read the next request header. `None`: the connection is done (the
     /// client closed it, the service is stopping, or the header was bad
     /// and has had its 400).
-    async fn read_header(&self, session: &mut ServerSession) -> Option<()> {
+    async fn next_request_header(&self, session: &mut ServerSession) -> Option<()> {
         let read = tokio::select! {
             biased;
             r = session.read_request() => r,
@@ -222,10 +222,10 @@ impl<P: ProxyHttp> HttpServerApp for FerryHttp<P> {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        self.read_header(&mut session).await?;
+        self.next_request_header(&mut session).await?;
         // Boxed: a connection waiting for its next request holds only this
         // small future, and the request's large one lives while it is served.
-        Box::pin(self.serve(session, shutdown)).await
+        Box::pin(self.serve_request(session, shutdown)).await
     }
 
     async fn http_cleanup(&self) {
@@ -238,7 +238,7 @@ impl<P: ProxyHttp> HttpServerApp for FerryHttp<P> {
 impl<P: ProxyHttp> FerryHttp<P> {
     /// Serve one request whose header was read; the connection back for the
     /// next one when it can be reused.
-    async fn serve(
+    async fn serve_request(
         &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
@@ -250,7 +250,8 @@ impl<P: ProxyHttp> FerryHttp<P> {
         let rt = &*self.runtime;
         let mut request = begin(rt, &session);
         let mut ctx = self.app.new_ctx();
-        let served = flow::serve(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
+        let served =
+            flow::process_request(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
         let reusable = match served {
             Ok(End::Complete) => true,
             // Close without ending the body: the client sees it is cut.

@@ -1,6 +1,6 @@
 //! Route matching: which route takes a request.
 //!
-//! CONFIG.md rule 1: routes whose `host` equals the request's host
+//! As docs/config.md says: routes whose `host` equals the request's host
 //! (case-insensitive, port ignored) are the candidates, else the routes
 //! without `host`; among them the longest `path_prefix` the normalised path
 //! starts with wins, ties to the first in the file. nginx counterpart:

@@ -12,7 +12,7 @@ use crate::runtime::RouteRt;
 use crate::upstream::connect::Conn;
 use bytes::Bytes;
 use ferry_filters::pipe::{
-    BodyFilter, ClientBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,
+    BodyFilter, DownstreamBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,
 };
 use ferry_filters::whole_body;
 use pingora_core::protocols::http::ServerSession;
@@ -48,7 +48,7 @@ impl UpstreamBody for UpstreamReader {
 /// The client end.
 struct ClientWriter<'a>(&'a mut ServerSession);
 
-impl ClientBody for ClientWriter<'_> {
+impl DownstreamBody for ClientWriter<'_> {
     async fn write(&mut self, data: Bytes) -> Result<(), PipeError> {
         self.0
             .write_response_body(data, false)

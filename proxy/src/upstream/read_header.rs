@@ -12,7 +12,7 @@ use crate::upstream::connect::Conn;
 use http::header::TRANSFER_ENCODING;
 use pingora_error::{Error, ErrorType, Result};
 
-pub async fn read_header(conn: &mut Conn, buffer_size: usize) -> Result<()> {
+pub(crate) async fn read_response_header(conn: &mut Conn, buffer_size: usize) -> Result<()> {
     let s = &mut conn.session;
     loop {
         s.read_response().await?;

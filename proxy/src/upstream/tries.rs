@@ -20,7 +20,7 @@ use crate::upstream::connect::{connect, Conn};
 use crate::upstream::group::Upstream;
 use crate::upstream::next_upstream::{Failure, Outcome, Policy, RetryDecision, Verdict};
 use crate::upstream::peer::UpstreamPeer;
-use crate::upstream::read_header::read_header;
+use crate::upstream::read_header::read_response_header;
 use crate::upstream::send_request::{send, BodySource};
 use crate::upstream::try_record::{Try, TryOutcome};
 use ferry_lb::{Cursor, Feedback, Key, Lease};
@@ -266,7 +266,7 @@ async fn attempt<L: Leg>(
     send(&mut conn, req, leg.body())
         .await
         .map_err(|e| failed(e, true, reused))?;
-    read_header(&mut conn, buffer_size)
+    read_response_header(&mut conn, buffer_size)
         .await
         .map_err(|e| failed(e, true, reused))?;
     Ok(conn)
