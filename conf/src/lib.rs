@@ -19,7 +19,6 @@ mod positions;
 mod proxy_conf;
 mod root;
 mod route;
-pub mod server;
 mod template;
 mod units;
 mod upstream;
@@ -37,7 +36,7 @@ pub use route::{Return, Route, RouteMatch};
 pub use template::{Segment, Template, Variable};
 pub use units::{parse_duration, parse_size, Duration, Size};
 pub use upstream::{Balance, HealthCheck, Server, Upstream, UpstreamTls};
-pub use validate::resolve;
+pub use validate::Problem;
 
 use serde::de::{DeserializeOwned, DeserializeSeed};
 use std::path::Path;
@@ -95,24 +94,12 @@ pub fn load_str_with<S: DeserializeOwned>(
             return Err(ConfErrors(vec![at(line, column, serde_message(&e))]));
         }
     };
+    config.source = text.to_string();
     let problems = validate::validate(&mut config);
     if problems.is_empty() {
         return Ok((config, settings));
     }
-    let positions = Positions::index(text);
-    let mut errors: Vec<ConfError> = problems
-        .into_iter()
-        .map(|p| {
-            let pos = if p.at_key {
-                positions.key(&p.path)
-            } else {
-                positions.value(&p.path)
-            };
-            at(pos.line, pos.column, p.message)
-        })
-        .collect();
-    errors.sort_by_key(|e| (e.line, e.column));
-    Err(ConfErrors(errors))
+    Err(config.locate(problems))
 }
 
 /// serde_yaml's message without its own " at line L column C" suffix.

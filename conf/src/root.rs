@@ -16,7 +16,11 @@ use std::fmt;
 pub struct Config {
     /// The file it came from, for messages.
     pub file: String,
-    /// The `server:` section as written; see [`Config::server_conf`].
+    /// The file's text, so that problems found after loading (by the
+    /// checks that need the machine) get their line and column too.
+    pub source: String,
+    /// The `server:` section as written: Pingora's `ServerConf`, checked
+    /// and read where Ferry starts.
     pub server: serde_yaml::Mapping,
     pub listen: Vec<Listen>,
     pub admin: Option<Admin>,
@@ -30,10 +34,28 @@ pub struct Config {
 }
 
 impl Config {
-    /// Pingora's `ServerConf` from the `server:` section (already checked
-    /// by the loader, so this cannot fail on a loaded config).
-    pub fn server_conf(&self) -> pingora_core::server::configuration::ServerConf {
-        crate::server::to_server_conf(&self.server).unwrap_or_default()
+    /// `FILE:LINE:COLUMN: message` errors for `problems` in this file,
+    /// in the file's order.
+    pub fn locate(&self, problems: Vec<crate::Problem>) -> crate::ConfErrors {
+        let positions = crate::Positions::index(&self.source);
+        let mut errors: Vec<crate::ConfError> = problems
+            .into_iter()
+            .map(|p| {
+                let pos = if p.at_key {
+                    positions.key(&p.path)
+                } else {
+                    positions.value(&p.path)
+                };
+                crate::ConfError {
+                    file: self.file.clone(),
+                    line: pos.line,
+                    column: pos.column,
+                    message: p.message,
+                }
+            })
+            .collect();
+        errors.sort_by_key(|e| (e.line, e.column));
+        crate::ConfErrors(errors)
     }
 
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
@@ -137,6 +159,7 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
         let mut c = Config {
             file: self.file.to_string(),
+            source: String::new(),
             server: serde_yaml::Mapping::new(),
             listen: Vec::new(),
             admin: None,

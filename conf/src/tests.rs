@@ -158,51 +158,6 @@ fn buffer_rules_are_nginx() {
 }
 
 #[test]
-fn server_section_is_pingora_serverconf() {
-    let c = load_str(
-        "f",
-        "server:\n  threads: 3\n  grace_period_seconds: 1\nlisten: [127.0.0.1:1]\n",
-    )
-    .unwrap();
-    let sc = c.server_conf();
-    assert_eq!(sc.threads, 3);
-    assert_eq!(sc.grace_period_seconds, Some(1));
-    assert!(
-        sc.work_stealing,
-        "Pingora's default with more than one thread"
-    );
-    // One thread: Pingora's single-threaded runtime, unless the file says.
-    let one = load_str(
-        "f",
-        "listen: [127.0.0.1:1]
-",
-    )
-    .unwrap();
-    assert!(!one.server_conf().work_stealing);
-    let kept = load_str(
-        "f",
-        "server:
-  work_stealing: true
-listen: [127.0.0.1:1]
-",
-    )
-    .unwrap();
-    assert!(kept.server_conf().work_stealing);
-    let e = err("server:\n  threadz: 3\nlisten: [127.0.0.1:1]\n");
-    assert!(
-        e.starts_with("f.yaml:2:3: unknown server key `threadz`"),
-        "{e}"
-    );
-    let e = err("server:\n  client_bind_to_ipv4: [nope]\nlisten: [127.0.0.1:1]\n");
-    assert!(e.contains("`nope` is not an IP address"), "{e}");
-    let e = err("server:\n  threads: many\nlisten: [127.0.0.1:1]\n");
-    assert!(
-        e.starts_with("f.yaml:2:3: server.threads: invalid type"),
-        "{e}"
-    );
-}
-
-#[test]
 fn route_shape_errors() {
     let e = err("listen: [127.0.0.1:1]\nupstreams: { a: { servers: [ { addr: 127.0.0.1:1 } ] } }\nroutes:\n  - upstream: a\n    return: { status: 200 }\n");
     assert!(
@@ -215,12 +170,10 @@ fn route_shape_errors() {
 }
 
 #[test]
-fn unresolvable_host_is_an_error() {
-    let e = err("listen: [127.0.0.1:1]\nupstreams:\n  a:\n    servers:\n      - addr: no-such-host.invalid:80\n");
-    assert!(
-        e.starts_with("f.yaml:5:15: cannot resolve `no-such-host.invalid:80`"),
-        "{e}"
-    );
+fn the_loader_looks_at_nothing_outside_the_file() {
+    // Names are resolved, and files opened, where Ferry starts.
+    let c = load_str("f.yaml", "listen:\n  - { addr: 127.0.0.1:1, tls: { cert: /nope.pem, key: /nope.key } }\nupstreams:\n  a:\n    servers:\n      - addr: no-such-host.invalid:80\n").unwrap();
+    assert!(c.upstreams.get("a").unwrap().servers[0].resolved.is_empty());
 }
 
 #[derive(Debug, serde::Deserialize, PartialEq)]

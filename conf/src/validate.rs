@@ -1,13 +1,18 @@
-//! Checks that need the whole file: names that must exist, duplicates, nginx's
-//! buffer rules (`ngx_http_proxy_merge_loc_conf`), and host names that must
-//! resolve. Each problem is reported with the path of what is wrong.
+//! Checks that need the whole file: names that must exist, duplicates, and
+//! nginx's buffer rules (`ngx_http_proxy_merge_loc_conf`). Each problem is
+//! reported with the path of what is wrong. Nothing here looks outside the
+//! file: readable certificates, host names that resolve and Pingora's own
+//! `server:` keys are checked where Ferry starts, with the same positions
+//! ([`crate::Config::locate`]).
 
 use crate::proxy_conf::ProxyConf;
 use crate::root::Config;
 use crate::upstream::Balance;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
-/// A problem found after parsing: where (a path into the document) and what.
+/// A problem found after parsing: where (a dotted path into the document,
+/// such as `upstreams.app.servers.0.addr`) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub path: String,
     pub message: String,
@@ -15,18 +20,33 @@ pub struct Problem {
     pub at_key: bool,
 }
 
-fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
-    Problem {
-        path: path.into(),
-        message: message.into(),
-        at_key: false,
+impl Problem {
+    /// A problem with the value at `path`.
+    pub fn at_value(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+            at_key: false,
+        }
+    }
+
+    /// A problem with the key at `path` itself.
+    pub fn at_key(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            at_key: true,
+            ..Problem::at_value(path, message)
+        }
     }
 }
 
-/// Check a parsed config, resolving server addresses in place.
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem::at_value(path, message)
+}
+
+/// Check a parsed config; server addresses written as `ip:port` are
+/// filled in (host names are resolved where Ferry starts).
 pub fn validate(c: &mut Config) -> Vec<Problem> {
     let mut out = Vec::new();
-    check_server(c, &mut out);
     check_listen(c, &mut out);
     check_upstreams(c, &mut out);
     check_routes(c, &mut out);
@@ -46,35 +66,12 @@ pub fn validate(c: &mut Config) -> Vec<Problem> {
     out
 }
 
-fn check_server(c: &Config, out: &mut Vec<Problem>) {
-    for (k, v) in &c.server {
-        if let Err(m) = crate::server::check_entry(k, v) {
-            let path = format!("server.{}", k.as_str().unwrap_or("?"));
-            out.push(Problem {
-                path,
-                message: m,
-                at_key: true,
-            });
-        }
-    }
-}
-
 fn check_listen(c: &Config, out: &mut Vec<Problem>) {
     if c.listen.is_empty() {
         out.push(problem("listen", "at least one listen address is required"));
     }
     let mut seen: Vec<SocketAddr> = Vec::new();
     for (i, l) in c.listen.iter().enumerate() {
-        if let Some(tls) = &l.tls {
-            for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
-                if std::fs::metadata(file).is_err() {
-                    out.push(problem(
-                        format!("listen.{i}.tls.{key}"),
-                        format!("cannot read `{file}`"),
-                    ));
-                }
-            }
-        }
         let path = format!("listen.{i}.addr");
         match l.addr.parse::<SocketAddr>() {
             Ok(a) if seen.contains(&a) => out.push(problem(
@@ -106,32 +103,6 @@ fn check_listen(c: &Config, out: &mut Vec<Problem>) {
     }
 }
 
-/// Resolve `host:port` (port 80 when absent, as nginx).
-pub fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
-    if let Ok(a) = addr.parse::<SocketAddr>() {
-        return Ok(vec![a]);
-    }
-    let with_port = if addr
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        addr.to_string()
-    } else {
-        format!("{addr}:80")
-    };
-    match with_port.to_socket_addrs() {
-        Ok(it) => {
-            let v: Vec<SocketAddr> = it.collect();
-            if v.is_empty() {
-                Err(format!("host `{addr}` resolved to no address"))
-            } else {
-                Ok(v)
-            }
-        }
-        Err(e) => Err(format!("cannot resolve `{addr}`: {e}")),
-    }
-}
-
 fn check_upstreams(c: &mut Config, out: &mut Vec<Problem>) {
     for (name, u) in c.upstreams.0.iter_mut() {
         let base = format!("upstreams.{name}");
@@ -146,14 +117,6 @@ fn check_upstreams(c: &mut Config, out: &mut Vec<Problem>) {
                 format!("{base}.balance"),
                 "balance: hash needs a hash_key",
             ));
-        }
-        if let Some(ca) = &u.tls.ca_file {
-            if std::fs::metadata(ca).is_err() {
-                out.push(problem(
-                    format!("{base}.tls.ca_file"),
-                    format!("cannot read `{ca}`"),
-                ));
-            }
         }
         if let Some(h) = &u.health_check {
             if h.interval.is_zero() {
@@ -171,9 +134,8 @@ fn check_upstreams(c: &mut Config, out: &mut Vec<Problem>) {
         }
         for (i, s) in u.servers.iter_mut().enumerate() {
             let sp = format!("{base}.servers.{i}");
-            match resolve(&s.addr) {
-                Ok(a) => s.resolved = a,
-                Err(m) => out.push(problem(format!("{sp}.addr"), m)),
+            if let Ok(a) = s.addr.parse::<SocketAddr>() {
+                s.resolved = vec![a];
             }
             if s.weight == 0 {
                 out.push(problem(format!("{sp}.weight"), "weight must be at least 1"));

@@ -29,6 +29,7 @@ pub(crate) mod client;
 pub(crate) mod health_check;
 pub(crate) mod hooks;
 pub(crate) mod metrics;
+pub(crate) mod preflight;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod runtime;

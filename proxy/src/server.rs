@@ -68,7 +68,11 @@ where
         .conf
         .clone()
         .unwrap_or_else(|| default_conf.to_string());
-    let (config, settings) = match ferry_conf::load_file_with::<S>(Path::new(&path), key) {
+    let loaded = ferry_conf::load_file_with::<S>(Path::new(&path), key).and_then(|(mut c, s)| {
+        crate::preflight::check(&mut c)?;
+        Ok((c, s))
+    });
+    let (config, settings) = match loaded {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -124,7 +128,7 @@ fn start_server<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
         test: false,
         conf: None,
     };
-    let mut server = Server::new_with_opt_and_conf(opt, config.server_conf());
+    let mut server = Server::new_with_opt_and_conf(opt, crate::preflight::server_conf(&config));
     server.bootstrap();
     let listen = config.listen.clone();
     let header_timeout = config.client_header_timeout.get();
