@@ -244,132 +244,24 @@ where
     C: DownstreamBody + 'a,
     F: BodyFilter + ?Sized,
 {
-    let mut out = PipeOutcome::default();
-    let mut buf = Buffered {
-        memory: VecDeque::new(),
-        queued: 0,
-        file: None,
-        file_sent: 0,
-    };
-    let rate = RateLimit {
-        rate: conf.limit_rate,
-        start: Instant::now(),
-    };
-
-    let mut up: Option<U> = Some(upstream);
-    let mut client: Option<C> = Some(client);
-    let mut reading: Option<Boxed<'a, Read<U>>> = None;
-    let mut writing: Option<Boxed<'a, Written<C>>> = None;
-    let mut delay: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    // Armed only while the pipe waits with nothing in flight to the client.
-    let mut client_check: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
-    let mut upstream_done = false;
-    // Since when the write in flight has waited on the client.
-    let mut blocked_since: Option<Instant> = None;
-    // Wakes the pipe when that wait becomes long enough to spill.
-    let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    // The last write did not complete at once: keep batches to `busy`.
-    let mut client_slow = false;
-    // The client went away but `ignore_client_abort` keeps reading.
-    let mut client_gone = false;
-
+    let mut p = EventPipe::new(conf, upstream, client, filter);
     loop {
-        // Write side: hand the client the next batch when nothing is in flight.
-        if writing.is_none() && !client_gone {
-            let cap = if client_slow {
-                conf.busy
-            } else {
-                conf.busy.max(FAST_BATCH)
-            };
-            match buf.next_batch(cap) {
-                Err(e) => {
-                    out.error = Some(e);
-                    break;
-                }
-                Ok(Some(batch)) => {
-                    let Some(mut c) = client.take() else { break };
-                    let len = batch.len();
-                    let mut fut: Boxed<'a, Written<C>> = Box::pin(async move {
-                        let result = c.write(batch).await;
-                        Written {
-                            client: c,
-                            result,
-                            len,
-                        }
-                    });
-                    match poll_now(&mut fut) {
-                        Some(done) => {
-                            blocked_since = None;
-                            client_slow = false;
-                            if !finish_write(done, &mut client, &mut out) {
-                                client_gone = on_client_error(conf, &mut up, &mut reading);
-                                if !client_gone {
-                                    break;
-                                }
-                            }
-                            continue;
-                        }
-                        None => {
-                            blocked_since = Some(Instant::now());
-                            client_slow = true;
-                            writing = Some(fut);
-                        }
-                    }
-                }
-                Ok(None) if upstream_done => break,
-                Ok(None) => {}
-            }
+        match p.write_downstream() {
+            Flow::Again => continue,
+            Flow::Stop => break,
+            Flow::Go => {}
         }
-        if client_gone && upstream_done {
+        if p.client_gone && p.upstream_done {
             break;
         }
-
-        // Read side: read while there is memory; when memory is full and the
-        // client is blocked, spill the oldest memory to the temp file first.
-        if reading.is_none() && !upstream_done && delay.is_none() {
-            if client_gone {
-                buf.memory.clear();
-                buf.queued = 0;
-            }
-            // Spill in `temp_file_write_size` steps until a read fits again,
-            // once the client has been blocked for SPILL_GRACE.
-            let behind = blocked_since.is_some_and(|t| t.elapsed() >= SPILL_GRACE);
-            if buf.queued >= conf.memory && !behind && grace.is_none() {
-                if let Some(t) = blocked_since {
-                    grace = Some(Box::pin(tokio::time::sleep_until((t + SPILL_GRACE).into())));
-                }
-            }
-            let mut spill_failed = None;
-            while buf.queued >= conf.memory && behind && buf.can_spill(conf) {
-                match buf.spill(conf) {
-                    Ok(n) => out.spilled += n,
-                    Err(e) => {
-                        spill_failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = spill_failed {
-                out.error = Some(e);
-                break;
-            }
-            if buf.queued < conf.memory {
-                if let Some(d) = rate.delay_before_read(out.received) {
-                    delay = Some(Box::pin(tokio::time::sleep(d)));
-                } else if let Some(mut u) = up.take() {
-                    reading = Some(Box::pin(async move {
-                        let r = u.read().await;
-                        (u, r)
-                    }));
-                }
-            }
+        if let Flow::Stop = p.read_upstream() {
+            break;
         }
-
-        if reading.is_none() && writing.is_none() && delay.is_none() && grace.is_none() {
+        if p.nothing_in_flight() {
             // Nothing in flight and nothing to start: the client took all and
             // the upstream is done, or nothing can move.
-            if !(upstream_done && buf.is_empty()) {
-                out.error = Some(PipeError::new(
+            if !(p.upstream_done && p.buf.is_empty()) {
+                p.fail(PipeError::new(
                     Side::Client,
                     FailKind::Error,
                     "pipe stalled",
@@ -377,96 +269,310 @@ where
             }
             break;
         }
-
-        if writing.is_some() || client_gone || conf.ignore_client_abort {
-            client_check = None;
-        } else if client_check.is_none() {
-            client_check = Some(Box::pin(crate::pipe::client_check()));
+        p.arm_client_check();
+        if let Flow::Stop = p.wait().await {
+            break;
         }
+    }
+    p.finish().await
+}
 
+/// What the pipe does after a step.
+enum Flow {
+    /// Go on with the next step of this round.
+    Go,
+    /// Start the round again (a write finished at once).
+    Again,
+    /// Stop: done, or failed (the outcome says which).
+    Stop,
+}
+
+/// The pipe's state: nginx's `ngx_event_pipe_t`, with the read and the write
+/// in flight as futures that own their end and hand it back when done.
+struct EventPipe<'a, 'f, U, C, F: ?Sized> {
+    conf: &'f EventPipeConf,
+    filter: &'f mut F,
+    buf: Buffered,
+    rate: RateLimit,
+    out: PipeOutcome,
+    /// The upstream end, when no read is in flight.
+    up: Option<U>,
+    /// The client end, when no write is in flight.
+    client: Option<C>,
+    reading: Option<Boxed<'a, Read<U>>>,
+    writing: Option<Boxed<'a, Written<C>>>,
+    /// `limit_rate`'s wait before the next read.
+    delay: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Armed only while the pipe waits with nothing in flight to the client.
+    client_check: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The upstream's body is complete (or failed): no more reads.
+    upstream_done: bool,
+    /// Since when the write in flight has waited on the client.
+    blocked_since: Option<Instant>,
+    /// Wakes the pipe when that wait becomes long enough to spill.
+    grace: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last write did not complete at once: keep batches to `busy`.
+    client_slow: bool,
+    /// The client went away but `ignore_client_abort` keeps reading.
+    client_gone: bool,
+}
+
+impl<'a, 'f, U, C, F> EventPipe<'a, 'f, U, C, F>
+where
+    U: UpstreamBody + 'a,
+    C: DownstreamBody + 'a,
+    F: BodyFilter + ?Sized,
+{
+    fn new(conf: &'f EventPipeConf, upstream: U, client: C, filter: &'f mut F) -> Self {
+        EventPipe {
+            conf,
+            filter,
+            buf: Buffered {
+                memory: VecDeque::new(),
+                queued: 0,
+                file: None,
+                file_sent: 0,
+            },
+            rate: RateLimit {
+                rate: conf.limit_rate,
+                start: Instant::now(),
+            },
+            out: PipeOutcome::default(),
+            up: Some(upstream),
+            client: Some(client),
+            reading: None,
+            writing: None,
+            delay: None,
+            client_check: None,
+            upstream_done: false,
+            blocked_since: None,
+            grace: None,
+            client_slow: false,
+            client_gone: false,
+        }
+    }
+
+    fn fail(&mut self, e: PipeError) {
+        self.out.error = Some(e);
+    }
+
+    /// nginx `ngx_event_pipe_write_to_downstream`: hand the client the next
+    /// batch when nothing is in flight to it (file first, then memory).
+    fn write_downstream(&mut self) -> Flow {
+        if self.writing.is_some() || self.client_gone {
+            return Flow::Go;
+        }
+        let cap = if self.client_slow {
+            self.conf.busy
+        } else {
+            self.conf.busy.max(FAST_BATCH)
+        };
+        let batch = match self.buf.next_batch(cap) {
+            Err(e) => {
+                self.fail(e);
+                return Flow::Stop;
+            }
+            Ok(None) if self.upstream_done => return Flow::Stop,
+            Ok(None) => return Flow::Go,
+            Ok(Some(batch)) => batch,
+        };
+        let Some(mut c) = self.client.take() else {
+            return Flow::Stop;
+        };
+        let len = batch.len();
+        let mut fut: Boxed<'a, Written<C>> = Box::pin(async move {
+            let result = c.write(batch).await;
+            Written {
+                client: c,
+                result,
+                len,
+            }
+        });
+        match poll_now(&mut fut) {
+            Some(done) => {
+                self.blocked_since = None;
+                self.client_slow = false;
+                if self.written(done) {
+                    Flow::Again
+                } else {
+                    Flow::Stop
+                }
+            }
+            None => {
+                self.blocked_since = Some(Instant::now());
+                self.client_slow = true;
+                self.writing = Some(fut);
+                Flow::Go
+            }
+        }
+    }
+
+    /// A write finished: account it; on a client error stop, or (with
+    /// `ignore_client_abort`) go on reading the upstream. `false`: stop.
+    fn written(&mut self, done: Written<C>) -> bool {
+        if finish_write(done, &mut self.client, &mut self.out) {
+            return true;
+        }
+        self.client_gone = on_client_error(self.conf, &mut self.up, &mut self.reading);
+        self.client_gone
+    }
+
+    /// nginx `ngx_event_pipe_read_upstream`: read while there is memory;
+    /// when memory is full and the client is behind, spill the oldest memory
+    /// to the temp file first.
+    fn read_upstream(&mut self) -> Flow {
+        if self.reading.is_some() || self.upstream_done || self.delay.is_some() {
+            return Flow::Go;
+        }
+        if self.client_gone {
+            self.buf.memory.clear();
+            self.buf.queued = 0;
+        }
+        if let Err(e) = self.spill_if_behind() {
+            self.fail(e);
+            return Flow::Stop;
+        }
+        if self.buf.queued < self.conf.memory {
+            if let Some(d) = self.rate.delay_before_read(self.out.received) {
+                self.delay = Some(Box::pin(tokio::time::sleep(d)));
+            } else if let Some(mut u) = self.up.take() {
+                self.reading = Some(Box::pin(async move {
+                    let r = u.read().await;
+                    (u, r)
+                }));
+            }
+        }
+        Flow::Go
+    }
+
+    /// With memory full: spill in `temp_file_write_size` steps until a read
+    /// fits again, once the client has been blocked for [`SPILL_GRACE`]
+    /// (before that, arm a timer for the moment it will have been).
+    fn spill_if_behind(&mut self) -> Result<(), PipeError> {
+        let full = self.buf.queued >= self.conf.memory;
+        let behind = self
+            .blocked_since
+            .is_some_and(|t| t.elapsed() >= SPILL_GRACE);
+        if full && !behind && self.grace.is_none() {
+            if let Some(t) = self.blocked_since {
+                self.grace = Some(Box::pin(tokio::time::sleep_until((t + SPILL_GRACE).into())));
+            }
+        }
+        while behind && self.buf.queued >= self.conf.memory && self.buf.can_spill(self.conf) {
+            self.out.spilled += self.buf.spill(self.conf)?;
+        }
+        Ok(())
+    }
+
+    fn nothing_in_flight(&self) -> bool {
+        self.reading.is_none()
+            && self.writing.is_none()
+            && self.delay.is_none()
+            && self.grace.is_none()
+    }
+
+    /// nginx's broken-connection check, while nothing is written to the
+    /// client (a write would notice by itself).
+    fn arm_client_check(&mut self) {
+        if self.writing.is_some() || self.client_gone || self.conf.ignore_client_abort {
+            self.client_check = None;
+        } else if self.client_check.is_none() {
+            self.client_check = Some(Box::pin(crate::pipe::client_check()));
+        }
+    }
+
+    /// Wait for the first of: the write, the read, the rate limit's delay,
+    /// the spill grace, the client check.
+    async fn wait(&mut self) -> Flow {
         tokio::select! {
-            done = maybe(&mut writing) => {
-                writing = None;
-                blocked_since = None;
-                grace = None;
-                if !finish_write(done, &mut client, &mut out) {
-                    client_gone = on_client_error(conf, &mut up, &mut reading);
-                    if !client_gone {
-                        break;
-                    }
+            done = maybe(&mut self.writing) => {
+                self.writing = None;
+                self.blocked_since = None;
+                self.grace = None;
+                if !self.written(done) {
+                    return Flow::Stop;
                 }
             }
-            (u, r) = maybe(&mut reading) => {
-                reading = None;
-                match r {
-                    Ok(piece) => {
-                        let n = piece.as_ref().map_or(0, |b| b.len() as u64);
-                        out.received += n;
-                        let mut u = u;
-                        let end = piece.is_none() || u.is_done();
-                        if let Err(e) = filter_into(filter, piece, false, &mut buf, client_gone) {
-                            out.error = Some(e);
-                            break;
-                        }
-                        if end {
-                            upstream_done = true;
-                            out.upstream_complete = true;
-                            // Free the backend now: the client may take long.
-                            u.release().await;
-                            if let Err(e) = filter_into(filter, None, true, &mut buf, client_gone) {
-                                out.error = Some(e);
-                                break;
-                            }
-                        } else {
-                            up = Some(u);
-                            if let Some(d) = rate.delay_after_read(n).filter(|d| !d.is_zero()) {
-                                delay = Some(Box::pin(tokio::time::sleep(d)));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        // nginx: the client gets what was read, then a
-                        // truncated response.
-                        drop(u);
-                        upstream_done = true;
-                        out.error = Some(e);
-                    }
-                }
+            (u, r) = maybe(&mut self.reading) => {
+                self.reading = None;
+                return self.read_done(u, r).await;
             }
-            () = maybe(&mut delay) => {
-                delay = None;
-            }
-            () = maybe(&mut grace) => {
-                grace = None;
-            }
-            () = maybe(&mut client_check) => {
-                // nginx's broken-connection check: a client that went away
-                // while the upstream is slow ends the upstream request.
-                client_check = None;
-                if client.as_mut().is_some_and(|c| c.is_gone()) {
-                    out.error = Some(PipeError::new(Side::Client, FailKind::Error, "client closed the connection"));
-                    break;
+            () = maybe(&mut self.delay) => self.delay = None,
+            () = maybe(&mut self.grace) => self.grace = None,
+            () = maybe(&mut self.client_check) => {
+                // A client that went away while the upstream is slow ends
+                // the upstream request.
+                self.client_check = None;
+                if self.client.as_mut().is_some_and(|c| c.is_gone()) {
+                    self.fail(PipeError::new(Side::Client, FailKind::Error, "client closed the connection"));
+                    return Flow::Stop;
                 }
             }
         }
+        Flow::Go
     }
 
-    // Whatever is still in flight is dropped here (only after an error, when
-    // the caller closes the client connection): an unfinished upstream read
-    // closes that connection; the temp file goes with `buf`.
-    if client_gone && out.error.is_none() {
-        out.error = Some(PipeError::new(
-            Side::Client,
-            FailKind::Error,
-            "client went away",
-        ));
-    }
-    if out.error.is_none() {
-        if let Some(c) = client.as_mut() {
-            out.error = c.end(Bytes::new()).await.err();
+    /// A read finished: the piece through the filter into memory; at the
+    /// end of the body the upstream is released at once (the client may
+    /// take long).
+    async fn read_done(&mut self, mut u: U, r: Result<Option<Bytes>, PipeError>) -> Flow {
+        let piece = match r {
+            Ok(piece) => piece,
+            Err(e) => {
+                // nginx: the client gets what was read, then a truncated
+                // response.
+                drop(u);
+                self.upstream_done = true;
+                self.fail(e);
+                return Flow::Go;
+            }
+        };
+        let n = piece.as_ref().map_or(0, |b| b.len() as u64);
+        self.out.received += n;
+        let end = piece.is_none() || u.is_done();
+        let discard = self.client_gone;
+        if let Err(e) = filter_into(self.filter, piece, false, &mut self.buf, discard) {
+            self.fail(e);
+            return Flow::Stop;
         }
+        if !end {
+            self.up = Some(u);
+            if let Some(d) = self.rate.delay_after_read(n).filter(|d| !d.is_zero()) {
+                self.delay = Some(Box::pin(tokio::time::sleep(d)));
+            }
+            return Flow::Go;
+        }
+        self.upstream_done = true;
+        self.out.upstream_complete = true;
+        u.release().await;
+        if let Err(e) = filter_into(self.filter, None, true, &mut self.buf, discard) {
+            self.fail(e);
+            return Flow::Stop;
+        }
+        Flow::Go
     }
-    out
+
+    /// The end: whatever is still in flight is dropped (only after an
+    /// error, when the caller closes the client connection: an unfinished
+    /// upstream read closes that connection; the temp file goes with the
+    /// buffers); after a clean run the client's body is ended.
+    async fn finish(mut self) -> PipeOutcome {
+        self.reading = None;
+        self.writing = None;
+        if self.client_gone && self.out.error.is_none() {
+            self.fail(PipeError::new(
+                Side::Client,
+                FailKind::Error,
+                "client went away",
+            ));
+        }
+        if self.out.error.is_none() {
+            if let Some(c) = self.client.as_mut() {
+                self.out.error = c.end(Bytes::new()).await.err();
+            }
+        }
+        self.out
+    }
 }
 
 /// A finished client write: the client end back, and what it carried.
