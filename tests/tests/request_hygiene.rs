@@ -123,3 +123,29 @@ async fn sighup_is_logged_and_serving_goes_on() {
         "still here"
     );
 }
+
+/// Three GETs sent at once on one connection get three answers, in order
+/// (RFC 9112 9.3.2; nginx serves them the same way).
+#[tokio::test]
+async fn pipelined_requests_are_all_answered_in_order() {
+    let backend = Backend::start(Arc::new(|_, seen: &ferry_tests::backend::Seen| {
+        Reply::ok(seen.uri.clone())
+    }))
+    .await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - upstream: app\n",
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let three = "GET /one HTTP/1.1\r\nHost: t\r\n\r\nGET /two HTTP/1.1\r\nHost: t\r\n\r\nGET /three HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let (bytes, closed) = ferry_tests::client::exchange(ferry.addr, three).await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(closed);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
+    let (one, two, three) = (
+        text.find("/one").unwrap_or(usize::MAX),
+        text.find("/two").unwrap_or(usize::MAX),
+        text.find("/three").unwrap_or(usize::MAX),
+    );
+    assert!(one < two && two < three && three < usize::MAX, "{text}");
+}

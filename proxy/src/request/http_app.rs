@@ -69,6 +69,10 @@ impl<P: ProxyHttp> FerryHttp<P> {
     /// client closed it, the service is stopping, or the header was bad
     /// and has had its 400).
     async fn next_request_header(&self, session: &mut ServerSession) -> Option<()> {
+        // A client may send its next requests before reading this one's
+        // answer (RFC 9112 9.3.2): they are served in order, as nginx does,
+        // not dropped with the connection.
+        session.set_pipelining_enabled(true);
         let read = tokio::select! {
             biased;
             r = session.read_request() => r,
