@@ -170,6 +170,7 @@ impl Metrics {
                 TryOutcome::Timeout => "timeout".into(),
                 TryOutcome::InvalidHeader => "invalid_header".into(),
                 TryOutcome::NoLive => "no_live".into(),
+                TryOutcome::Client => "client".into(),
             };
             self.tries
                 .with_label_values(&[t.group.as_str(), t.addr.as_str(), &*outcome])

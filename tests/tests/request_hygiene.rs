@@ -149,3 +149,77 @@ async fn pipelined_requests_are_all_answered_in_order() {
     );
     assert!(one < two && two < three && three < usize::MAX, "{text}");
 }
+
+/// With `request_buffering: false`, a client's broken chunked body gets
+/// 400 and a client that leaves mid-upload gets nothing; neither counts
+/// against the server (nginx blames the client, not the upstream), so the
+/// group stays up for the next requests.
+#[tokio::test]
+async fn client_mistakes_on_a_streamed_body_are_not_blamed_on_servers() {
+    let (a, b) = (Backend::named("a").await, Backend::named("b").await);
+    let ferry = Ferry::start_hooked(&format!(
+        "upstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ request_buffering: false }}\n",
+        group(
+            "app",
+            &[
+                (a.addr, "max_fails: 1, fail_timeout: 60s"),
+                (b.addr, "max_fails: 1, fail_timeout: 60s")
+            ]
+        )
+    ))
+    .await;
+    for i in 0..2 {
+        let broken = format!(
+            "POST /broken{i} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
+        );
+        let (bytes, _) = ferry_tests::client::exchange(ferry.addr, &broken).await;
+        assert_eq!(
+            status_of(&bytes),
+            400,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    for i in 0..2 {
+        let mut s = TcpStream::connect(ferry.addr).await.unwrap();
+        let head = format!("POST /gone{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&[b'x'; 1000]).await.unwrap();
+        drop(s);
+        let uri = format!("/gone{i}");
+        until("the aborted upload's log line", || {
+            ferry.log().contains(&format!("logging: uri={uri} "))
+        })
+        .await;
+    }
+    let http = ferry_tests::client::http();
+    for _ in 0..4 {
+        let r = http.get(ferry.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "a client's mistake took a server out");
+    }
+    let log = ferry.log();
+    assert!(!log.contains("temporarily disabled"), "{log}");
+}
+
+/// A malformed chunked body in buffered mode (the default) is answered
+/// 400, as nginx answers it, and nothing reaches the backend.
+#[tokio::test]
+async fn a_malformed_chunked_body_gets_400() {
+    let backend = Backend::named("app").await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - upstream: app\n",
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let broken =
+        "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n";
+    let (bytes, closed) = ferry_tests::client::exchange(ferry.addr, broken).await;
+    assert_eq!(
+        status_of(&bytes),
+        400,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(closed);
+    assert_eq!(backend.hits(), 0);
+}

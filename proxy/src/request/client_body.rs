@@ -7,11 +7,11 @@
 //! the first try. `client_max_body_size` gives 413; `Expect: 100-continue` is
 //! answered here (it is never sent upstream).
 
+use crate::client::refusal::{body_failure_status, CLIENT_CLOSED};
 use ferry_conf::ProxyConf;
 use ferry_filters::headers::BodyFraming;
 use ferry_filters::request_body::RequestBody;
 use pingora_core::protocols::http::ServerSession;
-use pingora_error::ErrorType;
 use std::path::Path;
 
 pub(crate) enum ClientBody {
@@ -96,11 +96,12 @@ pub(crate) async fn read(
                 }
             }
             Ok(None) => return Ok(ClientBody::Buffered(body)),
-            Err(e) if *e.etype() == ErrorType::ReadTimedout => return Err(BodyFailed::Status(408)),
-            Err(e) if *e.etype() == ErrorType::InvalidHTTPHeader => {
-                return Err(BodyFailed::Status(400))
+            Err(e) => {
+                return Err(match body_failure_status(&e) {
+                    CLIENT_CLOSED => BodyFailed::ClientGone,
+                    status => BodyFailed::Status(status),
+                })
             }
-            Err(_) => return Err(BodyFailed::ClientGone),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! upgrades included: there is no other way in.
 
 use crate::client::refusal::refused;
+use crate::client::refusal::CLIENT_CLOSED;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::request::client_body::{self, BodyFailed, ClientBody};
@@ -121,6 +122,8 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     drop(body);
     let Response { conn, header, held } = match chosen {
         Chosen::Response(r) => r,
+        // The client left while its body streamed: nothing to answer.
+        Chosen::Fail(CLIENT_CLOSED) => return Ok(End::Truncated),
         Chosen::Fail(status) => {
             respond::error(s.downstream, s.request, status, Some(proxy), &[]).await?;
             return Ok(End::Complete);

@@ -44,12 +44,22 @@ pub enum Failure {
     InvalidHeader,
     /// No server could be chosen ("no live upstreams").
     NoLive,
+    /// The client failed while its body streamed upstream: never retried,
+    /// never the server's fault; the client gets `status` (400 for a
+    /// broken body, 408 for a stall, 499 for a client gone: no answer).
+    Client {
+        status: u16,
+    },
 }
 
 impl Failure {
     /// Classify a Pingora error from connecting, sending or reading the header.
     pub fn of(e: &Error) -> Failure {
         use ErrorType::*;
+        if e.esource() == &pingora_error::ErrorSource::Downstream {
+            let status = crate::client::refusal::body_failure_status(e);
+            return Failure::Client { status };
+        }
         match e.etype() {
             ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
                 Failure::Timeout
@@ -64,7 +74,7 @@ impl Failure {
             Failure::Error => Some(Condition::Error),
             Failure::Timeout => Some(Condition::Timeout),
             Failure::InvalidHeader => Some(Condition::InvalidHeader),
-            Failure::NoLive => None,
+            Failure::NoLive | Failure::Client { .. } => None,
         }
     }
 
@@ -72,6 +82,7 @@ impl Failure {
     pub fn status(self) -> u16 {
         match self {
             Failure::Timeout => 504,
+            Failure::Client { status } => status,
             _ => 502,
         }
     }
@@ -126,6 +137,13 @@ impl Outcome {
     /// retried status and every failure does; a response used does not.
     pub(crate) fn feedback(self, verdict: Verdict) -> Feedback {
         match (self, verdict) {
+            (
+                Outcome::Failed {
+                    failure: Failure::Client { .. },
+                    ..
+                },
+                _,
+            ) => Feedback::Next,
             (Outcome::Failed { .. }, _) => Feedback::Failed,
             (
                 Outcome::Status {

@@ -185,6 +185,7 @@ pub(crate) async fn run<L: Leg>(
                 t.outcome = match failure {
                     Failure::Timeout => TryOutcome::Timeout,
                     Failure::InvalidHeader => TryOutcome::InvalidHeader,
+                    Failure::Client { .. } => TryOutcome::Client,
                     _ => TryOutcome::Error,
                 };
                 let outcome = Outcome::Failed {
@@ -218,6 +219,13 @@ pub(crate) async fn run<L: Leg>(
 }
 
 fn log_failure(f: Failure, lease: &Lease, upstream: &Upstream, e: &Error) {
+    if let Failure::Client { .. } = f {
+        log::info!(
+            "client failed while its body went to upstream {}: {e}",
+            lease.peer().addr
+        );
+        return;
+    }
     let what = match f {
         Failure::Timeout => "upstream timed out",
         Failure::InvalidHeader => "upstream sent invalid header",

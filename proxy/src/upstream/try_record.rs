@@ -19,6 +19,9 @@ pub enum TryOutcome {
     InvalidHeader,
     /// No server could be chosen.
     NoLive,
+    /// The client failed while its body streamed to this try (a broken
+    /// chunked body, a stall, an abort): not the server's fault.
+    Client,
 }
 
 /// One upstream try (one entry of nginx's `$upstream_addr`).
