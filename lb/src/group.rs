@@ -58,12 +58,6 @@ pub struct Cursor {
     walk: HashWalk,
 }
 
-impl Cursor {
-    pub fn tried_count(&self) -> usize {
-        self.tried.iter().filter(|t| **t).count()
-    }
-}
-
 struct Inner {
     name: String,
     balance: Balance,
@@ -147,14 +141,6 @@ impl Group {
                 ring: None,
             }),
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.inner.name
-    }
-
-    pub fn balance(&self) -> Balance {
-        self.inner.balance
     }
 
     pub fn peers(&self) -> &[Peer] {
@@ -301,8 +287,9 @@ impl Group {
         changed
     }
 
-    /// Per-peer `(fails, conns)`, for tests and metrics.
-    pub fn snapshot(&self) -> Vec<(u32, u32)> {
+    /// Per-peer `(fails, conns)`, for tests.
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> Vec<(u32, u32)> {
         self.lock().iter().map(|s| (s.fails, s.conns)).collect()
     }
 

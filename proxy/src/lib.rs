@@ -33,7 +33,7 @@ pub(crate) mod preflight;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod runtime;
-pub mod server;
+pub(crate) mod server;
 pub(crate) mod upstream;
 
 pub use hooks::proxy_trait::{DefaultProxy, PeerChoice, ProxyHttp, RetryDecision};

@@ -197,8 +197,9 @@ async fn max_conns_counts_an_open_tunnel() {
 async fn an_upgrade_that_fails_to_connect_goes_to_the_next_server_and_counts() {
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let live = ws_then_plain("live").await;
+    let admin = free_port();
     let ferry = Ferry::start_hooked(&format!(
-        "upstreams:\n{}routes:\n  - upstream: app\n",
+        "admin:\n  listen: 127.0.0.1:{admin}\nupstreams:\n{}routes:\n  - upstream: app\n",
         group(
             "app",
             &[(dead, "max_fails: 1, fail_timeout: 60s"), (live.addr, "")]
@@ -215,8 +216,13 @@ async fn an_upgrade_that_fails_to_connect_goes_to_the_next_server_and_counts() {
         "{line}"
     );
 
-    // The failure counted: the dead server is out, plain requests go
-    // straight to the live one.
+    // The failure counted: the dead server is out (and the metric says
+    // so), plain requests go straight to the live one.
+    let http = ferry_tests::client::http();
+    let metrics =
+        ferry_tests::client::text(&http, format!("http://127.0.0.1:{admin}/metrics")).await;
+    let marked = format!("ferry_servers_marked_failed_total{{group=\"app\",server=\"{dead}\"}} 1");
+    assert!(metrics.contains(&marked), "{metrics}");
     for i in 0..3 {
         let uri = format!("/plain{i}");
         let (status, body) = get_body(ferry.addr, &uri).await;
