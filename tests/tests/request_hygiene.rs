@@ -223,3 +223,51 @@ async fn a_malformed_chunked_body_gets_400() {
     assert!(closed);
     assert_eq!(backend.hits(), 0);
 }
+
+/// Request lines and headers nginx refuses are refused before any phase,
+/// with nginx's status, and nothing reaches the backend; a trailing dot on
+/// the host still finds its host route.
+#[tokio::test]
+async fn lenient_request_lines_and_framing_are_refused_as_nginx_refuses_them() {
+    let backend = Backend::named("app").await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - match: {{ host: admin.local }}\n    return: {{ status: 200, body: \"admin\" }}\n  - upstream: app\n",
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let cases: [(&str, u16); 9] = [
+        ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: a..b\r\n\r\n", 400),
+        ("get / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("GET * HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n", 501),
+        ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+        ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("GET /ok HTTP/1.0\r\n\r\n", 200),
+    ];
+    for (request, status) in cases {
+        let (bytes, _) = ferry_tests::client::exchange(ferry.addr, request).await;
+        assert_eq!(
+            status_of(&bytes),
+            status,
+            "{request:?}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    assert_eq!(
+        backend.hits(),
+        1,
+        "only the HTTP/1.0 request without Host went upstream"
+    );
+    let (bytes, _) = ferry_tests::client::exchange(
+        ferry.addr,
+        "GET / HTTP/1.1\r\nHost: admin.local.\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        bytes.ends_with(b"admin"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+}

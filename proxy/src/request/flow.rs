@@ -57,26 +57,16 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     request: &mut crate::request::record::Request,
     ctx: &mut P::CTX,
 ) -> Result<End> {
-    // 0. What cannot be served at all: 400, and the connection closes.
-    if let Some(reason) = unservable(ps) {
-        refused(&peer_of(ps), "400", reason);
-        respond::error(ps, request, 400, None, &[]).await?;
-        return Ok(End::Complete);
-    }
-
-    // 1. Route: the host and the normalised path pick a route. An
-    //    absolute-form target is routed (and sent upstream) by its path,
-    //    its authority standing for the Host header, as nginx does.
-    if let Err(e) = to_origin_form(ps.req_header_mut()) {
-        log::debug!("absolute-form target: {e}");
-        refused(&peer_of(ps), "400", "bad_target");
-        respond::error(ps, request, 400, None, &[]).await?;
-        return Ok(End::Complete);
-    }
-    let Some(path) = normalize_path(&String::from_utf8_lossy(ps.req_header().raw_path())) else {
-        refused(&peer_of(ps), "400", "bad_path");
-        respond::error(ps, request, 400, None, &[]).await?;
-        return Ok(End::Complete);
+    // 1. Route: what cannot be served at all gets 400 (or 501) and the
+    //    connection closes; the rest is routed by its host and normalised
+    //    path.
+    let path = match admissible(ps) {
+        Ok(path) => path,
+        Err((status, reason)) => {
+            refused(&peer_of(ps), &status.to_string(), reason);
+            respond::error(ps, request, status, None, &[]).await?;
+            return Ok(End::Complete);
+        }
     };
     request.host = request_host(host_header(ps));
     request.uri = path;
@@ -261,6 +251,20 @@ async fn send_response<P: ProxyHttp>(
     })
 }
 
+/// The request's normalised path, or why it cannot be served. An
+/// absolute-form target is routed (and sent upstream) by its path, its
+/// authority standing for the Host header, as nginx does.
+fn admissible(ps: &mut ServerSession) -> std::result::Result<String, (u16, &'static str)> {
+    if let Err(e) = to_origin_form(ps.req_header_mut()) {
+        log::debug!("absolute-form target: {e}");
+        return Err((400, "bad_target"));
+    }
+    if let Some(refusal) = unservable(ps) {
+        return Err(refusal);
+    }
+    normalize_path(&String::from_utf8_lossy(ps.req_header().raw_path())).ok_or((400, "bad_path"))
+}
+
 /// `GET http://host/path` becomes `GET /path` with `Host: host` (RFC 9112
 /// 3.2.2: the target's authority stands for the Host header; Pingora has
 /// already refused a `Host` that names another one). Pingora keeps such a
@@ -288,13 +292,41 @@ fn to_origin_form(req: &mut pingora_http::RequestHeader) -> Result<()> {
     req.set_raw_path(origin.as_bytes())
 }
 
-/// Request smuggling shapes Pingora lets through: `Content-Length`
-/// together with `Transfer-Encoding` (RFC 9112 6.1). Pingora reads such a
-/// request by its `Transfer-Encoding`; Ferry refuses it, as nginx does
-/// since 1.23.
-fn unservable(ps: &ServerSession) -> Option<&'static str> {
-    let h = &ps.req_header().headers;
-    if !h.contains_key(http::header::TRANSFER_ENCODING) {
+/// What nginx refuses before any phase and Pingora lets through, with the
+/// status and the reason counted: request smuggling shapes
+/// (`Content-Length` with `Transfer-Encoding`, RFC 9112 6.1, refused by
+/// nginx since 1.23; a transfer coding other than a lone `chunked`: 501),
+/// an HTTP/1.1 request without `Host`, a `Host` that is not a host name,
+/// a method that is not upper case, and a target that is neither a path
+/// nor `*` for `OPTIONS`.
+fn unservable(ps: &ServerSession) -> Option<(u16, &'static str)> {
+    let req = ps.req_header();
+    let h = &req.headers;
+    let h1 = ps.as_http1().is_some();
+    if h1 && req.version == http::Version::HTTP_11 && !h.contains_key(http::header::HOST) {
+        return Some((400, "no_host"));
+    }
+    if h.get_all(http::header::HOST)
+        .iter()
+        .any(|v| !crate::request::route::valid_host(v.as_bytes()))
+    {
+        return Some((400, "bad_host"));
+    }
+    if !req
+        .method
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+    {
+        return Some((400, "bad_method"));
+    }
+    let target = req.raw_path();
+    let asterisk = target == b"*" && req.method == http::Method::OPTIONS;
+    if !asterisk && (target.first() != Some(&b'/') || target.contains(&b' ')) {
+        return Some((400, "bad_target"));
+    }
+    let te: Vec<_> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
+    if te.is_empty() {
         return None;
     }
     let both = h.contains_key(http::header::CONTENT_LENGTH)
@@ -303,5 +335,13 @@ fn unservable(ps: &ServerSession) -> Option<&'static str> {
                 .split(|&b| b == b'\n')
                 .any(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))
         });
-    both.then_some("smuggling")
+    if both {
+        return Some((400, "smuggling"));
+    }
+    let lone_chunked = te.len() == 1
+        && te[0]
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked");
+    (!lone_chunked).then_some((501, "transfer_coding"))
 }

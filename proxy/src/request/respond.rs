@@ -65,7 +65,7 @@ pub async fn error(
     for (k, v) in extra {
         h.append_header(k.clone(), v.clone())?;
     }
-    if matches!(status, 400 | 408 | 413 | 414 | 431 | 500) {
+    if matches!(status, 400 | 408 | 413 | 414 | 431 | 500 | 501) {
         // nginx closes after these: the rest of the request may be garbage.
         ps.set_keepalive(None);
         h.insert_header(header::CONNECTION, "close")?;

@@ -83,7 +83,28 @@ pub fn request_host(host_header: Option<&[u8]>) -> String {
             }
         })
     };
-    no_port.to_ascii_lowercase()
+    // `admin.local.` is `admin.local` (nginx drops one trailing dot).
+    let no_dot = no_port.strip_suffix('.').unwrap_or(no_port);
+    no_dot.to_ascii_lowercase()
+}
+
+/// nginx's `ngx_http_validate_host`: no path separator, no control byte or
+/// space, no empty label (`a..b`), not empty; an IPv6 literal in brackets.
+pub(crate) fn valid_host(host: &[u8]) -> bool {
+    let mut literal = false;
+    let mut prev_dot = false;
+    for (i, &b) in host.iter().enumerate() {
+        match b {
+            b'.' if prev_dot => return false,
+            b'[' if i == 0 => literal = true,
+            b']' if literal => literal = false,
+            b'/' | b'\\' => return false,
+            0..=0x20 | 0x7f => return false,
+            _ => {}
+        }
+        prev_dot = b == b'.';
+    }
+    !host.is_empty() && !literal && host != b"."
 }
 
 /// What a route matcher needs: the route's host and prefix, in file order.
@@ -124,6 +145,17 @@ impl Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_checked_as_nginx_checks_them() {
+        for ok in ["example.com", "a.b:8080", "[::1]:80", "x_y", "admin.local."] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["a/b", "a\\b", "a..b", "", "a b", "[::1", "."] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+        assert_eq!(request_host(Some(b"Admin.Local.:80")), "admin.local");
+    }
 
     #[test]
     fn normalizes_like_nginx() {
