@@ -271,3 +271,23 @@ async fn lenient_request_lines_and_framing_are_refused_as_nginx_refuses_them() {
         String::from_utf8_lossy(&bytes)
     );
 }
+
+/// The answers to what Pingora cannot read (a malformed header) and to
+/// `CONNECT` are Ferry's, like every other answer: `Server: ferry`, an
+/// nginx-style page, the connection closed.
+#[tokio::test]
+async fn refusals_before_any_phase_are_ferrys_own() {
+    let ferry = Ferry::start("routes:\n  - return: { status: 200 }\n").await;
+    for (request, status) in [
+        ("GET / HTTP/1.1\r\nHost t\r\n\r\n", 400),
+        ("CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 405),
+    ] {
+        let (bytes, closed) = ferry_tests::client::exchange(ferry.addr, request).await;
+        let (head, body) = ferry_tests::client::split(&bytes);
+        assert_eq!(status_of(&bytes), status, "{head}");
+        assert!(head.contains("server: ferry"), "{head}");
+        assert!(!head.to_ascii_lowercase().contains("pingora"), "{head}");
+        assert!(String::from_utf8_lossy(&body).contains(&status.to_string()));
+        assert!(closed);
+    }
+}

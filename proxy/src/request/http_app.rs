@@ -87,7 +87,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
                     // (Boxed, as the 405 below: an error page's future is
                     // three times the size of the header read's, and every
                     // idle connection would carry it.)
-                    let _ = Box::pin(session.respond_error(400)).await;
+                    let _ = Box::pin(respond::refuse_unread(session, 400)).await;
                 } else {
                     log::debug!("reading a request header: {e}");
                 }
@@ -96,7 +96,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
             }
         }
         if session.req_header().method == http::Method::CONNECT {
-            let _ = Box::pin(session.respond_error(405)).await;
+            let _ = Box::pin(respond::refuse_unread(session, 405)).await;
             session.shutdown().await;
             return None;
         }

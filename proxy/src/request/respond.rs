@@ -23,6 +23,20 @@ pub fn default_page(status: u16) -> String {
     )
 }
 
+/// Ferry's answer to a request whose header Pingora could not read (400)
+/// or that Ferry does not serve before any phase (405 for `CONNECT`):
+/// nginx's default page, `Server: ferry`, and the connection closes. No
+/// route, no request record: only the bytes.
+pub(crate) async fn refuse_unread(ps: &mut ServerSession, status: u16) -> Result<()> {
+    let body = default_page(status);
+    let mut h = ResponseHeader::build(status, Some(4))?;
+    h.insert_header(header::SERVER, "ferry")?;
+    h.insert_header(header::CONTENT_TYPE, "text/html")?;
+    h.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    h.insert_header(header::CONNECTION, "close")?;
+    ps.write_error_response(h, Bytes::from(body)).await
+}
+
 /// Write a complete response: header with `Server: ferry`, then the body.
 pub async fn write_whole(
     ps: &mut ServerSession,
