@@ -104,6 +104,10 @@ impl<P: ProxyHttp> FerryHttp<P> {
     }
 }
 
+/// How long a closing connection may take to send what it still has, when
+/// no route says (nginx's `send_timeout` default).
+const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A name made once: a `&str` is parsed into one on every lookup.
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
@@ -269,6 +273,14 @@ impl<P: ProxyHttp> FerryHttp<P> {
         };
         end(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
         if !reusable {
+            // The last bytes of a cut-short response may still sit in
+            // Pingora's write buffer: out with them, then close (bounded by
+            // the route's client_send_timeout, for a client that stopped
+            // reading).
+            let limit = request.route.map_or(CLOSE_LIMIT, |i| {
+                rt.routes[i].proxy().client_send_timeout.get()
+            });
+            let _ = pingora_timeout::timeout(limit, session.shutdown()).await;
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&session);
