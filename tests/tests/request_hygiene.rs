@@ -291,3 +291,27 @@ async fn refusals_before_any_phase_are_ferrys_own() {
         assert!(closed);
     }
 }
+
+/// A client that leaves while Ferry waits for the upstream's header gives
+/// the upstream connection up at once (nginx's broken-connection check),
+/// not after `read_timeout`.
+#[tokio::test]
+async fn a_client_that_leaves_before_the_header_frees_the_upstream() {
+    use ferry_tests::raw::{Raw, Step};
+    let backend = Raw::always(vec![Step::AwaitClose]).await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ read_timeout: 300s }}\n",
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let mut s = TcpStream::connect(ferry.addr).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    until("the request to reach the backend", || backend.hits() == 1).await;
+    drop(s);
+    until("Ferry to close the upstream connection", || {
+        backend.closed.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+}

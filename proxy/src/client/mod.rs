@@ -7,6 +7,7 @@
 //! `client_header_timeout` and the realip module).
 
 pub(crate) mod header_clock;
+pub(crate) mod liveness;
 pub(crate) mod proxy_protocol;
 pub(crate) mod real_ip;
 pub(crate) mod refusal;

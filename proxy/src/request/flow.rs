@@ -9,6 +9,7 @@
 //! [`process_request`] for each request Pingora's HTTP/1 or HTTP/2 session reads,
 //! upgrades included: there is no other way in.
 
+use crate::client::liveness::unless_client_leaves;
 use crate::client::refusal::refused;
 use crate::client::refusal::CLIENT_CLOSED;
 use crate::hooks::proxy_trait::ProxyHttp;
@@ -157,7 +158,31 @@ async fn upstream<P: ProxyHttp>(
         upgrade,
     };
     let (tries_limit, buffer_size) = (proxy.next_upstream_tries, proxy.buffer_size.as_usize());
-    tries::run(&mut leg, &policy, tries_limit, buffer_size).await
+    // nginx's broken-connection check during connect, send and the header
+    // wait: a client that left ends the upstream request (499), unless
+    // `ignore_client_abort`.
+    let watch = leg
+        .s
+        .downstream
+        .as_http1()
+        .and_then(|_| leg.s.downstream.stream())
+        .map(|s| s.id())
+        .filter(|_| !proxy.ignore_client_abort);
+    let chosen = unless_client_leaves(
+        watch,
+        tries::run(&mut leg, &policy, tries_limit, buffer_size),
+    )
+    .await;
+    match chosen {
+        Some(chosen) => chosen,
+        None => {
+            log::info!("client closed the connection while the upstream was being asked");
+            if let Some(t) = leg.s.request.tries.last_mut() {
+                t.outcome = crate::upstream::try_record::TryOutcome::Client;
+            }
+            Ok(Chosen::Fail(CLIENT_CLOSED))
+        }
+    }
 }
 
 /// Steps 6 to 8: an intercepted error's page, or the upstream's header

@@ -64,24 +64,9 @@ impl DownstreamBody for ClientWriter<'_> {
     }
 
     fn is_gone(&mut self) -> bool {
-        let Some(stream) = self.0.stream() else {
-            return false;
-        };
-        // Pingora's id of a TCP stream (and of TLS over it) is its socket fd.
-        let fd = stream.id();
-        let mut byte = 0u8;
-        // SAFETY: a one-byte peek into a local buffer on a socket we own.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                (&mut byte as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        // 0: the client closed; an error other than "would block": reset.
-        n == 0
-            || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
+        self.0
+            .stream()
+            .is_some_and(|s| crate::client::liveness::has_closed(s.id()))
     }
 }
 
