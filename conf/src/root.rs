@@ -29,8 +29,39 @@ pub struct Config {
     /// nginx `client_header_timeout`: a client has this long from the
     /// first byte of a request to the end of its header (Ferry; 60s).
     pub client_header_timeout: crate::units::Duration,
+    /// nginx `client_header_buffer_size`: the usual request header fits
+    /// here (1k).
+    pub client_header_buffer_size: crate::units::Size,
+    /// nginx `large_client_header_buffers`: no request line or header line
+    /// longer than `size` (414 / 431), no header larger than `count x size`
+    /// (431).
+    pub large_client_header_buffers: HeaderBuffers,
     pub upstreams: OrderedMap<Upstream>,
     pub routes: Vec<Route>,
+}
+
+/// nginx `large_client_header_buffers N size` (4 x 8k).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeaderBuffers {
+    pub count: u32,
+    pub size: crate::units::Size,
+}
+
+impl Default for HeaderBuffers {
+    fn default() -> Self {
+        HeaderBuffers {
+            count: 4,
+            size: crate::units::Size(8 * 1024),
+        }
+    }
+}
+
+impl HeaderBuffers {
+    /// The most a request header may take in all.
+    pub fn total(&self, first: crate::units::Size) -> u64 {
+        (u64::from(self.count) * self.size.0).max(first.0)
+    }
 }
 
 impl Config {
@@ -132,7 +163,7 @@ impl<'de> Deserialize<'de> for AccessLog {
 }
 
 const ROOT_KEYS: &str =
-    "server, listen, admin, access_log, real_ip, client_header_timeout, upstreams, routes";
+    "server, listen, admin, access_log, real_ip, client_header_timeout, client_header_buffer_size, large_client_header_buffers, upstreams, routes";
 
 /// Deserializes the root mapping, accepting `extension` as one more key
 /// whose value is the program's own settings type `S`.
@@ -166,6 +197,8 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
             access_log: AccessLog::Off,
             real_ip: None,
             client_header_timeout: crate::units::Duration::secs(60),
+            client_header_buffer_size: crate::units::Size(1024),
+            large_client_header_buffers: HeaderBuffers::default(),
             upstreams: OrderedMap::default(),
             routes: Vec::new(),
         };
@@ -191,6 +224,8 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
                 "access_log" => c.access_log = m.next_value()?,
                 "real_ip" => c.real_ip = m.next_value()?,
                 "client_header_timeout" => c.client_header_timeout = m.next_value()?,
+                "client_header_buffer_size" => c.client_header_buffer_size = m.next_value()?,
+                "large_client_header_buffers" => c.large_client_header_buffers = m.next_value()?,
                 "upstreams" => c.upstreams = m.next_value()?,
                 "routes" => c.routes = m.next_value::<Option<Vec<Route>>>()?.unwrap_or_default(),
                 // KeySeed let only the extension key through.

@@ -56,6 +56,19 @@ pub fn validate(c: &mut Config) -> Vec<Problem> {
             "client_header_timeout must be more than 0",
         ));
     }
+    let large = c.large_client_header_buffers;
+    if large.count == 0 || large.size.0 == 0 {
+        out.push(problem(
+            "large_client_header_buffers",
+            "large_client_header_buffers needs at least one buffer of more than 0 bytes",
+        ));
+    }
+    if c.client_header_buffer_size.0 == 0 {
+        out.push(problem(
+            "client_header_buffer_size",
+            "client_header_buffer_size must be more than 0",
+        ));
+    }
     if let Some(r) = &c.real_ip {
         for (i, cidr) in r.trusted.iter().enumerate() {
             if let Err(m) = crate::cidr::Cidr::parse(cidr) {

@@ -5,7 +5,7 @@
 use crate::access_log::AccessLogger;
 use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
-use crate::client::header_clock::HeaderClock;
+use crate::client::header_clock::{HeaderClock, HeaderLimits};
 use crate::client::proxy_protocol::ProxyProtocol;
 use crate::health_check::HealthChecks;
 use crate::hooks::proxy_trait::ProxyHttp;
@@ -131,7 +131,13 @@ fn start_server<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     let mut server = Server::new_with_opt_and_conf(opt, crate::preflight::server_conf(&config));
     server.bootstrap();
     let listen = config.listen.clone();
-    let header_timeout = config.client_header_timeout.get();
+    let limits = HeaderLimits {
+        timeout: config.client_header_timeout.get(),
+        line: config.large_client_header_buffers.size.as_usize(),
+        total: config
+            .large_client_header_buffers
+            .total(config.client_header_buffer_size) as usize,
+    };
     let admin = config.admin.clone();
     let access_log = match AccessLogger::start(&config.access_log) {
         Ok(l) => l,
@@ -168,7 +174,7 @@ fn start_server<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     if !plain.is_empty() {
         let app = HeaderClock {
             inner: http(),
-            limit: header_timeout,
+            limits,
             proxy_protocol: None,
         };
         let mut service = Service::new("ferry".to_string(), app);
@@ -180,7 +186,7 @@ fn start_server<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     if !with_pp.is_empty() {
         let app = HeaderClock {
             inner: http(),
-            limit: header_timeout,
+            limits,
             proxy_protocol: Some(ProxyProtocol { trusted }),
         };
         let mut service = Service::new("ferry proxy_protocol".to_string(), app);

@@ -315,3 +315,46 @@ async fn a_client_that_leaves_before_the_header_frees_the_upstream() {
     })
     .await;
 }
+
+/// Request headers are bounded as nginx bounds them with
+/// `large_client_header_buffers` (4 x 8k): a longer request line gets 414,
+/// a longer header line or a larger header (one that never ends, say) 431,
+/// before the rest is read; nothing reaches the backend.
+#[tokio::test]
+async fn request_headers_are_bounded_by_large_client_header_buffers() {
+    let backend = Backend::named("app").await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - upstream: app\n",
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(70_000));
+    let line = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(10_000)
+    );
+    let many = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
+        format!("X-Some: {}\r\n", "c".repeat(2_000)).repeat(20)
+    );
+    let endless = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\n{}",
+        format!("X-More: {}\r\n", "d".repeat(1_000)).repeat(40)
+    );
+    let fits = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Fits: {}\r\nConnection: close\r\n\r\n",
+        "e".repeat(8_000)
+    );
+    for (request, status) in [
+        (&uri, 414),
+        (&line, 431),
+        (&many, 431),
+        (&endless, 431),
+        (&fits, 200),
+    ] {
+        let (bytes, _) = ferry_tests::client::exchange(ferry.addr, request).await;
+        let head = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+        assert_eq!(status_of(&bytes), status, "{}: {head}", &request[..40]);
+    }
+    assert_eq!(backend.hits(), 1, "only the header that fits went upstream");
+}

@@ -19,6 +19,7 @@
 //! the stream counts and logs that once, since Pingora logs it only at debug
 //! level.
 
+use crate::client::header_bound::{HeaderBound, URI_TOO_LONG};
 use crate::client::proxy_protocol::ProxyProtocol;
 use crate::metrics::metrics;
 use async_trait::async_trait;
@@ -65,22 +66,43 @@ pub struct ClockedStream {
     refusal_seen: bool,
     /// The client a trusted PROXY protocol header announced.
     announced: Option<SocketAddr>,
+    /// The header's size bound, counted as bytes arrive.
+    bound: HeaderBound,
+    /// The bound was passed: the status to refuse the request with.
+    too_large: Option<u16>,
+}
+
+/// What a request header may take: time, and bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLimits {
+    /// `client_header_timeout`.
+    pub timeout: Duration,
+    /// `large_client_header_buffers.size`: the longest line.
+    pub line: usize,
+    /// The most in all.
+    pub total: usize,
 }
 
 impl ClockedStream {
-    pub fn new(inner: Stream, limit: Duration, announced: Option<SocketAddr>) -> ClockedStream {
+    pub fn new(
+        inner: Stream,
+        limits: HeaderLimits,
+        announced: Option<SocketAddr>,
+    ) -> ClockedStream {
         // HTTP/2 multiplexes requests over the connection: Pingora's h2
         // code owns its timeouts.
         let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
         ClockedStream {
             inner,
             state: AtomicU8::new(if h2 { REQUEST } else { IDLE }),
-            limit,
+            limit: limits.timeout,
             deadline: Instant::now(),
             timer: None,
             header_bytes: 0,
             refusal_seen: h2,
             announced,
+            bound: HeaderBound::new(limits.line, limits.total),
+            too_large: None,
         }
     }
 
@@ -110,7 +132,9 @@ impl ClockedStream {
             .get(9..12)
             .and_then(|s| std::str::from_utf8(s).ok())
             .unwrap_or("?");
-        let reason = if self.header_bytes > PINGORA_MAX_HEADER {
+        let reason = if self.too_large == Some(URI_TOO_LONG) {
+            "uri_too_long"
+        } else if self.too_large.is_some() || self.header_bytes > PINGORA_MAX_HEADER {
             "header_too_large"
         } else {
             "malformed"
@@ -128,6 +152,12 @@ impl ClockedStream {
 fn clock_of(s: &ServerSession) -> Option<&ClockedStream> {
     s.stream()
         .and_then(|s| s.as_any().downcast_ref::<ClockedStream>())
+}
+
+/// The request header passed its size bound: the status to refuse it with
+/// (414 or 431).
+pub(crate) fn too_large(s: &ServerSession) -> Option<u16> {
+    clock_of(s).and_then(|c| c.too_large)
 }
 
 /// The client a trusted PROXY protocol header announced on this connection.
@@ -167,10 +197,20 @@ impl AsyncRead for ClockedStream {
                     me.deadline = Instant::now() + me.limit;
                     me.timer = None;
                     me.header_bytes = n;
+                    me.bound.reset();
                 } else if n > 0 && state == HEADER {
                     me.header_bytes += n;
                     if Instant::now() >= me.deadline {
                         return Poll::Ready(Err(me.timed_out()));
+                    }
+                }
+                if n > 0 && state != REQUEST && me.too_large.is_none() {
+                    if let Err(status) = me.bound.feed(&buf.filled()[before..]) {
+                        me.too_large = Some(status);
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("request header too large ({status})"),
+                        )));
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -292,7 +332,7 @@ impl Peek for ClockedStream {
 /// PROXY protocol header on listeners that expect one.
 pub struct HeaderClock<A> {
     pub inner: Arc<A>,
-    pub limit: Duration,
+    pub limits: HeaderLimits,
     pub proxy_protocol: Option<ProxyProtocol>,
 }
 
@@ -307,7 +347,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderClock<A> {
             Some(pp) => pp.read(&mut stream).await.ok()?,
             None => None,
         };
-        let clocked: Stream = Box::new(ClockedStream::new(stream, self.limit, announced));
+        let clocked: Stream = Box::new(ClockedStream::new(stream, self.limits, announced));
         self.inner.process_new(clocked, shutdown).await
     }
 

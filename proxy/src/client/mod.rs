@@ -6,7 +6,9 @@
 //! `ngx_http_wait_request_handler` (with `proxy_protocol`,
 //! `client_header_timeout` and the realip module).
 
+pub(crate) mod header_bound;
 pub(crate) mod header_clock;
+pub(crate) mod lingering_close;
 pub(crate) mod liveness;
 pub(crate) mod proxy_protocol;
 pub(crate) mod real_ip;

@@ -65,10 +65,8 @@ impl<P: ProxyHttp> FerryHttp<P> {
         notified.await
     }
 
-    /// Read the next request header. `None`: the connection is done (the
-    /// client closed it, the service is stopping, or the header was bad
-    /// and has had its 400).
-    async fn next_request_header(&self, session: &mut ServerSession) -> Option<()> {
+    /// Read the next request header.
+    async fn next_request_header(&self, session: &mut ServerSession) -> NextRequest {
         // A client may send its next requests before reading this one's
         // answer (RFC 9112 9.3.2): they are served in order, as nginx does,
         // not dropped with the connection.
@@ -76,32 +74,37 @@ impl<P: ProxyHttp> FerryHttp<P> {
         let read = tokio::select! {
             biased;
             r = session.read_request() => r,
-            _ = self.stopped() => return None,
+            _ = self.stopped() => return NextRequest::Done,
         };
-        match read {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    // Counted and logged by the header clock as it goes out.
-                    // (Boxed, as the 405 below: an error page's future is
-                    // three times the size of the header read's, and every
-                    // idle connection would carry it.)
-                    let _ = Box::pin(respond::refuse_unread(session, 400)).await;
-                } else {
+        // The refusals are counted and logged by the header clock as they go
+        // out. (Boxed: an error page's future is three times the size of the
+        // header read's, and every idle connection would carry it.)
+        let refusal = match read {
+            Ok(true) if session.req_header().method == http::Method::CONNECT => 405,
+            Ok(true) => return NextRequest::Read,
+            Ok(false) => return NextRequest::Done,
+            Err(e) => match crate::client::header_clock::too_large(session) {
+                Some(status) => status,
+                None if matches!(e.etype(), ErrorType::InvalidHTTPHeader) => 400,
+                None => {
                     log::debug!("reading a request header: {e}");
+                    return NextRequest::Done;
                 }
-                session.shutdown().await;
-                return None;
-            }
-        }
-        if session.req_header().method == http::Method::CONNECT {
-            let _ = Box::pin(respond::refuse_unread(session, 405)).await;
-            session.shutdown().await;
-            return None;
-        }
-        Some(())
+            },
+        };
+        let _ = Box::pin(respond::refuse_unread(session, refusal)).await;
+        NextRequest::Refused
     }
+}
+
+/// What reading the next request header came to.
+enum NextRequest {
+    /// A request to serve.
+    Read,
+    /// The connection is done: the client closed it, or the service stops.
+    Done,
+    /// The request was refused (and answered): close the connection.
+    Refused,
 }
 
 /// How long a closing connection may take to send what it still has, when
@@ -230,7 +233,17 @@ impl<P: ProxyHttp> HttpServerApp for FerryHttp<P> {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        self.next_request_header(&mut session).await?;
+        match self.next_request_header(&mut session).await {
+            NextRequest::Read => {}
+            NextRequest::Done => {
+                session.shutdown().await;
+                return None;
+            }
+            NextRequest::Refused => {
+                Box::pin(crate::client::lingering_close::lingering_close(session)).await;
+                return None;
+            }
+        }
         // Boxed: a connection waiting for its next request holds only this
         // small future, and the request's large one lives while it is served.
         Box::pin(self.serve_request(session, shutdown)).await
