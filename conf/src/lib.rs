@@ -54,14 +54,22 @@ pub fn load_file_with<S: DeserializeOwned>(
     extension: Option<&str>,
 ) -> Result<(Config, Option<S>), ConfErrors> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let whole = |message: String| {
         ConfErrors(vec![ConfError {
             file: name.clone(),
             line: 1,
             column: 1,
-            message: format!("cannot read the file: {e}"),
+            message,
         }])
-    })?;
+    };
+    // A FIFO or a device would block or never end: only regular files.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(whole("not a regular file".to_string())),
+        Ok(_) => {}
+        Err(e) => return Err(whole(format!("cannot read the file: {e}"))),
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| whole(format!("cannot read the file: {e}")))?;
     load_str_with(&name, &text, extension)
 }
 
@@ -82,6 +90,21 @@ pub fn load_str_with<S: DeserializeOwned>(
         column,
         message,
     };
+    // A UTF-8 byte order mark is no part of the YAML.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let positions = Positions::index(text);
+    if let Some(pos) = positions.too_deep() {
+        let message = format!("nested deeper than {} levels", positions::MAX_DEPTH);
+        return Err(ConfErrors(vec![at(pos.line, pos.column, message)]));
+    }
+    if !positions.duplicates().is_empty() {
+        let errors = positions
+            .duplicates()
+            .iter()
+            .map(|(key, pos)| at(pos.line, pos.column, format!("duplicate key `{key}`")))
+            .collect();
+        return Err(ConfErrors(errors));
+    }
     let seed = root::RootSeed::<S> {
         file,
         extension,

@@ -17,22 +17,72 @@ pub struct Pos {
     pub column: usize,
 }
 
+/// The deepest nesting of mappings and sequences a file may have.
+pub const MAX_DEPTH: usize = 64;
+
 #[derive(Debug, Default)]
 pub struct Positions {
     /// path -> (key position, value position)
     map: HashMap<String, (Pos, Pos)>,
+    /// Keys written a second time in one mapping: the key and where the
+    /// second one is.
+    duplicates: Vec<(String, Pos)>,
+    /// Where the nesting first went past [`MAX_DEPTH`] (indexing stopped
+    /// there).
+    too_deep: Option<Pos>,
 }
 
 impl Positions {
-    /// Index a document; a text yaml-rust2 cannot parse gives an empty index
-    /// (serde_yaml then reports the syntax error itself).
+    /// Index a document; a text yaml-rust2 cannot parse gives what was
+    /// indexed before the error (serde_yaml then reports the syntax error
+    /// itself).
     pub fn index(text: &str) -> Positions {
         let mut rx = Receiver::default();
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut rx, false).is_err() {
-            return Positions::default();
+        let mut too_deep = None;
+        loop {
+            let (ev, mark) = match parser.next_token() {
+                Ok(t) => t,
+                // yaml-rust2 has a nesting limit of its own: past it, stop
+                // here rather than let serde_yaml take seconds to fail.
+                Err(e) if e.info().contains("recursion limit") => {
+                    let m = e.marker();
+                    too_deep = Some(Pos {
+                        line: m.line(),
+                        column: m.col() + 1,
+                    });
+                    break;
+                }
+                Err(_) => break,
+            };
+            let end = matches!(ev, Event::DocumentEnd | Event::StreamEnd);
+            rx.on_event(ev, mark);
+            if rx.stack.len() > MAX_DEPTH {
+                too_deep = Some(Pos {
+                    line: mark.line(),
+                    column: mark.col() + 1,
+                });
+                break;
+            }
+            if end {
+                break;
+            }
         }
-        Positions { map: rx.map }
+        Positions {
+            map: rx.map,
+            duplicates: rx.duplicates,
+            too_deep,
+        }
+    }
+
+    /// Keys written twice in one mapping, with the second one's position.
+    pub fn duplicates(&self) -> &[(String, Pos)] {
+        &self.duplicates
+    }
+
+    /// Where the nesting went past [`MAX_DEPTH`], if it did.
+    pub fn too_deep(&self) -> Option<Pos> {
+        self.too_deep
     }
 
     /// The position of the value at `path`, or of the nearest ancestor.
@@ -84,6 +134,7 @@ enum Frame {
 struct Receiver {
     stack: Vec<Frame>,
     map: HashMap<String, (Pos, Pos)>,
+    duplicates: Vec<(String, Pos)>,
 }
 
 fn join(parent: &str, child: &str) -> String {
@@ -124,6 +175,9 @@ impl Receiver {
                     .take()
                     .unwrap_or_else(|| ("?".to_string(), Pos { line: 1, column: 1 }));
                 let p = join(path, &k);
+                if k != "?" && self.map.contains_key(&p) {
+                    self.duplicates.push((k, kpos));
+                }
                 self.map.insert(p.clone(), (kpos, pos));
                 Some(p)
             }

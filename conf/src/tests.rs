@@ -217,3 +217,44 @@ fn off_as_false_and_http_version_forms() {
     assert_eq!(c.routes[0].proxy.redirect, Redirect::Off);
     assert_eq!(c.routes[0].proxy.http_version, HttpVersion::Http10);
 }
+
+#[test]
+fn duplicate_keys_are_errors_where_the_second_one_is() {
+    let e = err("listen: [127.0.0.1:1]\nlisten: [127.0.0.1:2]\n");
+    assert!(e.starts_with("f.yaml:2:"), "{e}");
+    assert!(e.contains("duplicate key `listen`"), "{e}");
+    let e = err("listen: [127.0.0.1:1]\nupstreams:\n  a: { servers: [ { addr: 127.0.0.1:1 } ] }\n  a: { servers: [ { addr: 127.0.0.1:2 } ] }\n");
+    assert!(e.starts_with("f.yaml:4:"), "{e}");
+    assert!(e.contains("duplicate key `a`"), "{e}");
+    let e = err("listen: [127.0.0.1:1]\nserver:\n  threads: 1\n  threads: 2\n");
+    assert!(e.starts_with("f.yaml:4:"), "{e}");
+}
+
+#[test]
+fn a_byte_order_mark_is_ignored() {
+    let c = load_str("f.yaml", "\u{feff}listen: [127.0.0.1:1]\n").unwrap();
+    assert_eq!(c.listen[0].addr, "127.0.0.1:1");
+}
+
+#[test]
+fn deep_nesting_is_refused_at_once_with_its_position() {
+    let text = format!("listen: {}", "[".repeat(50_000));
+    let start = std::time::Instant::now();
+    let e = err(&text);
+    assert!(e.starts_with("f.yaml:1:"), "{e}");
+    assert!(e.contains("nested deeper than 64 levels"), "{e}");
+    // Not a timed test: the bound is only that it stops at the limit, not
+    // after parsing all of it (which took seconds).
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn only_regular_files_are_read() {
+    let e = crate::load_file(std::path::Path::new("/dev/null/.."))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot read the file"), "{e}");
+    let dir = std::env::temp_dir();
+    let e = crate::load_file(&dir).unwrap_err().to_string();
+    assert!(e.contains(":1:1: not a regular file"), "{e}");
+}
