@@ -36,6 +36,35 @@ pub(crate) mod runtime;
 pub(crate) mod server;
 pub(crate) mod upstream;
 
+/// What the cargo-fuzz targets in `fuzz/` drive; not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::client::header_bound::HeaderBound;
+    use crate::request::route::{normalize_path, request_host, valid_host};
+
+    /// Ferry's own work on a connection's first bytes, before Pingora's
+    /// parser and routing: none of it may panic, wherever the reads split.
+    pub fn request_path(data: &[u8]) {
+        for split in [0, data.len() / 3, data.len() / 2, data.len()] {
+            let mut bound = HeaderBound::new(8192, 32768);
+            let (a, b) = data.split_at(split.min(data.len()));
+            let _ = bound.feed(a).and_then(|()| bound.feed(b));
+        }
+        let line = data.split(|&b| b == b'\n').next().unwrap_or_default();
+        let target = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+        if let Some(path) = normalize_path(&String::from_utf8_lossy(target)) {
+            assert!(path.starts_with('/'), "{path}");
+        }
+        for header in data.split(|&b| b == b'\n').skip(1) {
+            if let Some(host) = header.strip_prefix(b"Host: ") {
+                let _ = valid_host(host);
+                let _ = request_host(Some(host));
+            }
+        }
+    }
+}
+
 pub use hooks::proxy_trait::{DefaultProxy, PeerChoice, ProxyHttp, RetryDecision};
 pub use hooks::session::Session;
 pub use request::record::{Request, Try, TryOutcome};
