@@ -23,6 +23,9 @@ pub struct ProxyConf {
     pub read_timeout: Duration,
     /// nginx `send_timeout`: gap between two writes to the client.
     pub client_send_timeout: Duration,
+    /// nginx `client_body_timeout`: gap between two reads of the client's
+    /// body; past it the client gets 408.
+    pub client_body_timeout: Duration,
     pub next_upstream: NextUpstream,
     /// 0 = no limit; counts the first try.
     pub next_upstream_tries: u32,
@@ -61,6 +64,7 @@ impl Default for ProxyConf {
             send_timeout: Duration::secs(60),
             read_timeout: Duration::secs(60),
             client_send_timeout: Duration::secs(60),
+            client_body_timeout: Duration::secs(60),
             next_upstream: NextUpstream::default(),
             next_upstream_tries: 0,
             next_upstream_timeout: Duration::secs(0),

@@ -358,3 +358,36 @@ async fn request_headers_are_bounded_by_large_client_header_buffers() {
     }
     assert_eq!(backend.hits(), 1, "only the header that fits went upstream");
 }
+
+/// A client that stalls mid-body gets 408 after `client_body_timeout`, as
+/// nginx answers it, buffered or streamed; a streamed one does not count
+/// against the server.
+#[tokio::test]
+async fn a_client_stalling_mid_body_gets_408() {
+    let backend = Backend::named("app").await;
+    for buffering in [true, false] {
+        let ferry = Ferry::start(&format!(
+            "upstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ request_buffering: {buffering}, client_body_timeout: 500ms }}\n",
+            group("app", &[(backend.addr, "")])
+        ))
+        .await;
+        let mut s = TcpStream::connect(ferry.addr).await.unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut answer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert_eq!(
+            status_of(&answer),
+            408,
+            "buffering {buffering}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let http = ferry_tests::client::http();
+        let r = http.get(ferry.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}

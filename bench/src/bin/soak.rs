@@ -49,7 +49,10 @@ async fn run(binary: &Path, length: Duration) -> i32 {
     let (mut ferry, addr) = match start_ferry(binary, &dir, &tmp, backend).await {
         Some(f) => f,
         None => {
-            eprintln!("soak: ferry did not start; see {}", dir.join("ferry.log").display());
+            eprintln!(
+                "soak: ferry did not start; see {}",
+                dir.join("ferry.log").display()
+            );
             return 1;
         }
     };
@@ -91,7 +94,10 @@ async fn run(binary: &Path, length: Duration) -> i32 {
         tokio::time::sleep(Duration::from_secs(2).min(length)).await;
         last = Sample::take(pid, &tmp);
         let t = start.elapsed().as_secs();
-        println!("{t:>4}s loaded: {last}, {} requests", done.load(Ordering::Relaxed));
+        println!(
+            "{t:>4}s loaded: {last}, {} requests",
+            done.load(Ordering::Relaxed)
+        );
         if first.is_none() && start.elapsed() >= warm {
             first = Some(last);
         }
@@ -115,8 +121,14 @@ async fn run(binary: &Path, length: Duration) -> i32 {
         ("open fds back to idle", end.fds <= idle.fds),
         ("no temp file open", end.temp == 0),
         ("nothing left in temp_path", dir_empty(&tmp)),
-        ("RSS within 10% of its first loaded sample", rss_ratio <= 1.10),
-        ("ferry still running", ferry.try_wait().ok().flatten().is_none()),
+        (
+            "RSS within 10% of its first loaded sample",
+            rss_ratio <= 1.10,
+        ),
+        (
+            "ferry still running",
+            ferry.try_wait().ok().flatten().is_none(),
+        ),
         ("requests were served", done.load(Ordering::Relaxed) > 0),
     ];
     println!(
@@ -215,7 +227,8 @@ impl Kind {
 
     async fn request(self, addr: SocketAddr) -> std::io::Result<()> {
         let mut s = TcpStream::connect(addr).await?;
-        let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n");
+        let get =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n");
         let mut buf = vec![0u8; 16 * 1024];
         match self {
             Kind::Small => {

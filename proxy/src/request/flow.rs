@@ -97,6 +97,8 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     // 4. The request body: read whole (replayable) or streamed.
     s.downstream
         .set_write_timeout(proxy.client_send_timeout.non_zero());
+    s.downstream
+        .set_read_timeout(proxy.client_body_timeout.non_zero());
     let mut body = match client_body::read(&mut *s.downstream, proxy).await {
         Ok(b) => b,
         Err(BodyFailed::ClientGone) => return Ok(End::Truncated),
