@@ -235,12 +235,14 @@ async fn lenient_request_lines_and_framing_are_refused_as_nginx_refuses_them() {
         group("app", &[(backend.addr, "")])
     ))
     .await;
-    let cases: [(&str, u16); 9] = [
+    let cases: [(&str, u16); 11] = [
         ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost: a..b\r\n\r\n", 400),
         ("get / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("GET * HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("GET  /x HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n", 501),
         ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
         ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),

@@ -24,6 +24,10 @@ pub(crate) struct HeaderBound {
     total: usize,
     /// The empty line that ends the header was seen: the rest is body.
     ended: bool,
+    /// Spaces in the request line, and whether two came together.
+    spaces: usize,
+    double_space: bool,
+    last: u8,
 }
 
 impl HeaderBound {
@@ -35,6 +39,9 @@ impl HeaderBound {
             lines: 0,
             total: 0,
             ended: false,
+            spaces: 0,
+            double_space: false,
+            last: 0,
         }
     }
 
@@ -61,6 +68,11 @@ impl HeaderBound {
                 b'\r' => {}
                 _ => self.line += 1,
             }
+            if self.lines == 0 && b == b' ' {
+                self.spaces += 1;
+                self.double_space |= self.last == b' ';
+            }
+            self.last = b;
             if self.line > self.line_limit {
                 return Err(if self.lines == 0 {
                     URI_TOO_LONG
@@ -73,6 +85,15 @@ impl HeaderBound {
             }
         }
         Ok(())
+    }
+}
+
+impl HeaderBound {
+    /// Whether the request line as sent was `METHOD SP TARGET SP VERSION`,
+    /// one space each; `None` until the whole line was seen here (its
+    /// bytes may have come with the previous request's).
+    pub(crate) fn request_line_spaced(&self) -> Option<bool> {
+        (self.lines > 0).then_some(self.spaces == 2 && !self.double_space)
     }
 }
 
@@ -98,6 +119,16 @@ mod tests {
                 let got = b.feed(a).and_then(|()| b.feed(rest));
                 assert_eq!(got, want, "{text:?} split at {split}");
             }
+        }
+        for (line, spaced) in [
+            ("GET / HTTP/1.1\r\n", Some(true)),
+            ("GET  / HTTP/1.1\r\n", Some(false)),
+            ("GET /a b HTTP/1.1\r\n", Some(false)),
+            ("GET / HTTP/1.1", None),
+        ] {
+            let mut b = HeaderBound::new(64, 256);
+            b.feed(line.as_bytes()).unwrap();
+            assert_eq!(b.request_line_spaced(), spaced, "{line:?}");
         }
         let mut b = HeaderBound::new(64, 256);
         assert!(b.feed(long_uri.as_bytes()).is_err());

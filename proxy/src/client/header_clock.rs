@@ -160,6 +160,13 @@ pub(crate) fn too_large(s: &ServerSession) -> Option<u16> {
     clock_of(s).and_then(|c| c.too_large)
 }
 
+/// Whether the request line as the client sent it was spaced as HTTP says
+/// (one space between its three parts); `None` when the clock did not see
+/// the whole line.
+pub(crate) fn request_line_spaced(s: &ServerSession) -> Option<bool> {
+    clock_of(s).and_then(|c| c.bound.request_line_spaced())
+}
+
 /// The client a trusted PROXY protocol header announced on this connection.
 pub(crate) fn announced_client(s: &ServerSession) -> Option<SocketAddr> {
     clock_of(s).and_then(|c| c.announced)

@@ -349,7 +349,11 @@ fn unservable(ps: &ServerSession) -> Option<(u16, &'static str)> {
     }
     let target = req.raw_path();
     let asterisk = target == b"*" && req.method == http::Method::OPTIONS;
-    if !asterisk && (target.first() != Some(&b'/') || target.contains(&b' ')) {
+    // Pingora's parser takes `GET  /a` and `GET /a b` and percent-encodes
+    // the spaces into the target (which would then walk around a route);
+    // the header clock saw the line as sent.
+    let spaced = crate::client::header_clock::request_line_spaced(ps);
+    if !asterisk && (target.first() != Some(&b'/') || spaced == Some(false)) {
         return Some((400, "bad_target"));
     }
     let te: Vec<_> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
