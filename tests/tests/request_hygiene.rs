@@ -5,7 +5,7 @@
 use ferry_tests::backend::{Backend, Reply};
 use ferry_tests::client::status_of;
 use ferry_tests::ferry::Ferry;
-use ferry_tests::yaml::group;
+use ferry_tests::yaml::{group, single};
 use ferry_tests::{until, WAIT};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -106,11 +106,7 @@ async fn an_absolute_form_target_is_routed_by_its_path() {
 #[tokio::test]
 async fn sighup_is_logged_and_serving_goes_on() {
     let backend = Backend::named("still here").await;
-    let ferry = Ferry::start(&format!(
-        "upstreams:\n{}routes:\n  - upstream: app\n",
-        group("app", &[(backend.addr, "")])
-    ))
-    .await;
+    let ferry = Ferry::start(&single(&[backend.addr], "")).await;
     let http = ferry_tests::client::http();
     assert_eq!(
         ferry_tests::client::text(&http, ferry.url("/")).await,
@@ -132,11 +128,7 @@ async fn pipelined_requests_are_all_answered_in_order() {
         Reply::ok(seen.uri.clone())
     }))
     .await;
-    let ferry = Ferry::start(&format!(
-        "upstreams:\n{}routes:\n  - upstream: app\n",
-        group("app", &[(backend.addr, "")])
-    ))
-    .await;
+    let ferry = Ferry::start(&single(&[backend.addr], "")).await;
     let three = "GET /one HTTP/1.1\r\nHost: t\r\n\r\nGET /two HTTP/1.1\r\nHost: t\r\n\r\nGET /three HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     let (bytes, closed) = ferry_tests::client::exchange(ferry.addr, three).await;
     let text = String::from_utf8_lossy(&bytes);
@@ -206,11 +198,7 @@ async fn client_mistakes_on_a_streamed_body_are_not_blamed_on_servers() {
 #[tokio::test]
 async fn a_malformed_chunked_body_gets_400() {
     let backend = Backend::named("app").await;
-    let ferry = Ferry::start(&format!(
-        "upstreams:\n{}routes:\n  - upstream: app\n",
-        group("app", &[(backend.addr, "")])
-    ))
-    .await;
+    let ferry = Ferry::start(&single(&[backend.addr], "")).await;
     let broken =
         "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n";
     let (bytes, closed) = ferry_tests::client::exchange(ferry.addr, broken).await;
@@ -301,11 +289,7 @@ async fn refusals_before_any_phase_are_ferrys_own() {
 async fn a_client_that_leaves_before_the_header_frees_the_upstream() {
     use ferry_tests::raw::{Raw, Step};
     let backend = Raw::always(vec![Step::AwaitClose]).await;
-    let ferry = Ferry::start(&format!(
-        "upstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ read_timeout: 300s }}\n",
-        group("app", &[(backend.addr, "")])
-    ))
-    .await;
+    let ferry = Ferry::start(&single(&[backend.addr], "read_timeout: 300s")).await;
     let mut s = TcpStream::connect(ferry.addr).await.unwrap();
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
@@ -325,11 +309,7 @@ async fn a_client_that_leaves_before_the_header_frees_the_upstream() {
 #[tokio::test]
 async fn request_headers_are_bounded_by_large_client_header_buffers() {
     let backend = Backend::named("app").await;
-    let ferry = Ferry::start(&format!(
-        "upstreams:\n{}routes:\n  - upstream: app\n",
-        group("app", &[(backend.addr, "")])
-    ))
-    .await;
+    let ferry = Ferry::start(&single(&[backend.addr], "")).await;
     let uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(70_000));
     let line = format!(
         "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
@@ -368,11 +348,8 @@ async fn request_headers_are_bounded_by_large_client_header_buffers() {
 async fn a_client_stalling_mid_body_gets_408() {
     let backend = Backend::named("app").await;
     for buffering in [true, false] {
-        let ferry = Ferry::start(&format!(
-            "upstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ request_buffering: {buffering}, client_body_timeout: 500ms }}\n",
-            group("app", &[(backend.addr, "")])
-        ))
-        .await;
+        let proxy = format!("request_buffering: {buffering}, client_body_timeout: 500ms");
+        let ferry = Ferry::start(&single(&[backend.addr], &proxy)).await;
         let mut s = TcpStream::connect(ferry.addr).await.unwrap();
         s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
             .await
