@@ -18,7 +18,7 @@
 //!    event pipe or unbuffered), and the tunnel after a `101`.
 //! 5. `hooks/`: the [`ProxyHttp`] trait and the [`Session`] a hook sees.
 //!
-//! [`server`] starts it all from the command line; `runtime` is the
+//! `server` starts it all from the command line; `runtime` is the
 //! configuration compiled for serving.
 
 pub(crate) mod access_log;

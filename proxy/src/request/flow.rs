@@ -115,7 +115,8 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     drop(body);
     let Response { conn, header, held } = match chosen {
         Chosen::Response(r) => r,
-        // The client left while its body streamed: nothing to answer.
+        // The client left (mid-body, or while the upstream was asked):
+        // nothing to answer.
         Chosen::Fail(CLIENT_CLOSED) => return Ok(End::Truncated),
         Chosen::Fail(status) => {
             respond::error(s.downstream, s.request, status, Some(proxy), &[]).await?;
