@@ -257,4 +257,12 @@ fn only_regular_files_are_read() {
     let dir = std::env::temp_dir();
     let e = crate::load_file(&dir).unwrap_err().to_string();
     assert!(e.contains(":1:1: not a regular file"), "{e}");
+    // A FIFO with no writer would block a reader forever.
+    let fifo = dir.join(format!("ferry-conf-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let e = crate::load_file(&fifo).unwrap_err().to_string();
+    let _ = std::fs::remove_file(&fifo);
+    assert!(e.contains(":1:1: not a regular file"), "{e}");
 }
