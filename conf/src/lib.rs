@@ -31,7 +31,7 @@ pub use next_upstream::{Condition, NextUpstream};
 pub use ordered_map::OrderedMap;
 pub use positions::{Pos, Positions};
 pub use proxy_conf::{Buffers, ErrorPage, HttpVersion, ProxyConf, Redirect, RedirectRule};
-pub use root::{AccessLog, Admin, Config, HeaderBuffers, RealIp};
+pub use root::{AccessLog, Admin, Config, HeaderBuffers, RealIp, Resolver};
 pub use route::{Return, Route, RouteMatch};
 pub use template::{Segment, Template, Variable};
 pub use units::{parse_duration, parse_size, Duration, Size};

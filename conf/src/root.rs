@@ -24,6 +24,8 @@ pub struct Config {
     pub server: serde_yaml::Mapping,
     pub listen: Vec<Listen>,
     pub admin: Option<Admin>,
+    /// The DNS servers for `resolve: true` entries (nginx `resolver`).
+    pub resolver: Resolver,
     pub access_log: AccessLog,
     pub real_ip: Option<RealIp>,
     /// nginx `client_header_timeout`: a client has this long from the
@@ -104,6 +106,34 @@ pub struct Admin {
     /// accepting (Ferry).
     #[serde(default = "five_seconds")]
     pub drain_delay: crate::units::Duration,
+    /// When set, a changing request (`PATCH /upstreams/...`) needs
+    /// `Authorization: Bearer TOKEN` (Ferry).
+    #[serde(default)]
+    pub token: String,
+}
+
+/// `resolver:` (nginx `resolver` + `resolver_timeout`): where servers with
+/// `resolve: true` are looked up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Resolver {
+    /// `ip:port` (or `ip`, port 53) of each DNS server; empty: the
+    /// nameservers of `/etc/resolv.conf`.
+    pub addrs: Vec<String>,
+    /// Look again at least this often; 0: when the answer's TTL runs out.
+    pub valid: crate::units::Duration,
+    /// How long one lookup may take.
+    pub timeout: crate::units::Duration,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver {
+            addrs: Vec::new(),
+            valid: crate::units::Duration::secs(0),
+            timeout: crate::units::Duration::secs(5),
+        }
+    }
 }
 
 fn five_seconds() -> crate::units::Duration {
@@ -163,7 +193,7 @@ impl<'de> Deserialize<'de> for AccessLog {
 }
 
 const ROOT_KEYS: &str =
-    "server, listen, admin, access_log, real_ip, client_header_timeout, client_header_buffer_size, large_client_header_buffers, upstreams, routes";
+    "server, listen, admin, resolver, access_log, real_ip, client_header_timeout, client_header_buffer_size, large_client_header_buffers, upstreams, routes";
 
 /// Deserializes the root mapping, accepting `extension` as one more key
 /// whose value is the program's own settings type `S`.
@@ -194,6 +224,7 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
             server: serde_yaml::Mapping::new(),
             listen: Vec::new(),
             admin: None,
+            resolver: Resolver::default(),
             access_log: AccessLog::Off,
             real_ip: None,
             client_header_timeout: crate::units::Duration::secs(60),
@@ -221,6 +252,7 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
                         .collect()
                 }
                 "admin" => c.admin = m.next_value()?,
+                "resolver" => c.resolver = m.next_value()?,
                 "access_log" => c.access_log = m.next_value()?,
                 "real_ip" => c.real_ip = m.next_value()?,
                 "client_header_timeout" => c.client_header_timeout = m.next_value()?,

@@ -22,6 +22,17 @@ pub enum Balance {
 }
 
 impl Balance {
+    /// The name as written in the YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConn => "least_conn",
+            Balance::IpHash => "ip_hash",
+            Balance::Hash => "hash",
+            Balance::Random => "random",
+        }
+    }
+
     /// nginx allows `backup` only with round robin and least_conn.
     pub fn allows_backup(self) -> bool {
         matches!(self, Balance::RoundRobin | Balance::LeastConn)
@@ -135,8 +146,16 @@ impl Default for Upstream {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
-    /// `host:port`; a host name is resolved at start.
+    /// `host:port`; a host name is resolved at start (and at reload).
+    /// With `service`, `host` alone (the port comes from the SRV records).
     pub addr: String,
+    /// nginx `resolve`: looked up again through `resolver:` while running.
+    #[serde(default)]
+    pub resolve: bool,
+    /// nginx `service=`: with `resolve`, the SRV records of
+    /// `_SERVICE._tcp.HOST` give the servers.
+    #[serde(default)]
+    pub service: String,
     #[serde(default = "one")]
     pub weight: u32,
     #[serde(default = "one")]
@@ -153,6 +172,14 @@ pub struct Server {
     /// Filled in by the loader: what `addr` resolved to.
     #[serde(skip)]
     pub resolved: Vec<SocketAddr>,
+}
+
+impl Server {
+    /// Whether this entry is looked up while running (`resolve: true` on a
+    /// host name), rather than once by the loader.
+    pub fn discovered(&self) -> bool {
+        self.resolve && self.addr.parse::<SocketAddr>().is_err()
+    }
 }
 
 fn one() -> u32 {

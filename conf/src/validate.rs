@@ -69,6 +69,17 @@ pub fn validate(c: &mut Config) -> Vec<Problem> {
             "client_header_buffer_size must be more than 0",
         ));
     }
+    for (i, a) in c.resolver.addrs.iter().enumerate() {
+        if a.parse::<SocketAddr>().is_err() && a.parse::<std::net::IpAddr>().is_err() {
+            out.push(problem(
+                format!("resolver.addrs.{i}"),
+                format!("invalid DNS server `{a}`: expected ip or ip:port"),
+            ));
+        }
+    }
+    if c.resolver.timeout.is_zero() {
+        out.push(problem("resolver.timeout", "timeout must be more than 0"));
+    }
     if let Some(r) = &c.real_ip {
         for (i, cidr) in r.trusted.iter().enumerate() {
             if let Err(m) = crate::cidr::Cidr::parse(cidr) {
@@ -153,26 +164,22 @@ fn check_upstreams(c: &mut Config, out: &mut Vec<Problem>) {
             if s.weight == 0 {
                 out.push(problem(format!("{sp}.weight"), "weight must be at least 1"));
             }
+            if !s.service.is_empty() && !s.resolve {
+                out.push(problem(
+                    format!("{sp}.service"),
+                    "service needs resolve: true (it names SRV records looked up while running)",
+                ));
+            }
             if s.backup && !u.balance.allows_backup() {
                 out.push(problem(
                     format!("{sp}.backup"),
                     format!(
                         "backup servers are not allowed with balance: {}",
-                        balance_name(u.balance)
+                        u.balance.as_str()
                     ),
                 ));
             }
         }
-    }
-}
-
-fn balance_name(b: Balance) -> &'static str {
-    match b {
-        Balance::RoundRobin => "round_robin",
-        Balance::LeastConn => "least_conn",
-        Balance::IpHash => "ip_hash",
-        Balance::Hash => "hash",
-        Balance::Random => "random",
     }
 }
 

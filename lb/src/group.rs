@@ -8,7 +8,7 @@
 use crate::hash::{HashWalk, Ring};
 use crate::passive_health::PeerState;
 use crate::{ip_hash, least_conn, random, smooth_weighted};
-use ferry_conf::{Balance, Upstream};
+use ferry_conf::{Balance, Server, Upstream};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -50,7 +50,11 @@ pub struct Key<'a> {
 /// What a request knows while it walks the group (nginx `rrp` + `pc->tries`).
 #[derive(Debug, Clone)]
 pub struct Cursor {
+    /// The members' generation `tried` refers to.
+    generation: u64,
     tried: Vec<bool>,
+    /// The addresses tried, to find them again when the members change.
+    tried_addrs: Vec<SocketAddr>,
     on_backup: bool,
     /// Tries this request may still make (nginx `pc->tries`).
     pub tries_left: u32,
@@ -58,21 +62,31 @@ pub struct Cursor {
     walk: HashWalk,
 }
 
-struct Inner {
-    name: String,
+/// The members of a group at one moment: replaced whole when a reload or a
+/// DNS answer changes them (a new `generation`), with each surviving
+/// server's live state carried over by address.
+struct Members {
+    generation: u64,
     balance: Balance,
-    peers: Vec<Peer>,
+    peers: Arc<[Peer]>,
     /// Peers `0..primaries` are primaries, the rest backups.
     primaries: usize,
     weights: Vec<u32>,
-    state: Mutex<Vec<PeerState>>,
+    state: Vec<PeerState>,
     /// One primary and no backup: no failure accounting, no retry (nginx `peers->single`).
     single: bool,
     /// `hash` with `consistent: true`: the ketama ring of the primaries.
     ring: Option<Ring>,
 }
 
+struct Inner {
+    name: String,
+    members: Mutex<Members>,
+}
+
 /// An upstream group; cheap to clone, shared by every thread of the process.
+/// Its members may change while it serves ([`Group::update`]): a request
+/// that started before keeps its tries and its lease.
 #[derive(Clone)]
 pub struct Group {
     inner: Arc<Inner>,
@@ -82,89 +96,208 @@ impl std::fmt::Debug for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Group")
             .field("name", &self.inner.name)
-            .field("peers", &self.inner.peers)
+            .field("peers", &self.peers())
             .finish()
+    }
+}
+
+/// An address a lookup gave for a server entry: with SRV, its own target
+/// name and weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: Option<u32>,
+}
+
+/// The peers of a config group, primaries first; `answers` gives the
+/// addresses of an entry looked up while running (`None`: the loader's
+/// `resolved`). Returns the peers and how many are primaries.
+pub fn expand(
+    u: &Upstream,
+    answers: &dyn Fn(&Server) -> Option<Vec<Answer>>,
+) -> (Vec<Peer>, usize) {
+    let of = |backup: bool| {
+        let mut out = Vec::new();
+        for s in u.servers.iter().filter(|s| s.backup == backup) {
+            let found = answers(s).unwrap_or_else(|| {
+                s.resolved
+                    .iter()
+                    .map(|a| Answer {
+                        name: s.addr.clone(),
+                        addr: *a,
+                        weight: None,
+                    })
+                    .collect()
+            });
+            out.extend(found.into_iter().map(|a| Peer {
+                name: a.name,
+                addr: a.addr,
+                weight: a.weight.unwrap_or(s.weight).max(1),
+                max_fails: s.max_fails,
+                fail_timeout: s.fail_timeout.get(),
+                max_conns: s.max_conns,
+                backup: s.backup,
+                down: s.down,
+            }));
+        }
+        out
+    };
+    let mut peers = of(false);
+    let primaries = peers.len();
+    peers.extend(of(true));
+    (peers, primaries)
+}
+
+/// How a server stands, as the upstream API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    Up,
+    /// Passive health took it out (`max_fails` within `fail_timeout`).
+    Failed,
+    /// `down: true` in the YAML or through the API.
+    Down,
+    Draining,
+    /// An active health check took it out.
+    Unhealthy,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Up => "up",
+            ServerState::Failed => "failed",
+            ServerState::Down => "down",
+            ServerState::Draining => "draining",
+            ServerState::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// One server of a group and its live numbers.
+#[derive(Debug, Clone)]
+pub struct ServerReport {
+    pub peer: Peer,
+    pub state: ServerState,
+    /// Requests in flight (nginx `conns`).
+    pub active: u32,
+    pub requests: u64,
+    pub fails: u32,
+}
+
+fn members(
+    generation: u64,
+    balance: Balance,
+    consistent: bool,
+    peers: Vec<Peer>,
+    primaries: usize,
+) -> Members {
+    let weights = peers.iter().map(|p| p.weight).collect();
+    let state = peers.iter().map(|p| PeerState::new(p.weight)).collect();
+    let single = primaries == 1 && peers.len() == 1;
+    let ring = (balance == Balance::Hash && consistent).then(|| {
+        Ring::new(
+            peers[..primaries]
+                .iter()
+                .map(|p| (p.name.as_str(), p.weight)),
+        )
+    });
+    Members {
+        generation,
+        balance,
+        peers: peers.into(),
+        primaries,
+        weights,
+        state,
+        single,
+        ring,
     }
 }
 
 impl Group {
     /// Build from a loaded config group (addresses already resolved).
     pub fn from_conf(name: &str, u: &Upstream) -> Group {
-        let expand = |backup: bool| {
-            u.servers
-                .iter()
-                .filter(move |s| s.backup == backup)
-                .flat_map(|s| {
-                    s.resolved.iter().map(move |a| Peer {
-                        name: s.addr.clone(),
-                        addr: *a,
-                        weight: s.weight.max(1),
-                        max_fails: s.max_fails,
-                        fail_timeout: s.fail_timeout.get(),
-                        max_conns: s.max_conns,
-                        backup: s.backup,
-                        down: s.down,
-                    })
-                })
-        };
-        let mut peers: Vec<Peer> = expand(false).collect();
-        let primaries = peers.len();
-        peers.extend(expand(true));
-        let mut g = Group::new(name, u.balance, peers, primaries);
-        if u.balance == Balance::Hash && u.consistent {
-            if let Some(inner) = Arc::get_mut(&mut g.inner) {
-                let ring = Ring::new(
-                    inner.peers[..primaries]
-                        .iter()
-                        .map(|p| (p.name.as_str(), p.weight)),
-                );
-                inner.ring = Some(ring);
-            }
-        }
-        g
+        let (peers, primaries) = expand(u, &|_| None);
+        Group::with(name, members(0, u.balance, u.consistent, peers, primaries))
+    }
+
+    /// Build from peers ([`expand`]); `peers[..primaries]` are the primaries.
+    pub fn from_members(
+        name: &str,
+        balance: Balance,
+        consistent: bool,
+        peers: Vec<Peer>,
+        primaries: usize,
+    ) -> Group {
+        Group::with(name, members(0, balance, consistent, peers, primaries))
     }
 
     /// Build from peers; `peers[..primaries]` are the primaries.
     pub fn new(name: &str, balance: Balance, peers: Vec<Peer>, primaries: usize) -> Group {
-        let weights = peers.iter().map(|p| p.weight).collect();
-        let state = peers.iter().map(|p| PeerState::new(p.weight)).collect();
-        let single = primaries == 1 && peers.len() == 1;
+        Group::with(name, members(0, balance, false, peers, primaries))
+    }
+
+    fn with(name: &str, m: Members) -> Group {
         Group {
             inner: Arc::new(Inner {
                 name: name.to_string(),
-                balance,
-                peers,
-                primaries,
-                weights,
-                state: Mutex::new(state),
-                single,
-                ring: None,
+                members: Mutex::new(m),
             }),
         }
     }
 
-    pub fn peers(&self) -> &[Peer] {
-        &self.inner.peers
+    /// Replace the members (a reload, a new DNS answer). A server whose
+    /// address was a member before keeps its live state: failures,
+    /// requests in flight, health verdict; with `reload`, what the admin
+    /// API set on it (down, draining) is cleared. Requests in flight on a
+    /// server that left finish there, and are not counted any more.
+    pub fn update(
+        &self,
+        balance: Balance,
+        consistent: bool,
+        peers: Vec<Peer>,
+        primaries: usize,
+        reload: bool,
+    ) {
+        let mut m = self.lock();
+        let mut next = members(m.generation + 1, balance, consistent, peers, primaries);
+        for (i, p) in next.peers.iter().enumerate() {
+            if let Some(j) = m.peers.iter().position(|o| o.addr == p.addr) {
+                let mut st = m.state[j].clone();
+                st.effective_weight = st.effective_weight.min(i64::from(p.weight));
+                if reload {
+                    st.held_down = false;
+                    st.draining = false;
+                }
+                next.state[i] = st;
+            }
+        }
+        *m = next;
     }
 
-    pub fn peer(&self, index: usize) -> &Peer {
-        &self.inner.peers[index]
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The members now.
+    pub fn peers(&self) -> Arc<[Peer]> {
+        self.lock().peers.clone()
     }
 
     /// nginx `ngx_http_upstream_tries`: the peers not `down`, primaries and
     /// backups; 1 for a single server.
     pub fn max_tries(&self) -> u32 {
-        if self.inner.single {
-            return 1;
-        }
-        self.inner.peers.iter().filter(|p| !p.down).count() as u32
+        max_tries(&self.lock())
     }
 
     /// A cursor for one request; `tries_limit` is `next_upstream_tries` (0 = none).
     pub fn cursor(&self, tries_limit: u32) -> Cursor {
-        let max = self.max_tries();
+        let m = self.lock();
+        let max = max_tries(&m);
         Cursor {
-            tried: vec![false; self.inner.peers.len()],
+            generation: m.generation,
+            tried: vec![false; m.peers.len()],
+            tried_addrs: Vec::new(),
             on_backup: false,
             tries_left: if tries_limit == 0 {
                 max
@@ -175,149 +308,172 @@ impl Group {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<PeerState>> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Members> {
+        self.inner.members.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Pick a peer for the next try, or `None` when no peer is live ("no
     /// live upstreams": every one tried, down, failed or full).
     pub fn select(&self, cursor: &mut Cursor, key: &Key) -> Option<Lease> {
         let now = Instant::now();
-        let inner = &self.inner;
-        let mut st = self.lock();
-        let chosen = if inner.single {
-            let p = &inner.peers[0];
-            (!p.down && !st[0].is_full(p.max_conns) && !st[0].unhealthy).then_some(0)
+        let mut guard = self.lock();
+        let m = &mut *guard;
+        if cursor.generation != m.generation {
+            // The members changed since this request began: what it tried
+            // is found again by address.
+            cursor.tried = m
+                .peers
+                .iter()
+                .map(|p| cursor.tried_addrs.contains(&p.addr))
+                .collect();
+            cursor.generation = m.generation;
+        }
+        let chosen = if m.single {
+            let p = &m.peers[0];
+            (!p.down
+                && !m.state[0].is_full(p.max_conns)
+                && !m.state[0].unhealthy
+                && !m.state[0].held())
+            .then_some(0)
         } else {
             let mut pick = None;
+            let (primaries, all) = (m.primaries, m.peers.len());
             if !cursor.on_backup {
-                pick = self.pick_in(&mut st, cursor, 0..inner.primaries, now, key);
-                if pick.is_none() && inner.peers.len() > inner.primaries {
+                pick = pick_in(m, cursor, 0..primaries, now, key);
+                if pick.is_none() && all > primaries {
                     // nginx switches this request to the backup list for good.
                     cursor.on_backup = true;
                     cursor.tried.iter_mut().for_each(|t| *t = false);
+                    cursor.tried_addrs.clear();
                 }
             }
             if cursor.on_backup {
-                pick = self.pick_in(
-                    &mut st,
-                    cursor,
-                    inner.primaries..inner.peers.len(),
-                    now,
-                    key,
-                );
+                pick = pick_in(m, cursor, primaries..all, now, key);
             }
             pick
         }?;
-        let peer = &inner.peers[chosen];
-        st[chosen].on_selected(peer.fail_timeout, now);
-        st[chosen].conns += 1;
+        let peer = &m.peers[chosen];
+        let st = &mut m.state[chosen];
+        st.on_selected(peer.fail_timeout, now);
+        st.conns += 1;
+        st.requests += 1;
         cursor.tried[chosen] = true;
+        cursor.tried_addrs.push(peer.addr);
         Some(Lease {
             group: self.clone(),
+            peers: m.peers.clone(),
+            generation: m.generation,
             index: chosen,
             freed: false,
         })
     }
 
-    fn pick_in(
-        &self,
-        st: &mut [PeerState],
-        cursor: &mut Cursor,
-        range: std::ops::Range<usize>,
-        now: Instant,
-        key: &Key,
-    ) -> Option<usize> {
-        let inner = &self.inner;
-        let usable = |st: &[PeerState], tried: &[bool], i: usize| {
-            let p = &inner.peers[i];
-            !tried[i]
-                && !p.down
-                && !st[i].unhealthy
-                && !st[i].is_failed(p.max_fails, p.fail_timeout, now)
-                && !st[i].is_full(p.max_conns)
-        };
-        let eligible: Vec<usize> = range
-            .clone()
-            .filter(|&i| usable(st, &cursor.tried, i))
-            .collect();
-        let primaries = &inner.weights[..inner.primaries];
-        // The key-based balancers work on the primaries only (no backup is
-        // allowed with them) and fall back to round robin as nginx does.
-        let many = inner.primaries >= 2 && range.start == 0;
-        let picked = match inner.balance {
-            Balance::RoundRobin => None,
-            Balance::LeastConn => return least_conn::pick(st, &inner.weights, &eligible),
-            Balance::Hash if many && !key.hash.is_empty() => match &inner.ring {
-                Some(ring) => {
-                    let tried = cursor.tried.clone();
-                    ring.pick(key.hash, &mut cursor.walk, |name| {
-                        let same: Vec<usize> = (0..inner.primaries)
-                            .filter(|&i| inner.peers[i].name == name && usable(st, &tried, i))
-                            .collect();
-                        smooth_weighted::pick(st, &inner.weights, &same)
-                    })
-                }
-                None => crate::hash::pick(key.hash, primaries, &mut cursor.walk, |i| {
-                    usable(st, &cursor.tried, i)
-                }),
-            },
-            Balance::IpHash if many => {
-                let addr = ip_hash::key(key.client_ip);
-                ip_hash::pick(&addr, primaries, &mut cursor.walk, |i| {
-                    usable(st, &cursor.tried, i)
-                })
-            }
-            Balance::Random if many => random_two(st, primaries, &mut cursor.walk, |st, i| {
-                usable(st, &cursor.tried, i)
-            }),
-            _ => None,
-        };
-        picked.or_else(|| smooth_weighted::pick(st, &inner.weights, &eligible))
-    }
-
-    /// An active health check's verdict on a peer; returns whether it changed.
-    pub fn set_healthy(&self, index: usize, healthy: bool) -> bool {
-        let mut st = self.lock();
-        let Some(s) = st.get_mut(index) else {
+    /// An active health check's verdict on a server; returns whether it changed.
+    pub fn set_healthy(&self, addr: SocketAddr, healthy: bool) -> bool {
+        let mut m = self.lock();
+        let Some(i) = m.peers.iter().position(|p| p.addr == addr) else {
             return false;
         };
+        let s = &mut m.state[i];
         let changed = s.unhealthy == healthy;
         s.unhealthy = !healthy;
         changed
     }
 
+    /// The admin API's `down` / `drain` on a server, until the next reload;
+    /// `false` when the group has no server at `addr`.
+    pub fn hold(&self, addr: SocketAddr, down: Option<bool>, drain: Option<bool>) -> bool {
+        let mut m = self.lock();
+        let Some(i) = m.peers.iter().position(|p| p.addr == addr) else {
+            return false;
+        };
+        let s = &mut m.state[i];
+        if let Some(d) = down {
+            s.held_down = d;
+        }
+        if let Some(d) = drain {
+            s.draining = d;
+        }
+        true
+    }
+
+    /// Every server with its state and numbers, in the group's order.
+    pub fn report(&self) -> Vec<ServerReport> {
+        let now = Instant::now();
+        let m = self.lock();
+        m.peers
+            .iter()
+            .zip(&m.state)
+            .map(|(p, s)| ServerReport {
+                peer: p.clone(),
+                state: if p.down || s.held_down {
+                    ServerState::Down
+                } else if s.draining {
+                    ServerState::Draining
+                } else if s.unhealthy {
+                    ServerState::Unhealthy
+                } else if s.is_failed(p.max_fails, p.fail_timeout, now) {
+                    ServerState::Failed
+                } else {
+                    ServerState::Up
+                },
+                active: s.conns,
+                requests: s.requests,
+                fails: s.fails,
+            })
+            .collect()
+    }
+
     /// Per-peer `(fails, conns)`, for tests.
     #[cfg(test)]
     pub(crate) fn snapshot(&self) -> Vec<(u32, u32)> {
-        self.lock().iter().map(|s| (s.fails, s.conns)).collect()
+        self.lock()
+            .state
+            .iter()
+            .map(|s| (s.fails, s.conns))
+            .collect()
     }
 
-    /// Whether passive health currently skips this peer.
-    pub fn is_failed(&self, index: usize) -> bool {
-        let p = &self.inner.peers[index];
-        self.lock()[index].is_failed(p.max_fails, p.fail_timeout, Instant::now())
+    /// Whether passive health currently skips the server at `addr`.
+    pub fn is_failed(&self, addr: SocketAddr) -> bool {
+        let m = self.lock();
+        m.peers.iter().zip(&m.state).any(|(p, s)| {
+            p.addr == addr && s.is_failed(p.max_fails, p.fail_timeout, Instant::now())
+        })
     }
 
     /// Returns whether this failure took the peer out (`max_fails` reached).
     fn release(
         &self,
-        index: usize,
+        lease: &Lease,
         feedback: Option<Feedback>,
         cursor: Option<&mut Cursor>,
     ) -> bool {
-        let inner = &self.inner;
-        let mut st = self.lock();
-        let s = &mut st[index];
+        let mut guard = self.lock();
+        let m = &mut *guard;
+        let index = if m.generation == lease.generation {
+            Some(lease.index)
+        } else {
+            let addr = lease.peer().addr;
+            m.peers.iter().position(|p| p.addr == addr)
+        };
+        let Some(index) = index else {
+            // A server that left the group mid-try still used up the try.
+            if let Some(c) = cursor {
+                c.tries_left = c.tries_left.saturating_sub(1);
+            }
+            return false;
+        };
+        let s = &mut m.state[index];
         s.conns = s.conns.saturating_sub(1);
-        if inner.single {
+        if m.single {
             s.fails = 0;
             if let Some(c) = cursor {
                 c.tries_left = 0;
             }
             return false;
         }
-        let p = &inner.peers[index];
+        let p = &m.peers[index];
         let mut marked = false;
         match feedback {
             Some(Feedback::Failed) => {
@@ -326,7 +482,7 @@ impl Group {
                     log::warn!(
                         "upstream server temporarily disabled: {} in group {}",
                         p.name,
-                        inner.name
+                        self.inner.name
                     );
                 }
             }
@@ -338,6 +494,69 @@ impl Group {
         }
         marked
     }
+}
+
+fn max_tries(m: &Members) -> u32 {
+    if m.single {
+        return 1;
+    }
+    m.peers.iter().filter(|p| !p.down).count() as u32
+}
+
+fn usable(peers: &[Peer], state: &[PeerState], tried: &[bool], i: usize, now: Instant) -> bool {
+    let (p, st) = (&peers[i], &state[i]);
+    !tried[i]
+        && !p.down
+        && !st.held()
+        && !st.unhealthy
+        && !st.is_failed(p.max_fails, p.fail_timeout, now)
+        && !st.is_full(p.max_conns)
+}
+
+fn pick_in(
+    m: &mut Members,
+    cursor: &mut Cursor,
+    range: std::ops::Range<usize>,
+    now: Instant,
+    key: &Key,
+) -> Option<usize> {
+    let (peers, state, weights, primaries) = (&m.peers, &mut m.state, &m.weights, m.primaries);
+    let tried = &cursor.tried;
+    let eligible: Vec<usize> = range
+        .clone()
+        .filter(|&i| usable(peers, state, tried, i, now))
+        .collect();
+    // The key-based balancers work on the primaries only (no backup is
+    // allowed with them) and fall back to round robin as nginx does.
+    let many = primaries >= 2 && range.start == 0;
+    let picked = match m.balance {
+        Balance::RoundRobin => None,
+        Balance::LeastConn => return least_conn::pick(state, weights, &eligible),
+        Balance::Hash if many && !key.hash.is_empty() => match &m.ring {
+            Some(ring) => ring.pick(key.hash, &mut cursor.walk, |name| {
+                let same: Vec<usize> = (0..primaries)
+                    .filter(|&i| peers[i].name == name && usable(peers, state, tried, i, now))
+                    .collect();
+                smooth_weighted::pick(state, weights, &same)
+            }),
+            None => crate::hash::pick(key.hash, &weights[..primaries], &mut cursor.walk, |i| {
+                usable(peers, state, tried, i, now)
+            }),
+        },
+        Balance::IpHash if many => {
+            let addr = ip_hash::key(key.client_ip);
+            ip_hash::pick(&addr, &weights[..primaries], &mut cursor.walk, |i| {
+                usable(peers, state, tried, i, now)
+            })
+        }
+        Balance::Random if many => {
+            random_two(state, &weights[..primaries], &mut cursor.walk, |st, i| {
+                usable(peers, st, tried, i, now)
+            })
+        }
+        _ => None,
+    };
+    picked.or_else(|| smooth_weighted::pick(state, weights, &eligible))
 }
 
 /// nginx `random two`: two distinct weighted draws, the one with fewer
@@ -370,17 +589,26 @@ fn random_two(
 /// without that (a request that went away), it only releases its `conns`.
 pub struct Lease {
     group: Group,
+    /// The members when it was taken: its peer stays readable after a change.
+    peers: Arc<[Peer]>,
+    generation: u64,
     index: usize,
     freed: bool,
 }
 
 impl Lease {
+    /// The peer's position among the members when it was taken.
     pub fn index(&self) -> usize {
         self.index
     }
 
+    /// The members when it was taken, and their generation.
+    pub fn members(&self) -> (&[Peer], u64) {
+        (&self.peers, self.generation)
+    }
+
     pub fn peer(&self) -> &Peer {
-        self.group.peer(self.index)
+        &self.peers[self.index]
     }
 
     pub fn group(&self) -> &Group {
@@ -391,14 +619,16 @@ impl Lease {
     /// tries. Returns whether this took the peer out (`max_fails` reached).
     pub fn free(mut self, feedback: Feedback, cursor: &mut Cursor) -> bool {
         self.freed = true;
-        self.group.release(self.index, Some(feedback), Some(cursor))
+        let group = self.group.clone();
+        group.release(&self, Some(feedback), Some(cursor))
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if !self.freed {
-            self.group.release(self.index, None, None);
+            let group = self.group.clone();
+            group.release(self, None, None);
         }
     }
 }

@@ -15,7 +15,9 @@ pub mod passive_health;
 pub mod random;
 pub mod smooth_weighted;
 
-pub use group::{Cursor, Feedback, Group, Key, Lease, Peer};
+pub use group::{
+    expand, Answer, Cursor, Feedback, Group, Key, Lease, Peer, ServerReport, ServerState,
+};
 
 #[cfg(test)]
 mod tests;

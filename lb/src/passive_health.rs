@@ -25,6 +25,12 @@ pub struct PeerState {
     pub checked: Option<Instant>,
     /// Taken out by an active health check (Ferry).
     pub unhealthy: bool,
+    /// Set `down` through the admin API, until the next reload (Ferry).
+    pub held_down: bool,
+    /// Draining through the admin API: no new requests (Ferry).
+    pub draining: bool,
+    /// Tries this peer was given since it joined its group.
+    pub requests: u64,
 }
 
 impl PeerState {
@@ -37,6 +43,9 @@ impl PeerState {
             accessed: None,
             checked: None,
             unhealthy: false,
+            held_down: false,
+            draining: false,
+            requests: 0,
         }
     }
 
@@ -47,6 +56,11 @@ impl PeerState {
             && self
                 .checked
                 .is_some_and(|c| now.saturating_duration_since(c) <= fail_timeout)
+    }
+
+    /// Held out of new requests through the admin API (down or draining).
+    pub fn held(&self) -> bool {
+        self.held_down || self.draining
     }
 
     /// nginx `max_conns`: this many requests in progress already (0 = no limit).

@@ -1,8 +1,10 @@
-//! The command line: `ferry -c FILE` serves, `ferry -t -c FILE` checks.
+//! The command line: `ferry -c FILE` serves, `ferry -t -c FILE` checks,
+//! `ferry -s reload -c FILE` checks and tells the running Ferry to reload.
 //!
-//! nginx counterpart: `nginx -c FILE`, `nginx -t`. Signals are Pingora's:
-//! SIGTERM drains gracefully, SIGINT stops fast, SIGQUIT hands the listening
-//! sockets to a new process started with `--upgrade`.
+//! nginx counterpart: `nginx -c FILE`, `nginx -t`, `nginx -s reload`.
+//! Signals: SIGHUP reloads, SIGTERM drains gracefully, SIGINT stops fast,
+//! SIGQUIT hands the listening sockets to a new process started with
+//! `--upgrade`.
 
 use clap::Parser;
 
@@ -11,8 +13,9 @@ use clap::Parser;
     name = "ferry",
     version,
     about = "A reverse proxy with nginx's upstream semantics, on Pingora",
-    after_help = "Signals: SIGTERM drains gracefully, SIGINT stops fast, SIGQUIT hands the \
-                  listening sockets to a new process started with --upgrade."
+    after_help = "Signals: SIGHUP reloads the configuration, SIGTERM drains gracefully, SIGINT \
+                  stops fast, SIGQUIT hands the listening sockets to a new process started \
+                  with --upgrade."
 )]
 pub struct Args {
     /// The configuration file [default: the program's; /etc/ferry/ferry.yaml for ferry].
@@ -30,4 +33,44 @@ pub struct Args {
     /// Run in the background.
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,
+
+    /// Check the configuration as -t does, then signal the running Ferry
+    /// (named by `server.pid_file`): `reload` re-reads the file.
+    #[arg(short = 's', long = "signal", value_name = "SIGNAL", value_parser = ["reload"])]
+    pub signal: Option<String>,
+}
+
+/// `-s SIGNAL`: send it to the process in `pid_file`; the exit status.
+pub(crate) fn send_signal(signal: &str, pid_file: &str) -> i32 {
+    let sig = match signal {
+        "reload" => libc::SIGHUP,
+        other => {
+            eprintln!("unknown signal `{other}`");
+            return 1;
+        }
+    };
+    let pid = match std::fs::read_to_string(pid_file) {
+        Ok(text) => match text.trim().parse::<i32>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                eprintln!("{pid_file}: no process id in it");
+                return 1;
+            }
+        },
+        Err(e) => {
+            eprintln!("{pid_file}: cannot read the pid file ({e}); is Ferry running?");
+            return 1;
+        }
+    };
+    // SAFETY: kill(2) with a process id read from the pid file and a
+    // constant signal; it touches no memory of this process.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        eprintln!(
+            "cannot signal process {pid} (from {pid_file}): {}",
+            std::io::Error::last_os_error()
+        );
+        return 1;
+    }
+    println!("{signal}: signalled process {pid}");
+    0
 }

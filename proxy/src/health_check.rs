@@ -4,7 +4,10 @@
 //! pingora-load-balancing's `HttpHealthCheck`. A server that fails (no
 //! answer within `timeout`, or a status other than `expect_status`) is taken
 //! out; it is put back when it passes. The verdict lives in the same peer
-//! table as passive health (`max_fails`), so both views agree.
+//! table as passive health (`max_fails`), so both views agree, and it
+//! survives a reload with the server. The checks follow the configuration:
+//! a reload starts them again on the new groups, and each round checks the
+//! members the group has then (DNS discovery may change them).
 
 use crate::upstream::group::Upstream;
 use async_trait::async_trait;
@@ -16,7 +19,7 @@ use pingora_load_balancing::Backend;
 use std::sync::Arc;
 
 pub struct HealthChecks {
-    pub groups: Vec<(Arc<Upstream>, CheckConf)>,
+    pub live: Arc<crate::live::Live>,
 }
 
 fn http_check(up: &Upstream, conf: &CheckConf) -> Option<HttpHealthCheck> {
@@ -58,13 +61,13 @@ async fn run_group(up: &Upstream, conf: &CheckConf, mut shutdown: ShutdownWatch)
         return;
     };
     loop {
-        for (i, peer) in up.group.peers().iter().enumerate() {
+        for peer in up.group.peers().iter() {
             let Ok(backend) = Backend::new(&peer.addr.to_string()) else {
                 continue;
             };
             let result = tokio::time::timeout(conf.timeout.get(), check.check(&backend)).await;
             let healthy = matches!(result, Ok(Ok(())));
-            if up.group.set_healthy(i, healthy) {
+            if up.group.set_healthy(peer.addr, healthy) {
                 if healthy {
                     log::warn!(
                         "health check: {} in group {} passes again",
@@ -90,17 +93,32 @@ async fn run_group(up: &Upstream, conf: &CheckConf, mut shutdown: ShutdownWatch)
 #[async_trait]
 impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let tasks: Vec<_> = self
-            .groups
-            .iter()
-            .map(|(up, conf)| {
-                let (up, conf, stop) = (up.clone(), conf.clone(), shutdown.clone());
-                tokio::spawn(async move { run_group(&up, &conf, stop).await })
-            })
-            .collect();
-        let _ = shutdown.changed().await;
-        for t in tasks {
-            t.abort();
+        let mut changes = self.live.subscribe();
+        loop {
+            let rt = self.live.current();
+            let tasks: Vec<_> = rt
+                .config
+                .upstreams
+                .iter()
+                .filter_map(|(name, u)| {
+                    Some((rt.upstreams.get(name)?.clone(), u.health_check.clone()?))
+                })
+                .map(|(up, conf)| {
+                    let stop = shutdown.clone();
+                    tokio::spawn(async move { run_group(&up, &conf, stop).await })
+                })
+                .collect();
+            drop(rt);
+            let stop = tokio::select! {
+                _ = shutdown.changed() => true,
+                changed = changes.changed() => changed.is_err(),
+            };
+            for t in tasks {
+                t.abort();
+            }
+            if stop {
+                return;
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Prometheus metrics, served as text at `admin.listen` `/metrics`.
 //!
 //! Recorded once per request, at its end, from Ferry's record of it
-//! ([`crate::request::record::Request`]); the only live numbers are requests in
-//! flight and servers taken out by `max_fails`.
+//! ([`crate::request::record::Request`]); the live numbers are requests in
+//! flight, servers taken out by `max_fails`, reloads and DNS lookups.
 
 use crate::request::record::{Request, TryOutcome};
 use prometheus::{
@@ -28,6 +28,8 @@ pub struct Metrics {
     pub upstream_header_seconds: HistogramVec,
     pub access_log_dropped: IntCounter,
     pub bad_requests: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub dns_lookups: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -131,6 +133,18 @@ pub fn metrics() -> &'static Metrics {
                 "ferry_bad_requests_total",
                 "Requests refused before routing, by reason (malformed, header_too_large, header_timeout, smuggling, bad_path)",
                 &["reason"],
+            ),
+            reloads: counter_vec(
+                &r,
+                "ferry_config_reloads_total",
+                "Reloads of the configuration file, by result (ok, error)",
+                &["result"],
+            ),
+            dns_lookups: counter_vec(
+                &r,
+                "ferry_dns_lookups_total",
+                "Lookups of discovered servers, by result (ok, empty, error)",
+                &["result"],
             ),
             registry: r,
         }

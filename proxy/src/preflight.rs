@@ -35,7 +35,9 @@ pub(crate) fn check(config: &mut Config) -> Result<(), ConfErrors> {
             readable(ca, format!("upstreams.{name}.tls.ca_file"), &mut out);
         }
         for (i, s) in u.servers.iter_mut().enumerate() {
-            if !s.resolved.is_empty() {
+            // Discovered entries are looked up while running, through
+            // `resolver:`; a name that does not resolve yet is no error.
+            if !s.resolved.is_empty() || s.discovered() {
                 continue;
             }
             match resolve(&s.addr) {

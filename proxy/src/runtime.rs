@@ -1,22 +1,30 @@
 //! The configuration compiled for serving: routes with their header plans and
 //! pipe settings, upstream groups with their balancer state, connection pool
-//! and keepalive policy. Built once at start and shared by every request.
+//! and keepalive policy. Built at start and again at each reload, where it
+//! takes over what outlives a configuration: each group's live member state
+//! (kept by address), its keepalive pool, the access log.
+//!
+//! nginx counterpart: the cycle `ngx_init_cycle` builds, minus what nginx
+//! loses on reload (Ferry keeps the upstream state nginx's new workers
+//! start without).
 
+use crate::access_log::AccessLogger;
+use crate::client::header_clock::HeaderLimits;
 use crate::request::route::Matcher;
-use crate::upstream::group::{make_peer, Upstream};
+use crate::upstream::group::Upstream;
 use crate::upstream::keepalive::Keepalive;
 use crate::upstream::peer::UpstreamPeer;
+use arc_swap::ArcSwapOption;
 use ferry_conf::{Config, ProxyConf, Route};
 use ferry_filters::event_pipe::EventPipeConf;
 use ferry_filters::headers::{RequestPlan, ResponsePlan};
 use ferry_filters::redirect::RedirectPlan;
-use ferry_lb::Group;
+use ferry_lb::{Answer, Group};
 use pingora_core::connectors::http::v1::Connector;
 use pingora_core::connectors::ConnectorOptions;
-use pingora_core::server::configuration::ServerConf;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A route as served.
 pub struct RouteRt {
@@ -27,8 +35,9 @@ pub struct RouteRt {
     pub request_plan: RequestPlan,
     pub response_plan: ResponsePlan,
     pub redirect: RedirectPlan,
-    /// One Pingora peer per group peer, with this route's timeouts.
-    pub peers: Vec<Arc<UpstreamPeer>>,
+    /// One Pingora peer per member of the route's group, with this route's
+    /// timeouts, made once per member list (its generation).
+    pub peers: ArcSwapOption<(u64, Vec<Arc<UpstreamPeer>>)>,
     pub pipe: EventPipeConf,
 }
 
@@ -43,31 +52,86 @@ pub struct Runtime {
     pub routes: Vec<RouteRt>,
     pub matcher: Matcher,
     pub upstreams: HashMap<String, Arc<Upstream>>,
-    pub access_log: Option<crate::access_log::AccessLogger>,
+    pub access_log: Option<Arc<AccessLogger>>,
     pub real_ip: Option<Arc<crate::client::real_ip::RealIpRule>>,
+    /// The request header's bounds for connections accepted from now on.
+    pub limits: HeaderLimits,
+}
+
+/// What lookups while running found for a discovered server entry, by
+/// (group, entry's `addr`, `service`): shared by every configuration, so
+/// that a reload starts with the last answers.
+pub type Answers = Mutex<HashMap<(String, String, String), Vec<Answer>>>;
+
+/// The key of a discovered entry in [`Answers`].
+pub fn answer_key(group: &str, s: &ferry_conf::Server) -> (String, String, String) {
+    (group.to_string(), s.addr.clone(), s.service.clone())
+}
+
+/// The peers of group `name` now: the loader's addresses, and the last
+/// answers for the entries looked up while running.
+pub fn members(
+    name: &str,
+    u: &ferry_conf::Upstream,
+    answers: &Answers,
+) -> (Vec<ferry_lb::Peer>, usize) {
+    let found = answers.lock().unwrap_or_else(|e| e.into_inner());
+    ferry_lb::expand(u, &|s| {
+        s.discovered()
+            .then(|| found.get(&answer_key(name, s)).cloned().unwrap_or_default())
+    })
 }
 
 impl Runtime {
-    pub fn new(config: Config, server: &ServerConf) -> Runtime {
+    /// Compile `config`. With `previous` (a reload), a group of the same
+    /// name keeps its live state and, when its pool settings are the same,
+    /// its idle connections; the access log is kept when it names the same
+    /// place.
+    pub fn build(
+        config: Config,
+        connector: &ConnectorOptions,
+        previous: Option<&Runtime>,
+        answers: &Answers,
+    ) -> std::io::Result<Runtime> {
         let upstreams: HashMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|(name, u)| {
-                let mut opts = ConnectorOptions::from_server_conf(server);
-                opts.keepalive_pool_size = u.keepalive.max(1);
-                if let Some(ca) = &u.tls.ca_file {
-                    opts.ca_file = Some(ca.clone());
-                }
+                let old =
+                    previous.and_then(|p| Some((p.upstreams.get(name)?, p.config.upstream(name)?)));
+                let (peers, primaries) = members(name, u, answers);
+                let group = match old {
+                    Some((o, _)) => {
+                        o.group
+                            .update(u.balance, u.consistent, peers, primaries, true);
+                        o.group.clone()
+                    }
+                    None => Group::from_members(name, u.balance, u.consistent, peers, primaries),
+                };
+                let (pool, keepalive) = match old {
+                    Some((o, c)) if same_pool(c, u) => (o.connector.clone(), o.keepalive.clone()),
+                    _ => {
+                        let mut opts = connector.clone();
+                        opts.keepalive_pool_size = u.keepalive.max(1);
+                        if let Some(ca) = &u.tls.ca_file {
+                            opts.ca_file = Some(ca.clone());
+                        }
+                        (
+                            Arc::new(Connector::new(Some(opts))),
+                            Arc::new(Keepalive::new(u)),
+                        )
+                    }
+                };
                 let up = Upstream {
                     name: name.to_string(),
-                    group: Group::from_conf(name, u),
+                    group,
                     tls: u.tls.clone(),
                     hash_key: u
                         .hash_key
                         .clone()
                         .filter(|_| u.balance == ferry_conf::Balance::Hash),
-                    connector: Connector::new(Some(opts)),
-                    keepalive: Keepalive::new(u),
+                    connector: pool,
+                    keepalive,
                 };
                 (name.to_string(), Arc::new(up))
             })
@@ -77,16 +141,6 @@ impl Runtime {
             .iter()
             .map(|r| {
                 let upstream = r.upstream.as_ref().and_then(|n| upstreams.get(n)).cloned();
-                let peers = upstream
-                    .as_ref()
-                    .map(|u| {
-                        u.group
-                            .peers()
-                            .iter()
-                            .map(|p| Arc::new(make_peer(u, p, &r.proxy)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
                 RouteRt {
                     label: format!(
                         "{}{}",
@@ -96,7 +150,7 @@ impl Runtime {
                     request_plan: RequestPlan::new(&r.proxy),
                     response_plan: ResponsePlan::new(&r.proxy),
                     redirect: RedirectPlan::new(&r.proxy.redirect, r.upstream.as_deref()),
-                    peers,
+                    peers: ArcSwapOption::empty(),
                     pipe: pipe_conf(&r.proxy),
                     upstream,
                     conf: r.clone(),
@@ -114,15 +168,36 @@ impl Runtime {
             .as_ref()
             .and_then(crate::client::real_ip::RealIpRule::new)
             .map(Arc::new);
-        Runtime {
+        let access_log = match previous {
+            Some(p) if p.config.access_log == config.access_log => p.access_log.clone(),
+            _ => AccessLogger::start(&config.access_log)?.map(Arc::new),
+        };
+        let limits = HeaderLimits {
+            timeout: config.client_header_timeout.get(),
+            line: config.large_client_header_buffers.size.as_usize(),
+            total: config
+                .large_client_header_buffers
+                .total(config.client_header_buffer_size) as usize,
+        };
+        Ok(Runtime {
             config,
             routes,
             matcher,
             upstreams,
-            access_log: None,
+            access_log,
             real_ip,
-        }
+            limits,
+        })
     }
+}
+
+/// Whether a group's keepalive pool can serve a new configuration of it.
+fn same_pool(old: &ferry_conf::Upstream, new: &ferry_conf::Upstream) -> bool {
+    old.keepalive == new.keepalive
+        && old.keepalive_timeout == new.keepalive_timeout
+        && old.keepalive_requests == new.keepalive_requests
+        && old.keepalive_time == new.keepalive_time
+        && old.tls == new.tls
 }
 
 fn pipe_conf(p: &ProxyConf) -> EventPipeConf {

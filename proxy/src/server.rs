@@ -1,19 +1,22 @@
 //! Starting Ferry: load and check the YAML, build the runtime, and hand
-//! Pingora's server the listeners. Pingora owns the process from there:
-//! worker threads, signals, graceful shutdown and upgrade.
+//! Pingora's server the listeners and the background tasks (health checks,
+//! DNS discovery). Pingora owns the process from there: worker threads,
+//! signals, graceful shutdown and upgrade; SIGHUP reloads
+//! ([`crate::reload`]).
 
-use crate::access_log::AccessLogger;
 use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
-use crate::client::header_clock::{HeaderClock, HeaderLimits};
-use crate::client::proxy_protocol::ProxyProtocol;
+use crate::client::header_clock::HeaderClock;
+use crate::discovery::Discovery;
 use crate::health_check::HealthChecks;
 use crate::hooks::proxy_trait::ProxyHttp;
+use crate::live::{Live, Loader};
 use crate::request::http_app::FerryHttp;
-use crate::runtime::Runtime;
+use crate::runtime::{Answers, Runtime};
 use clap::Parser;
 use ferry_conf::Config;
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::connectors::ConnectorOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{ListenerConfig, TcpSocketOptions};
 use pingora_core::protocols::l4::stream::L4BufferSettings;
@@ -21,7 +24,7 @@ use pingora_core::server::configuration::Opt;
 use pingora_core::server::RunArgs;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Where the `ferry` binary looks for its configuration.
@@ -68,10 +71,12 @@ where
         .conf
         .clone()
         .unwrap_or_else(|| default_conf.to_string());
-    let loaded = ferry_conf::load_file_with::<S>(Path::new(&path), key).and_then(|(mut c, s)| {
-        crate::preflight::check(&mut c)?;
-        Ok((c, s))
-    });
+    let key = key.map(str::to_string);
+    let loaded =
+        ferry_conf::load_file_with::<S>(Path::new(&path), key.as_deref()).and_then(|(mut c, s)| {
+            crate::preflight::check(&mut c)?;
+            Ok((c, s))
+        });
     let (config, settings) = match loaded {
         Ok(c) => c,
         Err(errors) => {
@@ -83,7 +88,17 @@ where
         println!("ok");
         return 0;
     }
-    start_server(make(settings), config, &args)
+    if let Some(signal) = &args.signal {
+        return crate::cli::send_signal(signal, &crate::preflight::server_conf(&config).pid_file);
+    }
+    // A reload reads the file the same way, the program's settings
+    // included (checked; the program keeps the ones it started with).
+    let load: Loader = Box::new(move |path: &Path| {
+        let (mut c, _) = ferry_conf::load_file_with::<S>(path, key.as_deref())?;
+        crate::preflight::check(&mut c)?;
+        Ok(c)
+    });
+    start_server(make(settings), config, load, &args, PathBuf::from(path))
 }
 
 /// Add `listen:` entries to a service: plain TCP, or TLS with HTTP/2.
@@ -120,7 +135,13 @@ fn init_logging() {
         .try_init();
 }
 
-fn start_server<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
+fn start_server<P: ProxyHttp>(
+    app: P,
+    config: Config,
+    load: Loader,
+    args: &Args,
+    file: PathBuf,
+) -> i32 {
     let opt = Opt {
         upgrade: args.upgrade,
         daemon: args.daemon,
@@ -130,52 +151,41 @@ fn start_server<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     };
     let mut server = Server::new_with_opt_and_conf(opt, crate::preflight::server_conf(&config));
     server.bootstrap();
+    if !args.daemon {
+        // `ferry -s reload` finds the process here (a daemon's is written
+        // by Pingora as it forks).
+        let pid_file = &server.configuration.pid_file;
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            log::warn!("cannot write the pid file {pid_file}: {e}");
+        }
+    }
     let listen = config.listen.clone();
-    let limits = HeaderLimits {
-        timeout: config.client_header_timeout.get(),
-        line: config.large_client_header_buffers.size.as_usize(),
-        total: config
-            .large_client_header_buffers
-            .total(config.client_header_buffer_size) as usize,
-    };
     let admin = config.admin.clone();
-    let access_log = match AccessLogger::start(&config.access_log) {
-        Ok(l) => l,
+    let connector = ConnectorOptions::from_server_conf(&server.configuration);
+    let runtime = match Runtime::build(config, &connector, None, &Answers::default()) {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("access_log: cannot open {:?}: {e}", config.access_log);
+            eprintln!("access_log: cannot open it: {e}");
             return 1;
         }
     };
-    let mut runtime = Runtime::new(config, &server.configuration);
-    runtime.access_log = access_log;
-    let runtime = Arc::new(runtime);
-    let checks: Vec<_> = runtime
-        .config
-        .upstreams
-        .iter()
-        .filter_map(|(name, u)| {
-            Some((
-                runtime.upstreams.get(name)?.clone(),
-                u.health_check.clone()?,
-            ))
-        })
-        .collect();
-    if !checks.is_empty() {
-        let service = HealthChecks { groups: checks };
-        server.add_service(pingora_core::services::background::background_service(
-            "health checks",
-            service,
-        ));
-    }
-    let trusted = runtime.real_ip.clone();
+    let live = Arc::new(Live::new(runtime, file, load, connector));
+    server.add_service(pingora_core::services::background::background_service(
+        "health checks",
+        HealthChecks { live: live.clone() },
+    ));
+    server.add_service(pingora_core::services::background::background_service(
+        "dns discovery",
+        Discovery { live: live.clone() },
+    ));
     let app = Arc::new(app);
-    let http = || Arc::new(FerryHttp::new(app.clone(), runtime.clone()));
+    let http = || Arc::new(FerryHttp::new(app.clone(), live.clone()));
     let (plain, with_pp): (Vec<_>, Vec<_>) = listen.iter().partition(|l| !l.proxy_protocol);
     if !plain.is_empty() {
         let app = HeaderClock {
             inner: http(),
-            limits,
-            proxy_protocol: None,
+            live: live.clone(),
+            proxy_protocol: false,
         };
         let mut service = Service::new("ferry".to_string(), app);
         if let Err(code) = add_listeners(&mut service, &plain) {
@@ -186,8 +196,8 @@ fn start_server<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     if !with_pp.is_empty() {
         let app = HeaderClock {
             inner: http(),
-            limits,
-            proxy_protocol: Some(ProxyProtocol { trusted }),
+            live: live.clone(),
+            proxy_protocol: true,
         };
         let mut service = Service::new("ferry proxy_protocol".to_string(), app);
         if let Err(code) = add_listeners(&mut service, &with_pp) {
@@ -199,6 +209,7 @@ fn start_server<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     if let Some(a) = &admin {
         let app = AdminApp {
             draining: draining.clone(),
+            live: live.clone(),
         };
         let mut svc = Service::new("ferry admin".to_string(), HttpServer::new_app(app));
         svc.add_tcp(&a.listen);
@@ -206,7 +217,11 @@ fn start_server<P: ProxyHttp>(app: P, config: Config, args: &Args) -> i32 {
     }
     let delay = admin.map_or(std::time::Duration::ZERO, |a| a.drain_delay.get());
     server.run(RunArgs {
-        shutdown_signal: Box::new(DrainingSignals { draining, delay }),
+        shutdown_signal: Box::new(DrainingSignals {
+            draining,
+            delay,
+            live,
+        }),
     });
     0
 }

@@ -16,6 +16,8 @@ pub struct Ferry {
     pub dir: PathBuf,
     program: PathBuf,
     child: Child,
+    /// The `server:` and `listen:` part the harness wrote.
+    head: String,
 }
 
 impl Drop for Ferry {
@@ -117,15 +119,13 @@ impl Ferry {
         let dir = fresh_dir();
         for _ in 0..5 {
             let port = free_port();
-            let yaml = format!(
-                "server:\n  threads: 1\n  pid_file: {d}/pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: {grace_secs}\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - {{ addr: \"127.0.0.1:{port}\"{sep}{listen_opts} }}\n{}",
-                body.replace("{tmp}", &dir.join("tmp").display().to_string())
-                    .replace("{dir}", &dir.display().to_string()),
+            let head = format!(
+                "server:\n  threads: 1\n  pid_file: {d}/pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: {grace_secs}\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - {{ addr: \"127.0.0.1:{port}\"{sep}{listen_opts} }}\n",
                 d = dir.display(),
                 sep = if listen_opts.is_empty() { "" } else { ", " },
             );
             let conf = dir.join("ferry.yaml");
-            std::fs::write(&conf, yaml).expect("write yaml");
+            std::fs::write(&conf, format!("{head}{}", fill(body, &dir))).expect("write yaml");
             let mut child = spawn(program, &conf, &dir);
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
             if wait_listening(addr, &mut child).await {
@@ -134,6 +134,7 @@ impl Ferry {
                     dir,
                     program: program.to_path_buf(),
                     child,
+                    head,
                 };
             }
             let _ = child.kill();
@@ -190,7 +191,40 @@ impl Ferry {
             dir: self.dir.clone(),
             program: self.program.clone(),
             child,
+            head: self.head.clone(),
         }
+    }
+
+    /// The configuration file Ferry was started with.
+    pub fn conf(&self) -> PathBuf {
+        self.dir.join("ferry.yaml")
+    }
+
+    /// Write a new configuration: `body` after the same `server:` and
+    /// `listen:` (as [`Ferry::start`] takes it).
+    pub fn rewrite(&self, body: &str) {
+        self.rewrite_all(&format!("{}{}", self.head, fill(body, &self.dir)));
+    }
+
+    /// Replace the whole file (to write a bad one, or change `listen:`).
+    pub fn rewrite_all(&self, yaml: &str) {
+        // Written beside it and renamed: a reader never sees half a file.
+        let tmp = self.dir.join("ferry.yaml.new");
+        std::fs::write(&tmp, yaml).expect("write yaml");
+        std::fs::rename(&tmp, self.conf()).expect("rename yaml");
+    }
+
+    /// How many reloads Ferry has finished (served or refused), by its log.
+    pub fn reloads(&self) -> usize {
+        let log = self.log();
+        log.matches("is served from now on").count() + log.matches("reload: refused").count()
+    }
+
+    /// SIGHUP, then wait (bounded) until Ferry says how the reload went.
+    pub async fn reload(&self) -> std::time::Duration {
+        let before = self.reloads();
+        self.signal(libc::SIGHUP);
+        crate::until("the reload to finish", || self.reloads() > before).await
     }
 
     pub fn signal(&self, sig: i32) {
@@ -210,6 +244,12 @@ impl Ferry {
         }
         None
     }
+}
+
+/// `{tmp}` and `{dir}` in a test's YAML.
+fn fill(body: &str, dir: &Path) -> String {
+    body.replace("{tmp}", &dir.join("tmp").display().to_string())
+        .replace("{dir}", &dir.display().to_string())
 }
 
 fn spawn(program: &Path, conf: &Path, dir: &Path) -> Child {
@@ -296,5 +336,19 @@ pub fn check(yaml: &str) -> (i32, String, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).replace(&conf.display().to_string(), "FILE"),
+    )
+}
+
+/// Run the `ferry` binary with `args` (as an operator would, beside the
+/// running one): (exit code, stdout, stderr).
+pub fn command(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run ferry");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }

@@ -7,8 +7,11 @@
 //! - [`ferry`]: starts Ferry with a YAML and waits until it listens.
 //! - [`client`]: a real HTTP client, and a raw one for checks on the bytes.
 //! - [`tls`]: self-signed certificates made for the test.
+//! - [`admin`]: the admin listener: `/upstreams`, `/metrics`.
+//! - [`dns`]: a real DNS server (dnsmasq) whose records a test changes.
 //! - [`yaml`]: building the `upstreams:` / `routes:` part of a test's YAML.
 
+pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod ferry;

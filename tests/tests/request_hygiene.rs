@@ -101,25 +101,6 @@ async fn an_absolute_form_target_is_routed_by_its_path() {
     assert_eq!(String::from_utf8_lossy(&body), "/a?b=1 x.example");
 }
 
-/// SIGHUP (nginx's reload) does not kill Ferry: it is logged, and the
-/// connections and requests go on.
-#[tokio::test]
-async fn sighup_is_logged_and_serving_goes_on() {
-    let backend = Backend::named("still here").await;
-    let ferry = Ferry::start(&single(&[backend.addr], "")).await;
-    let http = ferry_tests::client::http();
-    assert_eq!(
-        ferry_tests::client::text(&http, ferry.url("/")).await,
-        "still here"
-    );
-    ferry.signal(libc::SIGHUP);
-    until("the SIGHUP line", || ferry.log().contains("SIGHUP")).await;
-    assert_eq!(
-        ferry_tests::client::text(&http, ferry.url("/")).await,
-        "still here"
-    );
-}
-
 /// Three GETs sent at once on one connection get three answers, in order
 /// (RFC 9112 9.3.2; nginx serves them the same way).
 #[tokio::test]

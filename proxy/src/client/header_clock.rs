@@ -339,8 +339,10 @@ impl Peek for ClockedStream {
 /// PROXY protocol header on listeners that expect one.
 pub struct HeaderClock<A> {
     pub inner: Arc<A>,
-    pub limits: HeaderLimits,
-    pub proxy_protocol: Option<ProxyProtocol>,
+    /// The limits and the trusted PROXY senders are the configuration's
+    /// at the moment a connection is accepted.
+    pub live: Arc<crate::live::Live>,
+    pub proxy_protocol: bool,
 }
 
 #[async_trait]
@@ -350,11 +352,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderClock<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let announced = match &self.proxy_protocol {
-            Some(pp) => pp.read(&mut stream).await.ok()?,
-            None => None,
+        let (limits, trusted) = {
+            let rt = self.live.current();
+            (rt.limits, rt.real_ip.clone())
         };
-        let clocked: Stream = Box::new(ClockedStream::new(stream, self.limits, announced));
+        let announced = if self.proxy_protocol {
+            ProxyProtocol { trusted }.read(&mut stream).await.ok()?
+        } else {
+            None
+        };
+        let clocked: Stream = Box::new(ClockedStream::new(stream, limits, announced));
         self.inner.process_new(clocked, shutdown).await
     }
 

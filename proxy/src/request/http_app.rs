@@ -41,16 +41,16 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct FerryHttp<P: ProxyHttp> {
     pub app: Arc<P>,
-    pub runtime: Arc<Runtime>,
+    pub live: Arc<crate::live::Live>,
     stopping: AtomicBool,
     stop: Notify,
 }
 
 impl<P: ProxyHttp> FerryHttp<P> {
-    pub fn new(app: Arc<P>, runtime: Arc<Runtime>) -> Self {
+    pub fn new(app: Arc<P>, live: Arc<crate::live::Live>) -> Self {
         FerryHttp {
             app,
-            runtime,
+            live,
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
         }
@@ -268,7 +268,10 @@ impl<P: ProxyHttp> FerryHttp<P> {
             // The service is stopping: this is the connection's last request.
             session.set_keepalive(None);
         }
-        let rt = &*self.runtime;
+        // The configuration current now serves this request to its end,
+        // whatever a reload swaps in meanwhile.
+        let runtime = self.live.current();
+        let rt = &*runtime;
         let mut request = begin(rt, &session);
         let mut ctx = self.app.new_ctx();
         let served =

@@ -76,17 +76,32 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
         (hash, self.s.request.client_addr.map(|a| a.ip()))
     }
 
-    /// Precomputed for the route's own group; made for another.
+    /// Made once per member list for the route's own group; made for another.
     fn peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer> {
+        let proxy = self.route.proxy();
         let own = self
             .route
             .upstream
             .as_ref()
             .is_some_and(|u| Arc::ptr_eq(u, upstream));
-        match self.route.peers.get(lease.index()).filter(|_| own) {
-            Some(p) => p.clone(),
-            None => Arc::new(make_peer(upstream, lease.peer(), self.route.proxy())),
+        if !own {
+            return Arc::new(make_peer(upstream, lease.peer(), proxy));
         }
+        let (members, generation) = lease.members();
+        if let Some(made) = &*self.route.peers.load() {
+            if made.0 == generation {
+                if let Some(p) = made.1.get(lease.index()) {
+                    return p.clone();
+                }
+            }
+        }
+        let made: Vec<_> = members
+            .iter()
+            .map(|p| Arc::new(make_peer(upstream, p, proxy)))
+            .collect();
+        let peer = made[lease.index()].clone();
+        self.route.peers.store(Some(Arc::new((generation, made))));
+        peer
     }
 
     async fn request(&mut self, upstream: &Upstream) -> Result<Box<RequestHeader>> {

@@ -11,6 +11,7 @@ use ferry_conf::ProxyConf;
 use ferry_lb::Group;
 use pingora_core::connectors::http::v1::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
+use std::sync::Arc;
 
 /// An upstream group as served: balancer, pool, keepalive.
 pub struct Upstream {
@@ -20,8 +21,9 @@ pub struct Upstream {
     /// `balance: hash`: the key template.
     pub hash_key: Option<ferry_conf::Template>,
     /// Pingora's HTTP/1 connector with this group's own idle pool.
-    pub connector: Connector,
-    pub keepalive: Keepalive,
+    /// Shared with the next configuration when a reload keeps the pool.
+    pub connector: Arc<Connector>,
+    pub keepalive: Arc<Keepalive>,
 }
 
 /// A Pingora peer with nginx's timeouts: `connect_timeout` for the TCP

@@ -1,7 +1,4 @@
-//! The admin endpoint (`admin.listen`) and draining.
-//!
-//! - `GET /healthz`: 200 while serving; 503 from the moment SIGTERM arrives.
-//! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
+//! Signals: SIGHUP reloads, SIGTERM drains, SIGINT stops, SIGQUIT upgrades.
 //!
 //! On SIGTERM Ferry turns `/healthz` to 503 at once and keeps serving for
 //! `admin.drain_delay`, so an outer load balancer takes it out; then Pingora
@@ -9,11 +6,7 @@
 //! (`server.grace_period_seconds`). SIGINT stops fast; SIGQUIT hands the
 //! listening sockets to a process started with `--upgrade`.
 
-use crate::metrics::metrics;
 use async_trait::async_trait;
-use http::Response;
-use pingora_core::apps::http_app::ServeHttp;
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,36 +21,8 @@ impl Draining {
     pub fn is_set(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
-    fn set(&self) {
+    pub(crate) fn set(&self) {
         self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-pub struct AdminApp {
-    pub draining: Draining,
-}
-
-fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .header("Content-Length", body.len())
-        .body(body)
-        .unwrap_or_default()
-}
-
-#[async_trait]
-impl ServeHttp for AdminApp {
-    async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = s.req_header().uri.path().to_string();
-        match path.as_str() {
-            "/healthz" if self.draining.is_set() => {
-                reply(503, "text/plain", b"draining\n".to_vec())
-            }
-            "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
-            "/metrics" => reply(200, "text/plain; version=0.0.4", metrics().render()),
-            _ => reply(404, "text/plain", b"not found\n".to_vec()),
-        }
     }
 }
 
@@ -65,6 +30,7 @@ impl ServeHttp for AdminApp {
 pub struct DrainingSignals {
     pub draining: Draining,
     pub delay: Duration,
+    pub live: Arc<crate::live::Live>,
 }
 
 #[async_trait]
@@ -81,11 +47,12 @@ impl ShutdownSignalWatch for DrainingSignals {
         };
         loop {
             tokio::select! {
-                // nginx reloads on SIGHUP; Ferry cannot yet, and the default
-                // action (exit, dropping every request in flight) is worse.
-                _ = hup.recv() => log::warn!(
-                    "SIGHUP: reloading is not supported yet; ignored (a new configuration needs a graceful upgrade: start the new process with --upgrade, then SIGQUIT this one)"
-                ),
+                _ = hup.recv() => {
+                    // Reading the file and resolving names blocks: off this
+                    // thread, which watches the other signals.
+                    let live = self.live.clone();
+                    let _ = tokio::task::spawn_blocking(move || crate::reload::reload(&live)).await;
+                }
                 _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
                 _ = int.recv() => return ShutdownSignal::FastShutdown,
                 _ = term.recv() => {

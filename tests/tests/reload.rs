@@ -1,0 +1,240 @@
+//! Reload: SIGHUP and `ferry -s reload` read the file again; new requests
+//! take the new configuration at once, none is lost, a server that stays
+//! keeps its state, and a bad file changes nothing.
+
+use ferry_tests::admin::Admin;
+use ferry_tests::backend::Backend;
+use ferry_tests::ferry::{command, free_port, Ferry};
+use ferry_tests::until;
+use ferry_tests::yaml::{group, single};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Four clients send requests back to back while the file flips ten times
+/// between one server and two: every request gets its 200, the added
+/// server serves after each reload that adds it, and the first reload's
+/// latency (SIGHUP to the first response from the added server) is shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_reloads_under_steady_load_lose_no_request() {
+    let a = Backend::named("a").await;
+    let b = Backend::named("b").await;
+    let one = single(&[a.addr], "");
+    let two = single(&[a.addr, b.addr], "");
+    let ferry = Ferry::start(&one).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            let url = ferry.url("/");
+            tokio::spawn(async move {
+                let http = ferry_tests::client::http();
+                while !stop.load(Ordering::Relaxed) {
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            let _ = r.bytes().await;
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("status {}", r.status())),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    until("the clients to be served", || {
+        ok.load(Ordering::Relaxed) > 20
+    })
+    .await;
+    let mut latency = None;
+    for i in 0..10 {
+        let adds = i % 2 == 0;
+        ferry.rewrite(if adds { &two } else { &one });
+        let hits_before = b.hits.load(Ordering::SeqCst);
+        let sent = Instant::now();
+        ferry.reload().await;
+        if adds {
+            until("the added server to serve", || {
+                b.hits.load(Ordering::SeqCst) > hits_before
+            })
+            .await;
+            latency.get_or_insert(sent.elapsed());
+        }
+        let served = ok.load(Ordering::Relaxed);
+        until("requests on the new configuration", || {
+            ok.load(Ordering::Relaxed) >= served + 20
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert_eq!(ferry.log().matches("is served from now on").count(), 10);
+    let b_after_last = b.hits.load(Ordering::SeqCst);
+    let http = ferry_tests::client::http();
+    for _ in 0..4 {
+        assert_eq!(ferry_tests::client::text(&http, ferry.url("/")).await, "a");
+    }
+    assert_eq!(
+        b.hits.load(Ordering::SeqCst),
+        b_after_last,
+        "the removed server takes no new request"
+    );
+    eprintln!(
+        "reload latency (SIGHUP to the first response from the added server): {:?}; {} requests served",
+        latency.expect("measured"),
+        ok.load(Ordering::Relaxed)
+    );
+}
+
+/// A server marked failed (`max_fails: 1` within a minute) is still failed
+/// after a reload that keeps it, and takes no request, while the rest of
+/// the new file applies.
+#[tokio::test]
+async fn a_server_that_stays_keeps_its_failed_state() {
+    let admin = Admin::new();
+    let live = Backend::named("live").await;
+    let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let servers = group(
+        "app",
+        &[
+            (dead, "fail_timeout: 60s"),
+            (live.addr, "fail_timeout: 60s"),
+        ],
+    );
+    let body = |extra_route: &str| {
+        format!(
+            "{}upstreams:\n{servers}routes:\n{extra_route}  - upstream: app\n",
+            admin.yaml("")
+        )
+    };
+    let ferry = Ferry::start(&body("")).await;
+    let http = ferry_tests::client::http();
+    assert_eq!(
+        ferry_tests::client::text(&http, ferry.url("/")).await,
+        "live"
+    );
+    assert_eq!(admin.server("app", dead).await["state"], "failed");
+    ferry.rewrite(&body(
+        "  - match: { path_prefix: /new }\n    return: { status: 200, body: new }\n",
+    ));
+    ferry.reload().await;
+    assert_eq!(
+        ferry_tests::client::text(&http, ferry.url("/new")).await,
+        "new"
+    );
+    let before = admin.server("app", dead).await;
+    assert_eq!(before["state"], "failed", "{before}");
+    assert_eq!(before["fails"], 1);
+    for _ in 0..4 {
+        assert_eq!(
+            ferry_tests::client::text(&http, ferry.url("/")).await,
+            "live"
+        );
+    }
+    assert_eq!(
+        admin.server("app", dead).await["requests"],
+        before["requests"],
+        "the failed server was skipped"
+    );
+}
+
+/// A file with a mistake changes nothing: the old routes keep serving, the
+/// log has each problem with its position, and the error is counted.
+/// `ferry -s reload` checks the file first: it prints the problem and
+/// exits 1 without signalling; on a good file it signals and exits 0.
+#[tokio::test]
+async fn a_bad_file_keeps_the_old_configuration() {
+    let admin = Admin::new();
+    let backend = Backend::named("old").await;
+    let good = format!("{}{}", admin.yaml(""), single(&[backend.addr], ""));
+    let ferry = Ferry::start(&good).await;
+    let http = ferry_tests::client::http();
+    ferry.rewrite(&format!(
+        "{}upstreams:\n{}routes:\n  - upstream: nope\n",
+        admin.yaml(""),
+        group("app", &[(backend.addr, "")])
+    ));
+    ferry.reload().await;
+    let log = ferry.log();
+    assert!(
+        log.contains("ferry.yaml:15:15: unknown upstream `nope`"),
+        "{log}"
+    );
+    assert!(log.contains("the old configuration keeps serving"));
+    assert_eq!(
+        ferry_tests::client::text(&http, ferry.url("/")).await,
+        "old"
+    );
+    assert_eq!(
+        admin
+            .metric("ferry_config_reloads_total{result=\"error\"}")
+            .await,
+        1
+    );
+
+    let conf = ferry.conf().display().to_string();
+    let (code, _, err) = command(&["-s", "reload", "-c", &conf]);
+    assert_eq!(code, 1);
+    assert!(err.contains(":15:15: unknown upstream `nope`"), "{err}");
+    assert_eq!(ferry.reloads(), 1, "a bad file is not signalled");
+
+    ferry.rewrite(&format!(
+        "{}upstreams:\n{}routes:\n  - match: {{ path_prefix: /v2 }}\n    return: {{ status: 200, body: v2 }}\n  - upstream: app\n",
+        admin.yaml(""),
+        group("app", &[(backend.addr, "")])
+    ));
+    let (code, out, err) = command(&["-s", "reload", "-c", &conf]);
+    assert_eq!(code, 0, "{out}{err}");
+    until("the signalled reload", || ferry.reloads() == 2).await;
+    assert_eq!(
+        ferry_tests::client::text(&http, ferry.url("/v2")).await,
+        "v2"
+    );
+    assert_eq!(
+        admin
+            .metric("ferry_config_reloads_total{result=\"ok\"}")
+            .await,
+        1
+    );
+}
+
+/// `listen:` is Pingora's to change (a graceful upgrade): a reload that
+/// changes it keeps the old listener, says so, and applies the rest.
+#[tokio::test]
+async fn a_new_listen_address_waits_for_an_upgrade() {
+    let backend = Backend::named("app").await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - match: {{ path_prefix: /said }}\n    return: {{ status: 200, body: before }}\n  - upstream: app\n",
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let conf = std::fs::read_to_string(ferry.conf()).expect("conf");
+    let port = free_port();
+    let moved = conf
+        .replace(
+            &format!("127.0.0.1:{}", ferry.addr.port()),
+            &format!("127.0.0.1:{port}"),
+        )
+        .replace("body: before", "body: after");
+    ferry.rewrite_all(&moved);
+    ferry.reload().await;
+    assert!(ferry.log().contains("`listen` changed"), "{}", ferry.log());
+    let http = ferry_tests::client::http();
+    assert_eq!(
+        ferry_tests::client::text(&http, ferry.url("/said")).await,
+        "after"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing listens on the new address"
+    );
+}
