@@ -293,8 +293,17 @@ async fn wait_listening(addr: SocketAddr, child: &mut Child) -> bool {
 /// listening sockets' inodes from `/proc/net/tcp`, found among the
 /// process's open files.
 fn listens_on(pid: u32, port: u16) -> bool {
+    holds_socket(pid, port, &["/proc/net/tcp", "/proc/net/tcp6"], "0A")
+}
+
+/// Whether process `pid` holds a UDP socket bound to `port`.
+pub fn listens_udp(pid: u32, port: u16) -> bool {
+    holds_socket(pid, port, &["/proc/net/udp", "/proc/net/udp6"], "07")
+}
+
+fn holds_socket(pid: u32, port: u16, tables: &[&str], state: &str) -> bool {
     let port = format!(":{port:04X}");
-    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+    let inodes: Vec<String> = tables
         .iter()
         .filter_map(|t| std::fs::read_to_string(t).ok())
         .flat_map(|t| {
@@ -302,9 +311,9 @@ fn listens_on(pid: u32, port: u16) -> bool {
                 .skip(1)
                 .filter_map(|l| {
                     let f: Vec<&str> = l.split_whitespace().collect();
-                    let listening = f.get(3) == Some(&"0A");
+                    let in_state = f.get(3) == Some(&state);
                     let on_port = f.get(1).is_some_and(|a| a.ends_with(&port));
-                    let inode = f.get(9).filter(|_| listening && on_port)?;
+                    let inode = f.get(9).filter(|_| in_state && on_port)?;
                     Some(format!("socket:[{inode}]"))
                 })
                 .collect::<Vec<_>>()

@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod backend;
 pub mod client;
+pub mod dns;
 pub mod ferry;
 pub mod raw;
 pub mod tls;
@@ -32,4 +33,16 @@ pub async fn until(what: &str, f: impl Fn() -> bool) -> Duration {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     start.elapsed()
+}
+
+/// Poll `f` until it gives an answer, at most [`WAIT`]; `None` after that.
+pub async fn until_or<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
 }
