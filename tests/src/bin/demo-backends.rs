@@ -1,20 +1,30 @@
 //! Backends for the README demo: one HTTP server per port given on the
 //! command line, each answering which backend it is and what it was asked.
+//! `PORT:fail` answers 503 instead (a backend Ferry retries past).
 
 use ferry_tests::backend::{Backend, Reply};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() {
-    let ports: Vec<u16> = std::env::args()
+    let ports: Vec<(u16, bool)> = std::env::args()
         .skip(1)
-        .filter_map(|a| a.parse().ok())
+        .filter_map(|a| {
+            let (port, fail) = match a.split_once(':') {
+                Some((p, "fail")) => (p, true),
+                _ => (a.as_str(), false),
+            };
+            Some((port.parse().ok()?, fail))
+        })
         .collect();
     let mut running = Vec::new();
-    for port in ports {
+    for (port, fail) in ports {
         let b = Backend::start_on(
             &format!("127.0.0.1:{port}"),
             Arc::new(move |_, req| {
+                if fail {
+                    return Reply::status(503, format!("backend {port}: failing on purpose\n"));
+                }
                 let real_ip = req
                     .headers
                     .get("x-real-ip")
