@@ -82,6 +82,8 @@ struct Members {
 struct Inner {
     name: String,
     members: Mutex<Members>,
+    /// `members.generation`, readable without the lock.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// An upstream group; cheap to clone, shared by every thread of the process.
@@ -241,6 +243,7 @@ impl Group {
         Group {
             inner: Arc::new(Inner {
                 name: name.to_string(),
+                generation: std::sync::atomic::AtomicU64::new(m.generation),
                 members: Mutex::new(m),
             }),
         }
@@ -272,7 +275,20 @@ impl Group {
                 next.state[i] = st;
             }
         }
+        self.inner
+            .generation
+            .store(next.generation, std::sync::atomic::Ordering::Release);
         *m = next;
+    }
+
+    /// Whether `addr`, a member at `generation`, is one still: without the
+    /// lock while the members have not changed since.
+    pub fn serves(&self, addr: SocketAddr, generation: u64) -> bool {
+        let now = self
+            .inner
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        now == generation || self.lock().peers.iter().any(|p| p.addr == addr)
     }
 
     pub fn name(&self) -> &str {

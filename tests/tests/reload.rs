@@ -238,3 +238,52 @@ async fn a_new_listen_address_waits_for_an_upgrade() {
         "nothing listens on the new address"
     );
 }
+
+/// A connection to a server that a reload removed is closed when its
+/// response ends, not kept idle: when the server comes back, the next
+/// request opens a new connection.
+#[tokio::test]
+async fn a_removed_server_keeps_no_idle_connection() {
+    use ferry_tests::backend::Reply;
+    let a = Backend::named("a").await;
+    let b = Backend::start(Arc::new(|_, seen: &ferry_tests::backend::Seen| {
+        let reply = Reply::ok("b");
+        if seen.uri == "/slow" {
+            // Long enough for the reload to land while it is in flight.
+            return Reply {
+                delay: Some(std::time::Duration::from_secs(3)),
+                ..reply
+            };
+        }
+        reply
+    }))
+    .await;
+    let ferry = Ferry::start(&single(&[b.addr], "")).await;
+    let http = ferry_tests::client::http();
+    assert_eq!(ferry_tests::client::text(&http, ferry.url("/")).await, "b");
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1);
+    let slow = {
+        let (http, url) = (http.clone(), ferry.url("/slow"));
+        tokio::spawn(async move { ferry_tests::client::text(&http, url).await })
+    };
+    until("the slow request at b", || {
+        b.hits.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    ferry.rewrite(&single(&[a.addr], ""));
+    ferry.reload().await;
+    assert_eq!(
+        slow.await.expect("slow request"),
+        "b",
+        "in flight, it finishes"
+    );
+    assert_eq!(ferry_tests::client::text(&http, ferry.url("/")).await, "a");
+    ferry.rewrite(&single(&[b.addr], ""));
+    ferry.reload().await;
+    assert_eq!(ferry_tests::client::text(&http, ferry.url("/")).await, "b");
+    assert_eq!(
+        b.conns.load(Ordering::SeqCst),
+        2,
+        "the connection of the removed server was closed, not pooled"
+    );
+}

@@ -23,10 +23,17 @@ pub struct Conn {
     pub reused: bool,
     pub peer: Arc<UpstreamPeer>,
     pub upstream: Arc<Upstream>,
+    /// The group's member generation the peer was chosen from.
+    generation: u64,
 }
 
-/// Connect (or take an idle connection) to `peer` of `upstream`.
-pub async fn connect(upstream: &Arc<Upstream>, peer: &Arc<UpstreamPeer>) -> Result<Conn> {
+/// Connect (or take an idle connection) to `peer` of `upstream`, chosen
+/// among the group's members of `generation`.
+pub async fn connect(
+    upstream: &Arc<Upstream>,
+    peer: &Arc<UpstreamPeer>,
+    generation: u64,
+) -> Result<Conn> {
     let connector = &upstream.connector;
     let (session, reused) = match connector.reused_http_session(&**peer).await {
         Some(s) => (s, true),
@@ -42,6 +49,7 @@ pub async fn connect(upstream: &Arc<Upstream>, peer: &Arc<UpstreamPeer>) -> Resu
         reused,
         peer: peer.clone(),
         upstream: upstream.clone(),
+        generation,
     })
 }
 
@@ -59,11 +67,17 @@ impl Conn {
 
     /// The response was read to its end: back to the pool when it can be
     /// reused (Pingora checks framing and `Connection: close`; Ferry checks
-    /// the group's keepalive limits), closed otherwise.
+    /// the group's keepalive limits, and that the server is still one of
+    /// the group's: a reload or a DNS answer may have removed it), closed
+    /// otherwise.
     pub async fn release(self) {
         let id = self.id();
         let ka = &self.upstream.keepalive;
-        if ka.after_request(id) {
+        let member = || match self.peer.http._address.as_inet() {
+            Some(a) => self.upstream.group.serves(*a, self.generation),
+            None => true,
+        };
+        if ka.after_request(id) && member() {
             // Boxed: Pingora's release future holds two copies of its session.
             let release = self.upstream.connector.release_http_session(
                 *self.session,

@@ -149,7 +149,8 @@ pub(crate) async fn run<L: Leg>(
         let record = new_try(peer.addr_text.clone(), &upstream, TryOutcome::Used);
         leg.tries().push(record);
 
-        let result = attempt(leg, &upstream, &peer, buffer_size).await;
+        let generation = lease.members().1;
+        let result = attempt(leg, &upstream, &peer, generation, buffer_size).await;
         body_used = leg.body_streams() && result.as_ref().map_or_else(|f| f.request_sent, |_| true);
         let cursor = &mut cursors[at].1;
         let (outcome, stale, conn) = match result {
@@ -256,6 +257,7 @@ async fn attempt<L: Leg>(
     leg: &mut L,
     upstream: &Arc<Upstream>,
     peer: &Arc<UpstreamPeer>,
+    generation: u64,
     buffer_size: usize,
 ) -> std::result::Result<Conn, TryFailed> {
     let failed = |error, request_sent, reused| TryFailed {
@@ -263,7 +265,7 @@ async fn attempt<L: Leg>(
         request_sent,
         reused,
     };
-    let mut conn = connect(upstream, peer)
+    let mut conn = connect(upstream, peer, generation)
         .await
         .map_err(|e| failed(e, false, false))?;
     let reused = conn.reused;
