@@ -75,6 +75,24 @@ async fn servers(admin: &Admin) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
+/// Wait (bounded) until group `app` has `n` servers.
+async fn until_servers(admin: &Admin, ferry: &Ferry, n: usize) {
+    let start = Instant::now();
+    while servers(admin).await.len() != n {
+        assert!(start.elapsed() < WAIT, "{n} servers; log:\n{}", ferry.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Ferry with one `resolve: true` entry for `app.test` on `one`'s port,
+/// served by `one` once the first lookup answered.
+async fn following(dns: &Dns, admin: &Admin, valid: &str, one: &Backend) -> Ferry {
+    let entry = format!("addr: \"app.test:{}\", resolve: true", one.addr.port());
+    let ferry = Ferry::start(&conf(admin, dns, valid, &entry)).await;
+    until_answer(&ferry, (200, "one")).await;
+    ferry
+}
+
 /// An A record that changes moves the traffic to the new address; the
 /// report names the entry it came from.
 #[tokio::test]
@@ -82,9 +100,7 @@ async fn a_changed_a_record_moves_the_server() {
     let (one, two) = pair().await;
     let dns = Dns::start("127.0.0.2 app.test\n", &[]).await;
     let admin = Admin::new();
-    let entry = format!("addr: \"app.test:{}\", resolve: true", one.addr.port());
-    let ferry = Ferry::start(&conf(&admin, &dns, "0", &entry)).await;
-    until_answer(&ferry, (200, "one")).await;
+    let ferry = following(&dns, &admin, "0", &one).await;
     let listed = servers(&admin).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["name"], format!("app.test:{}", one.addr.port()));
@@ -114,13 +130,8 @@ async fn two_a_records_are_two_servers() {
     let (one, two) = pair().await;
     let dns = Dns::start("127.0.0.2 app.test\n127.0.0.3 app.test\n", &[]).await;
     let admin = Admin::new();
-    let entry = format!("addr: \"app.test:{}\", resolve: true", one.addr.port());
-    let ferry = Ferry::start(&conf(&admin, &dns, "0", &entry)).await;
-    let start = Instant::now();
-    while servers(&admin).await.len() < 2 {
-        assert!(start.elapsed() < WAIT, "two servers; log:\n{}", ferry.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ferry = following(&dns, &admin, "0", &one).await;
+    until_servers(&admin, &ferry, 2).await;
     let http = ferry_tests::client::http();
     let mut got = Vec::new();
     for _ in 0..4 {
@@ -151,11 +162,7 @@ async fn srv_records_give_servers_with_their_weights() {
         "addr: app.test, resolve: true, service: http",
     ))
     .await;
-    let start = Instant::now();
-    while servers(&admin).await.len() < 2 {
-        assert!(start.elapsed() < WAIT, "two servers; log:\n{}", ferry.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_servers(&admin, &ferry, 2).await;
     let listed = servers(&admin).await;
     let weight_of = |addr: SocketAddr| {
         listed
@@ -185,9 +192,7 @@ async fn a_failed_lookup_keeps_the_last_answer() {
     let (one, _two) = pair().await;
     let mut dns = Dns::start("127.0.0.2 app.test\n", &[]).await;
     let admin = Admin::new();
-    let entry = format!("addr: \"app.test:{}\", resolve: true", one.addr.port());
-    let ferry = Ferry::start(&conf(&admin, &dns, "300ms", &entry)).await;
-    until_answer(&ferry, (200, "one")).await;
+    let ferry = following(&dns, &admin, "300ms", &one).await;
     dns.stop();
     let start = Instant::now();
     while admin
