@@ -68,11 +68,14 @@ pub mod fuzzing {
     }
 }
 
-pub use hooks::proxy_trait::{DefaultProxy, PeerChoice, ProxyHttp, RetryDecision};
+pub use hooks::peer_choice::{Peer, PeerChoice};
+pub use hooks::proxy_trait::{error_status, DefaultProxy, FailToProxy, ProxyHttp, RetryDecision};
 pub use hooks::session::Session;
 pub use request::record::{Request, Try, TryOutcome};
 pub use server::{main, run, run_with_settings, DEFAULT_CONF};
 pub use upstream::subrequest::SubResponse;
 
 /// Re-exported so programs built on Ferry need no direct dependency on them.
-pub use {async_trait::async_trait, bytes, ferry_conf as conf, pingora_error, pingora_http};
+pub use {
+    async_trait::async_trait, bytes, ferry_conf as conf, pingora_core, pingora_error, pingora_http,
+};

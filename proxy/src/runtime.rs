@@ -11,7 +11,7 @@
 use crate::access_log::AccessLogger;
 use crate::client::header_clock::HeaderLimits;
 use crate::request::route::Matcher;
-use crate::upstream::group::Upstream;
+use crate::upstream::group::{DynamicPool, Upstream};
 use crate::upstream::keepalive::Keepalive;
 use crate::upstream::peer::UpstreamPeer;
 use arc_swap::ArcSwapOption;
@@ -56,6 +56,8 @@ pub struct Runtime {
     pub real_ip: Option<Arc<crate::client::real_ip::RealIpRule>>,
     /// The request header's bounds for connections accepted from now on.
     pub limits: HeaderLimits,
+    /// The pool of the servers programs choose at run time.
+    pub dynamic: Arc<DynamicPool>,
 }
 
 /// What lookups while running found for a discovered server entry, by
@@ -179,7 +181,12 @@ impl Runtime {
                 .large_client_header_buffers
                 .total(config.client_header_buffer_size) as usize,
         };
+        let dynamic = match previous {
+            Some(p) => p.dynamic.clone(),
+            None => Arc::new(DynamicPool::new(connector)),
+        };
         Ok(Runtime {
+            dynamic,
             config,
             routes,
             matcher,

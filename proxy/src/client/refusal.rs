@@ -18,6 +18,8 @@ pub(crate) fn body_failure_status(e: &Error) -> u16 {
         ErrorType::InvalidHTTPHeader | ErrorType::H1Error => 400,
         // Pingora's body reader: `InvalidChunk`, `PrematureBodyEnd`.
         ErrorType::Custom("InvalidChunk") => 400,
+        // `request_body_filter` refused the body.
+        ErrorType::HTTPStatus(code) => *code,
         _ => CLIENT_CLOSED,
     }
 }

@@ -5,47 +5,256 @@
 //! | hook | nginx | when |
 //! |---|---|---|
 //! | [`new_ctx`](ProxyHttp::new_ctx) | `ngx_http_upstream_create` | once per request |
+//! | [`early_request_filter`](ProxyHttp::early_request_filter) | `post_read` / server rewrite phase | before routing; a changed path is routed |
 //! | [`request_filter`](ProxyHttp::request_filter) | access / rewrite phases | after routing, before the body is read |
+//! | [`request_body_filter`](ProxyHttp::request_body_filter) | a request body filter | each piece of the client's body, before it is buffered |
 //! | [`upstream_peer`](ProxyHttp::upstream_peer) | `peer.get` | before every try |
+//! | [`connected_to_upstream`](ProxyHttp::connected_to_upstream) | `ngx_event_connect_peer` done | each try, once connected (or a pooled connection taken) |
 //! | [`upstream_request_filter`](ProxyHttp::upstream_request_filter) | `create_request` / `reinit_request` | on every try, before sending |
+//! | [`fail_to_connect`](ProxyHttp::fail_to_connect) | `ngx_http_upstream_next` (connect) | a try could not connect |
+//! | [`error_while_proxy`](ProxyHttp::error_while_proxy) | `ngx_http_upstream_next` (send, header) | a try failed after connecting |
 //! | [`upstream_response_filter`](ProxyHttp::upstream_response_filter) | `process_header` | on every response header, before the retry decision |
 //! | [`response_filter`](ProxyHttp::response_filter) | header filter | once, before the header goes to the client |
-//! | [`response_body_filter`](ProxyHttp::response_body_filter) | body filter | per body piece, buffered or not |
-//! | [`logging`](ProxyHttp::logging) | `finalize_request` / log phase | last, always |
+//! | [`upstream_response_body_filter`](ProxyHttp::upstream_response_body_filter) | `input_filter` | each piece read from the upstream, before it is buffered |
+//! | [`response_body_filter`](ProxyHttp::response_body_filter) | body filter | each piece on its way to the client |
+//! | [`fail_to_proxy`](ProxyHttp::fail_to_proxy) | `ngx_http_finalize_request` with an error, `error_page` | every error Ferry answers: 400, 404, 413, 502, 504, 500 |
+//! | [`suppress_error_log`](ProxyHttp::suppress_error_log), [`request_summary`](ProxyHttp::request_summary) | `error_log` | when a request's error is logged |
+//! | [`logging`](ProxyHttp::logging) | `finalize_request` / log phase | last, always, with the error if any |
 
+use crate::hooks::peer_choice::PeerChoice;
 use crate::hooks::session::Session;
 use crate::request::record::Request;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_error::Result;
+use pingora_core::protocols::Digest;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-
-/// Which upstream group serves the next try.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerChoice {
-    /// The route's own `upstream`, with its balancer and health.
-    Route,
-    /// Another group from `upstreams:` (canary routing, ...).
-    Group(String),
-}
 
 pub use crate::upstream::next_upstream::RetryDecision;
 
-#[async_trait]
+/// What [`ProxyHttp::fail_to_proxy`] did: the status the client got (0:
+/// none, the client was gone) and whether the connection may serve another
+/// request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailToProxy {
+    /// The status sent, for the log and metrics; 0 when nothing was sent.
+    pub error_code: u16,
+    /// `false` closes the client connection after the answer.
+    pub can_reuse_downstream: bool,
+}
+
+/// The status nginx answers an error with: its own (`HTTPStatus`), 502 for
+/// an upstream's, none (0) for a client that is gone, 400 for another of
+/// the client's, else 500.
+pub fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            if e.esource() == &ErrorSource::Downstream =>
+        {
+            0
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => 400,
+            _ => 500,
+        },
+    }
+}
+
+/// The hooks of a program built on Ferry. Implement the ones you need;
+/// every other one does what the YAML says.
+///
+/// ```
+/// use ferry::{async_trait, ProxyHttp, Session};
+/// use ferry::pingora_error::Result;
+///
+/// /// Adds a header to every request sent upstream.
+/// struct Tagger;
+///
+/// #[async_trait]
+/// impl ProxyHttp for Tagger {
+///     type CTX = ();
+///     fn new_ctx(&self) {}
+///
+///     async fn upstream_request_filter(
+///         &self,
+///         _s: &mut Session,
+///         req: &mut ferry::pingora_http::RequestHeader,
+///         _ctx: &mut (),
+///     ) -> Result<()> {
+///         req.insert_header("X-Via", "ferry")?;
+///         Ok(())
+///     }
+/// }
+/// # let _ = || ferry::run(Tagger, "ferry.yaml");
+/// ```
+#[cfg_attr(not(doc_async_trait), async_trait)]
 pub trait ProxyHttp: Send + Sync + 'static {
     /// Per-request state of your own.
     type CTX: Send + Sync;
 
+    /// A fresh context for a request.
     fn new_ctx(&self) -> Self::CTX;
+
+    /// Before routing (nginx's `post_read` and server-level rewrite
+    /// phases): the request header may be changed here, and a changed
+    /// path or `Host` is what the request is routed by. Requests Ferry
+    /// refuses outright (a malformed target, request smuggling shapes)
+    /// never reach it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Result;
+    /// /// Serves `/v1/...` as `/api/...`: the new path picks the route.
+    /// struct Legacy;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Legacy {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn early_request_filter(&self, s: &mut Session, _ctx: &mut ()) -> Result<()> {
+    ///         let path = s.req_header().uri.path().to_string();
+    ///         if let Some(rest) = path.strip_prefix("/v1/") {
+    ///             let new = format!("/api/{rest}");
+    ///             s.req_header_mut().set_uri(new.parse().expect("a path"));
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    async fn early_request_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// nginx's access and rewrite phases: inspect or change the request, or
     /// answer it with [`Session::respond`] and return `Ok(true)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Result;
+    /// # use ferry::pingora_http::ResponseHeader;
+    /// /// `/admin/` needs `X-Api-Key: secret`.
+    /// struct Gate;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Gate {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn request_filter(&self, s: &mut Session, _ctx: &mut ()) -> Result<bool> {
+    ///         let req = s.req_header();
+    ///         let key = req.headers.get("x-api-key").map(|v| v.as_bytes());
+    ///         if req.uri.path().starts_with("/admin/") && key != Some(&b"secret"[..]) {
+    ///             let header = ResponseHeader::build(401, None)?;
+    ///             s.respond(header, "no key\n".into()).await?;
+    ///             return Ok(true);
+    ///         }
+    ///         Ok(false)
+    ///     }
+    /// }
+    /// ```
     async fn request_filter(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
         Ok(false)
     }
 
-    /// nginx `peer.get`: called before every try; `session.request().tries`
-    /// lists the tries so far.
+    /// Each piece of the client's request body, as it is read and before it
+    /// is buffered (so every retry replays the filtered body); once more
+    /// with `None` and `end_of_stream` after the last piece. Change the
+    /// piece, hold it back (`None`), or fail the request with an error
+    /// whose type is `HTTPStatus(code)` (the client gets `code`).
+    ///
+    /// With `request_buffering: true` (the default) the upstream gets the
+    /// filtered body with its own `Content-Length`. With `false` the body
+    /// streams: a filter that changes the length of a body the client sent
+    /// with a `Content-Length` fails the request (502) rather than send a
+    /// body that does not match its header.
+    ///
+    /// Read the body here, not through [`Session::pingora`] in
+    /// `request_filter`: a body read there is gone, and Ferry answers 500
+    /// rather than send the upstream an empty one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::bytes::{Bytes, BytesMut};
+    /// # use ferry::pingora_error::{Error, ErrorType, Result};
+    /// /// Refuses a body that mentions `"admin": true`, with 403.
+    /// struct BodyGate;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for BodyGate {
+    ///     type CTX = BytesMut;
+    ///     fn new_ctx(&self) -> BytesMut { BytesMut::new() }
+    ///
+    ///     async fn request_body_filter(
+    ///         &self,
+    ///         _s: &mut Session,
+    ///         body: &mut Option<Bytes>,
+    ///         end_of_stream: bool,
+    ///         seen: &mut BytesMut,
+    ///     ) -> Result<()> {
+    ///         if let Some(piece) = body {
+    ///             seen.extend_from_slice(piece);
+    ///         }
+    ///         let text = String::from_utf8_lossy(seen);
+    ///         if end_of_stream && text.contains("\"admin\": true") {
+    ///             return Error::e_explain(ErrorType::HTTPStatus(403), "admin in the body");
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// nginx `peer.get`: where the next try goes, called before every try;
+    /// `session.request().tries` lists the tries so far. The tries are the
+    /// request's: a fallback to another group (or a run-time
+    /// [`Peer`](crate::Peer)) after a failure counts against the request's
+    /// `next_upstream_tries`, and each group (each run-time address) is
+    /// tried at most as often as it has servers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, PeerChoice, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Result;
+    /// /// The first try on the route's group; after a failure, `fallback`.
+    /// struct Fallback;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Fallback {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn upstream_peer(&self, s: &mut Session, _ctx: &mut ()) -> Result<PeerChoice> {
+    ///         Ok(if s.request().tries.is_empty() {
+    ///             PeerChoice::Route
+    ///         } else {
+    ///             PeerChoice::Group("fallback".into())
+    ///         })
+    ///     }
+    /// }
+    /// ```
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -54,9 +263,82 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Ok(PeerChoice::Route)
     }
 
+    /// A try has its connection: `reused` when it came from the keepalive
+    /// pool. `fd` is the socket; `digest` has the connection's timing and
+    /// TLS details. An error ends the request (no further try).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Result;
+    /// # use ferry::pingora_core::{protocols::Digest, upstreams::peer::HttpPeer};
+    /// /// Counts new connections against pooled ones.
+    /// struct Count(std::sync::atomic::AtomicU64);
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Count {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn connected_to_upstream(
+    ///         &self,
+    ///         _s: &mut Session,
+    ///         reused: bool,
+    ///         _peer: &HttpPeer,
+    ///         _fd: std::os::unix::io::RawFd,
+    ///         _digest: Option<&Digest>,
+    ///         _ctx: &mut (),
+    ///     ) -> Result<()> {
+    ///         if !reused {
+    ///             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&Digest>,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// nginx `create_request` / `reinit_request`: the header about to be
     /// sent upstream, built from the client's by the route's rules. Runs on
     /// every try.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Result;
+    /// # use ferry::pingora_http::RequestHeader;
+    /// /// Tells the server which try this is.
+    /// struct TryNumber;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for TryNumber {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn upstream_request_filter(
+    ///         &self,
+    ///         s: &mut Session,
+    ///         req: &mut RequestHeader,
+    ///         _ctx: &mut (),
+    ///     ) -> Result<()> {
+    ///         req.insert_header("X-Try", s.request().tries.len().to_string())?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
@@ -66,9 +348,128 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A try could not connect (refused, timed out, TLS failed). `e`
+    /// arrives with its retry flag set to what `next_upstream` decided
+    /// (`e.retry.retry()`); set it (`e.set_retry(..)`) to decide otherwise.
+    /// Whatever it says, a retry needs a try left and the
+    /// `next_upstream_timeout` budget. The failure counts against the
+    /// server's `max_fails` either way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Error;
+    /// # use ferry::pingora_core::upstreams::peer::HttpPeer;
+    /// /// Retries a refused connection even where `next_upstream` is `off`.
+    /// struct AlwaysRetryConnect;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for AlwaysRetryConnect {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     fn fail_to_connect(
+    ///         &self,
+    ///         _s: &mut Session,
+    ///         _peer: &HttpPeer,
+    ///         _ctx: &mut (),
+    ///         mut e: Box<Error>,
+    ///     ) -> Box<Error> {
+    ///         e.set_retry(true);
+    ///         e
+    ///     }
+    /// }
+    /// ```
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut Self::CTX,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        e
+    }
+
+    /// A try failed after connecting: sending the request, or reading the
+    /// response header (an error, a timeout, an invalid header).
+    /// `client_reused` says the connection came from the pool. As with
+    /// [`fail_to_connect`](ProxyHttp::fail_to_connect), `e`'s retry flag is
+    /// `next_upstream`'s decision, and the hook may change it; a retry also
+    /// needs a body that can be sent again (buffered, or not sent yet).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Error;
+    /// # use ferry::pingora_core::upstreams::peer::HttpPeer;
+    /// /// Never retries a POST, whatever the YAML lists.
+    /// struct NoPostRetry;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for NoPostRetry {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     fn error_while_proxy(
+    ///         &self,
+    ///         _peer: &HttpPeer,
+    ///         s: &mut Session,
+    ///         mut e: Box<Error>,
+    ///         _ctx: &mut (),
+    ///         _client_reused: bool,
+    ///     ) -> Box<Error> {
+    ///         if s.req_header().method == "POST" {
+    ///             e.set_retry(false);
+    ///         }
+    ///         e
+    ///     }
+    /// }
+    /// ```
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut Self::CTX,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        e
+    }
+
     /// nginx `process_header`: the upstream's response header, before Ferry
     /// decides whether to try the next server. Retrying is possible only
     /// here: once the header went to the client, a failure truncates.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, RetryDecision, Session};
+    /// # use ferry::pingora_error::Result;
+    /// # use ferry::pingora_http::ResponseHeader;
+    /// /// A server that says `X-Overloaded: 1` is skipped for the next one.
+    /// struct Overload;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Overload {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn upstream_response_filter(
+    ///         &self,
+    ///         _s: &mut Session,
+    ///         resp: &mut ResponseHeader,
+    ///         _ctx: &mut (),
+    ///     ) -> Result<RetryDecision> {
+    ///         Ok(if resp.headers.contains_key("x-overloaded") {
+    ///             RetryDecision::Retry
+    ///         } else {
+    ///             RetryDecision::Default
+    ///         })
+    ///     }
+    /// }
+    /// ```
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -78,8 +479,35 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Ok(RetryDecision::Default)
     }
 
-    /// nginx's header filter: the header as it will go to the client.
-    /// Drop `Content-Length` here if the body filter changes the length.
+    /// nginx's header filter: the header as it will go to the client. A
+    /// body filter that changes the body's length calls
+    /// [`Session::body_length_changes`] here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Result;
+    /// # use ferry::pingora_http::ResponseHeader;
+    /// /// Hides which server answered.
+    /// struct Hide;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Hide {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn response_filter(
+    ///         &self,
+    ///         _s: &mut Session,
+    ///         resp: &mut ResponseHeader,
+    ///         _ctx: &mut (),
+    ///     ) -> Result<()> {
+    ///         resp.remove_header("x-powered-by");
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -89,10 +517,83 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Ok(())
     }
 
-    /// nginx's body filter: each piece of the response body on its way to the
-    /// client (both pipes). Change it, or set it to `None` to hold it back;
-    /// after the last piece it is called once more with `None` and
-    /// `end_of_stream`.
+    /// Each piece of the response body as it is read from the upstream,
+    /// before the pipe buffers it (nginx's `input_filter`); once more with
+    /// `None` and `end_of_stream` at its end. What it leaves is what the
+    /// pipe buffers, spills and sends (through
+    /// [`response_body_filter`](ProxyHttp::response_body_filter)). An error
+    /// cuts the response short.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Request};
+    /// # use ferry::bytes::Bytes;
+    /// # use ferry::pingora_error::Result;
+    /// /// Counts the bytes each upstream sent.
+    /// struct Meter;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Meter {
+    ///     type CTX = u64;
+    ///     fn new_ctx(&self) -> u64 { 0 }
+    ///
+    ///     fn upstream_response_body_filter(
+    ///         &self,
+    ///         _r: &Request,
+    ///         body: &mut Option<Bytes>,
+    ///         _end_of_stream: bool,
+    ///         read: &mut u64,
+    ///     ) -> Result<()> {
+    ///         *read += body.as_ref().map_or(0, |b| b.len() as u64);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn upstream_response_body_filter(
+        &self,
+        _request: &Request,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// nginx's body filter: each piece of the response body on its way to
+    /// the client (both pipes). Change it, or set it to `None` to hold it
+    /// back; after the last piece it is called once more with `None` and
+    /// `end_of_stream`. A filter that changes the length calls
+    /// [`Session::body_length_changes`] in `response_filter`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Request};
+    /// # use ferry::bytes::Bytes;
+    /// # use ferry::pingora_error::Result;
+    /// /// Upper-cases a text body (same length: no reframing needed).
+    /// struct Shout;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Shout {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     fn response_body_filter(
+    ///         &self,
+    ///         _r: &Request,
+    ///         body: &mut Option<Bytes>,
+    ///         _end_of_stream: bool,
+    ///         _ctx: &mut (),
+    ///     ) -> Result<()> {
+    ///         if let Some(b) = body {
+    ///             *b = Bytes::from(b.to_ascii_uppercase());
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn response_body_filter(
         &self,
         _request: &Request,
@@ -103,8 +604,133 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Ok(())
     }
 
-    /// nginx's log phase: always last, with every try and the outcome.
-    async fn logging(&self, _session: &mut Session, _ctx: &mut Self::CTX) {}
+    /// Every error Ferry answers itself goes here: a request it refuses
+    /// (400, 501), no route (404), a body too large (413) or unreadable
+    /// (400, 408), every try failed (502, 504), a hook's error (its
+    /// `HTTPStatus`, else 500). The default sends Ferry's error page (the
+    /// route's `error_pages` when it has one for the status); a program may
+    /// answer with [`Session::respond`] instead. [`error_status`] is the
+    /// status nginx would give `e`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, error_status, FailToProxy, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Error;
+    /// # use ferry::pingora_http::ResponseHeader;
+    /// /// Errors as JSON.
+    /// struct JsonErrors;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for JsonErrors {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn fail_to_proxy(&self, s: &mut Session, e: &Error, _ctx: &mut ()) -> FailToProxy {
+    ///         let code = error_status(e);
+    ///         if code > 0 {
+    ///             if let Ok(mut h) = ResponseHeader::build(code, None) {
+    ///                 let _ = h.insert_header("Content-Type", "application/json");
+    ///                 let body = format!("{{\"error\":{code}}}\n");
+    ///                 let _ = s.respond(h, body.into()).await;
+    ///             }
+    ///         }
+    ///         FailToProxy { error_code: code, can_reuse_downstream: true }
+    ///     }
+    /// }
+    /// ```
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let code = error_status(e);
+        if code > 0 {
+            if let Err(e) = session.respond_error(code).await {
+                log::debug!("could not send the error page: {e}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: true,
+        }
+    }
+
+    /// Whether to leave a request's error out of the error log (it still
+    /// reaches `logging`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::{Error, ErrorType};
+    /// /// Keeps a program's own 403s out of the error log.
+    /// struct Quiet;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Quiet {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     fn suppress_error_log(&self, _s: &Session, _ctx: &(), e: &Error) -> bool {
+    ///         matches!(e.etype(), ErrorType::HTTPStatus(403))
+    ///     }
+    /// }
+    /// ```
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, _error: &Error) -> bool {
+        false
+    }
+
+    /// What the error log says about the request an error belongs to. The
+    /// default is Pingora's summary: method, path, `Host`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// /// Adds the request id to error lines.
+    /// struct WithId;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for WithId {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     fn request_summary(&self, s: &Session, _ctx: &()) -> String {
+    ///         format!("{} id {}", s.summary(), s.request().id)
+    ///     }
+    /// }
+    /// ```
+    fn request_summary(&self, session: &Session, _ctx: &Self::CTX) -> String {
+        session.summary()
+    }
+
+    /// nginx's log phase: always last, with every try, the outcome, and the
+    /// error the request ended with, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Error;
+    /// /// One line per request, with its tries.
+    /// struct Log;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Log {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn logging(&self, s: &mut Session, e: Option<&Error>, _ctx: &mut ()) {
+    ///         let r = s.request();
+    ///         let tries: Vec<&str> = r.tries.iter().map(|t| t.addr.as_str()).collect();
+    ///         let error = e.map(|e| e.to_string()).unwrap_or_default();
+    ///         eprintln!("{} {} [{}] {error}", r.uri, r.status, tries.join(" "));
+    ///     }
+    /// }
+    /// ```
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, _ctx: &mut Self::CTX) {}
 }
 
 /// The proxy the YAML describes, with no hook overridden.

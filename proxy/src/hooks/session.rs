@@ -8,6 +8,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
+/// The request a hook runs for. Pingora's hooks take the same name.
 pub struct Session<'a> {
     pub(crate) downstream: &'a mut ServerSession,
     pub(crate) request: &'a mut Request,
@@ -76,6 +77,67 @@ impl Session<'_> {
             ip,
         )
         .await
+    }
+
+    /// Answer with Ferry's error page for `status`: the route's
+    /// `error_pages` entry when it has one, else nginx's default page.
+    pub async fn respond_error(&mut self, status: u16) -> Result<()> {
+        let proxy = self
+            .request
+            .route
+            .map(|i| &self.runtime.routes[i].conf.proxy);
+        crate::request::respond::error(self.downstream, self.request, status, proxy, &[]).await
+    }
+
+    /// Pingora's one-line summary of the request (method, path, `Host`),
+    /// as error lines show it.
+    pub fn summary(&self) -> String {
+        self.downstream.request_summary()
+    }
+
+    /// The body-length helper: call it in `response_filter` when a body
+    /// filter will change the length of the body. The response is framed
+    /// for this client: HTTP/1.1 gets `Transfer-Encoding: chunked`, HTTP/1.0
+    /// (which cannot read chunked) a body that ends when the connection
+    /// closes, HTTP/2 its own frames; `Content-Length` goes in every case.
+    /// A response without a body (HEAD, 1xx, 204, 304) is left as it is.
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Result;
+    /// # use ferry::pingora_http::ResponseHeader;
+    /// struct Rewrite;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for Rewrite {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn response_filter(&self, s: &mut Session, resp: &mut ResponseHeader, _: &mut ()) -> Result<()> {
+    ///         s.body_length_changes(resp)
+    ///     }
+    /// }
+    /// ```
+    pub fn body_length_changes(&mut self, response: &mut ResponseHeader) -> Result<()> {
+        let status = response.status.as_u16();
+        let head = self.downstream.req_header().method == http::Method::HEAD;
+        if head || (100..200).contains(&status) || status == 204 || status == 304 {
+            return Ok(());
+        }
+        response.remove_header(&http::header::CONTENT_LENGTH);
+        response.remove_header(&http::header::TRANSFER_ENCODING);
+        match self.downstream.req_header().version {
+            http::Version::HTTP_2 => {}
+            http::Version::HTTP_11 => {
+                response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+            _ => {
+                // HTTP/1.0: the end of the body is the end of the connection.
+                response.insert_header(http::header::CONNECTION, "close")?;
+                self.downstream.set_keepalive(None);
+            }
+        }
+        Ok(())
     }
 
     /// Answer the request from a hook (then return `Ok(true)` from

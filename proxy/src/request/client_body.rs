@@ -8,6 +8,8 @@
 //! answered here (it is never sent upstream).
 
 use crate::client::refusal::{body_failure_status, CLIENT_CLOSED};
+use crate::hooks::proxy_trait::ProxyHttp;
+use crate::hooks::session::Session;
 use ferry_conf::ProxyConf;
 use ferry_filters::headers::BodyFraming;
 use ferry_filters::request_body::RequestBody;
@@ -33,8 +35,9 @@ impl ClientBody {
 
 /// Why the body could not be read.
 pub(crate) enum BodyFailed {
-    /// Answer with this status (400, 408, 413, 500).
-    Status(u16),
+    /// Answer with this status (400, 408, 413, 500, or the body filter's),
+    /// for this reason.
+    Status(u16, String),
     /// The client is gone: nothing to answer (nginx logs 499).
     ClientGone,
 }
@@ -47,16 +50,31 @@ fn declared_length(ds: &ServerSession) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-pub(crate) async fn read(
-    ds: &mut ServerSession,
+/// Read the body as the route says, each piece through the program's
+/// `request_body_filter` before it is buffered.
+pub(crate) async fn read<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
     proxy: &ProxyConf,
 ) -> Result<ClientBody, BodyFailed> {
     let max = proxy.client_max_body_size.0;
-    let declared = declared_length(ds);
+    let declared = declared_length(s.downstream);
     if max > 0 && declared.is_some_and(|n| n > max) {
-        return Err(BodyFailed::Status(413));
+        return Err(status(
+            413,
+            "the declared body is over client_max_body_size",
+        ));
     }
-    if ds.is_body_empty() {
+    if s.downstream.body_bytes_read() > 0 {
+        // A hook read the body through `Session::pingora` and kept it:
+        // sending the upstream what is left would send it nothing.
+        log::error!(
+            "the request body was read by a hook and not handed back (filter it in request_body_filter instead)"
+        );
+        return Err(status(500, "the request body was read by a hook"));
+    }
+    if s.downstream.is_body_empty() {
         let framing = if declared.is_some() {
             BodyFraming::Length(0)
         } else {
@@ -67,12 +85,13 @@ pub(crate) async fn read(
             _ => ClientBody::Buffered(RequestBody::new()),
         });
     }
-    let expects_continue = ds
+    let expects_continue = s
+        .downstream
         .req_header()
         .headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue && ds.write_continue_response().await.is_err() {
+    if expects_continue && s.downstream.write_continue_response().await.is_err() {
         return Err(BodyFailed::ClientGone);
     }
     if !proxy.request_buffering {
@@ -85,23 +104,38 @@ pub(crate) async fn read(
     let limit = proxy.client_body_buffer_size.as_usize();
     let temp = Path::new(&proxy.temp_path);
     loop {
-        match ds.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if max > 0 && body.len() + chunk.len() as u64 > max {
-                    return Err(BodyFailed::Status(413));
-                }
-                if let Err(e) = body.push(&chunk, limit, temp) {
-                    log::error!("cannot buffer the request body in {}: {e}", proxy.temp_path);
-                    return Err(BodyFailed::Status(500));
-                }
-            }
-            Ok(None) => return Ok(ClientBody::Buffered(body)),
+        let mut piece = match s.downstream.read_request_body().await {
+            Ok(p) => p,
             Err(e) => {
                 return Err(match body_failure_status(&e) {
                     CLIENT_CLOSED => BodyFailed::ClientGone,
-                    status => BodyFailed::Status(status),
+                    code => status(code, &e.to_string()),
                 })
             }
+        };
+        let end = piece.is_none();
+        if let Err(e) = app.request_body_filter(s, &mut piece, end, ctx).await {
+            let code = match crate::hooks::proxy_trait::error_status(&e) {
+                0 => 500,
+                c => c,
+            };
+            return Err(status(code, &format!("request_body_filter: {e}")));
+        }
+        if let Some(chunk) = piece {
+            if max > 0 && body.len() + chunk.len() as u64 > max {
+                return Err(status(413, "the body is over client_max_body_size"));
+            }
+            if let Err(e) = body.push(&chunk, limit, temp) {
+                log::error!("cannot buffer the request body in {}: {e}", proxy.temp_path);
+                return Err(status(500, "cannot buffer the request body"));
+            }
+        }
+        if end {
+            return Ok(ClientBody::Buffered(body));
         }
     }
+}
+
+fn status(code: u16, why: &str) -> BodyFailed {
+    BodyFailed::Status(code, why.to_string())
 }

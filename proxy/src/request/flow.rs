@@ -1,8 +1,10 @@
 //! A request's way through Ferry, top to bottom, one step a function:
-//! refuse what cannot be served, route, the request filter, `return`, the
-//! request body, the upstream loop (peer, connect, send, header,
+//! refuse what cannot be served, the early request filter, route, the
+//! request filter, `return`, the request body (through the request body
+//! filter), the upstream loop (peer, connect, send, header,
 //! next-or-respond), the response header, the body pipe or the tunnel,
-//! finalize.
+//! finalize. Every error Ferry answers itself goes through one place
+//! ([`fail`]: the program's `fail_to_proxy`).
 //!
 //! nginx counterpart: `ngx_http_proxy_handler` through
 //! `ngx_http_upstream_finalize_request`. [`crate::request::http_app`] calls
@@ -25,7 +27,7 @@ use crate::upstream::next_upstream::{is_non_idempotent, Policy};
 use crate::upstream::tries::{self, Chosen, Response};
 use ferry_filters::headers::wants_upgrade;
 use pingora_core::protocols::http::ServerSession;
-use pingora_error::Result;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use std::time::Instant;
 
 /// How the client connection ends.
@@ -58,57 +60,71 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     request: &mut crate::request::record::Request,
     ctx: &mut P::CTX,
 ) -> Result<End> {
-    // 1. Route: what cannot be served at all gets 400 (or 501) and the
-    //    connection closes; the rest is routed by its host and normalised
-    //    path.
-    let path = match admissible(ps) {
-        Ok(path) => path,
-        Err((status, reason)) => {
-            refused(&peer_of(ps), &status.to_string(), reason);
-            respond::error(ps, request, status, None, &[]).await?;
-            return Ok(End::Complete);
-        }
-    };
-    request.host = request_host(host_header(ps));
-    request.uri = path;
-    request.route = rt.matcher.find(&request.host, &request.uri);
-
-    // 2. The request filter hook (nginx access/rewrite phases).
+    // 1. What cannot be served at all gets 400 (or 501), before any hook
+    //    sees it.
+    let refusal = admissible(ps);
     let mut s = Session {
         downstream: ps,
         request,
         runtime: rt,
     };
+    let path = match refusal {
+        Ok(path) => path,
+        Err((status, reason)) => {
+            refused(&peer_of(s.downstream), &status.to_string(), reason);
+            let e = Error::explain(ErrorType::HTTPStatus(status), format!("refused: {reason}"));
+            return Ok(fail(app, &mut s, ctx, e).await);
+        }
+    };
+
+    // 2. The early request filter, then the route: by host and normalised
+    //    path, as the hook left them.
+    s.request.uri = path;
+    app.early_request_filter(&mut s, ctx).await?;
+    let raw = String::from_utf8_lossy(s.downstream.req_header().raw_path()).into_owned();
+    let Some(path) = normalize_path(&raw) else {
+        let e = Error::explain(
+            ErrorType::HTTPStatus(400),
+            "early_request_filter left a bad path",
+        );
+        return Ok(fail(app, &mut s, ctx, e).await);
+    };
+    s.request.host = request_host(host_header(s.downstream));
+    s.request.uri = path;
+    s.request.route = rt.matcher.find(&s.request.host, &s.request.uri);
+
+    // 3. The request filter hook (nginx access/rewrite phases).
     if app.request_filter(&mut s, ctx).await? {
         return Ok(End::Complete);
     }
     let Some(route) = s.request.route.map(|i| &rt.routes[i]) else {
-        respond::error(s.downstream, s.request, 404, None, &[]).await?;
-        return Ok(End::Complete);
+        let e = Error::explain(ErrorType::HTTPStatus(404), "no route");
+        return Ok(fail(app, &mut s, ctx, e).await);
     };
     let proxy = route.proxy();
 
-    // 3. A route that answers by itself.
+    // 4. A route that answers by itself.
     if let Some(r) = &route.conf.respond {
         respond::route_return(s.downstream, s.request, r).await?;
         return Ok(End::Complete);
     }
 
-    // 4. The request body: read whole (replayable) or streamed.
+    // 5. The request body, through the request body filter: read whole
+    //    (replayable) or streamed.
     s.downstream
         .set_write_timeout(proxy.client_send_timeout.non_zero());
     s.downstream
         .set_read_timeout(proxy.client_body_timeout.non_zero());
-    let mut body = match client_body::read(&mut *s.downstream, proxy).await {
+    let mut body = match client_body::read(app, &mut s, ctx, proxy).await {
         Ok(b) => b,
         Err(BodyFailed::ClientGone) => return Ok(End::Truncated),
-        Err(BodyFailed::Status(status)) => {
-            respond::error(s.downstream, s.request, status, Some(proxy), &[]).await?;
-            return Ok(End::Complete);
+        Err(BodyFailed::Status(status, why)) => {
+            let e = Error::explain(ErrorType::HTTPStatus(status), why);
+            return Ok(fail(app, &mut s, ctx, e).await);
         }
     };
 
-    // 5. The upstream loop: peer, connect, send, header; next server or
+    // 6. The upstream loop: peer, connect, send, header; next server or
     //    this response.
     let upgrade = s.downstream.as_http1().is_some() && wants_upgrade(s.req_header());
     let chosen = upstream(app, &mut s, ctx, route, &mut body, upgrade).await?;
@@ -119,12 +135,12 @@ pub(crate) async fn process_request<P: ProxyHttp>(
         // nothing to answer.
         Chosen::Fail(CLIENT_CLOSED) => return Ok(End::Truncated),
         Chosen::Fail(status) => {
-            respond::error(s.downstream, s.request, status, Some(proxy), &[]).await?;
-            return Ok(End::Complete);
+            let e = upstream_failure(status, s.request);
+            return Ok(fail(app, &mut s, ctx, e).await);
         }
     };
 
-    // 6-8. The response: header, then body or tunnel. 9. Finalize: the
+    // 7-9. The response: header, then body or tunnel. 10. Finalize: the
     //    server is given back, whatever happened on the way.
     let end = send_response(app, &mut s, ctx, route, conn, header, upgrade).await;
     held.finish(&mut s.request.tries);
@@ -133,6 +149,56 @@ pub(crate) async fn process_request<P: ProxyHttp>(
         s.request.truncated = true;
     }
     Ok(end)
+}
+
+/// Ferry's answer to an error it generates: the program's `fail_to_proxy`
+/// (Ferry's error page by default), the error logged unless the program
+/// says not to, and kept for `logging`.
+pub(crate) async fn fail<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    e: Box<Error>,
+) -> End {
+    let answer = app.fail_to_proxy(s, &e, ctx).await;
+    if answer.error_code >= 500 && !app.suppress_error_log(s, ctx, &e) {
+        log::error!(
+            "{e}, status: {}, {}",
+            answer.error_code,
+            app.request_summary(s, ctx)
+        );
+    }
+    s.request.error = Some(e.into());
+    if answer.error_code == 0 {
+        // Nothing could be sent: the client is gone.
+        return End::Truncated;
+    }
+    // nginx closes after these whatever answered them: the rest of the
+    // request may be garbage.
+    let garbled = matches!(answer.error_code, 400 | 408 | 413 | 414 | 431 | 500 | 501);
+    if garbled || !answer.can_reuse_downstream {
+        s.downstream.set_keepalive(None);
+    }
+    End::Complete
+}
+
+/// The error of a request whose tries gave no response to use.
+fn upstream_failure(status: u16, request: &crate::request::record::Request) -> Box<Error> {
+    let why = match request.tries.last() {
+        Some(t) if t.outcome == crate::upstream::try_record::TryOutcome::NoLive => {
+            format!("no live upstreams in group {}", t.group)
+        }
+        Some(t) => format!(
+            "{} tries failed, the last on {} ({:?})",
+            request.tries.len(),
+            t.addr,
+            t.outcome
+        ),
+        None => "no upstream".to_string(),
+    };
+    let mut e = Error::explain(ErrorType::HTTPStatus(status), why);
+    e.esource = ErrorSource::Upstream;
+    e
 }
 
 /// The upstream loop with this request's hooks and the route's rules.
@@ -159,6 +225,8 @@ async fn upstream<P: ProxyHttp>(
         route,
         body,
         upgrade,
+        chosen: Vec::new(),
+        streamed: (0, false),
     };
     let (tries_limit, buffer_size) = (proxy.next_upstream_tries, proxy.buffer_size.as_usize());
     // nginx's broken-connection check during connect, send and the header

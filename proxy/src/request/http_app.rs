@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
-use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_error::{Error, ErrorType};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -192,38 +192,42 @@ async fn end<P: ProxyHttp>(
             route,
         ));
     }
+    let error = request.error.take();
     let mut s = Session {
         downstream: session,
         request,
         runtime: rt,
     };
-    app.logging(&mut s, ctx).await;
+    app.logging(&mut s, error.as_deref(), ctx).await;
 }
 
-/// Answer a request that failed with `e` before its response started: the
-/// error's own status, 502 for an upstream failure, 500 otherwise, as an
-/// error page. Returns the status, or `None` when nothing more can be sent
-/// (the response was started, or the client is gone).
-async fn answer_failure(
+/// A request failed with `e` (a hook's error, or Ferry's): answered through
+/// the program's `fail_to_proxy` while no response has started; logged
+/// (unless the program suppresses it) when it has.
+async fn failed<P: ProxyHttp>(
+    app: &P,
     rt: &Runtime,
     session: &mut ServerSession,
     request: &mut Request,
-    e: &Error,
-) -> Option<u16> {
-    if session.response_written().is_some() {
-        return None;
-    }
-    let status = match e.etype() {
-        ErrorType::HTTPStatus(c) => *c,
-        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => return None,
-        _ if e.esource() == &ErrorSource::Upstream => 502,
-        _ => 500,
+    ctx: &mut P::CTX,
+    e: Box<Error>,
+) {
+    let mut s = Session {
+        downstream: session,
+        request,
+        runtime: rt,
     };
-    let proxy = request.route.map(|i| rt.routes[i].proxy());
-    if let Err(e) = respond::error(session, request, status, proxy, &[]).await {
-        log::debug!("could not send the error page: {e}");
+    if s.downstream.response_written().is_none() {
+        flow::fail(app, &mut s, ctx, e).await;
+        return;
     }
-    Some(status)
+    if !app.suppress_error_log(&s, ctx, &e) {
+        log::error!(
+            "{e}, after the response began, {}",
+            app.request_summary(&s, ctx)
+        );
+    }
+    s.request.error = Some(e.into());
 }
 
 #[async_trait]
@@ -281,9 +285,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
             // Close without ending the body: the client sees it is cut.
             Ok(End::Truncated) => false,
             Err(e) => {
-                let status = answer_failure(rt, &mut session, &mut request, &e).await;
-                let status = status.map_or_else(|| "none".to_string(), |s| s.to_string());
-                log::error!("{e}, status: {status}, {}", session.request_summary());
+                failed(&*self.app, rt, &mut session, &mut request, &mut ctx, e).await;
                 false
             }
         };

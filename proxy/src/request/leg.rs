@@ -6,19 +6,24 @@
 //! `reinit_request` and `process_header` callbacks, and the balancer's
 //! `peer.get` with the request's `hash` key.
 
-use crate::hooks::proxy_trait::{PeerChoice, ProxyHttp};
+use crate::hooks::peer_choice::{Peer, PeerChoice};
+use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::request::client_body::ClientBody;
 use crate::request::record::Try;
 use crate::runtime::RouteRt;
+use crate::upstream::connect::Conn;
 use crate::upstream::group::{make_peer, Upstream};
 use crate::upstream::next_upstream::RetryDecision;
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::send_request::BodySource;
 use crate::upstream::tries::Leg;
+use bytes::Bytes;
 use ferry_filters::headers::forward_upgrade;
+use ferry_filters::headers::BodyFraming;
 use ferry_filters::variables::RequestVars;
 use ferry_lb::Lease;
+use pingora_core::protocols::UniqueID;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
@@ -32,6 +37,12 @@ pub(crate) struct RequestLeg<'l, 's, P: ProxyHttp> {
     pub body: &'l mut ClientBody,
     /// The client asked for an upgrade that is forwarded as one.
     pub upgrade: bool,
+    /// The run-time servers `upstream_peer` chose, each as a group of one
+    /// (found again when chosen again, so each is tried once).
+    pub chosen: Vec<(Peer, Arc<Upstream>)>,
+    /// A streamed body: bytes the filter let through, and whether its end
+    /// was seen.
+    pub streamed: (u64, bool),
 }
 
 /// What templates see of this request, for a try to `proxy_host`.
@@ -59,13 +70,38 @@ pub(crate) fn request_vars<'a>(
 
 impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     async fn group(&mut self) -> Result<Arc<Upstream>> {
-        let upstream = match self.app.upstream_peer(self.s, self.ctx).await? {
-            PeerChoice::Route => self.route.upstream.clone(),
-            PeerChoice::Group(name) => self.s.runtime.upstreams.get(&name).cloned(),
-        };
-        upstream.ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "no upstream group for this route")
-        })
+        match self.app.upstream_peer(self.s, self.ctx).await? {
+            PeerChoice::Route => self.route.upstream.clone().ok_or_else(|| {
+                Error::explain(ErrorType::InternalError, "no upstream group for this route")
+            }),
+            PeerChoice::Group(name) => {
+                self.s.runtime.upstreams.get(&name).cloned().ok_or_else(|| {
+                    Error::explain(
+                        ErrorType::InternalError,
+                        format!("upstream_peer chose `{name}`, which is not in upstreams:"),
+                    )
+                })
+            }
+            PeerChoice::Peer(peer) => {
+                if let Some((_, up)) = self.chosen.iter().find(|(p, _)| *p == *peer) {
+                    return Ok(up.clone());
+                }
+                let tls = ferry_conf::UpstreamTls {
+                    enabled: peer.tls,
+                    sni: peer.tls.then(|| peer.sni.clone()),
+                    verify: peer.verify,
+                    ca_file: None,
+                };
+                let up = Arc::new(Upstream::for_peer(
+                    peer.label(),
+                    peer.addr,
+                    tls,
+                    &self.s.runtime.dynamic,
+                ));
+                self.chosen.push((*peer, up.clone()));
+                Ok(up)
+            }
+        }
     }
 
     fn key(&self, upstream: &Upstream) -> (String, Option<IpAddr>) {
@@ -85,7 +121,17 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
             .as_ref()
             .is_some_and(|u| Arc::ptr_eq(u, upstream));
         if !own {
-            return Arc::new(make_peer(upstream, lease.peer(), proxy));
+            let mut made = make_peer(upstream, lease.peer(), proxy);
+            if let Some((p, _)) = self.chosen.iter().find(|(_, u)| Arc::ptr_eq(u, upstream)) {
+                let o = &mut made.http.options;
+                if p.connect_timeout.is_some() {
+                    o.connection_timeout = p.connect_timeout;
+                    o.total_connection_timeout = p.connect_timeout;
+                }
+                o.read_timeout = p.read_timeout.or(o.read_timeout);
+                o.write_timeout = p.send_timeout.or(o.write_timeout);
+            }
+            return Arc::new(made);
         }
         let (members, generation) = lease.members();
         if let Some(made) = &*self.route.peers.load() {
@@ -128,12 +174,94 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
         match self.body {
             ClientBody::None => BodySource::None,
             ClientBody::Buffered(b) => BodySource::Buffered(b),
-            ClientBody::Streamed(_) => BodySource::Stream(self.s.downstream),
+            ClientBody::Streamed(_) => BodySource::Stream,
         }
     }
 
     fn body_streams(&self) -> bool {
         matches!(self.body, ClientBody::Streamed(_))
+    }
+
+    /// The client's next piece through `request_body_filter`. A client's
+    /// failure, or the filter's, is the client's side of the try (never
+    /// retried, never the server's fault).
+    async fn stream_piece(&mut self) -> Result<Option<Bytes>> {
+        let as_client = |mut e: Box<Error>| {
+            e.as_down();
+            e
+        };
+        loop {
+            if self.streamed.1 {
+                return Ok(None);
+            }
+            let read = self
+                .s
+                .downstream
+                .read_request_body()
+                .await
+                .map_err(as_client)?;
+            // Pingora hands back an empty piece when a read ends inside a
+            // chunk-size line or a CRLF. Written to a chunked upstream
+            // body, nothing would be the terminating `0\r\n\r\n`, and the
+            // rest of the client's body a request of its choosing.
+            if read.as_ref().is_some_and(Bytes::is_empty) {
+                continue;
+            }
+            let end = read.is_none();
+            let mut piece = read;
+            self.app
+                .request_body_filter(self.s, &mut piece, end, self.ctx)
+                .await
+                .map_err(as_client)?;
+            self.streamed.1 = end;
+            let piece = piece.filter(|p| !p.is_empty());
+            self.streamed.0 += piece.as_ref().map_or(0, |p| p.len() as u64);
+            if let (true, ClientBody::Streamed(BodyFraming::Length(n))) = (end, &*self.body) {
+                if self.streamed.0 != *n {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        format!(
+                            "request_body_filter made a streamed body of {} bytes out of one sent with Content-Length: {n}",
+                            self.streamed.0
+                        ),
+                    );
+                }
+            }
+            match piece {
+                Some(p) => return Ok(Some(p)),
+                None if end => return Ok(None),
+                None => continue,
+            }
+        }
+    }
+
+    async fn connected(&mut self, conn: &Conn) -> Result<()> {
+        let fd = conn.session.id();
+        let digest = conn.session.digest();
+        self.app
+            .connected_to_upstream(
+                self.s,
+                conn.reused,
+                &conn.peer.http,
+                fd,
+                Some(digest),
+                self.ctx,
+            )
+            .await
+    }
+
+    fn fail_to_connect(&mut self, peer: &UpstreamPeer, e: Box<Error>) -> Box<Error> {
+        self.app.fail_to_connect(self.s, &peer.http, self.ctx, e)
+    }
+
+    fn error_while_proxy(
+        &mut self,
+        peer: &UpstreamPeer,
+        e: Box<Error>,
+        reused: bool,
+    ) -> Box<Error> {
+        self.app
+            .error_while_proxy(&peer.http, self.s, e, self.ctx, reused)
     }
 
     async fn response(&mut self, header: &mut ResponseHeader) -> Result<RetryDecision> {

@@ -52,6 +52,8 @@ pub struct Request {
     /// The response to the client was cut short (upstream or client failure
     /// after the header went out).
     pub truncated: bool,
+    /// The error the request ended with, handed to `logging`.
+    pub(crate) error: Option<std::sync::Arc<pingora_error::Error>>,
 }
 
 impl Request {
@@ -69,6 +71,7 @@ impl Request {
             body_bytes_sent: 0,
             spilled_bytes: 0,
             truncated: false,
+            error: None,
         }
     }
 

@@ -26,22 +26,57 @@ fn pipe_error(side: Side, e: &Error) -> PipeError {
     PipeError::new(side, kind, e.to_string())
 }
 
-/// The upstream end: the connection whose response header was read.
-struct UpstreamReader(Conn);
+/// The program's hooks and its context, shared by the two ends of the
+/// pipe: the reader runs `upstream_response_body_filter`, the pipe's
+/// filter `response_body_filter`. (Never locked across an await: both
+/// hooks are plain functions.)
+struct Hooks<'a, P: ProxyHttp> {
+    app: &'a P,
+    request: &'a Request,
+    ctx: std::sync::Mutex<&'a mut P::CTX>,
+}
 
-impl UpstreamBody for UpstreamReader {
+/// The upstream end: the connection whose response header was read, each
+/// piece through `upstream_response_body_filter`.
+struct UpstreamReader<'h, 'a, P: ProxyHttp> {
+    conn: Conn,
+    hooks: &'h Hooks<'a, P>,
+    ended: bool,
+}
+
+impl<P: ProxyHttp> UpstreamBody for UpstreamReader<'_, '_, P> {
     async fn read(&mut self) -> Result<Option<Bytes>, PipeError> {
-        self.0
-            .session
-            .read_body_bytes()
-            .await
-            .map_err(|e| pipe_error(Side::Upstream, &e))
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            let mut piece = self
+                .conn
+                .session
+                .read_body_bytes()
+                .await
+                .map_err(|e| pipe_error(Side::Upstream, &e))?;
+            let end = piece.is_none() || self.conn.session.is_body_done();
+            let h = self.hooks;
+            let mut ctx = h.ctx.lock().unwrap_or_else(|e| e.into_inner());
+            h.app
+                .upstream_response_body_filter(h.request, &mut piece, end, &mut ctx)
+                .map_err(|e| PipeError::new(Side::Upstream, FailKind::Error, e.to_string()))?;
+            self.ended = end;
+            drop(ctx);
+            match piece {
+                Some(p) if !p.is_empty() => return Ok(Some(p)),
+                _ if end => return Ok(None),
+                _ => continue,
+            }
+        }
     }
     fn is_done(&mut self) -> bool {
-        self.0.session.is_body_done()
+        // Done once the filter saw the end (it may add to the body there).
+        self.ended
     }
     async fn release(self) {
-        self.0.release().await
+        self.conn.release().await
     }
 }
 
@@ -71,16 +106,14 @@ impl DownstreamBody for ClientWriter<'_> {
 }
 
 /// The user's `response_body_filter` as the pipes' filter.
-struct HookFilter<'a, P: ProxyHttp> {
-    app: &'a P,
-    request: &'a Request,
-    ctx: &'a mut P::CTX,
-}
+struct HookFilter<'h, 'a, P: ProxyHttp>(&'h Hooks<'a, P>);
 
-impl<P: ProxyHttp> BodyFilter for HookFilter<'_, P> {
+impl<P: ProxyHttp> BodyFilter for HookFilter<'_, '_, P> {
     fn filter(&mut self, body: &mut Option<Bytes>, end: bool) -> Result<(), String> {
-        self.app
-            .response_body_filter(self.request, body, end, self.ctx)
+        let h = self.0;
+        let mut ctx = h.ctx.lock().unwrap_or_else(|e| e.into_inner());
+        h.app
+            .response_body_filter(h.request, body, end, &mut ctx)
             .map_err(|e| e.to_string())
     }
 }
@@ -98,8 +131,17 @@ pub async fn forward<P: ProxyHttp>(
     conn: Conn,
     buffered: bool,
 ) -> PipeOutcome {
-    let mut filter = HookFilter { app, request, ctx };
-    let reader = UpstreamReader(conn);
+    let hooks = Hooks {
+        app,
+        request,
+        ctx: std::sync::Mutex::new(ctx),
+    };
+    let mut filter = HookFilter(&hooks);
+    let reader = UpstreamReader {
+        conn,
+        hooks: &hooks,
+        ended: false,
+    };
     let pipe = buffered.then_some(&route.pipe);
     whole_body::run(pipe, reader, ClientWriter(client), &mut filter).await
 }

@@ -26,6 +26,63 @@ pub struct Upstream {
     pub keepalive: Arc<Keepalive>,
 }
 
+/// The one keepalive pool of every server a program chooses at run time
+/// (`PeerChoice::Peer`): Pingora keys its idle connections by address, TLS
+/// and SNI, so one pool serves them all.
+pub struct DynamicPool {
+    pub connector: Arc<Connector>,
+    pub keepalive: Arc<Keepalive>,
+}
+
+impl DynamicPool {
+    /// Idle connections kept to run-time servers, all of them together.
+    const IDLE: usize = 256;
+
+    pub fn new(base: &pingora_core::connectors::ConnectorOptions) -> DynamicPool {
+        let mut opts = base.clone();
+        opts.keepalive_pool_size = Self::IDLE;
+        let conf = ferry_conf::Upstream {
+            keepalive: Self::IDLE,
+            ..ferry_conf::Upstream::default()
+        };
+        DynamicPool {
+            connector: Arc::new(Connector::new(Some(opts))),
+            keepalive: Arc::new(Keepalive::new(&conf)),
+        }
+    }
+}
+
+impl Upstream {
+    /// A server chosen at run time, as a group of one named `label` (its
+    /// `Host`, `$proxy_host`), on the shared pool. No passive health: the
+    /// group lives as long as the request.
+    pub fn for_peer(
+        label: String,
+        addr: std::net::SocketAddr,
+        tls: ferry_conf::UpstreamTls,
+        pool: &DynamicPool,
+    ) -> Upstream {
+        let server = ferry_lb::Peer {
+            name: label.clone(),
+            addr,
+            weight: 1,
+            max_fails: 0,
+            fail_timeout: std::time::Duration::from_secs(10),
+            max_conns: 0,
+            backup: false,
+            down: false,
+        };
+        Upstream {
+            group: Group::new(&label, ferry_conf::Balance::RoundRobin, vec![server], 1),
+            name: label,
+            tls,
+            hash_key: None,
+            connector: pool.connector.clone(),
+            keepalive: pool.keepalive.clone(),
+        }
+    }
+}
+
 /// A Pingora peer with nginx's timeouts: `connect_timeout` for the TCP
 /// connect (and TLS handshake), `read_timeout`/`send_timeout` between two
 /// reads/writes; with the group's TLS settings.

@@ -171,6 +171,13 @@ impl Policy {
         self.budget.is_none_or(|b| self.started.elapsed() < b)
     }
 
+    /// Whether a try may follow this one at all, whatever the conditions:
+    /// one is left (`tries_left` counts this one) and the
+    /// `next_upstream_timeout` budget is not spent.
+    pub(crate) fn may_go_on(&self, tries_left: u32) -> bool {
+        tries_left > 1 && self.budget.is_none_or(|b| self.started.elapsed() < b)
+    }
+
     /// The one retry decision every caller uses. `tries_left` counts this
     /// try still (it is accounted after the verdict).
     pub(crate) fn decide(&self, outcome: Outcome, tries_left: u32) -> Verdict {

@@ -7,8 +7,8 @@
 //! possible.
 
 use crate::upstream::connect::Conn;
+use crate::upstream::tries::Leg;
 use ferry_filters::request_body::RequestBody;
-use pingora_core::protocols::http::ServerSession;
 use pingora_error::{ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
 
@@ -16,45 +16,37 @@ use pingora_http::RequestHeader;
 pub enum BodySource<'a> {
     /// Read whole before the first try.
     Buffered(&'a RequestBody),
-    /// Streamed from the client as it arrives (only on the first try).
-    Stream(&'a mut ServerSession),
+    /// Streamed from the client as it arrives (only on the first try),
+    /// piece by piece from [`Leg::stream_piece`].
+    Stream,
     /// A body in memory (subrequests).
     Memory(&'a bytes::Bytes),
     None,
 }
 
 /// Send `req` (boxed as Pingora takes it, so that the futures of a try
-/// carry a pointer rather than the header) and then the body.
-pub async fn send(conn: &mut Conn, req: Box<RequestHeader>, body: BodySource<'_>) -> Result<()> {
+/// carry a pointer rather than the header) and then the leg's body.
+pub async fn send<L: Leg>(conn: &mut Conn, req: Box<RequestHeader>, leg: &mut L) -> Result<()> {
     let s = &mut conn.session;
     s.write_request_header(req).await?;
-    match body {
-        BodySource::None => {}
-        BodySource::Memory(b) => {
-            s.write_body(b).await?;
+    if matches!(leg.body(), BodySource::Stream) {
+        while let Some(chunk) = leg.stream_piece().await? {
+            s.write_body(&chunk).await?;
         }
-        BodySource::Buffered(b) => {
-            let mut replay = b.replay();
-            while let Some(chunk) = replay
-                .next_chunk()
-                .or_err(ErrorType::InternalError, "reading the request body buffer")?
-            {
-                s.write_body(&chunk).await?;
+    } else {
+        match leg.body() {
+            BodySource::None | BodySource::Stream => {}
+            BodySource::Memory(b) => {
+                s.write_body(b).await?;
             }
-        }
-        BodySource::Stream(client) => {
-            while let Some(chunk) = client.read_request_body().await.map_err(|mut e| {
-                e.as_down();
-                e
-            })? {
-                // Pingora hands back an empty piece when a read ends inside
-                // a chunk-size line or a CRLF. Written to a chunked upstream
-                // body, nothing would be the terminating `0\r\n\r\n`, and
-                // the rest of the client's body a request of its choosing.
-                if chunk.is_empty() {
-                    continue;
+            BodySource::Buffered(b) => {
+                let mut replay = b.replay();
+                while let Some(chunk) = replay
+                    .next_chunk()
+                    .or_err(ErrorType::InternalError, "reading the request body buffer")?
+                {
+                    s.write_body(&chunk).await?;
                 }
-                s.write_body(&chunk).await?;
             }
         }
     }

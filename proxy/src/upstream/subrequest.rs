@@ -82,6 +82,30 @@ impl Leg for SubrequestLeg<'_> {
         false
     }
 
+    async fn stream_piece(&mut self) -> Result<Option<Bytes>> {
+        Ok(None)
+    }
+
+    // A subrequest runs inside the hook that made it, with no client
+    // session of its own: the connection hooks are that hook's to judge
+    // from the result.
+    async fn connected(&mut self, _conn: &crate::upstream::connect::Conn) -> Result<()> {
+        Ok(())
+    }
+
+    fn fail_to_connect(&mut self, _peer: &UpstreamPeer, e: Box<Error>) -> Box<Error> {
+        e
+    }
+
+    fn error_while_proxy(
+        &mut self,
+        _peer: &UpstreamPeer,
+        e: Box<Error>,
+        _reused: bool,
+    ) -> Box<Error> {
+        e
+    }
+
     async fn response(&mut self, _header: &mut ResponseHeader) -> Result<RetryDecision> {
         Ok(RetryDecision::Default)
     }

@@ -46,6 +46,17 @@ pub(crate) trait Leg {
     fn body(&mut self) -> BodySource<'_>;
     /// The body streams from the client: it can go to one try only.
     fn body_streams(&self) -> bool;
+    /// The next piece of a streamed body (`None` at its end): never empty.
+    async fn stream_piece(&mut self) -> Result<Option<bytes::Bytes>>;
+    /// The try has its connection (a hook's look at it); an error ends the
+    /// request.
+    async fn connected(&mut self, conn: &Conn) -> Result<()>;
+    /// A try could not connect: `e` carries the rules' retry verdict, and
+    /// comes back with the program's.
+    fn fail_to_connect(&mut self, peer: &UpstreamPeer, e: Box<Error>) -> Box<Error>;
+    /// A try failed after connecting; as [`Leg::fail_to_connect`].
+    fn error_while_proxy(&mut self, peer: &UpstreamPeer, e: Box<Error>, reused: bool)
+        -> Box<Error>;
     /// The response header, before the retry decision (a hook's say).
     async fn response(&mut self, header: &mut ResponseHeader) -> Result<RetryDecision>;
     /// The request's record of tries.
@@ -98,14 +109,25 @@ impl Held {
 /// Why one try failed, and what nginx needs to know about it.
 struct TryFailed {
     error: Box<Error>,
+    /// No connection was made (nginx's connect phase).
+    connecting: bool,
     /// Sending the request had started (nginx `u->request_sent`).
     request_sent: bool,
     /// The connection came from the keepalive pool.
     reused: bool,
 }
 
+/// How one try went: a response header, a failure of the try, or an error
+/// that ends the request (a hook's).
+enum Attempt {
+    Header(Conn),
+    Failed(TryFailed),
+    Fatal(Box<Error>),
+}
+
 /// Run the loop for `leg` under `policy`. `tries_limit` is
-/// `next_upstream_tries`; `buffer_size` bounds the response header.
+/// `next_upstream_tries`, for the whole request whatever groups its tries
+/// go to; `buffer_size` bounds the response header.
 pub(crate) async fn run<L: Leg>(
     leg: &mut L,
     policy: &Policy,
@@ -115,16 +137,17 @@ pub(crate) async fn run<L: Leg>(
     // One cursor per group a leg sends tries to (usually just one).
     let mut cursors: Vec<(Arc<Upstream>, Cursor)> = Vec::new();
     let mut body_used = false;
+    // Tries that count against `tries_limit` (a stale keepalive one does not).
+    let mut counted: u32 = 0;
+    // The group the program chose when this group's tries ran out.
+    let mut next: Option<Arc<Upstream>> = None;
 
     loop {
-        let upstream = leg.group().await?;
-        let at = match cursors.iter().position(|(u, _)| Arc::ptr_eq(u, &upstream)) {
-            Some(i) => i,
-            None => {
-                cursors.push((upstream.clone(), upstream.group.cursor(tries_limit)));
-                cursors.len() - 1
-            }
+        let upstream = match next.take() {
+            Some(u) => u,
+            None => leg.group().await?,
         };
+        let at = cursor_for(&mut cursors, &upstream, tries_limit);
         if body_used {
             // A streamed body went to a try already: nothing to resend.
             return Ok(Chosen::Fail(502));
@@ -151,10 +174,17 @@ pub(crate) async fn run<L: Leg>(
 
         let generation = lease.members().1;
         let result = attempt(leg, &upstream, &peer, generation, buffer_size).await;
-        body_used = leg.body_streams() && result.as_ref().map_or_else(|f| f.request_sent, |_| true);
-        let cursor = &mut cursors[at].1;
-        let (outcome, stale, conn) = match result {
-            Ok(conn) => {
+        let request_left = |counted: u32| match tries_limit {
+            0 => u32::MAX,
+            limit => limit.saturating_sub(counted),
+        };
+        let left = cursors[at].1.tries_left.min(request_left(counted));
+        // Whether the rules (and the program) would try again, tries aside.
+        let mut may_go_on = false;
+        let (outcome, stale, conn, verdict) = match result {
+            Attempt::Fatal(e) => return Err(e),
+            Attempt::Header(conn) => {
+                body_used = leg.body_streams();
                 let Some(header) = conn.session.resp_header() else {
                     return Error::e_explain(ErrorType::InternalError, "header read but absent");
                 };
@@ -166,7 +196,22 @@ pub(crate) async fn run<L: Leg>(
                 t.status = Some(status);
                 let hook = leg.response(&mut header).await?;
                 let outcome = Outcome::Status { status, hook };
-                if policy.decide(outcome, cursor.tries_left) == Verdict::Respond {
+                let mut verdict = policy.decide(outcome, left);
+                let wanted_next = policy.decide(outcome, u32::MAX) == Verdict::Next;
+                if verdict == Verdict::Respond
+                    && wanted_next
+                    && !body_used
+                    && request_left(counted + 1) > 0
+                    && cursors[at].1.tries_left <= 1
+                {
+                    // Out of tries in this group: the program may have another.
+                    if let Some(other) = fallback(leg, &mut cursors, &upstream, tries_limit).await?
+                    {
+                        next = Some(other);
+                        verdict = Verdict::Next;
+                    }
+                }
+                if verdict == Verdict::Respond {
                     let cursor = cursors.swap_remove(at).1;
                     let held = Held {
                         lease,
@@ -176,9 +221,10 @@ pub(crate) async fn run<L: Leg>(
                     return Ok(Chosen::Response(Response { conn, header, held }));
                 }
                 leg.tries()[try_index].outcome = TryOutcome::NextStatus(status);
-                (outcome, false, Some(conn))
+                (outcome, false, Some(conn), verdict)
             }
-            Err(failed) => {
+            Attempt::Failed(failed) => {
+                body_used = leg.body_streams() && failed.request_sent;
                 let failure = Failure::of(&failed.error);
                 log_failure(failure, &lease, &upstream, &failed.error);
                 let t = &mut leg.tries()[try_index];
@@ -194,10 +240,16 @@ pub(crate) async fn run<L: Leg>(
                     request_sent: failed.request_sent,
                 };
                 // nginx: a stale keepalive connection does not use up a try.
-                (outcome, failed.reused && failure == Failure::Error, None)
+                let stale = failed.reused && failure == Failure::Error;
+                let left = left + u32::from(stale);
+                let rules = policy.decide(outcome, left);
+                let (verdict, go_on) =
+                    program_says(leg, &peer, failed, failure, rules, policy, left, body_used);
+                may_go_on = go_on;
+                (outcome, stale, None, verdict)
             }
         };
-        let verdict = policy.decide(outcome, cursor.tries_left + u32::from(stale));
+        let cursor = &mut cursors[at].1;
         let t = &mut leg.tries()[try_index];
         t.response_time = Some(t.started.elapsed());
         let server = lease.peer().addr;
@@ -209,14 +261,106 @@ pub(crate) async fn run<L: Leg>(
         }
         if stale {
             cursor.tries_left += 1;
+        } else {
+            counted += 1;
         }
         if let Some(conn) = conn {
             conn.close();
         }
-        if let Verdict::Fail(status) = verdict {
+        let Verdict::Fail(status) = verdict else {
+            continue;
+        };
+        // This group's tries ran out, but the rules would go on: the
+        // program may send the next try to another group (or server), as
+        // long as the request has tries left.
+        let out_of_tries = cursor.tries_left == 0 && may_go_on;
+        if !out_of_tries || body_used || request_left(counted) == 0 {
             return Ok(Chosen::Fail(status));
         }
+        match fallback(leg, &mut cursors, &upstream, tries_limit).await? {
+            Some(other) => next = Some(other),
+            None => return Ok(Chosen::Fail(status)),
+        }
     }
+}
+
+/// Where the program sends the next try once `upstream` is out of tries:
+/// another group (or run-time server) with tries left, or `None`.
+async fn fallback<L: Leg>(
+    leg: &mut L,
+    cursors: &mut Vec<(Arc<Upstream>, Cursor)>,
+    upstream: &Arc<Upstream>,
+    tries_limit: u32,
+) -> Result<Option<Arc<Upstream>>> {
+    let other = leg.group().await?;
+    if Arc::ptr_eq(&other, upstream) {
+        return Ok(None);
+    }
+    let at = cursor_for(cursors, &other, tries_limit);
+    Ok((cursors[at].1.tries_left > 0).then_some(other))
+}
+
+/// The cursor of `upstream` in `cursors`, made on its first try.
+fn cursor_for(
+    cursors: &mut Vec<(Arc<Upstream>, Cursor)>,
+    upstream: &Arc<Upstream>,
+    tries_limit: u32,
+) -> usize {
+    match cursors.iter().position(|(u, _)| Arc::ptr_eq(u, upstream)) {
+        Some(i) => i,
+        None => {
+            cursors.push((upstream.clone(), upstream.group.cursor(tries_limit)));
+            cursors.len() - 1
+        }
+    }
+}
+
+/// The program's word on a failed try (`fail_to_connect`,
+/// `error_while_proxy`): whether the rules would try again (tries aside)
+/// goes in as the error's retry flag, and the flag that comes back decides,
+/// within what no program can change (a try left, the
+/// `next_upstream_timeout` budget, a body that can be sent again). A
+/// failure of the client's is never the program's to retry. Also returns
+/// whether another try is wanted at all (for a fallback to another group).
+#[allow(clippy::too_many_arguments)]
+fn program_says<L: Leg>(
+    leg: &mut L,
+    peer: &UpstreamPeer,
+    failed: TryFailed,
+    failure: Failure,
+    rules: Verdict,
+    policy: &Policy,
+    left: u32,
+    body_used: bool,
+) -> (Verdict, bool) {
+    if let Failure::Client { .. } = failure {
+        return (rules, false);
+    }
+    let wanted = failure.condition().is_some_and(|_| {
+        policy.decide(
+            Outcome::Failed {
+                failure,
+                request_sent: failed.request_sent,
+            },
+            u32::MAX,
+        ) == Verdict::Next
+    });
+    let mut e = failed.error;
+    e.set_retry(wanted);
+    let mut e = if failed.connecting {
+        leg.fail_to_connect(peer, e)
+    } else {
+        leg.error_while_proxy(peer, e, failed.reused)
+    };
+    e.retry.decide_reuse(failed.reused);
+    let retry = e.retry() && !body_used;
+    let verdict = match (retry, rules) {
+        (true, Verdict::Next) | (false, Verdict::Fail(_)) => rules,
+        (false, _) => Verdict::Fail(failure.status()),
+        (true, _) if policy.may_go_on(left) => Verdict::Next,
+        (true, _) => rules,
+    };
+    (verdict, retry)
 }
 
 fn log_failure(f: Failure, lease: &Lease, upstream: &Upstream, e: &Error) {
@@ -259,25 +403,37 @@ async fn attempt<L: Leg>(
     peer: &Arc<UpstreamPeer>,
     generation: u64,
     buffer_size: usize,
-) -> std::result::Result<Conn, TryFailed> {
-    let failed = |error, request_sent, reused| TryFailed {
-        error,
-        request_sent,
-        reused,
+) -> Attempt {
+    let failed = |error, connecting, request_sent, reused| {
+        Attempt::Failed(TryFailed {
+            error,
+            connecting,
+            request_sent,
+            reused,
+        })
     };
-    let mut conn = connect(upstream, peer, generation)
-        .await
-        .map_err(|e| failed(e, false, false))?;
+    let mut conn = match connect(upstream, peer, generation).await {
+        Ok(c) => c,
+        Err(e) => return failed(e, true, false, false),
+    };
     let reused = conn.reused;
-    let req = leg
-        .request(upstream)
-        .await
-        .map_err(|e| failed(e, false, reused))?;
-    send(&mut conn, req, leg.body())
-        .await
-        .map_err(|e| failed(e, true, reused))?;
-    read_response_header(&mut conn, buffer_size)
-        .await
-        .map_err(|e| failed(e, true, reused))?;
-    Ok(conn)
+    // The program's hooks: their errors end the request, not the try.
+    if let Err(e) = leg.connected(&conn).await {
+        conn.close();
+        return Attempt::Fatal(e);
+    }
+    let req = match leg.request(upstream).await {
+        Ok(r) => r,
+        Err(e) => {
+            conn.close();
+            return Attempt::Fatal(e);
+        }
+    };
+    if let Err(e) = send(&mut conn, req, leg).await {
+        return failed(e, false, true, reused);
+    }
+    if let Err(e) = read_response_header(&mut conn, buffer_size).await {
+        return failed(e, false, true, reused);
+    }
+    Attempt::Header(conn)
 }

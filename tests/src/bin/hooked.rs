@@ -1,31 +1,82 @@
 //! A program built on Ferry that overrides every hook, for the tests that
-//! check each one runs on every path (requests, upgrades, subrequests):
+//! check each one runs where it is documented (requests, upgrades,
+//! retries, Ferry's own errors):
 //!
+//! - `early_request_filter`: `X-Rewrite: PATH` replaces the path before
+//!   routing.
 //! - `request_filter`: `/api/` needs `X-Api-Key: secret` (401 without);
-//!   `X-Sub: GROUP` answers with a subrequest to GROUP (its status and
-//!   body).
-//! - `upstream_peer`: `X-Group: NAME` sends the tries to that group.
+//!   `X-Sub: GROUP` answers with a subrequest to GROUP.
+//! - `request_body_filter`: `secret` in a body becomes `******`; a body
+//!   with `forbidden` gets 403.
+//! - `upstream_peer`: `X-Group: NAME` sends the tries to that group,
+//!   `X-Peer: ADDR` to that address (a run-time peer), `X-Fallback: NAME`
+//!   sends every try after the first to that group.
+//! - `fail_to_connect`: `X-Retry-Connect: no` forbids retrying a refused
+//!   connection.
+//! - `upstream_response_body_filter`: `X-Upper: 1` upper-cases the body.
+//! - `fail_to_proxy`: every error Ferry answers comes back as
+//!   `{"hooked_error":CODE}`.
+//! - `suppress_error_log`: `X-Quiet: 1` keeps the error out of the log;
+//!   `request_summary` says `hooked summary: URI`.
 //! - every hook appends its name to the context; `upstream_request_filter`
 //!   sends the list upstream as `X-Hooks`, `response_filter` sends it to
-//!   the client, and `logging` writes a line with the status and tries.
+//!   the client, and `logging` writes a line with the status, the tries,
+//!   the hooks, the upstream body bytes and the error.
 
 use ferry::bytes::Bytes;
-use ferry::pingora_error::Result;
+use ferry::pingora_core::protocols::Digest;
+use ferry::pingora_core::upstreams::peer::HttpPeer;
+use ferry::pingora_error::{Error, ErrorType, Result};
 use ferry::pingora_http::{RequestHeader, ResponseHeader};
-use ferry::{async_trait, PeerChoice, ProxyHttp, RetryDecision, Session};
+use ferry::{
+    async_trait, error_status, FailToProxy, Peer, PeerChoice, ProxyHttp, Request, RetryDecision,
+    Session,
+};
 
 struct Hooked;
 
+#[derive(Default)]
+struct Ctx {
+    hooks: Vec<String>,
+    upper: bool,
+    upstream_bytes: u64,
+}
+
+impl Ctx {
+    fn push(&mut self, hook: impl Into<String>) {
+        self.hooks.push(hook.into());
+    }
+}
+
+fn header<'a>(s: &'a Session, name: &str) -> Option<&'a str> {
+    s.req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+}
+
 #[async_trait]
 impl ProxyHttp for Hooked {
-    type CTX = Vec<&'static str>;
+    type CTX = Ctx;
 
-    fn new_ctx(&self) -> Self::CTX {
-        Vec::new()
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
     }
 
-    async fn request_filter(&self, s: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+    async fn early_request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        ctx.push("early_request_filter");
+        if let Some(path) = header(s, "x-rewrite").map(str::to_string) {
+            let uri = path
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "bad X-Rewrite"))?;
+            s.req_header_mut().set_uri(uri);
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.push("request_filter");
+        ctx.upper = header(s, "x-upper").is_some();
         let req = s.req_header();
         let key = req.headers.get("x-api-key").map(|v| v.as_bytes());
         if req.uri.path().starts_with("/api/") && key != Some(b"secret") {
@@ -33,17 +84,12 @@ impl ProxyHttp for Hooked {
                 .await?;
             return Ok(true);
         }
-        let sub = req
-            .headers
-            .get("x-sub")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        if let Some(group) = sub {
+        if let Some(group) = header(s, "x-sub").map(str::to_string) {
             let ask = RequestHeader::build("GET", b"/sub", None)?;
             let (status, body) = match s.subrequest(&group, ask, Bytes::new(), 1 << 16).await {
                 Ok(r) => (r.status, r.body),
                 Err(e) => match e.etype() {
-                    ferry::pingora_error::ErrorType::HTTPStatus(c) => (*c, Bytes::new()),
+                    ErrorType::HTTPStatus(c) => (*c, Bytes::new()),
                     _ => (500, Bytes::new()),
                 },
             };
@@ -54,30 +100,113 @@ impl ProxyHttp for Hooked {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, s: &mut Session, ctx: &mut Self::CTX) -> Result<PeerChoice> {
+    async fn request_body_filter(
+        &self,
+        _s: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.hooks.iter().any(|h| h == "request_body_filter") {
+            ctx.push("request_body_filter");
+        }
+        if let Some(piece) = body {
+            let text = String::from_utf8_lossy(piece);
+            if text.contains("forbidden") {
+                return Error::e_explain(ErrorType::HTTPStatus(403), "a forbidden body");
+            }
+            *piece = Bytes::from(text.replace("secret", "******"));
+        }
+        if end_of_stream {
+            ctx.push("request_body_filter(end)");
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, s: &mut Session, ctx: &mut Ctx) -> Result<PeerChoice> {
         ctx.push("upstream_peer");
-        Ok(match s.req_header().headers.get("x-group") {
-            Some(g) => PeerChoice::Group(String::from_utf8_lossy(g.as_bytes()).into_owned()),
+        if let Some(g) = header(s, "x-fallback") {
+            if !s.request().tries.is_empty() {
+                return Ok(PeerChoice::Group(g.to_string()));
+            }
+        }
+        if let Some(addr) = header(s, "x-peer") {
+            let addr = addr
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "bad X-Peer"))?;
+            return Ok(PeerChoice::Peer(Box::new(
+                Peer::new(addr).host("runtime.test"),
+            )));
+        }
+        Ok(match header(s, "x-group") {
+            Some(g) => PeerChoice::Group(g.to_string()),
             None => PeerChoice::Route,
         })
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _s: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        digest: Option<&Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let how = if reused { "reused" } else { "new" };
+        let timed = digest.is_some_and(|d| !d.timing_digest.is_empty());
+        ctx.push(format!(
+            "connected_to_upstream({how},fd={},timed={timed})",
+            fd > 0
+        ));
+        Ok(())
     }
 
     async fn upstream_request_filter(
         &self,
         _s: &mut Session,
         req: &mut RequestHeader,
-        ctx: &mut Self::CTX,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.push("upstream_request_filter");
-        req.insert_header("X-Hooks", ctx.join(","))?;
+        req.insert_header("X-Hooks", ctx.hooks.join(","))?;
         Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        s: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.push(format!("fail_to_connect(retry={})", e.retry()));
+        if header(s, "x-retry-connect") == Some("no") {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        _s: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        reused: bool,
+    ) -> Box<Error> {
+        ctx.push(format!(
+            "error_while_proxy(retry={},reused={reused})",
+            e.retry()
+        ));
+        e
     }
 
     async fn upstream_response_filter(
         &self,
         _s: &mut Session,
         _resp: &mut ResponseHeader,
-        ctx: &mut Self::CTX,
+        ctx: &mut Ctx,
     ) -> Result<RetryDecision> {
         ctx.push("upstream_response_filter");
         Ok(RetryDecision::Default)
@@ -87,22 +216,65 @@ impl ProxyHttp for Hooked {
         &self,
         _s: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Self::CTX,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.push("response_filter");
-        resp.insert_header("X-Hooks", ctx.join(","))?;
+        resp.insert_header("X-Hooks", ctx.hooks.join(","))?;
         Ok(())
     }
 
-    async fn logging(&self, s: &mut Session, ctx: &mut Self::CTX) {
+    fn upstream_response_body_filter(
+        &self,
+        _r: &Request,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.upstream_bytes += b.len() as u64;
+            if ctx.upper {
+                *b = Bytes::from(b.to_ascii_uppercase());
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, s: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        ctx.push("fail_to_proxy");
+        let code = error_status(e);
+        if code > 0 {
+            if let Ok(mut h) = ResponseHeader::build(code, None) {
+                let _ = h.insert_header("Content-Type", "application/json");
+                let body = format!("{{\"hooked_error\":{code}}}");
+                let _ = s.respond(h, Bytes::from(body)).await;
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: true,
+        }
+    }
+
+    fn suppress_error_log(&self, s: &Session, _ctx: &Ctx, _e: &Error) -> bool {
+        header(s, "x-quiet").is_some()
+    }
+
+    fn request_summary(&self, s: &Session, _ctx: &Ctx) -> String {
+        format!("hooked summary: {}", s.request().uri)
+    }
+
+    async fn logging(&self, s: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let r = s.request();
         let tries: Vec<&str> = r.tries.iter().map(|t| t.addr.as_str()).collect();
+        let error = e.map_or_else(|| "-".to_string(), |e| e.to_string());
         eprintln!(
-            "logging: uri={} status={} tries=[{}] hooks={}",
+            "logging: uri={} status={} tries=[{}] hooks={} upstream_bytes={} error={}",
             r.uri,
             r.status,
             tries.join(" "),
-            ctx.join(",")
+            ctx.hooks.join(","),
+            ctx.upstream_bytes,
+            error.replace('\n', " ")
         );
     }
 }
