@@ -195,6 +195,18 @@ impl Ferry {
         }
     }
 
+    /// The line `tests/src/bin/hooked.rs`'s `logging` wrote for `uri`
+    /// (waited for, bounded).
+    pub async fn logged(&self, uri: &str) -> String {
+        let needle = format!("logging: uri={uri} ");
+        crate::until("the logging hook's line", || self.log().contains(&needle)).await;
+        let log = self.log();
+        log.lines()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// The configuration file Ferry was started with.
     pub fn conf(&self) -> PathBuf {
         self.dir.join("ferry.yaml")

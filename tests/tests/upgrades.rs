@@ -83,17 +83,6 @@ async fn get_body(addr: SocketAddr, path: &str) -> (u16, String) {
     )
 }
 
-/// The `logging` hook's line for `uri`, once it was written.
-async fn logged(ferry: &Ferry, uri: &str) -> String {
-    let needle = format!("logging: uri={uri} ");
-    until("the logging hook's line", || ferry.log().contains(&needle)).await;
-    let log = ferry.log();
-    log.lines()
-        .find(|l| l.contains(&needle))
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[tokio::test]
 async fn an_upgrade_runs_every_hook_and_cannot_skip_request_filter() {
     let ws = ws_backend().await;
@@ -107,7 +96,7 @@ async fn an_upgrade_runs_every_hook_and_cannot_skip_request_filter() {
     let (head, _) = upgrade(ferry.addr, "/api/s.json", "").await;
     assert!(head.starts_with("http/1.1 401"), "{head}");
     assert_eq!(ws.hits(), 0, "an upgrade without the key went upstream");
-    let line = logged(&ferry, "/api/s.json").await;
+    let line = ferry.logged("/api/s.json").await;
     assert!(line.contains("status=401 tries=[]"), "{line}");
 
     // With the key: every hook, in order, then the tunnel.
@@ -128,7 +117,7 @@ async fn an_upgrade_runs_every_hook_and_cannot_skip_request_filter() {
     );
     assert!(seen.contains("connection: upgrade"), "{seen}");
     drop(s);
-    let line = logged(&ferry, "/api/chat").await;
+    let line = ferry.logged("/api/chat").await;
     assert!(
         line.contains(&format!("status=101 tries=[{}]", ws.addr)),
         "{line}"
@@ -210,7 +199,7 @@ async fn an_upgrade_that_fails_to_connect_goes_to_the_next_server_and_counts() {
     assert!(head.starts_with("http/1.1 101"), "{head}");
     echoes(&mut tunnel, b"after a retry").await;
     drop(tunnel);
-    let line = logged(&ferry, "/ws").await;
+    let line = ferry.logged("/ws").await;
     assert!(
         line.contains(&format!("status=101 tries=[{dead} {}]", live.addr)),
         "{line}"
@@ -227,7 +216,7 @@ async fn an_upgrade_that_fails_to_connect_goes_to_the_next_server_and_counts() {
         let uri = format!("/plain{i}");
         let (status, body) = get_body(ferry.addr, &uri).await;
         assert_eq!((status, body.as_str()), (200, "live"));
-        let line = logged(&ferry, &uri).await;
+        let line = ferry.logged(&uri).await;
         assert!(
             line.contains(&format!("tries=[{}]", live.addr)),
             "the failed server was tried again: {line}"

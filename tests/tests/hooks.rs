@@ -1,0 +1,256 @@
+//! Each of Pingora's hooks runs where docs/hooks.md says, through
+//! `tests/src/bin/hooked.rs` (a program that overrides all of them):
+//! before routing, on the request body (retries included), on each
+//! connection, on failed tries, on the upstream's body, on every error
+//! Ferry answers, in the error log, and in `logging` with the error. Also:
+//! run-time peers, and a fallback to another group once the route's
+//! group has no try left.
+
+use ferry_tests::backend::{Backend, Reply, Seen};
+use ferry_tests::client::{exchange, status_of};
+use ferry_tests::ferry::{free_port, Ferry};
+use ferry_tests::raw::{Raw, Step};
+use ferry_tests::yaml::group;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+fn echo_body() -> ferry_tests::backend::Handler {
+    Arc::new(|_, seen: &Seen| Reply::ok(seen.body.clone()))
+}
+
+fn dead() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+fn routes(groups: &str, proxy: &str) -> String {
+    format!(
+        "upstreams:\n{groups}routes:\n  - match: {{ path_prefix: /moved }}\n    return: {{ status: 200, body: moved }}\n  - upstream: app\n    proxy: {{ {proxy} }}\n"
+    )
+}
+
+/// A request with extra header lines and a body, read whole.
+async fn ask(ferry: &Ferry, method: &str, path: &str, headers: &str, body: &str) -> (u16, String, String) {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    );
+    let (bytes, _) = exchange(ferry.addr, &req).await;
+    let (head, body) = ferry_tests::client::split(&bytes);
+    (status_of(&bytes), head.to_ascii_lowercase(), String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `early_request_filter` runs before routing: the path it sets is the
+/// one routed.
+#[tokio::test]
+async fn early_request_filter_changes_what_is_routed() {
+    let backend = Backend::named("app").await;
+    let ferry = Ferry::start_hooked(&routes(&group("app", &[(backend.addr, "")]), "")).await;
+    let (status, _, body) = ask(&ferry, "GET", "/", "X-Rewrite: /moved\r\n", "").await;
+    assert_eq!((status, body.as_str()), (200, "moved"));
+    assert_eq!(backend.hits.load(Ordering::SeqCst), 0);
+    let line = ferry.logged("/moved").await;
+    assert!(line.contains("hooks=early_request_filter,request_filter"), "{line}");
+}
+
+/// `request_body_filter` sees each piece before it is buffered: the
+/// backend gets the filtered body, and so does the next server after a
+/// failed try (the replay is the filtered body). A body it refuses gets
+/// its status and reaches no server. Streamed bodies go through it too.
+#[tokio::test]
+async fn request_body_filter_shapes_the_body_every_try_sends() {
+    let backend = Backend::start(echo_body()).await;
+    let servers = group("app", &[(dead(), ""), (backend.addr, "")]);
+    let ferry = Ferry::start_hooked(&routes(&servers, "")).await;
+    let (status, head, body) = ask(&ferry, "PUT", "/", "", "my secret is safe").await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body, "my ****** is safe", "the second server got the filtered body");
+    assert!(head.contains("request_body_filter,request_body_filter(end),upstream_peer"), "{head}");
+    assert_eq!(backend.hits.load(Ordering::SeqCst), 1);
+
+    let (status, _, body) = ask(&ferry, "PUT", "/", "", "a forbidden word").await;
+    assert_eq!((status, body.as_str()), (403, "{\"hooked_error\":403}"));
+    assert_eq!(backend.hits.load(Ordering::SeqCst), 1, "a refused body reaches no server");
+
+    let streamed = Ferry::start_hooked(&routes(
+        &group("app", &[(backend.addr, "")]),
+        "request_buffering: false",
+    ))
+    .await;
+    let (status, _, body) = ask(&streamed, "PUT", "/", "", "no secret here").await;
+    assert_eq!((status, body.as_str()), (200, "no ****** here"));
+}
+
+/// `connected_to_upstream` runs on every try once it has a connection:
+/// new, then taken from the keepalive pool, with the socket and timing.
+#[tokio::test]
+async fn connected_to_upstream_sees_new_and_reused_connections() {
+    let backend = Backend::named("app").await;
+    let ferry = Ferry::start_hooked(&routes(&group("app", &[(backend.addr, "")]), "")).await;
+    let http = ferry_tests::client::http();
+    let hooks = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-hooks")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = http.get(ferry.url("/")).send().await.unwrap();
+    assert!(hooks(&first).contains("connected_to_upstream(new,fd=true,timed=true)"), "{}", hooks(&first));
+    let _ = first.bytes().await;
+    let second = http.get(ferry.url("/")).send().await.unwrap();
+    assert!(hooks(&second).contains("connected_to_upstream(reused,fd=true,timed=true)"), "{}", hooks(&second));
+    assert_eq!(backend.conns.load(Ordering::SeqCst), 1);
+}
+
+/// `fail_to_connect` runs for a refused connection with the rules'
+/// verdict in its retry flag, and its own word decides: `no` leaves the
+/// request with 502 where the rules would have gone to the next server.
+#[tokio::test]
+async fn fail_to_connect_decides_whether_a_refused_try_is_retried() {
+    let backend = Backend::named("app").await;
+    let ferry = Ferry::start_hooked(&routes(
+        // The dead server first on every request: the live one is its backup.
+        &group("app", &[(dead(), "max_fails: 0"), (backend.addr, "backup: true")]),
+        "",
+    ))
+    .await;
+    let (status, head, _) = ask(&ferry, "GET", "/retried", "", "").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("fail_to_connect(retry=true),upstream_peer"), "{head}");
+
+    let (status, _, body) = ask(&ferry, "GET", "/kept", "X-Retry-Connect: no\r\n", "").await;
+    assert_eq!((status, body.as_str()), (502, "{\"hooked_error\":502}"));
+    let line = ferry.logged("/kept").await;
+    assert!(line.contains("fail_to_connect(retry=true)"), "{line}");
+    assert_eq!(line.matches("upstream_peer").count(), 1, "no second try: {line}");
+}
+
+/// `error_while_proxy` runs for a try that failed after connecting (the
+/// server closed without answering), and the retry goes on.
+#[tokio::test]
+async fn error_while_proxy_sees_a_failure_after_connecting() {
+    let closes = Raw::always(vec![Step::Close]).await;
+    let backend = Backend::named("app").await;
+    let ferry = Ferry::start_hooked(&routes(
+        &group("app", &[(closes.addr, ""), (backend.addr, "")]),
+        "",
+    ))
+    .await;
+    let (status, head, _) = ask(&ferry, "GET", "/", "", "").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("error_while_proxy(retry=true,reused=false)"), "{head}");
+}
+
+/// `upstream_response_body_filter` sees the upstream's body before the
+/// pipe: what it changes is what the client gets; it counts the bytes.
+#[tokio::test]
+async fn upstream_response_body_filter_sees_the_body_before_the_pipe() {
+    let backend = Backend::named("quiet words").await;
+    let ferry = Ferry::start_hooked(&routes(&group("app", &[(backend.addr, "")]), "")).await;
+    let (status, _, body) = ask(&ferry, "GET", "/loud", "X-Upper: 1\r\n", "").await;
+    assert_eq!((status, body.as_str()), (200, "QUIET WORDS"));
+    let line = ferry.logged("/loud").await;
+    assert!(line.contains("upstream_bytes=11"), "{line}");
+}
+
+/// `fail_to_proxy` is the answer for every error Ferry makes: no route
+/// (404), a body over `client_max_body_size` (413), every try failed
+/// (502), a request refused before routing (400).
+#[tokio::test]
+async fn fail_to_proxy_answers_every_error_ferry_makes() {
+    let ferry = Ferry::start_hooked(&format!(
+        "upstreams:\n{}routes:\n  - match: {{ path_prefix: /app }}\n    upstream: app\n    proxy: {{ client_max_body_size: 4 }}\n",
+        group("app", &[(dead(), "")])
+    ))
+    .await;
+    for (method, path, body, status) in [
+        ("GET", "/nowhere", "", 404),
+        ("PUT", "/app", "too large", 413),
+        ("GET", "/app", "", 502),
+    ] {
+        let (got, _, text) = ask(&ferry, method, path, "", body).await;
+        assert_eq!(got, status, "{method} {path}");
+        assert_eq!(text, format!("{{\"hooked_error\":{status}}}"), "{method} {path}");
+    }
+    let (bytes, _) = exchange(ferry.addr, "GET /x HTTP/1.1\r\n\r\n").await;
+    assert_eq!(status_of(&bytes), 400, "no Host");
+    assert!(String::from_utf8_lossy(&bytes).ends_with("{\"hooked_error\":400}"));
+    let line = ferry.logged("/app").await;
+    assert!(line.contains("fail_to_proxy"), "{line}");
+}
+
+/// Errors are logged with the program's `request_summary`, unless
+/// `suppress_error_log` says not to; `logging` gets the error either way,
+/// and none for a request that went well.
+#[tokio::test]
+async fn error_log_and_logging_see_the_error() {
+    let backend = Backend::named("app").await;
+    let ferry = Ferry::start_hooked(&format!(
+        "upstreams:\n{}{}routes:\n  - match: {{ path_prefix: /down }}\n    upstream: down\n  - upstream: app\n",
+        group("app", &[(backend.addr, "")]),
+        group("down", &[(dead(), "")])
+    ))
+    .await;
+    let (status, _, _) = ask(&ferry, "GET", "/down/loud", "", "").await;
+    assert_eq!(status, 502);
+    let (status, _, _) = ask(&ferry, "GET", "/down/quiet", "X-Quiet: 1\r\n", "").await;
+    assert_eq!(status, 502);
+    let (status, _, _) = ask(&ferry, "GET", "/fine", "", "").await;
+    assert_eq!(status, 200);
+    let loud = ferry.logged("/down/loud").await;
+    assert!(loud.contains("error=") && loud.contains("tries failed"), "{loud}");
+    assert!(ferry.logged("/down/quiet").await.contains("tries failed"));
+    assert!(ferry.logged("/fine").await.ends_with("error=-"));
+    let log = ferry.log();
+    assert!(log.contains("hooked summary: /down/loud"), "{log}");
+    assert!(!log.contains("hooked summary: /down/quiet"), "{log}");
+}
+
+/// `upstream_peer` may return a server that is not in the YAML: it is
+/// served through the same loop (its `Host`, the try recorded, the
+/// keepalive pool).
+#[tokio::test]
+async fn a_run_time_peer_is_served_like_a_configured_one() {
+    let configured = Backend::named("configured").await;
+    let runtime = Backend::start(Arc::new(|_, seen: &Seen| {
+        let host = seen.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+        Reply::ok(format!("runtime, Host: {host}"))
+    }))
+    .await;
+    let ferry = Ferry::start_hooked(&routes(&group("app", &[(configured.addr, "")]), "")).await;
+    let http = ferry_tests::client::http();
+    for _ in 0..2 {
+        let r = http
+            .get(ferry.url("/tenant"))
+            .header("X-Peer", runtime.addr.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "runtime, Host: runtime.test");
+    }
+    assert_eq!(runtime.conns.load(Ordering::SeqCst), 1, "pooled between requests");
+    assert_eq!(configured.hits.load(Ordering::SeqCst), 0);
+    let line = ferry.logged("/tenant").await;
+    assert!(line.contains(&format!("tries=[{}]", runtime.addr)), "{line}");
+
+    // A run-time peer that refuses: one try (no retry on the same address), 502.
+    let (status, _, _) = ask(&ferry, "GET", "/gone", &format!("X-Peer: {}\r\n", dead()), "").await;
+    assert_eq!(status, 502);
+}
+
+/// The tries are the request's: when the route's one-server group fails,
+/// the program's fallback group gets the next try.
+#[tokio::test]
+async fn a_fallback_group_gets_the_try_a_one_server_group_has_not() {
+    let fallback = Backend::named("fallback").await;
+    let ferry = Ferry::start_hooked(&routes(
+        &format!("{}{}", group("app", &[(dead(), "")]), group("spare", &[(fallback.addr, "")])),
+        "",
+    ))
+    .await;
+    let (status, _, body) = ask(&ferry, "GET", "/", "X-Fallback: spare\r\n", "").await;
+    assert_eq!((status, body.as_str()), (200, "fallback"));
+    let (status, _, _) = ask(&ferry, "GET", "/alone", "", "").await;
+    assert_eq!(status, 502, "without the fallback, one server is one try");
+}
