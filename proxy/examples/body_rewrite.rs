@@ -1,8 +1,9 @@
 //! A response-body filter that rewrites text while buffering is on:
 //! every `from` becomes `to` in text responses, streamed (a match split
 //! across two pieces is still found: the filter holds back the last
-//! `from.len() - 1` bytes of each piece). `Content-Length` is dropped
-//! because the length changes; the client gets a chunked body.
+//! `from.len() - 1` bytes of each piece). The length changes, so the
+//! response is reframed for the client with `Session::body_length_changes`:
+//! chunked for HTTP/1.1, ended by the close for HTTP/1.0, HTTP/2 frames.
 //!
 //! ```sh
 //! cargo run -p ferry --example body_rewrite -- -c proxy/examples/body_rewrite.yaml
@@ -62,7 +63,7 @@ impl ProxyHttp for Rewrite {
 
     async fn response_filter(
         &self,
-        _: &mut Session,
+        s: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> ferry::pingora_error::Result<()> {
@@ -71,8 +72,7 @@ impl ProxyHttp for Rewrite {
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"text/"));
         if ctx.active {
-            resp.remove_header("content-length");
-            resp.insert_header("Transfer-Encoding", "chunked")?;
+            s.body_length_changes(resp)?;
         }
         Ok(())
     }
@@ -102,11 +102,11 @@ fn main() {
     std::process::exit(ferry::run_with_settings(
         Some("rewrite"),
         "proxy/examples/body_rewrite.yaml",
-        |s: Option<Settings>| {
-            Rewrite(s.unwrap_or(Settings {
+        |s: Option<Settings>, _| {
+            Ok(Rewrite(s.unwrap_or(Settings {
                 from: "Hello".into(),
                 to: "Howdy".into(),
-            }))
+            })))
         },
     ));
 }

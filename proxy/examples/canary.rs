@@ -49,15 +49,21 @@ impl ProxyHttp for Canary {
 }
 
 fn main() {
-    std::process::exit(ferry::run_with_settings(
-        Some("canary"),
-        "proxy/examples/canary.yaml",
-        |s: Option<Settings>| {
-            Canary(s.unwrap_or(Settings {
+    // The program's own command line: `canary --help` and `canary -V` say
+    // so, beside Ferry's flags.
+    let code = ferry::Program::new("canary")
+        .version("1.0.0")
+        .about("Header-based canary routing on Ferry")
+        .default_conf("proxy/examples/canary.yaml")
+        .settings("canary")
+        .run(|mut start: ferry::Start<Settings>| {
+            let s = start.settings.take().unwrap_or(Settings {
                 header: "X-Canary".into(),
                 value: "always".into(),
                 group: "canary".into(),
-            }))
-        },
-    ));
+            });
+            start.require_group(&s.group, "canary.group")?;
+            Ok(Canary(s))
+        });
+    std::process::exit(code);
 }

@@ -8,15 +8,10 @@
 
 use clap::Parser;
 
+// Ferry's own flags, added to every program's command line; the program
+// gives the name, version and description (`crate::Program`). (Not a doc
+// comment: clap would take it for the description.)
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "ferry",
-    version,
-    about = "A reverse proxy with nginx's upstream semantics, on Pingora",
-    after_help = "Signals: SIGHUP reloads the configuration, SIGTERM drains gracefully, SIGINT \
-                  stops fast, SIGQUIT hands the listening sockets to a new process started \
-                  with --upgrade."
-)]
 pub struct Args {
     /// The configuration file [default: the program's; /etc/ferry/ferry.yaml for ferry].
     #[arg(short = 'c', long = "conf", value_name = "FILE")]
@@ -39,6 +34,11 @@ pub struct Args {
     #[arg(short = 's', long = "signal", value_name = "SIGNAL", value_parser = ["reload"])]
     pub signal: Option<String>,
 }
+
+/// What `--help` says of signals, for Ferry and for every program built on it.
+pub(crate) const SIGNALS: &str = "Signals: SIGHUP reloads the configuration, SIGTERM drains \
+    gracefully, SIGINT stops fast, SIGQUIT hands the listening sockets to a new process \
+    started with --upgrade.";
 
 /// `-s SIGNAL`: send it to the process in `pid_file`; the exit status.
 pub(crate) fn send_signal(signal: &str, pid_file: &str) -> i32 {

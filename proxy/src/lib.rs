@@ -32,6 +32,7 @@ pub(crate) mod hooks;
 pub(crate) mod live;
 pub(crate) mod metrics;
 pub(crate) mod preflight;
+pub(crate) mod program;
 pub(crate) mod reload;
 pub(crate) mod request;
 pub(crate) mod response;
@@ -72,6 +73,7 @@ pub use hooks::peer_choice::{Peer, PeerChoice};
 pub use hooks::proxy_trait::{error_status, DefaultProxy, FailToProxy, ProxyHttp, RetryDecision};
 pub use hooks::session::Session;
 pub use request::record::{Request, Try, TryOutcome};
+pub use program::{Program, Start};
 pub use server::{main, run, run_with_settings, DEFAULT_CONF};
 pub use upstream::subrequest::SubResponse;
 

@@ -13,8 +13,8 @@ use crate::hooks::proxy_trait::ProxyHttp;
 use crate::live::{Live, Loader};
 use crate::request::http_app::FerryHttp;
 use crate::runtime::{Answers, Runtime};
-use clap::Parser;
-use ferry_conf::Config;
+use crate::program::{Program, Start};
+use ferry_conf::{Config, Problem};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::listeners::tls::TlsSettings;
@@ -30,15 +30,21 @@ use std::sync::Arc;
 /// Where the `ferry` binary looks for its configuration.
 pub const DEFAULT_CONF: &str = "/etc/ferry/ferry.yaml";
 
-/// Run the `ferry` binary's way: [`run`] with [`DEFAULT_CONF`].
+/// Run the `ferry` binary's way: [`run`] with [`DEFAULT_CONF`], named
+/// `ferry`.
 pub fn main<P: ProxyHttp>(app: P) -> i32 {
-    run(app, DEFAULT_CONF)
+    Program::new("ferry")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("A reverse proxy with nginx's upstream semantics, on Pingora")
+        .run::<serde::de::IgnoredAny, P>(|_| Ok(app))
 }
 
 /// Run a program built on Ferry: the `ferry` command line (`-c FILE`, `-t`,
-/// `--upgrade`, `--daemon`) with `default_conf` when `-c` is absent, the
-/// YAML of docs/config.md, Pingora's signals and graceful upgrade. Returns the
-/// exit status for `-t` and for errors; serving never returns.
+/// `-s reload`, `--upgrade`, `--daemon`) with `default_conf` when `-c` is
+/// absent, the YAML of docs/config.md, Pingora's signals and graceful
+/// upgrade. Returns the exit status for `-t` and for errors; serving
+/// returns only when Ferry stops. For the program's own name, version and
+/// flags, use [`Program`].
 ///
 /// ```no_run
 /// struct MyProxy;
@@ -49,56 +55,62 @@ pub fn main<P: ProxyHttp>(app: P) -> i32 {
 /// std::process::exit(ferry::run(MyProxy, "ferry.yaml"));
 /// ```
 pub fn run<P: ProxyHttp>(app: P, default_conf: &str) -> i32 {
-    run_with_settings::<serde::de::IgnoredAny, P>(None, default_conf, |_| app)
+    run_with_settings::<serde::de::IgnoredAny, P>(None, default_conf, |_, _| Ok(app))
 }
 
 /// Like [`run`], for a program with its own settings under the top-level
-/// `key` of the same YAML (a program's own settings): they are deserialized into
-/// `S` (errors say `FILE:LINE:COLUMN`, and `-t` checks them too) and handed
-/// to `make`, which builds the proxy (`None` when the key is absent).
+/// `key` of the same YAML: they are deserialized into `S` (errors say
+/// `FILE:LINE:COLUMN`) and handed to `make` with the loaded configuration;
+/// `make` builds the proxy or refuses with a [`Problem`] (a path in the
+/// YAML and a message), under `-t` too.
+///
+/// ```no_run
+/// use ferry::conf::Problem;
+/// #[derive(serde::Deserialize)]
+/// struct Settings { group: String }
+/// struct MyProxy(String);
+/// impl ferry::ProxyHttp for MyProxy {
+///     type CTX = ();
+///     fn new_ctx(&self) {}
+/// }
+/// std::process::exit(ferry::run_with_settings(Some("mine"), "ferry.yaml", |s: Option<Settings>, config| {
+///     let s = s.ok_or_else(|| Problem::at_key("", "the mine: section is required"))?;
+///     if config.upstream(&s.group).is_none() {
+///         return Err(Problem::at_value("mine.group", format!("unknown upstream `{}`", s.group)));
+///     }
+///     Ok(MyProxy(s.group))
+/// }));
+/// ```
 pub fn run_with_settings<S, P>(
     key: Option<&str>,
     default_conf: &str,
-    make: impl FnOnce(Option<S>) -> P,
+    make: impl FnOnce(Option<S>, &Config) -> Result<P, Problem>,
 ) -> i32
 where
     S: serde::de::DeserializeOwned,
     P: ProxyHttp,
 {
-    let args = Args::parse();
-    init_logging();
-    let path = args
-        .conf
-        .clone()
-        .unwrap_or_else(|| default_conf.to_string());
-    let key = key.map(str::to_string);
-    let loaded =
-        ferry_conf::load_file_with::<S>(Path::new(&path), key.as_deref()).and_then(|(mut c, s)| {
-            crate::preflight::check(&mut c)?;
-            Ok((c, s))
-        });
-    let (config, settings) = match loaded {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return 1;
-        }
-    };
-    if args.test {
-        println!("ok");
-        return 0;
+    let mut program = Program::new(program_name())
+        .version(env!("CARGO_PKG_VERSION"))
+        .default_conf(default_conf);
+    if let Some(key) = key {
+        program = program.settings(key);
     }
-    if let Some(signal) = &args.signal {
-        return crate::cli::send_signal(signal, &crate::preflight::server_conf(&config).pid_file);
-    }
-    // A reload reads the file the same way, the program's settings
-    // included (checked; the program keeps the ones it started with).
-    let load: Loader = Box::new(move |path: &Path| {
-        let (mut c, _) = ferry_conf::load_file_with::<S>(path, key.as_deref())?;
-        crate::preflight::check(&mut c)?;
-        Ok(c)
-    });
-    start_server(make(settings), config, load, &args, PathBuf::from(path))
+    program.run(|start: Start<'_, S>| make(start.settings, start.config))
+}
+
+/// The name the program was run as (its `--help` says it).
+fn program_name() -> &'static str {
+    let name = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "ferry".to_string());
+    // Once per process, for clap's `&'static str`.
+    Box::leak(name.into_boxed_str())
 }
 
 /// Add `listen:` entries to a service: plain TCP, or TLS with HTTP/2.
@@ -127,7 +139,7 @@ fn add_listeners<A>(service: &mut Service<A>, listen: &[&ferry_conf::Listen]) ->
     Ok(())
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
     // A second init (a program that set up its own logger) is fine.
     let _ = env_logger::Builder::from_env(env)
@@ -135,7 +147,7 @@ fn init_logging() {
         .try_init();
 }
 
-fn start_server<P: ProxyHttp>(
+pub(crate) fn start_server<P: ProxyHttp>(
     app: P,
     config: Config,
     load: Loader,

@@ -360,16 +360,26 @@ pub fn check(yaml: &str) -> (i32, String, String) {
     )
 }
 
-/// Run the `ferry` binary with `args` (as an operator would, beside the
-/// running one): (exit code, stdout, stderr).
-pub fn command(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary())
+/// Run example program `name` (from `proxy/examples/`) with `args`:
+/// (exit code, stdout, stderr).
+pub fn example_command(name: &str, args: &[&str]) -> (i32, String, String) {
+    run_program(&binary().with_file_name("examples").join(name), args)
+}
+
+fn run_program(program: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(program)
         .args(args)
         .output()
-        .expect("run ferry");
+        .expect("run the program");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Run the `ferry` binary with `args` (as an operator would, beside the
+/// running one): (exit code, stdout, stderr).
+pub fn command(args: &[&str]) -> (i32, String, String) {
+    run_program(&binary(), args)
 }

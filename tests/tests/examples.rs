@@ -51,30 +51,16 @@ async fn canary_header_picks_the_canary_group() {
 
 #[tokio::test]
 async fn example_settings_errors_have_positions() {
-    let (code, _, err) = {
-        let dir = ferry_tests::ferry::fresh_dir();
-        let conf = dir.join("c.yaml");
-        std::fs::write(
-            &conf,
-            "listen: [127.0.0.1:1]\ncanary:\n  header: X\n  valu: y\n",
-        )
-        .unwrap();
-        let exe = ferry_tests::ferry::binary()
-            .with_file_name("examples")
-            .join("canary");
-        let out = std::process::Command::new(exe)
-            .arg("-t")
-            .arg("-c")
-            .arg(&conf)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            out.stdout,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    assert_eq!(code, Some(1));
+    let dir = ferry_tests::ferry::fresh_dir();
+    let conf = dir.join("c.yaml");
+    std::fs::write(
+        &conf,
+        "listen: [127.0.0.1:1]\ncanary:\n  header: X\n  valu: y\n",
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let (code, _, err) = ferry_tests::ferry::example_command("canary", &["-t", "-c", &conf]);
+    assert_eq!(code, 1);
     assert!(
         err.contains("c.yaml:4:3: canary: unknown field `valu`"),
         "{err}"
@@ -174,6 +160,21 @@ async fn body_rewrite_streams_through_the_event_pipe() {
     assert_eq!(got.len(), want.len());
     assert!(got == want, "rewritten body differs");
     assert_eq!(text(&http, ferry.url("/bin")).await, "Hello binary");
+
+    // The body-length helper frames the changed body for each client:
+    // chunked for HTTP/1.1, ended by the close for HTTP/1.0 (which cannot
+    // read chunked).
+    for (version, chunked) in [("1.1", true), ("1.0", false)] {
+        let req = format!("GET / HTTP/{version}\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let (bytes, closed) = ferry_tests::client::exchange(ferry.addr, &req).await;
+        let (head, raw) = ferry_tests::client::split(&bytes);
+        assert!(closed, "HTTP/{version}");
+        assert!(!head.contains("content-length"), "HTTP/{version}: {head}");
+        assert_eq!(head.contains("transfer-encoding: chunked"), chunked, "HTTP/{version}: {head}");
+        if !chunked {
+            assert!(raw == want.as_bytes(), "HTTP/1.0 gets the bytes as they are");
+        }
+    }
 }
 
 #[tokio::test]

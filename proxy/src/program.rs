@@ -1,0 +1,199 @@
+//! A program built on Ferry: its own command line (name, version,
+//! description, flags beside Ferry's `-c`, `-t`, `-s reload`, `--upgrade`,
+//! `--daemon`), its own settings in the YAML, and its start: `make` gets
+//! the settings, the loaded configuration and the command line, may refuse
+//! with a `FILE:LINE:COLUMN` problem, and runs under `-t` too.
+//!
+//! nginx counterpart: a module's `init_module` / `postconfiguration`,
+//! where a module checks its directives against the whole configuration
+//! before anything serves.
+
+use crate::cli::Args;
+use crate::hooks::proxy_trait::ProxyHttp;
+use clap::{Args as _, FromArgMatches};
+use ferry_conf::{Config, Problem};
+use std::cell::RefCell;
+use std::path::Path;
+
+/// A program's command line and configuration, before it starts.
+///
+/// ```no_run
+/// use ferry::{Program, ProxyHttp, Start};
+/// use ferry::conf::Problem;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Settings { group: String }
+///
+/// struct Gateway { group: String, verbose: bool }
+/// impl ProxyHttp for Gateway {
+///     type CTX = ();
+///     fn new_ctx(&self) {}
+/// }
+///
+/// fn main() {
+///     let code = Program::new("gateway")
+///         .version("1.2.0")
+///         .about("Our API gateway")
+///         .default_conf("/etc/gateway.yaml")
+///         .settings("gateway")
+///         .arg(clap::Arg::new("verbose").long("verbose").action(clap::ArgAction::SetTrue))
+///         .run(|mut start: Start<Settings>| {
+///             let settings = start.settings.take().ok_or_else(|| {
+///                 Problem::at_key("", "the gateway: section is required")
+///             })?;
+///             start.require_group(&settings.group, "gateway.group")?;
+///             Ok(Gateway { group: settings.group, verbose: start.matches.get_flag("verbose") })
+///         });
+///     std::process::exit(code);
+/// }
+/// ```
+pub struct Program {
+    command: clap::Command,
+    default_conf: String,
+    settings: Option<String>,
+}
+
+/// What `make` is handed to build the program's proxy.
+pub struct Start<'a, S> {
+    /// The program's own settings (the YAML key given to
+    /// [`Program::settings`]), `None` when the key is absent.
+    pub settings: Option<S>,
+    /// The loaded configuration, checked.
+    pub config: &'a Config,
+    /// The whole command line, the program's own flags included.
+    pub matches: &'a clap::ArgMatches,
+    required: &'a RefCell<Vec<String>>,
+}
+
+impl<S> Start<'_, S> {
+    /// The program needs upstream group `name` (a group it names in
+    /// `upstream_peer`): a problem at `path` (the setting that names it)
+    /// when the YAML has no such group. A reload that removes it is
+    /// refused too.
+    pub fn require_group(&self, name: &str, path: &str) -> Result<(), Problem> {
+        self.required.borrow_mut().push(name.to_string());
+        match self.config.upstream(name) {
+            Some(_) => Ok(()),
+            None => Err(missing_group(name, path)),
+        }
+    }
+}
+
+fn missing_group(name: &str, path: &str) -> Problem {
+    Problem::at_value(path, format!("unknown upstream `{name}`: the program sends requests to it"))
+}
+
+impl Program {
+    /// A program named `name` (its `--help` and `--version` say so).
+    pub fn new(name: &'static str) -> Program {
+        Program {
+            command: clap::Command::new(name),
+            default_conf: crate::server::DEFAULT_CONF.to_string(),
+            settings: None,
+        }
+    }
+
+    /// What `--version` prints.
+    pub fn version(mut self, version: &'static str) -> Program {
+        self.command = self.command.version(version);
+        self
+    }
+
+    /// The description `--help` starts with.
+    pub fn about(mut self, about: &'static str) -> Program {
+        self.command = self.command.about(about);
+        self
+    }
+
+    /// The configuration file when `-c` is not given.
+    pub fn default_conf(mut self, path: &str) -> Program {
+        self.default_conf = path.to_string();
+        self
+    }
+
+    /// The top-level YAML key of the program's own settings.
+    pub fn settings(mut self, key: &str) -> Program {
+        self.settings = Some(key.to_string());
+        self
+    }
+
+    /// One of the program's own flags, beside Ferry's; read it from
+    /// [`Start::matches`].
+    pub fn arg(mut self, arg: impl Into<clap::Arg>) -> Program {
+        self.command = self.command.arg(arg);
+        self
+    }
+
+    /// Parse the command line, load and check the configuration, build the
+    /// proxy with `make` (under `-t` and `-s reload` as well), and serve.
+    /// Returns the exit status for `-t`, `-s` and errors; serving returns
+    /// only when Ferry stops.
+    pub fn run<S, P>(self, make: impl FnOnce(Start<'_, S>) -> Result<P, Problem>) -> i32
+    where
+        S: serde::de::DeserializeOwned,
+        P: ProxyHttp,
+    {
+        let command = Args::augment_args(self.command).after_help(crate::cli::SIGNALS);
+        let matches = command.get_matches();
+        let args = match Args::from_arg_matches(&matches) {
+            Ok(a) => a,
+            Err(e) => e.exit(),
+        };
+        crate::server::init_logging();
+        let path = args.conf.clone().unwrap_or(self.default_conf);
+        let key = self.settings;
+        let loaded = ferry_conf::load_file_with::<S>(Path::new(&path), key.as_deref())
+            .and_then(|(mut c, s)| {
+                crate::preflight::check(&mut c)?;
+                Ok((c, s))
+            });
+        let (config, settings) = match loaded {
+            Ok(c) => c,
+            Err(errors) => {
+                eprintln!("{errors}");
+                return 1;
+            }
+        };
+        let required = RefCell::new(Vec::new());
+        let start = Start {
+            settings,
+            config: &config,
+            matches: &matches,
+            required: &required,
+        };
+        let app = match make(start) {
+            Ok(app) => app,
+            Err(problem) => {
+                eprintln!("{}", config.locate(vec![problem]));
+                return 1;
+            }
+        };
+        let required = required.into_inner();
+        if args.test {
+            println!("ok");
+            return 0;
+        }
+        if let Some(signal) = &args.signal {
+            let pid_file = crate::preflight::server_conf(&config).pid_file;
+            return crate::cli::send_signal(signal, &pid_file);
+        }
+        // A reload reads the file the same way: the program's settings are
+        // checked (the program keeps the ones it started with), and the
+        // groups it needs must still be there.
+        let load: crate::live::Loader = Box::new(move |path: &Path| {
+            let (mut c, _) = ferry_conf::load_file_with::<S>(path, key.as_deref())?;
+            crate::preflight::check(&mut c)?;
+            let gone: Vec<Problem> = required
+                .iter()
+                .filter(|g| c.upstream(g).is_none())
+                .map(|g| missing_group(g, "upstreams"))
+                .collect();
+            if gone.is_empty() {
+                Ok(c)
+            } else {
+                Err(c.locate(gone))
+            }
+        });
+        crate::server::start_server(app, config, load, &args, path.into())
+    }
+}
