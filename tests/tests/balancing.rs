@@ -1,4 +1,4 @@
-//! Issue 5: every balancer with real backends that say who answered:
+//! Every balancer with real backends that say who answered:
 //! least_conn and random two with a held request, hash stickiness and
 //! ketama's minimal movement, ip_hash over /24 client addresses, max_conns
 //! with a backup, active health checks taking a server out and back.

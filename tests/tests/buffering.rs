@@ -1,4 +1,4 @@
-//! Issue 4: the event pipe over real sockets. A slow client does not hold
+//! The event pipe over real sockets. A slow client does not hold
 //! the backend with buffering on, and does with `max_temp_file_size: 0`,
 //! `buffering: false` or `X-Accel-Buffering: no`; bodies arrive byte-exact
 //! through memory and temp file; aborts and upstream errors free the

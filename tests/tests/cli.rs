@@ -1,4 +1,4 @@
-//! Issue 2: the `ferry` command line: `-t` pinpoints errors with
+//! The `ferry` command line: `-t` pinpoints errors with
 //! `FILE:LINE:COLUMN`, `--help`, `--version`, and the signals.
 
 use ferry_tests::backend::Backend;

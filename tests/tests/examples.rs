@@ -1,4 +1,4 @@
-//! Issue 6: the example programs in `proxy/examples/`, each run as a real
+//! The example programs in `proxy/examples/`, each run as a real
 //! binary with its YAML against real backends.
 
 use ferry_tests::backend::{Backend, Reply, Seen};
@@ -200,4 +200,96 @@ async fn a_hook_forces_a_retry_on_an_upstream_header() {
         draining.hits() >= 1,
         "the draining server was asked and passed over"
     );
+}
+
+/// body_gate: a JSON body that sets a forbidden field gets 403 and reaches
+/// no server; a clean one arrives byte for byte, also on a retry after
+/// the first server closed without answering.
+#[tokio::test]
+async fn body_gate_refuses_a_forbidden_field_and_keeps_clean_bodies_whole() {
+    use ferry_tests::raw::{Raw, Step};
+    let closes = Raw::always(vec![Step::Close]).await;
+    let echo = Backend::start(Arc::new(|_, seen: &Seen| Reply::ok(seen.body.clone()))).await;
+    let ferry = Ferry::start_example(
+        "body_gate",
+        &format!(
+            "body_gate: {{ forbidden: [admin] }}\nupstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }}, {{ addr: \"{}\", backup: true }} ]\nroutes:\n  - upstream: app\n    proxy: {{ next_upstream: [error, timeout, non_idempotent] }}\n",
+            closes.addr, echo.addr
+        ),
+    )
+    .await;
+    let http = client();
+    let clean = format!("{{\"name\": \"{}\", \"tags\": [1, 2, 3]}}", "x".repeat(40_000));
+    let r = http
+        .post(ferry.url("/users"))
+        .header("Content-Type", "application/json")
+        .body(clean.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap() == clean, "the body arrived whole");
+    assert_eq!(closes.hits(), 1, "the first server was tried");
+    assert_eq!(echo.last().body.len(), clean.len());
+
+    let r = http
+        .post(ferry.url("/users"))
+        .header("Content-Type", "application/json")
+        .body("{\"name\": \"x\", \"admin\": true}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!((closes.hits(), echo.hits.load(std::sync::atomic::Ordering::SeqCst)), (1, 1));
+
+    let r = http.post(ferry.url("/users")).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+/// dynamic_routing: `upstream_peer` sends a tenant to the server its
+/// table names, a table the program changes at run time (behind its
+/// token); an unknown tenant follows the route.
+#[tokio::test]
+async fn dynamic_routing_follows_a_table_changed_at_run_time() {
+    let (shared, one, two) = (
+        Backend::named("shared").await,
+        Backend::named("one").await,
+        Backend::named("two").await,
+    );
+    let ferry = Ferry::start_example(
+        "dynamic_routing",
+        &format!(
+            "tenants: {{ token: t0ken }}\nupstreams:\n{}routes:\n  - upstream: shared\n",
+            group("shared", &[shared.addr])
+        ),
+    )
+    .await;
+    let http = client();
+    let as_acme = || async {
+        let r = http.get(ferry.url("/")).header("X-Tenant", "acme").send().await.unwrap();
+        r.text().await.unwrap()
+    };
+    let set = |addr: std::net::SocketAddr, token: &'static str| {
+        let req = http
+            .put(ferry.url("/_tenants/acme"))
+            .header("X-Server", addr.to_string())
+            .bearer_auth(token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(as_acme().await, "shared", "unknown tenant: the route");
+    assert_eq!(set(one.addr, "wrong").await, 401);
+    assert_eq!(as_acme().await, "shared");
+    assert_eq!(set(one.addr, "t0ken").await, 204);
+    assert_eq!(as_acme().await, "one");
+    assert_eq!(one.last().headers["host"], "acme.tenants");
+    assert_eq!(set(two.addr, "t0ken").await, 204);
+    assert_eq!(as_acme().await, "two");
+    let gone = http
+        .delete(ferry.url("/_tenants/acme"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    assert_eq!(as_acme().await, "shared");
 }

@@ -1,4 +1,4 @@
-//! Issue 2: the request's way as nginx does it: routing, return routes, the
+//! The request's way as nginx does it: routing, return routes, the
 //! upstream request and response headers, balancing order, keepalive, and
 //! the outcomes of misbehaving upstreams.
 

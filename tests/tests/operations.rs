@@ -1,4 +1,4 @@
-//! Issue 7: operating Ferry behind a load balancer: /healthz and draining,
+//! Operating Ferry behind a load balancer: /healthz and draining,
 //! graceful upgrade under load, Prometheus metrics, the JSON access log, the
 //! real client address behind trusted proxies, bad input.
 

@@ -1,4 +1,4 @@
-//! Issue 7: TLS to clients (HTTP/2 and HTTP/1.1 over TLS) and to upstreams
+//! TLS to clients (HTTP/2 and HTTP/1.1 over TLS) and to upstreams
 //! (SNI, verification on by default, a CA option), with self-signed
 //! certificates made in the test.
 
