@@ -1,4 +1,4 @@
-//! Nginx's retry rules with real misbehaving backends: conditions,
+//! nginx's retry rules with real misbehaving backends: conditions,
 //! non-idempotent methods, request-body replay, tries and time budget, the
 //! final answer, passive health (max_fails), backup and down servers.
 
