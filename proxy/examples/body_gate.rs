@@ -73,15 +73,27 @@ impl ProxyHttp for Gate {
         // Each piece goes on unchanged; a copy is kept to judge the whole.
         if let Some(piece) = body {
             if seen.body.len() + piece.len() > self.0.max_inspected {
-                return Error::e_explain(ErrorType::HTTPStatus(413), "a JSON body too large to inspect");
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "a JSON body too large to inspect",
+                );
             }
             seen.body.extend_from_slice(piece);
         }
         if end_of_stream && !seen.body.is_empty() {
-            let value: serde_json::Value = serde_json::from_slice(&seen.body)
-                .map_err(|e| Error::explain(ErrorType::HTTPStatus(400), format!("not JSON: {e}")))?;
-            if let Some(field) = self.0.forbidden.iter().find(|f| value.get(f.as_str()).is_some()) {
-                return Error::e_explain(ErrorType::HTTPStatus(403), format!("the body sets `{field}`"));
+            let value: serde_json::Value = serde_json::from_slice(&seen.body).map_err(|e| {
+                Error::explain(ErrorType::HTTPStatus(400), format!("not JSON: {e}"))
+            })?;
+            if let Some(field) = self
+                .0
+                .forbidden
+                .iter()
+                .find(|f| value.get(f.as_str()).is_some())
+            {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(403),
+                    format!("the body sets `{field}`"),
+                );
             }
         }
         Ok(())

@@ -40,14 +40,20 @@ struct Tenants {
 }
 
 async fn answer(s: &mut Session<'_>, status: u16, body: &str) -> Result<bool> {
-    s.respond(ResponseHeader::build(status, None)?, Bytes::from(body.to_string()))
-        .await?;
+    s.respond(
+        ResponseHeader::build(status, None)?,
+        Bytes::from(body.to_string()),
+    )
+    .await?;
     Ok(true)
 }
 
 impl Tenants {
     fn header<'a>(s: &'a Session, name: &str) -> Option<&'a str> {
-        s.req_header().headers.get(name).and_then(|v| v.to_str().ok())
+        s.req_header()
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
     }
 
     /// `PUT` / `DELETE /_tenants/NAME`: change the table.
@@ -58,13 +64,17 @@ impl Tenants {
         }
         let method = s.req_header().method.clone();
         if method == "DELETE" {
-            self.table.write().unwrap_or_else(|e| e.into_inner()).remove(&name);
+            self.table
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
             return answer(s, 204, "").await;
         }
         if method != "PUT" {
             return answer(s, 405, "PUT or DELETE\n").await;
         }
-        let Some(addr) = Self::header(s, "x-server").and_then(|v| v.parse::<SocketAddr>().ok()) else {
+        let Some(addr) = Self::header(s, "x-server").and_then(|v| v.parse::<SocketAddr>().ok())
+        else {
             return answer(s, 400, "X-Server: ip:port is required\n").await;
         };
         self.table
@@ -83,7 +93,9 @@ impl ProxyHttp for Tenants {
     async fn request_filter(&self, s: &mut Session, _: &mut ()) -> Result<bool> {
         let path = s.req_header().uri.path().to_string();
         match path.strip_prefix("/_tenants/") {
-            Some(name) if !name.is_empty() && !name.contains('/') => self.change(s, name.to_string()).await,
+            Some(name) if !name.is_empty() && !name.contains('/') => {
+                self.change(s, name.to_string()).await
+            }
             _ => Ok(false),
         }
     }
@@ -112,10 +124,16 @@ fn main() {
         .settings("tenants")
         .run(|mut start: ferry::Start<Settings>| {
             let s = start.settings.take().ok_or_else(|| {
-                ferry::conf::Problem::at_key("", "the tenants: section (with its token) is required")
+                ferry::conf::Problem::at_key(
+                    "",
+                    "the tenants: section (with its token) is required",
+                )
             })?;
             if s.token.is_empty() {
-                return Err(ferry::conf::Problem::at_value("tenants.token", "the token may not be empty"));
+                return Err(ferry::conf::Problem::at_value(
+                    "tenants.token",
+                    "the token may not be empty",
+                ));
             }
             Ok(Tenants {
                 token: s.token,

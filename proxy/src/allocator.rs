@@ -30,6 +30,7 @@ use libmimalloc_sys::{
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
 
+/// mimalloc as the global allocator: `#[global_allocator] static A: ferry::allocator::Mimalloc = ferry::allocator::Mimalloc;`
 pub struct Mimalloc;
 
 /// A plain size class of `size` bytes is aligned to `align`.

@@ -1,25 +1,73 @@
-//! Ferry: nginx's upstream semantics on Pingora, as a binary (`ferry -c
-//! ferry.yaml`) and as a framework (implement [`ProxyHttp`], call
-//! [`main`]).
+#![deny(missing_docs)]
+//! Ferry: a reverse proxy with nginx's upstream semantics, on Pingora. Run
+//! it as a binary (`ferry -c ferry.yaml`), or write a program: implement
+//! [`ProxyHttp`] (Pingora's hook names), and hand it to [`run`] or
+//! [`Program`]. Every hook you leave out does what the YAML says.
 //!
-//! A request's way, one folder per layer, read top to bottom:
+//! ```no_run
+//! use ferry::pingora_error::Result;
+//! use ferry::pingora_http::{RequestHeader, ResponseHeader};
+//! use ferry::{async_trait, ProxyHttp, Session};
 //!
-//! 1. `client/`: the connection before any request: the PROXY protocol
-//!    header, the whole-header deadline (`client_header_timeout`), the real
-//!    client address behind trusted proxies, refusals counted and logged.
-//! 2. `request/`: the request itself: the HTTP app that reads each request
-//!    header, the phases (`flow`: route, `request_filter`, `return`, the
-//!    client body, the upstream loop, the response, finalize), routing,
-//!    Ferry's own answers, and the record `logging` sees.
-//! 3. `upstream/`: nginx's upstream loop, one implementation for requests,
-//!    upgrades and subrequests (`tries`): peer, connect and keepalive, send,
-//!    read the header, the `next_upstream` rules.
-//! 4. `response/`: the client's response header, the body pipes (buffered
-//!    event pipe or unbuffered), and the tunnel after a `101`.
-//! 5. `hooks/`: the [`ProxyHttp`] trait and the [`Session`] a hook sees.
+//! /// An API gateway: a key on `/api/`, and a header upstream.
+//! struct Gateway;
 //!
-//! `server` starts it all from the command line; `runtime` is the
-//! configuration compiled for serving.
+//! #[async_trait]
+//! impl ProxyHttp for Gateway {
+//!     type CTX = ();
+//!     fn new_ctx(&self) {}
+//!
+//!     async fn request_filter(&self, s: &mut Session, _: &mut ()) -> Result<bool> {
+//!         let keyed = s.req_header().headers.get("x-api-key").is_some();
+//!         if s.req_header().uri.path().starts_with("/api/") && !keyed {
+//!             s.respond(ResponseHeader::build(401, None)?, "no key\n".into()).await?;
+//!             return Ok(true);
+//!         }
+//!         Ok(false)
+//!     }
+//!
+//!     async fn upstream_request_filter(
+//!         &self,
+//!         _s: &mut Session,
+//!         req: &mut RequestHeader,
+//!         _: &mut (),
+//!     ) -> Result<()> {
+//!         req.insert_header("X-Gateway", "ferry")?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() {
+//!     // `gateway -c gateway.yaml`, `-t`, `-s reload`, `--upgrade`, `--help`.
+//!     std::process::exit(ferry::run(Gateway, "gateway.yaml"));
+//! }
+//! ```
+//!
+//! What a program uses:
+//!
+//! - [`ProxyHttp`]: the hooks, in the order a request meets them (its page
+//!   has the table, and an example on each).
+//! - [`Session`]: what a hook sees and does: the client's header, Ferry's
+//!   [`Request`] record (route, [`Try`]s, status), [`Session::respond`],
+//!   [`Session::subrequest`], [`Session::body_length_changes`].
+//! - [`PeerChoice`] and [`Peer`]: where `upstream_peer` sends a try: the
+//!   route's group, another group, or a server chosen at run time.
+//! - [`RetryDecision`], [`FailToProxy`] and [`error_status`]: what
+//!   `upstream_response_filter` and `fail_to_proxy` answer.
+//! - [`run`], [`run_with_settings`], [`Program`] and [`Start`]: the
+//!   command line, the program's own settings in the YAML (`S`, with
+//!   `FILE:LINE:COLUMN` errors), and its start, checked by `-t`.
+//! - [`conf`]: the configuration types (`conf::Config`, `conf::Problem`).
+//!
+//! Inside, a request's way is one folder per layer, read top to bottom:
+//! `client/` (the connection before any request: PROXY protocol, the
+//! header deadline and bound, the real client address), `request/` (the
+//! phases in `flow.rs`: refuse, early filter, route, request filter,
+//! `return`, body, the upstream loop, response, finalize), `upstream/`
+//! (nginx's upstream loop, `tries.rs`, for requests, upgrades and
+//! subrequests), `response/` (header, body pipes, tunnel) and `hooks/`.
+//! `server.rs` starts it all; `runtime.rs` is the configuration compiled
+//! for serving, `live.rs` the pointer a reload swaps.
 
 pub(crate) mod access_log;
 pub(crate) mod admin;
@@ -72,8 +120,8 @@ pub mod fuzzing {
 pub use hooks::peer_choice::{Peer, PeerChoice};
 pub use hooks::proxy_trait::{error_status, DefaultProxy, FailToProxy, ProxyHttp, RetryDecision};
 pub use hooks::session::Session;
-pub use request::record::{Request, Try, TryOutcome};
 pub use program::{Program, Start};
+pub use request::record::{Request, Try, TryOutcome};
 pub use server::{main, run, run_with_settings, DEFAULT_CONF};
 pub use upstream::subrequest::SubResponse;
 

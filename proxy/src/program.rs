@@ -80,7 +80,10 @@ impl<S> Start<'_, S> {
 }
 
 fn missing_group(name: &str, path: &str) -> Problem {
-    Problem::at_value(path, format!("unknown upstream `{name}`: the program sends requests to it"))
+    Problem::at_value(
+        path,
+        format!("unknown upstream `{name}`: the program sends requests to it"),
+    )
 }
 
 impl Program {
@@ -142,11 +145,12 @@ impl Program {
         crate::server::init_logging();
         let path = args.conf.clone().unwrap_or(self.default_conf);
         let key = self.settings;
-        let loaded = ferry_conf::load_file_with::<S>(Path::new(&path), key.as_deref())
-            .and_then(|(mut c, s)| {
+        let loaded = ferry_conf::load_file_with::<S>(Path::new(&path), key.as_deref()).and_then(
+            |(mut c, s)| {
                 crate::preflight::check(&mut c)?;
                 Ok((c, s))
-            });
+            },
+        );
         let (config, settings) = match loaded {
             Ok(c) => c,
             Err(errors) => {

@@ -170,9 +170,16 @@ async fn body_rewrite_streams_through_the_event_pipe() {
         let (head, raw) = ferry_tests::client::split(&bytes);
         assert!(closed, "HTTP/{version}");
         assert!(!head.contains("content-length"), "HTTP/{version}: {head}");
-        assert_eq!(head.contains("transfer-encoding: chunked"), chunked, "HTTP/{version}: {head}");
+        assert_eq!(
+            head.contains("transfer-encoding: chunked"),
+            chunked,
+            "HTTP/{version}: {head}"
+        );
         if !chunked {
-            assert!(raw == want.as_bytes(), "HTTP/1.0 gets the bytes as they are");
+            assert!(
+                raw == want.as_bytes(),
+                "HTTP/1.0 gets the bytes as they are"
+            );
         }
     }
 }
@@ -219,7 +226,10 @@ async fn body_gate_refuses_a_forbidden_field_and_keeps_clean_bodies_whole() {
     )
     .await;
     let http = client();
-    let clean = format!("{{\"name\": \"{}\", \"tags\": [1, 2, 3]}}", "x".repeat(40_000));
+    let clean = format!(
+        "{{\"name\": \"{}\", \"tags\": [1, 2, 3]}}",
+        "x".repeat(40_000)
+    );
     let r = http
         .post(ferry.url("/users"))
         .header("Content-Type", "application/json")
@@ -240,9 +250,20 @@ async fn body_gate_refuses_a_forbidden_field_and_keeps_clean_bodies_whole() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!((closes.hits(), echo.hits.load(std::sync::atomic::Ordering::SeqCst)), (1, 1));
+    assert_eq!(
+        (
+            closes.hits(),
+            echo.hits.load(std::sync::atomic::Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
 
-    let r = http.post(ferry.url("/users")).body("{not json").send().await.unwrap();
+    let r = http
+        .post(ferry.url("/users"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -266,7 +287,12 @@ async fn dynamic_routing_follows_a_table_changed_at_run_time() {
     .await;
     let http = client();
     let as_acme = || async {
-        let r = http.get(ferry.url("/")).header("X-Tenant", "acme").send().await.unwrap();
+        let r = http
+            .get(ferry.url("/"))
+            .header("X-Tenant", "acme")
+            .send()
+            .await
+            .unwrap();
         r.text().await.unwrap()
     };
     let set = |addr: std::net::SocketAddr, token: &'static str| {

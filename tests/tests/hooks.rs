@@ -30,14 +30,24 @@ fn routes(groups: &str, proxy: &str) -> String {
 }
 
 /// A request with extra header lines and a body, read whole.
-async fn ask(ferry: &Ferry, method: &str, path: &str, headers: &str, body: &str) -> (u16, String, String) {
+async fn ask(
+    ferry: &Ferry,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
         body.len()
     );
     let (bytes, _) = exchange(ferry.addr, &req).await;
     let (head, body) = ferry_tests::client::split(&bytes);
-    (status_of(&bytes), head.to_ascii_lowercase(), String::from_utf8_lossy(&body).into_owned())
+    (
+        status_of(&bytes),
+        head.to_ascii_lowercase(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 /// `early_request_filter` runs before routing: the path it sets is the
@@ -50,7 +60,10 @@ async fn early_request_filter_changes_what_is_routed() {
     assert_eq!((status, body.as_str()), (200, "moved"));
     assert_eq!(backend.hits.load(Ordering::SeqCst), 0);
     let line = ferry.logged("/moved").await;
-    assert!(line.contains("hooks=early_request_filter,request_filter"), "{line}");
+    assert!(
+        line.contains("hooks=early_request_filter,request_filter"),
+        "{line}"
+    );
 }
 
 /// `request_body_filter` sees each piece before it is buffered: the
@@ -64,13 +77,23 @@ async fn request_body_filter_shapes_the_body_every_try_sends() {
     let ferry = Ferry::start_hooked(&routes(&servers, "")).await;
     let (status, head, body) = ask(&ferry, "PUT", "/", "", "my secret is safe").await;
     assert_eq!(status, 200, "{head}");
-    assert_eq!(body, "my ****** is safe", "the second server got the filtered body");
-    assert!(head.contains("request_body_filter,request_body_filter(end),upstream_peer"), "{head}");
+    assert_eq!(
+        body, "my ****** is safe",
+        "the second server got the filtered body"
+    );
+    assert!(
+        head.contains("request_body_filter,request_body_filter(end),upstream_peer"),
+        "{head}"
+    );
     assert_eq!(backend.hits.load(Ordering::SeqCst), 1);
 
     let (status, _, body) = ask(&ferry, "PUT", "/", "", "a forbidden word").await;
     assert_eq!((status, body.as_str()), (403, "{\"hooked_error\":403}"));
-    assert_eq!(backend.hits.load(Ordering::SeqCst), 1, "a refused body reaches no server");
+    assert_eq!(
+        backend.hits.load(Ordering::SeqCst),
+        1,
+        "a refused body reaches no server"
+    );
 
     let streamed = Ferry::start_hooked(&routes(
         &group("app", &[(backend.addr, "")]),
@@ -96,10 +119,18 @@ async fn connected_to_upstream_sees_new_and_reused_connections() {
             .to_string()
     };
     let first = http.get(ferry.url("/")).send().await.unwrap();
-    assert!(hooks(&first).contains("connected_to_upstream(new,fd=true,timed=true)"), "{}", hooks(&first));
+    assert!(
+        hooks(&first).contains("connected_to_upstream(new,fd=true,timed=true)"),
+        "{}",
+        hooks(&first)
+    );
     let _ = first.bytes().await;
     let second = http.get(ferry.url("/")).send().await.unwrap();
-    assert!(hooks(&second).contains("connected_to_upstream(reused,fd=true,timed=true)"), "{}", hooks(&second));
+    assert!(
+        hooks(&second).contains("connected_to_upstream(reused,fd=true,timed=true)"),
+        "{}",
+        hooks(&second)
+    );
     assert_eq!(backend.conns.load(Ordering::SeqCst), 1);
 }
 
@@ -111,19 +142,29 @@ async fn fail_to_connect_decides_whether_a_refused_try_is_retried() {
     let backend = Backend::named("app").await;
     let ferry = Ferry::start_hooked(&routes(
         // The dead server first on every request: the live one is its backup.
-        &group("app", &[(dead(), "max_fails: 0"), (backend.addr, "backup: true")]),
+        &group(
+            "app",
+            &[(dead(), "max_fails: 0"), (backend.addr, "backup: true")],
+        ),
         "",
     ))
     .await;
     let (status, head, _) = ask(&ferry, "GET", "/retried", "", "").await;
     assert_eq!(status, 200);
-    assert!(head.contains("fail_to_connect(retry=true),upstream_peer"), "{head}");
+    assert!(
+        head.contains("fail_to_connect(retry=true),upstream_peer"),
+        "{head}"
+    );
 
     let (status, _, body) = ask(&ferry, "GET", "/kept", "X-Retry-Connect: no\r\n", "").await;
     assert_eq!((status, body.as_str()), (502, "{\"hooked_error\":502}"));
     let line = ferry.logged("/kept").await;
     assert!(line.contains("fail_to_connect(retry=true)"), "{line}");
-    assert_eq!(line.matches("upstream_peer").count(), 1, "no second try: {line}");
+    assert_eq!(
+        line.matches("upstream_peer").count(),
+        1,
+        "no second try: {line}"
+    );
 }
 
 /// `error_while_proxy` runs for a try that failed after connecting (the
@@ -139,7 +180,10 @@ async fn error_while_proxy_sees_a_failure_after_connecting() {
     .await;
     let (status, head, _) = ask(&ferry, "GET", "/", "", "").await;
     assert_eq!(status, 200);
-    assert!(head.contains("error_while_proxy(retry=true,reused=false)"), "{head}");
+    assert!(
+        head.contains("error_while_proxy(retry=true,reused=false)"),
+        "{head}"
+    );
 }
 
 /// `upstream_response_body_filter` sees the upstream's body before the
@@ -171,7 +215,11 @@ async fn fail_to_proxy_answers_every_error_ferry_makes() {
     ] {
         let (got, _, text) = ask(&ferry, method, path, "", body).await;
         assert_eq!(got, status, "{method} {path}");
-        assert_eq!(text, format!("{{\"hooked_error\":{status}}}"), "{method} {path}");
+        assert_eq!(
+            text,
+            format!("{{\"hooked_error\":{status}}}"),
+            "{method} {path}"
+        );
     }
     let (bytes, _) = exchange(ferry.addr, "GET /x HTTP/1.1\r\n\r\n").await;
     assert_eq!(status_of(&bytes), 400, "no Host");
@@ -199,7 +247,10 @@ async fn error_log_and_logging_see_the_error() {
     let (status, _, _) = ask(&ferry, "GET", "/fine", "", "").await;
     assert_eq!(status, 200);
     let loud = ferry.logged("/down/loud").await;
-    assert!(loud.contains("error=") && loud.contains("tries failed"), "{loud}");
+    assert!(
+        loud.contains("error=") && loud.contains("tries failed"),
+        "{loud}"
+    );
     assert!(ferry.logged("/down/quiet").await.contains("tries failed"));
     assert!(ferry.logged("/fine").await.ends_with("error=-"));
     let log = ferry.log();
@@ -214,7 +265,11 @@ async fn error_log_and_logging_see_the_error() {
 async fn a_run_time_peer_is_served_like_a_configured_one() {
     let configured = Backend::named("configured").await;
     let runtime = Backend::start(Arc::new(|_, seen: &Seen| {
-        let host = seen.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = seen
+            .headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         Reply::ok(format!("runtime, Host: {host}"))
     }))
     .await;
@@ -229,13 +284,27 @@ async fn a_run_time_peer_is_served_like_a_configured_one() {
             .unwrap();
         assert_eq!(r.text().await.unwrap(), "runtime, Host: runtime.test");
     }
-    assert_eq!(runtime.conns.load(Ordering::SeqCst), 1, "pooled between requests");
+    assert_eq!(
+        runtime.conns.load(Ordering::SeqCst),
+        1,
+        "pooled between requests"
+    );
     assert_eq!(configured.hits.load(Ordering::SeqCst), 0);
     let line = ferry.logged("/tenant").await;
-    assert!(line.contains(&format!("tries=[{}]", runtime.addr)), "{line}");
+    assert!(
+        line.contains(&format!("tries=[{}]", runtime.addr)),
+        "{line}"
+    );
 
     // A run-time peer that refuses: one try (no retry on the same address), 502.
-    let (status, _, _) = ask(&ferry, "GET", "/gone", &format!("X-Peer: {}\r\n", dead()), "").await;
+    let (status, _, _) = ask(
+        &ferry,
+        "GET",
+        "/gone",
+        &format!("X-Peer: {}\r\n", dead()),
+        "",
+    )
+    .await;
     assert_eq!(status, 502);
 }
 
@@ -245,7 +314,11 @@ async fn a_run_time_peer_is_served_like_a_configured_one() {
 async fn a_fallback_group_gets_the_try_a_one_server_group_has_not() {
     let fallback = Backend::named("fallback").await;
     let ferry = Ferry::start_hooked(&routes(
-        &format!("{}{}", group("app", &[(dead(), "")]), group("spare", &[(fallback.addr, "")])),
+        &format!(
+            "{}{}",
+            group("app", &[(dead(), "")]),
+            group("spare", &[(fallback.addr, "")])
+        ),
         "",
     ))
     .await;

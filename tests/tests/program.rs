@@ -18,9 +18,18 @@ fn a_program_has_its_own_name_version_and_description() {
     assert_eq!((code, out.as_str()), (0, "canary 1.0.0\n"));
     let (code, out, _) = example_command("canary", &["--help"]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("Header-based canary routing on Ferry"), "{out}");
+    assert!(
+        out.starts_with("Header-based canary routing on Ferry"),
+        "{out}"
+    );
     assert!(out.contains("Usage: canary"), "{out}");
-    for flag in ["-c, --conf", "-t, --test", "-s, --signal", "--upgrade", "SIGHUP reloads"] {
+    for flag in [
+        "-c, --conf",
+        "-t, --test",
+        "-s, --signal",
+        "--upgrade",
+        "SIGHUP reloads",
+    ] {
         assert!(out.contains(flag), "{flag}: {out}");
     }
 }
@@ -44,17 +53,26 @@ fn check_runs_make_and_its_problems_have_positions() {
     );
     let (code, _, err) = example_command("auth_gate", &["-t", "-c", &conf]);
     assert_eq!(code, 1);
-    assert!(err.contains("c.yaml:2:16: unknown upstream `gone`"), "{err}");
+    assert!(
+        err.contains("c.yaml:2:16: unknown upstream `gone`"),
+        "{err}"
+    );
 }
 
 /// A reload that removes the group the program needs is refused, and the
 /// program keeps serving with it.
 #[tokio::test]
 async fn a_reload_cannot_take_away_a_group_the_program_needs() {
-    let (stable, canary) = (Backend::named("stable").await, Backend::named("canary").await);
+    let (stable, canary) = (
+        Backend::named("stable").await,
+        Backend::named("canary").await,
+    );
     let conf = |with_canary: bool| {
         let canary_group = if with_canary {
-            format!("  canary: {{ servers: [{{ addr: \"{}\" }}] }}\n", canary.addr)
+            format!(
+                "  canary: {{ servers: [{{ addr: \"{}\" }}] }}\n",
+                canary.addr
+            )
         } else {
             String::new()
         };
@@ -67,7 +85,10 @@ async fn a_reload_cannot_take_away_a_group_the_program_needs() {
     ferry.rewrite(&conf(false));
     ferry.reload().await;
     let log = ferry.log();
-    assert!(log.contains("unknown upstream `canary`: the program sends requests to it"), "{log}");
+    assert!(
+        log.contains("unknown upstream `canary`: the program sends requests to it"),
+        "{log}"
+    );
     let r = ferry_tests::client::http()
         .get(ferry.url("/"))
         .header("X-Canary", "always")

@@ -33,6 +33,23 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 pub use crate::upstream::next_upstream::RetryDecision;
 
+// The hooks' `Session` argument. async-trait (what programs compile
+// against) wants it as written, `Session`; rustdoc's view of the hooks as
+// plain `async fn` (`--cfg doc_async_trait`, Pingora's way of showing
+// them) needs its lifetime spelled out.
+#[cfg(not(doc_async_trait))]
+macro_rules! session_type {
+    () => {
+        Session
+    };
+}
+#[cfg(doc_async_trait)]
+macro_rules! session_type {
+    () => {
+        Session<'_>
+    };
+}
+
 /// What [`ProxyHttp::fail_to_proxy`] did: the status the client got (0:
 /// none, the client was gone) and whether the connection may serve another
 /// request.
@@ -129,7 +146,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     async fn early_request_filter(
         &self,
-        _session: &mut Session,
+        _session: &mut session_type!(),
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
         Ok(())
@@ -164,7 +181,11 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///     }
     /// }
     /// ```
-    async fn request_filter(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
+    async fn request_filter(
+        &self,
+        _session: &mut session_type!(),
+        _ctx: &mut Self::CTX,
+    ) -> Result<bool> {
         Ok(false)
     }
 
@@ -218,7 +239,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        _session: &mut session_type!(),
         _body: &mut Option<Bytes>,
         _end_of_stream: bool,
         _ctx: &mut Self::CTX,
@@ -257,7 +278,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        _session: &mut session_type!(),
         _ctx: &mut Self::CTX,
     ) -> Result<PeerChoice> {
         Ok(PeerChoice::Route)
@@ -300,7 +321,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     #[allow(clippy::too_many_arguments)]
     async fn connected_to_upstream(
         &self,
-        _session: &mut Session,
+        _session: &mut session_type!(),
         _reused: bool,
         _peer: &HttpPeer,
         _fd: std::os::unix::io::RawFd,
@@ -341,7 +362,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        _session: &mut session_type!(),
         _upstream_request: &mut RequestHeader,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -383,7 +404,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        _session: &mut session_type!(),
         _peer: &HttpPeer,
         _ctx: &mut Self::CTX,
         e: Box<Error>,
@@ -430,7 +451,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     fn error_while_proxy(
         &self,
         _peer: &HttpPeer,
-        _session: &mut Session,
+        _session: &mut session_type!(),
         e: Box<Error>,
         _ctx: &mut Self::CTX,
         _client_reused: bool,
@@ -472,7 +493,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        _session: &mut session_type!(),
         _upstream_response: &mut ResponseHeader,
         _ctx: &mut Self::CTX,
     ) -> Result<RetryDecision> {
@@ -510,7 +531,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        _session: &mut session_type!(),
         _response: &mut ResponseHeader,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -641,7 +662,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     async fn fail_to_proxy(
         &self,
-        session: &mut Session,
+        session: &mut session_type!(),
         e: &Error,
         _ctx: &mut Self::CTX,
     ) -> FailToProxy {
@@ -678,7 +699,12 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///     }
     /// }
     /// ```
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, _error: &Error) -> bool {
+    fn suppress_error_log(
+        &self,
+        _session: &session_type!(),
+        _ctx: &Self::CTX,
+        _error: &Error,
+    ) -> bool {
         false
     }
 
@@ -702,7 +728,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///     }
     /// }
     /// ```
-    fn request_summary(&self, session: &Session, _ctx: &Self::CTX) -> String {
+    fn request_summary(&self, session: &session_type!(), _ctx: &Self::CTX) -> String {
         session.summary()
     }
 
@@ -730,7 +756,13 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///     }
     /// }
     /// ```
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, _ctx: &mut Self::CTX) {}
+    async fn logging(
+        &self,
+        _session: &mut session_type!(),
+        _e: Option<&Error>,
+        _ctx: &mut Self::CTX,
+    ) {
+    }
 }
 
 /// The proxy the YAML describes, with no hook overridden.

@@ -31,8 +31,13 @@ fn ipv4_text(octets: [u8; 4]) -> String {
 /// One request's record.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// `$request_id`: unique in this process, sent upstream as `X-Request-Id`
+    /// when the route says so.
     pub id: String,
+    /// When the request header was read.
     pub start: Instant,
+    /// The client's address: the peer, or the one a trusted proxy announced
+    /// (PROXY protocol, `real_ip`).
     pub client_addr: Option<SocketAddr>,
     /// `$scheme`: `https` on a TLS listener.
     pub scheme: &'static str,
@@ -42,6 +47,7 @@ pub struct Request {
     pub uri: String,
     /// The index of the matched route in `routes:`.
     pub route: Option<usize>,
+    /// Every upstream try, in order (nginx's `upstream_states`).
     pub tries: Vec<Try>,
     /// The status sent to the client (0 until a header went out).
     pub status: u16,
@@ -57,6 +63,7 @@ pub struct Request {
 }
 
 impl Request {
+    /// A record for a request that just began.
     pub fn new(id: String, client_addr: Option<SocketAddr>) -> Request {
         Request {
             id,

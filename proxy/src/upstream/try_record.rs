@@ -14,8 +14,11 @@ pub enum TryOutcome {
     Used,
     /// An upstream status made the request go to the next server.
     NextStatus(u16),
+    /// Connecting, sending or reading the header failed (nginx `error`).
     Error,
+    /// A connect, send or read timeout (nginx `timeout`).
     Timeout,
+    /// A malformed or too large header, or bad framing (nginx `invalid_header`).
     InvalidHeader,
     /// No server could be chosen.
     NoLive,
@@ -29,12 +32,15 @@ pub enum TryOutcome {
 pub struct Try {
     /// `ip:port`, or the group name when no server was live.
     pub addr: String,
+    /// The upstream group the try went to (a run-time peer's `Host`).
     pub group: String,
     /// The upstream status, if a header was read.
     pub status: Option<u16>,
+    /// How it ended.
     pub outcome: TryOutcome,
     /// The connection came from the keepalive pool.
     pub reused: bool,
+    /// When the try began.
     pub started: Instant,
     /// Time to the end of the response header (`$upstream_header_time`).
     pub header_time: Option<Duration>,
