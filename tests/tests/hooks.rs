@@ -95,6 +95,16 @@ async fn request_body_filter_shapes_the_body_every_try_sends() {
         "a refused body reaches no server"
     );
 
+    // A hook that reads the body itself and keeps it: an error, never an
+    // empty body upstream.
+    let (status, _, body) = ask(&ferry, "PUT", "/", "X-Eat-Body: 1\r\n", "lost?").await;
+    assert_eq!((status, body.as_str()), (500, "{\"hooked_error\":500}"));
+    assert_eq!(
+        backend.hits.load(Ordering::SeqCst),
+        1,
+        "nothing went upstream"
+    );
+
     let streamed = Ferry::start_hooked(&routes(
         &group("app", &[(backend.addr, "")]),
         "request_buffering: false",

@@ -7,7 +7,8 @@
 //! - `request_filter`: `/api/` needs `X-Api-Key: secret` (401 without);
 //!   `X-Sub: GROUP` answers with a subrequest to GROUP.
 //! - `request_body_filter`: `secret` in a body becomes `******`; a body
-//!   with `forbidden` gets 403.
+//!   with `forbidden` gets 403. (`X-Eat-Body: 1` has `request_filter` read
+//!   the body itself instead, the mistake Ferry answers with 500.)
 //! - `upstream_peer`: `X-Group: NAME` sends the tries to that group,
 //!   `X-Peer: ADDR` to that address (a run-time peer), `X-Fallback: NAME`
 //!   sends every try after the first to that group.
@@ -83,6 +84,10 @@ impl ProxyHttp for Hooked {
             s.respond(ResponseHeader::build(401, None)?, Bytes::from("no key\n"))
                 .await?;
             return Ok(true);
+        }
+        if header(s, "x-eat-body").is_some() {
+            // The mistake Ferry must not turn into an empty body upstream.
+            while s.pingora().read_request_body().await?.is_some() {}
         }
         if let Some(group) = header(s, "x-sub").map(str::to_string) {
             let ask = RequestHeader::build("GET", b"/sub", None)?;
