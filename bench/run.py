@@ -20,6 +20,7 @@ client connections that have each made one request.
 """
 
 import argparse
+import resource
 import os
 import re
 import shutil
@@ -95,9 +96,10 @@ def nginx_conf(work, proxy):
     return f"""
 daemon off;
 worker_processes 1;
+worker_rlimit_nofile 65536;
 pid {work}/nginx-{'proxy' if proxy else 'backend'}.pid;
 error_log {work}/nginx-{'proxy' if proxy else 'backend'}.err warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 20480; }}
 http {{
     access_log off;
     client_body_temp_path {work}/nginx-body;
@@ -236,6 +238,21 @@ def idle_keepalive_rss(pid, port, conns):
             s.close()
 
 
+def idle_only(procs, work, log, conns):
+    """RSS per idle keepalive client connection, above the proxy's own."""
+    print(f"{conns} idle HTTP/1.1 keepalive clients, each after one 1 KB request; fresh process each")
+    print(f"{'proxy':<12}{'at start MB':>12}{'loaded MB':>11}{'KiB/conn':>10}")
+    for name in ["ferry", "pingora", "nginx"]:
+        p = start_proxy(procs, name, work, log)
+        pids = proxy_pids(p, name)
+        # One request first, so pools and lazily made state exist before the base.
+        idle_keepalive_rss(pids, PORTS[name], 1)
+        base = sum(status_kb(x, "VmRSS") for x in pids) / 1024
+        mb = idle_keepalive_rss(pids, PORTS[name], conns)
+        print(f"{name:<12}{base:>12.1f}{mb:>11.1f}{(mb - base) * 1024 / conns:>10.2f}")
+        procs.stop(p)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5)
@@ -244,7 +261,15 @@ def main():
     ap.add_argument("--nginx-proxy", action="store_true", help="also measure nginx as a proxy")
     ap.add_argument("--slow-clients", type=int, default=200)
     ap.add_argument("--idle-conns", type=int, default=1000)
+    ap.add_argument("--idle", type=int, metavar="N",
+                    help="only the idle measurement: N keepalive clients, KiB per connection")
     args = ap.parse_args()
+    if args.idle:
+        # Every client socket and every proxy connection is a descriptor.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(hard, 2 * args.idle + 1024)
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
     work = tempfile.mkdtemp(prefix="ferry-bench-")
     os.chmod(work, 0o755)  # nginx's workers run as nobody
@@ -270,6 +295,9 @@ def main():
         if probe and probe != "200":
             sys.exit(f"the nginx backend answers {probe} for /1k")
 
+        if args.idle:
+            idle_only(procs, work, log, args.idle)
+            return
         names = ["pingora", "floor", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
         running = {n: start_proxy(procs, n, work, log) for n in names}
         results = {(n, s): [] for n in names for s in ["1k", "1m"]}

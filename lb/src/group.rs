@@ -104,12 +104,16 @@ impl std::fmt::Debug for Group {
 }
 
 /// An address a lookup gave for a server entry: with SRV, its own target
-/// name and weight.
+/// name and weight, and whether its priority makes it a backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
+    /// The entry (or SRV target) it came from, as `GET /upstreams` shows.
     pub name: String,
     pub addr: SocketAddr,
+    /// SRV's weight; `None`: the entry's.
     pub weight: Option<u32>,
+    /// A backup server (the entry's `backup`, or a lower SRV priority).
+    pub backup: bool,
 }
 
 /// The peers of a config group, primaries first; `answers` gives the
@@ -119,35 +123,33 @@ pub fn expand(
     u: &Upstream,
     answers: &dyn Fn(&Server) -> Option<Vec<Answer>>,
 ) -> (Vec<Peer>, usize) {
-    let of = |backup: bool| {
-        let mut out = Vec::new();
-        for s in u.servers.iter().filter(|s| s.backup == backup) {
-            let found = answers(s).unwrap_or_else(|| {
-                s.resolved
-                    .iter()
-                    .map(|a| Answer {
-                        name: s.addr.clone(),
-                        addr: *a,
-                        weight: None,
-                    })
-                    .collect()
-            });
-            out.extend(found.into_iter().map(|a| Peer {
-                name: a.name,
-                addr: a.addr,
-                weight: a.weight.unwrap_or(s.weight).max(1),
-                max_fails: s.max_fails,
-                fail_timeout: s.fail_timeout.get(),
-                max_conns: s.max_conns,
-                backup: s.backup,
-                down: s.down,
-            }));
-        }
-        out
-    };
-    let mut peers = of(false);
+    let mut all = Vec::new();
+    for s in &u.servers {
+        let found = answers(s).unwrap_or_else(|| {
+            s.resolved
+                .iter()
+                .map(|a| Answer {
+                    name: s.addr.clone(),
+                    addr: *a,
+                    weight: None,
+                    backup: s.backup,
+                })
+                .collect()
+        });
+        all.extend(found.into_iter().map(|a| Peer {
+            name: a.name,
+            addr: a.addr,
+            weight: a.weight.unwrap_or(s.weight).max(1),
+            max_fails: s.max_fails,
+            fail_timeout: s.fail_timeout.get(),
+            max_conns: s.max_conns,
+            backup: a.backup,
+            down: s.down,
+        }));
+    }
+    let (mut peers, backups): (Vec<Peer>, Vec<Peer>) = all.into_iter().partition(|p| !p.backup);
     let primaries = peers.len();
-    peers.extend(of(true));
+    peers.extend(backups);
     (peers, primaries)
 }
 

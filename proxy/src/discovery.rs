@@ -258,6 +258,7 @@ async fn addresses(r: &TokioResolver, s: &Server) -> Result<(Vec<Answer>, Instan
             name: s.addr.clone(),
             addr: SocketAddr::new(ip, port),
             weight: None,
+            backup: s.backup,
         })
         .collect();
     answer.sort_by_key(|a| a.addr);
@@ -265,12 +266,21 @@ async fn addresses(r: &TokioResolver, s: &Server) -> Result<(Vec<Answer>, Instan
 }
 
 /// SRV records of `_SERVICE._tcp.HOST`: each target's addresses with the
-/// record's port and weight (0 counts as 1, as nginx).
+/// record's port and weight (0 counts as 1), and nginx's use of priority:
+/// the records of the lowest priority value are primaries and the rest
+/// backups; for a `backup` entry, the lowest are backups and the rest
+/// unused.
 async fn services(r: &TokioResolver, s: &Server) -> Result<(Vec<Answer>, Instant), ResolveError> {
     let srv = r.srv_lookup(fqdn(&name_of(s))).await?;
     let mut until = srv.as_lookup().valid_until();
     let mut answer = Vec::new();
+    let first = srv.iter().map(|r| r.priority()).min().unwrap_or(0);
     for record in srv.iter() {
+        let backup = match (record.priority() == first, s.backup) {
+            (true, entry) => entry,
+            (false, false) => true,
+            (false, true) => continue,
+        };
         let target = record.target().to_utf8();
         let target = target.trim_end_matches('.');
         let ips = match r.lookup_ip(fqdn(target)).await {
@@ -283,6 +293,7 @@ async fn services(r: &TokioResolver, s: &Server) -> Result<(Vec<Answer>, Instant
             name: format!("{target}:{}", record.port()),
             addr: SocketAddr::new(ip, record.port()),
             weight: Some(u32::from(record.weight()).max(1)),
+            backup,
         }));
     }
     answer.sort_by_key(|a| a.addr);

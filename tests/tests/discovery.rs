@@ -247,3 +247,31 @@ async fn a_name_that_resolves_to_nothing_empties_the_group() {
     dns.set_hosts("127.0.0.2 app.test\n");
     until_answer(&ferry, (200, "one")).await;
 }
+
+/// SRV priorities as nginx uses them: the lowest value's records are
+/// primaries, the others backups, used only when no primary can serve.
+#[tokio::test]
+async fn a_lower_srv_priority_gives_backup_servers() {
+    let a = Backend::named("a").await;
+    let b = Backend::named("b").await;
+    let records = [
+        format!("_http._tcp.app.test,a.test,{},0,1", a.addr.port()),
+        format!("_http._tcp.app.test,b.test,{},10,1", b.addr.port()),
+    ];
+    let srv: Vec<&str> = records.iter().map(String::as_str).collect();
+    let dns = Dns::start("127.0.0.1 a.test\n127.0.0.1 b.test\n", &srv).await;
+    let admin = Admin::new();
+    let ferry = Ferry::start(&conf(&admin, &dns, "0", "addr: app.test, resolve: true, service: http")).await;
+    until_servers(&admin, &ferry, 2).await;
+    let backup_of = |listed: &[serde_json::Value], addr: SocketAddr| {
+        listed.iter().find(|s| s["addr"] == addr.to_string()).map(|s| s["backup"].clone())
+    };
+    let listed = servers(&admin).await;
+    assert_eq!(backup_of(&listed, a.addr), Some(false.into()));
+    assert_eq!(backup_of(&listed, b.addr), Some(true.into()));
+    let http = ferry_tests::client::http();
+    for _ in 0..4 {
+        assert_eq!(ferry_tests::client::text(&http, ferry.url("/")).await, "a");
+    }
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+}

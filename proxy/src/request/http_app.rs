@@ -25,7 +25,8 @@ use crate::request::respond;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
+use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::{Error, ErrorType};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -248,9 +249,18 @@ impl<P: ProxyHttp> HttpServerApp for FerryHttp<P> {
                 return None;
             }
         }
-        // Boxed: a connection waiting for its next request holds only this
-        // small future, and the request's large one lives while it is served.
-        Box::pin(self.serve_request(session, shutdown)).await
+        // Boxed: the request's large future lives while it is served, and
+        // is gone before the connection waits for its next request.
+        let (reusable, settings, idle) = Box::pin(self.serve_request(session, shutdown)).await?;
+        let (mut stream, prefix) = reusable.into_parts();
+        let mut settings = settings;
+        match prefix {
+            // The client sent its next request already (pipelining).
+            Some(prefix) => settings.set_pipelined_prefix(prefix),
+            None if !self.next_request_arrives(&mut stream, idle).await => return None,
+            None => {}
+        }
+        Some(ReusedHttpStream::new(stream, Some(settings)))
     }
 
     async fn http_cleanup(&self) {
@@ -267,7 +277,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
         &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    ) -> Option<(ReusableHttpStream, HttpPersistentSettings, Option<u64>)> {
         if *shutdown.borrow() {
             // The service is stopping: this is the connection's last request.
             session.set_keepalive(None);
@@ -302,8 +312,32 @@ impl<P: ProxyHttp> FerryHttp<P> {
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&session);
+        let idle = session.get_keepalive();
         let reused = session.finish().await.ok().flatten()?;
-        Some(ReusedHttpStream::from_reusable_stream(reused, settings))
+        Some((reused, settings, idle))
+    }
+
+    /// nginx's `ngx_http_set_keepalive`: between two requests a connection
+    /// holds no session, no header buffer and no request state, only its
+    /// socket, while it waits for the next request's first byte (a 1-byte
+    /// read, put back for the parser). False when the client closed, the
+    /// keepalive timeout passed, or the service is stopping. A stream that
+    /// cannot be peeked at (TLS) goes straight to the next read.
+    async fn next_request_arrives(&self, stream: &mut Stream, idle_secs: Option<u64>) -> bool {
+        let mut first = [0u8; 1];
+        let peek = stream.try_peek(&mut first);
+        let limit = idle_secs.filter(|s| *s > 0).map(std::time::Duration::from_secs);
+        let arrived = async {
+            match limit {
+                Some(t) => matches!(pingora_timeout::timeout(t, peek).await, Ok(Ok(_))),
+                None => peek.await.is_ok(),
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.stopped() => false,
+            ok = arrived => ok,
+        }
     }
 }
 
