@@ -238,6 +238,33 @@ def idle_keepalive_rss(pid, port, conns):
             s.close()
 
 
+def ab(procs, work, log, args):
+    """Two ferry binaries, one at a time on CPU 0, 1 KB through the nginx
+    backend, 2 x rounds interleaved (old new new old ...): CPU per request."""
+    runs = {"old": [], "new": []}
+    order = []
+    for r in range(args.rounds):
+        order += ["old", "new"] if r % 2 == 0 else ["new", "old"]
+    binaries = {"old": args.ab[0], "new": args.ab[1]}
+    print(f"A/B: old={binaries['old']} new={binaries['new']}; 1 KB, wrk -t1 -c{args.conns} "
+          f"-d{args.seconds:g}s; proxy on CPU 0, backend and wrk on CPU 1")
+    for which in order:
+        conf = os.path.join(work, f"ab-{which}.yaml")
+        with open(conf, "w") as f:
+            f.write(ferry_conf(work, PORTS["ferry"], True))
+        p = procs.start([binaries[which], "-c", conf], 0, log)
+        wait_port(PORTS["ferry"])
+        wrk(PORTS["ferry"], "/1k", 1, args.conns)  # warm the pools
+        before = cpu_ticks(p.pid)
+        res = wrk(PORTS["ferry"], "/1k", args.seconds, args.conns)
+        us = (cpu_ticks(p.pid) - before) / TICK * 1e6 / max(res["requests"], 1)
+        runs[which].append(us)
+        print(f"{which} {us:.1f} us/req {res['requests'] / res['secs']:.0f} req/s")
+        procs.stop(p)
+    for which in ["old", "new"]:
+        print(f"{which} median {statistics.median(runs[which]):.1f} us/req")
+
+
 def idle_only(procs, work, log, conns):
     """RSS per idle keepalive client connection, above the proxy's own."""
     print(f"{conns} idle HTTP/1.1 keepalive clients, each after one 1 KB request; fresh process each")
@@ -261,6 +288,8 @@ def main():
     ap.add_argument("--nginx-proxy", action="store_true", help="also measure nginx as a proxy")
     ap.add_argument("--slow-clients", type=int, default=200)
     ap.add_argument("--idle-conns", type=int, default=1000)
+    ap.add_argument("--ab", nargs=2, metavar=("OLD", "NEW"),
+                    help="only an A/B of two ferry binaries: CPU per 1 KB request, interleaved rounds")
     ap.add_argument("--idle", type=int, metavar="N",
                     help="only the idle measurement: N keepalive clients, KiB per connection")
     args = ap.parse_args()
@@ -297,6 +326,9 @@ def main():
 
         if args.idle:
             idle_only(procs, work, log, args.idle)
+            return
+        if args.ab:
+            ab(procs, work, log, args)
             return
         names = ["pingora", "floor", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
         running = {n: start_proxy(procs, n, work, log) for n in names}

@@ -261,10 +261,19 @@ async fn a_lower_srv_priority_gives_backup_servers() {
     let srv: Vec<&str> = records.iter().map(String::as_str).collect();
     let dns = Dns::start("127.0.0.1 a.test\n127.0.0.1 b.test\n", &srv).await;
     let admin = Admin::new();
-    let ferry = Ferry::start(&conf(&admin, &dns, "0", "addr: app.test, resolve: true, service: http")).await;
+    let ferry = Ferry::start(&conf(
+        &admin,
+        &dns,
+        "0",
+        "addr: app.test, resolve: true, service: http",
+    ))
+    .await;
     until_servers(&admin, &ferry, 2).await;
     let backup_of = |listed: &[serde_json::Value], addr: SocketAddr| {
-        listed.iter().find(|s| s["addr"] == addr.to_string()).map(|s| s["backup"].clone())
+        listed
+            .iter()
+            .find(|s| s["addr"] == addr.to_string())
+            .map(|s| s["backup"].clone())
     };
     let listed = servers(&admin).await;
     assert_eq!(backup_of(&listed, a.addr), Some(false.into()));

@@ -6,9 +6,10 @@
 //! `ngx_http_process_request_headers` (read the header, 400 for a bad one),
 //! then `ngx_http_finalize_request` and `ngx_http_set_keepalive`.
 //!
-//! Pingora's server owns the connection: it accepts, speaks TLS and h2, and
-//! loops over keepalive requests, calling [`FerryHttp::process_new_http`]
-//! for each. Ferry does not go through Pingora's own proxy loop
+//! Pingora's server accepts the connection and speaks TLS; Ferry loops over
+//! an HTTP/1 connection's keepalive requests itself, so that a connection
+//! waiting for its next request holds only its socket, and hands HTTP/2
+//! connections to Pingora's codec, one request per stream. Ferry does not go through Pingora's own proxy loop
 //! (`pingora_proxy::HttpProxy`): Ferry answers every
 //! request itself, so that loop's per-request state (its session, module
 //! and cache contexts, a large boxed future) bought nothing and cost a
@@ -24,9 +25,10 @@ use crate::request::record::Request;
 use crate::request::respond;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora_core::protocols::Stream;
+use pingora_core::protocols::ALPN;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::{Error, ErrorType};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -231,13 +233,93 @@ async fn failed<P: ProxyHttp>(
     s.request.error = Some(e.into());
 }
 
+/// The connection after a request: its stream, the settings the next
+/// session starts with, and the keepalive timeout (seconds).
+type Reusable = (ReusableHttpStream, HttpPersistentSettings, Option<u64>);
+
 #[async_trait]
-impl<P: ProxyHttp> HttpServerApp for FerryHttp<P> {
+impl<P: ProxyHttp> ServerApp for FerryHttp<P> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // HTTP/2: Pingora's codec and its stream loop, each stream one
+            // request through `serve_one`.
+            let h2 = Arc::new(Http2(self.clone()));
+            return Box::pin(h2.process_new(stream, shutdown)).await;
+        }
+        self.serve_http1(stream, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(SETTLE).await;
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+    }
+}
+
+/// HTTP/2 connections through Pingora's own loop (`ServerApp` for an
+/// `HttpServerApp`), one request per stream.
+struct Http2<P: ProxyHttp>(Arc<FerryHttp<P>>);
+
+#[async_trait]
+impl<P: ProxyHttp> HttpServerApp for Http2<P> {
     async fn process_new_http(
         self: &Arc<Self>,
-        mut session: ServerSession,
+        session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        Box::pin(self.0.serve_one(session, shutdown)).await;
+        None
+    }
+}
+
+impl<P: ProxyHttp> FerryHttp<P> {
+    /// An HTTP/1 connection's requests, one after another. Between two of
+    /// them the connection holds only its stream (nginx's
+    /// `ngx_http_set_keepalive`): no session, no header buffer, no request
+    /// state, while it waits for the next request's first byte with a
+    /// 1-byte read that is put back for the parser.
+    async fn serve_http1(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let mut settings: Option<HttpPersistentSettings> = None;
+        loop {
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                // Pingora's default: 60 s idle between requests; none once
+                // the service is stopping.
+                None if *shutdown.borrow() => session.set_keepalive(None),
+                None => session.set_keepalive(Some(60)),
+            }
+            // Boxed: the request's large future lives while it is served
+            // and is gone before the connection waits for the next one.
+            let Some((reusable, mut next, idle)) =
+                Box::pin(self.serve_one(session, shutdown)).await
+            else {
+                return;
+            };
+            let (mut reused, prefix) = reusable.into_parts();
+            match prefix {
+                // The client sent its next request already (pipelining).
+                Some(prefix) => next.set_pipelined_prefix(prefix),
+                None if !self.next_request_arrives(&mut reused, idle).await => return,
+                None => {}
+            }
+            stream = reused;
+            settings = Some(next);
+        }
+    }
+
+    /// Read one request's header and serve it; the connection back when it
+    /// can serve another.
+    async fn serve_one(
+        &self,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Reusable> {
         match self.next_request_header(&mut session).await {
             NextRequest::Read => {}
             NextRequest::Done => {
@@ -249,24 +331,30 @@ impl<P: ProxyHttp> HttpServerApp for FerryHttp<P> {
                 return None;
             }
         }
-        // Boxed: the request's large future lives while it is served, and
-        // is gone before the connection waits for its next request.
-        let (reusable, settings, idle) = Box::pin(self.serve_request(session, shutdown)).await?;
-        let (mut stream, prefix) = reusable.into_parts();
-        let mut settings = settings;
-        match prefix {
-            // The client sent its next request already (pipelining).
-            Some(prefix) => settings.set_pipelined_prefix(prefix),
-            None if !self.next_request_arrives(&mut stream, idle).await => return None,
-            None => {}
-        }
-        Some(ReusedHttpStream::new(stream, Some(settings)))
+        self.serve_request(session, shutdown).await
     }
 
-    async fn http_cleanup(&self) {
-        tokio::time::sleep(SETTLE).await;
-        self.stopping.store(true, Ordering::Release);
-        self.stop.notify_waiters();
+    /// Wait for the next request's first byte without holding anything for
+    /// it. False when the client closed, the keepalive timeout passed, or
+    /// the service is stopping. A stream that cannot be peeked at (TLS)
+    /// goes straight to the next read.
+    async fn next_request_arrives(&self, stream: &mut Stream, idle_secs: Option<u64>) -> bool {
+        let mut first = [0u8; 1];
+        let peek = stream.try_peek(&mut first);
+        let limit = idle_secs
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs);
+        let arrived = async {
+            match limit {
+                Some(t) => matches!(pingora_timeout::timeout(t, peek).await, Ok(Ok(_))),
+                None => peek.await.is_ok(),
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.stopped() => false,
+            ok = arrived => ok,
+        }
     }
 }
 
@@ -277,7 +365,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
         &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
-    ) -> Option<(ReusableHttpStream, HttpPersistentSettings, Option<u64>)> {
+    ) -> Option<Reusable> {
         if *shutdown.borrow() {
             // The service is stopping: this is the connection's last request.
             session.set_keepalive(None);
@@ -315,29 +403,6 @@ impl<P: ProxyHttp> FerryHttp<P> {
         let idle = session.get_keepalive();
         let reused = session.finish().await.ok().flatten()?;
         Some((reused, settings, idle))
-    }
-
-    /// nginx's `ngx_http_set_keepalive`: between two requests a connection
-    /// holds no session, no header buffer and no request state, only its
-    /// socket, while it waits for the next request's first byte (a 1-byte
-    /// read, put back for the parser). False when the client closed, the
-    /// keepalive timeout passed, or the service is stopping. A stream that
-    /// cannot be peeked at (TLS) goes straight to the next read.
-    async fn next_request_arrives(&self, stream: &mut Stream, idle_secs: Option<u64>) -> bool {
-        let mut first = [0u8; 1];
-        let peek = stream.try_peek(&mut first);
-        let limit = idle_secs.filter(|s| *s > 0).map(std::time::Duration::from_secs);
-        let arrived = async {
-            match limit {
-                Some(t) => matches!(pingora_timeout::timeout(t, peek).await, Ok(Ok(_))),
-                None => peek.await.is_ok(),
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = self.stopped() => false,
-            ok = arrived => ok,
-        }
     }
 }
 
