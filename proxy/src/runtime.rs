@@ -12,6 +12,7 @@ use crate::access_log::AccessLogger;
 use crate::client::header_clock::HeaderLimits;
 use crate::request::route::Matcher;
 use crate::upstream::group::{DynamicPool, Upstream};
+use crate::upstream::idle_budget::IdleBudget;
 use crate::upstream::keepalive::Keepalive;
 use crate::upstream::peer::UpstreamPeer;
 use arc_swap::ArcSwapOption;
@@ -58,6 +59,8 @@ pub struct Runtime {
     pub limits: HeaderLimits,
     /// The pool of the servers programs choose at run time.
     pub dynamic: Arc<DynamicPool>,
+    /// The cap on idle upstream connections across all groups.
+    pub idle: Arc<IdleBudget>,
 }
 
 /// What lookups while running found for a discovered server entry, by
@@ -95,6 +98,12 @@ impl Runtime {
         previous: Option<&Runtime>,
         answers: &Answers,
     ) -> std::io::Result<Runtime> {
+        // `server.upstream_keepalive_pool_size` (Pingora's; the same
+        // `server:` for the life of the process): one budget for all groups.
+        let idle = match previous {
+            Some(p) => p.idle.clone(),
+            None => Arc::new(IdleBudget::new(connector.keepalive_pool_size)),
+        };
         let upstreams: HashMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -120,7 +129,7 @@ impl Runtime {
                         }
                         (
                             Arc::new(Connector::new(Some(opts))),
-                            Arc::new(Keepalive::new(u)),
+                            Arc::new(Keepalive::new(u, idle.clone())),
                         )
                     }
                 };
@@ -183,9 +192,10 @@ impl Runtime {
         };
         let dynamic = match previous {
             Some(p) => p.dynamic.clone(),
-            None => Arc::new(DynamicPool::new(connector)),
+            None => Arc::new(DynamicPool::new(connector, idle.clone())),
         };
         Ok(Runtime {
+            idle,
             dynamic,
             config,
             routes,

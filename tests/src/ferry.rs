@@ -86,6 +86,13 @@ impl Ferry {
         Ferry::start_program(&binary(), listen_opts, body, 0).await
     }
 
+    /// Like [`Ferry::start`], with more `server:` keys (`key: value`, one
+    /// per line).
+    pub async fn start_server_keys(server_keys: &str, body: &str) -> Ferry {
+        let keys: String = server_keys.lines().map(|l| format!("  {l}\n")).collect();
+        Ferry::start_program_with(&binary(), &keys, "", body, 0).await
+    }
+
     /// Like [`Ferry::start`] with a real grace period: after a graceful stop
     /// or upgrade begins, requests in flight get `grace_secs` to finish (the
     /// other tests use 0 so their processes exit at once).
@@ -116,11 +123,21 @@ impl Ferry {
         body: &str,
         grace_secs: u32,
     ) -> Ferry {
+        Ferry::start_program_with(program, "", listen_opts, body, grace_secs).await
+    }
+
+    async fn start_program_with(
+        program: &Path,
+        server_keys: &str,
+        listen_opts: &str,
+        body: &str,
+        grace_secs: u32,
+    ) -> Ferry {
         let dir = fresh_dir();
         for _ in 0..5 {
             let port = free_port();
             let head = format!(
-                "server:\n  threads: 1\n  pid_file: {d}/pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: {grace_secs}\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - {{ addr: \"127.0.0.1:{port}\"{sep}{listen_opts} }}\n",
+                "server:\n  threads: 1\n  pid_file: {d}/pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: {grace_secs}\n  graceful_shutdown_timeout_seconds: 1\n{server_keys}listen:\n  - {{ addr: \"127.0.0.1:{port}\"{sep}{listen_opts} }}\n",
                 d = dir.display(),
                 sep = if listen_opts.is_empty() { "" } else { ", " },
             );

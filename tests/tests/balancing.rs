@@ -346,3 +346,41 @@ async fn fail_timeout_lets_one_probe_through() {
     assert!(seen_a >= 1, "A was probed and is back");
     assert!(a.hits() >= 2);
 }
+
+/// `server.upstream_keepalive_pool_size` caps idle upstream connections
+/// across all groups: with a cap of 1, the second group's connection is
+/// closed after its response (its next request connects again) while the
+/// first group's stays pooled and is reused.
+#[tokio::test]
+async fn upstream_keepalive_pool_size_caps_idle_connections_across_groups() {
+    let (a, b) = (Backend::named("a").await, Backend::named("b").await);
+    let ferry = Ferry::start_server_keys(
+        "upstream_keepalive_pool_size: 1",
+        &format!(
+            "upstreams:\n{}{}routes:\n  - match: {{ path_prefix: /b }}\n    upstream: gb\n  - upstream: ga\n",
+            ferry_tests::yaml::group("ga", &[(a.addr, "")]),
+            ferry_tests::yaml::group("gb", &[(b.addr, "")])
+        ),
+    )
+    .await;
+    let http = ferry_tests::client::http();
+    let get = |path: &'static str| {
+        let req = http.get(ferry.url(path));
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(get("/a").await, "a");
+    for _ in 0..3 {
+        assert_eq!(get("/b").await, "b");
+    }
+    assert_eq!(
+        b.conns.load(Ordering::SeqCst),
+        3,
+        "no room in the cap: a new connection each time"
+    );
+    assert_eq!(get("/a").await, "a");
+    assert_eq!(
+        a.conns.load(Ordering::SeqCst),
+        1,
+        "the one idle connection was reused"
+    );
+}

@@ -44,13 +44,17 @@ pub async fn connect(
     let mut session = Box::new(session);
     session.read_timeout = peer.http.options.read_timeout;
     session.write_timeout = peer.http.options.write_timeout;
-    Ok(Conn {
+    let conn = Conn {
         session,
         reused,
         peer: peer.clone(),
         upstream: upstream.clone(),
         generation,
-    })
+    };
+    if reused {
+        upstream.keepalive.taken(conn.id());
+    }
+    Ok(conn)
 }
 
 impl Conn {
@@ -77,7 +81,7 @@ impl Conn {
             Some(a) => self.upstream.group.serves(*a, self.generation),
             None => true,
         };
-        if ka.after_request(id) && member() {
+        if member() && ka.after_request(id) {
             // Boxed: Pingora's release future holds two copies of its session.
             let release = self.upstream.connector.release_http_session(
                 *self.session,

@@ -38,7 +38,10 @@ impl DynamicPool {
     /// Idle connections kept to run-time servers, all of them together.
     const IDLE: usize = 256;
 
-    pub fn new(base: &pingora_core::connectors::ConnectorOptions) -> DynamicPool {
+    pub fn new(
+        base: &pingora_core::connectors::ConnectorOptions,
+        budget: Arc<crate::upstream::idle_budget::IdleBudget>,
+    ) -> DynamicPool {
         let mut opts = base.clone();
         opts.keepalive_pool_size = Self::IDLE;
         let conf = ferry_conf::Upstream {
@@ -47,7 +50,7 @@ impl DynamicPool {
         };
         DynamicPool {
             connector: Arc::new(Connector::new(Some(opts))),
-            keepalive: Arc::new(Keepalive::new(&conf)),
+            keepalive: Arc::new(Keepalive::new(&conf, budget)),
         }
     }
 }

@@ -10,9 +10,10 @@
 //! an old connection, as in nginx). The pool itself is Pingora's, one per
 //! group, sized `keepalive` (its LRU closes the oldest idle one beyond that).
 
+use crate::upstream::idle_budget::IdleBudget;
 use ferry_conf::Upstream;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// A connection's identity while it lives: its socket and when it was made.
@@ -28,11 +29,14 @@ pub struct Keepalive {
     /// there are open sockets: a connection the pool closed on its own is
     /// replaced when its descriptor is reused (a different `made`).
     uses: Mutex<HashMap<i32, (SystemTime, u32)>>,
+    /// `server.upstream_keepalive_pool_size`, shared by every group.
+    budget: Arc<IdleBudget>,
 }
 
 impl Keepalive {
-    pub fn new(u: &Upstream) -> Keepalive {
+    pub fn new(u: &Upstream, budget: Arc<IdleBudget>) -> Keepalive {
         Keepalive {
+            budget,
             idle_max: u.keepalive,
             idle_timeout: u.keepalive_timeout.get(),
             requests: u.keepalive_requests.max(1),
@@ -53,11 +57,18 @@ impl Keepalive {
             *entry = (made, 0);
         }
         entry.1 += 1;
-        let keep = entry.1 < self.requests && age <= self.max_age;
+        let keep = entry.1 < self.requests
+            && age <= self.max_age
+            && self.budget.admit((fd, made), self.idle_timeout);
         if !keep {
             uses.remove(&fd);
         }
         keep
+    }
+
+    /// A pooled connection was taken for a try: no longer idle.
+    pub fn taken(&self, conn: ConnId) {
+        self.budget.taken(conn);
     }
 
     /// A connection that will not be reused is forgotten.
@@ -83,20 +94,20 @@ mod tests {
     fn counts_requests_per_connection() {
         let mut u = Upstream::default();
         u.keepalive_requests = 3;
-        let k = Keepalive::new(&u);
+        let k = Keepalive::new(&u, Arc::new(IdleBudget::new(100)));
         let c = (7, SystemTime::now());
         assert!(k.after_request(c));
         assert!(k.after_request(c));
         assert!(!k.after_request(c), "the third request is the last");
         u.keepalive = 0;
-        assert!(!Keepalive::new(&u).after_request(c));
+        assert!(!Keepalive::new(&u, Arc::new(IdleBudget::new(100))).after_request(c));
     }
 
     #[test]
     fn a_reused_descriptor_starts_a_new_count() {
         let mut u = Upstream::default();
         u.keepalive_requests = 2;
-        let k = Keepalive::new(&u);
+        let k = Keepalive::new(&u, Arc::new(IdleBudget::new(100)));
         let old = (7, SystemTime::now() - Duration::from_secs(1));
         assert!(k.after_request(old));
         // The pool closed `old` on its own; a new connection got fd 7.

@@ -7,6 +7,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod group;
+pub(crate) mod idle_budget;
 pub(crate) mod keepalive;
 pub(crate) mod next_upstream;
 pub(crate) mod peer;

@@ -1,0 +1,92 @@
+//! `server.upstream_keepalive_pool_size`: a cap on idle upstream
+//! connections across all groups, on top of each group's `keepalive`.
+//!
+//! nginx has no such cap (each `upstream {}` block's `keepalive` stands
+//! alone); it is Pingora's knob, which Pingora applies per connector, and
+//! Ferry has one connector per group. So Ferry keeps the count itself: a
+//! connection going back to a pool is admitted only while fewer than the
+//! cap are idle, and leaves the count when a try takes it again. Idle
+//! connections the pool closes on its own (after `keepalive_timeout`)
+//! leave it when their timeout has passed; one the server closed sooner is
+//! counted until then, so the cap errs on the side of fewer idle
+//! connections.
+
+use crate::upstream::keepalive::ConnId;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct IdleBudget {
+    cap: usize,
+    /// Each idle connection and when its pool lets it go at the latest.
+    idle: Mutex<HashMap<ConnId, Instant>>,
+}
+
+impl IdleBudget {
+    pub fn new(cap: usize) -> IdleBudget {
+        IdleBudget {
+            cap,
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `conn` is about to go idle for at most `timeout`: whether the cap
+    /// lets it (it is then counted).
+    pub fn admit(&self, conn: ConnId, timeout: Duration) -> bool {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= self.cap {
+            idle.retain(|_, until| *until > now);
+        }
+        if idle.len() >= self.cap {
+            return false;
+        }
+        idle.insert(conn, now + timeout);
+        true
+    }
+
+    /// `conn` was taken from its pool for a try (or is gone).
+    pub fn taken(&self, conn: ConnId) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&conn);
+    }
+
+    /// Connections counted as idle now.
+    #[cfg(test)]
+    fn counted(&self) -> usize {
+        self.idle.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn the_cap_counts_idle_connections_across_groups() {
+        let b = IdleBudget::new(2);
+        let t = Duration::from_secs(60);
+        let now = SystemTime::now();
+        assert!(b.admit((1, now), t));
+        assert!(b.admit((2, now), t));
+        assert!(!b.admit((3, now), t), "two idle already");
+        b.taken((1, now));
+        assert!(b.admit((3, now), t), "one was taken for a try");
+        assert_eq!(b.counted(), 2);
+    }
+
+    #[test]
+    fn a_connection_past_its_idle_timeout_leaves_the_count() {
+        let b = IdleBudget::new(1);
+        let now = SystemTime::now();
+        assert!(b.admit((1, now), Duration::ZERO));
+        assert!(
+            b.admit((2, now), Duration::from_secs(60)),
+            "the first one's pool let it go"
+        );
+        assert!(!b.admit((3, now), Duration::from_secs(60)));
+    }
+}
