@@ -8,7 +8,14 @@ Proxies (each pinned to CPU 0, one worker thread):
   ferry       Ferry with default settings (buffering on, retries on)
   ferry-unbuf Ferry with buffering: false
   nginx       nginx as a proxy (proxy_buffering on), when --nginx-proxy is given
+  ferry-log   Ferry writing its JSON access log to a file (with --check)
+  nginx-log   nginx with its access log on (with --check)
 The backend is nginx serving static files; it and wrk share CPU 1.
+
+  --check     everything, with 10,000 idle clients, then each performance goal
+              with its ratio; exit status 1 when one is missed
+  --idle N    only the idle measurement (KiB per idle keepalive client)
+  --ab A B    only an A/B of two ferry binaries (CPU per 1 KB request)
 
 For each proxy and response size, interleaved over rounds: req/s, MB/s,
 p50/p99 latency, and the proxy's own CPU time (utime+stime of its process
@@ -34,7 +41,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 BACKEND = 18000
-PORTS = {"pingora": 18090, "floor": 18084, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083}
+PORTS = {"pingora": 18090, "floor": 18084, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083,
+         "ferry-log": 18086, "nginx-log": 18085}
 TLS_PORTS = {name: port + 100 for name, port in PORTS.items()}
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -69,7 +77,7 @@ def peak_rss_kb(pid):
     return status_kb(pid, "VmHWM")
 
 
-def nginx_conf(work, proxy):
+def nginx_conf(work, proxy, name="nginx"):
     files = os.path.join(work, "files")
     server = f"""
     server {{
@@ -81,8 +89,9 @@ def nginx_conf(work, proxy):
         server = f"""
     upstream app {{ server 127.0.0.1:{BACKEND}; keepalive 32; }}
     server {{
-        listen 127.0.0.1:{PORTS['nginx']};
-        listen 127.0.0.1:{TLS_PORTS['nginx']} ssl http2;
+        listen 127.0.0.1:{PORTS[name]};
+        listen 127.0.0.1:{TLS_PORTS[name]} ssl http2;
+        {f"access_log {work}/{name}-access.log;" if name == "nginx-log" else ""}
         ssl_certificate {work}/cert.pem;
         ssl_certificate_key {work}/key.pem;
         keepalive_requests 1000000;
@@ -97,8 +106,8 @@ def nginx_conf(work, proxy):
 daemon off;
 worker_processes 1;
 worker_rlimit_nofile 65536;
-pid {work}/nginx-{'proxy' if proxy else 'backend'}.pid;
-error_log {work}/nginx-{'proxy' if proxy else 'backend'}.err warn;
+pid {work}/{name + '-proxy' if proxy else 'nginx-backend'}.pid;
+error_log {work}/{name + '-proxy' if proxy else 'nginx-backend'}.err warn;
 events {{ worker_connections 20480; }}
 http {{
     access_log off;
@@ -109,8 +118,9 @@ http {{
 """
 
 
-def ferry_conf(work, port, buffering):
-    return f"""
+def ferry_conf(work, port, buffering, access_log=None):
+    log = f"access_log: {access_log}\n" if access_log else ""
+    return log + f"""
 server: {{ threads: 1, pid_file: {work}/ferry-{port}.pid, upgrade_sock: {work}/ferry-{port}.sock,
           grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}
 listen:
@@ -156,12 +166,13 @@ def start_proxy(procs, name, work, log):
     elif name.startswith("ferry"):
         conf = os.path.join(work, f"{name}.yaml")
         with open(conf, "w") as f:
-            f.write(ferry_conf(work, PORTS[name], name == "ferry"))
+            log_file = f"{work}/ferry-access.log" if name == "ferry-log" else None
+            f.write(ferry_conf(work, PORTS[name], name != "ferry-unbuf", log_file))
         cmd = [os.path.join(REL, "ferry"), "-c", conf]
     else:
-        conf = os.path.join(work, "nginx-proxy.conf")
+        conf = os.path.join(work, f"{name}-proxy.conf")
         with open(conf, "w") as f:
-            f.write(nginx_conf(work, True))
+            f.write(nginx_conf(work, True, name))
         cmd = ["nginx", "-c", conf, "-p", work]
     p = procs.start(cmd, 0, log)
     wait_port(PORTS[name])
@@ -170,7 +181,7 @@ def start_proxy(procs, name, work, log):
 
 def proxy_pids(p, name):
     """The processes whose CPU counts: nginx's master and its worker."""
-    if name != "nginx":
+    if not name.startswith("nginx"):
         return [p.pid]
     out = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
     return [p.pid] + [int(x) for x in out]
@@ -238,6 +249,35 @@ def idle_keepalive_rss(pid, port, conns):
             s.close()
 
 
+def check(table, h2, idle, peak, args):
+    """Each performance goal with its ratio from this run; 1 when one is missed."""
+    med = statistics.median
+    us = lambda n: table[(n, "1k")]["us_req"]
+    gb = lambda n: table[(n, "1m")]["ms_gb"]
+    h2us = lambda n: med([x["cpu_s"] * 1e6 / max(x["requests"], 1) for x in h2[n]]) if h2.get(n) else float("nan")
+    goals = [
+        (f"an idle keepalive client costs <= 2 KiB ({args.idle_conns} clients)", idle["ferry"], 2.0,
+         f"{idle['ferry']:.2f} KiB (nginx {idle['nginx']:.2f}, bare Pingora {idle['pingora']:.2f})"),
+        ("CPU per 1 KB request <= 1.05x the Pingora floor", us("ferry") / us("floor"), 1.05,
+         f"{us('ferry') / us('floor'):.2f}x ({us('ferry'):.1f} against {us('floor'):.1f} us; nginx {us('nginx'):.1f})"),
+        ("the JSON access log to a file costs <= 1 us per request", us("ferry-log") - us("ferry"), 1.0,
+         f"{us('ferry-log') - us('ferry'):+.1f} us (nginx's access log: {us('nginx-log') - us('nginx'):+.1f} us)"),
+        ("HTTP/2 over TLS: CPU per request <= 1.0x nginx", h2us("ferry") / h2us("nginx"), 1.0,
+         f"{h2us('ferry') / h2us('nginx'):.2f}x ({h2us('ferry'):.1f} against {h2us('nginx'):.1f} us)"),
+        ("CPU per GB of 1 MB responses <= 0.5x nginx, buffered", gb("ferry") / gb("nginx"), 0.5,
+         f"{gb('ferry') / gb('nginx'):.2f}x ({gb('ferry'):.0f} against {gb('nginx'):.0f} ms/GB)"),
+        ("peak RSS with 200 slow clients: no regression on the recorded 64.4 MB (+10%)", peak["ferry"], 70.8,
+         f"{peak['ferry']:.1f} MB"),
+    ]
+    print("\ngoals")
+    missed = 0
+    for text, value, limit, shown in goals:
+        ok = value <= limit
+        missed += not ok
+        print(f"  {'met   ' if ok else 'MISSED'}  {text}: {shown}")
+    return 1 if missed else 0
+
+
 def ab(procs, work, log, args):
     """Two ferry binaries, one at a time on CPU 0, 1 KB through the nginx
     backend, 2 x rounds interleaved (old new new old ...): CPU per request."""
@@ -288,15 +328,21 @@ def main():
     ap.add_argument("--nginx-proxy", action="store_true", help="also measure nginx as a proxy")
     ap.add_argument("--slow-clients", type=int, default=200)
     ap.add_argument("--idle-conns", type=int, default=1000)
+    ap.add_argument("--check", action="store_true",
+                    help="also nginx and the access-log rows; print each goal with its ratio, exit 1 if one is missed")
     ap.add_argument("--ab", nargs=2, metavar=("OLD", "NEW"),
                     help="only an A/B of two ferry binaries: CPU per 1 KB request, interleaved rounds")
     ap.add_argument("--idle", type=int, metavar="N",
                     help="only the idle measurement: N keepalive clients, KiB per connection")
     args = ap.parse_args()
-    if args.idle:
+    if args.check:
+        args.nginx_proxy = True
+        args.idle = args.idle or 0
+        args.idle_conns = max(args.idle_conns, 10000)
+    if args.idle or args.check:
         # Every client socket and every proxy connection is a descriptor.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = min(hard, 2 * args.idle + 1024)
+        want = min(hard, 2 * max(args.idle, args.idle_conns) + 1024)
         if soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
@@ -331,6 +377,8 @@ def main():
             ab(procs, work, log, args)
             return
         names = ["pingora", "floor", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
+        if args.check:
+            names += ["ferry-log", "nginx-log"]
         running = {n: start_proxy(procs, n, work, log) for n in names}
         results = {(n, s): [] for n in names for s in ["1k", "1m"]}
         h2 = {n: [] for n in names if n != "floor"}  # the floor speaks HTTP/1 only
@@ -393,22 +441,31 @@ def main():
             procs.stop(p)
 
         print(f"\nRSS with {args.idle_conns} idle keepalive client connections (one 1 KB request each), fresh process")
-        for name in names:
+        idle = {}
+        for name in (["ferry", "pingora", "nginx"] if args.check else names):
             p = start_proxy(procs, name, work, log)
-            base = sum(status_kb(x, "VmRSS") for x in proxy_pids(p, name)) / 1024
-            mb = idle_keepalive_rss(proxy_pids(p, name), PORTS[name], args.idle_conns)
-            print(f"  {name:<12} RSS {mb:7.1f} MB (at start {base:.1f} MB)")
+            pids = proxy_pids(p, name)
+            idle_keepalive_rss(pids, PORTS[name], 1)
+            base = sum(status_kb(x, "VmRSS") for x in pids) / 1024
+            mb = idle_keepalive_rss(pids, PORTS[name], args.idle_conns)
+            idle[name] = (mb - base) * 1024 / args.idle_conns
+            print(f"  {name:<12} RSS {mb:7.1f} MB (after one request {base:.1f} MB), {idle[name]:.2f} KiB per connection")
             procs.stop(p)
 
         print(f"\npeak RSS with {args.slow_clients} slow clients downloading 4 MB each "
               "(16 KiB receive buffer, 200 KB/s, 5 s), fresh process")
+        peak = {}
         for name in ["pingora", "ferry", "ferry-unbuf"]:
             p = start_proxy(procs, name, work, log)
             base = peak_rss_kb(p.pid)
             subprocess.run([os.path.join(REL, "slow-clients"), f"127.0.0.1:{PORTS[name]}", "/4m",
                             str(args.slow_clients), "200000", "5"], capture_output=True)
-            print(f"  {name:<12} peak RSS {peak_rss_kb(p.pid) / 1024:7.1f} MB (at start {base / 1024:.1f} MB)")
+            peak[name] = peak_rss_kb(p.pid) / 1024
+            print(f"  {name:<12} peak RSS {peak[name]:7.1f} MB (at start {base / 1024:.1f} MB)")
             procs.stop(p)
+
+        if args.check:
+            sys.exit(check(table, h2, idle, peak, args))
     finally:
         procs.stop_all()
         log.close()

@@ -5,15 +5,15 @@
 //! alone); it is Pingora's knob, which Pingora applies per connector, and
 //! Ferry has one connector per group. So Ferry keeps the count itself: a
 //! connection going back to a pool is admitted only while fewer than the
-//! cap are idle, and leaves the count when a try takes it again. Idle
-//! connections the pool closes on its own (after `keepalive_timeout`)
-//! leave it when their timeout has passed; one the server closed sooner is
-//! counted until then, so the cap errs on the side of fewer idle
-//! connections.
+//! cap are idle, and leaves the count when a try takes it again, when its
+//! pool's LRU makes room for a newer one ([`PoolIdle`] mirrors that
+//! order), or when its idle timeout has passed (the pool closes it then).
+//! One the server closed sooner is counted until its timeout, so the cap
+//! errs on the side of fewer idle connections.
 
 use crate::upstream::keepalive::ConnId;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct IdleBudget {
@@ -60,6 +60,51 @@ impl IdleBudget {
     }
 }
 
+/// One pool's idle connections in the order its LRU lets them go (Pingora's
+/// pool of `size` evicts the one released longest ago to make room), so
+/// that the budget does not count a connection the pool already closed.
+pub struct PoolIdle {
+    size: usize,
+    budget: Arc<IdleBudget>,
+    idle: Mutex<VecDeque<ConnId>>,
+}
+
+impl PoolIdle {
+    pub fn new(size: usize, budget: Arc<IdleBudget>) -> PoolIdle {
+        PoolIdle {
+            size,
+            budget,
+            idle: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// `conn` is about to go back to this pool for at most `timeout`:
+    /// whether the budget lets it.
+    pub fn admit(&self, conn: ConnId, timeout: Duration) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if self.size > 0 && idle.len() >= self.size {
+            // The pool will evict its oldest idle connection for this one.
+            if let Some(old) = idle.pop_front() {
+                self.budget.taken(old);
+            }
+        }
+        if !self.budget.admit(conn, timeout) {
+            return false;
+        }
+        idle.push_back(conn);
+        true
+    }
+
+    /// `conn` was taken from this pool for a try.
+    pub fn taken(&self, conn: ConnId) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = idle.iter().position(|c| *c == conn) {
+            idle.remove(i);
+        }
+        self.budget.taken(conn);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +121,23 @@ mod tests {
         b.taken((1, now));
         assert!(b.admit((3, now), t), "one was taken for a try");
         assert_eq!(b.counted(), 2);
+    }
+
+    #[test]
+    fn a_connection_the_pool_evicted_leaves_the_count() {
+        let budget = Arc::new(IdleBudget::new(3));
+        let pool = PoolIdle::new(2, budget.clone());
+        let t = Duration::from_secs(60);
+        let now = SystemTime::now();
+        for fd in 0..10 {
+            assert!(
+                pool.admit((fd, now), t),
+                "the pool evicts its oldest, the budget follows"
+            );
+        }
+        assert_eq!(budget.counted(), 2);
+        pool.taken((9, now));
+        assert_eq!(budget.counted(), 1);
     }
 
     #[test]

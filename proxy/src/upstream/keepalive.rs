@@ -10,7 +10,7 @@
 //! an old connection, as in nginx). The pool itself is Pingora's, one per
 //! group, sized `keepalive` (its LRU closes the oldest idle one beyond that).
 
-use crate::upstream::idle_budget::IdleBudget;
+use crate::upstream::idle_budget::{IdleBudget, PoolIdle};
 use ferry_conf::Upstream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,14 +29,15 @@ pub struct Keepalive {
     /// there are open sockets: a connection the pool closed on its own is
     /// replaced when its descriptor is reused (a different `made`).
     uses: Mutex<HashMap<i32, (SystemTime, u32)>>,
-    /// `server.upstream_keepalive_pool_size`, shared by every group.
-    budget: Arc<IdleBudget>,
+    /// This pool's idle connections, counted against
+    /// `server.upstream_keepalive_pool_size` (shared by every group).
+    pool_idle: PoolIdle,
 }
 
 impl Keepalive {
     pub fn new(u: &Upstream, budget: Arc<IdleBudget>) -> Keepalive {
         Keepalive {
-            budget,
+            pool_idle: PoolIdle::new(u.keepalive.max(1), budget),
             idle_max: u.keepalive,
             idle_timeout: u.keepalive_timeout.get(),
             requests: u.keepalive_requests.max(1),
@@ -59,7 +60,7 @@ impl Keepalive {
         entry.1 += 1;
         let keep = entry.1 < self.requests
             && age <= self.max_age
-            && self.budget.admit((fd, made), self.idle_timeout);
+            && self.pool_idle.admit((fd, made), self.idle_timeout);
         if !keep {
             uses.remove(&fd);
         }
@@ -68,7 +69,7 @@ impl Keepalive {
 
     /// A pooled connection was taken for a try: no longer idle.
     pub fn taken(&self, conn: ConnId) {
-        self.budget.taken(conn);
+        self.pool_idle.taken(conn);
     }
 
     /// A connection that will not be reused is forgotten.
