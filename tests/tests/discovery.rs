@@ -93,6 +93,32 @@ async fn following(dns: &Dns, admin: &Admin, valid: &str, one: &Backend) -> Ferr
     ferry
 }
 
+/// Ferry following `_http._tcp.app.test`, whose two SRV records point at
+/// `a` and `b` with these (priority, weight), once both are members.
+async fn srv_pair(a: &Backend, pa: (u16, u16), b: &Backend, pb: (u16, u16)) -> (Dns, Admin, Ferry) {
+    let records = [
+        format!(
+            "_http._tcp.app.test,a.test,{},{},{}",
+            a.addr.port(),
+            pa.0,
+            pa.1
+        ),
+        format!(
+            "_http._tcp.app.test,b.test,{},{},{}",
+            b.addr.port(),
+            pb.0,
+            pb.1
+        ),
+    ];
+    let srv: Vec<&str> = records.iter().map(String::as_str).collect();
+    let dns = Dns::start("127.0.0.1 a.test\n127.0.0.1 b.test\n", &srv).await;
+    let admin = Admin::new();
+    let entry = "addr: app.test, resolve: true, service: http";
+    let ferry = Ferry::start(&conf(&admin, &dns, "0", entry)).await;
+    until_servers(&admin, &ferry, 2).await;
+    (dns, admin, ferry)
+}
+
 /// An A record that changes moves the traffic to the new address; the
 /// report names the entry it came from.
 #[tokio::test]
@@ -146,23 +172,8 @@ async fn two_a_records_are_two_servers() {
 /// weights 3 and 1 give two servers that share 8 requests 6:2.
 #[tokio::test]
 async fn srv_records_give_servers_with_their_weights() {
-    let a = Backend::named("a").await;
-    let b = Backend::named("b").await;
-    let records = [
-        format!("_http._tcp.app.test,a.test,{},0,3", a.addr.port()),
-        format!("_http._tcp.app.test,b.test,{},0,1", b.addr.port()),
-    ];
-    let srv: Vec<&str> = records.iter().map(String::as_str).collect();
-    let dns = Dns::start("127.0.0.1 a.test\n127.0.0.1 b.test\n", &srv).await;
-    let admin = Admin::new();
-    let ferry = Ferry::start(&conf(
-        &admin,
-        &dns,
-        "0",
-        "addr: app.test, resolve: true, service: http",
-    ))
-    .await;
-    until_servers(&admin, &ferry, 2).await;
+    let (a, b) = (Backend::named("a").await, Backend::named("b").await);
+    let (_dns, admin, ferry) = srv_pair(&a, (0, 3), &b, (0, 1)).await;
     let listed = servers(&admin).await;
     let weight_of = |addr: SocketAddr| {
         listed
@@ -252,23 +263,8 @@ async fn a_name_that_resolves_to_nothing_empties_the_group() {
 /// primaries, the others backups, used only when no primary can serve.
 #[tokio::test]
 async fn a_lower_srv_priority_gives_backup_servers() {
-    let a = Backend::named("a").await;
-    let b = Backend::named("b").await;
-    let records = [
-        format!("_http._tcp.app.test,a.test,{},0,1", a.addr.port()),
-        format!("_http._tcp.app.test,b.test,{},10,1", b.addr.port()),
-    ];
-    let srv: Vec<&str> = records.iter().map(String::as_str).collect();
-    let dns = Dns::start("127.0.0.1 a.test\n127.0.0.1 b.test\n", &srv).await;
-    let admin = Admin::new();
-    let ferry = Ferry::start(&conf(
-        &admin,
-        &dns,
-        "0",
-        "addr: app.test, resolve: true, service: http",
-    ))
-    .await;
-    until_servers(&admin, &ferry, 2).await;
+    let (a, b) = (Backend::named("a").await, Backend::named("b").await);
+    let (_dns, admin, ferry) = srv_pair(&a, (0, 1), &b, (10, 1)).await;
     let backup_of = |listed: &[serde_json::Value], addr: SocketAddr| {
         listed
             .iter()
