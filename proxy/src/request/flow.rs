@@ -80,17 +80,21 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     // 2. The early request filter, then the route: by host and normalised
     //    path, as the hook left them.
     s.request.uri = path;
+    let target = s.downstream.req_header().uri.clone();
     app.early_request_filter(&mut s, ctx).await?;
-    let raw = String::from_utf8_lossy(s.downstream.req_header().raw_path()).into_owned();
-    let Some(path) = normalize_path(&raw) else {
-        let e = Error::explain(
-            ErrorType::HTTPStatus(400),
-            "early_request_filter left a bad path",
-        );
-        return Ok(fail(app, &mut s, ctx, e).await);
-    };
+    if s.downstream.req_header().uri != target {
+        // The hook changed the target: the new one is what is routed.
+        let raw = String::from_utf8_lossy(s.downstream.req_header().raw_path()).into_owned();
+        let Some(path) = normalize_path(&raw) else {
+            let e = Error::explain(
+                ErrorType::HTTPStatus(400),
+                "early_request_filter left a bad path",
+            );
+            return Ok(fail(app, &mut s, ctx, e).await);
+        };
+        s.request.uri = path;
+    }
     s.request.host = request_host(host_header(s.downstream));
-    s.request.uri = path;
     s.request.route = rt.matcher.find(&s.request.host, &s.request.uri);
 
     // 3. The request filter hook (nginx access/rewrite phases).
