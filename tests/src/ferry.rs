@@ -216,12 +216,15 @@ impl Ferry {
     /// (waited for, bounded).
     pub async fn logged(&self, uri: &str) -> String {
         let needle = format!("logging: uri={uri} ");
-        crate::until("the logging hook's line", || self.log().contains(&needle)).await;
-        let log = self.log();
-        log.lines()
-            .find(|l| l.contains(&needle))
-            .unwrap_or_default()
-            .to_string()
+        // Whole: stderr is unbuffered, and a line may be read while it is
+        // still being written, piece by piece.
+        let whole = |log: &str| {
+            let at = log.find(&needle)?;
+            let end = log[at..].find('\n')?;
+            Some(log[at..at + end].to_string())
+        };
+        crate::until("the logging hook's line", || whole(&self.log()).is_some()).await;
+        whole(&self.log()).unwrap_or_default()
     }
 
     /// The configuration file Ferry was started with.
