@@ -9,7 +9,7 @@ use ferry_tests::client::{exchange, split, status_of};
 use ferry_tests::ferry::{free_port, Ferry};
 use ferry_tests::raw::{Raw, Step};
 use ferry_tests::yaml::group;
-use ferry_tests::{until, WAIT};
+use ferry_tests::WAIT;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
