@@ -291,7 +291,8 @@ def ab(procs, work, log, args):
     for which in order:
         conf = os.path.join(work, f"ab-{which}.yaml")
         with open(conf, "w") as f:
-            f.write(ferry_conf(work, PORTS["ferry"], True))
+            access_log = f"{work}/ab-access.log" if args.ab_log else None
+            f.write(ferry_conf(work, PORTS["ferry"], True, access_log))
         p = procs.start([binaries[which], "-c", conf], 0, log)
         wait_port(PORTS["ferry"])
         wrk(PORTS["ferry"], "/1k", 1, args.conns)  # warm the pools
@@ -332,6 +333,7 @@ def main():
                     help="also nginx and the access-log rows; print each goal with its ratio, exit 1 if one is missed")
     ap.add_argument("--ab", nargs=2, metavar=("OLD", "NEW"),
                     help="only an A/B of two ferry binaries: CPU per 1 KB request, interleaved rounds")
+    ap.add_argument("--ab-log", action="store_true", help="with --ab: both write the JSON access log to a file")
     ap.add_argument("--idle", type=int, metavar="N",
                     help="only the idle measurement: N keepalive clients, KiB per connection")
     args = ap.parse_args()

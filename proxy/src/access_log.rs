@@ -80,31 +80,99 @@ fn secs(d: Option<Duration>) -> String {
     d.map_or("-".to_string(), |d| format!("{:.3}", d.as_secs_f64()))
 }
 
-/// One request's line.
+/// One request's line: a JSON object, its keys in alphabetical order,
+/// written straight into one string (no JSON tree per request).
 pub fn line(r: &Request, method: &str, uri: &str, route: &str) -> String {
     let join = |f: &dyn Fn(&crate::request::record::Try) -> String| {
         r.tries.iter().map(f).collect::<Vec<_>>().join(", ")
     };
-    let v = serde_json::json!({
-        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        "request_id": r.id,
-        "client": r.client_ip_text(),
-        "method": method,
-        "uri": uri,
-        "host": r.host,
-        "route": route,
-        "status": r.status,
-        "bytes": r.body_bytes_sent,
-        "request_time": format!("{:.3}", r.start.elapsed().as_secs_f64()),
-        "upstream_addr": r.upstream_addr(),
-        "upstream_status": r.upstream_status(),
-        "upstream_response_time": join(&|t| secs(t.response_time)),
-        "upstream_header_time": join(&|t| secs(t.header_time)),
-        "spilled": r.spilled_bytes > 0,
-        "spilled_bytes": r.spilled_bytes,
-        "truncated": r.truncated,
-    });
-    let mut s = v.to_string();
-    s.push('\n');
+    let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let request_time = format!("{:.3}", r.start.elapsed().as_secs_f64());
+    let mut s = String::with_capacity(384 + uri.len());
+    s.push('{');
+    number(&mut s, "bytes", r.body_bytes_sent);
+    text(&mut s, "client", &r.client_ip_text());
+    text(&mut s, "host", &r.host);
+    text(&mut s, "method", method);
+    text(&mut s, "request_id", &r.id);
+    text(&mut s, "request_time", &request_time);
+    text(&mut s, "route", route);
+    boolean(&mut s, "spilled", r.spilled_bytes > 0);
+    number(&mut s, "spilled_bytes", r.spilled_bytes);
+    number(&mut s, "status", u64::from(r.status));
+    text(&mut s, "time", &time);
+    boolean(&mut s, "truncated", r.truncated);
+    text(&mut s, "upstream_addr", &r.upstream_addr());
+    text(
+        &mut s,
+        "upstream_header_time",
+        &join(&|t| secs(t.header_time)),
+    );
+    text(
+        &mut s,
+        "upstream_response_time",
+        &join(&|t| secs(t.response_time)),
+    );
+    text(&mut s, "upstream_status", &r.upstream_status());
+    text(&mut s, "uri", uri);
+    s.pop(); // the last comma
+    s.push_str("}\n");
     s
+}
+
+fn key(s: &mut String, k: &str) {
+    s.push('"');
+    s.push_str(k);
+    s.push_str("\":");
+}
+
+fn number(s: &mut String, k: &str, v: u64) {
+    use std::fmt::Write as _;
+    key(s, k);
+    let _ = write!(s, "{v},");
+}
+
+fn boolean(s: &mut String, k: &str, v: bool) {
+    key(s, k);
+    s.push_str(if v { "true," } else { "false," });
+}
+
+/// A JSON string (RFC 8259 escapes: quote, backslash, control characters).
+fn text(s: &mut String, k: &str, v: &str) {
+    use std::fmt::Write as _;
+    key(s, k);
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push_str("\",");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_line_is_json_whatever_the_request_holds() {
+        let mut r = crate::request::record::Request::new("id1".into(), None);
+        r.host = "h\"o\\st\u{1}\n".into();
+        r.status = 200;
+        let line = super::line(&r, "GET", "/a\"b\\c\td\u{7f}é", "route");
+        assert!(line.ends_with("}\n"));
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        assert_eq!(v["host"], "h\"o\\st\u{1}\n");
+        assert_eq!(v["uri"], "/a\"b\\c\td\u{7f}é");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["spilled"], false);
+        assert_eq!(v["upstream_addr"], "");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(17));
+    }
 }
