@@ -10,6 +10,7 @@
 //! This crate holds data only; what the settings *do* lives in `ferry-lb`,
 //! `ferry-filters` and `ferry`.
 
+mod cache;
 mod cidr;
 mod error;
 mod listen;
@@ -24,6 +25,7 @@ mod units;
 mod upstream;
 mod validate;
 
+pub use cache::{CacheZone, RouteCache, StaleCondition, IGNORABLE_HEADERS};
 pub use cidr::Cidr;
 pub use error::{ConfError, ConfErrors};
 pub use listen::{Listen, ListenTls};

@@ -55,6 +55,9 @@ pub struct ProxyConf {
     pub hide_headers: Vec<String>,
     pub pass_headers: Vec<String>,
     pub redirect: Redirect,
+    /// Response headers to the client, templates (nginx `add_header ...
+    /// always`).
+    pub add_headers: OrderedMap<Template>,
 }
 
 impl Default for ProxyConf {
@@ -87,6 +90,7 @@ impl Default for ProxyConf {
             hide_headers: Vec::new(),
             pass_headers: Vec::new(),
             redirect: Redirect::Default,
+            add_headers: OrderedMap::default(),
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Config {
     /// longer than `size` (414 / 431), no header larger than `count x size`
     /// (431).
     pub large_client_header_buffers: HeaderBuffers,
+    /// nginx `proxy_cache_path`: the caches routes may use, by name.
+    pub caches: OrderedMap<crate::cache::CacheZone>,
     pub upstreams: OrderedMap<Upstream>,
     pub routes: Vec<Route>,
 }
@@ -193,7 +195,7 @@ impl<'de> Deserialize<'de> for AccessLog {
 }
 
 const ROOT_KEYS: &str =
-    "server, listen, admin, resolver, access_log, real_ip, client_header_timeout, client_header_buffer_size, large_client_header_buffers, upstreams, routes";
+    "server, listen, admin, resolver, caches, access_log, real_ip, client_header_timeout, client_header_buffer_size, large_client_header_buffers, upstreams, routes";
 
 /// Deserializes the root mapping, accepting `extension` as one more key
 /// whose value is the program's own settings type `S`.
@@ -230,6 +232,7 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
             client_header_timeout: crate::units::Duration::secs(60),
             client_header_buffer_size: crate::units::Size(1024),
             large_client_header_buffers: HeaderBuffers::default(),
+            caches: OrderedMap::default(),
             upstreams: OrderedMap::default(),
             routes: Vec::new(),
         };
@@ -253,6 +256,7 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
                 }
                 "admin" => c.admin = m.next_value()?,
                 "resolver" => c.resolver = m.next_value()?,
+                "caches" => c.caches = m.next_value()?,
                 "access_log" => c.access_log = m.next_value()?,
                 "real_ip" => c.real_ip = m.next_value()?,
                 "client_header_timeout" => c.client_header_timeout = m.next_value()?,

@@ -19,6 +19,9 @@ pub struct Route {
     pub respond: Option<Return>,
     #[serde(default)]
     pub proxy: ProxyConf,
+    /// nginx `proxy_cache` and its directives; absent: no caching.
+    #[serde(default)]
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

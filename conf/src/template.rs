@@ -26,6 +26,7 @@ pub enum Variable {
     RequestId,
     UpstreamAddr,
     UpstreamStatus,
+    UpstreamCacheStatus,
 }
 
 impl Variable {
@@ -44,6 +45,7 @@ impl Variable {
             "request_id" => Variable::RequestId,
             "upstream_addr" => Variable::UpstreamAddr,
             "upstream_status" => Variable::UpstreamStatus,
+            "upstream_cache_status" => Variable::UpstreamCacheStatus,
             _ => {
                 if let Some(arg) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
                     Variable::Arg(arg.to_string())

@@ -50,6 +50,7 @@ pub fn validate(c: &mut Config) -> Vec<Problem> {
     check_listen(c, &mut out);
     check_upstreams(c, &mut out);
     check_routes(c, &mut out);
+    check_caches(c, &mut out);
     if c.client_header_timeout.is_zero() {
         out.push(problem(
             "client_header_timeout",
@@ -223,6 +224,104 @@ fn check_routes(c: &Config, out: &mut Vec<Problem>) {
             }
         }
         check_proxy(&r.proxy, &format!("{base}.proxy"), out);
+        if let Some(cache) = &r.cache {
+            if r.respond.is_some() {
+                out.push(Problem::at_key(
+                    format!("{base}.cache"),
+                    "a route that answers with return has nothing to cache",
+                ));
+            }
+            check_route_cache(c, cache, &format!("{base}.cache"), out);
+        }
+    }
+}
+
+fn check_caches(c: &Config, out: &mut Vec<Problem>) {
+    for (name, zone) in c.caches.iter() {
+        if zone.path.is_empty() {
+            out.push(problem(
+                format!("caches.{name}.path"),
+                "path must not be empty",
+            ));
+        }
+        if zone.inactive.is_zero() {
+            out.push(problem(
+                format!("caches.{name}.inactive"),
+                "inactive must be more than 0",
+            ));
+        }
+    }
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (name, zone) in c.caches.iter() {
+        if let Some((other, _)) = seen.iter().find(|(_, p)| *p == zone.path) {
+            out.push(problem(
+                format!("caches.{name}.path"),
+                format!("cache `{other}` already uses this path"),
+            ));
+        }
+        seen.push((name, &zone.path));
+    }
+}
+
+fn check_route_cache(c: &Config, r: &crate::cache::RouteCache, base: &str, out: &mut Vec<Problem>) {
+    if c.caches.get(&r.zone).is_none() {
+        let known: Vec<&str> = c.caches.iter().map(|(n, _)| n).collect();
+        out.push(problem(
+            format!("{base}.zone"),
+            if known.is_empty() {
+                format!("unknown cache `{}`: there is no caches: section", r.zone)
+            } else {
+                format!("unknown cache `{}`, expected one of {}", r.zone, known.join(", "))
+            },
+        ));
+    }
+    if r.key.is_empty() {
+        out.push(problem(format!("{base}.key"), "key must not be empty"));
+    }
+    for (code, _) in r.valid.iter() {
+        let ok = code == "any" || code.parse::<u16>().is_ok_and(|s| (100..=599).contains(&s));
+        if !ok {
+            out.push(Problem::at_key(
+                format!("{base}.valid.{code}"),
+                format!("valid keys are statuses 100 to 599 or `any`, not `{code}`"),
+            ));
+        }
+    }
+    for (i, m) in r.methods.iter().enumerate() {
+        if !["GET", "HEAD", "POST"].contains(&m.as_str()) {
+            out.push(problem(
+                format!("{base}.methods.{i}"),
+                format!("a cache stores GET, HEAD or POST, not `{m}`"),
+            ));
+        }
+    }
+    if r.min_uses == 0 {
+        out.push(problem(format!("{base}.min_uses"), "min_uses must be at least 1"));
+    }
+    for (i, h) in r.ignore_headers.iter().enumerate() {
+        if !crate::cache::IGNORABLE_HEADERS
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(h))
+        {
+            out.push(problem(
+                format!("{base}.ignore_headers.{i}"),
+                format!(
+                    "`{h}` cannot be ignored: expected one of {}",
+                    crate::cache::IGNORABLE_HEADERS.join(", ")
+                ),
+            ));
+        }
+    }
+    let off = r.use_stale.contains(&crate::cache::StaleCondition::Off);
+    if off && r.use_stale.len() > 1 {
+        out.push(problem(
+            format!("{base}.use_stale"),
+            "off cannot be combined with other conditions",
+        ));
+    }
+    if r.lock_timeout.is_zero() || r.lock_age.is_zero() {
+        let key = if r.lock_timeout.is_zero() { "lock_timeout" } else { "lock_age" };
+        out.push(problem(format!("{base}.{key}"), format!("{key} must be more than 0")));
     }
 }
 
@@ -325,5 +424,8 @@ fn check_proxy(p: &ProxyConf, base: &str, out: &mut Vec<Problem>) {
     }
     for (i, name) in p.pass_headers.iter().enumerate() {
         check_header_name(name, &format!("{base}.pass_headers.{i}"), out);
+    }
+    for (name, _) in p.add_headers.iter() {
+        check_header_name(name, &format!("{base}.add_headers.{name}"), out);
     }
 }

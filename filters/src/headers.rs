@@ -318,6 +318,7 @@ mod tests {
             request_id: "rid",
             upstream_addr: "",
             upstream_status: "",
+            upstream_cache_status: "",
         }
     }
 

@@ -39,6 +39,8 @@ pub struct RequestVars<'a> {
     pub request_id: &'a str,
     pub upstream_addr: &'a str,
     pub upstream_status: &'a str,
+    /// `$upstream_cache_status`: `HIT`, `MISS`, ... ("" without a cache).
+    pub upstream_cache_status: &'a str,
 }
 
 impl RequestVars<'_> {
@@ -91,6 +93,7 @@ impl RequestVars<'_> {
             Variable::RequestId => out.push_str(self.request_id),
             Variable::UpstreamAddr => out.push_str(self.upstream_addr),
             Variable::UpstreamStatus => out.push_str(self.upstream_status),
+            Variable::UpstreamCacheStatus => out.push_str(self.upstream_cache_status),
         }
     }
 
@@ -132,6 +135,7 @@ mod tests {
             request_id: "id",
             upstream_addr: "",
             upstream_status: "",
+            upstream_cache_status: "",
         };
         let t = Template::parse(
             "$request_method $uri $args $arg_a $http_x_real_ip $remote_addr:$remote_port",

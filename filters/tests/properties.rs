@@ -209,6 +209,7 @@ proptest! {
             request_id: "id",
             upstream_addr: "",
             upstream_status: "",
+            upstream_cache_status: "",
         };
         let plan = RequestPlan::new(&ferry_conf::ProxyConf::default());
         let req = plan.build(&client, &vars, framing).unwrap();

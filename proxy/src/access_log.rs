@@ -103,6 +103,7 @@ pub fn line(r: &Request, method: &str, uri: &str, route: &str) -> String {
     text(&mut s, "time", &time);
     boolean(&mut s, "truncated", r.truncated);
     text(&mut s, "upstream_addr", &r.upstream_addr());
+    text(&mut s, "upstream_cache_status", r.cache_status.as_str());
     text(
         &mut s,
         "upstream_header_time",
@@ -173,6 +174,7 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["spilled"], false);
         assert_eq!(v["upstream_addr"], "");
-        assert_eq!(v.as_object().map(|o| o.len()), Some(17));
+        assert_eq!(v["upstream_cache_status"], "");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(18));
     }
 }

@@ -65,6 +65,7 @@ pub(crate) fn request_vars<'a>(
         request_id: &s.request.id,
         upstream_addr: "",
         upstream_status: "",
+        upstream_cache_status: s.request.cache_status.as_str(),
     }
 }
 

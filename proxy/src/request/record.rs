@@ -28,6 +28,46 @@ fn ipv4_text(octets: [u8; 4]) -> String {
     s
 }
 
+/// What the route's cache did for a request (nginx
+/// `$upstream_cache_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheStatus {
+    /// The route has no cache, or the request is not one it stores.
+    #[default]
+    None,
+    /// Not in the cache: fetched (and stored when it may be).
+    Miss,
+    /// `bypass` said to fetch; the response is stored.
+    Bypass,
+    /// In the cache but expired: fetched again.
+    Expired,
+    /// An expired entry answered: the upstream failed as `use_stale`
+    /// allows, or it is being fetched in the background.
+    Stale,
+    /// An expired entry answered while another request updates it.
+    Updating,
+    /// An expired entry, confirmed by the upstream's 304.
+    Revalidated,
+    /// Answered from the cache.
+    Hit,
+}
+
+impl CacheStatus {
+    /// The variable's text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::None => "",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Bypass => "BYPASS",
+            CacheStatus::Expired => "EXPIRED",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Updating => "UPDATING",
+            CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Hit => "HIT",
+        }
+    }
+}
+
 /// One request's record.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -58,6 +98,9 @@ pub struct Request {
     /// The response to the client was cut short (upstream or client failure
     /// after the header went out).
     pub truncated: bool,
+    /// `$upstream_cache_status`: what the route's cache did for this
+    /// request.
+    pub cache_status: CacheStatus,
     /// The error the request ended with, handed to `logging`.
     pub(crate) error: Option<std::sync::Arc<pingora_error::Error>>,
 }
@@ -78,6 +121,7 @@ impl Request {
             body_bytes_sent: 0,
             spilled_bytes: 0,
             truncated: false,
+            cache_status: CacheStatus::None,
             error: None,
         }
     }

@@ -1,0 +1,332 @@
+//! One entry's file: a fixed head, the key, the response header, the body.
+//!
+//! ```text
+//! 0   "FERRYC1\n"        magic and format version
+//! 8   body length        u64 LE; all ones while the file is being written
+//! 16  date               i64 LE, Unix seconds: when the response was stored
+//! 24  expires            i64 LE, Unix seconds: fresh until then
+//! 32  kind               u32 LE: 0 a response, 1 the `Vary` names of a key
+//! 36  key length         u32 LE
+//! 40  header length      u32 LE
+//! 44  key, then the header (pingora-header-serde), then the body
+//! ```
+//!
+//! A file is written under the cache's `tmp/` directory as the body
+//! streams and renamed into place only when the response completed
+//! cleanly, so a reader never sees half an entry; a file that does not
+//! parse, or whose length is not its head's, is corrupt and never served.
+//!
+//! nginx counterpart: `ngx_http_file_cache_header_t` and the key and
+//! header that follow it; `ngx_http_file_cache_update` (the rename);
+//! `ngx_http_file_cache_update_header` ([`refresh`]).
+
+use pingora_header_serde::HeaderSerde;
+use pingora_http::ResponseHeader;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+const MAGIC: &[u8; 8] = b"FERRYC1\n";
+const HEAD: usize = 44;
+const WRITING: u64 = u64::MAX;
+/// No key or header this long is ours.
+const MOST: u32 = 1 << 20;
+
+fn serde() -> &'static HeaderSerde {
+    static S: OnceLock<HeaderSerde> = OnceLock::new();
+    S.get_or_init(|| HeaderSerde::new(None))
+}
+
+fn corrupt(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.to_string())
+}
+
+/// What a file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A response.
+    Response,
+    /// The key's responses vary by these request headers: each variant
+    /// is its own file.
+    Vary(Vec<String>),
+}
+
+/// A file's head, read without its body.
+#[derive(Debug)]
+pub struct Head {
+    pub kind: Kind,
+    /// The key text the file was stored under.
+    pub key: String,
+    /// When it was stored (Unix seconds).
+    pub date: i64,
+    /// Fresh until (Unix seconds).
+    pub expires: i64,
+    pub header: ResponseHeader,
+    pub body_len: u64,
+    /// Where the body starts in the file.
+    pub body_at: u64,
+}
+
+/// An entry found on disk: its head and the open file.
+#[derive(Debug)]
+pub struct Entry {
+    pub head: Head,
+    pub file: File,
+    pub path: PathBuf,
+}
+
+impl Entry {
+    /// Up to `max` body bytes from `offset` (into the body).
+    pub fn read_body(&self, offset: u64, max: usize) -> io::Result<bytes::Bytes> {
+        let left = self.head.body_len.saturating_sub(offset);
+        let n = (max as u64).min(left) as usize;
+        let mut buf = vec![0u8; n];
+        let mut done = 0;
+        while done < n {
+            let r = self
+                .file
+                .read_at(&mut buf[done..], self.head.body_at + offset + done as u64)?;
+            if r == 0 {
+                return Err(corrupt("entry shorter than its head says"));
+            }
+            done += r;
+        }
+        Ok(bytes::Bytes::from(buf))
+    }
+
+    /// The file's size on disk.
+    pub fn size(&self) -> u64 {
+        self.head.body_at + self.head.body_len
+    }
+}
+
+/// Open and check the file at `path`: `Ok(None)` when there is none,
+/// `Err(InvalidData)` when it is not a whole entry.
+pub fn open(path: &Path) -> io::Result<Option<Entry>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut fixed = [0u8; HEAD];
+    file.read_exact_at(&mut fixed, 0)
+        .map_err(|_| corrupt("shorter than a head"))?;
+    if &fixed[..8] != MAGIC {
+        return Err(corrupt("not a Ferry cache file"));
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(fixed[i..i + 8].try_into().unwrap_or_default());
+    let u32_at = |i: usize| u32::from_le_bytes(fixed[i..i + 4].try_into().unwrap_or_default());
+    let body_len = u64_at(8);
+    let (kind, key_len, header_len) = (u32_at(32), u32_at(36), u32_at(40));
+    if body_len == WRITING || key_len > MOST || header_len > MOST {
+        return Err(corrupt("incomplete head"));
+    }
+    let body_at = (HEAD as u64) + u64::from(key_len) + u64::from(header_len);
+    if body_at.checked_add(body_len) != Some(len) {
+        return Err(corrupt("length differs from its head"));
+    }
+    let mut rest = vec![0u8; (key_len + header_len) as usize];
+    file.read_exact_at(&mut rest, HEAD as u64)?;
+    let key = String::from_utf8(rest[..key_len as usize].to_vec())
+        .map_err(|_| corrupt("key is not text"))?;
+    let header = serde()
+        .deserialize(&rest[key_len as usize..])
+        .map_err(|_| corrupt("header does not parse"))?;
+    let kind = match kind {
+        0 => Kind::Response,
+        1 => Kind::Vary(vary_names(&header)),
+        _ => return Err(corrupt("unknown kind")),
+    };
+    let head = Head {
+        kind,
+        key,
+        date: u64_at(16) as i64,
+        expires: u64_at(24) as i64,
+        header,
+        body_len,
+        body_at,
+    };
+    Ok(Some(Entry {
+        head,
+        file,
+        path: path.to_path_buf(),
+    }))
+}
+
+/// The request header names a response's `Vary` lists, lower-cased.
+pub fn vary_names(header: &ResponseHeader) -> Vec<String> {
+    let mut names: Vec<String> = header
+        .headers
+        .get_all(http::header::VARY)
+        .iter()
+        .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().split(',').map(|n| n.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Set an entry's date and expiry in place (a revalidated entry).
+pub fn refresh(path: &Path, date: i64, expires: i64) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    let mut fixed = [0u8; 16];
+    fixed[..8].copy_from_slice(&date.to_le_bytes());
+    fixed[8..].copy_from_slice(&expires.to_le_bytes());
+    file.write_all_at(&fixed, 16)
+}
+
+/// A file being written. Dropped before [`Writer::commit`], it removes
+/// itself: nothing half-written stays on disk.
+#[derive(Debug)]
+pub struct Writer {
+    file: File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    body_at: u64,
+    written: u64,
+    done: bool,
+}
+
+impl Writer {
+    /// Start the file for `key` in `tmp_dir`, to become `dest`.
+    pub fn create(
+        tmp_dir: &Path,
+        dest: PathBuf,
+        kind: &Kind,
+        key: &str,
+        header: &ResponseHeader,
+        date: i64,
+        expires: i64,
+    ) -> io::Result<Writer> {
+        let header = serde()
+            .serialize(header)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut tmp = tmp_dir.join(format!(
+            "{}.{}",
+            dest.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
+            unique()
+        ));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .or_else(|_| {
+                tmp.set_extension(unique().to_string());
+                OpenOptions::new().write(true).create_new(true).open(&tmp)
+            })?;
+        let mut fixed = [0u8; HEAD];
+        fixed[..8].copy_from_slice(MAGIC);
+        fixed[8..16].copy_from_slice(&WRITING.to_le_bytes());
+        fixed[16..24].copy_from_slice(&date.to_le_bytes());
+        fixed[24..32].copy_from_slice(&expires.to_le_bytes());
+        let kind = u32::from(matches!(kind, Kind::Vary(_)));
+        fixed[32..36].copy_from_slice(&kind.to_le_bytes());
+        fixed[36..40].copy_from_slice(&(key.len() as u32).to_le_bytes());
+        fixed[40..44].copy_from_slice(&(header.len() as u32).to_le_bytes());
+        let start = [&fixed[..], key.as_bytes(), &header].concat();
+        file.write_all(&start)?;
+        Ok(Writer {
+            body_at: start.len() as u64,
+            file,
+            tmp,
+            dest,
+            written: 0,
+            done: false,
+        })
+    }
+
+    /// Append body bytes.
+    pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Body bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Finish the file and move it into place; its size on disk.
+    pub fn commit(mut self) -> io::Result<u64> {
+        self.file.write_all_at(&self.written.to_le_bytes(), 8)?;
+        if let Some(dir) = self.dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::rename(&self.tmp, &self.dest)?;
+        self.done = true;
+        Ok(self.body_at + self.written)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A number no other writer of this process uses.
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    (u64::from(std::process::id()) << 32) | N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ferry-entry-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn written_entries_read_back_and_broken_ones_do_not() {
+        let d = dir("rw");
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.insert_header("Content-Type", "text/plain").unwrap();
+        h.insert_header("ETag", "\"v1\"").unwrap();
+        let dest = d.join("a").join("bc").join("entry");
+        let mut w = Writer::create(&d, dest.clone(), &Kind::Response, "key", &h, 10, 70).unwrap();
+        w.append(b"hello ").unwrap();
+        w.append(b"world").unwrap();
+        assert!(open(&dest).unwrap().is_none(), "not visible before commit");
+        let size = w.commit().unwrap();
+        let e = open(&dest).unwrap().unwrap();
+        assert_eq!(e.size(), size);
+        assert_eq!(e.head.key, "key");
+        assert_eq!((e.head.date, e.head.expires), (10, 70));
+        assert_eq!(e.head.header.headers["etag"], "\"v1\"");
+        assert_eq!(&e.read_body(0, 100).unwrap()[..], b"hello world");
+        assert_eq!(&e.read_body(6, 3).unwrap()[..], b"wor");
+        refresh(&dest, 20, 99).unwrap();
+        let e = open(&dest).unwrap().unwrap();
+        assert_eq!((e.head.date, e.head.expires), (20, 99));
+
+        // Truncated, then garbage: both corrupt.
+        let f = OpenOptions::new().write(true).open(&dest).unwrap();
+        f.set_len(size - 1).unwrap();
+        assert_eq!(open(&dest).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        std::fs::write(&dest, b"GET / HTTP/1.1\r\n\r\n and more bytes than a head").unwrap();
+        assert_eq!(open(&dest).unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_dropped_writer_leaves_nothing() {
+        let d = dir("drop");
+        let h = ResponseHeader::build(200, None).unwrap();
+        let mut w = Writer::create(&d, d.join("x"), &Kind::Response, "k", &h, 0, 0).unwrap();
+        w.append(b"partial").unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+    }
+}

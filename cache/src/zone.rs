@@ -1,0 +1,387 @@
+//! One cache (an entry of `caches:`): its directory, the index of what it
+//! holds, eviction, and the counters `/metrics` shows.
+//!
+//! The files are the truth: a lookup opens the entry's file, so an entry
+//! stored before a restart (or by the process a graceful upgrade
+//! replaced) is found at once. The index knows each file's size and last
+//! use, for `max_size` (pingora-cache's LRU eviction manager evicts the
+//! least recently used past it) and `inactive` (a sweep every few
+//! seconds removes entries unused that long). At start a loader thread
+//! walks the directory into the index, removing what is corrupt or was
+//! left half-written.
+//!
+//! nginx counterpart: `ngx_http_file_cache_t`: the shared-memory tree of
+//! nodes, the cache manager (`ngx_http_file_cache_manager`: `max_size`
+//! and `inactive`) and the cache loader (`ngx_http_file_cache_loader`).
+
+use crate::entry::{self, Entry, Kind, Writer};
+use crate::key::{self, Hash, Key};
+use ferry_conf::CacheZone;
+use http::HeaderMap;
+use pingora_cache::eviction::{lru, CacheEntryKey, CacheEntryKeyRef, EvictionManager};
+use pingora_cache::key::CompactCacheKey;
+use pingora_http::ResponseHeader;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What a cache did, counted since the process started.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub expired: AtomicU64,
+    pub stale: AtomicU64,
+    pub updating: AtomicU64,
+    pub bypass: AtomicU64,
+    pub revalidated: AtomicU64,
+    /// Body and head bytes written into entries.
+    pub bytes_stored: AtomicU64,
+}
+
+impl Stats {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Meta {
+    size: u64,
+    used: Instant,
+    primary: Hash,
+}
+
+/// One cache.
+pub struct Zone {
+    pub name: String,
+    pub dir: PathBuf,
+    tmp: PathBuf,
+    inactive: Duration,
+    lru: lru::Manager<1>,
+    index: Mutex<HashMap<Hash, Meta>>,
+    /// Requests for keys not stored yet (`min_uses`).
+    uses: Mutex<HashMap<Hash, (u32, Instant)>>,
+    pub stats: Stats,
+}
+
+/// What a lookup found.
+pub enum Found {
+    /// A whole entry; `key` is the one it is filed under (a variant's).
+    Entry(Entry, Key),
+    /// Nothing (or something corrupt, now removed).
+    Missing,
+}
+
+fn compact(hash: Hash) -> CacheEntryKey {
+    CacheEntryKey::key_only(CompactCacheKey {
+        primary: hash,
+        variance: None,
+        user_tag: "".into(),
+    })
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    unix(SystemTime::now())
+}
+
+impl Zone {
+    /// Open (creating, 0700) the cache `name` and start its loader and
+    /// sweeper.
+    pub fn open(name: &str, conf: &CacheZone) -> io::Result<Arc<Zone>> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = PathBuf::from(&conf.path);
+        let tmp = dir.join("tmp");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tmp)?;
+        // What a stopped process was writing is not an entry.
+        for f in std::fs::read_dir(&tmp)?.flatten() {
+            let _ = std::fs::remove_file(f.path());
+        }
+        let zone = Arc::new(Zone {
+            name: name.to_string(),
+            dir,
+            tmp,
+            inactive: conf.inactive.get(),
+            lru: lru::Manager::with_capacity(conf.max_size.as_usize().max(1), 1024),
+            index: Mutex::new(HashMap::new()),
+            uses: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+        });
+        let weak = Arc::downgrade(&zone);
+        std::thread::Builder::new()
+            .name(format!("ferry-cache-{name}"))
+            .spawn(move || manage(weak))?;
+        Ok(zone)
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, Meta>> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry for `key` as a request with `headers` sees it (its
+    /// variant, when the key's responses vary).
+    pub fn find(&self, key: &Key, headers: &HeaderMap) -> Found {
+        let Some(first) = self.open_checked(key) else {
+            return Found::Missing;
+        };
+        match &first.head.kind {
+            Kind::Response => {
+                self.used(key.hash, first.size(), key.primary);
+                Found::Entry(first, key.clone())
+            }
+            Kind::Vary(names) => {
+                let variant = key.variant(names, headers);
+                match self.open_checked(&variant) {
+                    Some(e) if e.head.kind == Kind::Response => {
+                        self.used(variant.hash, e.size(), key.primary);
+                        Found::Entry(e, variant)
+                    }
+                    _ => Found::Missing,
+                }
+            }
+        }
+    }
+
+    /// The file of `key`, if it is whole and is that key's.
+    fn open_checked(&self, key: &Key) -> Option<Entry> {
+        let path = key::path_of(&self.dir, &key.hash);
+        match entry::open(&path) {
+            Ok(Some(e)) if e.head.key == key.text => Some(e),
+            Ok(Some(_)) => None,
+            Ok(None) => None,
+            Err(e) => {
+                log::warn!(
+                    "cache {}: {} is not a whole entry ({e}): removed",
+                    self.name,
+                    path.display()
+                );
+                self.remove(key.hash);
+                None
+            }
+        }
+    }
+
+    fn used(&self, hash: Hash, size: u64, primary: Hash) {
+        let mut index = self.index();
+        let m = index.entry(hash).or_insert(Meta {
+            size,
+            used: Instant::now(),
+            primary,
+        });
+        m.used = Instant::now();
+        drop(index);
+        self.lru.access(&compact(hash), size as usize, SystemTime::now());
+    }
+
+    /// Start storing a response for `key` (a request with `headers`),
+    /// fresh for `fresh`. When the response varies, the key's file lists
+    /// the names and the response goes to its variant's file.
+    pub fn writer(
+        &self,
+        key: &Key,
+        headers: &HeaderMap,
+        header: &ResponseHeader,
+        fresh: Duration,
+    ) -> io::Result<(Writer, Key)> {
+        let date = now();
+        let expires = date.saturating_add(fresh.as_secs() as i64);
+        let names = entry::vary_names(header);
+        let target = if names.is_empty() {
+            key.clone()
+        } else {
+            let mut list = ResponseHeader::build(200, None).map_err(|e| io::Error::other(e.to_string()))?;
+            list.insert_header(http::header::VARY, names.join(", "))
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let dest = key::path_of(&self.dir, &key.hash);
+            let kind = Kind::Vary(names.clone());
+            let w = Writer::create(&self.tmp, dest, &kind, &key.text, &list, date, expires)?;
+            let size = w.commit()?;
+            self.committed(key.hash, size, key.primary, SystemTime::now() + fresh);
+            key.variant(&names, headers)
+        };
+        let dest = key::path_of(&self.dir, &target.hash);
+        let w = Writer::create(&self.tmp, dest, &Kind::Response, &target.text, header, date, expires)?;
+        Ok((w, target))
+    }
+
+    /// A writer's entry is in place: index it and evict past `max_size`.
+    pub fn stored(&self, key: &Key, writer: Writer, fresh: Duration) -> io::Result<()> {
+        let size = writer.commit()?;
+        self.stats.bytes_stored.fetch_add(size, Ordering::Relaxed);
+        self.committed(key.hash, size, key.primary, SystemTime::now() + fresh);
+        Ok(())
+    }
+
+    fn committed(&self, hash: Hash, size: u64, primary: Hash, fresh_until: SystemTime) {
+        self.index().insert(
+            hash,
+            Meta {
+                size,
+                used: Instant::now(),
+                primary,
+            },
+        );
+        self.uses.lock().unwrap_or_else(|e| e.into_inner()).remove(&primary);
+        let evicted = self.lru.admit(compact(hash), size as usize, fresh_until);
+        for e in evicted {
+            let h = e.key().primary;
+            self.index().remove(&h);
+            let _ = std::fs::remove_file(key::path_of(&self.dir, &h));
+        }
+    }
+
+    /// A revalidated entry is fresh again for `fresh`.
+    pub fn refresh(&self, entry: &Entry, fresh: Duration) -> io::Result<()> {
+        let date = now();
+        entry::refresh(&entry.path, date, date.saturating_add(fresh.as_secs() as i64))
+    }
+
+    /// Remove one file and forget it.
+    pub fn remove(&self, hash: Hash) {
+        let _ = std::fs::remove_file(key::path_of(&self.dir, &hash));
+        if self.index().remove(&hash).is_some() {
+            self.lru.remove(CacheEntryKeyRef::from(&compact(hash)));
+        }
+    }
+
+    /// Remove every entry of the key `text` (all its variants): how many
+    /// files went.
+    pub fn purge(&self, text: &str) -> usize {
+        let primary = Key::new(text.to_string()).hash;
+        let mut hashes: Vec<Hash> = self
+            .index()
+            .iter()
+            .filter(|(h, m)| m.primary == primary || **h == primary)
+            .map(|(h, _)| *h)
+            .collect();
+        if !hashes.contains(&primary) {
+            hashes.push(primary);
+        }
+        let mut removed = 0;
+        for h in hashes {
+            if std::fs::remove_file(key::path_of(&self.dir, &h)).is_ok() {
+                removed += 1;
+            }
+            self.remove(h);
+        }
+        removed
+    }
+
+    /// Count one more request for `key`, not stored yet: the count so far
+    /// (nginx `min_uses`, counted within `inactive`).
+    pub fn count_use(&self, key: &Key) -> u32 {
+        let mut uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        let e = uses.entry(key.primary).or_insert((0, Instant::now()));
+        if e.1.elapsed() > self.inactive {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+        e.1 = Instant::now();
+        e.0
+    }
+
+    /// Entries (files) indexed.
+    pub fn entries(&self) -> usize {
+        self.index().len()
+    }
+
+    /// Bytes on disk indexed.
+    pub fn size(&self) -> u64 {
+        self.index().values().map(|m| m.size).sum()
+    }
+
+    /// Remove what was not used within `inactive`.
+    fn sweep(&self) {
+        let old: Vec<Hash> = self
+            .index()
+            .iter()
+            .filter(|(_, m)| m.used.elapsed() >= self.inactive)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in old {
+            log::debug!("cache {}: {} inactive: removed", self.name, key::hex(&h));
+            self.remove(h);
+        }
+        let inactive = self.inactive;
+        self.uses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (_, t)| t.elapsed() < inactive);
+    }
+
+    /// Index what the directory holds (the cache loader).
+    fn load(&self) {
+        let mut found = 0;
+        for l1 in dir_entries(&self.dir) {
+            for l2 in dir_entries(&l1) {
+                for f in dir_entries(&l2) {
+                    let Some(hash) = f.file_name().and_then(|n| n.to_str()).and_then(key::from_hex)
+                    else {
+                        continue;
+                    };
+                    if self.index().contains_key(&hash) {
+                        continue;
+                    }
+                    match entry::open(&f) {
+                        Ok(Some(e)) => {
+                            let primary = match &e.head.kind {
+                                Kind::Response => Key::new(e.head.key.lines().next().unwrap_or("").to_string()).hash,
+                                Kind::Vary(_) => hash,
+                            };
+                            let until = SystemTime::UNIX_EPOCH
+                                + Duration::from_secs(e.head.expires.max(0) as u64);
+                            self.committed(hash, e.size(), primary, until);
+                            found += 1;
+                        }
+                        Ok(None) => {}
+                        Err(err) => {
+                            log::warn!("cache {}: {} is not a whole entry ({err}): removed", self.name, f.display());
+                            let _ = std::fs::remove_file(&f);
+                        }
+                    }
+                }
+            }
+        }
+        log::info!("cache {}: {found} entries found in {}", self.name, self.dir.display());
+    }
+}
+
+fn dir_entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.file_name().and_then(|n| n.to_str()) != Some("tmp"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The zone's own thread: load, then sweep until the zone is dropped.
+fn manage(zone: Weak<Zone>) {
+    let every = match zone.upgrade() {
+        Some(z) => {
+            z.load();
+            (z.inactive / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
+        }
+        None => return,
+    };
+    loop {
+        std::thread::sleep(every);
+        match zone.upgrade() {
+            Some(z) => z.sweep(),
+            None => return,
+        }
+    }
+}
