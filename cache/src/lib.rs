@@ -1,7 +1,7 @@
 //! Ferry's proxy cache: what nginx would store and for how long
 //! ([`freshness`]), the file of one entry ([`entry`]), the key and where
-//! its file lives ([`key`]), and one cache with its index, eviction and
-//! counters ([`zone`]). The proxy decides when to look and serves what is
+//! its file lives ([`key`]), and one cache with its index and
+//! eviction ([`zone`]). The proxy decides when to look and serves what is
 //! found; this crate holds no request.
 //!
 //! nginx counterpart: `ngx_http_file_cache.c`, and the cache parts of
@@ -15,4 +15,4 @@ pub mod zone;
 pub use entry::{Entry, Writer};
 pub use freshness::{decide, Decision};
 pub use key::Key;
-pub use zone::{Found, Stats, Zone};
+pub use zone::{Found, Zone};

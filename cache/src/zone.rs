@@ -1,5 +1,5 @@
 //! One cache (an entry of `caches:`): its directory, the index of what it
-//! holds, eviction, and the counters `/metrics` shows.
+//! holds, and eviction.
 //!
 //! The files are the truth: a lookup opens the entry's file, so an entry
 //! stored before a restart (or by the process a graceful upgrade
@@ -24,29 +24,8 @@ use pingora_http::ResponseHeader;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
-
-/// What a cache did, counted since the process started.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub expired: AtomicU64,
-    pub stale: AtomicU64,
-    pub updating: AtomicU64,
-    pub bypass: AtomicU64,
-    pub revalidated: AtomicU64,
-    /// Body and head bytes written into entries.
-    pub bytes_stored: AtomicU64,
-}
-
-impl Stats {
-    pub fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 struct Meta {
     size: u64,
@@ -64,7 +43,6 @@ pub struct Zone {
     index: Mutex<HashMap<Hash, Meta>>,
     /// Requests for keys not stored yet (`min_uses`).
     uses: Mutex<HashMap<Hash, (u32, Instant)>>,
-    pub stats: Stats,
 }
 
 /// What a lookup found.
@@ -116,7 +94,6 @@ impl Zone {
             lru: lru::Manager::with_capacity(conf.max_size.as_usize().max(1), 1024),
             index: Mutex::new(HashMap::new()),
             uses: Mutex::new(HashMap::new()),
-            stats: Stats::default(),
         });
         let weak = Arc::downgrade(&zone);
         std::thread::Builder::new()
@@ -216,11 +193,11 @@ impl Zone {
     }
 
     /// A writer's entry is in place: index it and evict past `max_size`.
-    pub fn stored(&self, key: &Key, writer: Writer, fresh: Duration) -> io::Result<()> {
+    /// Its size on disk.
+    pub fn stored(&self, key: &Key, writer: Writer, fresh: Duration) -> io::Result<u64> {
         let size = writer.commit()?;
-        self.stats.bytes_stored.fetch_add(size, Ordering::Relaxed);
         self.committed(key.hash, size, key.primary, SystemTime::now() + fresh);
-        Ok(())
+        Ok(size)
     }
 
     fn committed(&self, hash: Hash, size: u64, primary: Hash, fresh_until: SystemTime) {

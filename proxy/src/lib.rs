@@ -54,6 +54,8 @@
 //!   route's group, another group, or a server chosen at run time.
 //! - [`RetryDecision`], [`FailToProxy`] and [`error_status`]: what
 //!   `upstream_response_filter` and `fail_to_proxy` answer.
+//! - [`CacheDecision`] and [`CacheStatus`]: what `response_cache_filter`
+//!   decides, and what the route's cache did (`$upstream_cache_status`).
 //! - [`run`], [`run_with_settings`], [`Program`] and [`Start`]: the
 //!   command line, the program's own settings in the YAML (`S`, with
 //!   `FILE:LINE:COLUMN` errors), and its start, checked by `-t`.
@@ -71,6 +73,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod admin;
+pub(crate) mod cache;
 pub mod allocator;
 pub(crate) mod cli;
 pub(crate) mod client;
@@ -118,10 +121,12 @@ pub mod fuzzing {
 }
 
 pub use hooks::peer_choice::{Peer, PeerChoice};
-pub use hooks::proxy_trait::{error_status, DefaultProxy, FailToProxy, ProxyHttp, RetryDecision};
+pub use hooks::proxy_trait::{
+    error_status, CacheDecision, DefaultProxy, FailToProxy, ProxyHttp, RetryDecision,
+};
 pub use hooks::session::Session;
 pub use program::{Program, Start};
-pub use request::record::{Request, Try, TryOutcome};
+pub use request::record::{CacheStatus, Request, Try, TryOutcome};
 pub use server::{main, run, run_with_settings, DEFAULT_CONF};
 pub use upstream::subrequest::SubResponse;
 

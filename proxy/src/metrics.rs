@@ -7,7 +7,7 @@
 use crate::request::record::{Request, TryOutcome};
 use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -30,6 +30,16 @@ pub struct Metrics {
     pub bad_requests: IntCounterVec,
     pub reloads: IntCounterVec,
     pub dns_lookups: IntCounterVec,
+    pub cache_requests: IntCounterVec,
+    pub cache_stored_bytes: IntCounterVec,
+    pub cache_entries: IntGaugeVec,
+    pub cache_size: IntGaugeVec,
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    let _ = r.register(Box::new(g.clone()));
+    g
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -146,12 +156,46 @@ pub fn metrics() -> &'static Metrics {
                 "Lookups of discovered servers, by result (ok, empty, error)",
                 &["result"],
             ),
+            cache_requests: counter_vec(
+                &r,
+                "ferry_cache_requests_total",
+                "Requests on routes with a cache, by cache and $upstream_cache_status (HIT, MISS, EXPIRED, STALE, UPDATING, REVALIDATED, BYPASS)",
+                &["cache", "status"],
+            ),
+            cache_stored_bytes: counter_vec(
+                &r,
+                "ferry_cache_stored_bytes_total",
+                "Bytes written into cache entries",
+                &["cache"],
+            ),
+            cache_entries: gauge_vec(
+                &r,
+                "ferry_cache_entries",
+                "Files a cache holds (entries, and the Vary lists of varying keys)",
+                &["cache"],
+            ),
+            cache_size: gauge_vec(
+                &r,
+                "ferry_cache_size_bytes",
+                "Bytes a cache holds on disk",
+                &["cache"],
+            ),
             registry: r,
         }
     })
 }
 
 impl Metrics {
+    /// The Prometheus text exposition, with each cache's size as it is
+    /// now.
+    pub fn render_with(&self, caches: &std::collections::HashMap<String, std::sync::Arc<ferry_cache::Zone>>) -> Vec<u8> {
+        for (name, zone) in caches {
+            self.cache_entries.with_label_values(&[name]).set(zone.entries() as i64);
+            self.cache_size.with_label_values(&[name]).set(zone.size() as i64);
+        }
+        self.render()
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -159,8 +203,13 @@ impl Metrics {
         out
     }
 
-    /// Account a finished request.
-    pub fn record(&self, r: &Request, route: &str, request_body_bytes: u64) {
+    /// Account a finished request (`cache`: the route's cache, if any).
+    pub fn record(&self, r: &Request, route: &str, cache: Option<&str>, request_body_bytes: u64) {
+        if let (Some(zone), status) = (cache, r.cache_status.as_str()) {
+            if !status.is_empty() {
+                self.cache_requests.with_label_values(&[zone, status]).inc();
+            }
+        }
         let mut digits = [0; 3];
         let code = status_label(r.status, &mut digits);
         self.requests.with_label_values(&[route, &*code]).inc();

@@ -40,6 +40,8 @@ pub struct RouteRt {
     /// timeouts, made once per member list (its generation).
     pub peers: ArcSwapOption<(u64, Vec<Arc<UpstreamPeer>>)>,
     pub pipe: EventPipeConf,
+    /// The route's `cache:`, with its cache.
+    pub cache: Option<crate::cache::RouteCacheRt>,
 }
 
 impl RouteRt {
@@ -61,6 +63,9 @@ pub struct Runtime {
     pub dynamic: Arc<DynamicPool>,
     /// The cap on idle upstream connections across all groups.
     pub idle: Arc<IdleBudget>,
+    /// `caches:` by name; a reload keeps a cache whose settings are the
+    /// same (its index with it).
+    pub caches: HashMap<String, Arc<ferry_cache::Zone>>,
 }
 
 /// What lookups while running found for a discovered server entry, by
@@ -147,12 +152,30 @@ impl Runtime {
                 (name.to_string(), Arc::new(up))
             })
             .collect();
+        let mut caches = HashMap::new();
+        for (name, zone) in config.caches.iter() {
+            let kept = previous.and_then(|p| {
+                (p.config.caches.get(name) == Some(zone)).then(|| p.caches.get(name).cloned())?
+            });
+            let zone = match kept {
+                Some(z) => z,
+                None => ferry_cache::Zone::open(name, zone).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cache {name}: {}: {e}", zone.path))
+                })?,
+            };
+            caches.insert(name.to_string(), zone);
+        }
         let routes = config
             .routes
             .iter()
             .map(|r| {
                 let upstream = r.upstream.as_ref().and_then(|n| upstreams.get(n)).cloned();
+                let cache = r.cache.as_ref().and_then(|c| {
+                    let zone = caches.get(&c.zone)?.clone();
+                    Some(crate::cache::RouteCacheRt::new(c, zone))
+                });
                 RouteRt {
+                    cache,
                     label: format!(
                         "{}{}",
                         r.matcher.host.as_deref().unwrap_or(""),
@@ -195,6 +218,7 @@ impl Runtime {
             None => Arc::new(DynamicPool::new(connector, idle.clone())),
         };
         Ok(Runtime {
+            caches,
             idle,
             dynamic,
             config,

@@ -8,6 +8,7 @@
 //!
 //! Signals, draining and reload on SIGHUP are in [`signals`].
 
+mod cache;
 mod signals;
 mod upstreams;
 
@@ -47,7 +48,11 @@ impl ServeHttp for AdminApp {
         match path.as_str() {
             "/healthz" if self.draining.is_set() => text(503, "draining"),
             "/healthz" => text(200, "ok"),
-            "/metrics" => reply(200, "text/plain; version=0.0.4", metrics().render()),
+            "/metrics" => {
+                let caches = &self.live.current().caches;
+                reply(200, "text/plain; version=0.0.4", metrics().render_with(caches))
+            }
+            p if p.starts_with("/cache/") => cache::serve(&self.live, s).await,
             p if p == "/upstreams" || p.starts_with("/upstreams/") => {
                 upstreams::serve(&self.live, s).await
             }

@@ -91,7 +91,7 @@ fn list(live: &Live) -> Vec<u8> {
 }
 
 /// No token set, or the request carries it.
-fn authorized(live: &Live, s: &ServerSession) -> bool {
+pub(crate) fn authorized(live: &Live, s: &ServerSession) -> bool {
     let token = live
         .current()
         .config

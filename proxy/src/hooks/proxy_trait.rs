@@ -17,6 +17,8 @@
 //! | [`response_filter`](ProxyHttp::response_filter) | header filter | once, before the header goes to the client |
 //! | [`upstream_response_body_filter`](ProxyHttp::upstream_response_body_filter) | `input_filter` | each piece read from the upstream, before it is buffered |
 //! | [`response_body_filter`](ProxyHttp::response_body_filter) | body filter | each piece on its way to the client |
+//! | [`cache_key_callback`](ProxyHttp::cache_key_callback) | `proxy_cache_key` | before the cache lookup |
+//! | [`response_cache_filter`](ProxyHttp::response_cache_filter) | `ngx_http_upstream_send_response`'s `u->cacheable` | before a response is stored |
 //! | [`fail_to_proxy`](ProxyHttp::fail_to_proxy) | `ngx_http_finalize_request` with an error, `error_page` | every error Ferry answers: 400, 404, 413, 502, 504, 500 |
 //! | [`suppress_error_log`](ProxyHttp::suppress_error_log), [`request_summary`](ProxyHttp::request_summary) | `error_log` | when a request's error is logged |
 //! | [`logging`](ProxyHttp::logging) | `finalize_request` / log phase | last, always, with the error if any |
@@ -32,6 +34,8 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 pub use crate::upstream::next_upstream::RetryDecision;
+/// Whether a response is stored in the route's cache, and for how long.
+pub use ferry_cache::Decision as CacheDecision;
 
 // The hooks' `Session` argument. async-trait (what programs compile
 // against) wants it as written, `Session`; rustdoc's view of the hooks as
@@ -623,6 +627,85 @@ pub trait ProxyHttp: Send + Sync + 'static {
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
         Ok(())
+    }
+
+    /// The cache key of a request on a route with `cache:` (Pingora's
+    /// `cache_key_callback`; nginx `proxy_cache_key`): `key` is the route's
+    /// `key` template rendered; what this returns is the key looked up and
+    /// stored under. Runs once per request, before the lookup.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Result;
+    /// /// One entry per tenant: the `X-Tenant` header joins the key.
+    /// struct PerTenant;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for PerTenant {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     fn cache_key_callback(&self, s: &Session, key: String, _ctx: &mut ()) -> Result<String> {
+    ///         let tenant = s.req_header().headers.get("x-tenant");
+    ///         let tenant = tenant.and_then(|v| v.to_str().ok()).unwrap_or("-");
+    ///         Ok(format!("{tenant}|{key}"))
+    ///     }
+    /// }
+    /// ```
+    fn cache_key_callback(
+        &self,
+        _session: &session_type!(),
+        key: String,
+        _ctx: &mut Self::CTX,
+    ) -> Result<String> {
+        Ok(key)
+    }
+
+    /// Whether a response is stored, and for how long (Pingora's
+    /// `response_cache_filter`): `decision` is nginx's, from the headers and
+    /// the route's `valid` (`Set-Cookie`, `Cache-Control`,
+    /// `X-Accel-Expires`, `Expires`, `Vary: *`); what this returns is
+    /// final. Also asked for a 304 that revalidates an entry (with the
+    /// stored status): `NoStore` then leaves the entry's time as it was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, CacheDecision, ProxyHttp, Session};
+    /// # use ferry::pingora_error::Result;
+    /// # use ferry::pingora_http::ResponseHeader;
+    /// /// Never store what the upstream marks as a draft.
+    /// struct NoDrafts;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for NoDrafts {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     fn response_cache_filter(
+    ///         &self,
+    ///         _s: &Session,
+    ///         resp: &ResponseHeader,
+    ///         decision: CacheDecision,
+    ///         _ctx: &mut (),
+    ///     ) -> Result<CacheDecision> {
+    ///         if resp.headers.contains_key("x-draft") {
+    ///             return Ok(CacheDecision::NoStore("draft"));
+    ///         }
+    ///         Ok(decision)
+    ///     }
+    /// }
+    /// ```
+    fn response_cache_filter(
+        &self,
+        _session: &session_type!(),
+        _response: &ResponseHeader,
+        decision: CacheDecision,
+        _ctx: &mut Self::CTX,
+    ) -> Result<CacheDecision> {
+        Ok(decision)
     }
 
     /// Every error Ferry answers itself goes here: a request it refuses

@@ -1,9 +1,9 @@
 //! A request's way through Ferry, top to bottom, one step a function:
 //! refuse what cannot be served, the early request filter, route, the
 //! request filter, `return`, the request body (through the request body
-//! filter), the upstream loop (peer, connect, send, header,
-//! next-or-respond), the response header, the body pipe or the tunnel,
-//! finalize. Every error Ferry answers itself goes through one place
+//! filter), the cache lookup, the upstream loop (peer, connect, send,
+//! header, next-or-respond), the response header, the body pipe (filling
+//! the cache) or the tunnel, finalize. Every error Ferry answers itself goes through one place
 //! ([`fail`]: the program's `fail_to_proxy`).
 //!
 //! nginx counterpart: `ngx_http_proxy_handler` through
@@ -11,6 +11,8 @@
 //! [`process_request`] for each request Pingora's HTTP/1 or HTTP/2 session reads,
 //! upgrades included: there is no other way in.
 
+use crate::cache::fill::Fill;
+use crate::cache::lookup::{self, After, Fetch, Look};
 use crate::client::liveness::unless_client_leaves;
 use crate::client::refusal::refused;
 use crate::client::refusal::CLIENT_CLOSED;
@@ -128,11 +130,29 @@ pub(crate) async fn process_request<P: ProxyHttp>(
         }
     };
 
-    // 6. The upstream loop: peer, connect, send, header; next server or
-    //    this response.
+    // 6. The cache (nginx `ngx_http_upstream_cache`): a fresh entry
+    //    answers; otherwise the fetch below may fill it.
     let upgrade = s.downstream.as_http1().is_some() && wants_upgrade(s.req_header());
-    let chosen = upstream(app, &mut s, ctx, route, &mut body, upgrade).await?;
+    let mut fetch = None;
+    if let (Some(rc), false) = (&route.cache, upgrade) {
+        match lookup::look(app, &mut s, ctx, route, rc).await? {
+            Look::Pass => {}
+            Look::Answered(end) => return Ok(finished(&mut s, end)),
+            Look::Fetch(f) => fetch = Some(f),
+        }
+    }
+
+    // 7. The upstream loop: peer, connect, send, header; next server or
+    //    this response (or, for the cache, its stale entry).
+    let chosen = upstream(app, &mut s, ctx, route, &mut body, upgrade, fetch.as_ref()).await?;
     drop(body);
+    let chosen = match &mut fetch {
+        Some(f) => match f.after(app, &mut s, ctx, route, chosen).await? {
+            After::Answered(end) => return Ok(finished(&mut s, end)),
+            After::Go(chosen) => chosen,
+        },
+        None => chosen,
+    };
     let Response { conn, header, held } = match chosen {
         Chosen::Response(r) => r,
         // The client left (mid-body, or while the upstream was asked):
@@ -144,15 +164,23 @@ pub(crate) async fn process_request<P: ProxyHttp>(
         }
     };
 
-    // 7-9. The response: header, then body or tunnel. 10. Finalize: the
-    //    server is given back, whatever happened on the way.
-    let end = send_response(app, &mut s, ctx, route, conn, header, upgrade).await;
+    // 8-10. The response: header, then body (filling the cache entry) or
+    //    tunnel. 11. Finalize: the server is given back, whatever happened
+    //    on the way, and the requests waiting on the cache entry go.
+    let end = send_response(app, &mut s, ctx, route, conn, header, upgrade, fetch.as_ref()).await;
     held.finish(&mut s.request.tries);
-    let end = end?;
+    if let Some(mut f) = fetch {
+        f.release(pingora_cache::lock::LockStatus::Done);
+    }
+    Ok(finished(&mut s, end?))
+}
+
+/// A cut-short response is recorded as one.
+fn finished(s: &mut Session<'_>, end: End) -> End {
     if let End::Truncated = end {
         s.request.truncated = true;
     }
-    Ok(end)
+    end
 }
 
 /// Ferry's answer to an error it generates: the program's `fail_to_proxy`
@@ -213,6 +241,7 @@ async fn upstream<P: ProxyHttp>(
     route: &RouteRt,
     body: &mut ClientBody,
     upgrade: bool,
+    cache: Option<&Fetch<'_>>,
 ) -> Result<Chosen> {
     let proxy = route.proxy();
     let policy = Policy {
@@ -229,6 +258,7 @@ async fn upstream<P: ProxyHttp>(
         route,
         body,
         upgrade,
+        cache,
         chosen: Vec::new(),
         streamed: (0, false),
     };
@@ -260,7 +290,7 @@ async fn upstream<P: ProxyHttp>(
     }
 }
 
-/// Steps 6 to 8: an intercepted error's page, or the upstream's header
+/// Steps 8 to 10: an intercepted error's page, or the upstream's header
 /// through the response filter and then its body (or, after a `101`, the
 /// tunnel).
 async fn send_response<P: ProxyHttp>(
@@ -271,6 +301,7 @@ async fn send_response<P: ProxyHttp>(
     mut conn: crate::upstream::connect::Conn,
     upstream_header: pingora_http::ResponseHeader,
     upgrade: bool,
+    fetch: Option<&Fetch<'_>>,
 ) -> Result<End> {
     let proxy = route.proxy();
     // 6. Intercepted errors: the route's error page instead of the upstream's.
@@ -291,7 +322,12 @@ async fn send_response<P: ProxyHttp>(
         return Ok(End::Complete);
     }
 
-    // 7. The response header, through the response filter, to the client.
+    // 8. The response header, through the response filter, to the client
+    //    (and, when the cache stores it, as it came to the entry's file).
+    let fill = match fetch {
+        Some(f) => Fill::start(f, app, s, ctx, &upstream_header)?,
+        None => None,
+    };
     let client_version = s.downstream.req_header().version;
     let host = String::from_utf8_lossy(host_header(s.downstream).unwrap_or_default());
     let buffered = response_header::accel_buffering(&upstream_header).unwrap_or(proxy.buffering);
@@ -303,6 +339,7 @@ async fn send_response<P: ProxyHttp>(
         s.request.scheme,
     )?;
     drop(host);
+    response_header::add_headers(route, s, &mut header)?;
     app.response_filter(s, &mut header, ctx).await?;
     s.request.status = header.status.as_u16();
     let switching = upgrade && s.request.status == 101;
@@ -323,6 +360,10 @@ async fn send_response<P: ProxyHttp>(
     }
     if no_body {
         conn.release().await;
+        if let Some(mut f) = fill {
+            f.ended = true;
+            f.finish();
+        }
         return Ok(
             match ds.write_response_body(bytes::Bytes::new(), true).await {
                 Ok(()) => End::Complete,
@@ -330,7 +371,11 @@ async fn send_response<P: ProxyHttp>(
             },
         );
     }
-    let out = body_pipe::forward(app, ctx, s.request, route, ds, conn, buffered).await;
+    let mut fill = fill;
+    let out = body_pipe::forward(app, ctx, s.request, route, ds, conn, buffered, fill.as_mut()).await;
+    if let Some(f) = fill {
+        f.finish();
+    }
     log::debug!(
         "body pipe ({}): received {} sent {} spilled {} upstream complete {} error {:?}",
         if buffered { "buffered" } else { "unbuffered" },

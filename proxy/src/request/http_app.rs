@@ -184,7 +184,11 @@ async fn end<P: ProxyHttp>(
         .map_or("none", |i| rt.routes[i].label.as_str());
     let m = metrics();
     m.in_flight.dec();
-    m.record(request, route, session.body_bytes_read() as u64);
+    let cache = request
+        .route
+        .and_then(|i| rt.routes[i].cache.as_ref())
+        .map(|c| c.zone.name.as_str());
+    m.record(request, route, cache, session.body_bytes_read() as u64);
     if let Some(log) = &rt.access_log {
         let req = session.req_header();
         let uri = String::from_utf8_lossy(req.raw_path());

@@ -37,6 +37,8 @@ pub(crate) struct RequestLeg<'l, 's, P: ProxyHttp> {
     pub body: &'l mut ClientBody,
     /// The client asked for an upgrade that is forwarded as one.
     pub upgrade: bool,
+    /// The route's cache fetches this request.
+    pub cache: Option<&'l crate::cache::lookup::Fetch<'l>>,
     /// The run-time servers `upstream_peer` chose, each as a group of one
     /// (found again when chosen again, so each is tried once).
     pub chosen: Vec<(Peer, Arc<Upstream>)>,
@@ -162,6 +164,9 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
                 .build(client, &vars, self.body.framing())?;
             if self.upgrade {
                 forward_upgrade(&mut req, client)?;
+            }
+            if let Some(fetch) = self.cache {
+                fetch.upstream_request(&mut req)?;
             }
             Box::new(req)
         };

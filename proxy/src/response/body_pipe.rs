@@ -2,10 +2,14 @@
 //! pipes of `ferry-filters` (at once when one read brought the whole body,
 //! else buffered through the event pipe, or not).
 //!
+//! When the route's cache stores the response, each piece read is also
+//! written to the entry's file ([`crate::cache::fill`]).
+//!
 //! nginx counterpart: `ngx_http_upstream_send_response` choosing between
 //! `ngx_event_pipe` and the non-buffered handlers; `X-Accel-Buffering`
 //! switches per response.
 
+use crate::cache::fill::Fill;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::request::record::Request;
 use crate::runtime::RouteRt;
@@ -42,6 +46,8 @@ struct UpstreamReader<'h, 'a, P: ProxyHttp> {
     conn: Conn,
     hooks: &'h Hooks<'a, P>,
     ended: bool,
+    /// The cache entry this body fills, piece by piece as read.
+    fill: Option<&'h mut Fill>,
 }
 
 impl<P: ProxyHttp> UpstreamBody for UpstreamReader<'_, '_, P> {
@@ -64,6 +70,12 @@ impl<P: ProxyHttp> UpstreamBody for UpstreamReader<'_, '_, P> {
                 .map_err(|e| PipeError::new(Side::Upstream, FailKind::Error, e.to_string()))?;
             self.ended = end;
             drop(ctx);
+            if let Some(f) = &mut self.fill {
+                if let Some(p) = &piece {
+                    f.append(p);
+                }
+                f.ended = end;
+            }
             match piece {
                 Some(p) if !p.is_empty() => return Ok(Some(p)),
                 _ if end => return Ok(None),
@@ -130,6 +142,7 @@ pub async fn forward<P: ProxyHttp>(
     client: &mut ServerSession,
     conn: Conn,
     buffered: bool,
+    fill: Option<&mut Fill>,
 ) -> PipeOutcome {
     let hooks = Hooks {
         app,
@@ -141,6 +154,7 @@ pub async fn forward<P: ProxyHttp>(
         conn,
         hooks: &hooks,
         ended: false,
+        fill,
     };
     let pipe = buffered.then_some(&route.pipe);
     whole_body::run(pipe, reader, ClientWriter(client), &mut filter).await

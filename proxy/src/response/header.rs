@@ -74,3 +74,29 @@ pub fn build(
 fn no_body(status: u16) -> bool {
     status == 204 || status == 304 || (100..200).contains(&status)
 }
+
+/// The route's `add_headers` (nginx `add_header ... always`), rendered for
+/// this request, its tries and its cache status.
+pub(crate) fn add_headers(
+    route: &RouteRt,
+    s: &crate::hooks::session::Session<'_>,
+    resp: &mut ResponseHeader,
+) -> Result<()> {
+    let adds = &route.conf.proxy.add_headers;
+    if adds.is_empty() {
+        return Ok(());
+    }
+    let remote = s.request.client_ip_text();
+    let (addr, status) = (s.request.upstream_addr(), s.request.upstream_status());
+    let group = route.conf.upstream.as_deref().unwrap_or("");
+    let mut vars = crate::request::leg::request_vars(s, &remote, group);
+    vars.upstream_addr = &addr;
+    vars.upstream_status = &status;
+    for (name, value) in adds.iter() {
+        let v = vars.render(value);
+        if !v.is_empty() {
+            resp.append_header(name.to_string(), v)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Before the first try: is this request one the route's cache serves,
+//! what is its key, is a fresh entry there (answer it), and otherwise what
+//! the fetch must know: the expired entry (to revalidate, or to answer
+//! from when the upstream fails as `use_stale` allows), whether the
+//! response may be stored (`no_cache`, `min_uses`, a lock waited out), and
+//! the lock this request holds while it fills the entry.
+//!
+//! nginx counterpart: `ngx_http_upstream_cache` (methods, `bypass`,
+//! `ngx_http_file_cache_open`, the lock's wait loop, `use_stale updating`)
+//! and the cache part of `ngx_http_upstream_process_header`
+//! (`revalidate`'s 304, `use_stale` on an upstream's status).
+
+use crate::cache::{says_yes, serve, RouteCacheRt};
+use crate::hooks::proxy_trait::ProxyHttp;
+use crate::hooks::session::Session;
+use crate::request::flow::End;
+use crate::request::record::{CacheStatus, TryOutcome};
+use crate::runtime::RouteRt;
+use crate::upstream::tries::{Chosen, Response};
+use ferry_cache::{Decision, Entry, Found, Key};
+use ferry_conf::StaleCondition;
+use http::header;
+use pingora_cache::key::CacheKey;
+use pingora_cache::lock::{CacheKeyLock, LockStatus, Locked, WritePermit};
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::time::Instant;
+
+/// What the lookup left for the request.
+pub(crate) enum Look<'r> {
+    /// Not a request this cache serves (its method).
+    Pass,
+    /// Answered from the cache.
+    Answered(End),
+    /// Go to the upstream.
+    Fetch(Fetch<'r>),
+}
+
+/// A request going to the upstream on behalf of the cache.
+pub(crate) struct Fetch<'r> {
+    pub rc: &'r RouteCacheRt,
+    pub key: Key,
+    /// An expired entry of the key.
+    pub stale: Option<Entry>,
+    /// The response may be stored.
+    pub store: bool,
+    /// The request asks for the stale entry's validators.
+    pub revalidating: bool,
+    /// This request fills the entry; the others wait on it.
+    permit: Option<(CacheKey, WritePermit)>,
+}
+
+fn rendered<P: ProxyHttp>(s: &Session<'_>, route: &RouteRt, t: &ferry_conf::Template) -> String {
+    let remote = s.request.client_ip_text();
+    let group = route.conf.upstream.as_deref().unwrap_or("");
+    crate::request::leg::request_vars(s, &remote, group).render(t)
+}
+
+/// Look the request up in the route's cache.
+pub(crate) async fn look<'r, P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &'r RouteRt,
+    rc: &'r RouteCacheRt,
+) -> Result<Look<'r>> {
+    let method = s.req_header().method.as_str();
+    if !(method == "GET" || method == "HEAD" || rc.conf.methods.iter().any(|m| m == method)) {
+        return Ok(Look::Pass);
+    }
+    let text = rendered::<P>(s, route, &rc.conf.key);
+    let text = app.cache_key_callback(s, text, ctx)?;
+    let key = Key::new(text);
+    let no_cache = rc.conf.no_cache.iter().any(|t| says_yes(&rendered::<P>(s, route, t)));
+    let mut fetch = Fetch {
+        rc,
+        key,
+        stale: None,
+        store: !no_cache,
+        revalidating: false,
+        permit: None,
+    };
+    if rc.conf.bypass.iter().any(|t| says_yes(&rendered::<P>(s, route, t))) {
+        s.request.cache_status = CacheStatus::Bypass;
+        return Ok(Look::Fetch(fetch));
+    }
+    if fetch.store && rc.conf.min_uses > 1 && rc.zone.count_use(&fetch.key) < rc.conf.min_uses {
+        fetch.store = false;
+    }
+    let waited_since = Instant::now();
+    loop {
+        match rc.zone.find(&fetch.key, &s.req_header().headers) {
+            Found::Entry(e, _) if e.head.expires > ferry_cache::zone::now() => {
+                let end = serve::answer(app, s, ctx, route, &e, CacheStatus::Hit).await?;
+                return Ok(Look::Answered(end));
+            }
+            Found::Entry(e, _) => {
+                s.request.cache_status = CacheStatus::Expired;
+                fetch.stale = Some(e);
+            }
+            Found::Missing => {
+                s.request.cache_status = CacheStatus::Miss;
+                fetch.stale = None;
+            }
+        }
+        let Some(lock) = rc.lock.as_ref().filter(|_| fetch.store) else {
+            break;
+        };
+        let ckey = CacheKey::new(fetch.key.text.clone(), "");
+        match lock.lock(&ckey, fetch.stale.is_some()) {
+            Locked::Write(permit) => {
+                fetch.permit = Some((ckey, permit));
+                break;
+            }
+            Locked::Read(reader) => {
+                if let Some(e) = &fetch.stale {
+                    if rc.stale_on(StaleCondition::Updating) {
+                        let end = serve::answer(app, s, ctx, route, e, CacheStatus::Updating).await?;
+                        return Ok(Look::Answered(end));
+                    }
+                }
+                let left = rc.conf.lock_timeout.get().saturating_sub(waited_since.elapsed());
+                if pingora_timeout::timeout(left, reader.wait()).await.is_err() {
+                    // nginx: past lock_timeout the request goes to the
+                    // upstream, and its response is not stored.
+                    fetch.store = false;
+                    break;
+                }
+                // The filler finished (or gave up, or its lock_age ran
+                // out): look again.
+            }
+        }
+    }
+    fetch.revalidating = rc.conf.revalidate
+        && fetch.stale.as_ref().is_some_and(|e| {
+            let h = &e.head.header.headers;
+            h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED)
+        });
+    Ok(Look::Fetch(fetch))
+}
+
+/// What the fetch's response leaves to do.
+pub(crate) enum After {
+    /// Answered (from the stale entry).
+    Answered(End),
+    /// Send the upstream's response (or its failure) as usual.
+    Go(Chosen),
+}
+
+impl Fetch<'_> {
+    /// The upstream request of a cached route (nginx's
+    /// `proxy_cache_headers`): no client validators or ranges (the whole
+    /// response is what is stored), a HEAD fetched as GET with
+    /// `convert_head`, and the stale entry's validators when revalidating.
+    pub(crate) fn upstream_request(&self, req: &mut RequestHeader) -> Result<()> {
+        for h in [
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_NONE_MATCH,
+            header::IF_MATCH,
+            header::RANGE,
+            header::IF_RANGE,
+        ] {
+            req.remove_header(&h);
+        }
+        if self.rc.conf.convert_head && req.method == http::Method::HEAD {
+            req.set_method(http::Method::GET);
+        }
+        if let (true, Some(e)) = (self.revalidating, &self.stale) {
+            let h = &e.head.header.headers;
+            if let Some(etag) = h.get(header::ETAG) {
+                req.insert_header(header::IF_NONE_MATCH, etag.clone())?;
+            }
+            if let Some(lm) = h.get(header::LAST_MODIFIED) {
+                req.insert_header(header::IF_MODIFIED_SINCE, lm.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The loop's outcome seen by the cache: a 304 to a revalidation
+    /// refreshes the stale entry and answers it; a failure or a status
+    /// `use_stale` lists answers the stale entry.
+    pub(crate) async fn after<P: ProxyHttp>(
+        &mut self,
+        app: &P,
+        s: &mut Session<'_>,
+        ctx: &mut P::CTX,
+        route: &RouteRt,
+        chosen: Chosen,
+    ) -> Result<After> {
+        let Some(stale) = self.stale.take() else {
+            return Ok(After::Go(chosen));
+        };
+        match chosen {
+            Chosen::Fail(code) if code != crate::client::refusal::CLIENT_CLOSED => {
+                let why = s.request.tries.last().map(|t| t.outcome);
+                let cond = match why {
+                    Some(TryOutcome::Timeout) => StaleCondition::Timeout,
+                    Some(TryOutcome::InvalidHeader) => StaleCondition::InvalidHeader,
+                    _ => StaleCondition::Error,
+                };
+                if self.rc.stale_on(cond) {
+                    self.release(LockStatus::TransientError);
+                    let end = serve::answer(app, s, ctx, route, &stale, CacheStatus::Stale).await?;
+                    return Ok(After::Answered(end));
+                }
+                Ok(After::Go(Chosen::Fail(code)))
+            }
+            Chosen::Response(r) if self.revalidating && r.header.status == 304 => {
+                let Response { conn, header, held } = r;
+                conn.release().await;
+                held.finish(&mut s.request.tries);
+                let status = stale.head.header.status.as_u16();
+                if let Decision::Store(fresh) = self.decision(app, s, ctx, status, &header)? {
+                    if let Err(e) = self.rc.zone.refresh(&stale, fresh) {
+                        log::error!("cache {}: refreshing an entry: {e}", self.rc.zone.name);
+                    }
+                }
+                self.release(LockStatus::Done);
+                let end = serve::answer(app, s, ctx, route, &stale, CacheStatus::Revalidated).await?;
+                Ok(After::Answered(end))
+            }
+            Chosen::Response(r) if stale_status(r.header.status.as_u16()).is_some_and(|c| self.rc.stale_on(c)) => {
+                let Response { conn, held, .. } = r;
+                conn.close();
+                held.finish(&mut s.request.tries);
+                self.release(LockStatus::TransientError);
+                let end = serve::answer(app, s, ctx, route, &stale, CacheStatus::Stale).await?;
+                Ok(After::Answered(end))
+            }
+            other => Ok(After::Go(other)),
+        }
+    }
+
+    /// nginx's decision for this response, then the program's say.
+    pub(crate) fn decision<P: ProxyHttp>(
+        &self,
+        app: &P,
+        s: &Session<'_>,
+        ctx: &mut P::CTX,
+        status: u16,
+        header: &ResponseHeader,
+    ) -> Result<Decision> {
+        let nginx = ferry_cache::decide(&self.rc.conf, status, header, std::time::SystemTime::now());
+        app.response_cache_filter(s, header, nginx, ctx)
+    }
+
+    /// Let the requests waiting on this key go.
+    pub(crate) fn release(&mut self, status: LockStatus) {
+        if let (Some(lock), Some((key, permit))) = (&self.rc.lock, self.permit.take()) {
+            lock.release(&key, permit, status);
+        }
+    }
+}
+
+impl Drop for Fetch<'_> {
+    fn drop(&mut self) {
+        self.release(LockStatus::TransientError);
+    }
+}
+
+fn stale_status(status: u16) -> Option<StaleCondition> {
+    Some(match status {
+        500 => StaleCondition::Http500,
+        502 => StaleCondition::Http502,
+        503 => StaleCondition::Http503,
+        504 => StaleCondition::Http504,
+        403 => StaleCondition::Http403,
+        404 => StaleCondition::Http404,
+        429 => StaleCondition::Http429,
+        _ => return None,
+    })
+}

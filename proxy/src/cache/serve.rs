@@ -1,0 +1,125 @@
+//! Answering from a cache entry: the stored header through the route's
+//! header rules and the response filter, a `304` when the client's
+//! validators match, a byte range when asked (`206`, or `416` when it
+//! cannot be satisfied; pingora-proxy's range filter), then the body read
+//! from the file piece by piece through the response body filter.
+//!
+//! nginx counterpart: `ngx_http_upstream_cache_send`, then the
+//! not-modified and range header filters and `ngx_http_file_cache` output.
+
+use crate::hooks::proxy_trait::ProxyHttp;
+use crate::hooks::session::Session;
+use crate::request::flow::End;
+use crate::request::record::CacheStatus;
+use crate::response::header as response_header;
+use crate::runtime::RouteRt;
+use bytes::Bytes;
+use ferry_cache::Entry;
+use http::header;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::RangeType;
+
+/// How much of the file one read brings.
+const PIECE: usize = 64 * 1024;
+
+/// Answer the request from `entry`.
+pub(crate) async fn answer<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &RouteRt,
+    entry: &Entry,
+    status: CacheStatus,
+) -> Result<End> {
+    s.request.cache_status = status;
+    let mut stored = entry.head.header.clone();
+    stored.insert_header(header::CONTENT_LENGTH, entry.head.body_len.to_string())?;
+    stored.remove_header(&header::TRANSFER_ENCODING);
+    let client_version = s.downstream.req_header().version;
+    let host = s.request.host.clone();
+    let mut resp = response_header::build(route, stored, client_version, &host, s.request.scheme)?;
+    let mut range = 0..entry.head.body_len;
+    if not_modified(s.req_header(), &resp) {
+        resp.set_status(304)?;
+        resp.remove_header(&header::CONTENT_LENGTH);
+        range = 0..0;
+    } else {
+        match pingora_proxy::range_header_filter(s.req_header(), &mut resp, Some(1)) {
+            RangeType::Single(r) => range = r.start as u64..r.end as u64,
+            RangeType::Invalid => range = 0..0,
+            RangeType::None | RangeType::Multi(_) => {}
+        }
+    }
+    response_header::add_headers(route, s, &mut resp)?;
+    app.response_filter(s, &mut resp, ctx).await?;
+    s.request.status = resp.status.as_u16();
+    let head_only = s.req_header().method == http::Method::HEAD;
+    s.downstream.write_response_header(Box::new(resp)).await?;
+    if head_only || range.is_empty() {
+        return written(s.downstream.write_response_body(Bytes::new(), true).await);
+    }
+    let mut at = range.start;
+    while at < range.end {
+        let want = (range.end - at).min(PIECE as u64) as usize;
+        let piece = entry.read_body(at, want).map_err(|e| {
+            Error::because(ErrorType::InternalError, "reading a cache entry", e)
+        });
+        let piece = match piece {
+            Ok(p) => p,
+            Err(e) => {
+                // Checked when opened; changed on disk since.
+                log::error!("{e}: {}", entry.path.display());
+                s.request.truncated = true;
+                return Ok(End::Truncated);
+            }
+        };
+        at += piece.len() as u64;
+        let mut body = Some(piece);
+        app.response_body_filter(s.request, &mut body, false, ctx)?;
+        if let Some(b) = body.filter(|b| !b.is_empty()) {
+            s.request.body_bytes_sent += b.len() as u64;
+            if s.downstream.write_response_body(b, false).await.is_err() {
+                s.request.truncated = true;
+                return Ok(End::Truncated);
+            }
+        }
+    }
+    let mut last = None;
+    app.response_body_filter(s.request, &mut last, true, ctx)?;
+    let last = last.unwrap_or_default();
+    s.request.body_bytes_sent += last.len() as u64;
+    written(s.downstream.write_response_body(last, true).await)
+}
+
+fn written(r: Result<()>) -> Result<End> {
+    Ok(match r {
+        Ok(()) => End::Complete,
+        Err(_) => End::Truncated,
+    })
+}
+
+/// nginx's not-modified filter for a stored `200`: `If-None-Match` naming
+/// its `ETag` (or `*`), else `If-Modified-Since` equal to its
+/// `Last-Modified`.
+fn not_modified(req: &pingora_http::RequestHeader, resp: &pingora_http::ResponseHeader) -> bool {
+    if resp.status != 200 {
+        return false;
+    }
+    if let Some(inm) = req.headers.get(header::IF_NONE_MATCH) {
+        let Some(etag) = resp.headers.get(header::ETAG) else {
+            return false;
+        };
+        let weak = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
+        return inm.as_bytes().split(|&b| b == b',').any(|t| {
+            let t = t.trim_ascii();
+            t == b"*" || weak(t) == weak(etag.as_bytes())
+        });
+    }
+    match (
+        req.headers.get(header::IF_MODIFIED_SINCE),
+        resp.headers.get(header::LAST_MODIFIED),
+    ) {
+        (Some(ims), Some(lm)) => ims == lm,
+        _ => false,
+    }
+}
