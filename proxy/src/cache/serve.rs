@@ -1,7 +1,8 @@
 //! Answering from a cache entry: the stored header through the route's
 //! header rules and the response filter, a `304` when the client's
 //! validators match, a byte range when asked (`206`, or `416` when it
-//! cannot be satisfied; pingora-proxy's range filter), then the body read
+//! cannot be satisfied; pingora-proxy's range filter; several ranges get
+//! the whole entry), then the body read
 //! from the file piece by piece through the response body filter.
 //!
 //! nginx counterpart: `ngx_http_upstream_cache_send`, then the
@@ -44,10 +45,20 @@ pub(crate) async fn answer<P: ProxyHttp>(
         resp.remove_header(&header::CONTENT_LENGTH);
         range = 0..0;
     } else {
-        match pingora_proxy::range_header_filter(s.req_header(), &mut resp, Some(1)) {
-            RangeType::Single(r) => range = r.start as u64..r.end as u64,
-            RangeType::Invalid => range = 0..0,
-            RangeType::None | RangeType::Multi(_) => {}
+        // One range, or none that can be satisfied (416). Several ranges
+        // get the whole entry (a server may ignore Range, RFC 9110 14.2).
+        let mut ranged = resp.clone();
+        match pingora_proxy::range_header_filter(s.req_header(), &mut ranged, None) {
+            RangeType::Single(r) => {
+                range = r.start as u64..r.end as u64;
+                resp = ranged;
+            }
+            RangeType::Invalid => {
+                range = 0..0;
+                resp = ranged;
+            }
+            RangeType::None => resp = ranged,
+            RangeType::Multi(_) => {}
         }
     }
     response_header::add_headers(route, s, &mut resp)?;

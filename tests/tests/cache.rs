@@ -1,0 +1,558 @@
+//! The proxy cache against real backends: what is stored and what is not
+//! (nginx's rules), HITs served from disk without the backend, Vary,
+//! revalidation, stale answers, the lock, ranges, eviction, a restart, a
+//! corrupt file, purging and the counters.
+
+use ferry_tests::admin::Admin;
+use ferry_tests::backend::{Backend, Reply, Seen};
+use ferry_tests::client::http;
+use ferry_tests::ferry::{fresh_dir, Ferry};
+use ferry_tests::raw::{Raw, Step};
+use ferry_tests::yaml::group;
+use reqwest::header::HeaderMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A cache `c` at `path`, a group `app` of `backend`, one route to it that
+/// reports `$upstream_cache_status` in `X-Cache`, with `cache` (keys of
+/// its `cache:` after `zone: c`) and more `zone` keys.
+fn conf(backend: SocketAddr, path: &str, zone: &str, cache: &str) -> String {
+    format!(
+        "caches:\n  c: {{ path: \"{path}\"{sep}{zone} }}\nupstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ add_headers: {{ X-Cache: \"$upstream_cache_status\" }} }}\n    cache: {{ zone: c{csep}{cache} }}\n",
+        group("app", &[(backend, "")]),
+        sep = if zone.is_empty() { "" } else { ", " },
+        csep = if cache.is_empty() { "" } else { ", " },
+    )
+}
+
+/// Fresh for ten minutes by `valid:` alone.
+const VALID: &str = "valid: { 200: 10m }";
+
+async fn start(backend: SocketAddr, cache: &str) -> Ferry {
+    Ferry::start(&conf(backend, "{tmp}/cache", "", cache)).await
+}
+
+/// As [`start`], with no idle connections kept: a backend that is dropped
+/// is gone at once.
+async fn start_unpooled(backend: SocketAddr, cache: &str) -> Ferry {
+    let yaml = conf(backend, "{tmp}/cache", "", cache).replace("    servers:\n", "    keepalive: 0\n    servers:\n");
+    Ferry::start(&yaml).await
+}
+
+struct Got {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn cache(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn send(r: reqwest::RequestBuilder) -> Got {
+    let r = r.send().await.expect("request");
+    Got {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.bytes().await.expect("body").to_vec(),
+    }
+}
+
+async fn get(ferry: &Ferry, path: &str) -> Got {
+    send(http().get(ferry.url(path))).await
+}
+
+/// A backend whose body is its hit count, `n0`, `n1`, ..., with `headers`.
+async fn counting(headers: &'static [(&'static str, &'static str)]) -> Backend {
+    Backend::start(Arc::new(move |i, _| {
+        let mut r = Reply::ok(format!("n{i}"));
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r
+    }))
+    .await
+}
+
+/// Every entry file under `dir` (not the writers' `tmp/`).
+fn entry_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(l1) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for a in l1.flatten().filter(|e| e.file_name() != "tmp") {
+        for b in std::fs::read_dir(a.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(b.path()).into_iter().flatten().flatten() {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+/// The entry files once there are `n` (an entry is committed just after
+/// its response's last byte went out).
+async fn stored(dir: &Path, n: usize) -> Vec<PathBuf> {
+    ferry_tests::until_or(|| {
+        let files = entry_files(dir);
+        (files.len() == n).then_some(files)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{n} entries in {}: {:?}", dir.display(), entry_files(dir)))
+}
+
+#[tokio::test]
+async fn a_hit_is_served_from_disk_without_the_backend() {
+    let b = counting(&[("Content-Type", "text/plain")]).await;
+    let admin = Admin::new();
+    let ferry = Ferry::start(&format!(
+        "{}access_log: \"{{dir}}/access.log\"\n{}",
+        admin.yaml(""),
+        conf(b.addr, "{tmp}/cache", "", VALID)
+    ))
+    .await;
+    let first = get(&ferry, "/a").await;
+    assert_eq!((first.status, first.text().as_str(), first.cache()), (200, "n0", "MISS"));
+    for _ in 0..3 {
+        let again = get(&ferry, "/a").await;
+        assert_eq!((again.status, again.text().as_str(), again.cache()), (200, "n0", "HIT"));
+        assert_eq!(again.headers["content-type"], "text/plain");
+        assert_eq!(again.headers["content-length"], "2");
+    }
+    assert_eq!(b.hits(), 1, "the HITs never reached the backend");
+    assert_eq!(admin.metric("ferry_cache_requests_total{cache=\"c\",status=\"HIT\"}").await, 3);
+    assert_eq!(admin.metric("ferry_cache_requests_total{cache=\"c\",status=\"MISS\"}").await, 1);
+    assert_eq!(admin.metric("ferry_cache_entries{cache=\"c\"}").await, 1);
+    assert!(admin.metric("ferry_cache_stored_bytes_total{cache=\"c\"}").await > 2);
+    assert!(admin.metric("ferry_cache_size_bytes{cache=\"c\"}").await > 2);
+    let log = ferry_tests::until_or(|| {
+        let text = std::fs::read_to_string(ferry.dir.join("access.log")).ok()?;
+        (text.lines().count() >= 4).then_some(text)
+    })
+    .await
+    .expect("four access-log lines");
+    let statuses: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["upstream_cache_status"].to_string())
+        .collect();
+    assert_eq!(statuses, ["\"MISS\"", "\"HIT\"", "\"HIT\"", "\"HIT\""]);
+}
+
+#[tokio::test]
+async fn what_nginx_does_not_store_is_fetched_every_time() {
+    let b = Backend::start(Arc::new(|i, r: &Seen| {
+        let reply = Reply::ok(format!("n{i}"));
+        match r.uri.as_str() {
+            "/cookie" => reply.header("Set-Cookie", "a=b"),
+            "/private" => reply.header("Cache-Control", "private"),
+            "/no-cache" => reply.header("Cache-Control", "no-cache"),
+            "/no-store" => reply.header("Cache-Control", "no-store"),
+            "/max-age-0" => reply.header("Cache-Control", "max-age=0"),
+            "/vary-star" => reply.header("Vary", "*"),
+            "/expired" => reply.header("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            "/accel-0" => reply.header("X-Accel-Expires", "0"),
+            "/teapot" => Reply::status(418, "tea"),
+            _ => reply,
+        }
+    }))
+    .await;
+    let ferry = start(b.addr, VALID).await;
+    for path in [
+        "/cookie", "/private", "/no-cache", "/no-store", "/max-age-0", "/vary-star", "/expired",
+        "/accel-0", "/teapot",
+    ] {
+        let before = b.hits();
+        let one = get(&ferry, path).await;
+        let two = get(&ferry, path).await;
+        assert_eq!((one.cache(), two.cache()), ("MISS", "MISS"), "{path}");
+        assert_eq!(b.hits(), before + 2, "{path} was fetched twice");
+        assert!(one.headers.get("x-accel-expires").is_none(), "hidden from clients");
+    }
+}
+
+#[tokio::test]
+async fn freshness_headers_and_the_query_make_the_entry() {
+    let b = Backend::start(Arc::new(|i, r: &Seen| {
+        let reply = Reply::ok(format!("n{i}"));
+        match r.uri.as_str() {
+            "/accel-60" => reply
+                .header("X-Accel-Expires", "60")
+                .header("Cache-Control", "no-store"),
+            "/max-age" => reply.header("Cache-Control", "max-age=60"),
+            _ => reply,
+        }
+    }))
+    .await;
+    // No `valid:`: only the headers say how long.
+    let ferry = start(b.addr, "").await;
+    for path in ["/accel-60", "/max-age"] {
+        assert_eq!(get(&ferry, path).await.cache(), "MISS");
+        let hit = get(&ferry, path).await;
+        assert_eq!(hit.cache(), "HIT", "{path}");
+        assert!(hit.headers.get("x-accel-expires").is_none());
+    }
+    assert_eq!(b.hits(), 2);
+    // Without headers or `valid`: never stored.
+    get(&ferry, "/plain").await;
+    assert_eq!(get(&ferry, "/plain").await.cache(), "MISS");
+    assert_eq!(b.hits(), 4);
+
+    let q = counting(&[]).await;
+    let ferry = start(q.addr, VALID).await;
+    assert_eq!(get(&ferry, "/q?a=1").await.text(), "n0");
+    assert_eq!(get(&ferry, "/q?a=2").await.text(), "n1");
+    let hit = get(&ferry, "/q?a=1").await;
+    assert_eq!((hit.text().as_str(), hit.cache()), ("n0", "HIT"));
+    assert_eq!(q.hits(), 2, "the query is part of the key");
+}
+
+#[tokio::test]
+async fn post_is_not_stored_and_head_is_fetched_as_get() {
+    let b = counting(&[]).await;
+    let ferry = start(b.addr, VALID).await;
+    for _ in 0..2 {
+        let r = send(http().post(ferry.url("/p")).body("x")).await;
+        assert_eq!(r.cache(), "", "POST is not a cached method");
+    }
+    assert_eq!(b.hits(), 2);
+    assert_eq!(b.last().method, "POST");
+
+    let head = send(http().head(ferry.url("/h"))).await;
+    assert_eq!((head.status, head.cache(), head.body.len()), (200, "MISS", 0));
+    assert_eq!(b.last().method, "GET", "convert_head fetches with GET");
+    let hit = get(&ferry, "/h").await;
+    assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "n2"));
+    let head = send(http().head(ferry.url("/h"))).await;
+    assert_eq!((head.cache(), head.body.len()), ("HIT", 0));
+    assert_eq!(b.hits(), 3);
+}
+
+#[tokio::test]
+async fn an_expired_entry_is_revalidated_with_its_etag() {
+    let b = Backend::start(Arc::new(|_, r: &Seen| {
+        if r.headers.get("if-none-match").is_some_and(|v| v == "\"v1\"") {
+            return Reply::status(304, "").header("Cache-Control", "max-age=60");
+        }
+        Reply::ok("one")
+            .header("ETag", "\"v1\"")
+            .header("Cache-Control", "max-age=1")
+    }))
+    .await;
+    let ferry = start(b.addr, "revalidate: true").await;
+    assert_eq!(get(&ferry, "/r").await.cache(), "MISS");
+    // Until the second runs out.
+    let mut expired = None;
+    let start = std::time::Instant::now();
+    while start.elapsed() < ferry_tests::WAIT {
+        let r = get(&ferry, "/r").await;
+        if r.cache() != "HIT" {
+            expired = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = expired.expect("the entry expires");
+    assert_eq!((r.status, r.cache(), r.text().as_str()), (200, "REVALIDATED", "one"));
+    assert_eq!(b.last().headers["if-none-match"], "\"v1\"");
+    let hit = get(&ferry, "/r").await;
+    assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "one"), "the 304 refreshed it");
+    // A client's own validator gets a 304 from the entry.
+    let nm = send(http().get(ferry.url("/r")).header("If-None-Match", "\"v1\"")).await;
+    assert_eq!((nm.status, nm.body.len()), (304, 0));
+    assert_eq!(b.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_dead_server_gets_the_stale_entry() {
+    let b = counting(&[("Cache-Control", "max-age=1")]).await;
+    let addr = b.addr;
+    let ferry = start_unpooled(addr, "use_stale: [error, timeout]").await;
+    assert_eq!(get(&ferry, "/s").await.text(), "n0");
+    drop(b);
+    let mut stale = None;
+    let start = std::time::Instant::now();
+    while start.elapsed() < ferry_tests::WAIT {
+        let r = get(&ferry, "/s").await;
+        if r.cache() != "HIT" {
+            stale = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = stale.expect("the entry expires");
+    assert_eq!((r.status, r.cache(), r.text().as_str()), (200, "STALE", "n0"));
+
+    // Without use_stale the client gets the 502.
+    let b = counting(&[("Cache-Control", "max-age=1")]).await;
+    let addr = b.addr;
+    let ferry = start_unpooled(addr, "").await;
+    get(&ferry, "/s").await;
+    drop(b);
+    let mut last = get(&ferry, "/s").await;
+    let start = std::time::Instant::now();
+    while last.cache() == "HIT" && start.elapsed() < ferry_tests::WAIT {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        last = get(&ferry, "/s").await;
+    }
+    assert_eq!(last.status, 502);
+}
+
+#[tokio::test]
+async fn five_concurrent_misses_make_one_upstream_request() {
+    let b = Backend::start(Arc::new(|i, _| {
+        let mut r = Reply::ok(format!("n{i}"));
+        r.delay = Some(std::time::Duration::from_millis(300));
+        r
+    }))
+    .await;
+    let ferry = start(b.addr, &format!("{VALID}, lock: true")).await;
+    let url = ferry.url("/l");
+    let all = futures_join(5, |_| send(http().get(url.clone()))).await;
+    assert_eq!(b.hits(), 1, "one request filled the entry");
+    let mut statuses: Vec<&str> = all.iter().map(|g| g.cache()).collect();
+    statuses.sort();
+    assert_eq!(statuses, ["HIT", "HIT", "HIT", "HIT", "MISS"]);
+    assert!(all.iter().all(|g| g.text() == "n0"));
+}
+
+async fn futures_join<F, Fut>(n: usize, f: F) -> Vec<Got>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Got> + Send + 'static,
+{
+    let handles: Vec<_> = (0..n).map(|i| tokio::spawn(f(i))).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("request task"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_3mb_body_is_byte_identical_on_a_hit() {
+    let body: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let b = {
+        let body = bytes::Bytes::from(body.clone());
+        Backend::start(Arc::new(move |_, _| Reply::ok(body.clone()))).await
+    };
+    // The route's pipe keeps 8 x 4k in memory; the rest of a slow
+    // client's share goes to its temp file; the entry streams to disk.
+    let ferry = start(b.addr, VALID).await;
+    let miss = get(&ferry, "/big").await;
+    assert_eq!(miss.cache(), "MISS");
+    assert!(miss.body == body, "the MISS is whole");
+    let hit = get(&ferry, "/big").await;
+    assert_eq!(hit.cache(), "HIT");
+    assert_eq!(hit.body.len(), body.len());
+    assert!(hit.body == body, "the HIT is byte for byte the response");
+    assert_eq!(b.hits(), 1);
+    let files = stored(&ferry.tmp().join("cache"), 1).await;
+    let size = std::fs::metadata(&files[0]).unwrap().len();
+    assert!(size > 3 << 20 && size < (3 << 20) + 4096, "one file of the body and its head: {size}");
+}
+
+#[tokio::test]
+async fn vary_keeps_one_entry_per_variant() {
+    let b = Backend::start(Arc::new(|_, r: &Seen| {
+        let enc = r
+            .headers
+            .get("accept-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_string();
+        Reply::ok(enc).header("Vary", "Accept-Encoding")
+    }))
+    .await;
+    let ferry = start(b.addr, VALID).await;
+    let with = |enc: &'static str| {
+        let url = ferry.url("/v");
+        async move { send(http().get(url).header("Accept-Encoding", enc)).await }
+    };
+    assert_eq!(with("gzip").await.text(), "gzip");
+    assert_eq!(with("br").await.text(), "br");
+    let g = with("gzip").await;
+    let r = with("br").await;
+    assert_eq!((g.cache(), g.text().as_str()), ("HIT", "gzip"));
+    assert_eq!((r.cache(), r.text().as_str()), ("HIT", "br"));
+    assert_eq!(b.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_truncated_response_is_never_stored() {
+    let raw = Raw::start(Arc::new(|_| {
+        vec![
+            Step::text("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+            Step::Send(vec![b'x'; 500]),
+            Step::Close,
+        ]
+    }))
+    .await;
+    let ferry = start(raw.addr, VALID).await;
+    for _ in 0..2 {
+        let r = http().get(ferry.url("/t")).send().await.expect("header");
+        assert!(r.bytes().await.is_err(), "the client sees the body cut short");
+    }
+    assert_eq!(raw.hits(), 2, "nothing was stored");
+    let dir = ferry.tmp().join("cache");
+    assert!(entry_files(&dir).is_empty());
+    assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0, "no file left behind");
+}
+
+#[tokio::test]
+async fn bypass_fetches_and_stores_the_new_response() {
+    let b = counting(&[]).await;
+    let ferry = start(b.addr, &format!("{VALID}, bypass: [\"$http_x_refresh\"], no_cache: [\"$arg_nostore\"]")).await;
+    assert_eq!(get(&ferry, "/b").await.text(), "n0");
+    assert_eq!(get(&ferry, "/b").await.cache(), "HIT");
+    let fresh = send(http().get(ferry.url("/b")).header("X-Refresh", "1")).await;
+    assert_eq!((fresh.cache(), fresh.text().as_str()), ("BYPASS", "n1"));
+    let zero = send(http().get(ferry.url("/b")).header("X-Refresh", "0")).await;
+    assert_eq!((zero.cache(), zero.text().as_str()), ("HIT", "n1"), "\"0\" is no");
+    // no_cache: fetched, not stored.
+    assert_eq!(get(&ferry, "/n?nostore=1").await.text(), "n2");
+    assert_eq!(get(&ferry, "/n?nostore=1").await.text(), "n3");
+    assert_eq!(b.hits(), 4);
+}
+
+#[tokio::test]
+async fn min_uses_stores_on_the_nth_request() {
+    let b = counting(&[]).await;
+    let ferry = start(b.addr, &format!("{VALID}, min_uses: 2")).await;
+    assert_eq!(get(&ferry, "/m").await.text(), "n0");
+    assert_eq!(get(&ferry, "/m").await.text(), "n1");
+    let hit = get(&ferry, "/m").await;
+    assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "n1"));
+}
+
+#[tokio::test]
+async fn ranges_are_answered_from_the_entry() {
+    let b = Backend::start(Arc::new(|_, _| Reply::ok("0123456789"))).await;
+    let ferry = start(b.addr, VALID).await;
+    get(&ferry, "/range").await;
+    let part = send(http().get(ferry.url("/range")).header("Range", "bytes=2-5")).await;
+    assert_eq!((part.status, part.text().as_str()), (206, "2345"));
+    assert_eq!(part.headers["content-range"], "bytes 2-5/10");
+    assert_eq!(part.cache(), "HIT");
+    let tail = send(http().get(ferry.url("/range")).header("Range", "bytes=-3")).await;
+    assert_eq!((tail.status, tail.text().as_str()), (206, "789"));
+    let none = send(http().get(ferry.url("/range")).header("Range", "bytes=20-30")).await;
+    assert_eq!(none.status, 416);
+    assert_eq!(none.headers["content-range"], "bytes */10");
+    assert_eq!(b.hits(), 1);
+}
+
+#[tokio::test]
+async fn max_size_evicts_the_least_recently_used() {
+    let b = Backend::start(Arc::new(|_, r: &Seen| Reply::ok(vec![b'e'; 1000]).header("X-Path", &r.uri))).await;
+    let ferry = Ferry::start(&conf(b.addr, "{tmp}/cache", "max_size: 2500", VALID)).await;
+    let dir = ferry.tmp().join("cache");
+    for (i, p) in ["/e1", "/e2"].into_iter().enumerate() {
+        assert_eq!(get(&ferry, p).await.cache(), "MISS");
+        stored(&dir, i + 1).await;
+    }
+    assert_eq!(get(&ferry, "/e3").await.cache(), "MISS");
+    let files = stored(&dir, 2).await;
+    assert_eq!(files.len(), 2, "two 1 KB entries fit in 2500 bytes, not three");
+    assert_eq!(get(&ferry, "/e3").await.cache(), "HIT", "the newest stays");
+    assert_eq!(get(&ferry, "/e1").await.cache(), "MISS", "the oldest went");
+}
+
+#[tokio::test]
+async fn entries_are_found_again_after_a_restart() {
+    let b = counting(&[]).await;
+    let dir = fresh_dir().join("kept");
+    let yaml = conf(b.addr, &dir.display().to_string(), "", VALID);
+    {
+        let ferry = Ferry::start(&yaml).await;
+        assert_eq!(get(&ferry, "/k").await.text(), "n0");
+        stored(&dir, 1).await;
+    }
+    let ferry = Ferry::start(&yaml).await;
+    let hit = get(&ferry, "/k").await;
+    assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "n0"));
+    assert_eq!(b.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_corrupt_file_is_a_miss_and_is_replaced() {
+    let b = counting(&[]).await;
+    let ferry = start(b.addr, VALID).await;
+    get(&ferry, "/c").await;
+    let dir = ferry.tmp().join("cache");
+    let files = stored(&dir, 1).await;
+    let len = std::fs::metadata(&files[0]).unwrap().len();
+    std::fs::write(&files[0], vec![b'?'; len as usize]).unwrap();
+    let r = get(&ferry, "/c").await;
+    assert_eq!((r.cache(), r.text().as_str()), ("MISS", "n1"));
+    stored(&dir, 1).await;
+    let hit = get(&ferry, "/c").await;
+    assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "n1"), "stored again, whole");
+    // Cut short on disk: also a miss.
+    let files = entry_files(&dir);
+    let f = std::fs::OpenOptions::new().write(true).open(&files[0]).unwrap();
+    f.set_len(len - 1).unwrap();
+    assert_eq!(get(&ferry, "/c").await.text(), "n2");
+}
+
+#[tokio::test]
+async fn the_admin_listener_purges_a_key() {
+    let b = counting(&[]).await;
+    let admin = Admin::new();
+    let ferry = Ferry::start(&format!("{}{}", admin.yaml("token: secret"), conf(b.addr, "{tmp}/cache", "", VALID))).await;
+    get(&ferry, "/p?x=1").await;
+    assert_eq!(get(&ferry, "/p?x=1").await.cache(), "HIT");
+    let url = |q: &str| format!("http://{}/cache/c{q}", admin.addr);
+    let key = "httpapp/p?x=1";
+    let q = format!("?key={}", key.replace('/', "%2F").replace('?', "%3F").replace('=', "%3D"));
+    let no = http().delete(url(&q)).send().await.unwrap();
+    assert_eq!(no.status(), 401);
+    let ok = http().delete(url(&q)).bearer_auth("secret").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap().trim(), "{\"removed\":1}");
+    assert_eq!(get(&ferry, "/p?x=1").await.cache(), "MISS");
+    let unknown = http().delete(format!("http://{}/cache/nope?key=a", admin.addr)).bearer_auth("secret").send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let keyless = http().delete(url("")).bearer_auth("secret").send().await.unwrap();
+    assert_eq!(keyless.status(), 400);
+}
+
+#[tokio::test]
+async fn a_5xx_listed_in_use_stale_gets_the_entry() {
+    let b = Backend::start(Arc::new(|i, _| {
+        if i == 0 {
+            Reply::ok("good").header("Cache-Control", "max-age=1")
+        } else {
+            Reply::status(503, "down")
+        }
+    }))
+    .await;
+    let ferry = start(b.addr, "use_stale: [http_503]").await;
+    get(&ferry, "/u").await;
+    let mut r = get(&ferry, "/u").await;
+    let start = std::time::Instant::now();
+    while r.cache() == "HIT" && start.elapsed() < ferry_tests::WAIT {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        r = get(&ferry, "/u").await;
+    }
+    assert_eq!((r.status, r.cache(), r.text().as_str()), (200, "STALE", "good"));
+}
+
+#[test]
+fn cache_mistakes_are_reported_with_their_position() {
+    let (code, _, out) = ferry_tests::ferry::check(
+        "listen: [\"127.0.0.1:1\"]\ncaches:\n  c: { path: /tmp/x }\nupstreams:\n  app:\n    servers: [ { addr: \"127.0.0.1:1\" } ]\nroutes:\n  - upstream: app\n    cache: { zone: d, valid: { ok: 1m }, use_stale: [off, error] }\n",
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("FILE:9:20: unknown cache `d`, expected one of c"), "{out}");
+    assert!(out.contains("valid keys are statuses 100 to 599 or `any`, not `ok`"), "{out}");
+    assert!(out.contains("off cannot be combined"), "{out}");
+}
