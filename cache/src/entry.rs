@@ -162,7 +162,13 @@ pub fn vary_names(header: &ResponseHeader) -> Vec<String> {
         .headers
         .get_all(http::header::VARY)
         .iter()
-        .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().split(',').map(|n| n.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .into_owned()
+                .split(',')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
         .filter(|n| !n.is_empty())
         .collect();
     names.sort();

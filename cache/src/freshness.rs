@@ -35,15 +35,22 @@ fn ignored(conf: &RouteCache, name: &str) -> bool {
 }
 
 /// nginx's decision for a response of `status` with `header`, at `now`.
-pub fn decide(conf: &RouteCache, status: u16, header: &ResponseHeader, now: SystemTime) -> Decision {
+pub fn decide(
+    conf: &RouteCache,
+    status: u16,
+    header: &ResponseHeader,
+    now: SystemTime,
+) -> Decision {
     let h = &header.headers;
     if !ignored(conf, "Set-Cookie") && h.contains_key(http::header::SET_COOKIE) {
         return Decision::NoStore("Set-Cookie");
     }
     if !ignored(conf, "Vary")
-        && h.get_all(http::header::VARY)
-            .iter()
-            .any(|v| v.as_bytes().split(|&b| b == b',').any(|n| n.trim_ascii() == b"*"))
+        && h.get_all(http::header::VARY).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|n| n.trim_ascii() == b"*")
+        })
     {
         return Decision::NoStore("Vary: *");
     }
@@ -74,7 +81,10 @@ pub fn decide(conf: &RouteCache, status: u16, header: &ResponseHeader, now: Syst
     }
     if !ignored(conf, "Expires") {
         if let Some(v) = h.get(http::header::EXPIRES) {
-            let until = v.to_str().ok().and_then(|v| httpdate::parse_http_date(v).ok());
+            let until = v
+                .to_str()
+                .ok()
+                .and_then(|v| httpdate::parse_http_date(v).ok());
             return match until.and_then(|t| t.duration_since(now).ok()) {
                 Some(d) if !d.is_zero() => Decision::Store(d),
                 _ => Decision::NoStore("Expires in the past"),
@@ -149,27 +159,59 @@ mod tests {
             Decision::Store(Duration::from_secs(40))
         );
         assert_eq!(
-            d(200, &[("X-Accel-Expires", "60"), ("Cache-Control", "no-store")], &c),
+            d(
+                200,
+                &[("X-Accel-Expires", "60"), ("Cache-Control", "no-store")],
+                &c
+            ),
             Decision::Store(Duration::from_secs(60))
         );
-        assert!(matches!(d(200, &[("X-Accel-Expires", "0")], &c), Decision::NoStore(_)));
-        assert!(matches!(d(200, &[("Cache-Control", "private")], &c), Decision::NoStore(_)));
-        assert!(matches!(d(200, &[("Cache-Control", "max-age=0")], &c), Decision::NoStore(_)));
-        assert!(matches!(d(200, &[("Set-Cookie", "a=b")], &c), Decision::NoStore(_)));
-        assert!(matches!(d(200, &[("Vary", "Accept, *")], &c), Decision::NoStore(_)));
+        assert!(matches!(
+            d(200, &[("X-Accel-Expires", "0")], &c),
+            Decision::NoStore(_)
+        ));
+        assert!(matches!(
+            d(200, &[("Cache-Control", "private")], &c),
+            Decision::NoStore(_)
+        ));
+        assert!(matches!(
+            d(200, &[("Cache-Control", "max-age=0")], &c),
+            Decision::NoStore(_)
+        ));
+        assert!(matches!(
+            d(200, &[("Set-Cookie", "a=b")], &c),
+            Decision::NoStore(_)
+        ));
+        assert!(matches!(
+            d(200, &[("Vary", "Accept, *")], &c),
+            Decision::NoStore(_)
+        ));
         assert!(matches!(
             d(200, &[("Expires", "Thu, 01 Jan 1970 00:00:00 GMT")], &c),
             Decision::NoStore(_)
         ));
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
-        assert!(matches!(d(200, &[("Expires", &later)], &c), Decision::Store(t) if t.as_secs() > 100));
+        assert!(
+            matches!(d(200, &[("Expires", &later)], &c), Decision::Store(t) if t.as_secs() > 100)
+        );
     }
 
     #[test]
     fn ignored_headers_do_not_count() {
-        let c = conf(&[("200", 600)], &["Set-Cookie", "cache-control", "X-Accel-Expires"]);
+        let c = conf(
+            &[("200", 600)],
+            &["Set-Cookie", "cache-control", "X-Accel-Expires"],
+        );
         assert_eq!(
-            d(200, &[("Set-Cookie", "a=b"), ("Cache-Control", "no-store"), ("X-Accel-Expires", "0")], &c),
+            d(
+                200,
+                &[
+                    ("Set-Cookie", "a=b"),
+                    ("Cache-Control", "no-store"),
+                    ("X-Accel-Expires", "0")
+                ],
+                &c
+            ),
             Decision::Store(Duration::from_secs(600))
         );
     }

@@ -101,7 +101,10 @@ mod tests {
         let k = Key::new("httpapp/a?x=1".into());
         let p = path_of(Path::new("/c"), &k.hash);
         let h = k.hex();
-        assert_eq!(p, PathBuf::from(format!("/c/{}/{}/{h}", &h[31..], &h[29..31])));
+        assert_eq!(
+            p,
+            PathBuf::from(format!("/c/{}/{}/{h}", &h[31..], &h[29..31]))
+        );
         assert_eq!(from_hex(&h), Some(k.hash));
         assert_eq!(from_hex("zz"), None);
     }

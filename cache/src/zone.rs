@@ -158,7 +158,8 @@ impl Zone {
         });
         m.used = Instant::now();
         drop(index);
-        self.lru.access(&compact(hash), size as usize, SystemTime::now());
+        self.lru
+            .access(&compact(hash), size as usize, SystemTime::now());
     }
 
     /// Start storing a response for `key` (a request with `headers`),
@@ -177,7 +178,8 @@ impl Zone {
         let target = if names.is_empty() {
             key.clone()
         } else {
-            let mut list = ResponseHeader::build(200, None).map_err(|e| io::Error::other(e.to_string()))?;
+            let mut list =
+                ResponseHeader::build(200, None).map_err(|e| io::Error::other(e.to_string()))?;
             list.insert_header(http::header::VARY, names.join(", "))
                 .map_err(|e| io::Error::other(e.to_string()))?;
             let dest = key::path_of(&self.dir, &key.hash);
@@ -188,7 +190,15 @@ impl Zone {
             key.variant(&names, headers)
         };
         let dest = key::path_of(&self.dir, &target.hash);
-        let w = Writer::create(&self.tmp, dest, &Kind::Response, &target.text, header, date, expires)?;
+        let w = Writer::create(
+            &self.tmp,
+            dest,
+            &Kind::Response,
+            &target.text,
+            header,
+            date,
+            expires,
+        )?;
         Ok((w, target))
     }
 
@@ -209,7 +219,10 @@ impl Zone {
                 primary,
             },
         );
-        self.uses.lock().unwrap_or_else(|e| e.into_inner()).remove(&primary);
+        self.uses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&primary);
         let evicted = self.lru.admit(compact(hash), size as usize, fresh_until);
         for e in evicted {
             let h = e.key().primary;
@@ -219,9 +232,9 @@ impl Zone {
     }
 
     /// A revalidated entry is fresh again for `fresh`.
-    pub fn refresh(&self, entry: &Entry, fresh: Duration) -> io::Result<()> {
+    pub fn refresh(&self, path: &Path, fresh: Duration) -> io::Result<()> {
         let date = now();
-        entry::refresh(&entry.path, date, date.saturating_add(fresh.as_secs() as i64))
+        entry::refresh(path, date, date.saturating_add(fresh.as_secs() as i64))
     }
 
     /// Remove one file and forget it.
@@ -303,7 +316,10 @@ impl Zone {
         for l1 in dir_entries(&self.dir) {
             for l2 in dir_entries(&l1) {
                 for f in dir_entries(&l2) {
-                    let Some(hash) = f.file_name().and_then(|n| n.to_str()).and_then(key::from_hex)
+                    let Some(hash) = f
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(key::from_hex)
                     else {
                         continue;
                     };
@@ -313,7 +329,10 @@ impl Zone {
                     match entry::open(&f) {
                         Ok(Some(e)) => {
                             let primary = match &e.head.kind {
-                                Kind::Response => Key::new(e.head.key.lines().next().unwrap_or("").to_string()).hash,
+                                Kind::Response => {
+                                    Key::new(e.head.key.lines().next().unwrap_or("").to_string())
+                                        .hash
+                                }
                                 Kind::Vary(_) => hash,
                             };
                             let until = SystemTime::UNIX_EPOCH
@@ -323,14 +342,22 @@ impl Zone {
                         }
                         Ok(None) => {}
                         Err(err) => {
-                            log::warn!("cache {}: {} is not a whole entry ({err}): removed", self.name, f.display());
+                            log::warn!(
+                                "cache {}: {} is not a whole entry ({err}): removed",
+                                self.name,
+                                f.display()
+                            );
                             let _ = std::fs::remove_file(&f);
                         }
                     }
                 }
             }
         }
-        log::info!("cache {}: {found} entries found in {}", self.name, self.dir.display());
+        log::info!(
+            "cache {}: {found} entries found in {}",
+            self.name,
+            self.dir.display()
+        );
     }
 }
 

@@ -271,7 +271,11 @@ fn check_route_cache(c: &Config, r: &crate::cache::RouteCache, base: &str, out: 
             if known.is_empty() {
                 format!("unknown cache `{}`: there is no caches: section", r.zone)
             } else {
-                format!("unknown cache `{}`, expected one of {}", r.zone, known.join(", "))
+                format!(
+                    "unknown cache `{}`, expected one of {}",
+                    r.zone,
+                    known.join(", ")
+                )
             },
         ));
     }
@@ -296,7 +300,10 @@ fn check_route_cache(c: &Config, r: &crate::cache::RouteCache, base: &str, out: 
         }
     }
     if r.min_uses == 0 {
-        out.push(problem(format!("{base}.min_uses"), "min_uses must be at least 1"));
+        out.push(problem(
+            format!("{base}.min_uses"),
+            "min_uses must be at least 1",
+        ));
     }
     for (i, h) in r.ignore_headers.iter().enumerate() {
         if !crate::cache::IGNORABLE_HEADERS
@@ -320,8 +327,15 @@ fn check_route_cache(c: &Config, r: &crate::cache::RouteCache, base: &str, out: 
         ));
     }
     if r.lock_timeout.is_zero() || r.lock_age.is_zero() {
-        let key = if r.lock_timeout.is_zero() { "lock_timeout" } else { "lock_age" };
-        out.push(problem(format!("{base}.{key}"), format!("{key} must be more than 0")));
+        let key = if r.lock_timeout.is_zero() {
+            "lock_timeout"
+        } else {
+            "lock_age"
+        };
+        out.push(problem(
+            format!("{base}.{key}"),
+            format!("{key} must be more than 0"),
+        ));
     }
 }
 

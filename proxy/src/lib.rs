@@ -73,8 +73,8 @@
 
 pub(crate) mod access_log;
 pub(crate) mod admin;
-pub(crate) mod cache;
 pub mod allocator;
+pub(crate) mod cache;
 pub(crate) mod cli;
 pub(crate) mod client;
 pub(crate) mod discovery;

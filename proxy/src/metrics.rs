@@ -188,10 +188,17 @@ pub fn metrics() -> &'static Metrics {
 impl Metrics {
     /// The Prometheus text exposition, with each cache's size as it is
     /// now.
-    pub fn render_with(&self, caches: &std::collections::HashMap<String, std::sync::Arc<ferry_cache::Zone>>) -> Vec<u8> {
+    pub fn render_with(
+        &self,
+        caches: &std::collections::HashMap<String, std::sync::Arc<ferry_cache::Zone>>,
+    ) -> Vec<u8> {
         for (name, zone) in caches {
-            self.cache_entries.with_label_values(&[name]).set(zone.entries() as i64);
-            self.cache_size.with_label_values(&[name]).set(zone.size() as i64);
+            self.cache_entries
+                .with_label_values(&[name])
+                .set(zone.entries() as i64);
+            self.cache_size
+                .with_label_values(&[name])
+                .set(zone.size() as i64);
         }
         self.render()
     }

@@ -36,7 +36,8 @@ async fn start(backend: SocketAddr, cache: &str) -> Ferry {
 /// As [`start`], with no idle connections kept: a backend that is dropped
 /// is gone at once.
 async fn start_unpooled(backend: SocketAddr, cache: &str) -> Ferry {
-    let yaml = conf(backend, "{tmp}/cache", "", cache).replace("    servers:\n", "    keepalive: 0\n    servers:\n");
+    let yaml = conf(backend, "{tmp}/cache", "", cache)
+        .replace("    servers:\n", "    keepalive: 0\n    servers:\n");
     Ferry::start(&yaml).await
 }
 
@@ -121,18 +122,39 @@ async fn a_hit_is_served_from_disk_without_the_backend() {
     ))
     .await;
     let first = get(&ferry, "/a").await;
-    assert_eq!((first.status, first.text().as_str(), first.cache()), (200, "n0", "MISS"));
+    assert_eq!(
+        (first.status, first.text().as_str(), first.cache()),
+        (200, "n0", "MISS")
+    );
     for _ in 0..3 {
         let again = get(&ferry, "/a").await;
-        assert_eq!((again.status, again.text().as_str(), again.cache()), (200, "n0", "HIT"));
+        assert_eq!(
+            (again.status, again.text().as_str(), again.cache()),
+            (200, "n0", "HIT")
+        );
         assert_eq!(again.headers["content-type"], "text/plain");
         assert_eq!(again.headers["content-length"], "2");
     }
     assert_eq!(b.hits(), 1, "the HITs never reached the backend");
-    assert_eq!(admin.metric("ferry_cache_requests_total{cache=\"c\",status=\"HIT\"}").await, 3);
-    assert_eq!(admin.metric("ferry_cache_requests_total{cache=\"c\",status=\"MISS\"}").await, 1);
+    assert_eq!(
+        admin
+            .metric("ferry_cache_requests_total{cache=\"c\",status=\"HIT\"}")
+            .await,
+        3
+    );
+    assert_eq!(
+        admin
+            .metric("ferry_cache_requests_total{cache=\"c\",status=\"MISS\"}")
+            .await,
+        1
+    );
     assert_eq!(admin.metric("ferry_cache_entries{cache=\"c\"}").await, 1);
-    assert!(admin.metric("ferry_cache_stored_bytes_total{cache=\"c\"}").await > 2);
+    assert!(
+        admin
+            .metric("ferry_cache_stored_bytes_total{cache=\"c\"}")
+            .await
+            > 2
+    );
     assert!(admin.metric("ferry_cache_size_bytes{cache=\"c\"}").await > 2);
     let log = ferry_tests::until_or(|| {
         let text = std::fs::read_to_string(ferry.dir.join("access.log")).ok()?;
@@ -142,7 +164,10 @@ async fn a_hit_is_served_from_disk_without_the_backend() {
     .expect("four access-log lines");
     let statuses: Vec<String> = log
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["upstream_cache_status"].to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON")["upstream_cache_status"]
+                .to_string()
+        })
         .collect();
     assert_eq!(statuses, ["\"MISS\"", "\"HIT\"", "\"HIT\"", "\"HIT\""]);
 }
@@ -167,15 +192,25 @@ async fn what_nginx_does_not_store_is_fetched_every_time() {
     .await;
     let ferry = start(b.addr, VALID).await;
     for path in [
-        "/cookie", "/private", "/no-cache", "/no-store", "/max-age-0", "/vary-star", "/expired",
-        "/accel-0", "/teapot",
+        "/cookie",
+        "/private",
+        "/no-cache",
+        "/no-store",
+        "/max-age-0",
+        "/vary-star",
+        "/expired",
+        "/accel-0",
+        "/teapot",
     ] {
         let before = b.hits();
         let one = get(&ferry, path).await;
         let two = get(&ferry, path).await;
         assert_eq!((one.cache(), two.cache()), ("MISS", "MISS"), "{path}");
         assert_eq!(b.hits(), before + 2, "{path} was fetched twice");
-        assert!(one.headers.get("x-accel-expires").is_none(), "hidden from clients");
+        assert!(
+            one.headers.get("x-accel-expires").is_none(),
+            "hidden from clients"
+        );
     }
 }
 
@@ -227,7 +262,10 @@ async fn post_is_not_stored_and_head_is_fetched_as_get() {
     assert_eq!(b.last().method, "POST");
 
     let head = send(http().head(ferry.url("/h"))).await;
-    assert_eq!((head.status, head.cache(), head.body.len()), (200, "MISS", 0));
+    assert_eq!(
+        (head.status, head.cache(), head.body.len()),
+        (200, "MISS", 0)
+    );
     assert_eq!(b.last().method, "GET", "convert_head fetches with GET");
     let hit = get(&ferry, "/h").await;
     assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "n2"));
@@ -239,7 +277,10 @@ async fn post_is_not_stored_and_head_is_fetched_as_get() {
 #[tokio::test]
 async fn an_expired_entry_is_revalidated_with_its_etag() {
     let b = Backend::start(Arc::new(|_, r: &Seen| {
-        if r.headers.get("if-none-match").is_some_and(|v| v == "\"v1\"") {
+        if r.headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"")
+        {
             return Reply::status(304, "").header("Cache-Control", "max-age=60");
         }
         Reply::ok("one")
@@ -261,12 +302,24 @@ async fn an_expired_entry_is_revalidated_with_its_etag() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let r = expired.expect("the entry expires");
-    assert_eq!((r.status, r.cache(), r.text().as_str()), (200, "REVALIDATED", "one"));
+    assert_eq!(
+        (r.status, r.cache(), r.text().as_str()),
+        (200, "REVALIDATED", "one")
+    );
     assert_eq!(b.last().headers["if-none-match"], "\"v1\"");
     let hit = get(&ferry, "/r").await;
-    assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "one"), "the 304 refreshed it");
+    assert_eq!(
+        (hit.cache(), hit.text().as_str()),
+        ("HIT", "one"),
+        "the 304 refreshed it"
+    );
     // A client's own validator gets a 304 from the entry.
-    let nm = send(http().get(ferry.url("/r")).header("If-None-Match", "\"v1\"")).await;
+    let nm = send(
+        http()
+            .get(ferry.url("/r"))
+            .header("If-None-Match", "\"v1\""),
+    )
+    .await;
     assert_eq!((nm.status, nm.body.len()), (304, 0));
     assert_eq!(b.hits(), 2);
 }
@@ -289,7 +342,10 @@ async fn a_dead_server_gets_the_stale_entry() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let r = stale.expect("the entry expires");
-    assert_eq!((r.status, r.cache(), r.text().as_str()), (200, "STALE", "n0"));
+    assert_eq!(
+        (r.status, r.cache(), r.text().as_str()),
+        (200, "STALE", "n0")
+    );
 
     // Without use_stale the client gets the 502.
     let b = counting(&[("Cache-Control", "max-age=1")]).await;
@@ -357,7 +413,10 @@ async fn a_3mb_body_is_byte_identical_on_a_hit() {
     assert_eq!(b.hits(), 1);
     let files = stored(&ferry.tmp().join("cache"), 1).await;
     let size = std::fs::metadata(&files[0]).unwrap().len();
-    assert!(size > 3 << 20 && size < (3 << 20) + 4096, "one file of the body and its head: {size}");
+    assert!(
+        size > 3 << 20 && size < (3 << 20) + 4096,
+        "one file of the body and its head: {size}"
+    );
 }
 
 #[tokio::test]
@@ -399,24 +458,39 @@ async fn a_truncated_response_is_never_stored() {
     let ferry = start(raw.addr, VALID).await;
     for _ in 0..2 {
         let r = http().get(ferry.url("/t")).send().await.expect("header");
-        assert!(r.bytes().await.is_err(), "the client sees the body cut short");
+        assert!(
+            r.bytes().await.is_err(),
+            "the client sees the body cut short"
+        );
     }
     assert_eq!(raw.hits(), 2, "nothing was stored");
     let dir = ferry.tmp().join("cache");
     assert!(entry_files(&dir).is_empty());
-    assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0, "no file left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.join("tmp")).unwrap().count(),
+        0,
+        "no file left behind"
+    );
 }
 
 #[tokio::test]
 async fn bypass_fetches_and_stores_the_new_response() {
     let b = counting(&[]).await;
-    let ferry = start(b.addr, &format!("{VALID}, bypass: [\"$http_x_refresh\"], no_cache: [\"$arg_nostore\"]")).await;
+    let ferry = start(
+        b.addr,
+        &format!("{VALID}, bypass: [\"$http_x_refresh\"], no_cache: [\"$arg_nostore\"]"),
+    )
+    .await;
     assert_eq!(get(&ferry, "/b").await.text(), "n0");
     assert_eq!(get(&ferry, "/b").await.cache(), "HIT");
     let fresh = send(http().get(ferry.url("/b")).header("X-Refresh", "1")).await;
     assert_eq!((fresh.cache(), fresh.text().as_str()), ("BYPASS", "n1"));
     let zero = send(http().get(ferry.url("/b")).header("X-Refresh", "0")).await;
-    assert_eq!((zero.cache(), zero.text().as_str()), ("HIT", "n1"), "\"0\" is no");
+    assert_eq!(
+        (zero.cache(), zero.text().as_str()),
+        ("HIT", "n1"),
+        "\"0\" is no"
+    );
     // no_cache: fetched, not stored.
     assert_eq!(get(&ferry, "/n?nostore=1").await.text(), "n2");
     assert_eq!(get(&ferry, "/n?nostore=1").await.text(), "n3");
@@ -444,7 +518,12 @@ async fn ranges_are_answered_from_the_entry() {
     assert_eq!(part.cache(), "HIT");
     let tail = send(http().get(ferry.url("/range")).header("Range", "bytes=-3")).await;
     assert_eq!((tail.status, tail.text().as_str()), (206, "789"));
-    let none = send(http().get(ferry.url("/range")).header("Range", "bytes=20-30")).await;
+    let none = send(
+        http()
+            .get(ferry.url("/range"))
+            .header("Range", "bytes=20-30"),
+    )
+    .await;
     assert_eq!(none.status, 416);
     assert_eq!(none.headers["content-range"], "bytes */10");
     assert_eq!(b.hits(), 1);
@@ -452,7 +531,10 @@ async fn ranges_are_answered_from_the_entry() {
 
 #[tokio::test]
 async fn max_size_evicts_the_least_recently_used() {
-    let b = Backend::start(Arc::new(|_, r: &Seen| Reply::ok(vec![b'e'; 1000]).header("X-Path", &r.uri))).await;
+    let b = Backend::start(Arc::new(|_, r: &Seen| {
+        Reply::ok(vec![b'e'; 1000]).header("X-Path", &r.uri)
+    }))
+    .await;
     let ferry = Ferry::start(&conf(b.addr, "{tmp}/cache", "max_size: 2500", VALID)).await;
     let dir = ferry.tmp().join("cache");
     for (i, p) in ["/e1", "/e2"].into_iter().enumerate() {
@@ -461,7 +543,11 @@ async fn max_size_evicts_the_least_recently_used() {
     }
     assert_eq!(get(&ferry, "/e3").await.cache(), "MISS");
     let files = stored(&dir, 2).await;
-    assert_eq!(files.len(), 2, "two 1 KB entries fit in 2500 bytes, not three");
+    assert_eq!(
+        files.len(),
+        2,
+        "two 1 KB entries fit in 2500 bytes, not three"
+    );
     assert_eq!(get(&ferry, "/e3").await.cache(), "HIT", "the newest stays");
     assert_eq!(get(&ferry, "/e1").await.cache(), "MISS", "the oldest went");
 }
@@ -495,10 +581,17 @@ async fn a_corrupt_file_is_a_miss_and_is_replaced() {
     assert_eq!((r.cache(), r.text().as_str()), ("MISS", "n1"));
     stored(&dir, 1).await;
     let hit = get(&ferry, "/c").await;
-    assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "n1"), "stored again, whole");
+    assert_eq!(
+        (hit.cache(), hit.text().as_str()),
+        ("HIT", "n1"),
+        "stored again, whole"
+    );
     // Cut short on disk: also a miss.
     let files = entry_files(&dir);
-    let f = std::fs::OpenOptions::new().write(true).open(&files[0]).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[0])
+        .unwrap();
     f.set_len(len - 1).unwrap();
     assert_eq!(get(&ferry, "/c").await.text(), "n2");
 }
@@ -507,21 +600,46 @@ async fn a_corrupt_file_is_a_miss_and_is_replaced() {
 async fn the_admin_listener_purges_a_key() {
     let b = counting(&[]).await;
     let admin = Admin::new();
-    let ferry = Ferry::start(&format!("{}{}", admin.yaml("token: secret"), conf(b.addr, "{tmp}/cache", "", VALID))).await;
+    let ferry = Ferry::start(&format!(
+        "{}{}",
+        admin.yaml("token: secret"),
+        conf(b.addr, "{tmp}/cache", "", VALID)
+    ))
+    .await;
     get(&ferry, "/p?x=1").await;
     assert_eq!(get(&ferry, "/p?x=1").await.cache(), "HIT");
     let url = |q: &str| format!("http://{}/cache/c{q}", admin.addr);
     let key = "httpapp/p?x=1";
-    let q = format!("?key={}", key.replace('/', "%2F").replace('?', "%3F").replace('=', "%3D"));
+    let q = format!(
+        "?key={}",
+        key.replace('/', "%2F")
+            .replace('?', "%3F")
+            .replace('=', "%3D")
+    );
     let no = http().delete(url(&q)).send().await.unwrap();
     assert_eq!(no.status(), 401);
-    let ok = http().delete(url(&q)).bearer_auth("secret").send().await.unwrap();
+    let ok = http()
+        .delete(url(&q))
+        .bearer_auth("secret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.text().await.unwrap().trim(), "{\"removed\":1}");
     assert_eq!(get(&ferry, "/p?x=1").await.cache(), "MISS");
-    let unknown = http().delete(format!("http://{}/cache/nope?key=a", admin.addr)).bearer_auth("secret").send().await.unwrap();
+    let unknown = http()
+        .delete(format!("http://{}/cache/nope?key=a", admin.addr))
+        .bearer_auth("secret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
-    let keyless = http().delete(url("")).bearer_auth("secret").send().await.unwrap();
+    let keyless = http()
+        .delete(url(""))
+        .bearer_auth("secret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(keyless.status(), 400);
 }
 
@@ -543,7 +661,10 @@ async fn a_5xx_listed_in_use_stale_gets_the_entry() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         r = get(&ferry, "/u").await;
     }
-    assert_eq!((r.status, r.cache(), r.text().as_str()), (200, "STALE", "good"));
+    assert_eq!(
+        (r.status, r.cache(), r.text().as_str()),
+        (200, "STALE", "good")
+    );
 }
 
 #[test]
@@ -552,7 +673,127 @@ fn cache_mistakes_are_reported_with_their_position() {
         "listen: [\"127.0.0.1:1\"]\ncaches:\n  c: { path: /tmp/x }\nupstreams:\n  app:\n    servers: [ { addr: \"127.0.0.1:1\" } ]\nroutes:\n  - upstream: app\n    cache: { zone: d, valid: { ok: 1m }, use_stale: [off, error] }\n",
     );
     assert_eq!(code, 1);
-    assert!(out.contains("FILE:9:20: unknown cache `d`, expected one of c"), "{out}");
-    assert!(out.contains("valid keys are statuses 100 to 599 or `any`, not `ok`"), "{out}");
+    assert!(
+        out.contains("FILE:9:20: unknown cache `d`, expected one of c"),
+        "{out}"
+    );
+    assert!(
+        out.contains("valid keys are statuses 100 to 599 or `any`, not `ok`"),
+        "{out}"
+    );
     assert!(out.contains("off cannot be combined"), "{out}");
+}
+
+/// Requests until the answer is not a HIT (the entry expired); bounded.
+async fn until_expired(ferry: &Ferry, path: &str) -> Got {
+    let start = std::time::Instant::now();
+    loop {
+        let r = get(ferry, path).await;
+        if r.cache() != "HIT" || start.elapsed() > ferry_tests::WAIT {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn background_update_answers_stale_and_refills() {
+    let b = counting(&[("Cache-Control", "max-age=1")]).await;
+    let ferry = start(b.addr, "use_stale: [updating], background_update: true").await;
+    assert_eq!(get(&ferry, "/bg").await.text(), "n0");
+    let r = until_expired(&ferry, "/bg").await;
+    assert_eq!(
+        (r.cache(), r.text().as_str()),
+        ("STALE", "n0"),
+        "answered at once, as it was"
+    );
+    let fresh = ferry_tests::until_or(|| (b.hits() == 2).then_some(())).await;
+    assert!(fresh.is_some(), "the update reached the backend");
+    let start = std::time::Instant::now();
+    let mut r = get(&ferry, "/bg").await;
+    while r.text() != "n1" && start.elapsed() < ferry_tests::WAIT {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        r = get(&ferry, "/bg").await;
+    }
+    assert_eq!(
+        (r.cache(), r.text().as_str()),
+        ("HIT", "n1"),
+        "the update filled the entry"
+    );
+}
+
+#[tokio::test]
+async fn while_one_request_updates_the_others_get_updating() {
+    let b = Backend::start(Arc::new(|i, _| {
+        let mut r = Reply::ok(format!("n{i}")).header("Cache-Control", "max-age=1");
+        if i > 0 {
+            r.delay = Some(std::time::Duration::from_millis(1500));
+        }
+        r
+    }))
+    .await;
+    let ferry = Arc::new(start(b.addr, "lock: true, use_stale: [updating]").await);
+    get(&ferry, "/up").await;
+    // The first request after expiry holds the lock and waits on the slow
+    // backend.
+    let f = ferry.clone();
+    let updater = tokio::spawn(async move { until_expired(&f, "/up").await });
+    assert!(ferry_tests::until_or(|| (b.hits() == 2).then_some(()))
+        .await
+        .is_some());
+    let other = get(&ferry, "/up").await;
+    assert_eq!((other.cache(), other.text().as_str()), ("UPDATING", "n0"));
+    let updater = updater.await.unwrap();
+    assert_eq!(
+        (updater.cache(), updater.text().as_str()),
+        ("EXPIRED", "n1")
+    );
+    assert_eq!(b.hits(), 2);
+}
+
+#[tokio::test]
+async fn past_lock_timeout_a_waiter_fetches_without_storing() {
+    let b = Backend::start(Arc::new(|i, _| {
+        let mut r = Reply::ok(format!("n{i}"));
+        r.delay = Some(std::time::Duration::from_millis(if i == 0 {
+            1000
+        } else {
+            0
+        }));
+        r
+    }))
+    .await;
+    let ferry = start(b.addr, &format!("{VALID}, lock: true, lock_timeout: 100ms")).await;
+    let url = ferry.url("/lt");
+    let first = tokio::spawn(async move { send(http().get(url)).await });
+    assert!(ferry_tests::until_or(|| (b.hits() == 1).then_some(()))
+        .await
+        .is_some());
+    let waiter = get(&ferry, "/lt").await;
+    assert_eq!(
+        (waiter.cache(), waiter.text().as_str()),
+        ("MISS", "n1"),
+        "went on after 100 ms"
+    );
+    let first = first.await.unwrap();
+    assert_eq!(first.text(), "n0");
+    stored(&ferry.tmp().join("cache"), 1).await;
+    let hit = get(&ferry, "/lt").await;
+    assert_eq!(
+        (hit.cache(), hit.text().as_str()),
+        ("HIT", "n0"),
+        "only the lock holder stored"
+    );
+}
+
+#[tokio::test]
+async fn inactive_entries_are_removed() {
+    let b = counting(&[]).await;
+    let ferry = Ferry::start(&conf(b.addr, "{tmp}/cache", "inactive: 1s", VALID)).await;
+    get(&ferry, "/i").await;
+    let dir = ferry.tmp().join("cache");
+    stored(&dir, 1).await;
+    stored(&dir, 0).await;
+    let r = get(&ferry, "/i").await;
+    assert_eq!((r.cache(), r.text().as_str()), ("MISS", "n1"));
 }

@@ -337,3 +337,73 @@ async fn a_fallback_group_gets_the_try_a_one_server_group_has_not() {
     let (status, _, _) = ask(&ferry, "GET", "/alone", "", "").await;
     assert_eq!(status, 502, "without the fallback, one server is one try");
 }
+
+#[tokio::test]
+async fn the_cache_hooks_choose_the_key_and_what_is_stored() {
+    let b = Backend::start(Arc::new(|i, r: &Seen| {
+        let reply = Reply::ok(format!("n{i}"));
+        if r.uri == "/draft" {
+            reply.header("X-Draft", "1")
+        } else {
+            reply
+        }
+    }))
+    .await;
+    let ferry = Ferry::start_hooked(&format!(
+        "caches:\n  c: {{ path: \"{{tmp}}/cache\" }}\nupstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ add_headers: {{ X-Cache: \"$upstream_cache_status\" }} }}\n    cache: {{ zone: c, valid: {{ 200: 10m }} }}\n",
+        group("app", &[(b.addr, "")])
+    ))
+    .await;
+    let get = |path: &'static str, tenant: &'static str| {
+        let url = ferry.url(path);
+        async move {
+            let r = ferry_tests::client::http()
+                .get(url)
+                .header("X-Tenant", tenant)
+                .send()
+                .await
+                .unwrap();
+            let cache = r
+                .headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let hooks = r
+                .headers()
+                .get("x-hooks")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (cache, r.text().await.unwrap(), hooks)
+        }
+    };
+    let (cache, body, hooks) = get("/t", "a").await;
+    assert_eq!((cache.as_str(), body.as_str()), ("MISS", "n0"));
+    assert!(
+        hooks.contains("request_filter,cache_key_callback,"),
+        "{hooks}"
+    );
+    assert!(
+        hooks.contains("response_cache_filter,response_filter"),
+        "{hooks}"
+    );
+    let (cache, body, hooks) = get("/t", "a").await;
+    assert_eq!((cache.as_str(), body.as_str()), ("HIT", "n0"));
+    assert!(
+        !hooks.contains("upstream_peer"),
+        "a HIT asks no upstream: {hooks}"
+    );
+    assert!(
+        hooks.ends_with("cache_key_callback,response_filter"),
+        "{hooks}"
+    );
+    let (cache, body, _) = get("/t", "b").await;
+    assert_eq!(
+        (cache.as_str(), body.as_str()),
+        ("MISS", "n1"),
+        "another tenant, another key"
+    );
+    get("/draft", "a").await;
+    let (cache, _, _) = get("/draft", "a").await;
+    assert_eq!(cache, "MISS", "the program refused to store it");
+    assert_eq!(b.hits(), 4);
+}

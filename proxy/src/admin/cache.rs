@@ -20,7 +20,10 @@ pub(crate) async fn serve(live: &Live, s: &ServerSession) -> Response<Vec<u8>> {
         return text(405, "only DELETE /cache/NAME?key=KEY");
     }
     if !authorized(live, s) {
-        return text(401, "a purge needs Authorization: Bearer TOKEN (admin.token)");
+        return text(
+            401,
+            "a purge needs Authorization: Bearer TOKEN (admin.token)",
+        );
     }
     let name = req.uri.path().trim_start_matches("/cache/");
     let rt = live.current();
@@ -36,5 +39,9 @@ pub(crate) async fn serve(live: &Live, s: &ServerSession) -> Response<Vec<u8>> {
     };
     let removed = zone.purge(&key);
     log::info!("cache {name}: purged `{key}` ({removed} files)");
-    reply(200, "application/json", format!("{{\"removed\":{removed}}}\n").into_bytes())
+    reply(
+        200,
+        "application/json",
+        format!("{{\"removed\":{removed}}}\n").into_bytes(),
+    )
 }

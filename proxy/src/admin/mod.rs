@@ -50,7 +50,11 @@ impl ServeHttp for AdminApp {
             "/healthz" => text(200, "ok"),
             "/metrics" => {
                 let caches = &self.live.current().caches;
-                reply(200, "text/plain; version=0.0.4", metrics().render_with(caches))
+                reply(
+                    200,
+                    "text/plain; version=0.0.4",
+                    metrics().render_with(caches),
+                )
             }
             p if p.starts_with("/cache/") => cache::serve(&self.live, s).await,
             p if p == "/upstreams" || p.starts_with("/upstreams/") => {

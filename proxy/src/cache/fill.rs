@@ -40,7 +40,8 @@ impl Fill {
         header: &ResponseHeader,
     ) -> Result<Option<Fill>> {
         let status = header.status.as_u16();
-        let head_fetched = s.req_header().method == http::Method::HEAD && !fetch.rc.conf.convert_head;
+        let head_fetched =
+            s.req_header().method == http::Method::HEAD && !fetch.rc.conf.convert_head;
         if !fetch.store || status == 206 || head_fetched {
             return Ok(None);
         }
@@ -71,7 +72,10 @@ impl Fill {
     pub(crate) fn append(&mut self, piece: &[u8]) {
         if let Some(w) = &mut self.writer {
             if let Err(e) = w.append(piece) {
-                log::error!("cache {}: writing an entry: {e}; not stored", self.zone.name);
+                log::error!(
+                    "cache {}: writing an entry: {e}; not stored",
+                    self.zone.name
+                );
                 self.writer = None;
             }
         }

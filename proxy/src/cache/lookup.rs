@@ -10,7 +10,7 @@
 //! and the cache part of `ngx_http_upstream_process_header`
 //! (`revalidate`'s 304, `use_stale` on an upstream's status).
 
-use crate::cache::{says_yes, serve, RouteCacheRt};
+use crate::cache::{background, says_yes, serve, RouteCacheRt};
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::request::flow::End;
@@ -71,7 +71,11 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
     let text = rendered::<P>(s, route, &rc.conf.key);
     let text = app.cache_key_callback(s, text, ctx)?;
     let key = Key::new(text);
-    let no_cache = rc.conf.no_cache.iter().any(|t| says_yes(&rendered::<P>(s, route, t)));
+    let no_cache = rc
+        .conf
+        .no_cache
+        .iter()
+        .any(|t| says_yes(&rendered::<P>(s, route, t)));
     let mut fetch = Fetch {
         rc,
         key,
@@ -80,7 +84,12 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
         revalidating: false,
         permit: None,
     };
-    if rc.conf.bypass.iter().any(|t| says_yes(&rendered::<P>(s, route, t))) {
+    if rc
+        .conf
+        .bypass
+        .iter()
+        .any(|t| says_yes(&rendered::<P>(s, route, t)))
+    {
         s.request.cache_status = CacheStatus::Bypass;
         return Ok(Look::Fetch(fetch));
     }
@@ -92,6 +101,33 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
         match rc.zone.find(&fetch.key, &s.req_header().headers) {
             Found::Entry(e, _) if e.head.expires > ferry_cache::zone::now() => {
                 let end = serve::answer(app, s, ctx, route, &e, CacheStatus::Hit).await?;
+                return Ok(Look::Answered(end));
+            }
+            Found::Entry(e, _)
+                if fetch.store
+                    && rc.conf.background_update
+                    && rc.stale_on(StaleCondition::Updating) =>
+            {
+                // Answered as it is; a fetch of its own brings the new one
+                // (unless another request's update is on its way).
+                let mut status = CacheStatus::Stale;
+                let permit = match &rc.lock {
+                    Some(lock) => {
+                        let ckey = CacheKey::new(fetch.key.text.clone(), "");
+                        match lock.lock(&ckey, true) {
+                            Locked::Write(p) => Some((ckey, p)),
+                            Locked::Read(_) => {
+                                status = CacheStatus::Updating;
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                if status == CacheStatus::Stale {
+                    background::start(s, route, rc, &fetch.key, &e, permit)?;
+                }
+                let end = serve::answer(app, s, ctx, route, &e, status).await?;
                 return Ok(Look::Answered(end));
             }
             Found::Entry(e, _) => {
@@ -115,11 +151,16 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
             Locked::Read(reader) => {
                 if let Some(e) = &fetch.stale {
                     if rc.stale_on(StaleCondition::Updating) {
-                        let end = serve::answer(app, s, ctx, route, e, CacheStatus::Updating).await?;
+                        let end =
+                            serve::answer(app, s, ctx, route, e, CacheStatus::Updating).await?;
                         return Ok(Look::Answered(end));
                     }
                 }
-                let left = rc.conf.lock_timeout.get().saturating_sub(waited_since.elapsed());
+                let left = rc
+                    .conf
+                    .lock_timeout
+                    .get()
+                    .saturating_sub(waited_since.elapsed());
                 if pingora_timeout::timeout(left, reader.wait()).await.is_err() {
                     // nginx: past lock_timeout the request goes to the
                     // upstream, and its response is not stored.
@@ -148,34 +189,14 @@ pub(crate) enum After {
 }
 
 impl Fetch<'_> {
-    /// The upstream request of a cached route (nginx's
-    /// `proxy_cache_headers`): no client validators or ranges (the whole
-    /// response is what is stored), a HEAD fetched as GET with
-    /// `convert_head`, and the stale entry's validators when revalidating.
+    /// The upstream request of a cached route: see [`upstream_request`].
     pub(crate) fn upstream_request(&self, req: &mut RequestHeader) -> Result<()> {
-        for h in [
-            header::IF_MODIFIED_SINCE,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_NONE_MATCH,
-            header::IF_MATCH,
-            header::RANGE,
-            header::IF_RANGE,
-        ] {
-            req.remove_header(&h);
-        }
-        if self.rc.conf.convert_head && req.method == http::Method::HEAD {
-            req.set_method(http::Method::GET);
-        }
-        if let (true, Some(e)) = (self.revalidating, &self.stale) {
-            let h = &e.head.header.headers;
-            if let Some(etag) = h.get(header::ETAG) {
-                req.insert_header(header::IF_NONE_MATCH, etag.clone())?;
-            }
-            if let Some(lm) = h.get(header::LAST_MODIFIED) {
-                req.insert_header(header::IF_MODIFIED_SINCE, lm.clone())?;
-            }
-        }
-        Ok(())
+        let validators = self
+            .stale
+            .as_ref()
+            .filter(|_| self.revalidating)
+            .map(|e| &e.head.header.headers);
+        upstream_request(&self.rc.conf, req, validators)
     }
 
     /// The loop's outcome seen by the cache: a 304 to a revalidation
@@ -213,15 +234,18 @@ impl Fetch<'_> {
                 held.finish(&mut s.request.tries);
                 let status = stale.head.header.status.as_u16();
                 if let Decision::Store(fresh) = self.decision(app, s, ctx, status, &header)? {
-                    if let Err(e) = self.rc.zone.refresh(&stale, fresh) {
+                    if let Err(e) = self.rc.zone.refresh(&stale.path, fresh) {
                         log::error!("cache {}: refreshing an entry: {e}", self.rc.zone.name);
                     }
                 }
                 self.release(LockStatus::Done);
-                let end = serve::answer(app, s, ctx, route, &stale, CacheStatus::Revalidated).await?;
+                let end =
+                    serve::answer(app, s, ctx, route, &stale, CacheStatus::Revalidated).await?;
                 Ok(After::Answered(end))
             }
-            Chosen::Response(r) if stale_status(r.header.status.as_u16()).is_some_and(|c| self.rc.stale_on(c)) => {
+            Chosen::Response(r)
+                if stale_status(r.header.status.as_u16()).is_some_and(|c| self.rc.stale_on(c)) =>
+            {
                 let Response { conn, held, .. } = r;
                 conn.close();
                 held.finish(&mut s.request.tries);
@@ -242,7 +266,8 @@ impl Fetch<'_> {
         status: u16,
         header: &ResponseHeader,
     ) -> Result<Decision> {
-        let nginx = ferry_cache::decide(&self.rc.conf, status, header, std::time::SystemTime::now());
+        let nginx =
+            ferry_cache::decide(&self.rc.conf, status, header, std::time::SystemTime::now());
         app.response_cache_filter(s, header, nginx, ctx)
     }
 
@@ -258,6 +283,39 @@ impl Drop for Fetch<'_> {
     fn drop(&mut self) {
         self.release(LockStatus::TransientError);
     }
+}
+
+/// The upstream request of a cached route (nginx's `proxy_cache_headers`):
+/// no client validators or ranges (the whole response is what is stored),
+/// a HEAD fetched as GET with `convert_head`, and a stale entry's
+/// validators (`validators`: its header) when revalidating.
+pub(crate) fn upstream_request(
+    conf: &ferry_conf::RouteCache,
+    req: &mut RequestHeader,
+    validators: Option<&http::HeaderMap>,
+) -> Result<()> {
+    for h in [
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_NONE_MATCH,
+        header::IF_MATCH,
+        header::RANGE,
+        header::IF_RANGE,
+    ] {
+        req.remove_header(&h);
+    }
+    if conf.convert_head && req.method == http::Method::HEAD {
+        req.set_method(http::Method::GET);
+    }
+    if let Some(h) = validators {
+        if let Some(etag) = h.get(header::ETAG) {
+            req.insert_header(header::IF_NONE_MATCH, etag.clone())?;
+        }
+        if let Some(lm) = h.get(header::LAST_MODIFIED) {
+            req.insert_header(header::IF_MODIFIED_SINCE, lm.clone())?;
+        }
+    }
+    Ok(())
 }
 
 fn stale_status(status: u16) -> Option<StaleCondition> {

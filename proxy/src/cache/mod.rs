@@ -1,12 +1,14 @@
 //! The proxy cache on a request's way: looked up before the upstream loop
 //! ([`lookup`]), answered from an entry ([`serve`]), or filled as the
-//! response body streams to the client ([`fill`]). The store itself (what
+//! response body streams to the client ([`fill`]) or, for an expired
+//! entry answered as it is, by a fetch of its own ([`background`]). The store itself (what
 //! may be stored, the files, eviction) is the `ferry-cache` crate.
 //!
 //! nginx counterpart: `ngx_http_upstream_cache`,
 //! `ngx_http_upstream_cache_send` and the `p->cacheable` half of the
 //! event pipe.
 
+pub(crate) mod background;
 pub(crate) mod fill;
 pub(crate) mod lookup;
 pub(crate) mod serve;
@@ -21,13 +23,15 @@ pub struct RouteCacheRt {
     pub zone: Arc<Zone>,
     /// One filler per key at a time (`lock: true`), its waiters let go
     /// after `lock_age`.
-    pub lock: Option<CacheLock>,
+    pub lock: Option<Arc<CacheLock>>,
 }
 
 impl RouteCacheRt {
     pub fn new(conf: &ferry_conf::RouteCache, zone: Arc<Zone>) -> RouteCacheRt {
         RouteCacheRt {
-            lock: conf.lock.then(|| CacheLock::new(conf.lock_age.get())),
+            lock: conf
+                .lock
+                .then(|| Arc::new(CacheLock::new(conf.lock_age.get()))),
             conf: conf.clone(),
             zone,
         }

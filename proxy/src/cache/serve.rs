@@ -72,9 +72,9 @@ pub(crate) async fn answer<P: ProxyHttp>(
     let mut at = range.start;
     while at < range.end {
         let want = (range.end - at).min(PIECE as u64) as usize;
-        let piece = entry.read_body(at, want).map_err(|e| {
-            Error::because(ErrorType::InternalError, "reading a cache entry", e)
-        });
+        let piece = entry
+            .read_body(at, want)
+            .map_err(|e| Error::because(ErrorType::InternalError, "reading a cache entry", e));
         let piece = match piece {
             Ok(p) => p,
             Err(e) => {

@@ -167,7 +167,17 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     // 8-10. The response: header, then body (filling the cache entry) or
     //    tunnel. 11. Finalize: the server is given back, whatever happened
     //    on the way, and the requests waiting on the cache entry go.
-    let end = send_response(app, &mut s, ctx, route, conn, header, upgrade, fetch.as_ref()).await;
+    let end = send_response(
+        app,
+        &mut s,
+        ctx,
+        route,
+        conn,
+        header,
+        upgrade,
+        fetch.as_ref(),
+    )
+    .await;
     held.finish(&mut s.request.tries);
     if let Some(mut f) = fetch {
         f.release(pingora_cache::lock::LockStatus::Done);
@@ -372,7 +382,17 @@ async fn send_response<P: ProxyHttp>(
         );
     }
     let mut fill = fill;
-    let out = body_pipe::forward(app, ctx, s.request, route, ds, conn, buffered, fill.as_mut()).await;
+    let out = body_pipe::forward(
+        app,
+        ctx,
+        s.request,
+        route,
+        ds,
+        conn,
+        buffered,
+        fill.as_mut(),
+    )
+    .await;
     if let Some(f) = fill {
         f.finish();
     }

@@ -119,11 +119,64 @@ pub(crate) async fn fetch(
     upstreams: &HashMap<String, Arc<Upstream>>,
     proxy: &ProxyConf,
     group: &str,
-    mut req: RequestHeader,
+    req: RequestHeader,
     body: Bytes,
     limit: usize,
     client_ip: Option<IpAddr>,
 ) -> Result<SubResponse> {
+    let mut sink = Memory {
+        buf: BytesMut::new(),
+        limit,
+    };
+    let header = fetch_to(upstreams, proxy, group, req, body, client_ip, &mut sink).await?;
+    Ok(SubResponse {
+        status: header.status.as_u16(),
+        header,
+        body: sink.buf.freeze(),
+    })
+}
+
+/// Where a subrequest's response body goes, piece by piece.
+pub(crate) trait BodySink: Send {
+    /// The response header, before any body: `false` when the body is not
+    /// wanted (the connection is then closed rather than read to its end).
+    fn header(&mut self, header: &ResponseHeader) -> bool;
+    /// One piece of the body; an error ends the subrequest.
+    fn piece(&mut self, piece: &[u8]) -> Result<()>;
+}
+
+/// The body kept in memory, at most `limit` bytes.
+struct Memory {
+    buf: BytesMut,
+    limit: usize,
+}
+
+impl BodySink for Memory {
+    fn header(&mut self, _header: &ResponseHeader) -> bool {
+        true
+    }
+    fn piece(&mut self, piece: &[u8]) -> Result<()> {
+        if self.buf.len() + piece.len() > self.limit {
+            return Err(failed(
+                500,
+                format!("subrequest body over {} bytes", self.limit),
+            ));
+        }
+        self.buf.extend_from_slice(piece);
+        Ok(())
+    }
+}
+
+/// A subrequest whose body goes to `sink`; its response header.
+pub(crate) async fn fetch_to<S: BodySink>(
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    proxy: &ProxyConf,
+    group: &str,
+    mut req: RequestHeader,
+    body: Bytes,
+    client_ip: Option<IpAddr>,
+    sink: &mut S,
+) -> Result<ResponseHeader> {
     let Some(upstream) = upstreams.get(group) else {
         return Err(failed(
             500,
@@ -163,26 +216,30 @@ pub(crate) async fn fetch(
             ));
         }
     };
-    let read = read_body(conn, limit).await;
+    let read = if sink.header(&header) {
+        read_body(conn, sink).await
+    } else {
+        conn.close();
+        Ok(())
+    };
     held.finish(&mut leg.tries);
-    Ok(SubResponse {
-        status: header.status.as_u16(),
-        header,
-        body: read?,
-    })
+    read.map(|()| header)
 }
 
-/// The whole body, at most `limit` bytes; the connection back to the pool
-/// when it was read to its end.
-async fn read_body(mut conn: crate::upstream::connect::Conn, limit: usize) -> Result<Bytes> {
-    let mut buf = BytesMut::new();
+/// The whole body into `sink`; the connection back to the pool when it
+/// was read to its end.
+async fn read_body<S: BodySink>(
+    mut conn: crate::upstream::connect::Conn,
+    sink: &mut S,
+) -> Result<()> {
     loop {
         match conn.session.read_body_bytes().await {
-            Ok(Some(b)) if buf.len() + b.len() > limit => {
-                conn.close();
-                return Err(failed(500, format!("subrequest body over {limit} bytes")));
+            Ok(Some(b)) => {
+                if let Err(e) = sink.piece(&b) {
+                    conn.close();
+                    return Err(e);
+                }
             }
-            Ok(Some(b)) => buf.extend_from_slice(&b),
             Ok(None) => break,
             Err(e) => {
                 conn.close();
@@ -191,5 +248,5 @@ async fn read_body(mut conn: crate::upstream::connect::Conn, limit: usize) -> Re
         }
     }
     conn.release().await;
-    Ok(buf.freeze())
+    Ok(())
 }

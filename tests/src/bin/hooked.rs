@@ -19,6 +19,9 @@
 //!   `{"hooked_error":CODE}`.
 //! - `suppress_error_log`: `X-Quiet: 1` keeps the error out of the log;
 //!   `request_summary` says `hooked summary: URI`.
+//! - `cache_key_callback`: `X-Tenant: NAME` puts the tenant into the
+//!   cache key; `response_cache_filter`: a response with `X-Draft` is
+//!   never stored.
 //! - every hook appends its name to the context; `upstream_request_filter`
 //!   sends the list upstream as `X-Hooks`, `response_filter` sends it to
 //!   the client, and `logging` writes a line with the status, the tries,
@@ -30,8 +33,8 @@ use ferry::pingora_core::upstreams::peer::HttpPeer;
 use ferry::pingora_error::{Error, ErrorType, Result};
 use ferry::pingora_http::{RequestHeader, ResponseHeader};
 use ferry::{
-    async_trait, error_status, FailToProxy, Peer, PeerChoice, ProxyHttp, Request, RetryDecision,
-    Session,
+    async_trait, error_status, CacheDecision, FailToProxy, Peer, PeerChoice, ProxyHttp, Request,
+    RetryDecision, Session,
 };
 
 struct Hooked;
@@ -215,6 +218,25 @@ impl ProxyHttp for Hooked {
     ) -> Result<RetryDecision> {
         ctx.push("upstream_response_filter");
         Ok(RetryDecision::Default)
+    }
+
+    fn cache_key_callback(&self, s: &Session, key: String, ctx: &mut Ctx) -> Result<String> {
+        ctx.push("cache_key_callback");
+        Ok(format!("{}|{key}", header(s, "x-tenant").unwrap_or("-")))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _s: &Session,
+        resp: &ResponseHeader,
+        decision: CacheDecision,
+        ctx: &mut Ctx,
+    ) -> Result<CacheDecision> {
+        ctx.push("response_cache_filter");
+        if resp.headers.contains_key("x-draft") {
+            return Ok(CacheDecision::NoStore("draft"));
+        }
+        Ok(decision)
     }
 
     async fn response_filter(
