@@ -10,12 +10,16 @@ Proxies (each pinned to CPU 0, one worker thread):
   nginx       nginx as a proxy (proxy_buffering on), when --nginx-proxy is given
   ferry-log   Ferry writing its JSON access log to a file (with --check)
   nginx-log   nginx with its access log on (with --check)
+  ferry-cache Ferry with a cache on the route, every request a HIT (with --cache)
+  nginx-cache nginx with proxy_cache on the location, every request a HIT (with --cache)
 The backend is nginx serving static files; it and wrk share CPU 1.
 
   --check     everything, with 10,000 idle clients, then each performance goal
               with its ratio; exit status 1 when one is missed
   --idle N    only the idle measurement (KiB per idle keepalive client)
   --ab A B    only an A/B of two ferry binaries (CPU per 1 KB request)
+  --cache     only the cache: CPU per 1 KB and per GB of 1 MB HITs, Ferry
+              against nginx, both caching on disk, interleaved rounds
 
 For each proxy and response size, interleaved over rounds: req/s, MB/s,
 p50/p99 latency, and the proxy's own CPU time (utime+stime of its process
@@ -42,7 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 BACKEND = 18000
 PORTS = {"pingora": 18090, "floor": 18084, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083,
-         "ferry-log": 18086, "nginx-log": 18085}
+         "ferry-log": 18086, "nginx-log": 18085, "ferry-cache": 18087, "nginx-cache": 18088}
 TLS_PORTS = {name: port + 100 for name, port in PORTS.items()}
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -85,6 +89,11 @@ def nginx_conf(work, proxy, name="nginx"):
         root {files};
         keepalive_requests 1000000;
     }}"""
+    cache_path = ""
+    cache_on = ""
+    if name == "nginx-cache":
+        cache_path = f"proxy_cache_path {work}/nginx-cache levels=1:2 keys_zone=c:10m max_size=1g inactive=10m;"
+        cache_on = "proxy_cache c; proxy_cache_valid 200 10m; add_header X-Cache-Status $upstream_cache_status;"
     if proxy:
         server = f"""
     upstream app {{ server 127.0.0.1:{BACKEND}; keepalive 32; }}
@@ -100,6 +109,7 @@ def nginx_conf(work, proxy, name="nginx"):
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_temp_path {work}/nginx-temp;
+            {cache_on}
         }}
     }}"""
     return f"""
@@ -113,13 +123,18 @@ http {{
     access_log off;
     client_body_temp_path {work}/nginx-body;
     sendfile on;
+    {cache_path}
     {server}
 }}
 """
 
 
-def ferry_conf(work, port, buffering, access_log=None):
+def ferry_conf(work, port, buffering, access_log=None, cache=False):
     log = f"access_log: {access_log}\n" if access_log else ""
+    if cache:
+        log += f"caches: {{ c: {{ path: {work}/ferry-cache }} }}\n"
+    route_cache = "    cache: { zone: c, valid: { 200: 10m } }\n" if cache else ""
+    add = ", add_headers: { X-Cache-Status: $upstream_cache_status }" if cache else ""
     return log + f"""
 server: {{ threads: 1, pid_file: {work}/ferry-{port}.pid, upgrade_sock: {work}/ferry-{port}.sock,
           grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}
@@ -131,8 +146,8 @@ upstreams:
     servers: [ {{ addr: 127.0.0.1:{BACKEND} }} ]
 routes:
   - upstream: app
-    proxy: {{ buffering: {str(buffering).lower()}, temp_path: {work}/ferry-temp }}
-"""
+    proxy: {{ buffering: {str(buffering).lower()}, temp_path: {work}/ferry-temp{add} }}
+{route_cache}"""
 
 
 class Procs:
@@ -167,7 +182,7 @@ def start_proxy(procs, name, work, log):
         conf = os.path.join(work, f"{name}.yaml")
         with open(conf, "w") as f:
             log_file = f"{work}/ferry-access.log" if name == "ferry-log" else None
-            f.write(ferry_conf(work, PORTS[name], name != "ferry-unbuf", log_file))
+            f.write(ferry_conf(work, PORTS[name], name != "ferry-unbuf", log_file, name == "ferry-cache"))
         cmd = [os.path.join(REL, "ferry"), "-c", conf]
     else:
         conf = os.path.join(work, f"{name}-proxy.conf")
@@ -306,6 +321,60 @@ def ab(procs, work, log, args):
         print(f"{which} median {statistics.median(runs[which]):.1f} us/req")
 
 
+def measured(proc, name, run):
+    """`run()`'s result, with the proxy's CPU seconds over it as `cpu_s`."""
+    pids = proxy_pids(proc, name)
+    before = sum(cpu_ticks(p) for p in pids)
+    res = run()
+    res["cpu_s"] = (sum(cpu_ticks(p) for p in pids) - before) / TICK
+    return res
+
+
+def cache_only(procs, work, log, args):
+    """Ferry and nginx answering every request from their disk cache: CPU
+    per 1 KB HIT and per GB of 1 MB HITs, interleaved rounds."""
+    os.makedirs(f"{work}/nginx-cache")
+    os.chmod(f"{work}/nginx-cache", 0o777)  # nginx's workers run as nobody
+    names = ["ferry-cache", "nginx-cache"]
+    running = {n: start_proxy(procs, n, work, log) for n in names}
+    for name in names:  # fill the entries, then warm
+        for size in ["1k", "1m"]:
+            subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{PORTS[name]}/{size}"])
+        if wrk(PORTS[name], "/1k", 1, args.conns)["bad"]:
+            sys.exit(f"{name} answers errors; see {work}/procs.log")
+    for name in names:  # both must answer from their cache
+        for size in ["1k", "1m"]:
+            head = subprocess.run(["curl", "-s", "-D", "-", "-o", "/dev/null", f"http://127.0.0.1:{PORTS[name]}/{size}"],
+                                  capture_output=True, text=True).stdout
+            if "X-Cache-Status: HIT" not in head:
+                sys.exit(f"{name} does not answer /{size} from its cache:\n{head}")
+    results = {(n, s): [] for n in names for s in ["1k", "1m"]}
+    for r in range(args.rounds):
+        for size in ["1k", "1m"]:
+            for name in (names if r % 2 == 0 else list(reversed(names))):
+                res = measured(running[name], name, lambda: wrk(PORTS[name], f"/{size}", args.seconds, args.conns))
+                results[(name, size)].append(res)
+    med = statistics.median
+    print(f"\ncache HITs: {args.rounds} rounds x {args.seconds:g}s, {args.conns} connections, wrk -t1; "
+          "proxies on CPU 0, wrk on CPU 1; medians")
+    print(f"{'proxy':<12}{'size':>5}{'req/s':>10}{'MB/s':>9}{'CPU us/req':>12}{'CPU ms/GB':>11}{'non-2xx':>8}")
+    table = {}
+    for (name, size), rs in results.items():
+        row = {"rps": med([x["requests"] / x["secs"] for x in rs]),
+               "mbs": med([x["bytes"] / x["secs"] / (1 << 20) for x in rs]),
+               "us_req": med([x["cpu_s"] * 1e6 / x["requests"] for x in rs]),
+               "ms_gb": med([x["cpu_s"] * 1e3 / (x["bytes"] / 1e9) for x in rs]),
+               "bad": sum(x["bad"] for x in rs)}
+        table[(name, size)] = row
+        print(f"{name:<12}{size:>5}{row['rps']:>10.0f}{row['mbs']:>9.1f}{row['us_req']:>12.1f}"
+              f"{row['ms_gb']:>11.0f}{row['bad']:>8}")
+    r1 = table[("ferry-cache", "1k")]["us_req"] / table[("nginx-cache", "1k")]["us_req"]
+    r2 = table[("ferry-cache", "1m")]["ms_gb"] / table[("nginx-cache", "1m")]["ms_gb"]
+    print(f"ferry/nginx: CPU per 1 KB HIT {r1:.2f}x, CPU per GB of 1 MB HITs {r2:.2f}x")
+    for p in running.values():
+        procs.stop(p)
+
+
 def idle_only(procs, work, log, conns):
     """RSS per idle keepalive client connection, above the proxy's own."""
     print(f"{conns} idle HTTP/1.1 keepalive clients, each after one 1 KB request; fresh process each")
@@ -334,6 +403,8 @@ def main():
     ap.add_argument("--ab", nargs=2, metavar=("OLD", "NEW"),
                     help="only an A/B of two ferry binaries: CPU per 1 KB request, interleaved rounds")
     ap.add_argument("--ab-log", action="store_true", help="with --ab: both write the JSON access log to a file")
+    ap.add_argument("--cache", action="store_true",
+                    help="only the cache: Ferry and nginx answering from disk (CPU per 1 KB and per GB of 1 MB HITs)")
     ap.add_argument("--idle", type=int, metavar="N",
                     help="only the idle measurement: N keepalive clients, KiB per connection")
     args = ap.parse_args()
@@ -378,6 +449,9 @@ def main():
         if args.ab:
             ab(procs, work, log, args)
             return
+        if args.cache:
+            cache_only(procs, work, log, args)
+            return
         names = ["pingora", "floor", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
         if args.check:
             names += ["ferry-log", "nginx-log"]
@@ -390,16 +464,11 @@ def main():
         for r in range(args.rounds):
             for size in ["1k", "1m"]:
                 for name in (names if r % 2 == 0 else list(reversed(names))):
-                    pids = proxy_pids(running[name], name)
-                    before = sum(cpu_ticks(p) for p in pids)
-                    res = wrk(PORTS[name], f"/{size}", args.seconds, args.conns)
-                    res["cpu_s"] = (sum(cpu_ticks(p) for p in pids) - before) / TICK
+                    res = measured(running[name], name,
+                                   lambda: wrk(PORTS[name], f"/{size}", args.seconds, args.conns))
                     results[(name, size)].append(res)
             for name in (list(h2) if r % 2 == 0 else list(reversed(h2))) if has_h2load else []:
-                pids = proxy_pids(running[name], name)
-                before = sum(cpu_ticks(p) for p in pids)
-                res = h2load(TLS_PORTS[name], "/1k", args.seconds, args.conns)
-                res["cpu_s"] = (sum(cpu_ticks(p) for p in pids) - before) / TICK
+                res = measured(running[name], name, lambda: h2load(TLS_PORTS[name], "/1k", args.seconds, args.conns))
                 h2[name].append(res)
 
         med = lambda xs: statistics.median(xs)

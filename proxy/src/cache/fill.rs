@@ -81,10 +81,11 @@ impl Fill {
         }
     }
 
-    /// The pipe is done: store the entry if the body came whole.
-    pub(crate) fn finish(mut self) {
+    /// The pipe is done: store the entry if the body came whole; whether
+    /// it was.
+    pub(crate) fn finish(mut self) -> bool {
         let Some(w) = self.writer.take() else {
-            return;
+            return false;
         };
         let whole = self.ended && self.expect.is_none_or(|n| n == w.written());
         if !whole {
@@ -94,14 +95,20 @@ impl Fill {
                 self.key.text,
                 w.written()
             );
-            return;
+            return false;
         }
         match self.zone.stored(&self.key, w, self.fresh) {
-            Ok(size) => crate::metrics::metrics()
-                .cache_stored_bytes
-                .with_label_values(&[&self.zone.name])
-                .inc_by(size),
-            Err(e) => log::error!("cache {}: storing an entry: {e}", self.zone.name),
+            Ok(size) => {
+                crate::metrics::metrics()
+                    .cache_stored_bytes
+                    .with_label_values(&[&self.zone.name])
+                    .inc_by(size);
+                true
+            }
+            Err(e) => {
+                log::error!("cache {}: storing an entry: {e}", self.zone.name);
+                false
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ use pingora_cache::key::CacheKey;
 use pingora_cache::lock::{CacheKeyLock, LockStatus, Locked, WritePermit};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// What the lookup left for the request.
@@ -48,6 +49,8 @@ pub(crate) struct Fetch<'r> {
     pub revalidating: bool,
     /// This request fills the entry; the others wait on it.
     permit: Option<(CacheKey, WritePermit)>,
+    /// The response was stored.
+    stored: AtomicBool,
 }
 
 fn rendered<P: ProxyHttp>(s: &Session<'_>, route: &RouteRt, t: &ferry_conf::Template) -> String {
@@ -83,6 +86,7 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
         store: !no_cache,
         revalidating: false,
         permit: None,
+        stored: AtomicBool::new(false),
     };
     if rc
         .conf
@@ -167,7 +171,12 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
                     fetch.store = false;
                     break;
                 }
-                // The filler finished (or gave up, or its lock_age ran
+                if reader.lock_status() == LockStatus::GiveUp {
+                    // The filler's response was not one to store: each
+                    // waiter fetches for itself rather than one by one.
+                    break;
+                }
+                // The filler finished (or failed, or its lock_age ran
                 // out): look again.
             }
         }
@@ -269,6 +278,22 @@ impl Fetch<'_> {
         let nginx =
             ferry_cache::decide(&self.rc.conf, status, header, std::time::SystemTime::now());
         app.response_cache_filter(s, header, nginx, ctx)
+    }
+
+    /// The fill of this fetch's response ended: stored or not.
+    pub(crate) fn filled(&self, stored: bool) {
+        self.stored.store(stored, Ordering::Relaxed);
+    }
+
+    /// The request is done: its waiters read the entry, or (nothing was
+    /// stored) fetch for themselves.
+    pub(crate) fn finish(&mut self) {
+        let status = if self.stored.load(Ordering::Relaxed) {
+            LockStatus::Done
+        } else {
+            LockStatus::GiveUp
+        };
+        self.release(status);
     }
 
     /// Let the requests waiting on this key go.

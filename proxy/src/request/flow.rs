@@ -180,7 +180,7 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     .await;
     held.finish(&mut s.request.tries);
     if let Some(mut f) = fetch {
-        f.release(pingora_cache::lock::LockStatus::Done);
+        f.finish();
     }
     Ok(finished(&mut s, end?))
 }
@@ -370,9 +370,9 @@ async fn send_response<P: ProxyHttp>(
     }
     if no_body {
         conn.release().await;
-        if let Some(mut f) = fill {
+        if let (Some(mut f), Some(fetch)) = (fill, fetch) {
             f.ended = true;
-            f.finish();
+            fetch.filled(f.finish());
         }
         return Ok(
             match ds.write_response_body(bytes::Bytes::new(), true).await {
@@ -393,8 +393,8 @@ async fn send_response<P: ProxyHttp>(
         fill.as_mut(),
     )
     .await;
-    if let Some(f) = fill {
-        f.finish();
+    if let (Some(f), Some(fetch)) = (fill, fetch) {
+        fetch.filled(f.finish());
     }
     log::debug!(
         "body pipe ({}): received {} sent {} spilled {} upstream complete {} error {:?}",
