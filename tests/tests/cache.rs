@@ -797,3 +797,25 @@ async fn inactive_entries_are_removed() {
     let r = get(&ferry, "/i").await;
     assert_eq!((r.cache(), r.text().as_str()), ("MISS", "n1"));
 }
+
+#[tokio::test]
+async fn entries_survive_a_graceful_upgrade() {
+    let b = counting(&[]).await;
+    let ferry = start(b.addr, VALID).await;
+    assert_eq!(get(&ferry, "/g").await.text(), "n0");
+    stored(&ferry.tmp().join("cache"), 1).await;
+    let mut next = ferry.spawn_successor();
+    let sock = ferry.dir.join("upgrade.sock");
+    assert!(
+        ferry_tests::until_or(|| sock.exists().then_some(())).await.is_some(),
+        "the successor never opened the upgrade socket"
+    );
+    ferry.signal(libc::SIGQUIT);
+    let mut old = ferry;
+    assert!(old.wait_exit().await.is_some(), "the old process did not exit");
+    let hit = get(&next, "/g").await;
+    assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "n0"), "the new process found it");
+    assert_eq!(b.hits(), 1);
+    next.signal(libc::SIGINT);
+    let _ = next.wait_exit().await;
+}

@@ -254,7 +254,12 @@ impl<P: ProxyHttp> ServerApp for FerryHttp<P> {
             let h2 = Arc::new(Http2(self.clone()));
             return Box::pin(h2.process_new(stream, shutdown)).await;
         }
-        self.serve_http1(stream, shutdown).await;
+        // HTTP/1: the connection moves to a task of its own, and Pingora's
+        // per-connection task (sized for a TLS handshake, about 9 KiB)
+        // ends here. An idle keepalive connection then costs its stream
+        // and this small loop.
+        let (app, shutdown) = (self.clone(), shutdown.clone());
+        tokio::spawn(async move { app.serve_http1(stream, &shutdown).await });
         None
     }
 
