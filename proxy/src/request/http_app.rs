@@ -295,19 +295,23 @@ impl<P: ProxyHttp> FerryHttp<P> {
     async fn serve_http1(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut settings: Option<HttpPersistentSettings> = None;
         loop {
-            let mut session = ServerSession::new_http1(stream);
-            match settings.take() {
-                Some(s) => s.apply_to_session(&mut session),
-                // Pingora's default: 60 s idle between requests; none once
-                // the service is stopping.
-                None if *shutdown.borrow() => session.set_keepalive(None),
-                None => session.set_keepalive(Some(60)),
-            }
             // Boxed: the request's large future lives while it is served
             // and is gone before the connection waits for the next one.
-            let Some((reusable, mut next, idle)) =
-                Box::pin(self.serve_one(session, shutdown)).await
-            else {
+            // Made in a block of its own: a session moved out of a local
+            // that lives across an await would still take its room in this
+            // loop's (idle) state.
+            let request = {
+                let mut session = ServerSession::new_http1(stream);
+                match settings.take() {
+                    Some(s) => s.apply_to_session(&mut session),
+                    // Pingora's default: 60 s idle between requests; none
+                    // once the service is stopping.
+                    None if *shutdown.borrow() => session.set_keepalive(None),
+                    None => session.set_keepalive(Some(60)),
+                }
+                Box::pin(self.serve_one(session, shutdown))
+            };
+            let Some((reusable, mut next, idle)) = request.await else {
                 return;
             };
             let (mut reused, prefix) = reusable.into_parts();
