@@ -807,14 +807,23 @@ async fn entries_survive_a_graceful_upgrade() {
     let mut next = ferry.spawn_successor();
     let sock = ferry.dir.join("upgrade.sock");
     assert!(
-        ferry_tests::until_or(|| sock.exists().then_some(())).await.is_some(),
+        ferry_tests::until_or(|| sock.exists().then_some(()))
+            .await
+            .is_some(),
         "the successor never opened the upgrade socket"
     );
     ferry.signal(libc::SIGQUIT);
     let mut old = ferry;
-    assert!(old.wait_exit().await.is_some(), "the old process did not exit");
+    assert!(
+        old.wait_exit().await.is_some(),
+        "the old process did not exit"
+    );
     let hit = get(&next, "/g").await;
-    assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "n0"), "the new process found it");
+    assert_eq!(
+        (hit.cache(), hit.text().as_str()),
+        ("HIT", "n0"),
+        "the new process found it"
+    );
     assert_eq!(b.hits(), 1);
     next.signal(libc::SIGINT);
     let _ = next.wait_exit().await;
