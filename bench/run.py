@@ -17,7 +17,8 @@ The backend is nginx serving static files; it and wrk share CPU 1.
   --check     everything, with 10,000 idle clients, then each performance goal
               with its ratio; exit status 1 when one is missed
   --idle N    only the idle measurement (KiB per idle keepalive client)
-  --ab A B    only an A/B of two ferry binaries (CPU per 1 KB request)
+  --ab A B    only an A/B of two ferry binaries (CPU per request; --ab-path /1m
+              for 1 MB responses, --ab-log with the access log on both sides)
   --cache     only the cache: CPU per 1 KB and per GB of 1 MB HITs, Ferry
               against nginx, both caching on disk, interleaved rounds
 
@@ -301,7 +302,7 @@ def ab(procs, work, log, args):
     for r in range(args.rounds):
         order += ["old", "new"] if r % 2 == 0 else ["new", "old"]
     binaries = {"old": args.ab[0], "new": args.ab[1]}
-    print(f"A/B: old={binaries['old']} new={binaries['new']}; 1 KB, wrk -t1 -c{args.conns} "
+    print(f"A/B: old={binaries['old']} new={binaries['new']}; {args.ab_path}, wrk -t1 -c{args.conns} "
           f"-d{args.seconds:g}s; proxy on CPU 0, backend and wrk on CPU 1")
     for which in order:
         conf = os.path.join(work, f"ab-{which}.yaml")
@@ -310,9 +311,9 @@ def ab(procs, work, log, args):
             f.write(ferry_conf(work, PORTS["ferry"], True, access_log))
         p = procs.start([binaries[which], "-c", conf], 0, log)
         wait_port(PORTS["ferry"])
-        wrk(PORTS["ferry"], "/1k", 1, args.conns)  # warm the pools
+        wrk(PORTS["ferry"], args.ab_path, 1, args.conns)  # warm the pools
         before = cpu_ticks(p.pid)
-        res = wrk(PORTS["ferry"], "/1k", args.seconds, args.conns)
+        res = wrk(PORTS["ferry"], args.ab_path, args.seconds, args.conns)
         us = (cpu_ticks(p.pid) - before) / TICK * 1e6 / max(res["requests"], 1)
         runs[which].append(us)
         print(f"{which} {us:.1f} us/req {res['requests'] / res['secs']:.0f} req/s")
@@ -405,6 +406,7 @@ def main():
     ap.add_argument("--ab", nargs=2, metavar=("OLD", "NEW"),
                     help="only an A/B of two ferry binaries: CPU per 1 KB request, interleaved rounds")
     ap.add_argument("--ab-log", action="store_true", help="with --ab: both write the JSON access log to a file")
+    ap.add_argument("--ab-path", default="/1k", help="with --ab: what is fetched (/1k or /1m)")
     ap.add_argument("--cache", action="store_true",
                     help="only the cache: Ferry and nginx answering from disk (CPU per 1 KB and per GB of 1 MB HITs)")
     ap.add_argument("--idle", type=int, metavar="N",

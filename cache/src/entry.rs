@@ -324,6 +324,14 @@ impl Drop for Writer {
     }
 }
 
+/// Whether a file in `tmp/` is one this process is writing.
+pub fn written_here(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .and_then(|e| e.parse::<u64>().ok())
+        .is_some_and(|n| n >> 32 == u64::from(std::process::id()))
+}
+
 /// A number no other writer of this process uses.
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -379,6 +387,11 @@ mod tests {
         let h = ResponseHeader::build(200, None).unwrap();
         let mut w = Writer::create(&d, d.join("x"), &Kind::Response, "k", &h, 0, 0).unwrap();
         w.append(b"partial").unwrap();
+        assert!(written_here(&w.tmp), "a reload's new cache leaves it alone");
+        assert!(
+            !written_here(Path::new("/x/entry.5")),
+            "another process's (pid 0)"
+        );
         drop(w);
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
     }

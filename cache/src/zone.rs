@@ -82,9 +82,12 @@ impl Zone {
             .recursive(true)
             .mode(0o700)
             .create(&tmp)?;
-        // What a stopped process was writing is not an entry.
+        // What a stopped process was writing is not an entry (this
+        // process's own writers, of a cache a reload replaced, go on).
         for f in std::fs::read_dir(&tmp)?.flatten() {
-            let _ = std::fs::remove_file(f.path());
+            if !entry::written_here(&f.path()) {
+                let _ = std::fs::remove_file(f.path());
+            }
         }
         let zone = Arc::new(Zone {
             name: name.to_string(),

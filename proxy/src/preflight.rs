@@ -49,11 +49,38 @@ pub(crate) fn check(config: &mut Config) -> Result<(), ConfErrors> {
             }
         }
     }
+    for (name, zone) in config.caches.iter() {
+        if let Err(m) = cache_dir_usable(std::path::Path::new(&zone.path)) {
+            out.push(Problem::at_value(format!("caches.{name}.path"), m));
+        }
+    }
     if out.is_empty() {
         Ok(())
     } else {
         Err(config.locate(out))
     }
+}
+
+/// A cache's directory is one Ferry can write, or can make (nothing is
+/// made here: `-t` changes nothing on disk).
+fn cache_dir_usable(path: &std::path::Path) -> Result<(), String> {
+    let mut at = path;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(m) if !m.is_dir() => return Err(format!("`{}` is not a directory", at.display())),
+            Ok(_) => break,
+            Err(_) => match at.parent() {
+                Some(p) if !p.as_os_str().is_empty() => at = p,
+                _ => return Ok(()),
+            },
+        }
+    }
+    let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: access(2) with a NUL-terminated path it only reads.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(format!("cannot write in `{}`", at.display()));
+    }
+    Ok(())
 }
 
 fn readable(file: &str, path: String, out: &mut Vec<Problem>) {

@@ -682,6 +682,14 @@ fn cache_mistakes_are_reported_with_their_position() {
         "{out}"
     );
     assert!(out.contains("off cannot be combined"), "{out}");
+    let (code, _, out) = ferry_tests::ferry::check(
+        "listen: [\"127.0.0.1:1\"]\ncaches:\n  c: { path: /etc/hostname/cache }\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("FILE:3:14: `/etc/hostname` is not a directory"),
+        "{out}"
+    );
 }
 
 /// Requests until the answer is not a HIT (the entry expired); bounded.
