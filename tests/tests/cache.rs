@@ -836,3 +836,32 @@ async fn entries_survive_a_graceful_upgrade() {
     next.signal(libc::SIGINT);
     let _ = next.wait_exit().await;
 }
+
+#[tokio::test]
+async fn past_lock_age_one_more_request_goes_to_the_upstream() {
+    let b = Backend::start(Arc::new(|i, _| {
+        let mut r = Reply::ok(format!("n{i}"));
+        r.delay = Some(std::time::Duration::from_millis(if i == 0 {
+            1500
+        } else {
+            0
+        }));
+        r
+    }))
+    .await;
+    let ferry = Arc::new(start(b.addr, &format!("{VALID}, lock: true, lock_age: 200ms")).await);
+    let f = ferry.clone();
+    let first = tokio::spawn(async move { get(&f, "/la").await });
+    assert!(ferry_tests::until_or(|| (b.hits() == 1).then_some(()))
+        .await
+        .is_some());
+    // Waits behind the first until its lock is 200 ms old, then fetches.
+    let second = get(&ferry, "/la").await;
+    assert_eq!((second.cache(), second.text().as_str()), ("MISS", "n1"));
+    assert_eq!(
+        b.hits(),
+        2,
+        "the second went to the upstream while the first was still out"
+    );
+    assert_eq!(first.await.unwrap().text(), "n0");
+}
