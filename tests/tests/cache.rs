@@ -291,17 +291,7 @@ async fn an_expired_entry_is_revalidated_with_its_etag() {
     let ferry = start(b.addr, "revalidate: true").await;
     assert_eq!(get(&ferry, "/r").await.cache(), "MISS");
     // Until the second runs out.
-    let mut expired = None;
-    let start = std::time::Instant::now();
-    while start.elapsed() < ferry_tests::WAIT {
-        let r = get(&ferry, "/r").await;
-        if r.cache() != "HIT" {
-            expired = Some(r);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let r = expired.expect("the entry expires");
+    let r = until_expired(&ferry, "/r").await;
     assert_eq!(
         (r.status, r.cache(), r.text().as_str()),
         (200, "REVALIDATED", "one")
@@ -331,17 +321,7 @@ async fn a_dead_server_gets_the_stale_entry() {
     let ferry = start_unpooled(addr, "use_stale: [error, timeout]").await;
     assert_eq!(get(&ferry, "/s").await.text(), "n0");
     drop(b);
-    let mut stale = None;
-    let start = std::time::Instant::now();
-    while start.elapsed() < ferry_tests::WAIT {
-        let r = get(&ferry, "/s").await;
-        if r.cache() != "HIT" {
-            stale = Some(r);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let r = stale.expect("the entry expires");
+    let r = until_expired(&ferry, "/s").await;
     assert_eq!(
         (r.status, r.cache(), r.text().as_str()),
         (200, "STALE", "n0")
@@ -353,13 +333,7 @@ async fn a_dead_server_gets_the_stale_entry() {
     let ferry = start_unpooled(addr, "").await;
     get(&ferry, "/s").await;
     drop(b);
-    let mut last = get(&ferry, "/s").await;
-    let start = std::time::Instant::now();
-    while last.cache() == "HIT" && start.elapsed() < ferry_tests::WAIT {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        last = get(&ferry, "/s").await;
-    }
-    assert_eq!(last.status, 502);
+    assert_eq!(until_expired(&ferry, "/s").await.status, 502);
 }
 
 #[tokio::test]
@@ -655,12 +629,7 @@ async fn a_5xx_listed_in_use_stale_gets_the_entry() {
     .await;
     let ferry = start(b.addr, "use_stale: [http_503]").await;
     get(&ferry, "/u").await;
-    let mut r = get(&ferry, "/u").await;
-    let start = std::time::Instant::now();
-    while r.cache() == "HIT" && start.elapsed() < ferry_tests::WAIT {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        r = get(&ferry, "/u").await;
-    }
+    let r = until_expired(&ferry, "/u").await;
     assert_eq!(
         (r.status, r.cache(), r.text().as_str()),
         (200, "STALE", "good")

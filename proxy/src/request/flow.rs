@@ -3,8 +3,8 @@
 //! request filter, `return`, the request body (through the request body
 //! filter), the cache lookup, the upstream loop (peer, connect, send,
 //! header, next-or-respond), the response header, the body pipe (filling
-//! the cache) or the tunnel, finalize. Every error Ferry answers itself goes through one place
-//! ([`fail`]: the program's `fail_to_proxy`).
+//! the cache) or the tunnel, finalize. Every error Ferry answers itself
+//! goes through one place ([`fail`]: the program's `fail_to_proxy`).
 //!
 //! nginx counterpart: `ngx_http_proxy_handler` through
 //! `ngx_http_upstream_finalize_request`. [`crate::request::http_app`] calls
@@ -314,7 +314,7 @@ async fn send_response<P: ProxyHttp>(
     fetch: Option<&Fetch<'_>>,
 ) -> Result<End> {
     let proxy = route.proxy();
-    // 6. Intercepted errors: the route's error page instead of the upstream's.
+    // 8. Intercepted errors: the route's error page instead of the upstream's.
     let status = upstream_header.status.as_u16();
     if proxy.intercept_errors && status >= 300 && proxy.error_pages.contains_key(&status) {
         conn.close();
@@ -332,7 +332,7 @@ async fn send_response<P: ProxyHttp>(
         return Ok(End::Complete);
     }
 
-    // 8. The response header, through the response filter, to the client
+    // 9. The response header, through the response filter, to the client
     //    (and, when the cache stores it, as it came to the entry's file).
     let fill = match fetch {
         Some(f) => Fill::start(f, app, s, ctx, &upstream_header)?,
@@ -360,7 +360,7 @@ async fn send_response<P: ProxyHttp>(
         return Err(e);
     }
 
-    // 8. The body: buffered (event pipe) or not; the upstream is released as
+    // 10. The body: buffered (event pipe) or not; the upstream is released as
     //    soon as its body is complete. After a 101: the tunnel.
     if switching {
         let idle = proxy.read_timeout.non_zero();
