@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Ferry in front of local backends: builds, starts them, shows a retry past
 # a failing backend (and the access-log line with both tries), then a
-# reload that adds a server, seen in the next responses and in /upstreams.
-# Then keeps serving on http://127.0.0.1:8080 until Ctrl-C.
+# reload that adds a server, seen in the next responses and in /upstreams,
+# and a cached route answering from disk after its first request. Then
+# keeps serving on http://127.0.0.1:8080 until Ctrl-C.
 # DEMO_ONESHOT=1 stops after that (used by CI). Exits non-zero if anything
 # it shows did not happen.
 set -euo pipefail
@@ -19,7 +20,7 @@ done
 cargo build -q -p ferry -p ferry-tests --bins
 work=$(mktemp -d)
 conf="$work/ferry.yaml"
-cp examples/demo.yaml "$conf"
+sed "s|/tmp/ferry-demo-cache|$work/cache|" examples/demo.yaml >"$conf"
 rm -f /tmp/ferry-demo-access.log
 target/debug/demo-backends 9001 9002:fail 9003 9004 2>"$work/backends.log" &
 target/debug/ferry -c "$conf" 2>"$work/ferry.log" &
@@ -82,6 +83,24 @@ grep -E '"(addr|state|requests)"' <<<"$servers" | paste - - - | sed 's/  */ /g'
 grep -q '"addr": "127.0.0.1:9004"' <<<"$servers" || fail "/upstreams does not list 9004"
 echo "(9002 is still failed: the reload kept its max_fails window, as it keeps every server that stays)"
 grep -A6 '"addr": "127.0.0.1:9002"' <<<"$servers" | grep -q '"state": "failed"' || fail "9002 lost its failed state"
+echo
+echo "== a cached route: the first request goes to a backend, the next two come from disk"
+statuses=""
+for _ in 1 2 3; do
+  resp=$(get /cached/page)
+  status=$(grep -i '^X-Cache-Status:' <<<"$resp" | tr -d '\r' | awk '{print $2}')
+  echo "X-Cache-Status: $status   $(tail -n 1 <<<"$resp")"
+  statuses+="$status "
+done
+[ "$statuses" = "MISS HIT HIT " ] || fail "the cache answered $statuses, not MISS HIT HIT"
+hits=
+for _ in $(seq 100); do
+  hits=$(grep '"upstream_addr":"","upstream_cache_status":"HIT"' /tmp/ferry-demo-access.log | grep -c '"uri":"/cached/page"' || true)
+  [ "$hits" = 2 ] && break
+  sleep 0.05
+done
+[ "$hits" = 2 ] || fail "the access log does not show two HITs that asked no backend"
+echo "(the access log shows both HITs with no upstream_addr: no backend was asked; the entry is a file under $work/cache)"
 echo
 if [ "${DEMO_ONESHOT:-}" = 1 ]; then exit 0; fi
 echo "Ferry is serving on http://127.0.0.1:8080 (curl -i localhost:8080/; curl localhost:9180/upstreams)."
