@@ -18,7 +18,8 @@ The backend is nginx serving static files; it and wrk share CPU 1.
               with its ratio; exit status 1 when one is missed
   --idle N    only the idle measurement (KiB per idle keepalive client)
   --ab A B    only an A/B of two ferry binaries (CPU per request; --ab-path /1m
-              for 1 MB responses, --ab-log with the access log on both sides)
+              for 1 MB responses, --ab-log with the access log on both sides,
+              --ab-log-new on NEW only: --ab B B --ab-log-new is the log's cost)
   --cache     only the cache: CPU per 1 KB and per GB of 1 MB HITs, Ferry
               against nginx, both caching on disk, interleaved rounds
 
@@ -307,7 +308,8 @@ def ab(procs, work, log, args):
     for which in order:
         conf = os.path.join(work, f"ab-{which}.yaml")
         with open(conf, "w") as f:
-            access_log = f"{work}/ab-access.log" if args.ab_log else None
+            logs = args.ab_log or (args.ab_log_new and which == "new")
+            access_log = f"{work}/ab-access.log" if logs else None
             f.write(ferry_conf(work, PORTS["ferry"], True, access_log))
         p = procs.start([binaries[which], "-c", conf], 0, log)
         wait_port(PORTS["ferry"])
@@ -407,6 +409,8 @@ def main():
                     help="only an A/B of two ferry binaries: CPU per 1 KB request, interleaved rounds")
     ap.add_argument("--ab-log", action="store_true", help="with --ab: both write the JSON access log to a file")
     ap.add_argument("--ab-path", default="/1k", help="with --ab: what is fetched (/1k or /1m)")
+    ap.add_argument("--ab-log-new", action="store_true",
+                    help="with --ab: only NEW writes the access log (--ab B B: what the log costs)")
     ap.add_argument("--cache", action="store_true",
                     help="only the cache: Ferry and nginx answering from disk (CPU per 1 KB and per GB of 1 MB HITs)")
     ap.add_argument("--idle", type=int, metavar="N",

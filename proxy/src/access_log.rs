@@ -76,8 +76,22 @@ impl AccessLogger {
     }
 }
 
+/// Seconds with milliseconds, as nginx writes `$request_time` (the
+/// milliseconds truncated), from integers: formatting a float was most of
+/// a line's cost.
 fn secs(d: Option<Duration>) -> String {
-    d.map_or("-".to_string(), |d| format!("{:.3}", d.as_secs_f64()))
+    d.map_or_else(|| "-".to_string(), millis_text)
+}
+
+fn millis_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    let mut out = (ms / 1000).to_string();
+    let frac = (ms % 1000) as u32;
+    out.push('.');
+    out.push(char::from(b'0' + (frac / 100) as u8));
+    out.push(char::from(b'0' + (frac / 10 % 10) as u8));
+    out.push(char::from(b'0' + (frac % 10) as u8));
+    out
 }
 
 /// One request's line: a JSON object, its keys in alphabetical order,
@@ -87,7 +101,7 @@ pub fn line(r: &Request, method: &str, uri: &str, route: &str) -> String {
         r.tries.iter().map(f).collect::<Vec<_>>().join(", ")
     };
     let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-    let request_time = format!("{:.3}", r.start.elapsed().as_secs_f64());
+    let request_time = millis_text(r.start.elapsed());
     let mut s = String::with_capacity(384 + uri.len());
     s.push('{');
     number(&mut s, "bytes", r.body_bytes_sent);
@@ -161,6 +175,15 @@ fn text(s: &mut String, k: &str, v: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_are_seconds_with_milliseconds() {
+        use std::time::Duration;
+        assert_eq!(super::millis_text(Duration::from_micros(1_999)), "0.001");
+        assert_eq!(super::millis_text(Duration::from_millis(12_345)), "12.345");
+        assert_eq!(super::millis_text(Duration::from_millis(7)), "0.007");
+        assert_eq!(super::secs(None), "-");
+    }
+
     #[test]
     fn a_line_is_json_whatever_the_request_holds() {
         let mut r = crate::request::record::Request::new("id1".into(), None);
