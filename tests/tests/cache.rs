@@ -84,6 +84,18 @@ async fn counting(headers: &'static [(&'static str, &'static str)]) -> Backend {
     .await
 }
 
+/// A backend like [`counting`] whose first answer waits `ms`.
+async fn slow_first(ms: u64) -> Backend {
+    Backend::start(Arc::new(move |i, _| {
+        let mut r = Reply::ok(format!("n{i}"));
+        if i == 0 {
+            r.delay = Some(std::time::Duration::from_millis(ms));
+        }
+        r
+    }))
+    .await
+}
+
 /// Every entry file under `dir` (not the writers' `tmp/`).
 fn entry_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -730,16 +742,7 @@ async fn while_one_request_updates_the_others_get_updating() {
 
 #[tokio::test]
 async fn past_lock_timeout_a_waiter_fetches_without_storing() {
-    let b = Backend::start(Arc::new(|i, _| {
-        let mut r = Reply::ok(format!("n{i}"));
-        r.delay = Some(std::time::Duration::from_millis(if i == 0 {
-            1000
-        } else {
-            0
-        }));
-        r
-    }))
-    .await;
+    let b = slow_first(1000).await;
     let ferry = start(b.addr, &format!("{VALID}, lock: true, lock_timeout: 100ms")).await;
     let url = ferry.url("/lt");
     let first = tokio::spawn(async move { send(http().get(url)).await });
@@ -808,16 +811,7 @@ async fn entries_survive_a_graceful_upgrade() {
 
 #[tokio::test]
 async fn past_lock_age_one_more_request_goes_to_the_upstream() {
-    let b = Backend::start(Arc::new(|i, _| {
-        let mut r = Reply::ok(format!("n{i}"));
-        r.delay = Some(std::time::Duration::from_millis(if i == 0 {
-            1500
-        } else {
-            0
-        }));
-        r
-    }))
-    .await;
+    let b = slow_first(1500).await;
     let ferry = Arc::new(start(b.addr, &format!("{VALID}, lock: true, lock_age: 200ms")).await);
     let f = ferry.clone();
     let first = tokio::spawn(async move { get(&f, "/la").await });

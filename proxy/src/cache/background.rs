@@ -9,12 +9,13 @@
 //! nginx counterpart: `proxy_cache_background_update`, a background
 //! subrequest (`ngx_http_upstream_cache_background_update`).
 
+use crate::cache::fill::Fill;
 use crate::cache::lookup::upstream_request;
 use crate::cache::RouteCacheRt;
 use crate::hooks::session::Session;
 use crate::runtime::RouteRt;
 use crate::upstream::subrequest::{fetch_to, BodySink};
-use ferry_cache::{Decision, Entry, Key, Writer, Zone};
+use ferry_cache::{Decision, Entry, Key, Zone};
 use ferry_filters::headers::BodyFraming;
 use pingora_cache::key::CacheKey;
 use pingora_cache::lock::{CacheKeyLock, CacheLock, LockStatus, WritePermit};
@@ -22,7 +23,7 @@ use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Start the update of `stale` (the key's expired entry); `permit`: the
 /// lock this update holds, when the route locks.
@@ -97,7 +98,7 @@ struct Sink {
     /// The stale entry's file and status.
     stale: (PathBuf, u16),
     revalidating: bool,
-    fill: Option<(Writer, Key, Duration, Option<u64>)>,
+    fill: Option<Fill>,
 }
 
 impl BodySink for Sink {
@@ -120,32 +121,13 @@ impl BodySink for Sink {
         if status == 206 {
             return false;
         }
-        match self.zone.writer(&self.key, &self.headers, header, fresh) {
-            Ok((w, key)) => {
-                let expect = header
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok());
-                self.fill = Some((w, key, fresh, expect));
-                true
-            }
-            Err(e) => {
-                log::error!("cache {}: cannot start an entry: {e}", self.zone.name);
-                false
-            }
-        }
+        self.fill = Fill::new(self.zone.clone(), &self.key, &self.headers, header, fresh);
+        self.fill.is_some()
     }
 
     fn piece(&mut self, piece: &[u8]) -> Result<()> {
-        if let Some((w, ..)) = &mut self.fill {
-            if let Err(e) = w.append(piece) {
-                self.fill = None;
-                return Err(pingora_error::Error::because(
-                    pingora_error::ErrorType::InternalError,
-                    "writing a cache entry",
-                    e,
-                ));
-            }
+        if let Some(f) = &mut self.fill {
+            f.append(piece);
         }
         Ok(())
     }
@@ -154,18 +136,9 @@ impl BodySink for Sink {
 impl Sink {
     /// The body was read to its end: the entry goes in place.
     fn finish(&mut self) {
-        let Some((w, key, fresh, expect)) = self.fill.take() else {
-            return;
-        };
-        if expect.is_some_and(|n| n != w.written()) {
-            return;
-        }
-        match self.zone.stored(&key, w, fresh) {
-            Ok(size) => crate::metrics::metrics()
-                .cache_stored_bytes
-                .with_label_values(&[&self.zone.name])
-                .inc_by(size),
-            Err(e) => log::error!("cache {}: storing an entry: {e}", self.zone.name),
+        if let Some(mut f) = self.fill.take() {
+            f.ended = true;
+            f.finish();
         }
     }
 }

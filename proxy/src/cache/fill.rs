@@ -49,8 +49,26 @@ impl Fill {
             return Ok(None);
         };
         let zone = fetch.rc.zone.clone();
-        match zone.writer(&fetch.key, &s.req_header().headers, header, fresh) {
-            Ok((writer, key)) => Ok(Some(Fill {
+        Ok(Fill::new(
+            zone,
+            &fetch.key,
+            &s.req_header().headers,
+            header,
+            fresh,
+        ))
+    }
+
+    /// An entry for `key` (the variant a request with `headers` selects),
+    /// fresh for `fresh`; `None` when its file cannot be started.
+    pub(crate) fn new(
+        zone: Arc<Zone>,
+        key: &Key,
+        headers: &http::HeaderMap,
+        header: &ResponseHeader,
+        fresh: Duration,
+    ) -> Option<Fill> {
+        match zone.writer(key, headers, header, fresh) {
+            Ok((writer, key)) => Some(Fill {
                 expect: header
                     .headers
                     .get(http::header::CONTENT_LENGTH)
@@ -60,10 +78,10 @@ impl Fill {
                 writer: Some(writer),
                 fresh,
                 ended: false,
-            })),
+            }),
             Err(e) => {
                 log::error!("cache {}: cannot start an entry: {e}", zone.name);
-                Ok(None)
+                None
             }
         }
     }
