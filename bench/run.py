@@ -266,6 +266,55 @@ def idle_keepalive_rss(pid, port, conns):
             s.close()
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+# GET https://bench/1k, HPACK from the static table and two literals.
+H2_GET = b"\x82\x87\x44\x03/1k\x41\x05bench"
+H2_SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
+
+def h2_one_request(port):
+    """A TLS connection speaking HTTP/2 that has made one request (GET /1k)
+    and read its whole answer."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="bench")
+    if s.selected_alpn_protocol() != "h2":
+        sys.exit(f"port {port} did not choose h2")
+    frame = len(H2_GET).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big")
+    s.sendall(H2_PREFACE + frame + H2_GET)
+    buf = b""
+    while True:
+        while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+            chunk = s.recv(65536)
+            if not chunk:
+                sys.exit(f"port {port} closed an HTTP/2 connection early")
+            buf += chunk
+        n, kind, flags = int.from_bytes(buf[:3], "big"), buf[3], buf[4]
+        stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+        buf = buf[9 + n:]
+        if kind == 4 and not flags & 1:
+            s.sendall(H2_SETTINGS_ACK)
+        if stream == 1 and kind in (0, 1) and flags & 1:
+            return s
+
+
+def idle_h2_rss(pid, port, conns):
+    """RSS (MB) of a proxy holding `conns` idle HTTP/2 (TLS) connections, each
+    after one 1 KB request."""
+    socks = []
+    try:
+        for _ in range(conns):
+            socks.append(h2_one_request(port))
+        time.sleep(1)
+        return sum(status_kb(p, "VmRSS") for p in pid) / 1024
+    finally:
+        for s in socks:
+            s.close()
+
+
 def check(table, h2, idle, peak, args):
     """Each performance goal with its ratio from this run; 1 when one is missed."""
     med = statistics.median
@@ -392,6 +441,17 @@ def idle_only(procs, work, log, conns):
         base = sum(status_kb(x, "VmRSS") for x in pids) / 1024
         mb = idle_keepalive_rss(pids, PORTS[name], conns)
         print(f"{name:<12}{base:>12.1f}{mb:>11.1f}{(mb - base) * 1024 / conns:>10.2f}")
+        procs.stop(p)
+    h2conns = min(conns, 2000)
+    print(f"{h2conns} idle HTTP/2 connections over TLS, each after one 1 KB request; fresh process each")
+    print(f"{'proxy':<12}{'at start MB':>12}{'loaded MB':>11}{'KiB/conn':>10}")
+    for name in ["ferry", "pingora", "nginx"]:
+        p = start_proxy(procs, name, work, log)
+        pids = proxy_pids(p, name)
+        idle_h2_rss(pids, TLS_PORTS[name], 1)
+        base = sum(status_kb(x, "VmRSS") for x in pids) / 1024
+        mb = idle_h2_rss(pids, TLS_PORTS[name], h2conns)
+        print(f"{name:<12}{base:>12.1f}{mb:>11.1f}{(mb - base) * 1024 / h2conns:>10.2f}")
         procs.stop(p)
 
 

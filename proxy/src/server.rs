@@ -6,7 +6,7 @@
 
 use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
-use crate::client::header_clock::HeaderClock;
+use crate::client::listener::{Endpoint, Listeners};
 use crate::discovery::Discovery;
 use crate::health_check::HealthChecks;
 use crate::hooks::proxy_trait::ProxyHttp;
@@ -18,12 +18,11 @@ use ferry_conf::{Config, Problem};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::{ListenerConfig, TcpSocketOptions};
-use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::RunArgs;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -113,30 +112,35 @@ fn program_name() -> &'static str {
     Box::leak(name.into_boxed_str())
 }
 
-/// Add `listen:` entries to a service: plain TCP, or TLS with HTTP/2.
-fn add_listeners<A>(service: &mut Service<A>, listen: &[&ferry_conf::Listen]) -> Result<(), i32> {
+/// The `listen:` entries ready to bind: TLS ones with their acceptor (the
+/// certificate and key loaded, HTTP/2 offered).
+fn endpoints(listen: &[ferry_conf::Listen]) -> Result<Vec<Endpoint>, i32> {
+    let mut out = Vec::new();
     for l in listen {
-        let mut opts = TcpSocketOptions::default();
-        opts.tcp_snd_buf = l.sndbuf.map(|s| s.as_usize());
-        opts.tcp_recv_buf = l.rcvbuf.map(|s| s.as_usize());
-        // No read buffer under Pingora's own: it reads a request header
-        // into its buffer and a body into Ferry's, so a 64 KiB buffer per
-        // connection (Pingora's default) only copied bytes once more and
-        // held 64 KiB for every idle keepalive client.
-        let mut endpoint = ListenerConfig::tcp(l.addr.as_str())
-            .tcp_socket_options(opts)
-            .l4_buffer(L4BufferSettings::default().read(0));
-        if let Some(tls) = &l.tls {
-            let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key).map_err(|e| {
-                eprintln!("listen {}: cannot load the certificate or key: {e}", l.addr);
-                1
-            })?;
-            settings.enable_h2();
-            endpoint = endpoint.tls(settings);
-        }
-        service.add_listener(endpoint);
+        let tls = match &l.tls {
+            None => None,
+            Some(tls) => {
+                let fail = |e: &dyn std::fmt::Display| {
+                    eprintln!("listen {}: cannot load the certificate or key: {e}", l.addr);
+                    1
+                };
+                let mut settings =
+                    TlsSettings::intermediate(&tls.cert, &tls.key).map_err(|e| fail(&e))?;
+                settings.enable_h2();
+                // Pingora's `build` panics on a key that does not fit its
+                // certificate: a clear error instead.
+                let built = std::panic::catch_unwind(AssertUnwindSafe(|| settings.build()));
+                Some(Arc::new(
+                    built.map_err(|_| fail(&"the key does not fit it"))?,
+                ))
+            }
+        };
+        out.push(Endpoint {
+            listen: l.clone(),
+            tls,
+        });
     }
-    Ok(())
+    Ok(out)
 }
 
 pub(crate) fn init_logging() {
@@ -190,33 +194,15 @@ pub(crate) fn start_server<P: ProxyHttp>(
         "dns discovery",
         Discovery { live: live.clone() },
     ));
-    let app = Arc::new(app);
-    let http = || Arc::new(FerryHttp::new(app.clone(), live.clone()));
-    let (plain, with_pp): (Vec<_>, Vec<_>) = listen.iter().partition(|l| !l.proxy_protocol);
-    if !plain.is_empty() {
-        let app = HeaderClock {
-            inner: http(),
-            live: live.clone(),
-            proxy_protocol: false,
-        };
-        let mut service = Service::new("ferry".to_string(), app);
-        if let Err(code) = add_listeners(&mut service, &plain) {
-            return code;
-        }
-        server.add_service(service);
-    }
-    if !with_pp.is_empty() {
-        let app = HeaderClock {
-            inner: http(),
-            live: live.clone(),
-            proxy_protocol: true,
-        };
-        let mut service = Service::new("ferry proxy_protocol".to_string(), app);
-        if let Err(code) = add_listeners(&mut service, &with_pp) {
-            return code;
-        }
-        server.add_service(service);
-    }
+    let endpoints = match endpoints(&listen) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    server.add_service(Listeners {
+        http: Arc::new(FerryHttp::new(Arc::new(app), live.clone())),
+        live: live.clone(),
+        endpoints,
+    });
     let draining = Draining::default();
     if let Some(a) = &admin {
         let app = AdminApp {

@@ -20,10 +20,8 @@
 //! level.
 
 use crate::client::header_bound::{HeaderBound, URI_TOO_LONG};
-use crate::client::proxy_protocol::ProxyProtocol;
 use crate::metrics::metrics;
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
@@ -31,7 +29,6 @@ use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use pingora_core::server::ShutdownWatch;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -332,40 +329,5 @@ impl GetSocketDigest for ClockedStream {
 impl Peek for ClockedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
-    }
-}
-
-/// A server app whose connections carry the header clock, after the
-/// PROXY protocol header on listeners that expect one.
-pub struct HeaderClock<A> {
-    pub inner: Arc<A>,
-    /// The limits and the trusted PROXY senders are the configuration's
-    /// at the moment a connection is accepted.
-    pub live: Arc<crate::live::Live>,
-    pub proxy_protocol: bool,
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderClock<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let (limits, trusted) = {
-            let rt = self.live.current();
-            (rt.limits, rt.real_ip.clone())
-        };
-        let announced = if self.proxy_protocol {
-            ProxyProtocol { trusted }.read(&mut stream).await.ok()?
-        } else {
-            None
-        };
-        let clocked: Stream = Box::new(ClockedStream::new(stream, limits, announced));
-        self.inner.process_new(clocked, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await;
     }
 }

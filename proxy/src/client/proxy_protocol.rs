@@ -9,12 +9,11 @@
 //! nginx counterpart: `listen ... proxy_protocol` with `set_real_ip_from`
 //! and `real_ip_header proxy_protocol`.
 
-use pingora_core::protocols::Stream;
 use ppp::HeaderResult;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// v2's 12-byte signature.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -22,7 +21,7 @@ const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Read exactly one PROXY header (v1 or v2) off the stream.
-async fn read_proxy_header(s: &mut Stream) -> Option<Vec<u8>> {
+async fn read_proxy_header(s: &mut (impl AsyncRead + Unpin)) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 16];
     s.read_exact(&mut buf[..5]).await.ok()?;
     if buf[..5] == V2_SIGNATURE[..5] {
@@ -73,20 +72,22 @@ pub(crate) struct ProxyProtocol {
 }
 
 impl ProxyProtocol {
-    /// Read the header off a new connection: the client it announces when
-    /// the sender is trusted (`Ok(None)` otherwise), or `Err` when there is
-    /// no valid header in time and the connection must close.
-    pub(crate) async fn read(&self, stream: &mut Stream) -> Result<Option<SocketAddr>, ()> {
+    /// Read the header off a new connection from `peer`: the client it
+    /// announces when the sender is trusted (`Ok(None)` otherwise), or
+    /// `Err` when there is no valid header in time and the connection must
+    /// close.
+    pub(crate) async fn read(
+        &self,
+        stream: &mut (impl AsyncRead + Unpin),
+        peer: SocketAddr,
+    ) -> Result<Option<SocketAddr>, ()> {
         let header = tokio::time::timeout(HEADER_TIMEOUT, read_proxy_header(stream))
             .await
             .ok()
             .flatten()
             .ok_or(())?;
         let announced = source(&header).map_err(|e| log::warn!("closing a connection: {e}"))?;
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
-        let trusted = matches!((&self.trusted, peer), (Some(rule), Some(p)) if rule.trusts(p.ip()));
+        let trusted = matches!(&self.trusted, Some(rule) if rule.trusts(peer.ip()));
         Ok(announced.filter(|_| trusted))
     }
 }

@@ -1,15 +1,16 @@
 //! Ferry's HTTP server: each request on a client connection read with
-//! Pingora's session (HTTP/1 or HTTP/2), served by [`crate::request::flow`], and the
-//! connection handed back to Pingora for the next request.
+//! Pingora's session (HTTP/1 or HTTP/2) and served by
+//! [`crate::request::flow`], then the connection's next request.
 //!
 //! nginx counterpart: `ngx_http_wait_request_handler` and
 //! `ngx_http_process_request_headers` (read the header, 400 for a bad one),
 //! then `ngx_http_finalize_request` and `ngx_http_set_keepalive`.
 //!
-//! Pingora's server accepts the connection and speaks TLS; Ferry loops over
-//! an HTTP/1 connection's keepalive requests itself, so that a connection
-//! waiting for its next request holds only its socket, and hands HTTP/2
-//! connections to Pingora's codec, one request per stream. Ferry does not go through Pingora's own proxy loop
+//! [`crate::client::listener`] accepts the connection (TLS is Pingora's);
+//! Ferry loops over an HTTP/1 connection's keepalive requests itself, so
+//! that a connection waiting for its next request holds only its socket,
+//! and hands HTTP/2 connections to Pingora's codec, one request per stream.
+//! Ferry does not go through Pingora's own proxy loop
 //! (`pingora_proxy::HttpProxy`): Ferry answers every
 //! request itself, so that loop's per-request state (its session, module
 //! and cache contexts, a large boxed future) bought nothing and cost a
@@ -241,29 +242,23 @@ async fn failed<P: ProxyHttp>(
 /// session starts with, and the keepalive timeout (seconds).
 type Reusable = (ReusableHttpStream, HttpPersistentSettings, Option<u64>);
 
-#[async_trait]
-impl<P: ProxyHttp> ServerApp for FerryHttp<P> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+impl<P: ProxyHttp> FerryHttp<P> {
+    /// A connection's requests, from its first to its last: HTTP/2 through
+    /// Pingora's codec, HTTP/1 one after another in [`Self::serve_http1`].
+    pub(crate) async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             // HTTP/2: Pingora's codec and its stream loop, each stream one
             // request through `serve_one`.
             let h2 = Arc::new(Http2(self.clone()));
-            return Box::pin(h2.process_new(stream, shutdown)).await;
+            Box::pin(h2.process_new(stream, shutdown)).await;
+            return;
         }
-        // HTTP/1: the connection moves to a task of its own, and Pingora's
-        // per-connection task (sized for a TLS handshake, about 9 KiB)
-        // ends here. An idle keepalive connection then costs its stream
-        // and this small loop.
-        let (app, shutdown) = (self.clone(), shutdown.clone());
-        tokio::spawn(async move { app.serve_http1(stream, &shutdown).await });
-        None
+        self.serve_http1(stream, shutdown).await;
     }
 
-    async fn cleanup(&self) {
+    /// The listeners stopped: after [`SETTLE`], connections waiting for a
+    /// request close.
+    pub(crate) async fn stopping(&self) {
         tokio::time::sleep(SETTLE).await;
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_waiters();
@@ -291,7 +286,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
     /// them the connection holds only its stream (nginx's
     /// `ngx_http_set_keepalive`): no session, no header buffer, no request
     /// state, while it waits for the next request's first byte with a
-    /// 1-byte read that is put back for the parser.
+    /// 1-byte peek that leaves the byte for the parser.
     async fn serve_http1(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut settings: Option<HttpPersistentSettings> = None;
         loop {

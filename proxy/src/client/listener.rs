@@ -1,0 +1,267 @@
+//! The `listen:` sockets, their accept loops, and each accepted
+//! connection's start: the PROXY protocol header, TLS, the header clock;
+//! then its requests ([`FerryHttp::serve`]).
+//!
+//! nginx counterpart: `ngx_event_accept` and `ngx_http_init_connection`
+//! (the listening socket's `backlog`, `sndbuf` and `rcvbuf`; a connection
+//! that costs its socket and a small structure until its first byte).
+//!
+//! Ferry accepts for itself, as a service of Pingora's server: the server
+//! still owns the process, its signals and its graceful upgrade (the
+//! listening sockets go into and come out of its fd table, by address),
+//! and TLS is Pingora's acceptor. Pingora's listening service would give
+//! every connection its buffered stream, a socket digest and a task sized
+//! for a TLS handshake, about 2.3 KiB for the connection's whole life, more
+//! than an idle nginx connection costs in all; a connection accepted here
+//! is a [`ClientStream`] and one task.
+
+use crate::client::header_clock::ClockedStream;
+use crate::client::proxy_protocol::ProxyProtocol;
+use crate::client::stream::ClientStream;
+use crate::hooks::proxy_trait::ProxyHttp;
+use crate::live::Live;
+use crate::request::http_app::FerryHttp;
+use async_trait::async_trait;
+use pingora_core::listeners::tls::Acceptor;
+use pingora_core::protocols::Stream;
+use pingora_core::server::{ListenFds, ShutdownWatch};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// nginx's `NGX_LISTEN_BACKLOG` on Linux is 511; Pingora's listeners use
+/// 65,535. Ferry keeps Pingora's when `backlog` is not set (the kernel caps
+/// it at `net.core.somaxconn`).
+const DEFAULT_BACKLOG: u32 = 65_535;
+/// How long a TLS client may take over its handshake (Pingora's limit).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An address still held by a process that is going away: tries, a second
+/// apart (Pingora's listener waits the same way).
+const BIND_TRIES: u32 = 30;
+
+/// One `listen:` entry, ready to bind.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) listen: ferry_conf::Listen,
+    /// Pingora's TLS acceptor, for a `tls:` entry.
+    pub(crate) tls: Option<Arc<Acceptor>>,
+}
+
+/// Ferry's proxy listeners: one service of Pingora's server.
+pub(crate) struct Listeners<P: ProxyHttp> {
+    pub(crate) http: Arc<FerryHttp<P>>,
+    pub(crate) live: Arc<Live>,
+    pub(crate) endpoints: Vec<Endpoint>,
+}
+
+#[async_trait]
+impl<P: ProxyHttp> pingora_core::services::Service for Listeners<P> {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        let mut loops = Vec::new();
+        for endpoint in &self.endpoints {
+            let listener = match bind(&endpoint.listen, fds.as_ref()).await {
+                Ok(l) => Arc::new(l),
+                Err(e) => {
+                    log::error!("listen {}: {e}", endpoint.listen.addr);
+                    std::process::exit(1);
+                }
+            };
+            let endpoint = Arc::new(endpoint.clone());
+            for _ in 0..listeners_per_fd.max(1) {
+                loops.push(tokio::spawn(accept_loop(
+                    self.http.clone(),
+                    self.live.clone(),
+                    endpoint.clone(),
+                    listener.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        self.http.stopping().await;
+    }
+
+    fn name(&self) -> &str {
+        "ferry"
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(
+            self.endpoints
+                .iter()
+                .map(|e| e.listen.addr.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The listening socket for `listen`: the one the previous process handed
+/// over in a graceful upgrade, or a new one, entered in the fd table for
+/// the next upgrade.
+async fn bind(
+    listen: &ferry_conf::Listen,
+    fds: Option<&ListenFds>,
+) -> std::io::Result<TcpListener> {
+    let inherited = fds.and_then(|t| t.lock().get(&listen.addr).copied());
+    let socket = match inherited {
+        // SAFETY: the fd table holds listening sockets the server received
+        // for this address and gives each to one service.
+        Some(fd) => unsafe { TcpSocket::from_raw_fd(fd) },
+        None => new_socket(&listen.addr).await?,
+    };
+    if let Some(s) = listen.sndbuf {
+        socket.set_send_buffer_size(size(s.as_usize()))?;
+    }
+    if let Some(s) = listen.rcvbuf {
+        socket.set_recv_buffer_size(size(s.as_usize()))?;
+    }
+    // On an inherited socket, `listen` again only sets the backlog.
+    let listener = socket.listen(listen.backlog.unwrap_or(DEFAULT_BACKLOG))?;
+    if inherited.is_none() {
+        if let Some(t) = fds {
+            t.lock().add(listen.addr.clone(), listener.as_raw_fd());
+        }
+    }
+    Ok(listener)
+}
+
+/// A buffer size for `setsockopt` (larger ones are capped by the kernel).
+fn size(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// A new socket bound to `addr`, waiting for a process that still holds it.
+async fn new_socket(addr: &str) -> std::io::Result<TcpSocket> {
+    let at: SocketAddr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let mut tries = 0;
+    loop {
+        let socket = match at {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(at) {
+            Ok(()) => return Ok(socket),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries + 1 < BIND_TRIES => {
+                tries += 1;
+                log::warn!("{addr} is in use, trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Accept connections until the server stops.
+async fn accept_loop<P: ProxyHttp>(
+    http: Arc<FerryHttp<P>>,
+    live: Arc<Live>,
+    endpoint: Arc<Endpoint>,
+    listener: Arc<TcpListener>,
+    mut shutdown: ShutdownWatch,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            changed = shutdown.changed() => match changed {
+                Ok(()) if !*shutdown.borrow() => continue,
+                _ => break,
+            },
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let start = Start {
+                    live: live.clone(),
+                    endpoint: endpoint.clone(),
+                    tcp,
+                    peer,
+                };
+                let (http, shutdown) = (http.clone(), shutdown.clone());
+                // Spread over the server's threads as Pingora's listener does.
+                pingora_runtime::current_handle()
+                    .spawn(async move { connection(http, start, shutdown).await });
+            }
+            Err(e) => {
+                log::error!("accept on {}: {e}", endpoint.listen.addr);
+                // Out of file descriptors: accept would fail again at once.
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+    log::info!("stopped listening on {}", endpoint.listen.addr);
+}
+
+/// One connection, from its start to its last request.
+async fn connection<P: ProxyHttp>(http: Arc<FerryHttp<P>>, start: Start, shutdown: ShutdownWatch) {
+    // Boxed: the start's future (the PROXY header's read, a TLS handshake)
+    // is gone before the requests begin, so a waiting connection does not
+    // carry its room.
+    let Some(stream) = Box::pin(start.run()).await else {
+        return;
+    };
+    http.serve(stream, &shutdown).await;
+}
+
+/// A connection just accepted.
+struct Start {
+    live: Arc<Live>,
+    endpoint: Arc<Endpoint>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+}
+
+impl Start {
+    /// The stream its requests are read from: after the PROXY header and
+    /// the TLS handshake, with the header clock under the session. `None`
+    /// when the connection is closed before any request.
+    async fn run(self) -> Option<Stream> {
+        if let Err(e) = self.tcp.set_nodelay(true) {
+            log::debug!("TCP_NODELAY on a client connection: {e}");
+        }
+        let (limits, trusted) = {
+            let rt = self.live.current();
+            (rt.limits, rt.real_ip.clone())
+        };
+        let mut stream = ClientStream::new(self.tcp, self.peer);
+        let announced = if self.endpoint.listen.proxy_protocol {
+            let peer = stream.peer();
+            ProxyProtocol { trusted }
+                .read(&mut stream, peer)
+                .await
+                .ok()?
+        } else {
+            None
+        };
+        let stream: Stream = match &self.endpoint.tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.tls_handshake(stream)).await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(e)) => {
+                        log::error!("TLS handshake from {}: {e}", self.peer);
+                        return None;
+                    }
+                    Err(_) => {
+                        log::error!("TLS handshake from {}: timed out", self.peer);
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(Box::new(ClockedStream::new(stream, limits, announced)))
+    }
+}
