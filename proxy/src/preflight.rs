@@ -25,8 +25,14 @@ pub(crate) fn check(config: &mut Config) -> Result<(), ConfErrors> {
     }
     for (i, l) in config.listen.iter().enumerate() {
         if let Some(tls) = &l.tls {
+            let before = out.len();
             for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
                 readable(file, format!("listen.{i}.tls.{key}"), &mut out);
+            }
+            if out.len() == before {
+                if let Err(m) = crate::client::listener::tls_acceptor(&tls.cert, &tls.key) {
+                    out.push(Problem::at_value(format!("listen.{i}.tls.cert"), m));
+                }
             }
         }
     }

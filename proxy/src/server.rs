@@ -6,7 +6,7 @@
 
 use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
-use crate::client::listener::{Endpoint, Listeners};
+use crate::client::listener::{tls_acceptor, Endpoint, Listeners};
 use crate::discovery::Discovery;
 use crate::health_check::HealthChecks;
 use crate::hooks::proxy_trait::ProxyHttp;
@@ -17,12 +17,10 @@ use crate::runtime::{Answers, Runtime};
 use ferry_conf::{Config, Problem};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::connectors::ConnectorOptions;
-use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::RunArgs;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -119,21 +117,12 @@ fn endpoints(listen: &[ferry_conf::Listen]) -> Result<Vec<Endpoint>, i32> {
     for l in listen {
         let tls = match &l.tls {
             None => None,
-            Some(tls) => {
-                let fail = |e: &dyn std::fmt::Display| {
-                    eprintln!("listen {}: cannot load the certificate or key: {e}", l.addr);
+            Some(tls) => Some(Arc::new(tls_acceptor(&tls.cert, &tls.key).map_err(
+                |e| {
+                    eprintln!("listen {}: {e}", l.addr);
                     1
-                };
-                let mut settings =
-                    TlsSettings::intermediate(&tls.cert, &tls.key).map_err(|e| fail(&e))?;
-                settings.enable_h2();
-                // Pingora's `build` panics on a key that does not fit its
-                // certificate: a clear error instead.
-                let built = std::panic::catch_unwind(AssertUnwindSafe(|| settings.build()));
-                Some(Arc::new(
-                    built.map_err(|_| fail(&"the key does not fit it"))?,
-                ))
-            }
+                },
+            )?)),
         };
         out.push(Endpoint {
             listen: l.clone(),

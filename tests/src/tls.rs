@@ -49,6 +49,21 @@ impl SelfSigned {
         tokio_rustls::TlsAcceptor::from(Arc::new(conf))
     }
 
+    /// A TLS client that trusts this certificate (HTTP/1.1), for a test
+    /// that speaks TLS over a stream it wrote to first.
+    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile_certs(&self.cert_pem) {
+            roots.add(c).expect("root certificate");
+        }
+        let mut conf = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        conf.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(conf))
+    }
+
     /// The certificate for a reqwest client to trust.
     pub fn reqwest_root(&self) -> reqwest::Certificate {
         reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).expect("certificate")

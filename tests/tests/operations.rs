@@ -446,3 +446,26 @@ async fn proxy_protocol_v1_and_v2_from_trusted_senders_only() {
         "no PROXY header: the connection is closed"
     );
 }
+
+/// The listening socket's accept queue, as `ss` reports it (its Send-Q).
+fn backlog_of(port: u16) -> Option<u32> {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace().nth(2).and_then(|q| q.parse().ok())
+}
+
+#[tokio::test]
+async fn listen_backlog_is_the_listening_sockets_queue() {
+    let app = Backend::echo_header("host").await;
+    let set = Ferry::start_listen("backlog: 7", &single(&[app.addr], "")).await;
+    assert_eq!(backlog_of(set.addr.port()), Some(7));
+    let unset = Ferry::start(&single(&[app.addr], "")).await;
+    let queue = backlog_of(unset.addr.port()).expect("a listening socket");
+    assert!(
+        queue > 7,
+        "the default (65535, capped by somaxconn): {queue}"
+    );
+}

@@ -58,6 +58,41 @@ async fn tls_listener_speaks_http2_and_http1() {
 }
 
 #[tokio::test]
+async fn a_proxy_protocol_header_comes_before_the_tls_handshake() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = fresh_dir();
+    let cert = SelfSigned::new(&dir, &["localhost"]);
+    let seen = Backend::echo_header("x-real-ip").await;
+    let listen = format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}, proxy_protocol: true",
+        cert.cert_path.display(),
+        cert.key_path.display()
+    );
+    let body = format!(
+        "real_ip: {{ trusted: [127.0.0.1] }}\n{}",
+        single(&[seen.addr], "set_headers: { X-Real-IP: \"$remote_addr\" }")
+    );
+    let ferry = Ferry::start_listen(&listen, &body).await;
+    let mut tcp = tokio::net::TcpStream::connect(ferry.addr).await.unwrap();
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n")
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = cert.connector().connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(ferry_tests::WAIT, tls.read_to_end(&mut bytes)).await;
+    let (head, body) = ferry_tests::client::split(&bytes);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(
+        body, b"203.0.113.7",
+        "the announced client, read before TLS"
+    );
+}
+
+#[tokio::test]
 async fn tls_upstream_is_verified_with_sni() {
     let dir = fresh_dir();
     // The backend is at an IP address: the name checked (and sent in SNI)
@@ -135,5 +170,30 @@ async fn upstream_hop_by_hop_and_date_do_not_reach_the_client() {
             assert!(!h.contains_key("connection"), "not allowed in HTTP/2");
         }
         assert_eq!(r.text().await.unwrap(), "hi");
+    }
+}
+
+#[test]
+fn a_key_that_does_not_fit_its_certificate_is_a_config_error() {
+    let dir = fresh_dir();
+    let (a, b) = (SelfSigned::new(&dir, &["a"]), SelfSigned::new(&dir, &["b"]));
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    for (cert, key, says) in [
+        (&a.cert_path, &b.key_path, "KeyMismatch"),
+        (&garbage, &a.key_path, "Failed to load"),
+    ] {
+        let yaml = format!(
+            "listen:\n  - {{ addr: 127.0.0.1:1, tls: {{ cert: \"{}\", key: \"{}\" }} }}\nupstreams:\n  app: {{ servers: [ {{ addr: 127.0.0.1:1 }} ] }}\nroutes:\n  - upstream: app\n",
+            cert.display(),
+            key.display()
+        );
+        let (code, _, err) = ferry_tests::ferry::check(&yaml);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(":2:39: cannot use the certificate and key") && err.contains(says),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "no panic: {err}");
     }
 }

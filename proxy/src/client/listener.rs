@@ -22,11 +22,12 @@ use crate::hooks::proxy_trait::ProxyHttp;
 use crate::live::Live;
 use crate::request::http_app::FerryHttp;
 use async_trait::async_trait;
-use pingora_core::listeners::tls::Acceptor;
+use pingora_core::listeners::tls::{Acceptor, TlsSettings};
 use pingora_core::protocols::Stream;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -47,6 +48,32 @@ pub(crate) struct Endpoint {
     pub(crate) listen: ferry_conf::Listen,
     /// Pingora's TLS acceptor, for a `tls:` entry.
     pub(crate) tls: Option<Arc<Acceptor>>,
+}
+
+/// Pingora's TLS acceptor for a certificate and key (HTTP/2 offered), or
+/// what is wrong with them. Pingora's `build` panics on files it cannot
+/// use: the panic is caught, kept quiet, and its message returned.
+pub(crate) fn tls_acceptor(cert: &str, key: &str) -> Result<Acceptor, String> {
+    let mut settings = TlsSettings::intermediate(cert, key).map_err(|e| e.to_string())?;
+    settings.enable_h2();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let built = std::panic::catch_unwind(AssertUnwindSafe(|| settings.build()));
+    std::panic::set_hook(hook);
+    built.map_err(|panic| {
+        let said = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unusable");
+        // An unwrapped Pingora error: its context is the part worth saying
+        // ("... keys may not be consistent: KeyMismatch").
+        let said = said
+            .split_once("Owned(\"")
+            .and_then(|(_, rest)| rest.split_once("\")"))
+            .map_or(said, |(context, _)| context);
+        format!("cannot use the certificate and key: {said}")
+    })
 }
 
 /// Ferry's proxy listeners: one service of Pingora's server.
