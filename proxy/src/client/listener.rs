@@ -215,10 +215,9 @@ async fn accept_loop<P: ProxyHttp>(
                     tcp,
                     peer,
                 };
-                let (http, shutdown) = (http.clone(), shutdown.clone());
+                let http = http.clone();
                 // Spread over the server's threads as Pingora's listener does.
-                pingora_runtime::current_handle()
-                    .spawn(async move { connection(http, start, shutdown).await });
+                pingora_runtime::current_handle().spawn(connection(http, start, shutdown.clone()));
             }
             Err(e) => {
                 log::error!("accept on {}: {e}", endpoint.listen.addr);
@@ -232,15 +231,24 @@ async fn accept_loop<P: ProxyHttp>(
     log::info!("stopped listening on {}", endpoint.listen.addr);
 }
 
-/// One connection, from its start to its last request.
-async fn connection<P: ProxyHttp>(http: Arc<FerryHttp<P>>, start: Start, shutdown: ShutdownWatch) {
-    // Boxed: the start's future (the PROXY header's read, a TLS handshake)
-    // is gone before the requests begin, so a waiting connection does not
-    // carry its room.
-    let Some(stream) = Box::pin(start.run()).await else {
-        return;
-    };
-    http.serve(stream, &shutdown).await;
+/// One connection, from its start to its last request: the future its
+/// task runs.
+fn connection<P: ProxyHttp>(
+    http: Arc<FerryHttp<P>>,
+    start: Start,
+    shutdown: ShutdownWatch,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    // Boxed, and made before the task's own future: the start (the PROXY
+    // header's read, a TLS handshake) is gone before the requests begin,
+    // and a waiting connection carries neither its room nor the accepted
+    // socket's (an async fn would keep its arguments' places).
+    let begin = Box::pin(start.run());
+    async move {
+        let Some(stream) = begin.await else {
+            return;
+        };
+        http.serve(stream, &shutdown).await;
+    }
 }
 
 /// A connection just accepted.
