@@ -16,7 +16,8 @@ The backend is nginx serving static files; it and wrk share CPU 1.
 
   --check     everything, with 10,000 idle clients, then each performance goal
               with its ratio; exit status 1 when one is missed
-  --idle N    only the idle measurement (KiB per idle keepalive client)
+  --idle N    only the idle measurement: KiB per idle keepalive client (N of
+              them), and per idle HTTP/2 connection over TLS (at most 2,000)
   --ab A B    only an A/B of two ferry binaries (CPU per request; --ab-path /1m
               for 1 MB responses, --ab-log with the access log on both sides,
               --ab-log-new on NEW only: --ab B B --ab-log-new is the log's cost)
@@ -335,6 +336,9 @@ def check(table, h2, idle, peak, args):
         ("peak RSS with 200 slow clients: no regression on the recorded 64.4 MB (+10%)", peak["ferry"], 70.8,
          f"{peak['ferry']:.1f} MB"),
     ]
+    if "h2-ferry" in idle:
+        print(f"\nreported (no goal): an idle HTTP/2 connection over TLS costs {idle['h2-ferry']:.2f} KiB "
+              f"(nginx {idle['h2-nginx']:.2f}, bare Pingora {idle['h2-pingora']:.2f})")
     print("\ngoals")
     missed = 0
     for text, value, limit, shown in goals:
@@ -429,30 +433,31 @@ def cache_only(procs, work, log, args):
         procs.stop(p)
 
 
+def idle_kib(procs, name, work, log, conns, h2=False):
+    """(KiB per idle connection above the proxy's own RSS, loaded MB, base MB):
+    a fresh process, one request first so that pools and lazily made state
+    exist before the base is read."""
+    p = start_proxy(procs, name, work, log)
+    try:
+        pids = proxy_pids(p, name)
+        rss, port = (idle_h2_rss, TLS_PORTS[name]) if h2 else (idle_keepalive_rss, PORTS[name])
+        rss(pids, port, 1)
+        base = sum(status_kb(x, "VmRSS") for x in pids) / 1024
+        mb = rss(pids, port, conns)
+        return (mb - base) * 1024 / conns, mb, base
+    finally:
+        procs.stop(p)
+
+
 def idle_only(procs, work, log, conns):
-    """RSS per idle keepalive client connection, above the proxy's own."""
-    print(f"{conns} idle HTTP/1.1 keepalive clients, each after one 1 KB request; fresh process each")
-    print(f"{'proxy':<12}{'at start MB':>12}{'loaded MB':>11}{'KiB/conn':>10}")
-    for name in ["ferry", "pingora", "nginx"]:
-        p = start_proxy(procs, name, work, log)
-        pids = proxy_pids(p, name)
-        # One request first, so pools and lazily made state exist before the base.
-        idle_keepalive_rss(pids, PORTS[name], 1)
-        base = sum(status_kb(x, "VmRSS") for x in pids) / 1024
-        mb = idle_keepalive_rss(pids, PORTS[name], conns)
-        print(f"{name:<12}{base:>12.1f}{mb:>11.1f}{(mb - base) * 1024 / conns:>10.2f}")
-        procs.stop(p)
+    """RSS per idle connection, HTTP/1.1 and HTTP/2, above the proxy's own."""
     h2conns = min(conns, 2000)
-    print(f"{h2conns} idle HTTP/2 connections over TLS, each after one 1 KB request; fresh process each")
-    print(f"{'proxy':<12}{'at start MB':>12}{'loaded MB':>11}{'KiB/conn':>10}")
-    for name in ["ferry", "pingora", "nginx"]:
-        p = start_proxy(procs, name, work, log)
-        pids = proxy_pids(p, name)
-        idle_h2_rss(pids, TLS_PORTS[name], 1)
-        base = sum(status_kb(x, "VmRSS") for x in pids) / 1024
-        mb = idle_h2_rss(pids, TLS_PORTS[name], h2conns)
-        print(f"{name:<12}{base:>12.1f}{mb:>11.1f}{(mb - base) * 1024 / h2conns:>10.2f}")
-        procs.stop(p)
+    for h2, n, what in [(False, conns, "HTTP/1.1 keepalive clients"), (True, h2conns, "HTTP/2 connections over TLS")]:
+        print(f"{n} idle {what}, each after one 1 KB request; fresh process each")
+        print(f"{'proxy':<12}{'at start MB':>12}{'loaded MB':>11}{'KiB/conn':>10}")
+        for name in ["ferry", "pingora", "nginx"]:
+            kib, mb, base = idle_kib(procs, name, work, log, n, h2)
+            print(f"{name:<12}{base:>12.1f}{mb:>11.1f}{kib:>10.2f}")
 
 
 def main():
@@ -582,14 +587,15 @@ def main():
         print(f"\nRSS with {args.idle_conns} idle keepalive client connections (one 1 KB request each), fresh process")
         idle = {}
         for name in (["ferry", "pingora", "nginx"] if args.check else names):
-            p = start_proxy(procs, name, work, log)
-            pids = proxy_pids(p, name)
-            idle_keepalive_rss(pids, PORTS[name], 1)
-            base = sum(status_kb(x, "VmRSS") for x in pids) / 1024
-            mb = idle_keepalive_rss(pids, PORTS[name], args.idle_conns)
-            idle[name] = (mb - base) * 1024 / args.idle_conns
+            idle[name], mb, base = idle_kib(procs, name, work, log, args.idle_conns)
             print(f"  {name:<12} RSS {mb:7.1f} MB (after one request {base:.1f} MB), {idle[name]:.2f} KiB per connection")
-            procs.stop(p)
+        if args.check:
+            h2conns = min(args.idle_conns, 2000)
+            print(f"\nRSS with {h2conns} idle HTTP/2 connections over TLS (one 1 KB request each), fresh process")
+            for name in ["ferry", "pingora", "nginx"]:
+                idle["h2-" + name], mb, base = idle_kib(procs, name, work, log, h2conns, h2=True)
+                print(f"  {name:<12} RSS {mb:7.1f} MB (after one request {base:.1f} MB), "
+                      f"{idle['h2-' + name]:.2f} KiB per connection")
 
         print(f"\npeak RSS with {args.slow_clients} slow clients downloading 4 MB each "
               "(16 KiB receive buffer, 200 KB/s, 5 s), fresh process")

@@ -32,10 +32,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-/// nginx's `NGX_LISTEN_BACKLOG` on Linux is 511; Pingora's listeners use
-/// 65,535. Ferry keeps Pingora's when `backlog` is not set (the kernel caps
-/// it at `net.core.somaxconn`).
-const DEFAULT_BACKLOG: u32 = 65_535;
+/// The accept queue when `backlog` is not set: nginx's `NGX_LISTEN_BACKLOG`
+/// on Linux (the kernel caps any at `net.core.somaxconn`).
+const DEFAULT_BACKLOG: u32 = 511;
 /// How long a TLS client may take over its handshake (Pingora's limit).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// An address still held by a process that is going away: tries, a second
