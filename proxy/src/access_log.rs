@@ -153,28 +153,83 @@ fn boolean(s: &mut String, k: &str, v: bool) {
 }
 
 /// A JSON string (RFC 8259 escapes: quote, backslash, control characters).
+/// The runs between escapes are copied whole: every escaped byte is ASCII,
+/// a character of its own, so the slices fall on character boundaries.
 fn text(s: &mut String, k: &str, v: &str) {
     use std::fmt::Write as _;
     key(s, k);
     s.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\r' => s.push_str("\\r"),
-            '\t' => s.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(s, "\\u{:04x}", c as u32);
-            }
-            c => s.push(c),
+    if !needs_escape(v.as_bytes()) {
+        // Most values: copied in one go.
+        s.push_str(v);
+        s.push_str("\",");
+        return;
+    }
+    let mut run = 0;
+    for (i, b) in v.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        s.push_str(&v[run..i]);
+        if escaped.is_empty() {
+            let _ = write!(s, "\\u{b:04x}");
+        } else {
+            s.push_str(escaped);
+        }
+        run = i + 1;
+    }
+    s.push_str(&v[run..]);
+    s.push_str("\",");
+}
+
+/// Whether `v` holds a byte JSON escapes (a quote, a backslash, a control
+/// character), eight bytes at a time.
+fn needs_escape(v: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` below `n` (n <= 128) sets its high bit here.
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let x = u64::from_le_bytes(word);
+        if below(x, 0x20) | below(x ^ (ONES * 0x22), 1) | below(x ^ (ONES * 0x5c), 1) != 0 {
+            return true;
         }
     }
-    s.push_str("\",");
+    chunks
+        .remainder()
+        .iter()
+        .any(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn escapes_are_found_at_every_place_in_a_word() {
+        for len in 0..20 {
+            for at in 0..len {
+                for special in [b'"', b'\\', b'\n', 0x01, 0x1f] {
+                    let mut v = vec![b'a'; len];
+                    v[at] = special;
+                    assert!(super::needs_escape(&v), "{v:?}");
+                }
+                let mut v = vec![b'a'; len];
+                v[at] = 0x7f;
+                assert!(!super::needs_escape(&v), "{v:?}");
+                v[at] = 0xc3;
+                assert!(!super::needs_escape(&v), "{v:?}");
+            }
+        }
+    }
+
     #[test]
     fn times_are_seconds_with_milliseconds() {
         use std::time::Duration;

@@ -27,7 +27,16 @@ async fn get_reports_each_server_and_its_numbers() {
     for _ in 0..3 {
         assert_eq!(ferry_tests::client::text(&http, ferry.url("/")).await, "a");
     }
-    let all = admin.upstreams().await;
+    // A request ends (its server's `active` back to 0) just after its last
+    // byte reached the client: asked at once, the last may still be ending.
+    let deadline = std::time::Instant::now() + ferry_tests::WAIT;
+    let all = loop {
+        let all = admin.upstreams().await;
+        if all["app"]["servers"][0]["active"] == 0 || std::time::Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
     assert_eq!(all["app"]["balance"], "round_robin");
     let servers = all["app"]["servers"].as_array().expect("servers");
     assert_eq!(servers.len(), 2);
