@@ -6,7 +6,7 @@
 
 use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
-use crate::client::listener::{tls_acceptor, Endpoint, Listeners};
+use crate::client::listener::{endpoints, Listeners};
 use crate::discovery::Discovery;
 use crate::health_check::HealthChecks;
 use crate::hooks::proxy_trait::ProxyHttp;
@@ -110,28 +110,6 @@ fn program_name() -> &'static str {
     Box::leak(name.into_boxed_str())
 }
 
-/// The `listen:` entries ready to bind: TLS ones with their acceptor (the
-/// certificate and key loaded, HTTP/2 offered).
-fn endpoints(listen: &[ferry_conf::Listen]) -> Result<Vec<Endpoint>, i32> {
-    let mut out = Vec::new();
-    for l in listen {
-        let tls = match &l.tls {
-            None => None,
-            Some(tls) => Some(Arc::new(tls_acceptor(&tls.cert, &tls.key).map_err(
-                |e| {
-                    eprintln!("listen {}: {e}", l.addr);
-                    1
-                },
-            )?)),
-        };
-        out.push(Endpoint {
-            listen: l.clone(),
-            tls,
-        });
-    }
-    Ok(out)
-}
-
 pub(crate) fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
     // A second init (a program that set up its own logger) is fine.
@@ -185,11 +163,13 @@ pub(crate) fn start_server<P: ProxyHttp>(
     ));
     let endpoints = match endpoints(&listen) {
         Ok(e) => e,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
     };
     server.add_service(Listeners {
         http: Arc::new(FerryHttp::new(Arc::new(app), live.clone())),
-        live: live.clone(),
         endpoints,
     });
     let draining = Draining::default();

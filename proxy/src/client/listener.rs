@@ -75,10 +75,29 @@ pub(crate) fn tls_acceptor(cert: &str, key: &str) -> Result<Acceptor, String> {
     })
 }
 
+/// The `listen:` entries ready to bind, TLS ones with their acceptor; or
+/// the first entry whose certificate and key cannot be used, and why.
+pub(crate) fn endpoints(listen: &[ferry_conf::Listen]) -> Result<Vec<Endpoint>, String> {
+    listen
+        .iter()
+        .map(|l| {
+            let tls = match &l.tls {
+                None => None,
+                Some(t) => Some(Arc::new(
+                    tls_acceptor(&t.cert, &t.key).map_err(|e| format!("listen {}: {e}", l.addr))?,
+                )),
+            };
+            Ok(Endpoint {
+                listen: l.clone(),
+                tls,
+            })
+        })
+        .collect()
+}
+
 /// Ferry's proxy listeners: one service of Pingora's server.
 pub(crate) struct Listeners<P: ProxyHttp> {
     pub(crate) http: Arc<FerryHttp<P>>,
-    pub(crate) live: Arc<Live>,
     pub(crate) endpoints: Vec<Endpoint>,
 }
 
@@ -103,7 +122,7 @@ impl<P: ProxyHttp> pingora_core::services::Service for Listeners<P> {
             for _ in 0..listeners_per_fd.max(1) {
                 loops.push(tokio::spawn(accept_loop(
                     self.http.clone(),
-                    self.live.clone(),
+                    self.http.live.clone(),
                     endpoint.clone(),
                     listener.clone(),
                     shutdown.clone(),
