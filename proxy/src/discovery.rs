@@ -11,8 +11,10 @@
 //! Lookups run here, in one background task, never on a request's path.
 //! A new answer replaces the group's members ([`ferry_lb::Group::update`]):
 //! an address that stays keeps its state, one that left takes no new
-//! requests. A failed lookup keeps the last good answer; a name with no
-//! records contributes no server. Every lookup is counted in
+//! requests. Only the server's word that a name has no such records
+//! (NXDOMAIN, or an empty NOERROR answer) empties its entry; any other
+//! failure (a timeout, SERVFAIL, REFUSED) keeps the last good answer and is
+//! logged once per outage. Every lookup is counted in
 //! `ferry_dns_lookups_total{result="ok"|"empty"|"error"}`.
 
 use crate::live::Live;
@@ -48,6 +50,8 @@ struct Entry {
     group: String,
     server: Server,
     due: tokio::time::Instant,
+    /// Its lookups fail (an outage is logged once, when it starts).
+    failing: bool,
 }
 
 #[async_trait]
@@ -92,7 +96,22 @@ impl BackgroundService for Discovery {
                 for e in entries.iter_mut().filter(|e| e.due <= now) {
                     let (answer, next) = look_up(resolver, &e.server, valid).await;
                     e.due = tokio::time::Instant::now() + next;
-                    let Some(answer) = answer else { continue };
+                    let answer = match answer {
+                        Ok(answer) => answer,
+                        Err(why) => {
+                            if !std::mem::replace(&mut e.failing, true) {
+                                log::warn!(
+                                    "resolver: cannot look up {} for group {}: {why}; keeping the last answer until it answers again",
+                                    name_of(&e.server),
+                                    e.group
+                                );
+                            }
+                            continue;
+                        }
+                    };
+                    if std::mem::replace(&mut e.failing, false) {
+                        log::info!("resolver: {} answers again", name_of(&e.server));
+                    }
                     let key = answer_key(&e.group, &e.server);
                     let mut found = self.live.answers.lock().unwrap_or_else(|p| p.into_inner());
                     if found.get(&key) != Some(&answer) {
@@ -132,6 +151,7 @@ fn discovered(live: &Live) -> Vec<Entry> {
                     group: name.to_string(),
                     server: s.clone(),
                     due: now,
+                    failing: false,
                 })
         })
         .collect()
@@ -209,13 +229,13 @@ fn show(answer: &[Answer]) -> String {
     addrs.join(", ")
 }
 
-/// Look `s` up: the new answer (`None` when the lookup failed: keep the
-/// last one) and how long until the next lookup.
+/// Look `s` up: the new answer (an error when the lookup failed: the last
+/// one is kept) and how long until the next lookup.
 async fn look_up(
     r: &TokioResolver,
     s: &Server,
     valid: Duration,
-) -> (Option<Vec<Answer>>, Duration) {
+) -> (Result<Vec<Answer>, ResolveError>, Duration) {
     let result = if s.service.is_empty() {
         addresses(r, s).await
     } else {
@@ -231,19 +251,15 @@ async fn look_up(
         Ok((answer, until)) => {
             let label = if answer.is_empty() { "empty" } else { "ok" };
             metrics().dns_lookups.with_label_values(&[label]).inc();
-            (Some(answer), until_next(until))
+            (Ok(answer), until_next(until))
         }
-        Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
+        Err(e) if no_such_records(&e) => {
             metrics().dns_lookups.with_label_values(&["empty"]).inc();
-            (Some(Vec::new()), retry.max(MIN_INTERVAL))
+            (Ok(Vec::new()), retry.max(MIN_INTERVAL))
         }
         Err(e) => {
             metrics().dns_lookups.with_label_values(&["error"]).inc();
-            log::warn!(
-                "resolver: cannot look up {}: {e}; keeping the last answer",
-                name_of(s)
-            );
-            (None, retry.max(MIN_INTERVAL))
+            (Err(e), retry.max(MIN_INTERVAL))
         }
     }
 }
@@ -285,7 +301,7 @@ async fn services(r: &TokioResolver, s: &Server) -> Result<(Vec<Answer>, Instant
         let target = target.trim_end_matches('.');
         let ips = match r.lookup_ip(fqdn(target)).await {
             Ok(ips) => ips,
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => continue,
+            Err(e) if no_such_records(&e) => continue,
             Err(e) => return Err(e),
         };
         until = until.min(ips.valid_until());
@@ -299,6 +315,24 @@ async fn services(r: &TokioResolver, s: &Server) -> Result<(Vec<Answer>, Instant
     answer.sort_by_key(|a| a.addr);
     answer.dedup_by_key(|a| a.addr);
     Ok((answer, until))
+}
+
+/// The server said the name has no such records: NXDOMAIN, or NOERROR
+/// with no answer. hickory reports SERVFAIL, REFUSED and the other error
+/// codes as "no records found" too; those say nothing of the name, so
+/// they are failures that keep the last answer.
+fn no_such_records(e: &ResolveError) -> bool {
+    use hickory_resolver::proto::op::ResponseCode;
+    use hickory_resolver::proto::ProtoErrorKind;
+    match e.proto().map(|p| p.kind()) {
+        Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => {
+            matches!(
+                *response_code,
+                ResponseCode::NXDomain | ResponseCode::NoError
+            )
+        }
+        _ => false,
+    }
 }
 
 /// A name as written is absolute: no search domains.

@@ -1,11 +1,11 @@
 //! DNS discovery against a real DNS server (dnsmasq, started by each test):
 //! servers with `resolve: true` follow their name's A records, `service`
-//! follows SRV records with their weights, a failed lookup keeps the last
-//! answer, and a name that resolves to nothing empties the group (502).
+//! follows SRV records with their weights, a failed lookup (a timeout,
+//! SERVFAIL, REFUSED) keeps the last answer, and a name that resolves to nothing empties the group (502).
 
 use ferry_tests::admin::Admin;
 use ferry_tests::backend::{Backend, Reply};
-use ferry_tests::dns::Dns;
+use ferry_tests::dns::{Dns, Failure};
 use ferry_tests::ferry::Ferry;
 use ferry_tests::WAIT;
 use std::net::SocketAddr;
@@ -227,6 +227,68 @@ async fn a_failed_lookup_keeps_the_last_answer() {
         );
     }
     assert_eq!(servers(&admin).await.len(), 1);
+}
+
+/// Wait (bounded) until the counter `name` has reached `n`.
+async fn until_metric(admin: &Admin, ferry: &Ferry, name: &str, n: u64) {
+    let start = Instant::now();
+    while admin.metric(name).await < n {
+        assert!(start.elapsed() < WAIT, "{name} {n}; log:\n{}", ferry.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SERVFAIL and REFUSED say nothing of the name (only NXDOMAIN or an empty
+/// answer do): through such an outage the last answer keeps serving, each
+/// failed lookup is counted as an error and the outage is logged once;
+/// when the server answers again, so does discovery.
+#[tokio::test]
+async fn servfail_and_refused_keep_the_last_answer() {
+    for failure in [Failure::ServFail, Failure::Refused] {
+        let (one, _two) = pair().await;
+        let mut dns = Dns::start("127.0.0.2 app.test\n", &[]).await;
+        let admin = Admin::new();
+        let ferry = following(&dns, &admin, "200ms", &one).await;
+        dns.fail_with(failure).await;
+        let errors = "ferry_dns_lookups_total{result=\"error\"}";
+        until_metric(&admin, &ferry, errors, 4).await;
+        let http = ferry_tests::client::http();
+        for _ in 0..3 {
+            assert_eq!(
+                ferry_tests::client::text(&http, ferry.url("/")).await,
+                "one",
+                "{failure:?}"
+            );
+        }
+        assert_eq!(servers(&admin).await.len(), 1, "{failure:?}");
+        assert_eq!(
+            admin
+                .metric("ferry_dns_lookups_total{result=\"empty\"}")
+                .await,
+            0,
+            "{failure:?}"
+        );
+        let log = ferry.log();
+        assert_eq!(
+            log.matches("cannot look up app.test").count(),
+            1,
+            "{failure:?}: one line per outage; log:\n{log}"
+        );
+        let ok = admin.metric("ferry_dns_lookups_total{result=\"ok\"}").await;
+        dns.recover().await;
+        until_metric(
+            &admin,
+            &ferry,
+            "ferry_dns_lookups_total{result=\"ok\"}",
+            ok + 1,
+        )
+        .await;
+        assert!(
+            ferry.log().contains("app.test answers again"),
+            "{failure:?}"
+        );
+        assert_eq!(servers(&admin).await.len(), 1, "{failure:?}");
+    }
 }
 
 /// A name that stops resolving (NXDOMAIN) leaves the group with no
