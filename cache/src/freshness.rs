@@ -2,9 +2,9 @@
 //!
 //! In order: `Set-Cookie` or `Vary: *` and it is never stored;
 //! `X-Accel-Expires` (seconds, or `@` and a Unix time; `0` = do not store)
-//! decides over everything below it; then `Cache-Control` (`private`,
-//! `no-cache`, `no-store` = do not store; `s-maxage`, then `max-age`,
-//! `0` = do not store), then `Expires` (in the past = do not store), then
+//! decides over everything below it; then `Cache-Control` (any `private`,
+//! `no-cache`, `no-store`, with a field list or without = do not store;
+//! `s-maxage`, then `max-age`, `0` or not digits = do not store), then `Expires` (in the past = do not store), then
 //! the route's `valid` for the status (or `any`). Nothing says how long:
 //! not stored. Each header can be left out of this with `ignore_headers`.
 //! The `Cache-Control` parsing is pingora-cache's.
@@ -15,7 +15,7 @@
 //! `ngx_http_upstream_send_response`.
 
 use ferry_conf::RouteCache;
-use pingora_cache::cache_control::CacheControl;
+use pingora_cache::cache_control::{CacheControl, DirectiveKey};
 use pingora_http::ResponseHeader;
 use std::time::{Duration, SystemTime};
 
@@ -65,16 +65,9 @@ pub fn decide(
     }
     if !ignored(conf, "Cache-Control") {
         if let Some(cc) = CacheControl::from_resp_headers(header) {
-            if cc.private() || cc.no_cache() || cc.no_store() {
-                return Decision::NoStore("Cache-Control: private, no-cache or no-store");
-            }
-            let age = match cc.s_maxage() {
-                Ok(Some(a)) => Some(a),
-                _ => cc.max_age().ok().flatten(),
-            };
-            match age {
-                Some(0) => return Decision::NoStore("Cache-Control: max-age=0"),
-                Some(a) => return Decision::Store(Duration::from_secs(u64::from(a))),
+            match cache_control_age(&cc) {
+                Some(Ok(d)) => return Decision::Store(d),
+                Some(Err(why)) => return Decision::NoStore(why),
                 None => {}
             }
         }
@@ -94,6 +87,33 @@ pub fn decide(
     match valid_for(conf, status) {
         Some(d) if !d.is_zero() => Decision::Store(d),
         _ => Decision::NoStore("no valid time for this status"),
+    }
+}
+
+/// What `Cache-Control` says, as nginx reads it: any `private`,
+/// `no-cache` or `no-store` (with a field list or without) is not stored;
+/// `s-maxage`, else `max-age`, must be digits only and not 0 (anything
+/// else, `-1`, `60.5`, `0x3c`, `"60"`, is no freshness lifetime: not
+/// stored); `None` when it says nothing of the lifetime.
+fn cache_control_age(cc: &CacheControl) -> Option<Result<Duration, &'static str>> {
+    if cc.has_key("private") || cc.has_key("no-cache") || cc.has_key("no-store") {
+        return Some(Err("Cache-Control: private, no-cache or no-store"));
+    }
+    let value = cc
+        .directives
+        .get(&DirectiveKey::SMaxAge)
+        .or_else(|| cc.directives.get(&DirectiveKey::MaxAge))?;
+    let digits = value.as_ref().map(|v| v.0.as_slice()).unwrap_or_default();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Some(Err("Cache-Control: max-age is not a number of seconds"));
+    }
+    let secs = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok())
+        .unwrap_or(u64::from(u32::MAX));
+    match secs {
+        0 => Some(Err("Cache-Control: max-age=0")),
+        s => Some(Ok(Duration::from_secs(s))),
     }
 }
 
@@ -193,6 +213,32 @@ mod tests {
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
         assert!(
             matches!(d(200, &[("Expires", &later)], &c), Decision::Store(t) if t.as_secs() > 100)
+        );
+    }
+
+    #[test]
+    fn field_lists_and_bad_ages_are_not_stored() {
+        let c = conf(&[("200", 600)], &[]);
+        for cc in [
+            "private=\"X-Secret\"",
+            "no-cache=\"X-Secret\"",
+            "public, private=X-Secret",
+            "max-age=-1",
+            "max-age=60.5",
+            "max-age=0x3c",
+            "max-age=\"60\"",
+            "max-age=+60",
+            "max-age=",
+            "s-maxage=abc, max-age=60",
+        ] {
+            assert!(
+                matches!(d(200, &[("Cache-Control", cc)], &c), Decision::NoStore(_)),
+                "{cc} was stored"
+            );
+        }
+        assert_eq!(
+            d(200, &[("Cache-Control", "public, max-age=99999999999")], &c),
+            Decision::Store(Duration::from_secs(99_999_999_999))
         );
     }
 
