@@ -103,13 +103,21 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Up to `max` body bytes from `offset` (into the body).
+    /// Up to `max` body bytes from `offset` (into the body), when they were
+    /// read with the head; `None` when they must come from the disk.
+    pub fn body_read(&self, offset: u64, max: usize) -> Option<bytes::Bytes> {
+        let n = self.piece_len(offset, max);
+        (offset + (n as u64) <= self.prefix.len() as u64)
+            .then(|| self.prefix.slice(offset as usize..offset as usize + n))
+    }
+
+    /// Up to `max` body bytes from `offset` (into the body), from the disk
+    /// when they were not read with the head.
     pub fn read_body(&self, offset: u64, max: usize) -> io::Result<bytes::Bytes> {
-        let left = self.head.body_len.saturating_sub(offset);
-        let n = (max as u64).min(left) as usize;
-        if offset + (n as u64) <= self.prefix.len() as u64 {
-            return Ok(self.prefix.slice(offset as usize..offset as usize + n));
+        if let Some(piece) = self.body_read(offset, max) {
+            return Ok(piece);
         }
+        let n = self.piece_len(offset, max);
         let mut buf = vec![0u8; n];
         let mut done = 0;
         while done < n {
@@ -124,6 +132,11 @@ impl Entry {
         Ok(bytes::Bytes::from(buf))
     }
 
+    fn piece_len(&self, offset: u64, max: usize) -> usize {
+        let left = self.head.body_len.saturating_sub(offset);
+        (max as u64).min(left) as usize
+    }
+
     /// The file's size on disk.
     pub fn size(&self) -> u64 {
         self.head.body_at + self.head.body_len
@@ -131,14 +144,27 @@ impl Entry {
 }
 
 /// Open and check the file at `path`: `Ok(None)` when there is none,
-/// `Err(InvalidData)` when it is not a whole entry.
+/// `Err(InvalidData)` when it was read and is not a whole entry (only
+/// then may it be removed). Any other error (no file descriptor left, a
+/// failed read, something that is not a regular file at the path) says
+/// nothing of the entry. The open neither blocks (a FIFO planted at the
+/// path) nor follows a symbolic link.
 pub fn open(path: &Path) -> io::Result<Option<Entry>> {
-    let file = match File::open(path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let len = meta.len();
     // One read brings the head, the key, the header and, for a small
     // entry, the whole body.
     let mut first = vec![0u8; (len as usize).min(FIRST_READ)];
@@ -201,8 +227,10 @@ pub fn open(path: &Path) -> io::Result<Option<Entry>> {
 
 /// Fill `buf` from `at`, or fail: the file is shorter than it said.
 fn read_full(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
-    file.read_exact_at(buf, at)
-        .map_err(|_| corrupt("shorter than its length"))
+    file.read_exact_at(buf, at).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => corrupt("shorter than its length"),
+        _ => e,
+    })
 }
 
 /// The request header names a response's `Vary` lists, lower-cased.

@@ -5,8 +5,10 @@
 //! stored before a restart (or by the process a graceful upgrade
 //! replaced) is found at once. The index knows each file's size and last
 //! use, for `max_size` (pingora-cache's LRU eviction manager evicts the
-//! least recently used past it) and `inactive` (a sweep every few
-//! seconds removes entries unused that long). At start a loader thread
+//! least recently used past it), `max_keys` (a second LRU, one unit per
+//! key, holds the stored keys and the `min_uses` counts together and
+//! bounds the index's memory) and `inactive` (a sweep every few seconds
+//! removes entries unused that long). At start a loader thread
 //! walks the directory into the index, removing what is corrupt or was
 //! left half-written.
 //!
@@ -15,6 +17,7 @@
 //! and `inactive`) and the cache loader (`ngx_http_file_cache_loader`).
 
 use crate::entry::{self, Entry, Kind, Writer};
+use crate::filler::{self, Filling};
 use crate::key::{self, Hash, Key};
 use ferry_conf::CacheZone;
 use http::HeaderMap;
@@ -39,25 +42,39 @@ pub struct Zone {
     pub dir: PathBuf,
     tmp: PathBuf,
     inactive: Duration,
+    /// The entries by size, least recently used first (`max_size`).
     lru: lru::Manager<1>,
+    /// Every key tracked, entries and use counts alike, one each, least
+    /// recently used first (`max_keys`).
+    keys: lru::Manager<1>,
     index: Mutex<HashMap<Hash, Meta>>,
     /// Requests for keys not stored yet (`min_uses`).
     uses: Mutex<HashMap<Hash, (u32, Instant)>>,
+    /// The thread that writes the entries (`None`: it could not start,
+    /// nothing is stored).
+    jobs: Option<filler::Jobs>,
 }
 
 /// What a lookup found.
 pub enum Found {
     /// A whole entry; `key` is the one it is filed under (a variant's).
-    Entry(Entry, Key),
+    Entry(Arc<Entry>, Key),
     /// Nothing (or something corrupt, now removed).
     Missing,
 }
 
 fn compact(hash: Hash) -> CacheEntryKey {
+    tagged(hash, "")
+}
+
+/// A key not stored yet, counted for `min_uses`, in the keys' LRU.
+const USES: &str = "uses";
+
+fn tagged(hash: Hash, tag: &str) -> CacheEntryKey {
     CacheEntryKey::key_only(CompactCacheKey {
         primary: hash,
         variance: None,
-        user_tag: "".into(),
+        user_tag: tag.into(),
     })
 }
 
@@ -89,12 +106,16 @@ impl Zone {
                 let _ = std::fs::remove_file(f.path());
             }
         }
-        let zone = Arc::new(Zone {
+        let zone = Arc::new_cyclic(|weak| Zone {
+            jobs: filler::spawn(name, weak.clone())
+                .map_err(|e| log::error!("cache {name}: no writer thread ({e}): nothing is stored"))
+                .ok(),
             name: name.to_string(),
             dir,
             tmp,
             inactive: conf.inactive.get(),
             lru: lru::Manager::with_capacity(conf.max_size.as_usize().max(1), 1024),
+            keys: lru::Manager::with_capacity(conf.max_keys.max(1), 1024),
             index: Mutex::new(HashMap::new()),
             uses: Mutex::new(HashMap::new()),
         });
@@ -118,14 +139,14 @@ impl Zone {
         match &first.head.kind {
             Kind::Response => {
                 self.used(key.hash, first.size(), key.primary);
-                Found::Entry(first, key.clone())
+                Found::Entry(Arc::new(first), key.clone())
             }
             Kind::Vary(names) => {
                 let variant = key.variant(names, headers);
                 match self.open_checked(&variant) {
                     Some(e) if e.head.kind == Kind::Response => {
                         self.used(variant.hash, e.size(), key.primary);
-                        Found::Entry(e, variant)
+                        Found::Entry(Arc::new(e), variant)
                     }
                     _ => Found::Missing,
                 }
@@ -133,20 +154,31 @@ impl Zone {
         }
     }
 
-    /// The file of `key`, if it is whole and is that key's.
+    /// The file of `key`, if it is whole and is that key's. Only a file
+    /// read and proven bad is removed; one that cannot be opened or read
+    /// (no file descriptor left, an I/O error, not a regular file) is a
+    /// miss and stays.
     fn open_checked(&self, key: &Key) -> Option<Entry> {
         let path = key::path_of(&self.dir, &key.hash);
         match entry::open(&path) {
             Ok(Some(e)) if e.head.key == key.text => Some(e),
             Ok(Some(_)) => None,
             Ok(None) => None,
-            Err(e) => {
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 log::warn!(
                     "cache {}: {} is not a whole entry ({e}): removed",
                     self.name,
                     path.display()
                 );
                 self.remove(key.hash);
+                None
+            }
+            Err(e) => {
+                log::warn!(
+                    "cache {}: cannot read {} ({e}): a miss",
+                    self.name,
+                    path.display()
+                );
                 None
             }
         }
@@ -163,6 +195,20 @@ impl Zone {
         drop(index);
         self.lru
             .access(&compact(hash), size as usize, SystemTime::now());
+        self.keys.access(&compact(hash), 1, SystemTime::now());
+    }
+
+    /// Start filling an entry for `key` (a request with `headers`) with
+    /// `header`, fresh for `fresh`, on the cache's writer thread: the
+    /// request hands it the body and never waits on the disk.
+    pub fn fill(
+        &self,
+        key: &Key,
+        headers: &HeaderMap,
+        header: &ResponseHeader,
+        fresh: Duration,
+    ) -> Option<Filling> {
+        Some(self.jobs.as_ref()?.start(key, headers, header, fresh))
     }
 
     /// Start storing a response for `key` (a request with `headers`),
@@ -222,15 +268,44 @@ impl Zone {
                 primary,
             },
         );
-        self.uses
+        if self
+            .uses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&primary);
+            .remove(&primary)
+            .is_some()
+        {
+            self.keys
+                .remove(CacheEntryKeyRef::from(&tagged(primary, USES)));
+        }
         let evicted = self.lru.admit(compact(hash), size as usize, fresh_until);
         for e in evicted {
             let h = e.key().primary;
             self.index().remove(&h);
+            self.keys.remove(CacheEntryKeyRef::from(&compact(h)));
             let _ = std::fs::remove_file(key::path_of(&self.dir, &h));
+        }
+        self.admit_key(compact(hash), fresh_until);
+    }
+
+    /// Track one more key; past `max_keys` the least recently used one
+    /// goes: an entry with its file, a use count with its count.
+    fn admit_key(&self, key: CacheEntryKey, until: SystemTime) {
+        for gone in self.keys.admit(key, 1, until) {
+            let h = gone.key().primary;
+            if &*gone.key().user_tag == USES {
+                self.uses
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&h);
+            } else {
+                log::debug!(
+                    "cache {}: {} past max_keys: removed",
+                    self.name,
+                    key::hex(&h)
+                );
+                self.remove(h);
+            }
         }
     }
 
@@ -246,6 +321,7 @@ impl Zone {
         if self.index().remove(&hash).is_some() {
             self.lru.remove(CacheEntryKeyRef::from(&compact(hash)));
         }
+        self.keys.remove(CacheEntryKeyRef::from(&compact(hash)));
     }
 
     /// Remove every entry of the key `text` (all its variants): how many
@@ -275,13 +351,27 @@ impl Zone {
     /// (nginx `min_uses`, counted within `inactive`).
     pub fn count_use(&self, key: &Key) -> u32 {
         let mut uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        let new = !uses.contains_key(&key.primary);
         let e = uses.entry(key.primary).or_insert((0, Instant::now()));
         if e.1.elapsed() > self.inactive {
             *e = (0, Instant::now());
         }
         e.0 += 1;
         e.1 = Instant::now();
-        e.0
+        let count = e.0;
+        drop(uses);
+        let tracked = tagged(key.primary, USES);
+        if new {
+            self.admit_key(tracked, SystemTime::now() + self.inactive);
+        } else {
+            self.keys.access(&tracked, 1, SystemTime::now());
+        }
+        count
+    }
+
+    /// Keys tracked: entries and use counts (at most `max_keys`).
+    pub fn keys(&self) -> usize {
+        self.keys.total_items()
     }
 
     /// Entries (files) indexed.
@@ -307,10 +397,20 @@ impl Zone {
             self.remove(h);
         }
         let inactive = self.inactive;
+        let mut gone = Vec::new();
         self.uses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (_, t)| t.elapsed() < inactive);
+            .retain(|h, (_, t)| {
+                let keep = t.elapsed() < inactive;
+                if !keep {
+                    gone.push(*h);
+                }
+                keep
+            });
+        for h in gone {
+            self.keys.remove(CacheEntryKeyRef::from(&tagged(h, USES)));
+        }
     }
 
     /// Index what the directory holds (the cache loader).
@@ -344,6 +444,9 @@ impl Zone {
                             found += 1;
                         }
                         Ok(None) => {}
+                        Err(err) if err.kind() != io::ErrorKind::InvalidData => {
+                            log::warn!("cache {}: cannot read {} ({err})", self.name, f.display());
+                        }
                         Err(err) => {
                             log::warn!(
                                 "cache {}: {} is not a whole entry ({err}): removed",

@@ -21,6 +21,15 @@ pub struct CacheZone {
     /// Entries not used for this long are removed, fresh or not.
     #[serde(default = "ten_minutes")]
     pub inactive: Duration,
+    /// Keys tracked (stored entries and `min_uses` counts together); past
+    /// it the least recently used goes, its file with it: the index's
+    /// memory is bounded by it (nginx: the keys zone's size).
+    #[serde(default = "eighty_thousand")]
+    pub max_keys: usize,
+}
+
+fn eighty_thousand() -> usize {
+    80_000
 }
 
 fn one_gigabyte() -> Size {

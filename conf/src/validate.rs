@@ -250,6 +250,12 @@ fn check_caches(c: &Config, out: &mut Vec<Problem>) {
                 "inactive must be more than 0",
             ));
         }
+        if zone.max_keys == 0 {
+            out.push(problem(
+                format!("caches.{name}.max_keys"),
+                "max_keys must be more than 0",
+            ));
+        }
     }
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for (name, zone) in c.caches.iter() {

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub cache_stored_bytes: IntCounterVec,
     pub cache_entries: IntGaugeVec,
     pub cache_size: IntGaugeVec,
+    pub cache_keys: IntGaugeVec,
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -180,6 +181,12 @@ pub fn metrics() -> &'static Metrics {
                 "Bytes a cache holds on disk",
                 &["cache"],
             ),
+            cache_keys: gauge_vec(
+                &r,
+                "ferry_cache_keys",
+                "Keys a cache tracks: its entries and its min_uses counts (at most max_keys)",
+                &["cache"],
+            ),
             registry: r,
         }
     })
@@ -199,6 +206,9 @@ impl Metrics {
             self.cache_size
                 .with_label_values(&[name])
                 .set(zone.size() as i64);
+            self.cache_keys
+                .with_label_values(&[name])
+                .set(zone.keys() as i64);
         }
         self.render()
     }

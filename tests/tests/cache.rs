@@ -193,6 +193,15 @@ async fn what_nginx_does_not_store_is_fetched_every_time() {
             "/private" => reply.header("Cache-Control", "private"),
             "/no-cache" => reply.header("Cache-Control", "no-cache"),
             "/no-store" => reply.header("Cache-Control", "no-store"),
+            "/private-field" => reply
+                .header("Cache-Control", "private=\"X-Secret\"")
+                .header("X-Secret", &format!("victim{i}")),
+            "/no-cache-field" => reply
+                .header("Cache-Control", "no-cache=\"X-Secret\"")
+                .header("X-Secret", &format!("victim{i}")),
+            "/max-age-negative" => reply.header("Cache-Control", "max-age=-1"),
+            "/max-age-fraction" => reply.header("Cache-Control", "max-age=60.5"),
+            "/max-age-hex" => reply.header("Cache-Control", "max-age=0x3c"),
             "/max-age-0" => reply.header("Cache-Control", "max-age=0"),
             "/vary-star" => reply.header("Vary", "*"),
             "/expired" => reply.header("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
@@ -208,6 +217,11 @@ async fn what_nginx_does_not_store_is_fetched_every_time() {
         "/private",
         "/no-cache",
         "/no-store",
+        "/private-field",
+        "/no-cache-field",
+        "/max-age-negative",
+        "/max-age-fraction",
+        "/max-age-hex",
         "/max-age-0",
         "/vary-star",
         "/expired",
@@ -223,6 +237,10 @@ async fn what_nginx_does_not_store_is_fetched_every_time() {
             one.headers.get("x-accel-expires").is_none(),
             "hidden from clients"
         );
+        if let Some(secret) = two.headers.get("x-secret") {
+            let own = format!("victim{}", before + 1);
+            assert_eq!(secret.to_str().ok(), Some(own.as_str()), "{path}: leaked");
+        }
     }
 }
 
@@ -827,4 +845,163 @@ async fn past_lock_age_one_more_request_goes_to_the_upstream() {
         "the second went to the upstream while the first was still out"
     );
     assert_eq!(first.await.unwrap().text(), "n0");
+}
+
+/// One request on `conn` (kept alive): its status and body.
+async fn on_conn(conn: &mut tokio::net::TcpStream, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(ferry_tests::WAIT, conn.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        let mut lines = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut lines);
+        if let Ok(httparse::Status::Complete(at)) = resp.parse(&buf) {
+            let len: usize = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                .expect("a Content-Length");
+            if buf.len() >= at + len {
+                let body = String::from_utf8_lossy(&buf[at..at + len]).into_owned();
+                return (resp.code.unwrap_or(0), body);
+            }
+        }
+    }
+}
+
+/// Ferry's open file descriptors.
+fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
+}
+
+/// `pid`'s soft limit of open files set to `n`: the limit it had.
+fn limit_fds(pid: u32, n: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let none = std::ptr::null();
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, none, &mut old) };
+    assert_eq!(rc, 0, "read the limit");
+    let new = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: old.rlim_max,
+    };
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "set the limit");
+    old.rlim_cur
+}
+
+/// With no file descriptor left (EMFILE), an entry that cannot be opened
+/// is a miss, never taken for corruption: every file stays, and once
+/// descriptors are back the same entries are HITs.
+#[tokio::test]
+async fn running_out_of_file_descriptors_keeps_the_entries() {
+    let b = counting(&[]).await;
+    let ferry = start(b.addr, VALID).await;
+    let dir = ferry.tmp().join("cache");
+    for p in ["/a", "/b", "/c"] {
+        assert_eq!(get(&ferry, p).await.cache(), "MISS");
+    }
+    let files = stored(&dir, 3).await;
+    let mut conn = tokio::net::TcpStream::connect(ferry.addr)
+        .await
+        .expect("connect");
+    assert_eq!(on_conn(&mut conn, "/a").await, (200, "n0".to_string()));
+    let fds = open_fds(ferry.pid());
+    assert!(fds > 3);
+    let was = limit_fds(ferry.pid(), 3);
+    for p in ["/a", "/b", "/c"] {
+        let (status, _) = on_conn(&mut conn, p).await;
+        assert!(status == 200 || status >= 500, "{p}: {status}");
+    }
+    limit_fds(ferry.pid(), was);
+    assert!(
+        ferry.log().contains("cannot read"),
+        "the failed opens are logged; log:\n{}",
+        ferry.log()
+    );
+    for f in &files {
+        assert!(f.exists(), "{} was removed", f.display());
+    }
+    for (p, body) in [("/a", "n0"), ("/b", "n1"), ("/c", "n2")] {
+        let again = get(&ferry, p).await;
+        assert_eq!((again.cache(), again.text().as_str()), ("HIT", body), "{p}");
+    }
+}
+
+/// A FIFO planted where an entry's file goes is refused, not opened for
+/// a read that would wait forever: the request is a miss answered by the
+/// backend, and the entry stored over it is a HIT.
+#[tokio::test]
+async fn a_fifo_at_an_entry_path_is_refused() {
+    let b = counting(&[]).await;
+    let ferry = start(b.addr, VALID).await;
+    let dir = ferry.tmp().join("cache");
+    assert_eq!(get(&ferry, "/f").await.cache(), "MISS");
+    let file = stored(&dir, 1).await.remove(0);
+    std::fs::remove_file(&file).expect("remove the entry");
+    let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).expect("path");
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let got = tokio::time::timeout(ferry_tests::WAIT, get(&ferry, "/f"))
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!((got.cache(), got.text().as_str()), ("MISS", "n1"));
+    ferry_tests::until_or(|| std::fs::metadata(&file).ok()?.is_file().then_some(()))
+        .await
+        .expect("the entry stored over the FIFO");
+    assert_eq!(get(&ferry, "/f").await.cache(), "HIT");
+}
+
+/// `max_keys` bounds the keys a cache tracks: past it the least recently
+/// used entry goes with its file, and `min_uses` counts of a flood of
+/// keys never stored share the same bound.
+#[tokio::test]
+async fn max_keys_bounds_entries_and_use_counts() {
+    let b = counting(&[]).await;
+    let admin = Admin::new();
+    let yaml = format!(
+        "{}{}",
+        admin.yaml(""),
+        conf(b.addr, "{tmp}/cache", "max_keys: 3", VALID)
+    );
+    let ferry = Ferry::start(&yaml).await;
+    let dir = ferry.tmp().join("cache");
+    for i in 0..5 {
+        assert_eq!(get(&ferry, &format!("/k{i}")).await.cache(), "MISS");
+        stored(&dir, (i + 1).min(3)).await;
+    }
+    assert_eq!(admin.metric("ferry_cache_keys{cache=\"c\"}").await, 3);
+    assert_eq!(get(&ferry, "/k4").await.cache(), "HIT");
+    assert_eq!(get(&ferry, "/k0").await.cache(), "MISS", "evicted");
+    drop(ferry);
+
+    let admin = Admin::new();
+    let yaml = format!(
+        "{}{}",
+        admin.yaml(""),
+        conf(
+            b.addr,
+            "{tmp}/cache",
+            "max_keys: 50",
+            "valid: { 200: 10m }, min_uses: 2"
+        )
+    );
+    let ferry = Ferry::start(&yaml).await;
+    let http = http();
+    for i in 0..400 {
+        let r = http.get(ferry.url(&format!("/flood?{i}"))).send().await;
+        assert_eq!(r.expect("answer").status(), 200);
+    }
+    assert_eq!(admin.metric("ferry_cache_keys{cache=\"c\"}").await, 50);
+    assert_eq!(admin.metric("ferry_cache_entries{cache=\"c\"}").await, 0);
 }

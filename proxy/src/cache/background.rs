@@ -70,7 +70,7 @@ pub(crate) fn start(
         )
         .await;
         match got {
-            Ok(_) => sink.finish(),
+            Ok(_) => sink.finish().await,
             Err(e) => log::warn!(
                 "cache {}: background update of {}: {e}",
                 sink.zone.name,
@@ -127,7 +127,7 @@ impl BodySink for Sink {
 
     fn piece(&mut self, piece: &[u8]) -> Result<()> {
         if let Some(f) = &mut self.fill {
-            f.append(piece);
+            f.append(&bytes::Bytes::copy_from_slice(piece));
         }
         Ok(())
     }
@@ -135,10 +135,10 @@ impl BodySink for Sink {
 
 impl Sink {
     /// The body was read to its end: the entry goes in place.
-    fn finish(&mut self) {
+    async fn finish(&mut self) {
         if let Some(mut f) = self.fill.take() {
             f.ended = true;
-            f.finish();
+            f.finish().await;
         }
     }
 }

@@ -12,22 +12,26 @@
 use crate::cache::lookup::Fetch;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
-use ferry_cache::{Decision, Key, Writer, Zone};
+use bytes::Bytes;
+use ferry_cache::{Decision, Filling, Key, Zone};
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// An entry being written.
+/// An entry being written (by the cache's writer thread: the request
+/// never waits on the disk until the end, when the entry goes in place).
 pub(crate) struct Fill {
     zone: Arc<Zone>,
     key: Key,
-    writer: Option<Writer>,
-    fresh: Duration,
+    /// `None` once handed to the writer to be put in place.
+    filling: Option<Filling>,
     /// The upstream's `Content-Length`, when it sent one.
     expect: Option<u64>,
     /// The reader saw the body's end.
     pub ended: bool,
+    /// Whether the entry went in place, once [`Fill::commit`] ran.
+    stored: Option<bool>,
 }
 
 impl Fill {
@@ -59,7 +63,7 @@ impl Fill {
     }
 
     /// An entry for `key` (the variant a request with `headers` selects),
-    /// fresh for `fresh`; `None` when its file cannot be started.
+    /// fresh for `fresh`; `None` when the cache cannot write.
     pub(crate) fn new(
         zone: Arc<Zone>,
         key: &Key,
@@ -67,55 +71,35 @@ impl Fill {
         header: &ResponseHeader,
         fresh: Duration,
     ) -> Option<Fill> {
-        match zone.writer(key, headers, header, fresh) {
-            Ok((writer, key)) => Some(Fill {
-                expect: header
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok()),
-                zone,
-                key,
-                writer: Some(writer),
-                fresh,
-                ended: false,
-            }),
-            Err(e) => {
-                log::error!("cache {}: cannot start an entry: {e}", zone.name);
-                None
-            }
-        }
+        let filling = zone.fill(key, headers, header, fresh)?;
+        Some(Fill {
+            expect: header
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            zone,
+            key: key.clone(),
+            filling: Some(filling),
+            ended: false,
+            stored: None,
+        })
     }
 
     /// One piece of the body.
-    pub(crate) fn append(&mut self, piece: &[u8]) {
-        if let Some(w) = &mut self.writer {
-            if let Err(e) = w.append(piece) {
-                log::error!(
-                    "cache {}: writing an entry: {e}; not stored",
-                    self.zone.name
-                );
-                self.writer = None;
-            }
+    pub(crate) fn append(&mut self, piece: &Bytes) {
+        if let Some(f) = &mut self.filling {
+            f.append(piece);
         }
     }
 
-    /// The pipe is done: store the entry if the body came whole; whether
-    /// it was.
-    pub(crate) fn finish(mut self) -> bool {
-        let Some(w) = self.writer.take() else {
-            return false;
+    /// The body's end was read: put the entry in place now, before the
+    /// client has the response's last byte, so that a request made after
+    /// this response finds it.
+    pub(crate) async fn commit(&mut self) {
+        let Some(filling) = self.filling.take() else {
+            return;
         };
-        let whole = self.ended && self.expect.is_none_or(|n| n == w.written());
-        if !whole {
-            log::info!(
-                "cache {}: response for {} not whole ({} bytes); not stored",
-                self.zone.name,
-                self.key.text,
-                w.written()
-            );
-            return false;
-        }
-        match self.zone.stored(&self.key, w, self.fresh) {
+        let stored = match filling.store(self.expect).await {
             Ok(size) => {
                 crate::metrics::metrics()
                     .cache_stored_bytes
@@ -124,9 +108,33 @@ impl Fill {
                 true
             }
             Err(e) => {
-                log::error!("cache {}: storing an entry: {e}", self.zone.name);
+                log::info!(
+                    "cache {}: response for {} not stored: {e}",
+                    self.zone.name,
+                    self.key.text
+                );
                 false
             }
+        };
+        self.stored = Some(stored);
+    }
+
+    /// The pipe is done: store the entry if the body came whole (when
+    /// the reader has not already); whether it was stored.
+    pub(crate) async fn finish(mut self) -> bool {
+        if let Some(stored) = self.stored {
+            return stored;
         }
+        if !self.ended {
+            let written = self.filling.as_ref().map_or(0, |f| f.written());
+            log::info!(
+                "cache {}: response for {} not whole ({written} bytes); not stored",
+                self.zone.name,
+                self.key.text,
+            );
+            return false;
+        }
+        self.commit().await;
+        self.stored == Some(true)
     }
 }

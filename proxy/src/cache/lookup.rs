@@ -42,7 +42,7 @@ pub(crate) struct Fetch<'r> {
     pub rc: &'r RouteCacheRt,
     pub key: Key,
     /// An expired entry of the key.
-    pub stale: Option<Entry>,
+    pub stale: Option<std::sync::Arc<Entry>>,
     /// The response may be stored.
     pub store: bool,
     /// The request asks for the stale entry's validators.
@@ -57,6 +57,16 @@ fn rendered<P: ProxyHttp>(s: &Session<'_>, route: &RouteRt, t: &ferry_conf::Temp
     let remote = s.request.client_ip_text();
     let group = route.conf.upstream.as_deref().unwrap_or("");
     crate::request::leg::request_vars(s, &remote, group).render(t)
+}
+
+/// The zone's entry for `key`, opened and read on tokio's blocking
+/// threads: the event loop never waits on the disk (nor on a file that
+/// would block).
+async fn find(rc: &RouteCacheRt, key: &Key, headers: &http::HeaderMap) -> Found {
+    let (zone, key, headers) = (rc.zone.clone(), key.clone(), headers.clone());
+    tokio::task::spawn_blocking(move || zone.find(&key, &headers))
+        .await
+        .unwrap_or(Found::Missing)
 }
 
 /// Look the request up in the route's cache.
@@ -102,7 +112,7 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
     }
     let waited_since = Instant::now();
     loop {
-        match rc.zone.find(&fetch.key, &s.req_header().headers) {
+        match find(rc, &fetch.key, &s.req_header().headers).await {
             Found::Entry(e, _) if e.head.expires > ferry_cache::zone::now() => {
                 let end = serve::answer(app, s, ctx, route, &e, CacheStatus::Hit).await?;
                 return Ok(Look::Answered(end));

@@ -19,6 +19,7 @@ use ferry_cache::Entry;
 use http::header;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::RangeType;
+use std::sync::Arc;
 
 /// How much of the file one read brings.
 const PIECE: usize = 64 * 1024;
@@ -29,7 +30,7 @@ pub(crate) async fn answer<P: ProxyHttp>(
     s: &mut Session<'_>,
     ctx: &mut P::CTX,
     route: &RouteRt,
-    entry: &Entry,
+    entry: &Arc<Entry>,
     status: CacheStatus,
 ) -> Result<End> {
     s.request.cache_status = status;
@@ -72,8 +73,8 @@ pub(crate) async fn answer<P: ProxyHttp>(
     let mut at = range.start;
     while at < range.end {
         let want = (range.end - at).min(PIECE as u64) as usize;
-        let piece = entry
-            .read_body(at, want)
+        let piece = read_body(&entry, at, want)
+            .await
             .map_err(|e| Error::because(ErrorType::InternalError, "reading a cache entry", e));
         let piece = match piece {
             Ok(p) => p,
@@ -133,4 +134,17 @@ fn not_modified(req: &pingora_http::RequestHeader, resp: &pingora_http::Response
         (Some(ims), Some(lm)) => ims == lm,
         _ => false,
     }
+}
+
+/// A piece of the entry's body: from what was read with its head, or read
+/// from the disk on tokio's blocking threads (the event loop never waits
+/// on the disk).
+async fn read_body(entry: &Arc<Entry>, at: u64, want: usize) -> std::io::Result<Bytes> {
+    if let Some(piece) = entry.body_read(at, want) {
+        return Ok(piece);
+    }
+    let e = entry.clone();
+    tokio::task::spawn_blocking(move || e.read_body(at, want))
+        .await
+        .map_err(std::io::Error::other)?
 }

@@ -372,7 +372,7 @@ async fn send_response<P: ProxyHttp>(
         conn.release().await;
         if let (Some(mut f), Some(fetch)) = (fill, fetch) {
             f.ended = true;
-            fetch.filled(f.finish());
+            fetch.filled(f.finish().await);
         }
         return Ok(
             match ds.write_response_body(bytes::Bytes::new(), true).await {
@@ -394,7 +394,7 @@ async fn send_response<P: ProxyHttp>(
     )
     .await;
     if let (Some(f), Some(fetch)) = (fill, fetch) {
-        fetch.filled(f.finish());
+        fetch.filled(f.finish().await);
     }
     log::debug!(
         "body pipe ({}): received {} sent {} spilled {} upstream complete {} error {:?}",

@@ -63,18 +63,22 @@ impl<P: ProxyHttp> UpstreamBody for UpstreamReader<'_, '_, P> {
                 .await
                 .map_err(|e| pipe_error(Side::Upstream, &e))?;
             let end = piece.is_none() || self.conn.session.is_body_done();
-            let h = self.hooks;
-            let mut ctx = h.ctx.lock().unwrap_or_else(|e| e.into_inner());
-            h.app
-                .upstream_response_body_filter(h.request, &mut piece, end, &mut ctx)
-                .map_err(|e| PipeError::new(Side::Upstream, FailKind::Error, e.to_string()))?;
+            {
+                let h = self.hooks;
+                let mut ctx = h.ctx.lock().unwrap_or_else(|e| e.into_inner());
+                h.app
+                    .upstream_response_body_filter(h.request, &mut piece, end, &mut ctx)
+                    .map_err(|e| PipeError::new(Side::Upstream, FailKind::Error, e.to_string()))?;
+            }
             self.ended = end;
-            drop(ctx);
             if let Some(f) = &mut self.fill {
                 if let Some(p) = &piece {
                     f.append(p);
                 }
                 f.ended = end;
+                if end {
+                    f.commit().await;
+                }
             }
             match piece {
                 Some(p) if !p.is_empty() => return Ok(Some(p)),
