@@ -74,6 +74,21 @@ pub(crate) async fn read<P: ProxyHttp>(
         );
         return Err(status(500, "the request body was read by a hook"));
     }
+    if s.downstream.is_http2() && declared == Some(0) {
+        // A stream that declares no body must end without DATA: nginx
+        // answers 400 before anything goes upstream (Pingora's session
+        // takes the declared 0 for an empty body and would not look).
+        match s.downstream.read_request_body().await {
+            Ok(None) => {}
+            Ok(Some(b)) if b.is_empty() => {}
+            _ => {
+                return Err(status(
+                    400,
+                    "HTTP/2 DATA on a stream with content-length: 0",
+                ))
+            }
+        }
+    }
     if s.downstream.is_body_empty() {
         let framing = if declared.is_some() {
             BodyFraming::Length(0)

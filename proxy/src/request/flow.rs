@@ -427,7 +427,28 @@ fn admissible(ps: &mut ServerSession) -> std::result::Result<String, (u16, &'sta
     if let Some(refusal) = unservable(ps) {
         return Err(refusal);
     }
+    if ps.is_http2() {
+        join_cookies(ps.req_header_mut());
+    }
     normalize_path(&String::from_utf8_lossy(ps.req_header().raw_path())).ok_or((400, "bad_path"))
+}
+
+/// HTTP/2 may split `cookie` into several fields (RFC 9113 8.2.3); an
+/// HTTP/1.1 server expects one, so they are joined with "; " as nginx
+/// does, before any hook sees the request.
+fn join_cookies(req: &mut pingora_http::RequestHeader) {
+    let all = req.headers.get_all(http::header::COOKIE);
+    if all.iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = all.iter().map(|v| v.as_bytes()).collect();
+    let joined = joined.join(&b"; "[..]);
+    match http::HeaderValue::from_bytes(&joined) {
+        Ok(v) => {
+            let _ = req.insert_header(http::header::COOKIE, v);
+        }
+        Err(e) => log::debug!("cookie fields not joined: {e}"),
+    }
 }
 
 /// `GET http://host/path` becomes `GET /path` with `Host: host` (RFC 9112

@@ -1,0 +1,111 @@
+//! HTTP/2 requests as an HTTP/1.1 server must see them: the `cookie`
+//! fields a client split joined into one (RFC 9113 8.2.3), and a stream
+//! that declares `content-length: 0` yet sends DATA refused before
+//! anything goes upstream, as nginx does. A raw `h2` client over TLS with
+//! ALPN `h2`.
+
+use bytes::Bytes;
+use ferry_tests::backend::{Backend, Reply, Seen};
+use ferry_tests::ferry::{fresh_dir, Ferry};
+use ferry_tests::tls::SelfSigned;
+use ferry_tests::yaml::single;
+use ferry_tests::WAIT;
+use std::sync::Arc;
+
+/// Ferry on a TLS listener in front of `app`.
+async fn tls_ferry(cert: &SelfSigned, app: &Backend) -> Ferry {
+    let listen = format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}",
+        cert.cert_path.display(),
+        cert.key_path.display()
+    );
+    Ferry::start_listen(&listen, &single(&[app.addr], "")).await
+}
+
+/// An HTTP/2 connection to `ferry` (TLS, ALPN `h2`).
+async fn h2_client(cert: &SelfSigned, ferry: &Ferry) -> h2::client::SendRequest<Bytes> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert.cert_path).expect("pem") {
+        roots.add(c.expect("certificate")).expect("root");
+    }
+    let mut conf = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    conf.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(ferry.addr)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(conf))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let (send, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+fn request(headers: &[(&str, &str)]) -> http::Request<()> {
+    let mut r = http::Request::builder()
+        .method("POST")
+        .uri("https://localhost/x");
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.body(()).expect("request")
+}
+
+#[tokio::test]
+async fn split_cookie_fields_reach_the_server_as_one() {
+    let dir = fresh_dir();
+    let cert = SelfSigned::new(&dir, &["localhost"]);
+    let app = Backend::start(Arc::new(|_, r: &Seen| {
+        let all: Vec<&str> = r
+            .headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Reply::ok(format!("{}:{}", all.len(), all.join("|")))
+    }))
+    .await;
+    let ferry = tls_ferry(&cert, &app).await;
+    let mut send = h2_client(&cert, &ferry).await;
+    let req = request(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+    let (resp, _) = send.send_request(req, true).expect("send");
+    let resp = tokio::time::timeout(WAIT, resp)
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(piece) = body.data().await {
+        got.extend_from_slice(&piece.expect("body"));
+    }
+    assert_eq!(String::from_utf8_lossy(&got), "1:a=1; b=2; c=3");
+}
+
+#[tokio::test]
+async fn data_on_a_stream_declaring_no_body_never_goes_upstream() {
+    let dir = fresh_dir();
+    let cert = SelfSigned::new(&dir, &["localhost"]);
+    let app = Backend::start(Arc::new(|_, _: &Seen| Reply::ok("reached"))).await;
+    let ferry = tls_ferry(&cert, &app).await;
+    let mut send = h2_client(&cert, &ferry).await;
+    let req = request(&[("content-length", "0")]);
+    let (resp, mut stream) = send.send_request(req, false).expect("send");
+    stream
+        .send_data(Bytes::from_static(b"smuggled"), true)
+        .expect("data");
+    let answer = tokio::time::timeout(WAIT, resp).await.expect("in time");
+    match answer {
+        Ok(r) => assert_eq!(r.status(), 400),
+        Err(e) => assert!(e.is_reset(), "a 400 or the stream reset: {e}"),
+    }
+    assert_eq!(app.hits(), 0, "nothing went upstream");
+}
