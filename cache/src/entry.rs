@@ -1,7 +1,7 @@
 //! One entry's file: a fixed head, the key, the response header, the body.
 //!
 //! ```text
-//! 0   "FERRYC1\n"        magic and format version
+//! 0   "FERRYC2\n"        magic and format version
 //! 8   body length        u64 LE; all ones while the file is being written
 //! 16  date               i64 LE, Unix seconds: when the response was stored
 //! 24  expires            i64 LE, Unix seconds: fresh until then

@@ -194,11 +194,16 @@ pub fn metrics() -> &'static Metrics {
 
 impl Metrics {
     /// The Prometheus text exposition, with each cache's size as it is
-    /// now.
+    /// now, and no series left of a server that is no longer a member of
+    /// its configured group (`servers`: each group's members now), so the
+    /// series follow the fleet, not its history.
     pub fn render_with(
         &self,
         caches: &std::collections::HashMap<String, std::sync::Arc<ferry_cache::Zone>>,
+        servers: &std::collections::HashMap<&str, Vec<String>>,
     ) -> Vec<u8> {
+        forget_gone(&self.tries, servers);
+        forget_gone(&self.marked_failed, servers);
         for (name, zone) in caches {
             self.cache_entries
                 .with_label_values(&[name])
@@ -265,6 +270,35 @@ impl Metrics {
             }
         }
     }
+}
+
+/// Remove the series of `vec` whose `group` label names a configured
+/// group of which its `server` is no longer a member.
+fn forget_gone(vec: &IntCounterVec, servers: &std::collections::HashMap<&str, Vec<String>>) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for m in family.get_metric() {
+            let labels: Vec<&str> = m.get_label().iter().map(|l| l.value()).collect();
+            let names: Vec<&str> = m.get_label().iter().map(|l| l.name()).collect();
+            let at = |n: &str| names.iter().position(|x| *x == n).map(|i| labels[i]);
+            let (Some(group), Some(server)) = (at("group"), at("server")) else {
+                continue;
+            };
+            if servers
+                .get(group)
+                .is_some_and(|members| !members.iter().any(|a| a == server))
+            {
+                let _ = vec.remove(&label_map(&names, &labels));
+            }
+        }
+    }
+}
+
+fn label_map<'a>(
+    names: &[&'a str],
+    values: &[&'a str],
+) -> std::collections::HashMap<&'a str, &'a str> {
+    names.iter().copied().zip(values.iter().copied()).collect()
 }
 
 /// A status as its label (`"200"`), written on the stack: three ASCII

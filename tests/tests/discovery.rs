@@ -148,6 +148,16 @@ async fn a_changed_a_record_moves_the_server() {
         "the old address takes nothing"
     );
     assert_eq!(servers(&admin).await[0]["addr"], two.addr.to_string());
+    // The series of the address that left are gone; the new one's stay.
+    let (_, text) = admin.get("/metrics").await;
+    let series = |addr: String| {
+        text.lines()
+            .filter(|l| l.starts_with("ferry_upstream_tries_total{"))
+            .filter(|l| l.contains(&format!("server=\"{addr}\"")))
+            .count()
+    };
+    assert_eq!(series(one.addr.to_string()), 0, "{text}");
+    assert!(series(two.addr.to_string()) > 0, "{text}");
 }
 
 /// Two A records are two servers, balanced like any two.

@@ -49,11 +49,19 @@ impl ServeHttp for AdminApp {
             "/healthz" if self.draining.is_set() => text(503, "draining"),
             "/healthz" => text(200, "ok"),
             "/metrics" => {
-                let caches = &self.live.current().caches;
+                let rt = self.live.current();
+                let servers = rt
+                    .upstreams
+                    .iter()
+                    .map(|(name, u)| {
+                        let addrs = u.group.peers().iter().map(|p| p.addr.to_string()).collect();
+                        (name.as_str(), addrs)
+                    })
+                    .collect();
                 reply(
                     200,
                     "text/plain; version=0.0.4",
-                    metrics().render_with(caches),
+                    metrics().render_with(&rt.caches, &servers),
                 )
             }
             p if p.starts_with("/cache/") => cache::serve(&self.live, s).await,
