@@ -433,6 +433,44 @@ def cache_only(procs, work, log, args):
         procs.stop(p)
 
 
+FLOOD_LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/1k?k=" .. counter)
+end
+"""
+
+
+def key_flood(procs, work, log, args):
+    """A flood of unique query strings on a cached route: the RSS of Ferry
+    (max_keys 80,000, the default) and nginx (a 10m keys zone) before and
+    after the same number of distinct keys, each stored."""
+    os.makedirs(f"{work}/nginx-cache", exist_ok=True)
+    os.chmod(f"{work}/nginx-cache", 0o777)  # nginx's workers run as nobody
+    script = os.path.join(work, "flood.lua")
+    with open(script, "w") as f:
+        f.write(FLOOD_LUA)
+    print(f"key flood: {args.key_flood} unique keys on a cached route, wrk -c8; RSS in MB")
+    print(f"{'proxy':<12}{'before':>8}{'after':>8}{'added':>8}{'keys sent':>10}")
+    for name in ["ferry-cache", "nginx-cache"]:
+        p = start_proxy(procs, name, work, log)
+        pids = proxy_pids(p, name)
+        subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{PORTS[name]}/1k"])
+        before = sum(status_kb(x, "VmRSS") for x in pids) / 1024
+        sent = 0
+        while sent < args.key_flood:
+            out = subprocess.run(["wrk", "-t1", "-c8", "-d5s", "-s", script, f"http://127.0.0.1:{PORTS[name]}/"],
+                                 capture_output=True, text=True).stdout
+            m = re.search(r"(\d+) requests in", out)
+            sent += int(m.group(1)) if m else 0
+            if not m:
+                break
+        after = sum(status_kb(x, "VmRSS") for x in pids) / 1024
+        print(f"{name:<12}{before:>8.1f}{after:>8.1f}{after - before:>8.1f}{sent:>10}")
+        procs.stop(p)
+
+
 def idle_kib(procs, name, work, log, conns, h2=False):
     """(KiB per idle connection above the proxy's own RSS, loaded MB, base MB):
     a fresh process, one request first so that pools and lazily made state
@@ -478,6 +516,8 @@ def main():
                     help="with --ab: only NEW writes the access log (--ab B B: what the log costs)")
     ap.add_argument("--cache", action="store_true",
                     help="only the cache: Ferry and nginx answering from disk (CPU per 1 KB and per GB of 1 MB HITs)")
+    ap.add_argument("--key-flood", type=int, metavar="N",
+                    help="only the key flood: RSS before and after N unique cached keys, Ferry and nginx")
     ap.add_argument("--idle", type=int, metavar="N",
                     help="only the idle measurement: N keepalive clients, KiB per connection")
     args = ap.parse_args()
@@ -524,6 +564,9 @@ def main():
             return
         if args.cache:
             cache_only(procs, work, log, args)
+            return
+        if args.key_flood:
+            key_flood(procs, work, log, args)
             return
         names = ["pingora", "floor", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
         if args.check:
