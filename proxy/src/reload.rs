@@ -8,14 +8,20 @@
 //! address (failures, requests in flight, health) and its idle
 //! connections; a bad file changes nothing.
 //!
+//! Each TLS listener's certificate and key are read again (a new path, or
+//! the same files replaced in place): new handshakes use the new pair,
+//! connections already open keep theirs ([`crate::client::certs`]). A pair
+//! that does not load refuses the whole reload, with its position.
+//!
 //! What Pingora's server owns cannot change without a new process: the
-//! listening sockets (`listen`, `admin.listen`) and `server:`. A reload that
-//! changes them applies the rest and logs what it left as it was.
+//! listening sockets (`listen` but for its `tls` files, `admin.listen`) and
+//! `server:`. A reload that changes them applies the rest and logs what it
+//! left as it was.
 
 use crate::live::Live;
 use crate::metrics::metrics;
 use crate::runtime::Runtime;
-use ferry_conf::{ConfErrors, Config};
+use ferry_conf::{ConfErrors, Config, Listen};
 
 /// Why a reload was refused.
 pub(crate) enum Refused {
@@ -54,12 +60,16 @@ pub(crate) fn reload(live: &Live) -> Result<(), Refused> {
 
 fn reload_inner(live: &Live) -> Result<(), Refused> {
     let mut config = (live.load)(&live.file).map_err(Refused::Invalid)?;
+    // Before anything is put back: the pairs, and their positions, are the
+    // file's.
+    let certs = live.certs.load(&config).map_err(Refused::Invalid)?;
     let old = live.current();
     for key in keep_what_needs_an_upgrade(&old.config, &mut config) {
         log::warn!("reload: `{key}` changed; it takes a graceful upgrade (--upgrade, then SIGQUIT), so it was not applied");
     }
     let runtime = Runtime::build(config, &live.connector, Some(&old), &live.answers)
         .map_err(|e| Refused::Unservable(format!("access_log: cannot open it: {e}")))?;
+    certs.swap_in();
     live.replace(runtime);
     Ok(())
 }
@@ -68,7 +78,7 @@ fn reload_inner(live: &Live) -> Result<(), Refused> {
 /// differed.
 fn keep_what_needs_an_upgrade(old: &Config, new: &mut Config) -> Vec<&'static str> {
     let mut kept = Vec::new();
-    if old.listen != new.listen {
+    if !same_sockets(&old.listen, &new.listen) {
         new.listen = old.listen.clone();
         kept.push("listen");
     }
@@ -82,6 +92,20 @@ fn keep_what_needs_an_upgrade(old: &Config, new: &mut Config) -> Vec<&'static st
         kept.push("admin.listen");
     }
     kept
+}
+
+/// The same listening sockets: the entries equal but for their `tls`
+/// files, which a reload reads again.
+fn same_sockets(old: &[Listen], new: &[Listen]) -> bool {
+    let socket = |l: &Listen| {
+        let mut l = l.clone();
+        if let Some(tls) = &mut l.tls {
+            tls.cert.clear();
+            tls.key.clear();
+        }
+        l
+    };
+    old.iter().map(socket).eq(new.iter().map(socket))
 }
 
 #[cfg(test)]
@@ -105,6 +129,26 @@ mod tests {
             new.routes[0].respond.as_ref().map(|r| r.status),
             Some(204),
             "the rest applies"
+        );
+    }
+
+    #[test]
+    fn new_certificate_files_are_no_new_listener() {
+        let tls = |cert: &str| {
+            format!("listen:\n  - {{ addr: 127.0.0.1:1, tls: {{ cert: {cert}, key: k.pem }} }}\nroutes: [{{ return: {{ status: 200 }} }}]\n")
+        };
+        let old = config(&tls("old.pem"));
+        let mut new = config(&tls("new.pem"));
+        assert!(keep_what_needs_an_upgrade(&old, &mut new).is_empty());
+        assert_eq!(
+            new.listen[0].tls.as_ref().map(|t| t.cert.as_str()),
+            Some("new.pem")
+        );
+        let mut plain = config("listen: [127.0.0.1:1]\nroutes: [{ return: { status: 200 } }]\n");
+        assert_eq!(
+            keep_what_needs_an_upgrade(&old, &mut plain),
+            ["listen"],
+            "TLS off is a new listener"
         );
     }
 
