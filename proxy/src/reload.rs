@@ -22,6 +22,8 @@ use crate::live::Live;
 use crate::metrics::metrics;
 use crate::runtime::Runtime;
 use ferry_conf::{ConfErrors, Config, Listen};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why a reload was refused.
 pub(crate) enum Refused {
@@ -43,6 +45,7 @@ impl std::fmt::Display for Refused {
 /// Read the file again and serve it. The old configuration keeps serving
 /// when this fails.
 pub(crate) fn reload(live: &Live) -> Result<(), Refused> {
+    let began = SystemTime::now();
     let result = reload_inner(live);
     let label = if result.is_ok() { "ok" } else { "error" };
     metrics().reloads.with_label_values(&[label]).inc();
@@ -55,7 +58,52 @@ pub(crate) fn reload(live: &Live) -> Result<(), Refused> {
             log::error!("reload: refused; the old configuration keeps serving");
         }
     }
+    let pid_file = crate::preflight::server_conf(&live.current().config).pid_file;
+    report(&pid_file, began, &result);
     result
+}
+
+/// Where a reload's outcome is written for `ferry -s reload`: beside the
+/// pid file, by which that command finds the process.
+fn outcome_file(pid_file: &str) -> PathBuf {
+    PathBuf::from(format!("{pid_file}.reload"))
+}
+
+/// Write the outcome of the reload that began at `began`: a first line
+/// with that time (nanoseconds since the epoch) and `ok` or `refused`,
+/// then the reasons. Written beside and renamed: a reader sees it whole.
+fn report(pid_file: &str, began: SystemTime, result: &Result<(), Refused>) {
+    let nanos = began.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let text = match result {
+        Ok(()) => format!("{nanos} ok\n"),
+        Err(e) => format!("{nanos} refused\n{e}\n"),
+    };
+    let file = outcome_file(pid_file);
+    let tmp = PathBuf::from(format!("{pid_file}.reload.tmp"));
+    let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &file));
+    if let Err(e) = written {
+        log::warn!(
+            "reload: cannot write its outcome to {} for `-s reload`: {e}",
+            file.display()
+        );
+    }
+}
+
+/// The outcome of a reload that began at `since` or later, as the
+/// running process wrote it for `ferry -s reload`: `None` while there is
+/// none; the reasons when it was refused.
+pub(crate) fn outcome_since(pid_file: &str, since: SystemTime) -> Option<Result<(), String>> {
+    let text = std::fs::read_to_string(outcome_file(pid_file)).ok()?;
+    let (first, reasons) = text.split_once('\n').unwrap_or((&text, ""));
+    let (nanos, verdict) = first.split_once(' ')?;
+    let since = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    if nanos.parse::<u128>().ok()? < since {
+        return None;
+    }
+    match verdict {
+        "ok" => Some(Ok(())),
+        _ => Some(Err(reasons.trim_end().to_string())),
+    }
 }
 
 fn reload_inner(live: &Live) -> Result<(), Refused> {

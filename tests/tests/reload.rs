@@ -349,3 +349,22 @@ async fn a_reload_waits_for_a_file_still_being_written() {
         "the old file's route is gone"
     );
 }
+
+/// `ferry -s reload` returns with the running Ferry's verdict: a file its
+/// own check passes but the running process cannot serve (an access log
+/// in a directory that does not exist) exits 1 with the reason.
+#[tokio::test]
+async fn ferry_s_reload_exits_1_when_the_running_ferry_refuses() {
+    let ferry = Ferry::start("routes:\n  - return: { status: 200, body: old }\n").await;
+    ferry.rewrite("access_log: /nonexistent-ferry-dir/access.log\nroutes:\n  - return: { status: 200, body: new }\n");
+    let conf = ferry.conf().display().to_string();
+    let (code, out, err) = command(&["-s", "reload", "-c", &conf]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("access_log: cannot open it"), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    let http = ferry_tests::client::http();
+    assert_eq!(
+        ferry_tests::client::text(&http, ferry.url("/")).await,
+        "old"
+    );
+}
