@@ -7,6 +7,7 @@
 //! `--upgrade`.
 
 use clap::Parser;
+use std::time::{Duration, Instant, SystemTime};
 
 // Ferry's own flags, added to every program's command line; the program
 // gives the name, version and description (`crate::Program`). (Not a doc
@@ -30,7 +31,8 @@ pub struct Args {
     pub daemon: bool,
 
     /// Check the configuration as -t does, then signal the running Ferry
-    /// (named by `server.pid_file`): `reload` re-reads the file.
+    /// (named by `server.pid_file`): `reload` re-reads the file; exits 1
+    /// when the running Ferry refuses it.
     #[arg(short = 's', long = "signal", value_name = "SIGNAL", value_parser = ["reload"])]
     pub signal: Option<String>,
 }
@@ -62,6 +64,7 @@ pub(crate) fn send_signal(signal: &str, pid_file: &str) -> i32 {
             return 1;
         }
     };
+    let sent = std::time::SystemTime::now();
     // SAFETY: kill(2) with a process id read from the pid file and a
     // constant signal; it touches no memory of this process.
     if unsafe { libc::kill(pid, sig) } != 0 {
@@ -72,5 +75,35 @@ pub(crate) fn send_signal(signal: &str, pid_file: &str) -> i32 {
         return 1;
     }
     println!("{signal}: signalled process {pid}");
-    0
+    verdict(pid, pid_file, sent)
+}
+
+/// How long `-s reload` waits for the running process to say how its
+/// reload went (it may wait for the file to settle, and resolve names).
+const VERDICT_WAIT: Duration = Duration::from_secs(60);
+
+/// Wait (bounded) for the outcome of the reload process `pid` began after
+/// `sent`: exit status 0 when it serves the file, 1 when it refused it.
+fn verdict(pid: i32, pid_file: &str, sent: SystemTime) -> i32 {
+    let start = Instant::now();
+    loop {
+        match crate::reload::outcome_since(pid_file, sent) {
+            Some(Ok(())) => {
+                println!("reload: process {pid} serves the new configuration");
+                return 0;
+            }
+            Some(Err(reasons)) => {
+                eprintln!("{reasons}");
+                eprintln!("reload: refused by process {pid}; the old configuration keeps serving");
+                return 1;
+            }
+            None if start.elapsed() > VERDICT_WAIT => {
+                eprintln!(
+                    "reload: process {pid} did not say how the reload went within {VERDICT_WAIT:?}; see its log"
+                );
+                return 1;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }

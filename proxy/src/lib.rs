@@ -77,6 +77,7 @@ pub mod allocator;
 pub(crate) mod cache;
 pub(crate) mod cli;
 pub(crate) mod client;
+pub(crate) mod config_file;
 pub(crate) mod discovery;
 pub(crate) mod health_check;
 pub(crate) mod hooks;

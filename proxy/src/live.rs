@@ -7,6 +7,7 @@
 //! nginx counterpart: the `ngx_cycle` pointer, which a reload replaces for
 //! new workers while the old ones finish their requests.
 
+use crate::client::certs::Certs;
 use crate::runtime::{Answers, Runtime};
 use arc_swap::ArcSwap;
 use ferry_conf::{ConfErrors, Config};
@@ -28,6 +29,8 @@ pub(crate) struct Live {
     pub(crate) connector: ConnectorOptions,
     /// The last DNS answers of the discovered servers.
     pub(crate) answers: Answers,
+    /// The TLS listeners' acceptors, which a reload replaces.
+    pub(crate) certs: Certs,
     /// Bumped on every new configuration, for the background tasks that
     /// follow it (DNS discovery, health checks).
     generation: watch::Sender<u64>,
@@ -39,6 +42,7 @@ impl Live {
         file: PathBuf,
         load: Loader,
         connector: ConnectorOptions,
+        certs: Certs,
     ) -> Live {
         Live {
             current: ArcSwap::from_pointee(runtime),
@@ -46,6 +50,7 @@ impl Live {
             load,
             connector,
             answers: Answers::default(),
+            certs,
             generation: watch::Sender::new(0),
         }
     }

@@ -145,12 +145,16 @@ impl Program {
         crate::server::init_logging();
         let path = args.conf.clone().unwrap_or(self.default_conf);
         let key = self.settings;
-        let loaded = ferry_conf::load_file_with::<S>(Path::new(&path), key.as_deref()).and_then(
-            |(mut c, s)| {
-                crate::preflight::check(&mut c)?;
-                Ok((c, s))
-            },
-        );
+        // `-s reload` reads the file as the reload will: once it is whole.
+        let read = if args.signal.is_some() {
+            crate::config_file::load_stable::<S>
+        } else {
+            ferry_conf::load_file_with::<S>
+        };
+        let loaded = read(Path::new(&path), key.as_deref()).and_then(|(mut c, s)| {
+            crate::preflight::check(&mut c)?;
+            Ok((c, s))
+        });
         let (config, settings) = match loaded {
             Ok(c) => c,
             Err(errors) => {
@@ -181,11 +185,12 @@ impl Program {
             let pid_file = crate::preflight::server_conf(&config).pid_file;
             return crate::cli::send_signal(signal, &pid_file);
         }
-        // A reload reads the file the same way: the program's settings are
+        // A reload reads the file the same way (once it is whole, see
+        // `config_file`): the program's settings are
         // checked (the program keeps the ones it started with), and the
         // groups it needs must still be there.
         let load: crate::live::Loader = Box::new(move |path: &Path| {
-            let (mut c, _) = ferry_conf::load_file_with::<S>(path, key.as_deref())?;
+            let (mut c, _) = crate::config_file::load_stable::<S>(path, key.as_deref())?;
             crate::preflight::check(&mut c)?;
             let gone: Vec<Problem> = required
                 .iter()

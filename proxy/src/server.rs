@@ -152,7 +152,14 @@ pub(crate) fn start_server<P: ProxyHttp>(
             return 1;
         }
     };
-    let live = Arc::new(Live::new(runtime, file, load, connector));
+    let (endpoints, certs) = match endpoints(&listen) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let live = Arc::new(Live::new(runtime, file, load, connector, certs));
     server.add_service(pingora_core::services::background::background_service(
         "health checks",
         HealthChecks { live: live.clone() },
@@ -161,13 +168,6 @@ pub(crate) fn start_server<P: ProxyHttp>(
         "dns discovery",
         Discovery { live: live.clone() },
     ));
-    let endpoints = match endpoints(&listen) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
     server.add_service(Listeners {
         http: Arc::new(FerryHttp::new(Arc::new(app), live.clone())),
         endpoints,

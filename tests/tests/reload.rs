@@ -287,3 +287,84 @@ async fn a_removed_server_keeps_no_idle_connection() {
         "the connection of the removed server was closed, not pooled"
     );
 }
+
+/// A file written in place, piece by piece while it is held open, with a
+/// reload asked for in the middle: many of its cut points parse (here each
+/// piece ends after a route), and loading one would drop the later routes.
+/// The reload waits until the file has settled, so once the writer is done
+/// every route written is served. The writer writes each next piece when
+/// Ferry's log says it is waiting for the file, so the reload is sure to
+/// meet the file half-written.
+#[tokio::test]
+async fn a_reload_waits_for_a_file_still_being_written() {
+    use std::io::Write;
+    let route = |n: usize| {
+        format!("  - match: {{ path_prefix: /r{n} }}\n    return: {{ status: 200, body: r{n} }}\n")
+    };
+    let ferry = Ferry::start(&format!("routes:\n{}", route(0))).await;
+    let conf = std::fs::read_to_string(ferry.conf()).expect("conf");
+    let head = &conf[..conf.find("routes:").expect("routes")];
+    let pieces: Vec<String> = (0..4)
+        .map(|p| {
+            let routes: String = (1..=3).map(|i| route(p * 3 + i)).collect();
+            if p == 0 {
+                format!("{head}routes:\n{routes}")
+            } else {
+                routes
+            }
+        })
+        .collect();
+    let waits = || ferry.log().matches("waiting for it to settle").count();
+    let reloads = ferry.reloads();
+    // Counted before each write: the line it causes may come at once.
+    let mut seen = waits();
+    let mut file = std::fs::File::create(ferry.conf()).expect("open the file");
+    file.write_all(pieces[0].as_bytes()).expect("write");
+    ferry.signal(libc::SIGHUP);
+    for piece in &pieces[1..] {
+        // (Or the reload is over: it read the file half-written.)
+        until("the reload to wait for the file", || {
+            waits() > seen || ferry.reloads() > reloads
+        })
+        .await;
+        seen = waits();
+        file.write_all(piece.as_bytes()).expect("write");
+    }
+    drop(file);
+    until("the reload to finish", || ferry.reloads() > reloads).await;
+    assert!(
+        ferry.log().contains("is served from now on"),
+        "{}",
+        ferry.log()
+    );
+    let http = ferry_tests::client::http();
+    for n in 1..=12 {
+        let r = http.get(ferry.url(&format!("/r{n}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "/r{n}");
+        assert_eq!(r.text().await.unwrap(), format!("r{n}"));
+    }
+    assert_eq!(
+        http.get(ferry.url("/r0")).send().await.unwrap().status(),
+        404,
+        "the old file's route is gone"
+    );
+}
+
+/// `ferry -s reload` returns with the running Ferry's verdict: a file its
+/// own check passes but the running process cannot serve (an access log
+/// in a directory that does not exist) exits 1 with the reason.
+#[tokio::test]
+async fn ferry_s_reload_exits_1_when_the_running_ferry_refuses() {
+    let ferry = Ferry::start("routes:\n  - return: { status: 200, body: old }\n").await;
+    ferry.rewrite("access_log: /nonexistent-ferry-dir/access.log\nroutes:\n  - return: { status: 200, body: new }\n");
+    let conf = ferry.conf().display().to_string();
+    let (code, out, err) = command(&["-s", "reload", "-c", &conf]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("access_log: cannot open it"), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    let http = ferry_tests::client::http();
+    assert_eq!(
+        ferry_tests::client::text(&http, ferry.url("/")).await,
+        "old"
+    );
+}

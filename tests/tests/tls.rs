@@ -197,3 +197,135 @@ fn a_key_that_does_not_fit_its_certificate_is_a_config_error() {
         assert!(!err.contains("panicked"), "no panic: {err}");
     }
 }
+
+/// Ferry on a TLS listener with `cert`, answering `ok` itself; its log
+/// tells reloads apart.
+async fn tls_ferry_alone(cert: &SelfSigned) -> Ferry {
+    let listen = format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}",
+        cert.cert_path.display(),
+        cert.key_path.display()
+    );
+    Ferry::start_listen(&listen, "routes:\n  - return: { status: 200, body: ok }\n").await
+}
+
+/// The certificate a new handshake is served, trusting any of `certs`.
+async fn served(ferry: &Ferry, certs: &[&SelfSigned]) -> Vec<u8> {
+    ferry_tests::tls::handshake(ferry.addr, certs).await.1
+}
+
+/// certbot and cert-manager replace the files in place and signal a
+/// reload: new handshakes get the new certificate (SIGHUP, then `ferry -s
+/// reload`), while a connection opened before keeps serving requests.
+#[tokio::test]
+async fn a_reload_serves_certificate_files_replaced_in_place() {
+    let dir = fresh_dir();
+    let first = SelfSigned::new(&dir, &["localhost"]);
+    let second = SelfSigned::new(&dir, &["localhost", "second"]);
+    let third = SelfSigned::new(&dir, &["localhost", "third"]);
+    let all = [&first, &second, &third];
+    let ferry = tls_ferry_alone(&first).await;
+    let (mut open, seen) = ferry_tests::tls::handshake(ferry.addr, &all).await;
+    assert_eq!(seen, first.der());
+    assert_eq!(
+        ferry_tests::tls::get_on(&mut open, "/").await,
+        (200, "ok".into())
+    );
+
+    second.replace_files_of(&first);
+    ferry.reload().await;
+    assert!(
+        ferry.log().contains("is served from now on"),
+        "{}",
+        ferry.log()
+    );
+    assert_eq!(served(&ferry, &all).await, second.der(), "after SIGHUP");
+    assert_eq!(
+        ferry_tests::tls::get_on(&mut open, "/").await,
+        (200, "ok".into()),
+        "the connection opened before keeps working"
+    );
+
+    third.replace_files_of(&first);
+    let conf = ferry.conf().display().to_string();
+    let (code, out, err) = ferry_tests::ferry::command(&["-s", "reload", "-c", &conf]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        served(&ferry, &all).await,
+        third.der(),
+        "after `ferry -s reload`, which returns once the reload is done"
+    );
+}
+
+/// `cert:` and `key:` pointed at new files: a reload serves them (no
+/// graceful upgrade needed), and says nothing about `listen`.
+#[tokio::test]
+async fn a_reload_serves_a_certificate_at_a_new_path() {
+    let dir = fresh_dir();
+    let old = SelfSigned::new(&dir, &["localhost"]);
+    let new = SelfSigned::new(&dir, &["localhost", "new"]);
+    let ferry = tls_ferry_alone(&old).await;
+    assert_eq!(served(&ferry, &[&old, &new]).await, old.der());
+    let conf = std::fs::read_to_string(ferry.conf()).expect("conf");
+    ferry.rewrite_all(
+        &conf
+            .replace(
+                &old.cert_path.display().to_string(),
+                &new.cert_path.display().to_string(),
+            )
+            .replace(
+                &old.key_path.display().to_string(),
+                &new.key_path.display().to_string(),
+            ),
+    );
+    ferry.reload().await;
+    assert!(!ferry.log().contains("`listen` changed"), "{}", ferry.log());
+    assert_eq!(served(&ferry, &[&old, &new]).await, new.der());
+}
+
+/// A pair that does not load (a key of another certificate; a file that
+/// is no PEM) refuses the reload with its position, as `-t` reports it,
+/// and the old certificate keeps serving.
+#[tokio::test]
+async fn a_broken_pair_on_reload_is_refused_and_the_old_one_serves() {
+    let dir = fresh_dir();
+    let good = SelfSigned::new(&dir, &["localhost"]);
+    let other = SelfSigned::new(&dir, &["localhost", "other"]);
+    let ferry = tls_ferry_alone(&good).await;
+    let conf = std::fs::read_to_string(ferry.conf()).expect("conf");
+    // Where the `cert:` value is, 1-based.
+    let (line, column) = conf
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| Some((i + 1, l.find("cert: \"")? + 7)))
+        .expect("a cert: line");
+    let at = format!("ferry.yaml:{line}:{column}: cannot use the certificate and key");
+
+    // A key of another certificate, at a new path.
+    ferry.rewrite_all(&conf.replace(
+        &good.key_path.display().to_string(),
+        &other.key_path.display().to_string(),
+    ));
+    ferry.reload().await;
+    let log = ferry.log();
+    assert!(log.contains(&at) && log.contains("KeyMismatch"), "{log}");
+    assert!(log.contains("the old configuration keeps serving"), "{log}");
+    assert_eq!(served(&ferry, &[&good, &other]).await, good.der());
+
+    // The certificate file itself replaced in place by one that is no PEM.
+    ferry.rewrite_all(&conf);
+    std::fs::write(&good.cert_path, "not a certificate\n").expect("write");
+    let refused = ferry.log().matches(&at).count();
+    ferry.reload().await;
+    assert_eq!(
+        ferry.log().matches(&at).count(),
+        refused + 1,
+        "{}",
+        ferry.log()
+    );
+    assert_eq!(served(&ferry, &[&good, &other]).await, good.der());
+    let (code, _, err) =
+        ferry_tests::ferry::command(&["-s", "reload", "-c", &ferry.conf().display().to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&at), "{err}");
+}

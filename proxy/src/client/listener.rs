@@ -15,12 +15,14 @@
 //! than an idle nginx connection costs in all; a connection accepted here
 //! is a [`ClientStream`] and one task.
 
+use crate::client::certs::{Certs, Current};
 use crate::client::header_clock::ClockedStream;
 use crate::client::proxy_protocol::ProxyProtocol;
 use crate::client::stream::ClientStream;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::live::Live;
 use crate::request::http_app::FerryHttp;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::listeners::tls::{Acceptor, TlsSettings};
 use pingora_core::protocols::Stream;
@@ -45,8 +47,9 @@ const BIND_TRIES: u32 = 30;
 #[derive(Clone)]
 pub(crate) struct Endpoint {
     pub(crate) listen: ferry_conf::Listen,
-    /// Pingora's TLS acceptor, for a `tls:` entry.
-    pub(crate) tls: Option<Arc<Acceptor>>,
+    /// Pingora's TLS acceptor, for a `tls:` entry: the current one, which
+    /// a reload replaces ([`crate::client::certs`]).
+    pub(crate) tls: Option<Current>,
 }
 
 /// Pingora's TLS acceptor for a certificate and key (HTTP/2 offered), or
@@ -75,24 +78,29 @@ pub(crate) fn tls_acceptor(cert: &str, key: &str) -> Result<Acceptor, String> {
     })
 }
 
-/// The `listen:` entries ready to bind, TLS ones with their acceptor; or
-/// the first entry whose certificate and key cannot be used, and why.
-pub(crate) fn endpoints(listen: &[ferry_conf::Listen]) -> Result<Vec<Endpoint>, String> {
-    listen
-        .iter()
-        .map(|l| {
-            let tls = match &l.tls {
-                None => None,
-                Some(t) => Some(Arc::new(
-                    tls_acceptor(&t.cert, &t.key).map_err(|e| format!("listen {}: {e}", l.addr))?,
-                )),
-            };
-            Ok(Endpoint {
-                listen: l.clone(),
-                tls,
-            })
-        })
-        .collect()
+/// The `listen:` entries ready to bind, TLS ones with their acceptor, and
+/// those acceptors for reloads to replace; or the first entry whose
+/// certificate and key cannot be used, and why.
+pub(crate) fn endpoints(listen: &[ferry_conf::Listen]) -> Result<(Vec<Endpoint>, Certs), String> {
+    let mut certs = Certs::default();
+    let mut out = Vec::new();
+    for l in listen {
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => {
+                let acceptor =
+                    tls_acceptor(&t.cert, &t.key).map_err(|e| format!("listen {}: {e}", l.addr))?;
+                let current = Arc::new(ArcSwap::from_pointee(acceptor));
+                certs.add(&l.addr, current.clone());
+                Some(current)
+            }
+        };
+        out.push(Endpoint {
+            listen: l.clone(),
+            tls,
+        });
+    }
+    Ok((out, certs))
 }
 
 /// Ferry's proxy listeners: one service of Pingora's server.
@@ -302,6 +310,9 @@ impl Start {
         let stream: Stream = match &self.endpoint.tls {
             None => Box::new(stream),
             Some(tls) => {
+                // The pair current now: a reload after this leaves this
+                // connection with it.
+                let tls = tls.load_full();
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.tls_handshake(stream)).await {
                     Ok(Ok(tls)) => Box::new(tls),
                     Ok(Err(e)) => {

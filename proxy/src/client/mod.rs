@@ -6,6 +6,7 @@
 //! `ngx_http_wait_request_handler` (with `proxy_protocol`,
 //! `client_header_timeout` and the realip module).
 
+pub(crate) mod certs;
 pub(crate) mod header_bound;
 pub(crate) mod header_clock;
 pub(crate) mod lingering_close;
