@@ -30,7 +30,7 @@ pub(crate) fn check(config: &mut Config) -> Result<(), ConfErrors> {
                 readable(file, format!("listen.{i}.tls.{key}"), &mut out);
             }
             if out.len() == before {
-                if let Err(m) = crate::client::listener::tls_acceptor(&tls.cert, &tls.key) {
+                if let Err(m) = crate::client::certs::tls_acceptor(&tls.cert, &tls.key) {
                     out.push(Problem::at_value(format!("listen.{i}.tls.cert"), m));
                 }
             }

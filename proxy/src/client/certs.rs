@@ -11,10 +11,10 @@
 //! when all of them loaded: a pair that does not load is a positioned
 //! error, and every listener keeps serving its old pair.
 
-use crate::client::listener::tls_acceptor;
 use arc_swap::ArcSwap;
 use ferry_conf::{ConfErrors, Config, Problem};
-use pingora_core::listeners::tls::Acceptor;
+use pingora_core::listeners::tls::{Acceptor, TlsSettings};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 /// A listener's current acceptor, shared by its accept loops and reloads.
@@ -73,4 +73,30 @@ impl Loaded {
             current.store(acceptor);
         }
     }
+}
+
+/// Pingora's TLS acceptor for a certificate and key (HTTP/2 offered), or
+/// what is wrong with them. Pingora's `build` panics on files it cannot
+/// use: the panic is caught, kept quiet, and its message returned.
+pub(crate) fn tls_acceptor(cert: &str, key: &str) -> Result<Acceptor, String> {
+    let mut settings = TlsSettings::intermediate(cert, key).map_err(|e| e.to_string())?;
+    settings.enable_h2();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let built = std::panic::catch_unwind(AssertUnwindSafe(|| settings.build()));
+    std::panic::set_hook(hook);
+    built.map_err(|panic| {
+        let said = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unusable");
+        // An unwrapped Pingora error: its context is the part worth saying
+        // ("... keys may not be consistent: KeyMismatch").
+        let said = said
+            .split_once("Owned(\"")
+            .and_then(|(_, rest)| rest.split_once("\")"))
+            .map_or(said, |(context, _)| context);
+        format!("cannot use the certificate and key: {said}")
+    })
 }

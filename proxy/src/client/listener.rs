@@ -15,7 +15,7 @@
 //! than an idle nginx connection costs in all; a connection accepted here
 //! is a [`ClientStream`] and one task.
 
-use crate::client::certs::{Certs, Current};
+use crate::client::certs::{tls_acceptor, Certs, Current};
 use crate::client::header_clock::ClockedStream;
 use crate::client::proxy_protocol::ProxyProtocol;
 use crate::client::stream::ClientStream;
@@ -24,12 +24,10 @@ use crate::live::Live;
 use crate::request::http_app::FerryHttp;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_core::listeners::tls::{Acceptor, TlsSettings};
 use pingora_core::protocols::Stream;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::io::{AsRawFd, FromRawFd};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -50,32 +48,6 @@ pub(crate) struct Endpoint {
     /// Pingora's TLS acceptor, for a `tls:` entry: the current one, which
     /// a reload replaces ([`crate::client::certs`]).
     pub(crate) tls: Option<Current>,
-}
-
-/// Pingora's TLS acceptor for a certificate and key (HTTP/2 offered), or
-/// what is wrong with them. Pingora's `build` panics on files it cannot
-/// use: the panic is caught, kept quiet, and its message returned.
-pub(crate) fn tls_acceptor(cert: &str, key: &str) -> Result<Acceptor, String> {
-    let mut settings = TlsSettings::intermediate(cert, key).map_err(|e| e.to_string())?;
-    settings.enable_h2();
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let built = std::panic::catch_unwind(AssertUnwindSafe(|| settings.build()));
-    std::panic::set_hook(hook);
-    built.map_err(|panic| {
-        let said = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unusable");
-        // An unwrapped Pingora error: its context is the part worth saying
-        // ("... keys may not be consistent: KeyMismatch").
-        let said = said
-            .split_once("Owned(\"")
-            .and_then(|(_, rest)| rest.split_once("\")"))
-            .map_or(said, |(context, _)| context);
-        format!("cannot use the certificate and key: {said}")
-    })
 }
 
 /// The `listen:` entries ready to bind, TLS ones with their acceptor, and

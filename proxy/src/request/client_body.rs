@@ -75,19 +75,7 @@ pub(crate) async fn read<P: ProxyHttp>(
         return Err(status(500, "the request body was read by a hook"));
     }
     if s.downstream.is_http2() && declared == Some(0) {
-        // A stream that declares no body must end without DATA: nginx
-        // answers 400 before anything goes upstream (Pingora's session
-        // takes the declared 0 for an empty body and would not look).
-        match s.downstream.read_request_body().await {
-            Ok(None) => {}
-            Ok(Some(b)) if b.is_empty() => {}
-            _ => {
-                return Err(status(
-                    400,
-                    "HTTP/2 DATA on a stream with content-length: 0",
-                ))
-            }
-        }
+        no_data_on_h2_stream(s).await?;
     }
     if s.downstream.is_body_empty() {
         let framing = if declared.is_some() {
@@ -148,6 +136,20 @@ pub(crate) async fn read<P: ProxyHttp>(
         if end {
             return Ok(ClientBody::Buffered(body));
         }
+    }
+}
+
+/// An HTTP/2 stream that declares no body must end without DATA: nginx
+/// answers 400 before anything goes upstream (Pingora's session takes the
+/// declared 0 for an empty body and would not look).
+async fn no_data_on_h2_stream(s: &mut Session<'_>) -> Result<(), BodyFailed> {
+    match s.downstream.read_request_body().await {
+        Ok(None) => Ok(()),
+        Ok(Some(b)) if b.is_empty() => Ok(()),
+        _ => Err(status(
+            400,
+            "HTTP/2 DATA on a stream with content-length: 0",
+        )),
     }
 }
 
