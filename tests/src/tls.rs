@@ -52,16 +52,7 @@ impl SelfSigned {
     /// A TLS client that trusts this certificate (HTTP/1.1), for a test
     /// that speaks TLS over a stream it wrote to first.
     pub fn connector(&self) -> tokio_rustls::TlsConnector {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile_certs(&self.cert_pem) {
-            roots.add(c).expect("root certificate");
-        }
-        let mut conf = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        conf.alpn_protocols = vec![b"http/1.1".to_vec()];
-        tokio_rustls::TlsConnector::from(Arc::new(conf))
+        connector(&[self], b"http/1.1")
     }
 
     /// The certificate itself (DER), as a client receives it.
@@ -85,6 +76,22 @@ impl SelfSigned {
     }
 }
 
+/// A TLS client trusting any of `trusted`, offering `alpn`.
+pub fn connector(trusted: &[&SelfSigned], alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for t in trusted {
+        for c in rustls_pemfile_certs(&t.cert_pem) {
+            roots.add(c).expect("root certificate");
+        }
+    }
+    let mut conf = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    conf.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(conf))
+}
+
 fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -101,18 +108,7 @@ pub async fn handshake(
     tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     Vec<u8>,
 ) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for t in trusted {
-        for c in rustls_pemfile_certs(&t.cert_pem) {
-            roots.add(c).expect("root certificate");
-        }
-    }
-    let mut conf = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    conf.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(conf));
+    let connector = connector(trusted, b"http/1.1");
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let tls = tokio::time::timeout(crate::WAIT, connector.connect(name, tcp))

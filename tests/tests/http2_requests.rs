@@ -24,21 +24,11 @@ async fn tls_ferry(cert: &SelfSigned, app: &Backend) -> Ferry {
 
 /// An HTTP/2 connection to `ferry` (TLS, ALPN `h2`).
 async fn h2_client(cert: &SelfSigned, ferry: &Ferry) -> h2::client::SendRequest<Bytes> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert.cert_path).expect("pem") {
-        roots.add(c.expect("certificate")).expect("root");
-    }
-    let mut conf = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    conf.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(ferry.addr)
         .await
         .expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(conf))
+    let tls = ferry_tests::tls::connector(&[cert], b"h2")
         .connect(name, tcp)
         .await
         .expect("handshake");
