@@ -10,7 +10,7 @@
 //! nginx counterpart: `access_log` with `log_format ... escape=json`.
 
 use crate::metrics::metrics;
-use crate::request::record::Request;
+use crate::record::Request;
 use ferry_conf::AccessLog;
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError, TrySendError};
@@ -97,7 +97,7 @@ fn millis_text(d: Duration) -> String {
 /// One request's line: a JSON object, its keys in alphabetical order,
 /// written straight into one string (no JSON tree per request).
 pub fn line(r: &Request, method: &str, uri: &str, route: &str) -> String {
-    let join = |f: &dyn Fn(&crate::request::record::Try) -> String| {
+    let join = |f: &dyn Fn(&crate::record::Try) -> String| {
         r.tries.iter().map(f).collect::<Vec<_>>().join(", ")
     };
     let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_line_is_json_whatever_the_request_holds() {
-        let mut r = crate::request::record::Request::new("id1".into(), None);
+        let mut r = crate::record::Request::new("id1".into(), None);
         r.host = "h\"o\\st\u{1}\n".into();
         r.status = 200;
         let line = super::line(&r, "GET", "/a\"b\\c\td\u{7f}é", "route");

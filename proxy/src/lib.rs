@@ -81,10 +81,12 @@ pub(crate) mod config_file;
 pub(crate) mod discovery;
 pub(crate) mod health_check;
 pub(crate) mod hooks;
+pub(crate) mod listener;
 pub(crate) mod live;
 pub(crate) mod metrics;
 pub(crate) mod preflight;
 pub(crate) mod program;
+pub(crate) mod record;
 pub(crate) mod reload;
 pub(crate) mod request;
 pub(crate) mod response;
@@ -127,7 +129,7 @@ pub use hooks::proxy_trait::{
 };
 pub use hooks::session::Session;
 pub use program::{Program, Start};
-pub use request::record::{CacheStatus, Request, Try, TryOutcome};
+pub use record::{CacheStatus, Request, Try, TryOutcome};
 pub use server::{main, run, run_with_settings, DEFAULT_CONF};
 pub use upstream::subrequest::SubResponse;
 

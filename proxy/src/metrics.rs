@@ -1,10 +1,10 @@
 //! Prometheus metrics, served as text at `admin.listen` `/metrics`.
 //!
 //! Recorded once per request, at its end, from Ferry's record of it
-//! ([`crate::request::record::Request`]); the live numbers are requests in
+//! ([`crate::record::Request`]); the live numbers are requests in
 //! flight, servers taken out by `max_fails`, reloads and DNS lookups.
 
-use crate::request::record::{Request, TryOutcome};
+use crate::record::{Request, TryOutcome};
 use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -61,6 +61,14 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
         .expect("valid metric");
     let _ = r.register(Box::new(h.clone()));
     h
+}
+
+/// Count a server taken out by `max_fails` (the upstream loop's report).
+pub(crate) fn count_marked_failed(group: &str, addr: std::net::SocketAddr) {
+    metrics()
+        .marked_failed
+        .with_label_values(&[group, &addr.to_string()])
+        .inc();
 }
 
 /// The process's metrics.

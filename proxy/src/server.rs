@@ -6,10 +6,10 @@
 
 use crate::admin::{AdminApp, Draining, DrainingSignals};
 use crate::cli::Args;
-use crate::client::listener::{endpoints, Listeners};
 use crate::discovery::Discovery;
 use crate::health_check::HealthChecks;
 use crate::hooks::proxy_trait::ProxyHttp;
+use crate::listener::{endpoints, Listeners};
 use crate::live::{Live, Loader};
 use crate::program::{Program, Start};
 use crate::request::http_app::FerryHttp;
@@ -125,6 +125,7 @@ pub(crate) fn start_server<P: ProxyHttp>(
     args: &Args,
     file: PathBuf,
 ) -> i32 {
+    crate::upstream::events::on_marked_failed(crate::metrics::count_marked_failed);
     let opt = Opt {
         upgrade: args.upgrade,
         daemon: args.daemon,

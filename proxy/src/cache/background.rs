@@ -39,7 +39,7 @@ pub(crate) fn start(
         return Ok(());
     };
     let remote = s.request.client_ip_text();
-    let vars = crate::request::leg::request_vars(s, &remote, &group);
+    let vars = s.vars(&remote, &group);
     let mut req = route
         .request_plan
         .build(s.req_header(), &vars, BodyFraming::None)?;

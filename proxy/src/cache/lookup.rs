@@ -13,8 +13,8 @@
 use crate::cache::{background, says_yes, serve, RouteCacheRt};
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
-use crate::request::flow::End;
-use crate::request::record::{CacheStatus, TryOutcome};
+use crate::record::End;
+use crate::record::{CacheStatus, TryOutcome};
 use crate::runtime::RouteRt;
 use crate::upstream::tries::{Chosen, Response};
 use ferry_cache::{Decision, Entry, Found, Key};
@@ -56,7 +56,7 @@ pub(crate) struct Fetch<'r> {
 fn rendered<P: ProxyHttp>(s: &Session<'_>, route: &RouteRt, t: &ferry_conf::Template) -> String {
     let remote = s.request.client_ip_text();
     let group = route.conf.upstream.as_deref().unwrap_or("");
-    crate::request::leg::request_vars(s, &remote, group).render(t)
+    s.vars(&remote, group).render(t)
 }
 
 /// The zone's entry for `key`, opened and read on tokio's blocking
@@ -233,7 +233,7 @@ impl Fetch<'_> {
             return Ok(After::Go(chosen));
         };
         match chosen {
-            Chosen::Fail(code) if code != crate::client::refusal::CLIENT_CLOSED => {
+            Chosen::Fail(code) if code != crate::upstream::next_upstream::CLIENT_CLOSED => {
                 let why = s.request.tries.last().map(|t| t.outcome);
                 let cond = match why {
                     Some(TryOutcome::Timeout) => StaleCondition::Timeout,

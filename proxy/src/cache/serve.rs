@@ -10,8 +10,8 @@
 
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
-use crate::request::flow::End;
-use crate::request::record::CacheStatus;
+use crate::record::CacheStatus;
+use crate::record::End;
 use crate::response::header as response_header;
 use crate::runtime::RouteRt;
 use bytes::Bytes;

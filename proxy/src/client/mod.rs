@@ -10,7 +10,6 @@ pub(crate) mod certs;
 pub(crate) mod header_bound;
 pub(crate) mod header_clock;
 pub(crate) mod lingering_close;
-pub(crate) mod listener;
 pub(crate) mod liveness;
 pub(crate) mod proxy_protocol;
 pub(crate) mod real_ip;

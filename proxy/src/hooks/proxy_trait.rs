@@ -25,7 +25,7 @@
 
 use crate::hooks::peer_choice::PeerChoice;
 use crate::hooks::session::Session;
-use crate::request::record::Request;
+use crate::record::Request;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::protocols::Digest;

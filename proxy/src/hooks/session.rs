@@ -1,9 +1,10 @@
 //! What a hook sees of the request it runs for: Pingora's downstream session
 //! (the client's header, the connection) plus Ferry's record of the request.
 
-use crate::request::record::Request;
+use crate::record::Request;
 use crate::runtime::Runtime;
 use bytes::Bytes;
+use ferry_filters::variables::RequestVars;
 use pingora_core::protocols::http::ServerSession;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -86,7 +87,7 @@ impl Session<'_> {
             .request
             .route
             .map(|i| &self.runtime.routes[i].conf.proxy);
-        crate::request::respond::error(self.downstream, self.request, status, proxy, &[]).await
+        crate::response::respond::error(self.downstream, self.request, status, proxy, &[]).await
     }
 
     /// Pingora's one-line summary of the request (method, path, `Host`),
@@ -144,6 +145,28 @@ impl Session<'_> {
     /// `request_filter`).
     pub async fn respond(&mut self, mut header: ResponseHeader, body: Bytes) -> Result<()> {
         header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        crate::request::respond::write_whole(self.downstream, self.request, header, body).await
+        crate::response::respond::write_whole(self.downstream, self.request, header, body).await
+    }
+}
+
+impl<'a> Session<'a> {
+    /// What templates see of this request, for a try to `proxy_host`.
+    pub(crate) fn vars<'v>(&'v self, remote: &'v str, proxy_host: &'v str) -> RequestVars<'v> {
+        let client = self.downstream.req_header();
+        RequestVars {
+            method: client.method.as_str(),
+            request_uri: std::str::from_utf8(client.raw_path()).unwrap_or("/"),
+            uri: &self.request.uri,
+            host: &self.request.host,
+            headers: &client.headers,
+            remote_addr: remote,
+            remote_port: self.request.client_addr.map_or(0, |a| a.port()),
+            scheme: self.request.scheme,
+            proxy_host,
+            request_id: &self.request.id,
+            upstream_addr: "",
+            upstream_status: "",
+            upstream_cache_status: self.request.cache_status.as_str(),
+        }
     }
 }

@@ -7,9 +7,9 @@
 //! the first try. `client_max_body_size` gives 413; `Expect: 100-continue` is
 //! answered here (it is never sent upstream).
 
-use crate::client::refusal::{body_failure_status, CLIENT_CLOSED};
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
+use crate::upstream::next_upstream::{body_failure_status, CLIENT_CLOSED};
 use ferry_conf::ProxyConf;
 use ferry_filters::headers::BodyFraming;
 use ferry_filters::request_body::RequestBody;

@@ -15,31 +15,23 @@ use crate::cache::fill::Fill;
 use crate::cache::lookup::{self, After, Fetch, Look};
 use crate::client::liveness::unless_client_leaves;
 use crate::client::refusal::refused;
-use crate::client::refusal::CLIENT_CLOSED;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
+use crate::record::End;
 use crate::request::client_body::{self, BodyFailed, ClientBody};
 use crate::request::leg::RequestLeg;
-use crate::request::respond;
 use crate::request::route::{normalize_path, request_host};
 use crate::response::header as response_header;
+use crate::response::respond;
 use crate::response::{body_pipe, tunnel};
 use crate::runtime::{RouteRt, Runtime};
+use crate::upstream::next_upstream::CLIENT_CLOSED;
 use crate::upstream::next_upstream::{is_non_idempotent, Policy};
 use crate::upstream::tries::{self, Chosen, Response};
 use ferry_filters::headers::wants_upgrade;
 use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use std::time::Instant;
-
-/// How the client connection ends.
-pub(crate) enum End {
-    /// The response is complete; the connection may serve the next request.
-    Complete,
-    /// The response was cut short: close the connection without ending the
-    /// body, so the client sees it is incomplete.
-    Truncated,
-}
 
 /// The host the client names: its `Host` header, else the host of an
 /// absolute request target.
@@ -59,7 +51,7 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     app: &P,
     rt: &Runtime,
     ps: &mut ServerSession,
-    request: &mut crate::request::record::Request,
+    request: &mut crate::record::Request,
     ctx: &mut P::CTX,
 ) -> Result<End> {
     // 1. What cannot be served at all gets 400 (or 501), before any hook
@@ -225,7 +217,7 @@ pub(crate) async fn fail<P: ProxyHttp>(
 }
 
 /// The error of a request whose tries gave no response to use.
-fn upstream_failure(status: u16, request: &crate::request::record::Request) -> Box<Error> {
+fn upstream_failure(status: u16, request: &crate::record::Request) -> Box<Error> {
     let why = match request.tries.last() {
         Some(t) if t.outcome == crate::upstream::try_record::TryOutcome::NoLive => {
             format!("no live upstreams in group {}", t.group)

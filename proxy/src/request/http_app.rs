@@ -6,7 +6,7 @@
 //! `ngx_http_process_request_headers` (read the header, 400 for a bad one),
 //! then `ngx_http_finalize_request` and `ngx_http_set_keepalive`.
 //!
-//! [`crate::client::listener`] accepts the connection (TLS is Pingora's);
+//! [`crate::listener`] accepts the connection (TLS is Pingora's);
 //! Ferry loops over an HTTP/1 connection's keepalive requests itself, so
 //! that a connection waiting for its next request holds only its socket,
 //! and hands HTTP/2 connections to Pingora's codec, one request per stream.
@@ -21,9 +21,10 @@
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::metrics::metrics;
-use crate::request::flow::{self, End};
-use crate::request::record::Request;
-use crate::request::respond;
+use crate::record::End;
+use crate::record::Request;
+use crate::request::flow;
+use crate::response::respond;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};

@@ -9,19 +9,18 @@
 use crate::hooks::peer_choice::{Peer, PeerChoice};
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
+use crate::record::Try;
 use crate::request::client_body::ClientBody;
-use crate::request::record::Try;
 use crate::runtime::RouteRt;
 use crate::upstream::connect::Conn;
 use crate::upstream::group::{make_peer, Upstream};
+use crate::upstream::leg::BodySource;
+use crate::upstream::leg::Leg;
 use crate::upstream::next_upstream::RetryDecision;
 use crate::upstream::peer::UpstreamPeer;
-use crate::upstream::send_request::BodySource;
-use crate::upstream::tries::Leg;
 use bytes::Bytes;
 use ferry_filters::headers::forward_upgrade;
 use ferry_filters::headers::BodyFraming;
-use ferry_filters::variables::RequestVars;
 use ferry_lb::Lease;
 use pingora_core::protocols::UniqueID;
 use pingora_error::{Error, ErrorType, Result};
@@ -45,30 +44,6 @@ pub(crate) struct RequestLeg<'l, 's, P: ProxyHttp> {
     /// A streamed body: bytes the filter let through, and whether its end
     /// was seen.
     pub streamed: (u64, bool),
-}
-
-/// What templates see of this request, for a try to `proxy_host`.
-pub(crate) fn request_vars<'a>(
-    s: &'a Session<'_>,
-    remote: &'a str,
-    proxy_host: &'a str,
-) -> RequestVars<'a> {
-    let client = s.downstream.req_header();
-    RequestVars {
-        method: client.method.as_str(),
-        request_uri: std::str::from_utf8(client.raw_path()).unwrap_or("/"),
-        uri: &s.request.uri,
-        host: &s.request.host,
-        headers: &client.headers,
-        remote_addr: remote,
-        remote_port: s.request.client_addr.map_or(0, |a| a.port()),
-        scheme: s.request.scheme,
-        proxy_host,
-        request_id: &s.request.id,
-        upstream_addr: "",
-        upstream_status: "",
-        upstream_cache_status: s.request.cache_status.as_str(),
-    }
 }
 
 impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
@@ -110,7 +85,7 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     fn key(&self, upstream: &Upstream) -> (String, Option<IpAddr>) {
         let hash = upstream.hash_key.as_ref().map_or_else(String::new, |t| {
             let remote = self.s.request.client_ip_text();
-            request_vars(self.s, &remote, &upstream.name).render(t)
+            self.s.vars(&remote, &upstream.name).render(t)
         });
         (hash, self.s.request.client_addr.map(|a| a.ip()))
     }
@@ -156,7 +131,7 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     async fn request(&mut self, upstream: &Upstream) -> Result<Box<RequestHeader>> {
         let mut req = {
             let remote = self.s.request.client_ip_text();
-            let vars = request_vars(self.s, &remote, &upstream.name);
+            let vars = self.s.vars(&remote, &upstream.name);
             let client = self.s.downstream.req_header();
             let mut req = self
                 .route

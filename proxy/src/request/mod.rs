@@ -10,6 +10,4 @@ pub(crate) mod client_body;
 pub(crate) mod flow;
 pub(crate) mod http_app;
 pub(crate) mod leg;
-pub(crate) mod record;
-pub(crate) mod respond;
 pub(crate) mod route;

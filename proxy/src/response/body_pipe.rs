@@ -11,7 +11,7 @@
 
 use crate::cache::fill::Fill;
 use crate::hooks::proxy_trait::ProxyHttp;
-use crate::request::record::Request;
+use crate::record::Request;
 use crate::runtime::RouteRt;
 use crate::upstream::connect::Conn;
 use bytes::Bytes;

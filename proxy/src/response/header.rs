@@ -89,7 +89,7 @@ pub(crate) fn add_headers(
     let remote = s.request.client_ip_text();
     let (addr, status) = (s.request.upstream_addr(), s.request.upstream_status());
     let group = route.conf.upstream.as_deref().unwrap_or("");
-    let mut vars = crate::request::leg::request_vars(s, &remote, group);
+    let mut vars = s.vars(&remote, group);
     vars.upstream_addr = &addr;
     vars.upstream_status = &status;
     for (name, value) in adds.iter() {

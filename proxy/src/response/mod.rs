@@ -7,4 +7,5 @@
 
 pub(crate) mod body_pipe;
 pub(crate) mod header;
+pub(crate) mod respond;
 pub(crate) mod tunnel;

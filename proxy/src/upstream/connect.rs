@@ -6,7 +6,7 @@
 //! connections; `reused` says a pooled one was taken.
 
 use crate::upstream::group::Upstream;
-use crate::upstream::keepalive::ConnId;
+use crate::upstream::idle_budget::ConnId;
 use crate::upstream::peer::UpstreamPeer;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Session;
 use pingora_core::protocols::UniqueID;

@@ -11,10 +11,12 @@
 //! One the server closed sooner is counted until its timeout, so the cap
 //! errs on the side of fewer idle connections.
 
-use crate::upstream::keepalive::ConnId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// A connection's identity while it lives: its socket and when it was made.
+pub type ConnId = (i32, std::time::SystemTime);
 
 pub struct IdleBudget {
     cap: usize,

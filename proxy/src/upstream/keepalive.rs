@@ -10,14 +10,11 @@
 //! an old connection, as in nginx). The pool itself is Pingora's, one per
 //! group, sized `keepalive` (its LRU closes the oldest idle one beyond that).
 
-use crate::upstream::idle_budget::{IdleBudget, PoolIdle};
+use crate::upstream::idle_budget::{ConnId, IdleBudget, PoolIdle};
 use ferry_conf::Upstream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-
-/// A connection's identity while it lives: its socket and when it was made.
-pub type ConnId = (i32, SystemTime);
 
 pub struct Keepalive {
     pub idle_max: usize,

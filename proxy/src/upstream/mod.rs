@@ -6,9 +6,11 @@
 //! `ngx_http_upstream_next`, with the keepalive module's peer `get`/`free`.
 
 pub(crate) mod connect;
+pub(crate) mod events;
 pub(crate) mod group;
 pub(crate) mod idle_budget;
 pub(crate) mod keepalive;
+pub(crate) mod leg;
 pub(crate) mod next_upstream;
 pub(crate) mod peer;
 pub(crate) mod read_header;

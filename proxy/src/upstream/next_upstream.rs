@@ -57,7 +57,7 @@ impl Failure {
     pub fn of(e: &Error) -> Failure {
         use ErrorType::*;
         if e.esource() == &pingora_error::ErrorSource::Downstream {
-            let status = crate::client::refusal::body_failure_status(e);
+            let status = body_failure_status(e);
             return Failure::Client { status };
         }
         match e.etype() {
@@ -212,6 +212,23 @@ impl Policy {
                 }
             }
         }
+    }
+}
+
+/// nginx's 499: the client closed the connection; nothing is answered.
+pub(crate) const CLIENT_CLOSED: u16 = 499;
+
+/// The answer to a client whose request body failed to arrive: 400 for a
+/// broken one (bad chunked framing), 408 for a stall, 499 when it left.
+pub(crate) fn body_failure_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::ReadTimedout => 408,
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error => 400,
+        // Pingora's body reader: `InvalidChunk`, `PrematureBodyEnd`.
+        ErrorType::Custom("InvalidChunk") => 400,
+        // `request_body_filter` refused the body.
+        ErrorType::HTTPStatus(code) => *code,
+        _ => CLIENT_CLOSED,
     }
 }
 

@@ -7,22 +7,9 @@
 //! possible.
 
 use crate::upstream::connect::Conn;
-use crate::upstream::tries::Leg;
-use ferry_filters::request_body::RequestBody;
+use crate::upstream::leg::{BodySource, Leg};
 use pingora_error::{ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
-
-/// Where the request body comes from on this try.
-pub enum BodySource<'a> {
-    /// Read whole before the first try.
-    Buffered(&'a RequestBody),
-    /// Streamed from the client as it arrives (only on the first try),
-    /// piece by piece from [`Leg::stream_piece`].
-    Stream,
-    /// A body in memory (subrequests).
-    Memory(&'a bytes::Bytes),
-    None,
-}
 
 /// Send `req` (boxed as Pingora takes it, so that the futures of a try
 /// carry a pointer rather than the header) and then the leg's body.

@@ -9,10 +9,11 @@
 //! the request matched (nginx's defaults when none did).
 
 use crate::upstream::group::{make_peer, Upstream};
+use crate::upstream::leg::BodySource;
+use crate::upstream::leg::Leg;
 use crate::upstream::next_upstream::{is_non_idempotent, Failure, Policy, RetryDecision};
 use crate::upstream::peer::UpstreamPeer;
-use crate::upstream::send_request::BodySource;
-use crate::upstream::tries::{self, Chosen, Leg, Response};
+use crate::upstream::tries::{self, Chosen, Response};
 use crate::upstream::try_record::Try;
 use bytes::{Bytes, BytesMut};
 use ferry_conf::ProxyConf;

@@ -18,50 +18,17 @@
 
 use crate::upstream::connect::{connect, Conn};
 use crate::upstream::group::Upstream;
-use crate::upstream::next_upstream::{Failure, Outcome, Policy, RetryDecision, Verdict};
+use crate::upstream::leg::Leg;
+use crate::upstream::next_upstream::{Failure, Outcome, Policy, Verdict};
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::read_header::read_response_header;
-use crate::upstream::send_request::{send, BodySource};
+use crate::upstream::send_request::send;
 use crate::upstream::try_record::{Try, TryOutcome};
 use ferry_lb::{Cursor, Feedback, Key, Lease};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
-use std::net::IpAddr;
+use pingora_http::ResponseHeader;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// What one kind of upstream request brings to the loop.
-pub(crate) trait Leg {
-    /// nginx `peer.get`'s group: the one the next try goes to.
-    async fn group(&mut self) -> Result<Arc<Upstream>>;
-    /// What the balancer of `upstream` is given: the rendered `hash_key`
-    /// (empty when the group has none) and the client's address.
-    fn key(&self, upstream: &Upstream) -> (String, Option<IpAddr>);
-    /// The Pingora peer, with its timeouts, for the server leased.
-    fn peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer>;
-    /// The request header for this try (nginx `create_request`, then any
-    /// hook that changes it).
-    async fn request(&mut self, upstream: &Upstream) -> Result<Box<RequestHeader>>;
-    /// Where this try's request body comes from.
-    fn body(&mut self) -> BodySource<'_>;
-    /// The body streams from the client: it can go to one try only.
-    fn body_streams(&self) -> bool;
-    /// The next piece of a streamed body (`None` at its end): never empty.
-    async fn stream_piece(&mut self) -> Result<Option<bytes::Bytes>>;
-    /// The try has its connection (a hook's look at it); an error ends the
-    /// request.
-    async fn connected(&mut self, conn: &Conn) -> Result<()>;
-    /// A try could not connect: `e` carries the rules' retry verdict, and
-    /// comes back with the program's.
-    fn fail_to_connect(&mut self, peer: &UpstreamPeer, e: Box<Error>) -> Box<Error>;
-    /// A try failed after connecting; as [`Leg::fail_to_connect`].
-    fn error_while_proxy(&mut self, peer: &UpstreamPeer, e: Box<Error>, reused: bool)
-        -> Box<Error>;
-    /// The response header, before the retry decision (a hook's say).
-    async fn response(&mut self, header: &mut ResponseHeader) -> Result<RetryDecision>;
-    /// The request's record of tries.
-    fn tries(&mut self) -> &mut Vec<Try>;
-}
 
 /// How the loop ended.
 pub(crate) enum Chosen {
@@ -254,10 +221,7 @@ pub(crate) async fn run<L: Leg>(
         t.response_time = Some(t.started.elapsed());
         let server = lease.peer().addr;
         if lease.free(outcome.feedback(verdict), cursor) {
-            crate::metrics::metrics()
-                .marked_failed
-                .with_label_values(&[upstream.name.as_str(), &server.to_string()])
-                .inc();
+            crate::upstream::events::marked_failed(&upstream.name, server);
         }
         if stale {
             cursor.tries_left += 1;

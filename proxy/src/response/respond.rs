@@ -4,7 +4,7 @@
 //! nginx counterpart: `ngx_http_special_response_handler` (its default error
 //! pages) and `error_page`; `return`.
 
-use crate::request::record::Request;
+use crate::record::Request;
 use bytes::Bytes;
 use ferry_conf::{ProxyConf, Return};
 use http::header;

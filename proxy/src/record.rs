@@ -179,3 +179,12 @@ mod tests {
         assert_eq!(Request::new(String::new(), None).client_ip_text(), "");
     }
 }
+
+/// How the client connection ends.
+pub(crate) enum End {
+    /// The response is complete; the connection may serve the next request.
+    Complete,
+    /// The response was cut short: close the connection without ending the
+    /// body, so the client sees it is incomplete.
+    Truncated,
+}
