@@ -128,9 +128,9 @@ pub use hooks::proxy_trait::{
     error_status, CacheDecision, DefaultProxy, FailToProxy, ProxyHttp, RetryDecision,
 };
 pub use hooks::session::Session;
-pub use program::{Program, Start};
+pub use program::{main, run, run_with_settings, Program, Start};
 pub use record::{CacheStatus, Request, Try, TryOutcome};
-pub use server::{main, run, run_with_settings, DEFAULT_CONF};
+pub use server::DEFAULT_CONF;
 pub use upstream::subrequest::SubResponse;
 
 /// Re-exported so programs built on Ferry need no direct dependency on them.

@@ -10,7 +10,7 @@
 //! subrequest (`ngx_http_upstream_cache_background_update`).
 
 use crate::cache::fill::Fill;
-use crate::cache::lookup::upstream_request;
+use crate::cache::upstream_request;
 use crate::cache::RouteCacheRt;
 use crate::hooks::session::Session;
 use crate::runtime::RouteRt;

@@ -9,12 +9,8 @@
 //! to the temp file) and `ngx_http_upstream_process_request`'s
 //! `ngx_http_file_cache_update` or `_free`.
 
-use crate::cache::lookup::Fetch;
-use crate::hooks::proxy_trait::ProxyHttp;
-use crate::hooks::session::Session;
 use bytes::Bytes;
-use ferry_cache::{Decision, Filling, Key, Zone};
-use pingora_error::Result;
+use ferry_cache::{Filling, Key, Zone};
 use pingora_http::ResponseHeader;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,33 +31,6 @@ pub(crate) struct Fill {
 }
 
 impl Fill {
-    /// Start filling, when this response is one to store.
-    pub(crate) fn start<P: ProxyHttp>(
-        fetch: &Fetch<'_>,
-        app: &P,
-        s: &Session<'_>,
-        ctx: &mut P::CTX,
-        header: &ResponseHeader,
-    ) -> Result<Option<Fill>> {
-        let status = header.status.as_u16();
-        let head_fetched =
-            s.req_header().method == http::Method::HEAD && !fetch.rc.conf.convert_head;
-        if !fetch.store || status == 206 || head_fetched {
-            return Ok(None);
-        }
-        let Decision::Store(fresh) = fetch.decision(app, s, ctx, status, header)? else {
-            return Ok(None);
-        };
-        let zone = fetch.rc.zone.clone();
-        Ok(Fill::new(
-            zone,
-            &fetch.key,
-            &s.req_header().headers,
-            header,
-            fresh,
-        ))
-    }
-
     /// An entry for `key` (the variant a request with `headers` selects),
     /// fresh for `fresh`; `None` when the cache cannot write.
     pub(crate) fn new(
@@ -136,5 +105,16 @@ impl Fill {
         }
         self.commit().await;
         self.stored == Some(true)
+    }
+}
+
+impl crate::response::body_pipe::BodyTap for Fill {
+    fn piece(&mut self, piece: &Bytes) {
+        self.append(piece);
+    }
+
+    async fn end(&mut self) {
+        self.ended = true;
+        self.commit().await;
     }
 }

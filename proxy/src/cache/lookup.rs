@@ -208,14 +208,41 @@ pub(crate) enum After {
 }
 
 impl Fetch<'_> {
-    /// The upstream request of a cached route: see [`upstream_request`].
+    /// Start filling, when this response is one to store.
+    pub(crate) fn fill<P: ProxyHttp>(
+        &self,
+        app: &P,
+        s: &Session<'_>,
+        ctx: &mut P::CTX,
+        header: &ResponseHeader,
+    ) -> Result<Option<crate::cache::fill::Fill>> {
+        let status = header.status.as_u16();
+        let head_fetched =
+            s.req_header().method == http::Method::HEAD && !self.rc.conf.convert_head;
+        if !self.store || status == 206 || head_fetched {
+            return Ok(None);
+        }
+        let Decision::Store(fresh) = self.decision(app, s, ctx, status, header)? else {
+            return Ok(None);
+        };
+        let zone = self.rc.zone.clone();
+        Ok(crate::cache::fill::Fill::new(
+            zone,
+            &self.key,
+            &s.req_header().headers,
+            header,
+            fresh,
+        ))
+    }
+
+    /// The upstream request of a cached route: see [`crate::cache::upstream_request`].
     pub(crate) fn upstream_request(&self, req: &mut RequestHeader) -> Result<()> {
         let validators = self
             .stale
             .as_ref()
             .filter(|_| self.revalidating)
             .map(|e| &e.head.header.headers);
-        upstream_request(&self.rc.conf, req, validators)
+        crate::cache::upstream_request(&self.rc.conf, req, validators)
     }
 
     /// The loop's outcome seen by the cache: a 304 to a revalidation
@@ -318,39 +345,6 @@ impl Drop for Fetch<'_> {
     fn drop(&mut self) {
         self.release(LockStatus::TransientError);
     }
-}
-
-/// The upstream request of a cached route (nginx's `proxy_cache_headers`):
-/// no client validators or ranges (the whole response is what is stored),
-/// a HEAD fetched as GET with `convert_head`, and a stale entry's
-/// validators (`validators`: its header) when revalidating.
-pub(crate) fn upstream_request(
-    conf: &ferry_conf::RouteCache,
-    req: &mut RequestHeader,
-    validators: Option<&http::HeaderMap>,
-) -> Result<()> {
-    for h in [
-        header::IF_MODIFIED_SINCE,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_NONE_MATCH,
-        header::IF_MATCH,
-        header::RANGE,
-        header::IF_RANGE,
-    ] {
-        req.remove_header(&h);
-    }
-    if conf.convert_head && req.method == http::Method::HEAD {
-        req.set_method(http::Method::GET);
-    }
-    if let Some(h) = validators {
-        if let Some(etag) = h.get(header::ETAG) {
-            req.insert_header(header::IF_NONE_MATCH, etag.clone())?;
-        }
-        if let Some(lm) = h.get(header::LAST_MODIFIED) {
-            req.insert_header(header::IF_MODIFIED_SINCE, lm.clone())?;
-        }
-    }
-    Ok(())
 }
 
 fn stale_status(status: u16) -> Option<StaleCondition> {

@@ -14,7 +14,10 @@ pub(crate) mod lookup;
 pub(crate) mod serve;
 
 use ferry_cache::Zone;
+use http::header;
 use pingora_cache::lock::CacheLock;
+use pingora_error::Result;
+use pingora_http::RequestHeader;
 use std::sync::Arc;
 
 /// A route's `cache:` as served.
@@ -47,4 +50,37 @@ impl RouteCacheRt {
 /// empty and not 0".
 pub(crate) fn says_yes(v: &str) -> bool {
     !v.is_empty() && v != "0"
+}
+
+/// The upstream request of a cached route (nginx's `proxy_cache_headers`):
+/// no client validators or ranges (the whole response is what is stored),
+/// a HEAD fetched as GET with `convert_head`, and a stale entry's
+/// validators (`validators`: its header) when revalidating.
+pub(crate) fn upstream_request(
+    conf: &ferry_conf::RouteCache,
+    req: &mut RequestHeader,
+    validators: Option<&http::HeaderMap>,
+) -> Result<()> {
+    for h in [
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_NONE_MATCH,
+        header::IF_MATCH,
+        header::RANGE,
+        header::IF_RANGE,
+    ] {
+        req.remove_header(&h);
+    }
+    if conf.convert_head && req.method == http::Method::HEAD {
+        req.set_method(http::Method::GET);
+    }
+    if let Some(h) = validators {
+        if let Some(etag) = h.get(header::ETAG) {
+            req.insert_header(header::IF_NONE_MATCH, etag.clone())?;
+        }
+        if let Some(lm) = h.get(header::LAST_MODIFIED) {
+            req.insert_header(header::IF_MODIFIED_SINCE, lm.clone())?;
+        }
+    }
+    Ok(())
 }

@@ -11,7 +11,6 @@
 //! [`process_request`] for each request Pingora's HTTP/1 or HTTP/2 session reads,
 //! upgrades included: there is no other way in.
 
-use crate::cache::fill::Fill;
 use crate::cache::lookup::{self, After, Fetch, Look};
 use crate::client::liveness::unless_client_leaves;
 use crate::client::refusal::refused;
@@ -327,7 +326,7 @@ async fn send_response<P: ProxyHttp>(
     // 9. The response header, through the response filter, to the client
     //    (and, when the cache stores it, as it came to the entry's file).
     let fill = match fetch {
-        Some(f) => Fill::start(f, app, s, ctx, &upstream_header)?,
+        Some(f) => f.fill(app, s, ctx, &upstream_header)?,
         None => None,
     };
     let client_version = s.downstream.req_header().version;

@@ -3,13 +3,12 @@
 //! else buffered through the event pipe, or not).
 //!
 //! When the route's cache stores the response, each piece read is also
-//! written to the entry's file ([`crate::cache::fill`]).
+//! written to the entry's file (a [`BodyTap`]: `crate::cache::fill`).
 //!
 //! nginx counterpart: `ngx_http_upstream_send_response` choosing between
 //! `ngx_event_pipe` and the non-buffered handlers; `X-Accel-Buffering`
 //! switches per response.
 
-use crate::cache::fill::Fill;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::record::Request;
 use crate::runtime::RouteRt;
@@ -40,17 +39,26 @@ struct Hooks<'a, P: ProxyHttp> {
     ctx: std::sync::Mutex<&'a mut P::CTX>,
 }
 
+/// Where a copy of the body goes as it is read: a cache entry being
+/// filled (`crate::cache::fill`).
+pub(crate) trait BodyTap: Send {
+    /// One piece, as the filter left it.
+    fn piece(&mut self, piece: &Bytes);
+    /// The body's end was read; done before the client has its last byte.
+    fn end(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
 /// The upstream end: the connection whose response header was read, each
 /// piece through `upstream_response_body_filter`.
-struct UpstreamReader<'h, 'a, P: ProxyHttp> {
+struct UpstreamReader<'h, 'a, P: ProxyHttp, T: BodyTap> {
     conn: Conn,
     hooks: &'h Hooks<'a, P>,
     ended: bool,
-    /// The cache entry this body fills, piece by piece as read.
-    fill: Option<&'h mut Fill>,
+    /// Where a copy of the body goes, piece by piece as read.
+    tap: Option<&'h mut T>,
 }
 
-impl<P: ProxyHttp> UpstreamBody for UpstreamReader<'_, '_, P> {
+impl<P: ProxyHttp, T: BodyTap> UpstreamBody for UpstreamReader<'_, '_, P, T> {
     async fn read(&mut self) -> Result<Option<Bytes>, PipeError> {
         loop {
             if self.ended {
@@ -71,13 +79,12 @@ impl<P: ProxyHttp> UpstreamBody for UpstreamReader<'_, '_, P> {
                     .map_err(|e| PipeError::new(Side::Upstream, FailKind::Error, e.to_string()))?;
             }
             self.ended = end;
-            if let Some(f) = &mut self.fill {
+            if let Some(t) = &mut self.tap {
                 if let Some(p) = &piece {
-                    f.append(p);
+                    t.piece(p);
                 }
-                f.ended = end;
                 if end {
-                    f.commit().await;
+                    t.end().await;
                 }
             }
             match piece {
@@ -138,7 +145,7 @@ impl<P: ProxyHttp> BodyFilter for HookFilter<'_, '_, P> {
 /// On failure the response stays truncated: the caller closes the client
 /// connection without ending the body.
 #[allow(clippy::too_many_arguments)]
-pub async fn forward<P: ProxyHttp>(
+pub async fn forward<P: ProxyHttp, T: BodyTap>(
     app: &P,
     ctx: &mut P::CTX,
     request: &Request,
@@ -146,7 +153,7 @@ pub async fn forward<P: ProxyHttp>(
     client: &mut ServerSession,
     conn: Conn,
     buffered: bool,
-    fill: Option<&mut Fill>,
+    tap: Option<&mut T>,
 ) -> PipeOutcome {
     let hooks = Hooks {
         app,
@@ -158,7 +165,7 @@ pub async fn forward<P: ProxyHttp>(
         conn,
         hooks: &hooks,
         ended: false,
-        fill,
+        tap,
     };
     let pipe = buffered.then_some(&route.pipe);
     whole_body::run(pipe, reader, ClientWriter(client), &mut filter).await
