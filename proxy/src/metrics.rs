@@ -15,9 +15,6 @@ use std::sync::OnceLock;
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
-    pub tries: IntCounterVec,
-    pub retries: IntCounterVec,
-    pub marked_failed: IntCounterVec,
     pub in_flight: IntGauge,
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
@@ -25,16 +22,29 @@ pub struct Metrics {
     pub spilled_bytes: IntCounter,
     pub truncated: IntCounter,
     pub request_seconds: HistogramVec,
-    pub upstream_header_seconds: HistogramVec,
     pub access_log_dropped: IntCounter,
     pub bad_requests: IntCounterVec,
     pub reloads: IntCounterVec,
     pub dns_lookups: IntCounterVec,
-    pub cache_requests: IntCounterVec,
-    pub cache_stored_bytes: IntCounterVec,
-    pub cache_entries: IntGaugeVec,
-    pub cache_size: IntGaugeVec,
-    pub cache_keys: IntGaugeVec,
+    pub cache: CacheMetrics,
+    pub upstream: UpstreamMetrics,
+}
+
+/// The upstream tries' series.
+pub struct UpstreamMetrics {
+    pub tries: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub marked_failed: IntCounterVec,
+    pub header_seconds: HistogramVec,
+}
+
+/// The caches' series.
+pub struct CacheMetrics {
+    pub requests: IntCounterVec,
+    pub stored_bytes: IntCounterVec,
+    pub entries: IntGaugeVec,
+    pub size: IntGaugeVec,
+    pub keys: IntGaugeVec,
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -66,6 +76,7 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
 /// Count a server taken out by `max_fails` (the upstream loop's report).
 pub(crate) fn count_marked_failed(group: &str, addr: std::net::SocketAddr) {
     metrics()
+        .upstream
         .marked_failed
         .with_label_values(&[group, &addr.to_string()])
         .inc();
@@ -85,24 +96,6 @@ pub fn metrics() -> &'static Metrics {
                 "ferry_requests_total",
                 "Requests by route and status",
                 &["route", "status"],
-            ),
-            tries: counter_vec(
-                &r,
-                "ferry_upstream_tries_total",
-                "Upstream tries by group, server and outcome",
-                &["group", "server", "outcome"],
-            ),
-            retries: counter_vec(
-                &r,
-                "ferry_retries_total",
-                "Tries after the first, by group",
-                &["group"],
-            ),
-            marked_failed: counter_vec(
-                &r,
-                "ferry_servers_marked_failed_total",
-                "Times a server was taken out by max_fails",
-                &["group", "server"],
             ),
             in_flight,
             bytes_in: counter(
@@ -136,12 +129,6 @@ pub fn metrics() -> &'static Metrics {
                 "Total request time",
                 &["route"],
             ),
-            upstream_header_seconds: histogram(
-                &r,
-                "ferry_upstream_header_duration_seconds",
-                "Time to the upstream response header, per try",
-                &["group"],
-            ),
             access_log_dropped: counter(
                 &r,
                 "ferry_access_log_dropped_total",
@@ -165,39 +152,79 @@ pub fn metrics() -> &'static Metrics {
                 "Lookups of discovered servers, by result (ok, empty, error)",
                 &["result"],
             ),
-            cache_requests: counter_vec(
-                &r,
-                "ferry_cache_requests_total",
-                "Requests on routes with a cache, by cache and $upstream_cache_status (HIT, MISS, EXPIRED, STALE, UPDATING, REVALIDATED, BYPASS)",
-                &["cache", "status"],
-            ),
-            cache_stored_bytes: counter_vec(
-                &r,
-                "ferry_cache_stored_bytes_total",
-                "Bytes written into cache entries",
-                &["cache"],
-            ),
-            cache_entries: gauge_vec(
-                &r,
-                "ferry_cache_entries",
-                "Files a cache holds (entries, and the Vary lists of varying keys)",
-                &["cache"],
-            ),
-            cache_size: gauge_vec(
-                &r,
-                "ferry_cache_size_bytes",
-                "Bytes a cache holds on disk",
-                &["cache"],
-            ),
-            cache_keys: gauge_vec(
-                &r,
-                "ferry_cache_keys",
-                "Keys a cache tracks: its entries and its min_uses counts (at most max_keys)",
-                &["cache"],
-            ),
+            cache: CacheMetrics::new(&r),
+            upstream: UpstreamMetrics::new(&r),
             registry: r,
         }
     })
+}
+
+impl UpstreamMetrics {
+    fn new(r: &Registry) -> UpstreamMetrics {
+        UpstreamMetrics {
+            tries: counter_vec(
+                r,
+                "ferry_upstream_tries_total",
+                "Upstream tries by group, server and outcome",
+                &["group", "server", "outcome"],
+            ),
+            retries: counter_vec(
+                r,
+                "ferry_retries_total",
+                "Tries after the first, by group",
+                &["group"],
+            ),
+            marked_failed: counter_vec(
+                r,
+                "ferry_servers_marked_failed_total",
+                "Times a server was taken out by max_fails",
+                &["group", "server"],
+            ),
+            header_seconds: histogram(
+                r,
+                "ferry_upstream_header_duration_seconds",
+                "Time to the upstream response header, per try",
+                &["group"],
+            ),
+        }
+    }
+}
+
+impl CacheMetrics {
+    fn new(r: &Registry) -> CacheMetrics {
+        CacheMetrics {
+        requests: counter_vec(
+            r,
+            "ferry_cache_requests_total",
+            "Requests on routes with a cache, by cache and $upstream_cache_status (HIT, MISS, EXPIRED, STALE, UPDATING, REVALIDATED, BYPASS)",
+            &["cache", "status"],
+        ),
+        stored_bytes: counter_vec(
+            r,
+            "ferry_cache_stored_bytes_total",
+            "Bytes written into cache entries",
+            &["cache"],
+        ),
+        entries: gauge_vec(
+            r,
+            "ferry_cache_entries",
+            "Files a cache holds (entries, and the Vary lists of varying keys)",
+            &["cache"],
+        ),
+        size: gauge_vec(
+            r,
+            "ferry_cache_size_bytes",
+            "Bytes a cache holds on disk",
+            &["cache"],
+        ),
+        keys: gauge_vec(
+            r,
+            "ferry_cache_keys",
+            "Keys a cache tracks: its entries and its min_uses counts (at most max_keys)",
+            &["cache"],
+        ),
+        }
+    }
 }
 
 impl Metrics {
@@ -210,16 +237,19 @@ impl Metrics {
         caches: &std::collections::HashMap<String, std::sync::Arc<ferry_cache::Zone>>,
         servers: &std::collections::HashMap<&str, Vec<String>>,
     ) -> Vec<u8> {
-        forget_gone(&self.tries, servers);
-        forget_gone(&self.marked_failed, servers);
+        forget_gone(&self.upstream.tries, servers);
+        forget_gone(&self.upstream.marked_failed, servers);
         for (name, zone) in caches {
-            self.cache_entries
+            self.cache
+                .entries
                 .with_label_values(&[name])
                 .set(zone.entries() as i64);
-            self.cache_size
+            self.cache
+                .size
                 .with_label_values(&[name])
                 .set(zone.size() as i64);
-            self.cache_keys
+            self.cache
+                .keys
                 .with_label_values(&[name])
                 .set(zone.keys() as i64);
         }
@@ -237,7 +267,7 @@ impl Metrics {
     pub fn record(&self, r: &Request, route: &str, cache: Option<&str>, request_body_bytes: u64) {
         if let (Some(zone), status) = (cache, r.cache_status.as_str()) {
             if !status.is_empty() {
-                self.cache_requests.with_label_values(&[zone, status]).inc();
+                self.cache.requests.with_label_values(&[zone, status]).inc();
             }
         }
         let mut digits = [0; 3];
@@ -265,14 +295,16 @@ impl Metrics {
                 TryOutcome::NoLive => "no_live".into(),
                 TryOutcome::Client => "client".into(),
             };
-            self.tries
+            self.upstream
+                .tries
                 .with_label_values(&[t.group.as_str(), t.addr.as_str(), &*outcome])
                 .inc();
             if i > 0 {
-                self.retries.with_label_values(&[&t.group]).inc();
+                self.upstream.retries.with_label_values(&[&t.group]).inc();
             }
             if let Some(h) = t.header_time {
-                self.upstream_header_seconds
+                self.upstream
+                    .header_seconds
                     .with_label_values(&[&t.group])
                     .observe(h.as_secs_f64());
             }

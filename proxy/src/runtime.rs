@@ -113,83 +113,15 @@ impl Runtime {
             .upstreams
             .iter()
             .map(|(name, u)| {
-                let old =
-                    previous.and_then(|p| Some((p.upstreams.get(name)?, p.config.upstream(name)?)));
-                let (peers, primaries) = members(name, u, answers);
-                let group = match old {
-                    Some((o, _)) => {
-                        o.group
-                            .update(u.balance, u.consistent, peers, primaries, true);
-                        o.group.clone()
-                    }
-                    None => Group::from_members(name, u.balance, u.consistent, peers, primaries),
-                };
-                let (pool, keepalive) = match old {
-                    Some((o, c)) if same_pool(c, u) => (o.connector.clone(), o.keepalive.clone()),
-                    _ => {
-                        let mut opts = connector.clone();
-                        opts.keepalive_pool_size = u.keepalive.max(1);
-                        if let Some(ca) = &u.tls.ca_file {
-                            opts.ca_file = Some(ca.clone());
-                        }
-                        (
-                            Arc::new(Connector::new(Some(opts))),
-                            Arc::new(Keepalive::new(u, idle.clone())),
-                        )
-                    }
-                };
-                let up = Upstream {
-                    name: name.to_string(),
-                    group,
-                    tls: u.tls.clone(),
-                    hash_key: u
-                        .hash_key
-                        .clone()
-                        .filter(|_| u.balance == ferry_conf::Balance::Hash),
-                    connector: pool,
-                    keepalive,
-                };
+                let up = upstream_rt(name, u, previous, connector, &idle, answers);
                 (name.to_string(), Arc::new(up))
             })
             .collect();
-        let mut caches = HashMap::new();
-        for (name, zone) in config.caches.iter() {
-            let kept = previous.and_then(|p| {
-                (p.config.caches.get(name) == Some(zone)).then(|| p.caches.get(name).cloned())?
-            });
-            let zone = match kept {
-                Some(z) => z,
-                None => ferry_cache::Zone::open(name, zone).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("cache {name}: {}: {e}", zone.path))
-                })?,
-            };
-            caches.insert(name.to_string(), zone);
-        }
+        let caches = open_caches(&config, previous)?;
         let routes = config
             .routes
             .iter()
-            .map(|r| {
-                let upstream = r.upstream.as_ref().and_then(|n| upstreams.get(n)).cloned();
-                let cache = r.cache.as_ref().and_then(|c| {
-                    let zone = caches.get(&c.zone)?.clone();
-                    Some(crate::cache::RouteCacheRt::new(c, zone))
-                });
-                RouteRt {
-                    cache,
-                    label: format!(
-                        "{}{}",
-                        r.matcher.host.as_deref().unwrap_or(""),
-                        r.matcher.path_prefix
-                    ),
-                    request_plan: RequestPlan::new(&r.proxy),
-                    response_plan: ResponsePlan::new(&r.proxy),
-                    redirect: RedirectPlan::new(&r.proxy.redirect, r.upstream.as_deref()),
-                    peers: ArcSwapOption::empty(),
-                    pipe: pipe_conf(&r.proxy),
-                    upstream,
-                    conf: r.clone(),
-                }
-            })
+            .map(|r| route_rt(r, &upstreams, &caches))
             .collect();
         let matcher = Matcher::new(
             config
@@ -229,6 +161,104 @@ impl Runtime {
             real_ip,
             limits,
         })
+    }
+}
+
+/// A group of the new configuration: with `previous` (a reload), the
+/// group of the same name keeps its live state and, when its pool settings
+/// are the same, its idle connections.
+fn upstream_rt(
+    name: &str,
+    u: &ferry_conf::Upstream,
+    previous: Option<&Runtime>,
+    connector: &ConnectorOptions,
+    idle: &Arc<IdleBudget>,
+    answers: &Answers,
+) -> Upstream {
+    let old = previous.and_then(|p| Some((p.upstreams.get(name)?, p.config.upstream(name)?)));
+    let (peers, primaries) = members(name, u, answers);
+    let group = match old {
+        Some((o, _)) => {
+            o.group
+                .update(u.balance, u.consistent, peers, primaries, true);
+            o.group.clone()
+        }
+        None => Group::from_members(name, u.balance, u.consistent, peers, primaries),
+    };
+    let (pool, keepalive) = match old {
+        Some((o, c)) if same_pool(c, u) => (o.connector.clone(), o.keepalive.clone()),
+        _ => {
+            let mut opts = connector.clone();
+            opts.keepalive_pool_size = u.keepalive.max(1);
+            if let Some(ca) = &u.tls.ca_file {
+                opts.ca_file = Some(ca.clone());
+            }
+            (
+                Arc::new(Connector::new(Some(opts))),
+                Arc::new(Keepalive::new(u, idle.clone())),
+            )
+        }
+    };
+    Upstream {
+        name: name.to_string(),
+        group,
+        tls: u.tls.clone(),
+        hash_key: u
+            .hash_key
+            .clone()
+            .filter(|_| u.balance == ferry_conf::Balance::Hash),
+        connector: pool,
+        keepalive,
+    }
+}
+
+/// Every cache of `config`: one whose entry is unchanged is kept from
+/// `previous`, the others opened.
+fn open_caches(
+    config: &Config,
+    previous: Option<&Runtime>,
+) -> std::io::Result<HashMap<String, Arc<ferry_cache::Zone>>> {
+    let mut caches = HashMap::new();
+    for (name, zone) in config.caches.iter() {
+        let kept = previous.and_then(|p| {
+            (p.config.caches.get(name) == Some(zone)).then(|| p.caches.get(name).cloned())?
+        });
+        let zone = match kept {
+            Some(z) => z,
+            None => ferry_cache::Zone::open(name, zone).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cache {name}: {}: {e}", zone.path))
+            })?,
+        };
+        caches.insert(name.to_string(), zone);
+    }
+    Ok(caches)
+}
+
+/// A route of the new configuration with what it serves from.
+fn route_rt(
+    r: &ferry_conf::Route,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    caches: &HashMap<String, Arc<ferry_cache::Zone>>,
+) -> RouteRt {
+    let upstream = r.upstream.as_ref().and_then(|n| upstreams.get(n)).cloned();
+    let cache = r.cache.as_ref().and_then(|c| {
+        let zone = caches.get(&c.zone)?.clone();
+        Some(crate::cache::RouteCacheRt::new(c, zone))
+    });
+    RouteRt {
+        cache,
+        label: format!(
+            "{}{}",
+            r.matcher.host.as_deref().unwrap_or(""),
+            r.matcher.path_prefix
+        ),
+        request_plan: RequestPlan::new(&r.proxy),
+        response_plan: ResponsePlan::new(&r.proxy),
+        redirect: RedirectPlan::new(&r.proxy.redirect, r.upstream.as_deref()),
+        peers: ArcSwapOption::empty(),
+        pipe: pipe_conf(&r.proxy),
+        upstream,
+        conf: r.clone(),
     }
 }
 

@@ -71,7 +71,8 @@ impl Fill {
         let stored = match filling.store(self.expect).await {
             Ok(size) => {
                 crate::metrics::metrics()
-                    .cache_stored_bytes
+                    .cache
+                    .stored_bytes
                     .with_label_values(&[&self.zone.name])
                     .inc_by(size);
                 true

@@ -73,13 +73,28 @@ impl Held {
     }
 }
 
+/// Where in a try it failed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No connection was made (nginx's connect phase).
+    Connect,
+    /// Writing the request: from here on it may have reached the server
+    /// (nginx `u->request_sent`).
+    Send,
+    /// Reading the response header.
+    Header,
+}
+
+impl Phase {
+    fn request_sent(self) -> bool {
+        self != Phase::Connect
+    }
+}
+
 /// Why one try failed, and what nginx needs to know about it.
 struct TryFailed {
     error: Box<Error>,
-    /// No connection was made (nginx's connect phase).
-    connecting: bool,
-    /// Sending the request had started (nginx `u->request_sent`).
-    request_sent: bool,
+    phase: Phase,
     /// The connection came from the keepalive pool.
     reused: bool,
 }
@@ -92,6 +107,48 @@ enum Attempt {
     Fatal(Box<Error>),
 }
 
+/// The loop's state for one request (nginx keeps it in its
+/// `ngx_http_upstream_t`): a cursor per group tries went to, the tries
+/// that count against `next_upstream_tries`, whether a streamed body was
+/// spent, and the group the program chose for the next try.
+struct Tries {
+    cursors: Vec<(Arc<Upstream>, Cursor)>,
+    limit: u32,
+    /// Tries that count against `limit` (a stale keepalive one does not).
+    counted: u32,
+    body_used: bool,
+    next_group: Option<Arc<Upstream>>,
+}
+
+/// The try being judged.
+struct Current {
+    upstream: Arc<Upstream>,
+    /// Its group's cursor in [`Tries::cursors`].
+    at: usize,
+    lease: Lease,
+    peer: Arc<UpstreamPeer>,
+    /// Its place in the request's record of tries.
+    index: usize,
+}
+
+/// What a try was judged: the rules' outcome and verdict, whether it was a
+/// stale keepalive connection, the connection to close, and whether the
+/// rules (and the program) would try again, tries aside.
+struct Judged {
+    outcome: Outcome,
+    verdict: Verdict,
+    stale: bool,
+    conn: Option<Conn>,
+    may_go_on: bool,
+}
+
+/// What follows a try.
+enum Step {
+    Respond(Response),
+    Fail(u16),
+    Again,
+}
+
 /// Run the loop for `leg` under `policy`. `tries_limit` is
 /// `next_upstream_tries`, for the whole request whatever groups its tries
 /// go to; `buffer_size` bounds the response header.
@@ -101,167 +158,280 @@ pub(crate) async fn run<L: Leg>(
     tries_limit: u32,
     buffer_size: usize,
 ) -> Result<Chosen> {
-    // One cursor per group a leg sends tries to (usually just one).
-    let mut cursors: Vec<(Arc<Upstream>, Cursor)> = Vec::new();
-    let mut body_used = false;
-    // Tries that count against `tries_limit` (a stale keepalive one does not).
-    let mut counted: u32 = 0;
-    // The group the program chose when this group's tries ran out.
-    let mut next: Option<Arc<Upstream>> = None;
-
+    let mut tries = Tries {
+        cursors: Vec::new(),
+        limit: tries_limit,
+        counted: 0,
+        body_used: false,
+        next_group: None,
+    };
     loop {
-        let upstream = match next.take() {
+        let upstream = match tries.next_group.take() {
             Some(u) => u,
             None => leg.group().await?,
         };
-        let at = cursor_for(&mut cursors, &upstream, tries_limit);
-        if body_used {
+        let at = tries.cursor_for(&upstream);
+        if tries.body_used {
             // A streamed body went to a try already: nothing to resend.
             return Ok(Chosen::Fail(502));
         }
-        let (hash, client_ip) = leg.key(&upstream);
-        let key = Key {
-            hash: hash.as_bytes(),
-            client_ip,
-        };
-        let cursor = &mut cursors[at].1;
-        let Some(lease) = upstream.group.select(cursor, &key) else {
-            log::error!(
-                "no live upstreams while connecting to upstream \"{}\"",
-                upstream.name
-            );
-            let record = new_try(upstream.name.clone(), &upstream, TryOutcome::NoLive);
-            leg.tries().push(record);
+        let Some(lease) = select(leg, &upstream, &mut tries.cursors[at].1) else {
             return Ok(Chosen::Fail(Failure::NoLive.status()));
         };
         let peer = leg.peer(&upstream, &lease);
-        let try_index = leg.tries().len();
+        let index = leg.tries().len();
         let record = new_try(peer.addr_text.clone(), &upstream, TryOutcome::Used);
         leg.tries().push(record);
-
         let generation = lease.members().1;
-        let result = attempt(leg, &upstream, &peer, generation, buffer_size).await;
-        let request_left = |counted: u32| match tries_limit {
-            0 => u32::MAX,
-            limit => limit.saturating_sub(counted),
+        let attempt = attempt(leg, &upstream, &peer, generation, buffer_size).await;
+        let current = Current {
+            upstream,
+            at,
+            lease,
+            peer,
+            index,
         };
-        let left = cursors[at].1.tries_left.min(request_left(counted));
-        // Whether the rules (and the program) would try again, tries aside.
-        let mut may_go_on = false;
-        let (outcome, stale, conn, verdict) = match result {
-            Attempt::Fatal(e) => return Err(e),
-            Attempt::Header(conn) => {
-                body_used = leg.body_streams();
-                let Some(header) = conn.session.resp_header() else {
-                    return Error::e_explain(ErrorType::InternalError, "header read but absent");
-                };
-                let mut header = header.clone();
-                let status = header.status.as_u16();
-                let t = &mut leg.tries()[try_index];
-                t.reused = conn.reused;
-                t.header_time = Some(t.started.elapsed());
-                t.status = Some(status);
-                let hook = leg.response(&mut header).await?;
-                let outcome = Outcome::Status { status, hook };
-                let mut verdict = policy.decide(outcome, left);
-                let wanted_next = policy.decide(outcome, u32::MAX) == Verdict::Next;
-                if verdict == Verdict::Respond
-                    && wanted_next
-                    && !body_used
-                    && request_left(counted + 1) > 0
-                    && cursors[at].1.tries_left <= 1
-                {
-                    // Out of tries in this group: the program may have another.
-                    if let Some(other) = fallback(leg, &mut cursors, &upstream, tries_limit).await?
-                    {
-                        next = Some(other);
-                        verdict = Verdict::Next;
-                    }
-                }
-                if verdict == Verdict::Respond {
-                    let cursor = cursors.swap_remove(at).1;
-                    let held = Held {
-                        lease,
-                        cursor,
-                        try_index,
-                    };
-                    return Ok(Chosen::Response(Response { conn, header, held }));
-                }
-                leg.tries()[try_index].outcome = TryOutcome::NextStatus(status);
-                (outcome, false, Some(conn), verdict)
-            }
-            Attempt::Failed(failed) => {
-                body_used = leg.body_streams() && failed.request_sent;
-                let failure = Failure::of(&failed.error);
-                log_failure(failure, &lease, &upstream, &failed.error);
-                let t = &mut leg.tries()[try_index];
-                t.reused = failed.reused;
-                t.outcome = match failure {
-                    Failure::Timeout => TryOutcome::Timeout,
-                    Failure::InvalidHeader => TryOutcome::InvalidHeader,
-                    Failure::Client { .. } => TryOutcome::Client,
-                    _ => TryOutcome::Error,
-                };
-                let outcome = Outcome::Failed {
-                    failure,
-                    request_sent: failed.request_sent,
-                };
-                // nginx: a stale keepalive connection does not use up a try.
-                let stale = failed.reused && failure == Failure::Error;
-                let left = left + u32::from(stale);
-                let rules = policy.decide(outcome, left);
-                let (verdict, go_on) =
-                    program_says(leg, &peer, failed, failure, rules, policy, left, body_used);
-                may_go_on = go_on;
-                (outcome, stale, None, verdict)
-            }
-        };
-        let cursor = &mut cursors[at].1;
-        let t = &mut leg.tries()[try_index];
-        t.response_time = Some(t.started.elapsed());
-        let server = lease.peer().addr;
-        if lease.free(outcome.feedback(verdict), cursor) {
-            crate::upstream::events::marked_failed(&upstream.name, server);
-        }
-        if stale {
-            cursor.tries_left += 1;
-        } else {
-            counted += 1;
-        }
-        if let Some(conn) = conn {
-            conn.close();
-        }
-        let Verdict::Fail(status) = verdict else {
-            continue;
-        };
-        // This group's tries ran out, but the rules would go on: the
-        // program may send the next try to another group (or server), as
-        // long as the request has tries left.
-        let out_of_tries = cursor.tries_left == 0 && may_go_on;
-        if !out_of_tries || body_used || request_left(counted) == 0 {
-            return Ok(Chosen::Fail(status));
-        }
-        match fallback(leg, &mut cursors, &upstream, tries_limit).await? {
-            Some(other) => next = Some(other),
-            None => return Ok(Chosen::Fail(status)),
+        match tries.next(leg, policy, current, attempt).await? {
+            Step::Respond(r) => return Ok(Chosen::Response(r)),
+            Step::Fail(status) => return Ok(Chosen::Fail(status)),
+            Step::Again => {}
         }
     }
 }
 
-/// Where the program sends the next try once `upstream` is out of tries:
-/// another group (or run-time server) with tries left, or `None`.
-async fn fallback<L: Leg>(
-    leg: &mut L,
-    cursors: &mut Vec<(Arc<Upstream>, Cursor)>,
-    upstream: &Arc<Upstream>,
-    tries_limit: u32,
-) -> Result<Option<Arc<Upstream>>> {
-    let other = leg.group().await?;
-    if Arc::ptr_eq(&other, upstream) {
-        return Ok(None);
+/// The balancer's pick in `upstream` for this leg, or `None` (recorded and
+/// logged: nginx's "no live upstreams").
+fn select<L: Leg>(leg: &mut L, upstream: &Upstream, cursor: &mut Cursor) -> Option<Lease> {
+    let (hash, client_ip) = leg.key(upstream);
+    let key = Key {
+        hash: hash.as_bytes(),
+        client_ip,
+    };
+    let lease = upstream.group.select(cursor, &key);
+    if lease.is_none() {
+        log::error!(
+            "no live upstreams while connecting to upstream \"{}\"",
+            upstream.name
+        );
+        let record = new_try(upstream.name.clone(), upstream, TryOutcome::NoLive);
+        leg.tries().push(record);
     }
-    let at = cursor_for(cursors, &other, tries_limit);
-    Ok((cursors[at].1.tries_left > 0).then_some(other))
+    lease
+}
+
+impl Tries {
+    /// Tries the request has left after `counted` (`u32::MAX`: no limit).
+    fn request_left(&self, counted: u32) -> u32 {
+        match self.limit {
+            0 => u32::MAX,
+            limit => limit.saturating_sub(counted),
+        }
+    }
+
+    /// The cursor of `upstream`, made on its first try.
+    fn cursor_for(&mut self, upstream: &Arc<Upstream>) -> usize {
+        cursor_for(&mut self.cursors, upstream, self.limit)
+    }
+
+    /// nginx's `ngx_http_upstream_next`: the one place that decides what
+    /// follows a try, for a response header and a failure alike: this
+    /// response, the next server (of this group, or of the one the program
+    /// names when this group's tries ran out), or a failure's status.
+    async fn next<L: Leg>(
+        &mut self,
+        leg: &mut L,
+        policy: &Policy,
+        c: Current,
+        attempt: Attempt,
+    ) -> Result<Step> {
+        let left = self.cursors[c.at]
+            .1
+            .tries_left
+            .min(self.request_left(self.counted));
+        let mut judged = match attempt {
+            Attempt::Fatal(e) => return Err(e),
+            Attempt::Header(conn) => {
+                let (mut judged, header) = self.header(leg, policy, &c, conn, left).await?;
+                if judged.verdict == Verdict::Respond {
+                    if let (Some(conn), Some(header)) = (judged.conn.take(), header) {
+                        return Ok(Step::Respond(self.respond(c, conn, header)));
+                    }
+                }
+                judged
+            }
+            Attempt::Failed(failed) => self.failure(leg, policy, &c, failed, left),
+        };
+        let (upstream, at) = self.settle(leg, c, &mut judged);
+        let Verdict::Fail(status) = judged.verdict else {
+            return Ok(Step::Again);
+        };
+        // This group's tries ran out, but the rules would go on: the
+        // program may send the next try to another group (or server), as
+        // long as the request has tries left.
+        let out_of_tries = self.cursors[at].1.tries_left == 0 && judged.may_go_on;
+        if !out_of_tries || self.body_used || self.request_left(self.counted) == 0 {
+            return Ok(Step::Fail(status));
+        }
+        match self.fallback(leg, &upstream).await? {
+            Some(other) => {
+                self.next_group = Some(other);
+                Ok(Step::Again)
+            }
+            None => Ok(Step::Fail(status)),
+        }
+    }
+
+    /// A response header: recorded, shown to the program, judged by the
+    /// rules. When the rules want another try but this group has none left,
+    /// the program may name another group. The header comes back when it
+    /// is the one to use.
+    async fn header<L: Leg>(
+        &mut self,
+        leg: &mut L,
+        policy: &Policy,
+        c: &Current,
+        conn: Conn,
+        left: u32,
+    ) -> Result<(Judged, Option<ResponseHeader>)> {
+        self.body_used = leg.body_streams();
+        let Some(header) = conn.session.resp_header() else {
+            return Error::e_explain(ErrorType::InternalError, "header read but absent");
+        };
+        let mut header = header.clone();
+        let status = header.status.as_u16();
+        let t = &mut leg.tries()[c.index];
+        t.reused = conn.reused;
+        t.header_time = Some(t.started.elapsed());
+        t.status = Some(status);
+        let hook = leg.response(&mut header).await?;
+        let outcome = Outcome::Status { status, hook };
+        let mut verdict = policy.decide(outcome, left);
+        let wanted_next = policy.decide(outcome, u32::MAX) == Verdict::Next;
+        if verdict == Verdict::Respond
+            && wanted_next
+            && !self.body_used
+            && self.request_left(self.counted + 1) > 0
+            && self.cursors[c.at].1.tries_left <= 1
+        {
+            // Out of tries in this group: the program may have another.
+            if let Some(other) = self.fallback(leg, &c.upstream).await? {
+                self.next_group = Some(other);
+                verdict = Verdict::Next;
+            }
+        }
+        if verdict != Verdict::Respond {
+            leg.tries()[c.index].outcome = TryOutcome::NextStatus(status);
+        }
+        let judged = Judged {
+            outcome,
+            verdict,
+            stale: false,
+            conn: Some(conn),
+            may_go_on: false,
+        };
+        Ok((judged, Some(header)))
+    }
+
+    /// A failed try: recorded and logged, judged by the rules and then by
+    /// the program (`fail_to_connect`, `error_while_proxy`).
+    fn failure<L: Leg>(
+        &mut self,
+        leg: &mut L,
+        policy: &Policy,
+        c: &Current,
+        failed: TryFailed,
+        left: u32,
+    ) -> Judged {
+        self.body_used = leg.body_streams() && failed.phase.request_sent();
+        let failure = Failure::of(&failed.error);
+        log_failure(failure, &c.lease, &c.upstream, &failed.error);
+        let t = &mut leg.tries()[c.index];
+        t.reused = failed.reused;
+        t.outcome = match failure {
+            Failure::Timeout => TryOutcome::Timeout,
+            Failure::InvalidHeader => TryOutcome::InvalidHeader,
+            Failure::Client { .. } => TryOutcome::Client,
+            _ => TryOutcome::Error,
+        };
+        let outcome = Outcome::Failed {
+            failure,
+            request_sent: failed.phase.request_sent(),
+        };
+        // nginx: a stale keepalive connection does not use up a try.
+        let stale = failed.reused && failure == Failure::Error;
+        let left = left + u32::from(stale);
+        let rules = policy.decide(outcome, left);
+        let (verdict, may_go_on) = program_says(
+            leg,
+            &c.peer,
+            failed,
+            failure,
+            rules,
+            policy,
+            left,
+            self.body_used,
+        );
+        Judged {
+            outcome,
+            verdict,
+            stale,
+            conn: None,
+            may_go_on,
+        }
+    }
+
+    /// The response to use: its server held until it is done.
+    fn respond(&mut self, c: Current, conn: Conn, header: ResponseHeader) -> Response {
+        let cursor = self.cursors.swap_remove(c.at).1;
+        let held = Held {
+            lease: c.lease,
+            cursor,
+            try_index: c.index,
+        };
+        Response { conn, header, held }
+    }
+
+    /// A try not used: its time recorded, its server given back with the
+    /// rules' feedback (`max_fails`), its count taken, its connection
+    /// closed. Its group and cursor come back.
+    fn settle<L: Leg>(
+        &mut self,
+        leg: &mut L,
+        c: Current,
+        j: &mut Judged,
+    ) -> (Arc<Upstream>, usize) {
+        let t = &mut leg.tries()[c.index];
+        t.response_time = Some(t.started.elapsed());
+        let cursor = &mut self.cursors[c.at].1;
+        let server = c.lease.peer().addr;
+        if c.lease.free(j.outcome.feedback(j.verdict), cursor) {
+            crate::upstream::events::marked_failed(&c.upstream.name, server);
+        }
+        if j.stale {
+            cursor.tries_left += 1;
+        } else {
+            self.counted += 1;
+        }
+        if let Some(conn) = j.conn.take() {
+            conn.close();
+        }
+        (c.upstream, c.at)
+    }
+
+    /// Where the program sends the next try once `upstream` is out of
+    /// tries: another group (or run-time server) with tries left, or `None`.
+    async fn fallback<L: Leg>(
+        &mut self,
+        leg: &mut L,
+        upstream: &Arc<Upstream>,
+    ) -> Result<Option<Arc<Upstream>>> {
+        let other = leg.group().await?;
+        if Arc::ptr_eq(&other, upstream) {
+            return Ok(None);
+        }
+        let at = self.cursor_for(&other);
+        Ok((self.cursors[at].1.tries_left > 0).then_some(other))
+    }
 }
 
 /// The cursor of `upstream` in `cursors`, made on its first try.
@@ -304,14 +474,14 @@ fn program_says<L: Leg>(
         policy.decide(
             Outcome::Failed {
                 failure,
-                request_sent: failed.request_sent,
+                request_sent: failed.phase.request_sent(),
             },
             u32::MAX,
         ) == Verdict::Next
     });
     let mut e = failed.error;
     e.set_retry(wanted);
-    let mut e = if failed.connecting {
+    let mut e = if failed.phase == Phase::Connect {
         leg.fail_to_connect(peer, e)
     } else {
         leg.error_while_proxy(peer, e, failed.reused)
@@ -368,17 +538,16 @@ async fn attempt<L: Leg>(
     generation: u64,
     buffer_size: usize,
 ) -> Attempt {
-    let failed = |error, connecting, request_sent, reused| {
+    let failed = |error, phase, reused| {
         Attempt::Failed(TryFailed {
             error,
-            connecting,
-            request_sent,
+            phase,
             reused,
         })
     };
     let mut conn = match connect(upstream, peer, generation).await {
         Ok(c) => c,
-        Err(e) => return failed(e, true, false, false),
+        Err(e) => return failed(e, Phase::Connect, false),
     };
     let reused = conn.reused;
     // The program's hooks: their errors end the request, not the try.
@@ -394,10 +563,10 @@ async fn attempt<L: Leg>(
         }
     };
     if let Err(e) = send(&mut conn, req, leg).await {
-        return failed(e, false, true, reused);
+        return failed(e, Phase::Send, reused);
     }
     if let Err(e) = read_response_header(&mut conn, buffer_size).await {
-        return failed(e, false, true, reused);
+        return failed(e, Phase::Header, reused);
     }
     Attempt::Header(conn)
 }
