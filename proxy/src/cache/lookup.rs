@@ -81,34 +81,9 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
     if !(method == "GET" || method == "HEAD" || rc.conf.methods.iter().any(|m| m == method)) {
         return Ok(Look::Pass);
     }
-    let text = rendered::<P>(s, route, &rc.conf.key);
-    let text = app.cache_key_callback(s, text, ctx)?;
-    let key = Key::new(text);
-    let no_cache = rc
-        .conf
-        .no_cache
-        .iter()
-        .any(|t| says_yes(&rendered::<P>(s, route, t)));
-    let mut fetch = Fetch {
-        rc,
-        key,
-        stale: None,
-        store: !no_cache,
-        revalidating: false,
-        permit: None,
-        stored: AtomicBool::new(false),
-    };
-    if rc
-        .conf
-        .bypass
-        .iter()
-        .any(|t| says_yes(&rendered::<P>(s, route, t)))
-    {
-        s.request.cache_status = CacheStatus::Bypass;
+    let mut fetch = prepare(app, s, ctx, route, rc)?;
+    if s.request.cache_status == CacheStatus::Bypass {
         return Ok(Look::Fetch(fetch));
-    }
-    if fetch.store && rc.conf.min_uses > 1 && rc.zone.count_use(&fetch.key) < rc.conf.min_uses {
-        fetch.store = false;
     }
     let waited_since = Instant::now();
     loop {
@@ -122,26 +97,7 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
                     && rc.conf.background_update
                     && rc.stale_on(StaleCondition::Updating) =>
             {
-                // Answered as it is; a fetch of its own brings the new one
-                // (unless another request's update is on its way).
-                let mut status = CacheStatus::Stale;
-                let permit = match &rc.lock {
-                    Some(lock) => {
-                        let ckey = CacheKey::new(fetch.key.text.clone(), "");
-                        match lock.lock(&ckey, true) {
-                            Locked::Write(p) => Some((ckey, p)),
-                            Locked::Read(_) => {
-                                status = CacheStatus::Updating;
-                                None
-                            }
-                        }
-                    }
-                    None => None,
-                };
-                if status == CacheStatus::Stale {
-                    background::start(s, route, rc, &fetch.key, &e, permit)?;
-                }
-                let end = serve::answer(app, s, ctx, route, &e, status).await?;
+                let end = update_in_background(app, s, ctx, route, rc, &fetch.key, &e).await?;
                 return Ok(Look::Answered(end));
             }
             Found::Entry(e, _) => {
@@ -153,42 +109,10 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
                 fetch.stale = None;
             }
         }
-        let Some(lock) = rc.lock.as_ref().filter(|_| fetch.store) else {
-            break;
-        };
-        let ckey = CacheKey::new(fetch.key.text.clone(), "");
-        match lock.lock(&ckey, fetch.stale.is_some()) {
-            Locked::Write(permit) => {
-                fetch.permit = Some((ckey, permit));
-                break;
-            }
-            Locked::Read(reader) => {
-                if let Some(e) = &fetch.stale {
-                    if rc.stale_on(StaleCondition::Updating) {
-                        let end =
-                            serve::answer(app, s, ctx, route, e, CacheStatus::Updating).await?;
-                        return Ok(Look::Answered(end));
-                    }
-                }
-                let left = rc
-                    .conf
-                    .lock_timeout
-                    .get()
-                    .saturating_sub(waited_since.elapsed());
-                if pingora_timeout::timeout(left, reader.wait()).await.is_err() {
-                    // nginx: past lock_timeout the request goes to the
-                    // upstream, and its response is not stored.
-                    fetch.store = false;
-                    break;
-                }
-                if reader.lock_status() == LockStatus::GiveUp {
-                    // The filler's response was not one to store: each
-                    // waiter fetches for itself rather than one by one.
-                    break;
-                }
-                // The filler finished (or failed, or its lock_age ran
-                // out): look again.
-            }
+        match wait_for_filler(app, s, ctx, route, &mut fetch, waited_since).await? {
+            Wait::Fetch => break,
+            Wait::LookAgain => {}
+            Wait::Answered(end) => return Ok(Look::Answered(end)),
         }
     }
     fetch.revalidating = rc.conf.revalidate
@@ -197,6 +121,132 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
             h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED)
         });
     Ok(Look::Fetch(fetch))
+}
+
+/// The request's key (through `cache_key_callback`) and whether its
+/// response may be stored (`no_cache`, `min_uses`); `bypass` marks the
+/// request BYPASS.
+fn prepare<'r, P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &'r RouteRt,
+    rc: &'r RouteCacheRt,
+) -> Result<Fetch<'r>> {
+    let text = rendered::<P>(s, route, &rc.conf.key);
+    let text = app.cache_key_callback(s, text, ctx)?;
+    let key = Key::new(text);
+    let says =
+        |list: &[ferry_conf::Template]| list.iter().any(|t| says_yes(&rendered::<P>(s, route, t)));
+    let no_cache = says(&rc.conf.no_cache);
+    let bypass = says(&rc.conf.bypass);
+    let mut fetch = Fetch {
+        rc,
+        key,
+        stale: None,
+        store: !no_cache,
+        revalidating: false,
+        permit: None,
+        stored: AtomicBool::new(false),
+    };
+    if bypass {
+        s.request.cache_status = CacheStatus::Bypass;
+        return Ok(fetch);
+    }
+    if fetch.store && rc.conf.min_uses > 1 && rc.zone.count_use(&fetch.key) < rc.conf.min_uses {
+        fetch.store = false;
+    }
+    Ok(fetch)
+}
+
+/// An expired entry with `background_update` and `use_stale updating`:
+/// answered as it is; a fetch of its own brings the new one (unless
+/// another request's update is on its way: UPDATING).
+async fn update_in_background<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &RouteRt,
+    rc: &RouteCacheRt,
+    key: &Key,
+    e: &std::sync::Arc<Entry>,
+) -> Result<End> {
+    let mut status = CacheStatus::Stale;
+    let permit = match &rc.lock {
+        Some(lock) => {
+            let ckey = CacheKey::new(key.text.clone(), "");
+            match lock.lock(&ckey, true) {
+                Locked::Write(p) => Some((ckey, p)),
+                Locked::Read(_) => {
+                    status = CacheStatus::Updating;
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    if status == CacheStatus::Stale {
+        background::start(s, route, rc, key, e, permit)?;
+    }
+    serve::answer(app, s, ctx, route, e, status).await
+}
+
+/// What the cache lock leaves a request that did not find a fresh entry.
+enum Wait {
+    /// Go to the upstream (filling the entry when it holds the lock).
+    Fetch,
+    /// The filler is done: look again.
+    LookAgain,
+    /// Answered from the stale entry (`use_stale updating`).
+    Answered(End),
+}
+
+/// The cache lock (nginx `proxy_cache_lock`): one request fills the entry;
+/// the others wait for it, up to `lock_timeout`.
+async fn wait_for_filler<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &RouteRt,
+    fetch: &mut Fetch<'_>,
+    waited_since: Instant,
+) -> Result<Wait> {
+    let rc = fetch.rc;
+    let Some(lock) = rc.lock.as_ref().filter(|_| fetch.store) else {
+        return Ok(Wait::Fetch);
+    };
+    let ckey = CacheKey::new(fetch.key.text.clone(), "");
+    let reader = match lock.lock(&ckey, fetch.stale.is_some()) {
+        Locked::Write(permit) => {
+            fetch.permit = Some((ckey, permit));
+            return Ok(Wait::Fetch);
+        }
+        Locked::Read(reader) => reader,
+    };
+    if let Some(e) = &fetch.stale {
+        if rc.stale_on(StaleCondition::Updating) {
+            let end = serve::answer(app, s, ctx, route, e, CacheStatus::Updating).await?;
+            return Ok(Wait::Answered(end));
+        }
+    }
+    let left = rc
+        .conf
+        .lock_timeout
+        .get()
+        .saturating_sub(waited_since.elapsed());
+    if pingora_timeout::timeout(left, reader.wait()).await.is_err() {
+        // nginx: past lock_timeout the request goes to the upstream, and
+        // its response is not stored.
+        fetch.store = false;
+        return Ok(Wait::Fetch);
+    }
+    if reader.lock_status() == LockStatus::GiveUp {
+        // The filler's response was not one to store: each waiter fetches
+        // for itself rather than one by one.
+        return Ok(Wait::Fetch);
+    }
+    // The filler finished (or failed, or its lock_age ran out).
+    Ok(Wait::LookAgain)
 }
 
 /// What the fetch's response leaves to do.

@@ -103,6 +103,19 @@ pub(crate) async fn read<P: ProxyHttp>(
             None => BodyFraming::Chunked,
         }));
     }
+    buffer(app, s, ctx, proxy).await
+}
+
+/// The body read whole before the first try: memory up to
+/// `client_body_buffer_size`, then an unlinked temp file; each piece
+/// through `request_body_filter`; 413 past `client_max_body_size`.
+async fn buffer<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    proxy: &ProxyConf,
+) -> Result<ClientBody, BodyFailed> {
+    let max = proxy.client_max_body_size.0;
     let mut body = RequestBody::new();
     let limit = proxy.client_body_buffer_size.as_usize();
     let temp = Path::new(&proxy.temp_path);

@@ -69,27 +69,10 @@ pub(crate) async fn process_request<P: ProxyHttp>(
             return Ok(fail(app, &mut s, ctx, e).await);
         }
     };
-
-    // 2. The early request filter, then the route: by host and normalised
-    //    path, as the hook left them.
-    s.request.uri = path;
-    let target = s.downstream.req_header().uri.clone();
-    app.early_request_filter(&mut s, ctx).await?;
-    if s.downstream.req_header().uri != target {
-        // The hook changed the target: the new one is what is routed.
-        let raw = String::from_utf8_lossy(s.downstream.req_header().raw_path()).into_owned();
-        let Some(path) = normalize_path(&raw) else {
-            let e = Error::explain(
-                ErrorType::HTTPStatus(400),
-                "early_request_filter left a bad path",
-            );
-            return Ok(fail(app, &mut s, ctx, e).await);
-        };
-        s.request.uri = path;
+    // 2. The early request filter, then the route.
+    if let Err(end) = route(app, &mut s, ctx, path).await? {
+        return Ok(end);
     }
-    s.request.host = request_host(host_header(s.downstream));
-    s.request.route = rt.matcher.find(&s.request.host, &s.request.uri);
-
     // 3. The request filter hook (nginx access/rewrite phases).
     if app.request_filter(&mut s, ctx).await? {
         return Ok(End::Complete);
@@ -98,29 +81,16 @@ pub(crate) async fn process_request<P: ProxyHttp>(
         let e = Error::explain(ErrorType::HTTPStatus(404), "no route");
         return Ok(fail(app, &mut s, ctx, e).await);
     };
-    let proxy = route.proxy();
-
     // 4. A route that answers by itself.
     if let Some(r) = &route.conf.respond {
         respond::route_return(s.downstream, s.request, r).await?;
         return Ok(End::Complete);
     }
-
-    // 5. The request body, through the request body filter: read whole
-    //    (replayable) or streamed.
-    s.downstream
-        .set_write_timeout(proxy.client_send_timeout.non_zero());
-    s.downstream
-        .set_read_timeout(proxy.client_body_timeout.non_zero());
-    let mut body = match client_body::read(app, &mut s, ctx, proxy).await {
+    // 5. The request body, through the request body filter.
+    let body = match request_body(app, &mut s, ctx, route).await {
         Ok(b) => b,
-        Err(BodyFailed::ClientGone) => return Ok(End::Truncated),
-        Err(BodyFailed::Status(status, why)) => {
-            let e = Error::explain(ErrorType::HTTPStatus(status), why);
-            return Ok(fail(app, &mut s, ctx, e).await);
-        }
+        Err(end) => return Ok(end),
     };
-
     // 6. The cache (nginx `ngx_http_upstream_cache`): a fresh entry
     //    answers; otherwise the fetch below may fill it.
     let upgrade = s.downstream.as_http1().is_some() && wants_upgrade(s.req_header());
@@ -132,14 +102,80 @@ pub(crate) async fn process_request<P: ProxyHttp>(
             Look::Fetch(f) => fetch = Some(f),
         }
     }
+    // 7-11. The upstream, the response, finalize.
+    proxy_to_upstream(app, &mut s, ctx, route, body, upgrade, fetch).await
+}
 
-    // 7. The upstream loop: peer, connect, send, header; next server or
-    //    this response (or, for the cache, its stale entry).
-    let chosen = upstream(app, &mut s, ctx, route, &mut body, upgrade, fetch.as_ref()).await?;
+/// Step 2: the early request filter, then the route: by host and
+/// normalised `path`, as the hook left them. `Err` ends the request.
+async fn route<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    path: String,
+) -> Result<std::result::Result<(), End>> {
+    s.request.uri = path;
+    let target = s.downstream.req_header().uri.clone();
+    app.early_request_filter(s, ctx).await?;
+    if s.downstream.req_header().uri != target {
+        // The hook changed the target: the new one is what is routed.
+        let raw = String::from_utf8_lossy(s.downstream.req_header().raw_path()).into_owned();
+        let Some(path) = normalize_path(&raw) else {
+            let e = Error::explain(
+                ErrorType::HTTPStatus(400),
+                "early_request_filter left a bad path",
+            );
+            return Ok(Err(fail(app, s, ctx, e).await));
+        };
+        s.request.uri = path;
+    }
+    s.request.host = request_host(host_header(s.downstream));
+    s.request.route = s.runtime.matcher.find(&s.request.host, &s.request.uri);
+    Ok(Ok(()))
+}
+
+/// Step 5: the request body, read whole (replayable) or streamed, each
+/// piece through the request body filter. `Err` ends the request.
+async fn request_body<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &RouteRt,
+) -> std::result::Result<ClientBody, End> {
+    let proxy = route.proxy();
+    s.downstream
+        .set_write_timeout(proxy.client_send_timeout.non_zero());
+    s.downstream
+        .set_read_timeout(proxy.client_body_timeout.non_zero());
+    match client_body::read(app, s, ctx, proxy).await {
+        Ok(b) => Ok(b),
+        Err(BodyFailed::ClientGone) => Err(End::Truncated),
+        Err(BodyFailed::Status(status, why)) => {
+            let e = Error::explain(ErrorType::HTTPStatus(status), why);
+            Err(fail(app, s, ctx, e).await)
+        }
+    }
+}
+
+/// Steps 7 to 11: the upstream loop (peer, connect, send, header; next
+/// server or this response, or for the cache its stale entry), the
+/// response (header, then body filling the cache entry, or the tunnel),
+/// and the end of the upstream part: the server is given back whatever
+/// happened on the way, and the requests waiting on the cache entry go.
+async fn proxy_to_upstream<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &RouteRt,
+    mut body: ClientBody,
+    upgrade: bool,
+    mut fetch: Option<Fetch<'_>>,
+) -> Result<End> {
+    let chosen = upstream(app, s, ctx, route, &mut body, upgrade, fetch.as_ref()).await?;
     drop(body);
     let chosen = match &mut fetch {
-        Some(f) => match f.after(app, &mut s, ctx, route, chosen).await? {
-            After::Answered(end) => return Ok(finished(&mut s, end)),
+        Some(f) => match f.after(app, s, ctx, route, chosen).await? {
+            After::Answered(end) => return Ok(finished(s, end)),
             After::Go(chosen) => chosen,
         },
         None => chosen,
@@ -151,29 +187,15 @@ pub(crate) async fn process_request<P: ProxyHttp>(
         Chosen::Fail(CLIENT_CLOSED) => return Ok(End::Truncated),
         Chosen::Fail(status) => {
             let e = upstream_failure(status, s.request);
-            return Ok(fail(app, &mut s, ctx, e).await);
+            return Ok(fail(app, s, ctx, e).await);
         }
     };
-
-    // 8-10. The response: header, then body (filling the cache entry) or
-    //    tunnel. 11. Finalize: the server is given back, whatever happened
-    //    on the way, and the requests waiting on the cache entry go.
-    let end = send_response(
-        app,
-        &mut s,
-        ctx,
-        route,
-        conn,
-        header,
-        upgrade,
-        fetch.as_ref(),
-    )
-    .await;
+    let end = send_response(app, s, ctx, route, conn, header, upgrade, fetch.as_ref()).await;
     held.finish(&mut s.request.tries);
     if let Some(mut f) = fetch {
         f.finish();
     }
-    Ok(finished(&mut s, end?))
+    Ok(finished(s, end?))
 }
 
 /// A cut-short response is recorded as one.
@@ -294,6 +316,7 @@ async fn upstream<P: ProxyHttp>(
 /// Steps 8 to 10: an intercepted error's page, or the upstream's header
 /// through the response filter and then its body (or, after a `101`, the
 /// tunnel).
+#[allow(clippy::too_many_arguments)]
 async fn send_response<P: ProxyHttp>(
     app: &P,
     s: &mut Session<'_>,
@@ -309,29 +332,75 @@ async fn send_response<P: ProxyHttp>(
     let status = upstream_header.status.as_u16();
     if proxy.intercept_errors && status >= 300 && proxy.error_pages.contains_key(&status) {
         conn.close();
-        let keep: Vec<_> = if status == 401 {
-            upstream_header
-                .headers
-                .get_all(http::header::WWW_AUTHENTICATE)
-                .iter()
-                .map(|v| (http::header::WWW_AUTHENTICATE, v.clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let keep = kept_on_error_page(&upstream_header);
         respond::error(s.downstream, s.request, status, Some(proxy), &keep).await?;
         return Ok(End::Complete);
     }
-
     // 9. The response header, through the response filter, to the client
     //    (and, when the cache stores it, as it came to the entry's file).
     let fill = match fetch {
         Some(f) => f.fill(app, s, ctx, &upstream_header)?,
         None => None,
     };
+    let buffered = response_header::accel_buffering(&upstream_header).unwrap_or(proxy.buffering);
+    let header = client_header(app, s, ctx, route, upstream_header).await?;
+    s.request.status = header.status.as_u16();
+    let switching = upgrade && s.request.status == 101;
+    let no_body = conn.session.is_body_done() && !switching;
+    if let Err(e) = s.downstream.write_response_header(Box::new(header)).await {
+        conn.close();
+        return Err(e);
+    }
+    // 10. The body: buffered (event pipe) or not; the upstream is released as
+    //    soon as its body is complete. After a 101: the tunnel.
+    if switching {
+        let idle = proxy.read_timeout.non_zero();
+        let moved = tunnel::run(s.downstream, conn, idle).await;
+        s.request.body_bytes_sent = moved.to_client;
+        return Ok(End::Complete);
+    }
+    if no_body {
+        conn.release().await;
+        if let (Some(mut f), Some(fetch)) = (fill, fetch) {
+            f.ended = true;
+            fetch.filled(f.finish().await);
+        }
+        let ended = s.downstream.write_response_body(bytes::Bytes::new(), true);
+        return Ok(match ended.await {
+            Ok(()) => End::Complete,
+            Err(_) => End::Truncated,
+        });
+    }
+    send_body(app, s, ctx, route, conn, buffered, fill, fetch).await
+}
+
+/// What of an upstream's error response its error page keeps: a 401's
+/// `WWW-Authenticate`.
+fn kept_on_error_page(
+    upstream_header: &pingora_http::ResponseHeader,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    if upstream_header.status != 401 {
+        return Vec::new();
+    }
+    upstream_header
+        .headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| (http::header::WWW_AUTHENTICATE, v.clone()))
+        .collect()
+}
+
+/// Step 9: the client's header from the upstream's (hidden headers,
+/// `proxy_redirect`, framing, `add_headers`), through `response_filter`.
+async fn client_header<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &RouteRt,
+    upstream_header: pingora_http::ResponseHeader,
+) -> Result<pingora_http::ResponseHeader> {
     let client_version = s.downstream.req_header().version;
     let host = String::from_utf8_lossy(host_header(s.downstream).unwrap_or_default());
-    let buffered = response_header::accel_buffering(&upstream_header).unwrap_or(proxy.buffering);
     let mut header = response_header::build(
         route,
         upstream_header,
@@ -342,37 +411,23 @@ async fn send_response<P: ProxyHttp>(
     drop(host);
     response_header::add_headers(route, s, &mut header)?;
     app.response_filter(s, &mut header, ctx).await?;
-    s.request.status = header.status.as_u16();
-    let switching = upgrade && s.request.status == 101;
-    let no_body = conn.session.is_body_done() && !switching;
-    let ds = &mut *s.downstream;
-    if let Err(e) = ds.write_response_header(Box::new(header)).await {
-        conn.close();
-        return Err(e);
-    }
+    Ok(header)
+}
 
-    // 10. The body: buffered (event pipe) or not; the upstream is released as
-    //    soon as its body is complete. After a 101: the tunnel.
-    if switching {
-        let idle = proxy.read_timeout.non_zero();
-        let moved = tunnel::run(ds, conn, idle).await;
-        s.request.body_bytes_sent = moved.to_client;
-        return Ok(End::Complete);
-    }
-    if no_body {
-        conn.release().await;
-        if let (Some(mut f), Some(fetch)) = (fill, fetch) {
-            f.ended = true;
-            fetch.filled(f.finish().await);
-        }
-        return Ok(
-            match ds.write_response_body(bytes::Bytes::new(), true).await {
-                Ok(()) => End::Complete,
-                Err(_) => End::Truncated,
-            },
-        );
-    }
-    let mut fill = fill;
+/// Step 10: the body through the event pipe (`buffered`) or the
+/// unbuffered one, filling the cache entry when there is one.
+#[allow(clippy::too_many_arguments)]
+async fn send_body<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &RouteRt,
+    conn: crate::upstream::connect::Conn,
+    buffered: bool,
+    mut fill: Option<crate::cache::fill::Fill>,
+    fetch: Option<&Fetch<'_>>,
+) -> Result<End> {
+    let ds = &mut *s.downstream;
     let out = body_pipe::forward(
         app,
         ctx,
