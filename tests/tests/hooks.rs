@@ -238,6 +238,61 @@ async fn fail_to_proxy_answers_every_error_ferry_makes() {
     assert!(line.contains("fail_to_proxy"), "{line}");
 }
 
+/// A request refused before routing (a header that does not parse: 400;
+/// `CONNECT`: 405; a request line over the buffers: 414; a header line
+/// over them: 431) is finalized as any other: an access-log line and a
+/// `logging` call with its status.
+#[tokio::test]
+async fn requests_refused_before_routing_are_logged() {
+    let ferry = Ferry::start_hooked(
+        "access_log: \"{dir}/access.log\"\nroutes:\n  - return: { status: 200 }\n",
+    )
+    .await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(70_000));
+    let long_line = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(10_000)
+    );
+    for (request, status) in [
+        ("GET / HTTP/1.1\r\nHost t\r\n\r\n".to_string(), 400),
+        (
+            "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n".to_string(),
+            405,
+        ),
+        (long_uri, 414),
+        (long_line, 431),
+    ] {
+        let (bytes, _) = exchange(ferry.addr, &request).await;
+        assert_eq!(status_of(&bytes), status);
+    }
+    let log = ferry_tests::until_or(|| {
+        let log = ferry.log();
+        (log.matches("logging: uri=").count() >= 4).then_some(log)
+    })
+    .await
+    .expect("four logging calls");
+    for (uri, status) in [("-", 400), ("x:443", 405), ("-", 414), ("-", 431)] {
+        let needle = format!("logging: uri={uri} status={status} ");
+        assert!(log.contains(&needle), "{needle}\n{log}");
+    }
+    let access = ferry_tests::until_or(|| {
+        let text = std::fs::read_to_string(ferry.dir.join("access.log")).ok()?;
+        (text.lines().count() >= 4).then_some(text)
+    })
+    .await
+    .expect("four access-log lines");
+    let mut statuses: Vec<u64> = access
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON")["status"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [400, 405, 414, 431], "{access}");
+}
+
 /// Errors are logged with the program's `request_summary`, unless
 /// `suppress_error_log` says not to; `logging` gets the error either way,
 /// and none for a request that went well.

@@ -19,21 +19,17 @@
 //! [`crate::request::flow`].
 
 use crate::hooks::proxy_trait::ProxyHttp;
-use crate::hooks::session::Session;
-use crate::metrics::metrics;
 use crate::record::End;
-use crate::record::Request;
-use crate::request::flow;
+use crate::request::{finalize, flow};
 use crate::response::respond;
-use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora_core::protocols::Stream;
 use pingora_core::protocols::ALPN;
 use pingora_core::server::ShutdownWatch;
-use pingora_error::{Error, ErrorType};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use pingora_error::ErrorType;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -84,6 +80,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
         // The refusals are counted and logged by the header clock as they go
         // out. (Boxed: an error page's future is three times the size of the
         // header read's, and every idle connection would carry it.)
+        let header_read = matches!(read, Ok(true));
         let refusal = match read {
             Ok(true) if session.req_header().method == http::Method::CONNECT => 405,
             Ok(true) => return NextRequest::Read,
@@ -98,7 +95,10 @@ impl<P: ProxyHttp> FerryHttp<P> {
             },
         };
         let _ = Box::pin(respond::refuse_unread(session, refusal)).await;
-        NextRequest::Refused
+        NextRequest::Refused {
+            status: refusal,
+            header_read,
+        }
     }
 }
 
@@ -108,136 +108,14 @@ enum NextRequest {
     Read,
     /// The connection is done: the client closed it, or the service stops.
     Done,
-    /// The request was refused (and answered): close the connection.
-    Refused,
+    /// The request was refused (and answered, `status`): close the
+    /// connection. `header_read`: Pingora read its header (`CONNECT`).
+    Refused { status: u16, header_read: bool },
 }
 
 /// How long a closing connection may take to send what it still has, when
 /// no route says (nginx's `send_timeout` default).
 const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A name made once: a `&str` is parsed into one on every lookup.
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-
-/// The request's id: the client's `X-Request-Id`, or a new one.
-fn request_id(session: &ServerSession) -> String {
-    if let Some(id) = session
-        .req_header()
-        .headers
-        .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-    {
-        return id.to_string();
-    }
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        t ^ (u64::from(std::process::id()) << 32)
-    });
-    hex_id(base, SEQ.fetch_add(1, Ordering::Relaxed))
-}
-
-/// What `format!("{base:016x}{seq:08x}")` makes, without the formatter
-/// (this runs for every request).
-fn hex_id(base: u64, seq: u64) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digit = |v: u64, i: u32| char::from(DIGITS[((v >> (4 * i)) & 0xf) as usize]);
-    let seq_digits = ((64 - seq.leading_zeros()).div_ceil(4)).max(8);
-    let mut id = String::with_capacity(16 + seq_digits as usize);
-    id.extend((0..16).rev().map(|i| digit(base, i)));
-    id.extend((0..seq_digits).rev().map(|i| digit(seq, i)));
-    id
-}
-
-/// A request begins: the header clock stops, and Ferry's record gets the
-/// client's real address, an id and the scheme.
-fn begin(rt: &Runtime, session: &ServerSession) -> Request {
-    crate::client::header_clock::header_done(session);
-    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-    let announced = crate::client::header_clock::announced_client(session);
-    let mut request = Request::new(request_id(session), None);
-    request.client_addr = match (announced, &rt.real_ip, peer) {
-        (Some(a), _, _) => Some(a),
-        (None, Some(rule), Some(p)) => Some(rule.client(p, &session.req_header().headers)),
-        _ => peer,
-    };
-    if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
-        request.scheme = "https";
-    }
-    metrics().in_flight.inc();
-    request
-}
-
-/// A request ends: metrics, the access log line, the `logging` hook; the
-/// header clock rearms for the next request.
-async fn end<P: ProxyHttp>(
-    app: &P,
-    rt: &Runtime,
-    session: &mut ServerSession,
-    request: &mut Request,
-    ctx: &mut P::CTX,
-) {
-    crate::client::header_clock::request_done(session);
-    let route = request
-        .route
-        .map_or("none", |i| rt.routes[i].label.as_str());
-    let m = metrics();
-    m.in_flight.dec();
-    let cache = request
-        .route
-        .and_then(|i| rt.routes[i].cache.as_ref())
-        .map(|c| c.zone.name.as_str());
-    m.record(request, route, cache, session.body_bytes_read() as u64);
-    if let Some(log) = &rt.access_log {
-        let req = session.req_header();
-        let uri = String::from_utf8_lossy(req.raw_path());
-        log.log(crate::access_log::line(
-            request,
-            req.method.as_str(),
-            &uri,
-            route,
-        ));
-    }
-    let error = request.error.take();
-    let mut s = Session {
-        downstream: session,
-        request,
-        runtime: rt,
-    };
-    app.logging(&mut s, error.as_deref(), ctx).await;
-}
-
-/// A request failed with `e` (a hook's error, or Ferry's): answered through
-/// the program's `fail_to_proxy` while no response has started; logged
-/// (unless the program suppresses it) when it has.
-async fn failed<P: ProxyHttp>(
-    app: &P,
-    rt: &Runtime,
-    session: &mut ServerSession,
-    request: &mut Request,
-    ctx: &mut P::CTX,
-    e: Box<Error>,
-) {
-    let mut s = Session {
-        downstream: session,
-        request,
-        runtime: rt,
-    };
-    if s.downstream.response_written().is_none() {
-        flow::fail(app, &mut s, ctx, e).await;
-        return;
-    }
-    if !app.suppress_error_log(&s, ctx, &e) {
-        log::error!(
-            "{e}, after the response began, {}",
-            app.request_summary(&s, ctx)
-        );
-    }
-    s.request.error = Some(e.into());
-}
 
 /// The connection after a request: its stream, the settings the next
 /// session starts with, and the keepalive timeout (seconds).
@@ -335,7 +213,13 @@ impl<P: ProxyHttp> FerryHttp<P> {
                 session.shutdown().await;
                 return None;
             }
-            NextRequest::Refused => {
+            NextRequest::Refused {
+                status,
+                header_read,
+            } => {
+                let rt = self.live.current();
+                let refusal = finalize::refused(&*self.app, &rt, &mut session, status, header_read);
+                Box::pin(refusal).await;
                 Box::pin(crate::client::lingering_close::lingering_close(session)).await;
                 return None;
             }
@@ -383,7 +267,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
         // whatever a reload swaps in meanwhile.
         let runtime = self.live.current();
         let rt = &*runtime;
-        let mut request = begin(rt, &session);
+        let mut request = finalize::begin(rt, &session);
         let mut ctx = self.app.new_ctx();
         let served =
             flow::process_request(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
@@ -392,11 +276,11 @@ impl<P: ProxyHttp> FerryHttp<P> {
             // Close without ending the body: the client sees it is cut.
             Ok(End::Truncated) => false,
             Err(e) => {
-                failed(&*self.app, rt, &mut session, &mut request, &mut ctx, e).await;
+                finalize::failed(&*self.app, rt, &mut session, &mut request, &mut ctx, e).await;
                 false
             }
         };
-        end(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
+        finalize::finalize(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
         if !reusable {
             // The last bytes of a cut-short response may still sit in
             // Pingora's write buffer: out with them, then close (bounded by
@@ -412,20 +296,5 @@ impl<P: ProxyHttp> FerryHttp<P> {
         let idle = session.get_keepalive();
         let reused = session.finish().await.ok().flatten()?;
         Some((reused, settings, idle))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hex_id_is_the_formatted_id() {
-        for (base, seq) in [
-            (0, 0),
-            (0x0123_4567_89ab_cdef, 42),
-            (u64::MAX, 0xffff_ffff),
-            (7, 1 << 40),
-        ] {
-            assert_eq!(super::hex_id(base, seq), format!("{base:016x}{seq:08x}"));
-        }
     }
 }

@@ -7,6 +7,7 @@
 //! `ngx_http_finalize_request`.
 
 pub(crate) mod client_body;
+pub(crate) mod finalize;
 pub(crate) mod flow;
 pub(crate) mod http_app;
 pub(crate) mod leg;

@@ -1,0 +1,215 @@
+//! The beginning and the end of every request: its record made (an id,
+//! the real client address, the scheme), and at the end, whichever way it
+//! went (served, failed, or refused before its header could be served),
+//! the metrics, the access log line and the program's `logging` hook, each
+//! from the finished record.
+//!
+//! nginx counterpart: `ngx_http_create_request` and
+//! `ngx_http_finalize_request` with its log phase (`ngx_http_log_request`),
+//! which nginx runs for requests it refuses too (400, 414, 431...).
+
+use crate::hooks::proxy_trait::ProxyHttp;
+use crate::hooks::session::Session;
+use crate::metrics::metrics;
+use crate::record::Request;
+use crate::runtime::Runtime;
+use pingora_core::protocols::http::ServerSession;
+use pingora_error::{Error, ErrorType};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A name made once: a `&str` is parsed into one on every lookup.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The request's id: the client's `X-Request-Id`, or a new one.
+fn request_id(session: &ServerSession) -> String {
+    if let Some(id) = session
+        .req_header()
+        .headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+    {
+        return id.to_string();
+    }
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        t ^ (u64::from(std::process::id()) << 32)
+    });
+    hex_id(base, SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What `format!("{base:016x}{seq:08x}")` makes, without the formatter
+/// (this runs for every request).
+fn hex_id(base: u64, seq: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digit = |v: u64, i: u32| char::from(DIGITS[((v >> (4 * i)) & 0xf) as usize]);
+    let seq_digits = ((64 - seq.leading_zeros()).div_ceil(4)).max(8);
+    let mut id = String::with_capacity(16 + seq_digits as usize);
+    id.extend((0..16).rev().map(|i| digit(base, i)));
+    id.extend((0..seq_digits).rev().map(|i| digit(seq, i)));
+    id
+}
+
+/// A request begins: the header clock stops, and Ferry's record gets the
+/// client's real address, an id and the scheme.
+pub(crate) fn begin(rt: &Runtime, session: &ServerSession) -> Request {
+    crate::client::header_clock::header_done(session);
+    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+    let announced = crate::client::header_clock::announced_client(session);
+    let mut request = Request::new(request_id(session), None);
+    request.client_addr = match (announced, &rt.real_ip, peer) {
+        (Some(a), _, _) => Some(a),
+        (None, Some(rule), Some(p)) => Some(rule.client(p, &session.req_header().headers)),
+        _ => peer,
+    };
+    if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+        request.scheme = "https";
+    }
+    metrics().in_flight.inc();
+    request
+}
+
+/// A request ends, whichever way it went: metrics, the access log line,
+/// the `logging` hook; the header clock rearms for the next request.
+pub(crate) async fn finalize<P: ProxyHttp>(
+    app: &P,
+    rt: &Runtime,
+    session: &mut ServerSession,
+    request: &mut Request,
+    ctx: &mut P::CTX,
+) {
+    crate::client::header_clock::request_done(session);
+    let route = request
+        .route
+        .map_or("none", |i| rt.routes[i].label.as_str());
+    let m = metrics();
+    m.in_flight.dec();
+    let cache = request
+        .route
+        .and_then(|i| rt.routes[i].cache.as_ref())
+        .map(|c| c.zone.name.as_str());
+    m.record(request, route, cache, session.body_bytes_read() as u64);
+    if let Some(log) = &rt.access_log {
+        let req = session.req_header();
+        let uri = String::from_utf8_lossy(req.raw_path());
+        log.log(crate::access_log::line(
+            request,
+            req.method.as_str(),
+            &uri,
+            route,
+        ));
+    }
+    let error = request.error.take();
+    let mut s = Session {
+        downstream: session,
+        request,
+        runtime: rt,
+    };
+    app.logging(&mut s, error.as_deref(), ctx).await;
+}
+
+/// A request failed with `e` (a hook's error, or Ferry's): answered through
+/// the program's `fail_to_proxy` while no response has started; logged
+/// (unless the program suppresses it) when it has.
+pub(crate) async fn failed<P: ProxyHttp>(
+    app: &P,
+    rt: &Runtime,
+    session: &mut ServerSession,
+    request: &mut Request,
+    ctx: &mut P::CTX,
+    e: Box<Error>,
+) {
+    let mut s = Session {
+        downstream: session,
+        request,
+        runtime: rt,
+    };
+    if s.downstream.response_written().is_none() {
+        crate::request::flow::fail(app, &mut s, ctx, e).await;
+        return;
+    }
+    if !app.suppress_error_log(&s, ctx, &e) {
+        log::error!(
+            "{e}, after the response began, {}",
+            app.request_summary(&s, ctx)
+        );
+    }
+    s.request.error = Some(e.into());
+}
+
+/// A request refused before it could be served (400 for a header that
+/// does not parse, 405 for `CONNECT`, 414, 431), after its answer went
+/// out: recorded and finalized as any request, so it has its access log
+/// line and its `logging` call. When Pingora could not read its header
+/// (`header_read` false) the hooks see a stand-in session whose header is
+/// `- / HTTP/1.1`, and the log line says method `-`, target `/`.
+pub(crate) async fn refused<P: ProxyHttp>(
+    app: &P,
+    rt: &Runtime,
+    session: &mut ServerSession,
+    status: u16,
+    header_read: bool,
+) {
+    // The client as the connection knows it (a trusted PROXY header's, or
+    // the peer's): without a header there is no real_ip header to read.
+    let addr =
+        crate::client::header_clock::announced_client(session).or_else(|| session_addr(session));
+    let mut stand_in;
+    let s: &mut ServerSession = match header_read {
+        true => session,
+        false => match stand_in_session().await {
+            Some(ps) => {
+                stand_in = ps;
+                &mut stand_in
+            }
+            None => return,
+        },
+    };
+    let mut request = begin(rt, s);
+    if !header_read {
+        request.client_addr = addr;
+    }
+    request.status = status;
+    request.uri = match header_read {
+        true => String::from_utf8_lossy(s.req_header().raw_path()).into_owned(),
+        false => "-".to_string(),
+    };
+    let e = Error::explain(ErrorType::HTTPStatus(status), "refused before routing");
+    request.error = Some(e.into());
+    let mut ctx = app.new_ctx();
+    finalize(app, rt, s, &mut request, &mut ctx).await;
+}
+
+/// The client's address of `session`, as the record keeps it.
+fn session_addr(session: &ServerSession) -> Option<std::net::SocketAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).copied()
+}
+
+/// A session standing in for one whose header could not be read: its
+/// header `- / HTTP/1.1`, read from memory.
+async fn stand_in_session() -> Option<ServerSession> {
+    let bytes = std::io::Cursor::new(b"- / HTTP/1.1\r\n\r\n".to_vec());
+    let mut ps = ServerSession::new_http1(Box::new(bytes));
+    match ps.read_request().await {
+        Ok(true) => Some(ps),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_id_is_the_formatted_id() {
+        for (base, seq) in [
+            (0, 0),
+            (0x0123_4567_89ab_cdef, 42),
+            (u64::MAX, 0xffff_ffff),
+            (7, 1 << 40),
+        ] {
+            assert_eq!(super::hex_id(base, seq), format!("{base:016x}{seq:08x}"));
+        }
+    }
+}
