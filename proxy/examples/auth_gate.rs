@@ -82,24 +82,24 @@ impl ProxyHttp for Gate {
 }
 
 fn main() {
-    std::process::exit(ferry::run_with_settings(
-        Some("auth"),
-        "proxy/examples/auth_gate.yaml",
-        |s: Option<Settings>, config| {
-            let s = s.unwrap_or(Settings {
+    let code = ferry::Program::new("auth_gate")
+        .default_conf("proxy/examples/auth_gate.yaml")
+        .settings("auth")
+        .run(|start: ferry::Start<Settings>| {
+            let s = start.settings.unwrap_or(Settings {
                 group: "auth".into(),
                 path: "/check".into(),
                 copy_headers: vec!["X-User".into()],
             });
             // The group the subrequests go to must exist: checked at start
             // and by `-t`, not found out by the first request.
-            if config.upstream(&s.group).is_none() {
+            if start.config.upstream(&s.group).is_none() {
                 return Err(ferry::conf::Problem::at_value(
                     "auth.group",
                     format!("unknown upstream `{}`", s.group),
                 ));
             }
             Ok(Gate(s))
-        },
-    ));
+        });
+    std::process::exit(code);
 }

@@ -99,14 +99,14 @@ impl ProxyHttp for Rewrite {
 }
 
 fn main() {
-    std::process::exit(ferry::run_with_settings(
-        Some("rewrite"),
-        "proxy/examples/body_rewrite.yaml",
-        |s: Option<Settings>, _| {
-            Ok(Rewrite(s.unwrap_or(Settings {
+    let code = ferry::Program::new("body_rewrite")
+        .default_conf("proxy/examples/body_rewrite.yaml")
+        .settings("rewrite")
+        .run(|start: ferry::Start<Settings>| {
+            Ok(Rewrite(start.settings.unwrap_or(Settings {
                 from: "Hello".into(),
                 to: "Howdy".into(),
             })))
-        },
-    ));
+        });
+    std::process::exit(code);
 }

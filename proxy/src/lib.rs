@@ -56,9 +56,10 @@
 //!   `upstream_response_filter` and `fail_to_proxy` answer.
 //! - [`CacheDecision`] and [`CacheStatus`]: what `response_cache_filter`
 //!   decides, and what the route's cache did (`$upstream_cache_status`).
-//! - [`run`], [`run_with_settings`], [`Program`] and [`Start`]: the
+//! - [`Program`] and [`Start`] (with [`run`] as its one-line form): the
 //!   command line, the program's own settings in the YAML (`S`, with
-//!   `FILE:LINE:COLUMN` errors), and its start, checked by `-t`.
+//!   `FILE:LINE:COLUMN` errors), and its start, checked by `-t`; [`serde`]
+//!   and [`clap`] re-exported for them.
 //! - [`conf`]: the configuration types (`conf::Config`, `conf::Problem`).
 //!
 //! Inside, a request's way is one folder per layer, read top to bottom:
@@ -73,6 +74,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod admin;
+#[cfg(feature = "mimalloc")]
 pub mod allocator;
 pub(crate) mod cache;
 pub(crate) mod cli;
@@ -128,12 +130,13 @@ pub use hooks::proxy_trait::{
     error_status, CacheDecision, DefaultProxy, FailToProxy, ProxyHttp, RetryDecision,
 };
 pub use hooks::session::Session;
-pub use program::{main, run, run_with_settings, Program, Start};
+pub use program::{run, Program, Start};
 pub use record::{CacheStatus, Request, Try, TryOutcome};
 pub use server::DEFAULT_CONF;
 pub use upstream::subrequest::SubResponse;
 
 /// Re-exported so programs built on Ferry need no direct dependency on them.
 pub use {
-    async_trait::async_trait, bytes, ferry_conf as conf, pingora_core, pingora_error, pingora_http,
+    async_trait::async_trait, bytes, clap, ferry_conf as conf, pingora_core, pingora_error,
+    pingora_http, serde,
 };

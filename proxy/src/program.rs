@@ -21,7 +21,8 @@ use std::path::Path;
 /// use ferry::{Program, ProxyHttp, Start};
 /// use ferry::conf::Problem;
 ///
-/// #[derive(serde::Deserialize)]
+/// #[derive(ferry::serde::Deserialize)]
+/// #[serde(crate = "ferry::serde")]
 /// struct Settings { group: String }
 ///
 /// struct Gateway { group: String, verbose: bool }
@@ -36,7 +37,7 @@ use std::path::Path;
 ///         .about("Our API gateway")
 ///         .default_conf("/etc/gateway.yaml")
 ///         .settings("gateway")
-///         .arg(clap::Arg::new("verbose").long("verbose").action(clap::ArgAction::SetTrue))
+///         .arg(ferry::clap::Arg::new("verbose").long("verbose").action(ferry::clap::ArgAction::SetTrue))
 ///         .run(|mut start: Start<Settings>| {
 ///             let settings = start.settings.take().ok_or_else(|| {
 ///                 Problem::at_key("", "the gateway: section is required")
@@ -207,21 +208,13 @@ impl Program {
     }
 }
 
-/// Run the `ferry` binary's way: [`run`] with [`DEFAULT_CONF`], named
-/// `ferry`.
-pub fn main<P: ProxyHttp>(app: P) -> i32 {
-    Program::new("ferry")
-        .version(env!("CARGO_PKG_VERSION"))
-        .about("A reverse proxy with nginx's upstream semantics, on Pingora")
-        .run::<serde::de::IgnoredAny, P>(|_| Ok(app))
-}
-
 /// Run a program built on Ferry: the `ferry` command line (`-c FILE`, `-t`,
 /// `-s reload`, `--upgrade`, `--daemon`) with `default_conf` when `-c` is
 /// absent, the YAML of docs/config.md, Pingora's signals and graceful
 /// upgrade. Returns the exit status for `-t` and for errors; serving
 /// returns only when Ferry stops. For the program's own name, version and
-/// flags, use [`Program`].
+/// flags, settings of its own or a check of its own at start, use
+/// [`Program`]: `run` is its one-line form.
 ///
 /// ```no_run
 /// struct MyProxy;
@@ -232,48 +225,10 @@ pub fn main<P: ProxyHttp>(app: P) -> i32 {
 /// std::process::exit(ferry::run(MyProxy, "ferry.yaml"));
 /// ```
 pub fn run<P: ProxyHttp>(app: P, default_conf: &str) -> i32 {
-    run_with_settings::<serde::de::IgnoredAny, P>(None, default_conf, |_, _| Ok(app))
-}
-
-/// Like [`run`], for a program with its own settings under the top-level
-/// `key` of the same YAML: they are deserialized into `S` (errors say
-/// `FILE:LINE:COLUMN`) and handed to `make` with the loaded configuration;
-/// `make` builds the proxy or refuses with a [`Problem`] (a path in the
-/// YAML and a message), under `-t` too.
-///
-/// ```no_run
-/// use ferry::conf::Problem;
-/// #[derive(serde::Deserialize)]
-/// struct Settings { group: String }
-/// struct MyProxy(String);
-/// impl ferry::ProxyHttp for MyProxy {
-///     type CTX = ();
-///     fn new_ctx(&self) {}
-/// }
-/// std::process::exit(ferry::run_with_settings(Some("mine"), "ferry.yaml", |s: Option<Settings>, config| {
-///     let s = s.ok_or_else(|| Problem::at_key("", "the mine: section is required"))?;
-///     if config.upstream(&s.group).is_none() {
-///         return Err(Problem::at_value("mine.group", format!("unknown upstream `{}`", s.group)));
-///     }
-///     Ok(MyProxy(s.group))
-/// }));
-/// ```
-pub fn run_with_settings<S, P>(
-    key: Option<&str>,
-    default_conf: &str,
-    make: impl FnOnce(Option<S>, &Config) -> Result<P, Problem>,
-) -> i32
-where
-    S: serde::de::DeserializeOwned,
-    P: ProxyHttp,
-{
-    let mut program = Program::new(program_name())
+    Program::new(program_name())
         .version(env!("CARGO_PKG_VERSION"))
-        .default_conf(default_conf);
-    if let Some(key) = key {
-        program = program.settings(key);
-    }
-    program.run(|start: Start<'_, S>| make(start.settings, start.config))
+        .default_conf(default_conf)
+        .run::<serde::de::IgnoredAny, P>(|_| Ok(app))
 }
 
 /// The name the program was run as (its `--help` says it).

@@ -31,6 +31,7 @@ fn ipv4_text(octets: [u8; 4]) -> String {
 /// What the route's cache did for a request (nginx
 /// `$upstream_cache_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum CacheStatus {
     /// The route has no cache, or the request is not one it stores.
     #[default]
@@ -68,46 +69,47 @@ impl CacheStatus {
     }
 }
 
-/// One request's record.
+/// One request's record: what the access log, the metrics and the
+/// `logging` hook read, and hooks see through [`crate::Session::request`].
 #[derive(Debug, Clone)]
 pub struct Request {
     /// `$request_id`: unique in this process, sent upstream as `X-Request-Id`
     /// when the route says so.
-    pub id: String,
+    pub(crate) id: String,
     /// When the request header was read.
-    pub start: Instant,
+    pub(crate) start: Instant,
     /// The client's address: the peer, or the one a trusted proxy announced
     /// (PROXY protocol, `real_ip`).
-    pub client_addr: Option<SocketAddr>,
+    pub(crate) client_addr: Option<SocketAddr>,
     /// `$scheme`: `https` on a TLS listener.
-    pub scheme: &'static str,
+    pub(crate) scheme: &'static str,
     /// `$host`: the Host header without port, lower-cased.
-    pub host: String,
+    pub(crate) host: String,
     /// `$uri`: the normalised path.
-    pub uri: String,
+    pub(crate) uri: String,
     /// The index of the matched route in `routes:`.
-    pub route: Option<usize>,
+    pub(crate) route: Option<usize>,
     /// Every upstream try, in order (nginx's `upstream_states`).
-    pub tries: Vec<Try>,
+    pub(crate) tries: Vec<Try>,
     /// The status sent to the client (0 until a header went out).
-    pub status: u16,
+    pub(crate) status: u16,
     /// Body bytes sent to the client.
-    pub body_bytes_sent: u64,
+    pub(crate) body_bytes_sent: u64,
     /// Response body bytes written to a temp file.
-    pub spilled_bytes: u64,
+    pub(crate) spilled_bytes: u64,
     /// The response to the client was cut short (upstream or client failure
     /// after the header went out).
-    pub truncated: bool,
+    pub(crate) truncated: bool,
     /// `$upstream_cache_status`: what the route's cache did for this
     /// request.
-    pub cache_status: CacheStatus,
+    pub(crate) cache_status: CacheStatus,
     /// The error the request ended with, handed to `logging`.
     pub(crate) error: Option<std::sync::Arc<pingora_error::Error>>,
 }
 
 impl Request {
     /// A record for a request that just began.
-    pub fn new(id: String, client_addr: Option<SocketAddr>) -> Request {
+    pub(crate) fn new(id: String, client_addr: Option<SocketAddr>) -> Request {
         Request {
             id,
             start: Instant::now(),
@@ -124,6 +126,64 @@ impl Request {
             cache_status: CacheStatus::None,
             error: None,
         }
+    }
+
+    /// `$request_id`: unique in this process, sent upstream as
+    /// `X-Request-Id` when the route says so.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When the request header was read.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// The client's address: the peer, or the one a trusted proxy announced
+    /// (PROXY protocol, `real_ip`).
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.client_addr
+    }
+
+    /// `$scheme`: `https` on a TLS listener.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// `$host`: the Host header without port, lower-cased.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `$uri`: the normalised path.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Every upstream try so far, in order (nginx's `upstream_states`).
+    pub fn tries(&self) -> &[Try] {
+        &self.tries
+    }
+
+    /// The status sent to the client (0 until a header went out).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Body bytes sent to the client.
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.body_bytes_sent
+    }
+
+    /// The response to the client was cut short (upstream or client
+    /// failure after the header went out).
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// `$upstream_cache_status`: what the route's cache did.
+    pub fn cache_status(&self) -> CacheStatus {
+        self.cache_status
     }
 
     /// `$remote_addr`: the client's IP address as text ("" when unknown).

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 /// Which servers the next try goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PeerChoice {
     /// The route's own `upstream`, with its balancer and health.
     Route,
@@ -32,6 +33,7 @@ pub enum PeerChoice {
 /// assert!(peer.tls);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Peer {
     /// Where to connect.
     pub addr: SocketAddr,

@@ -2,34 +2,16 @@
 //! upstream semantics behind them. Every hook has a default that does what
 //! the YAML says, so the `ferry` binary is this trait with no overrides.
 //!
-//! | hook | nginx | when |
-//! |---|---|---|
-//! | [`new_ctx`](ProxyHttp::new_ctx) | `ngx_http_upstream_create` | once per request |
-//! | [`early_request_filter`](ProxyHttp::early_request_filter) | `post_read` / server rewrite phase | before routing; a changed path is routed |
-//! | [`request_filter`](ProxyHttp::request_filter) | access / rewrite phases | after routing, before the body is read |
-//! | [`request_body_filter`](ProxyHttp::request_body_filter) | a request body filter | each piece of the client's body, before it is buffered |
-//! | [`upstream_peer`](ProxyHttp::upstream_peer) | `peer.get` | before every try |
-//! | [`connected_to_upstream`](ProxyHttp::connected_to_upstream) | `ngx_event_connect_peer` done | each try, once connected (or a pooled connection taken) |
-//! | [`upstream_request_filter`](ProxyHttp::upstream_request_filter) | `create_request` / `reinit_request` | on every try, before sending |
-//! | [`fail_to_connect`](ProxyHttp::fail_to_connect) | `ngx_http_upstream_next` (connect) | a try could not connect |
-//! | [`error_while_proxy`](ProxyHttp::error_while_proxy) | `ngx_http_upstream_next` (send, header) | a try failed after connecting |
-//! | [`upstream_response_filter`](ProxyHttp::upstream_response_filter) | `process_header` | on every response header, before the retry decision |
-//! | [`response_filter`](ProxyHttp::response_filter) | header filter | once, before the header goes to the client |
-//! | [`upstream_response_body_filter`](ProxyHttp::upstream_response_body_filter) | `input_filter` | each piece read from the upstream, before it is buffered |
-//! | [`response_body_filter`](ProxyHttp::response_body_filter) | body filter | each piece on its way to the client |
-//! | [`cache_key_callback`](ProxyHttp::cache_key_callback) | `proxy_cache_key` | before the cache lookup |
-//! | [`response_cache_filter`](ProxyHttp::response_cache_filter) | `ngx_http_upstream_send_response`'s `u->cacheable` | before a response is stored |
-//! | [`fail_to_proxy`](ProxyHttp::fail_to_proxy) | `ngx_http_finalize_request` with an error, `error_page` | every error Ferry answers: 400, 404, 413, 502, 504, 500 |
-//! | [`suppress_error_log`](ProxyHttp::suppress_error_log), [`request_summary`](ProxyHttp::request_summary) | `error_log` | when a request's error is logged |
-//! | [`logging`](ProxyHttp::logging) | `finalize_request` / log phase | last, always, with the error if any |
+//! The hooks are listed below in the order a request meets them; the
+//! manual's hook page (`docs/hooks.md`) has the table of each with its
+//! nginx counterpart and when it runs.
 
-use crate::hooks::peer_choice::PeerChoice;
+use crate::hooks::peer_choice::{Peer, PeerChoice};
 use crate::hooks::session::Session;
 use crate::record::Request;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::protocols::Digest;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -272,7 +254,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///     fn new_ctx(&self) {}
     ///
     ///     async fn upstream_peer(&self, s: &mut Session, _ctx: &mut ()) -> Result<PeerChoice> {
-    ///         Ok(if s.request().tries.is_empty() {
+    ///         Ok(if s.request().tries().is_empty() {
     ///             PeerChoice::Route
     ///         } else {
     ///             PeerChoice::Group("fallback".into())
@@ -297,7 +279,8 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     /// # use ferry::{async_trait, ProxyHttp, Session};
     /// # use ferry::pingora_error::Result;
-    /// # use ferry::pingora_core::{protocols::Digest, upstreams::peer::HttpPeer};
+    /// # use ferry::pingora_core::protocols::Digest;
+    /// # use ferry::Peer;
     /// /// Counts new connections against pooled ones.
     /// struct Count(std::sync::atomic::AtomicU64);
     ///
@@ -310,7 +293,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///         &self,
     ///         _s: &mut Session,
     ///         reused: bool,
-    ///         _peer: &HttpPeer,
+    ///         _peer: &Peer,
     ///         _fd: std::os::unix::io::RawFd,
     ///         _digest: Option<&Digest>,
     ///         _ctx: &mut (),
@@ -327,7 +310,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
         &self,
         _session: &mut session_type!(),
         _reused: bool,
-        _peer: &HttpPeer,
+        _peer: &Peer,
         _fd: std::os::unix::io::RawFd,
         _digest: Option<&Digest>,
         _ctx: &mut Self::CTX,
@@ -359,7 +342,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///         req: &mut RequestHeader,
     ///         _ctx: &mut (),
     ///     ) -> Result<()> {
-    ///         req.insert_header("X-Try", s.request().tries.len().to_string())?;
+    ///         req.insert_header("X-Try", s.request().tries().len().to_string())?;
     ///         Ok(())
     ///     }
     /// }
@@ -385,7 +368,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     /// # use ferry::{async_trait, ProxyHttp, Session};
     /// # use ferry::pingora_error::Error;
-    /// # use ferry::pingora_core::upstreams::peer::HttpPeer;
+    /// # use ferry::Peer;
     /// /// Retries a refused connection even where `next_upstream` is `off`.
     /// struct AlwaysRetryConnect;
     ///
@@ -397,7 +380,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///     fn fail_to_connect(
     ///         &self,
     ///         _s: &mut Session,
-    ///         _peer: &HttpPeer,
+    ///         _peer: &Peer,
     ///         _ctx: &mut (),
     ///         mut e: Box<Error>,
     ///     ) -> Box<Error> {
@@ -409,7 +392,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     fn fail_to_connect(
         &self,
         _session: &mut session_type!(),
-        _peer: &HttpPeer,
+        _peer: &Peer,
         _ctx: &mut Self::CTX,
         e: Box<Error>,
     ) -> Box<Error> {
@@ -428,7 +411,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     /// # use ferry::{async_trait, ProxyHttp, Session};
     /// # use ferry::pingora_error::Error;
-    /// # use ferry::pingora_core::upstreams::peer::HttpPeer;
+    /// # use ferry::Peer;
     /// /// Never retries a POST, whatever the YAML lists.
     /// struct NoPostRetry;
     ///
@@ -439,7 +422,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///
     ///     fn error_while_proxy(
     ///         &self,
-    ///         _peer: &HttpPeer,
+    ///         _peer: &Peer,
     ///         s: &mut Session,
     ///         mut e: Box<Error>,
     ///         _ctx: &mut (),
@@ -454,7 +437,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// ```
     fn error_while_proxy(
         &self,
-        _peer: &HttpPeer,
+        _peer: &Peer,
         _session: &mut session_type!(),
         e: Box<Error>,
         _ctx: &mut Self::CTX,
@@ -807,7 +790,7 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///     fn new_ctx(&self) {}
     ///
     ///     fn request_summary(&self, s: &Session, _ctx: &()) -> String {
-    ///         format!("{} id {}", s.summary(), s.request().id)
+    ///         format!("{} id {}", s.summary(), s.request().id())
     ///     }
     /// }
     /// ```
@@ -833,9 +816,9 @@ pub trait ProxyHttp: Send + Sync + 'static {
     ///
     ///     async fn logging(&self, s: &mut Session, e: Option<&Error>, _ctx: &mut ()) {
     ///         let r = s.request();
-    ///         let tries: Vec<&str> = r.tries.iter().map(|t| t.addr.as_str()).collect();
+    ///         let tries: Vec<&str> = r.tries().iter().map(|t| t.addr.as_str()).collect();
     ///         let error = e.map(|e| e.to_string()).unwrap_or_default();
-    ///         eprintln!("{} {} [{}] {error}", r.uri, r.status, tries.join(" "));
+    ///         eprintln!("{} {} [{}] {error}", r.uri(), r.status(), tries.join(" "));
     ///     }
     /// }
     /// ```

@@ -223,7 +223,7 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
             .connected_to_upstream(
                 self.s,
                 conn.reused,
-                &conn.peer.http,
+                &peer_view(&conn.peer),
                 fd,
                 Some(digest),
                 self.ctx,
@@ -232,7 +232,8 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     }
 
     fn fail_to_connect(&mut self, peer: &UpstreamPeer, e: Box<Error>) -> Box<Error> {
-        self.app.fail_to_connect(self.s, &peer.http, self.ctx, e)
+        self.app
+            .fail_to_connect(self.s, &peer_view(peer), self.ctx, e)
     }
 
     fn error_while_proxy(
@@ -242,7 +243,7 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
         reused: bool,
     ) -> Box<Error> {
         self.app
-            .error_while_proxy(&peer.http, self.s, e, self.ctx, reused)
+            .error_while_proxy(&peer_view(peer), self.s, e, self.ctx, reused)
     }
 
     async fn response(&mut self, header: &mut ResponseHeader) -> Result<RetryDecision> {
@@ -254,4 +255,25 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     fn tries(&mut self) -> &mut Vec<Try> {
         &mut self.s.request.tries
     }
+}
+
+/// The server of a try as a program sees it: Ferry's [`Peer`] (an
+/// allocation only for a TLS name).
+fn peer_view(p: &UpstreamPeer) -> Peer {
+    use pingora_core::upstreams::peer::Peer as _;
+    let http = &p.http;
+    let addr = http
+        .address()
+        .as_inet()
+        .copied()
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut view = Peer::new(addr);
+    if http.is_tls() {
+        view = view.tls(&http.sni);
+    }
+    view.verify = http.options.verify_cert;
+    view.connect_timeout = http.options.connection_timeout;
+    view.read_timeout = http.options.read_timeout;
+    view.send_timeout = http.options.write_timeout;
+    view
 }

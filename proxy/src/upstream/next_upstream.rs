@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 /// What `upstream_response_filter` says about retrying this response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RetryDecision {
     /// Follow `next_upstream`.
     Default,

@@ -27,6 +27,7 @@ use std::time::Instant;
 
 /// What a subrequest brought back.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SubResponse {
     /// The upstream's status.
     pub status: u16,

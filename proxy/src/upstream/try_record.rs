@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 /// How one try ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TryOutcome {
     /// The response from this try went to the client.
     Used,
@@ -29,6 +30,7 @@ pub enum TryOutcome {
 
 /// One upstream try (one entry of nginx's `$upstream_addr`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Try {
     /// `ip:port`, or the group name when no server was live.
     pub addr: String,

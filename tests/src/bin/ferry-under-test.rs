@@ -2,5 +2,9 @@
 //! the path of their own package's binaries only).
 
 fn main() {
-    std::process::exit(ferry::main(ferry::DefaultProxy));
+    let code = ferry::Program::new("ferry")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("A reverse proxy with nginx's upstream semantics, on Pingora")
+        .run::<ferry::serde::de::IgnoredAny, _>(|_| Ok(ferry::DefaultProxy));
+    std::process::exit(code);
 }

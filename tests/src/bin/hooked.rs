@@ -29,7 +29,6 @@
 
 use ferry::bytes::Bytes;
 use ferry::pingora_core::protocols::Digest;
-use ferry::pingora_core::upstreams::peer::HttpPeer;
 use ferry::pingora_error::{Error, ErrorType, Result};
 use ferry::pingora_http::{RequestHeader, ResponseHeader};
 use ferry::{
@@ -134,7 +133,7 @@ impl ProxyHttp for Hooked {
     async fn upstream_peer(&self, s: &mut Session, ctx: &mut Ctx) -> Result<PeerChoice> {
         ctx.push("upstream_peer");
         if let Some(g) = header(s, "x-fallback") {
-            if !s.request().tries.is_empty() {
+            if !s.request().tries().is_empty() {
                 return Ok(PeerChoice::Group(g.to_string()));
             }
         }
@@ -156,7 +155,7 @@ impl ProxyHttp for Hooked {
         &self,
         _s: &mut Session,
         reused: bool,
-        _peer: &HttpPeer,
+        _peer: &ferry::Peer,
         fd: std::os::unix::io::RawFd,
         digest: Option<&Digest>,
         ctx: &mut Ctx,
@@ -184,7 +183,7 @@ impl ProxyHttp for Hooked {
     fn fail_to_connect(
         &self,
         s: &mut Session,
-        _peer: &HttpPeer,
+        _peer: &ferry::Peer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
@@ -197,7 +196,7 @@ impl ProxyHttp for Hooked {
 
     fn error_while_proxy(
         &self,
-        _peer: &HttpPeer,
+        _peer: &ferry::Peer,
         _s: &mut Session,
         e: Box<Error>,
         ctx: &mut Ctx,
@@ -287,17 +286,17 @@ impl ProxyHttp for Hooked {
     }
 
     fn request_summary(&self, s: &Session, _ctx: &Ctx) -> String {
-        format!("hooked summary: {}", s.request().uri)
+        format!("hooked summary: {}", s.request().uri())
     }
 
     async fn logging(&self, s: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let r = s.request();
-        let tries: Vec<&str> = r.tries.iter().map(|t| t.addr.as_str()).collect();
+        let tries: Vec<&str> = r.tries().iter().map(|t| t.addr.as_str()).collect();
         let error = e.map_or_else(|| "-".to_string(), |e| e.to_string());
         eprintln!(
             "logging: uri={} status={} tries=[{}] hooks={} upstream_bytes={} error={}",
-            r.uri,
-            r.status,
+            r.uri(),
+            r.status(),
             tries.join(" "),
             ctx.hooks.join(","),
             ctx.upstream_bytes,
@@ -307,5 +306,8 @@ impl ProxyHttp for Hooked {
 }
 
 fn main() {
-    std::process::exit(ferry::main(Hooked));
+    let code = ferry::Program::new("ferry")
+        .version(env!("CARGO_PKG_VERSION"))
+        .run::<ferry::serde::de::IgnoredAny, _>(|_| Ok(Hooked));
+    std::process::exit(code);
 }
