@@ -207,7 +207,7 @@ async fn accept_loop<P: ProxyHttp>(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let start = Start {
+                let accepted = Accepted {
                     live: live.clone(),
                     endpoint: endpoint.clone(),
                     tcp,
@@ -215,7 +215,11 @@ async fn accept_loop<P: ProxyHttp>(
                 };
                 let http = http.clone();
                 // Spread over the server's threads as Pingora's listener does.
-                pingora_runtime::current_handle().spawn(connection(http, start, shutdown.clone()));
+                pingora_runtime::current_handle().spawn(connection(
+                    http,
+                    accepted,
+                    shutdown.clone(),
+                ));
             }
             Err(e) => {
                 log::error!("accept on {}: {e}", endpoint.listen.addr);
@@ -233,14 +237,14 @@ async fn accept_loop<P: ProxyHttp>(
 /// task runs.
 fn connection<P: ProxyHttp>(
     http: Arc<FerryHttp<P>>,
-    start: Start,
+    accepted: Accepted,
     shutdown: ShutdownWatch,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    // Boxed, and made before the task's own future: the start (the PROXY
+    // Boxed, and made before the task's own future: the handshake (the PROXY
     // header's read, a TLS handshake) is gone before the requests begin,
     // and a waiting connection carries neither its room nor the accepted
     // socket's (an async fn would keep its arguments' places).
-    let begin = Box::pin(start.run());
+    let begin = Box::pin(accepted.handshake());
     async move {
         let Some(stream) = begin.await else {
             return;
@@ -250,18 +254,18 @@ fn connection<P: ProxyHttp>(
 }
 
 /// A connection just accepted.
-struct Start {
+struct Accepted {
     live: Arc<Live>,
     endpoint: Arc<Endpoint>,
     tcp: TcpStream,
     peer: SocketAddr,
 }
 
-impl Start {
+impl Accepted {
     /// The stream its requests are read from: after the PROXY header and
     /// the TLS handshake, with the header clock under the session. `None`
     /// when the connection is closed before any request.
-    async fn run(self) -> Option<Stream> {
+    async fn handshake(self) -> Option<Stream> {
         if let Err(e) = self.tcp.set_nodelay(true) {
             log::debug!("TCP_NODELAY on a client connection: {e}");
         }

@@ -355,7 +355,7 @@ async fn send_response<P: ProxyHttp>(
     //    soon as its body is complete. After a 101: the tunnel.
     if switching {
         let idle = proxy.read_timeout.non_zero();
-        let moved = tunnel::run(s.downstream, conn, idle).await;
+        let moved = tunnel::relay(s.downstream, conn, idle).await;
         s.request.body_bytes_sent = moved.to_client;
         return Ok(End::Complete);
     }

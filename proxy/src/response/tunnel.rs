@@ -26,7 +26,7 @@ pub(crate) struct TunnelEnd {
 
 /// Relay until one side is done. Errors end the tunnel like a close does:
 /// the response is already under way, so there is nothing more to answer.
-pub(crate) async fn run(
+pub(crate) async fn relay(
     client: &mut ServerSession,
     mut conn: Conn,
     idle: Option<Duration>,
