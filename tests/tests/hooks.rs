@@ -293,6 +293,39 @@ async fn requests_refused_before_routing_are_logged() {
     assert_eq!(statuses, [400, 405, 414, 431], "{access}");
 }
 
+/// An answer a hook writes on Pingora's session itself (Pingora's
+/// `write_response_header` idiom) is recorded with its status, for the
+/// access log, the metrics and `logging`.
+#[tokio::test]
+async fn an_answer_written_through_pingora_is_recorded_with_its_status() {
+    let admin = ferry_tests::admin::Admin::new();
+    let ferry = Ferry::start_hooked(&format!(
+        "{}access_log: \"{{dir}}/access.log\"\nroutes:\n  - return: {{ status: 200 }}\n",
+        admin.yaml("")
+    ))
+    .await;
+    let (status, _, _) = ask(&ferry, "GET", "/pingora-429", "", "").await;
+    assert_eq!(status, 429);
+    assert!(ferry.logged("/pingora-429").await.contains("status=429"));
+    let access = ferry_tests::until_or(|| {
+        let text = std::fs::read_to_string(ferry.dir.join("access.log")).ok()?;
+        text.contains("429").then_some(text)
+    })
+    .await
+    .expect("an access-log line");
+    let v: serde_json::Value =
+        serde_json::from_str(access.lines().next().unwrap_or("")).expect("JSON");
+    assert_eq!(v["status"], 429, "{access}");
+    assert_eq!(
+        admin
+            .metric("ferry_requests_total{route=\"/\",status=\"429\"}")
+            .await,
+        1,
+        "{}",
+        admin.get("/metrics").await.1
+    );
+}
+
 /// Errors are logged with the program's `request_summary`, unless
 /// `suppress_error_log` says not to; `logging` gets the error either way,
 /// and none for a request that went well.

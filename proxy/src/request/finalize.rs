@@ -82,6 +82,12 @@ pub(crate) async fn finalize<P: ProxyHttp>(
     ctx: &mut P::CTX,
 ) {
     crate::client::header_clock::request_done(session);
+    if request.status == 0 {
+        // A hook wrote the answer on Pingora's session itself.
+        if let Some(h) = session.response_written() {
+            request.status = h.status.as_u16();
+        }
+    }
     let route = request
         .route
         .map_or("none", |i| rt.routes[i].label.as_str());

@@ -87,6 +87,14 @@ impl ProxyHttp for Hooked {
                 .await?;
             return Ok(true);
         }
+        if req.uri.path() == "/pingora-429" {
+            // Pingora's own idiom (its rate limiter example): the answer
+            // written on Pingora's session directly.
+            let mut h = ResponseHeader::build(429, None)?;
+            h.insert_header("Content-Length", "0")?;
+            s.pingora().write_response_header(Box::new(h)).await?;
+            return Ok(true);
+        }
         if header(s, "x-eat-body").is_some() {
             // The mistake Ferry must not turn into an empty body upstream.
             while s.pingora().read_request_body().await?.is_some() {}
