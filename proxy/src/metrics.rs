@@ -90,7 +90,7 @@ pub fn metrics() -> &'static Metrics {
         let in_flight = IntGauge::new("ferry_requests_in_flight", "Requests being served")
             .expect("valid metric");
         let _ = r.register(Box::new(in_flight.clone()));
-        Metrics {
+        let m = Metrics {
             requests: counter_vec(
                 &r,
                 "ferry_requests_total",
@@ -155,7 +155,9 @@ pub fn metrics() -> &'static Metrics {
             cache: CacheMetrics::new(&r),
             upstream: UpstreamMetrics::new(&r),
             registry: r,
-        }
+        };
+        m.known_series();
+        m
     })
 }
 
@@ -227,7 +229,47 @@ impl CacheMetrics {
     }
 }
 
+/// The reasons a request is refused before routing.
+const REFUSALS: &[&str] = &[
+    "malformed",
+    "header_too_large",
+    "header_timeout",
+    "smuggling",
+    "transfer_coding",
+    "bad_target",
+    "bad_path",
+    "bad_host",
+    "bad_method",
+    "no_host",
+];
+
+/// What a cache did for a request (`$upstream_cache_status`).
+const CACHE_STATUSES: &[&str] = &[
+    "HIT",
+    "MISS",
+    "EXPIRED",
+    "STALE",
+    "UPDATING",
+    "REVALIDATED",
+    "BYPASS",
+];
+
 impl Metrics {
+    /// Every series whose label values are known before anything happens,
+    /// at 0 (Prometheus's advice: a rate of an absent series is nothing,
+    /// not zero).
+    fn known_series(&self) {
+        for result in ["ok", "error"] {
+            self.reloads.with_label_values(&[result]);
+        }
+        for result in ["ok", "empty", "error"] {
+            self.dns_lookups.with_label_values(&[result]);
+        }
+        for reason in REFUSALS {
+            self.bad_requests.with_label_values(&[reason]);
+        }
+    }
+
     /// The Prometheus text exposition, with each cache's size as it is
     /// now, and no series left of a server that is no longer a member of
     /// its configured group (`servers`: each group's members now), so the
@@ -240,6 +282,11 @@ impl Metrics {
         forget_gone(&self.upstream.tries, servers);
         forget_gone(&self.upstream.marked_failed, servers);
         for (name, zone) in caches {
+            for status in CACHE_STATUSES {
+                self.cache
+                    .requests
+                    .with_label_values(&[name.as_str(), status]);
+            }
             self.cache
                 .entries
                 .with_label_values(&[name])

@@ -203,6 +203,33 @@ async fn metrics_count_requests_tries_and_spills() {
     assert!(text.contains("ferry_spilled_bytes_total"));
 }
 
+/// Every series whose labels are known before anything happens is on
+/// `/metrics` at 0 from the start: a rate over an absent series is nothing,
+/// not zero.
+#[tokio::test]
+async fn known_series_are_exported_at_zero() {
+    let admin = ferry_tests::admin::Admin::new();
+    let ferry = Ferry::start(&format!(
+        "{}caches: {{ c: {{ path: \"{{tmp}}/cache\" }} }}\nroutes:\n  - return: {{ status: 200 }}\n",
+        admin.yaml("")
+    ))
+    .await;
+    let (_, text) = admin.get("/metrics").await;
+    for series in [
+        "ferry_config_reloads_total{result=\"ok\"} 0",
+        "ferry_config_reloads_total{result=\"error\"} 0",
+        "ferry_dns_lookups_total{result=\"error\"} 0",
+        "ferry_dns_lookups_total{result=\"empty\"} 0",
+        "ferry_bad_requests_total{reason=\"malformed\"} 0",
+        "ferry_bad_requests_total{reason=\"header_too_large\"} 0",
+        "ferry_cache_requests_total{cache=\"c\",status=\"HIT\"} 0",
+        "ferry_cache_requests_total{cache=\"c\",status=\"STALE\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series}\n{text}");
+    }
+    drop(ferry);
+}
+
 #[tokio::test]
 async fn access_log_lists_every_try() {
     let closes = Raw::always(vec![Step::Close]).await;
