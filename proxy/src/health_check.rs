@@ -5,13 +5,16 @@
 //! answer within `timeout`, or a status other than `expect_status`) is taken
 //! out; it is put back when it passes. The verdict lives in the same peer
 //! table as passive health (`max_fails`), so both views agree, and it
-//! survives a reload with the server. The checks follow the configuration:
+//! survives a reload with the server. The checks connect as the group's
+//! requests do (TLS with its `ca_file`), and a failure is logged with why. The checks follow the configuration:
 //! a reload starts them again on the new groups, and each round checks the
 //! members the group has then (DNS discovery may change them).
 
 use crate::upstream::group::Upstream;
 use async_trait::async_trait;
 use ferry_conf::HealthCheck as CheckConf;
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck};
@@ -22,8 +25,19 @@ pub struct HealthChecks {
     pub live: Arc<crate::live::Live>,
 }
 
-fn http_check(up: &Upstream, conf: &CheckConf) -> Option<HttpHealthCheck> {
-    let mut check = HttpHealthCheck::new(&up.name, up.tls.enabled);
+/// The check of group `up`: its TLS settings as its requests have them
+/// (the group's `ca_file` on the server's connector options).
+fn http_check(
+    up: &Upstream,
+    conf: &CheckConf,
+    connector: &ConnectorOptions,
+) -> Option<HttpHealthCheck> {
+    let mut opts = connector.clone();
+    if let Some(ca) = &up.tls.ca_file {
+        opts.ca_file = Some(ca.clone());
+    }
+    let mut check =
+        HttpHealthCheck::new_custom(&up.name, up.tls.enabled, Connector::new(Some(opts)));
     if up.tls.enabled {
         let sni = up
             .group
@@ -55,8 +69,13 @@ fn http_check(up: &Upstream, conf: &CheckConf) -> Option<HttpHealthCheck> {
     Some(check)
 }
 
-async fn run_group(up: &Upstream, conf: &CheckConf, mut shutdown: ShutdownWatch) {
-    let Some(check) = http_check(up, conf) else {
+async fn run_group(
+    up: &Upstream,
+    conf: &CheckConf,
+    connector: &ConnectorOptions,
+    mut shutdown: ShutdownWatch,
+) {
+    let Some(check) = http_check(up, conf, connector) else {
         log::error!("health check of {}: invalid path {:?}", up.name, conf.path);
         return;
     };
@@ -66,7 +85,12 @@ async fn run_group(up: &Upstream, conf: &CheckConf, mut shutdown: ShutdownWatch)
                 continue;
             };
             let result = tokio::time::timeout(conf.timeout.get(), check.check(&backend)).await;
-            let healthy = matches!(result, Ok(Ok(())));
+            let why = match &result {
+                Ok(Ok(())) => String::new(),
+                Ok(Err(e)) => e.to_string().trim().to_string(),
+                Err(_) => format!("no answer within {:?}", conf.timeout.get()),
+            };
+            let healthy = why.is_empty();
             if up.group.set_healthy(peer.addr, healthy) {
                 if healthy {
                     log::warn!(
@@ -76,7 +100,7 @@ async fn run_group(up: &Upstream, conf: &CheckConf, mut shutdown: ShutdownWatch)
                     );
                 } else {
                     log::warn!(
-                        "health check: {} in group {} fails, taken out",
+                        "health check: {} in group {} fails ({why}), taken out",
                         peer.addr,
                         up.name
                     );
@@ -105,7 +129,8 @@ impl BackgroundService for HealthChecks {
                 })
                 .map(|(up, conf)| {
                     let stop = shutdown.clone();
-                    tokio::spawn(async move { run_group(&up, &conf, stop).await })
+                    let connector = self.live.connector.clone();
+                    tokio::spawn(async move { run_group(&up, &conf, &connector, stop).await })
                 })
                 .collect();
             drop(rt);

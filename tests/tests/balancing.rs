@@ -251,6 +251,11 @@ async fn health_check_takes_a_server_out_and_puts_it_back() {
         answers(6).await.iter().all(|x| x == "b"),
         "A stays out while failing"
     );
+    let log = ferry.log();
+    assert!(
+        log.contains("status 503 Service Unavailable (expected 200)), taken out"),
+        "the log says why: {log}"
+    );
     healthy.store(true, Ordering::SeqCst);
     let start = Instant::now();
     while !answers(4).await.contains(&"a".to_string()) {

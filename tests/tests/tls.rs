@@ -329,3 +329,39 @@ async fn a_broken_pair_on_reload_is_refused_and_the_old_one_serves() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&at), "{err}");
 }
+
+/// Active health checks connect as the group's requests do: with a
+/// private CA in `tls.ca_file` the server passes its checks and serves;
+/// a check that fails says why in the log.
+#[tokio::test]
+async fn health_checks_trust_the_groups_ca_file() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = fresh_dir();
+    let cert = SelfSigned::new(&dir, &["app"]);
+    let checks = Arc::new(AtomicUsize::new(0));
+    let seen = checks.clone();
+    let app = Backend::start_tls(
+        &cert,
+        Arc::new(move |_, r: &Seen| {
+            if r.uri == "/healthz" {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            Reply::ok("over tls")
+        }),
+    )
+    .await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n  app:\n    tls: {{ ca_file: \"{}\" }}\n    health_check: {{ path: /healthz, interval: 100ms, timeout: 1s }}\n    servers: [ {{ addr: \"{}\" }} ]\nroutes:\n  - upstream: app\n",
+        cert.cert_path.display(),
+        app.addr
+    ))
+    .await;
+    ferry_tests::until("three health checks to reach the server", || {
+        checks.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    let http = ferry_tests::client::http();
+    let r = http.get(ferry.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!ferry.log().contains("taken out"), "{}", ferry.log());
+}
