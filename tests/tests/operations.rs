@@ -49,6 +49,65 @@ async fn healthz_turns_503_on_sigterm_while_requests_are_still_served() {
     );
 }
 
+/// A graceful stop ends as soon as nothing is in flight (nginx's graceful
+/// quit), not after the whole grace period (300 s here): an idle Ferry
+/// exits at once; a busy one once its last response went out, whole; and
+/// SIGINT during the stop exits at once.
+#[tokio::test]
+async fn sigterm_exits_once_nothing_is_in_flight() {
+    let admin = "admin: { listen: \"127.0.0.1:0\", drain_delay: 0s }\n";
+    let mut idle = Ferry::start_graceful(
+        &format!("{admin}routes:\n  - return: {{ status: 200 }}\n"),
+        300,
+    )
+    .await;
+    idle.signal(libc::SIGTERM);
+    assert!(
+        idle.wait_exit().await.is_some(),
+        "an idle Ferry waited out its grace period"
+    );
+
+    let slow = Backend::start(Arc::new(|_, _| {
+        let mut r = ferry_tests::backend::Reply::ok("slow and whole");
+        r.delay = Some(Duration::from_millis(1500));
+        r
+    }))
+    .await;
+    let mut busy =
+        Ferry::start_graceful(&format!("{admin}{}", single(&[slow.addr], "")), 300).await;
+    let url = busy.url("/");
+    let answer = tokio::spawn(async move { text(&client(), url).await });
+    ferry_tests::until("the request to reach the backend", || slow.hits() == 1).await;
+    busy.signal(libc::SIGTERM);
+    assert!(
+        busy.wait_exit().await.is_some(),
+        "a busy Ferry waited out its grace period"
+    );
+    assert_eq!(answer.await.expect("the client"), "slow and whole");
+
+    let stuck = Backend::start(Arc::new(|_, _| {
+        let mut r = ferry_tests::backend::Reply::ok("never");
+        r.delay = Some(Duration::from_secs(120));
+        r
+    }))
+    .await;
+    let mut forced =
+        Ferry::start_graceful(&format!("{admin}{}", single(&[stuck.addr], "")), 300).await;
+    let url = forced.url("/");
+    let _hanging = tokio::spawn(async move { client().get(url).send().await.map(|_| ()) });
+    ferry_tests::until("the request to reach the backend", || stuck.hits() == 1).await;
+    forced.signal(libc::SIGTERM);
+    ferry_tests::until("the graceful stop to begin", || {
+        forced.log().contains("Graceful shutdown")
+    })
+    .await;
+    forced.signal(libc::SIGINT);
+    assert!(
+        forced.wait_exit().await.is_some(),
+        "SIGINT during the stop was ignored"
+    );
+}
+
 #[tokio::test]
 async fn graceful_upgrade_under_steady_load_drops_nothing() {
     let app = Backend::named("app").await;

@@ -3,7 +3,9 @@
 //! On SIGTERM Ferry turns `/healthz` to 503 at once and keeps serving for
 //! `admin.drain_delay`, so an outer load balancer takes it out; then Pingora
 //! stops accepting and finishes in-flight requests within its grace period
-//! (`server.grace_period_seconds`). SIGINT stops fast; SIGQUIT hands the
+//! (`server.grace_period_seconds`), exiting as soon as nothing is in
+//! flight, as nginx's graceful quit does. SIGINT stops fast, during the
+//! graceful stop too; SIGQUIT hands the
 //! listening sockets to a process started with `--upgrade`.
 
 use async_trait::async_trait;
@@ -23,6 +25,44 @@ impl Draining {
     }
     pub(crate) fn set(&self) {
         self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// How often a stopping Ferry looks whether anything is still in flight.
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+
+/// What a stopping Ferry waits before it looks: the listeners stop, and
+/// connections waiting for a request close (`http_app`'s settle time).
+const FIRST_LOOK: Duration = Duration::from_millis(1_200);
+
+/// Pingora sleeps the whole `grace_period_seconds` after a graceful
+/// terminate; nginx's graceful quit ends as soon as nothing is in flight.
+/// So, once the listeners have stopped: exit when no request has been in
+/// flight for two looks in a row (the access log's writer has had time to
+/// write the last lines), or at once on SIGINT.
+async fn exit_when_idle(mut int: tokio::signal::unix::Signal) {
+    let settle = tokio::time::sleep(FIRST_LOOK);
+    tokio::pin!(settle);
+    let mut quiet = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {
+                log::warn!("SIGINT while stopping: exiting now");
+                std::process::exit(0);
+            }
+            _ = &mut settle, if quiet == 0 => quiet = 1,
+            _ = tokio::time::sleep(IDLE_CHECK), if quiet > 0 => {
+                if crate::metrics::metrics().in_flight.get() > 0 {
+                    quiet = 1;
+                    continue;
+                }
+                quiet += 1;
+                if quiet > 3 {
+                    log::info!("graceful stop: nothing in flight; exiting");
+                    std::process::exit(0);
+                }
+            }
+        }
     }
 }
 
@@ -58,10 +98,14 @@ impl ShutdownSignalWatch for DrainingSignals {
                 _ = term.recv() => {
                     self.draining.set();
                     log::warn!("SIGTERM: /healthz says 503; serving {:?} more before the graceful stop", self.delay);
-                    return tokio::select! {
+                    let stop = tokio::select! {
                         _ = tokio::time::sleep(self.delay) => ShutdownSignal::GracefulTerminate,
                         _ = int.recv() => ShutdownSignal::FastShutdown,
                     };
+                    if let ShutdownSignal::GracefulTerminate = stop {
+                        tokio::spawn(exit_when_idle(int));
+                    }
+                    return stop;
                 }
             }
         }
