@@ -116,7 +116,13 @@ pub fn load_str_with<S: DeserializeOwned>(
         Ok(c) => c,
         Err(e) => {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            return Err(ConfErrors(vec![at(line, column, serde_message(&e))]));
+            let first = at(line, column, serde_message(&e));
+            let mut errors = section_errors::<S>(file, text, extension);
+            if !errors.iter().any(|x| (x.line, x.column) == (line, column)) {
+                errors.push(first);
+            }
+            errors.sort_by_key(|x| (x.line, x.column));
+            return Err(ConfErrors(errors));
         }
     };
     config.source = text.to_string();
@@ -125,6 +131,55 @@ pub fn load_str_with<S: DeserializeOwned>(
         return Ok((config, settings));
     }
     Err(config.locate(problems))
+}
+
+/// Every section's own problem, after the whole file failed to load:
+/// serde stops at a file's first error, so each top-level key (a block at
+/// column 1) is loaded again alone, at its own lines (the lines before it
+/// kept as blank ones, so positions stay the file's). A section's missing
+/// sibling is no problem of its own.
+fn section_errors<S: DeserializeOwned>(
+    file: &str,
+    text: &str,
+    extension: Option<&str>,
+) -> Vec<ConfError> {
+    let lines: Vec<&str> = text.lines().collect();
+    let starts: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.chars()
+                .next()
+                .is_some_and(|c| !c.is_whitespace() && c != '#' && c != '-')
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mut errors = Vec::new();
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(lines.len());
+        let section = "\n".repeat(start) + &lines[start..end].join("\n") + "\n";
+        let seed = root::RootSeed::<S> {
+            file,
+            extension,
+            settings: std::marker::PhantomData,
+        };
+        if let Err(e) = seed.deserialize(serde_yaml::Deserializer::from_str(&section)) {
+            let message = serde_message(&e);
+            if message.starts_with("missing field") {
+                continue;
+            }
+            let (line, column) = e
+                .location()
+                .map_or((start + 1, 1), |l| (l.line(), l.column()));
+            errors.push(ConfError {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+            });
+        }
+    }
+    errors
 }
 
 /// serde_yaml's message without its own " at line L column C" suffix.

@@ -123,6 +123,9 @@ enum Frame {
     Map {
         path: String,
         key: Option<(String, Pos)>,
+        /// The keys this mapping has had so far (a duplicate is a key
+        /// written twice in one mapping, not a path seen before).
+        seen: Vec<String>,
     },
     Seq {
         path: String,
@@ -157,6 +160,7 @@ impl Receiver {
             Some(Frame::Map {
                 path,
                 key: key @ None,
+                ..
             }) => {
                 *key = Some((scalar.unwrap_or("?").to_string(), pos));
                 // yaml-rust2 marks a block mapping at its first `:`; the
@@ -170,13 +174,15 @@ impl Receiver {
                 }
                 None
             }
-            Some(Frame::Map { path, key }) => {
+            Some(Frame::Map { path, key, seen }) => {
                 let (k, kpos) = key
                     .take()
                     .unwrap_or_else(|| ("?".to_string(), Pos { line: 1, column: 1 }));
                 let p = join(path, &k);
-                if k != "?" && self.map.contains_key(&p) {
+                if k != "?" && seen.contains(&k) {
                     self.duplicates.push((k, kpos));
+                } else {
+                    seen.push(k);
                 }
                 self.map.insert(p.clone(), (kpos, pos));
                 Some(p)
@@ -207,7 +213,11 @@ impl MarkedEventReceiver for Receiver {
             Event::MappingStart(..) => {
                 // A mapping used as a key gets a placeholder path.
                 let path = self.node(pos, None).unwrap_or_else(|| "?".into());
-                self.stack.push(Frame::Map { path, key: None });
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    seen: Vec::new(),
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.node(pos, None).unwrap_or_else(|| "?".into());

@@ -266,3 +266,25 @@ fn only_regular_files_are_read() {
     let _ = std::fs::remove_file(&fifo);
     assert!(e.contains(":1:1: not a regular file"), "{e}");
 }
+
+#[test]
+fn a_second_top_level_key_is_one_duplicate_not_its_children() {
+    let e = err("routes:\n  - return: { status: 200 }\nroutes:\n  - return: { status: 201 }\n");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.starts_with("f.yaml:3:1: duplicate key `routes`"), "{e}");
+}
+
+#[test]
+fn every_section_s_problem_is_listed() {
+    let e = err("upstreams:\n  a:\n    servers: [ { addr: 127.0.0.1:1 } ]\n    balance: nope\nroutes:\n  - upstream: a\n    proxy: { read_timeout: abc }\n");
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 2, "{e}");
+    assert!(
+        lines[0].starts_with("f.yaml:4:") && lines[0].contains("nope"),
+        "{e}"
+    );
+    assert!(
+        lines[1].starts_with("f.yaml:7:") && lines[1].contains("abc"),
+        "{e}"
+    );
+}
