@@ -80,6 +80,12 @@ impl<S> Start<'_, S> {
     }
 }
 
+/// The program's settings as the file has them (`None` without a key).
+fn settings_text(source: &str, key: Option<&str>) -> Option<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(source).ok()?;
+    serde_yaml::to_string(doc.get(key?)?).ok()
+}
+
 fn missing_group(name: &str, path: &str) -> Problem {
     Problem::at_value(
         path,
@@ -178,6 +184,7 @@ impl Program {
             }
         };
         let required = required.into_inner();
+        let started_with = settings_text(&config.source, key.as_deref());
         if args.test {
             println!("ok");
             return 0;
@@ -187,12 +194,17 @@ impl Program {
             return crate::cli::send_signal(signal, &pid_file);
         }
         // A reload reads the file the same way (once it is whole, see
-        // `config_file`): the program's settings are
-        // checked (the program keeps the ones it started with), and the
-        // groups it needs must still be there.
+        // `config_file`): the program's settings are checked (the program
+        // keeps the ones it started with, and says so when they changed),
+        // and the groups it needs must still be there.
         let load: crate::live::Loader = Box::new(move |path: &Path| {
             let (mut c, _) = crate::config_file::load_stable::<S>(path, key.as_deref())?;
             crate::preflight::check(&mut c)?;
+            if let Some(k) = key.as_deref() {
+                if settings_text(&c.source, Some(k)) != started_with {
+                    log::warn!("reload: the program's `{k}` settings changed; the program keeps the ones it started with until a restart or a graceful upgrade (--upgrade, then SIGQUIT)");
+                }
+            }
             let gone: Vec<Problem> = required
                 .iter()
                 .filter(|g| c.upstream(g).is_none())

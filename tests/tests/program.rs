@@ -97,3 +97,33 @@ async fn a_reload_cannot_take_away_a_group_the_program_needs() {
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "canary");
 }
+
+/// A reload whose program settings changed says that the program keeps
+/// the ones it started with (they were checked, not silently dropped);
+/// one whose settings are the same says nothing of them.
+#[tokio::test]
+async fn a_reload_says_when_the_programs_settings_changed() {
+    let (stable, canary) = (
+        Backend::named("stable").await,
+        Backend::named("canary").await,
+    );
+    let conf = |value: &str| {
+        format!(
+            "canary: {{ header: X-Canary, value: {value}, group: canary }}\nupstreams:\n  stable: {{ servers: [{{ addr: \"{}\" }}] }}\n  canary: {{ servers: [{{ addr: \"{}\" }}] }}\nroutes:\n  - upstream: stable\n",
+            stable.addr, canary.addr
+        )
+    };
+    let ferry = Ferry::start_example("canary", &conf("always")).await;
+    ferry.rewrite(&conf("always"));
+    ferry.reload().await;
+    assert!(!ferry.log().contains("settings changed"), "{}", ferry.log());
+    ferry.rewrite(&conf("sometimes"));
+    ferry.reload().await;
+    let log = ferry.log();
+    assert!(
+        log.contains(
+            "the program's `canary` settings changed; the program keeps the ones it started with"
+        ),
+        "{log}"
+    );
+}
