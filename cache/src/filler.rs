@@ -39,10 +39,9 @@ pub(crate) enum Job {
         id: u64,
         data: Bytes,
     },
-    /// Store it (its length checked against `expect`), or give it up.
+    /// Store it, or give it up.
     Finish {
         id: u64,
-        expect: Option<u64>,
         reply: oneshot::Sender<io::Result<u64>>,
     },
     Abort {
@@ -143,19 +142,14 @@ impl Filling {
         self.written
     }
 
-    /// Put the entry in place when its body has `expect` bytes (or any,
-    /// for `None`): its size on disk.
-    pub async fn store(mut self, expect: Option<u64>) -> io::Result<u64> {
+    /// Put the entry in place: its size on disk.
+    pub async fn store(mut self) -> io::Result<u64> {
         if self.failed {
             return Err(io::Error::other("the entry was given up"));
         }
         let (reply, answer) = oneshot::channel();
         self.done = true;
-        let job = Job::Finish {
-            id: self.id,
-            expect,
-            reply,
-        };
+        let job = Job::Finish { id: self.id, reply };
         self.tx
             .send(job)
             .map_err(|_| io::Error::other("the cache is gone"))?;
@@ -208,9 +202,9 @@ fn work(zone: Weak<Zone>, rx: Receiver<Job>, queued: Arc<AtomicUsize>) {
                     }
                 }
             }
-            Job::Finish { id, expect, reply } => {
+            Job::Finish { id, reply } => {
                 let stored = match open.remove(&id) {
-                    Some((w, key, fresh)) => finish(&z, w, &key, fresh, expect),
+                    Some((w, key, fresh)) => z.stored(&key, w, fresh),
                     None => Err(io::Error::other("the entry could not be written")),
                 };
                 let _ = reply.send(stored);
@@ -220,15 +214,4 @@ fn work(zone: Weak<Zone>, rx: Receiver<Job>, queued: Arc<AtomicUsize>) {
             }
         }
     }
-}
-
-fn finish(z: &Zone, w: Writer, key: &Key, fresh: Duration, expect: Option<u64>) -> io::Result<u64> {
-    if expect.is_some_and(|n| n != w.written()) {
-        return Err(io::Error::other(format!(
-            "{} bytes where {} were announced",
-            w.written(),
-            expect.unwrap_or_default()
-        )));
-    }
-    z.stored(key, w, fresh)
 }

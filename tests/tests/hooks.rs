@@ -495,3 +495,31 @@ async fn the_cache_hooks_choose_the_key_and_what_is_stored() {
     assert_eq!(cache, "MISS", "the program refused to store it");
     assert_eq!(b.hits(), 4);
 }
+
+/// An `upstream_response_body_filter` that changes the body's length
+/// (here: writes it twice) leaves a `Content-Length` response cacheable:
+/// the upstream's body is checked whole as the upstream sent it, and the
+/// entry holds what the filter made.
+#[tokio::test]
+async fn a_body_filter_that_changes_the_length_still_stores_the_response() {
+    let b = Backend::start(Arc::new(|i, _: &Seen| Reply::ok(format!("n{i}")))).await;
+    let ferry = Ferry::start_hooked(&format!(
+        "caches:\n  c: {{ path: \"{{tmp}}/cache\" }}\nupstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ add_headers: {{ X-Cache: \"$upstream_cache_status\" }} }}\n    cache: {{ zone: c, valid: {{ 200: 10m }} }}\n",
+        group("app", &[(b.addr, "")])
+    ))
+    .await;
+    for want in ["MISS", "HIT"] {
+        let r = ferry_tests::client::http()
+            .get(ferry.url("/twice"))
+            .header("X-Double", "1")
+            .send()
+            .await
+            .unwrap();
+        let cache = r.headers()["x-cache"].to_str().unwrap().to_string();
+        assert_eq!(
+            (cache.as_str(), r.text().await.unwrap().as_str()),
+            (want, "n0n0")
+        );
+    }
+    assert_eq!(b.hits(), 1);
+}

@@ -127,7 +127,7 @@ impl BodySink for Sink {
 
     fn piece(&mut self, piece: &[u8]) -> Result<()> {
         if let Some(f) = &mut self.fill {
-            f.append(&bytes::Bytes::copy_from_slice(piece));
+            f.append(piece.len(), Some(&bytes::Bytes::copy_from_slice(piece)));
         }
         Ok(())
     }

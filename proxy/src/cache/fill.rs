@@ -24,6 +24,10 @@ pub(crate) struct Fill {
     filling: Option<Filling>,
     /// The upstream's `Content-Length`, when it sent one.
     expect: Option<u64>,
+    /// Body bytes read from the upstream, before any filter changed them:
+    /// what `expect` is checked against (a filter may change the length of
+    /// what is stored).
+    read: u64,
     /// The reader saw the body's end.
     pub ended: bool,
     /// Whether the entry went in place, once [`Fill::commit`] ran.
@@ -49,14 +53,17 @@ impl Fill {
             zone,
             key: key.clone(),
             filling: Some(filling),
+            read: 0,
             ended: false,
             stored: None,
         })
     }
 
-    /// One piece of the body.
-    pub(crate) fn append(&mut self, piece: &Bytes) {
-        if let Some(f) = &mut self.filling {
+    /// One piece of the body as stored; `read`: its length as the
+    /// upstream sent it.
+    pub(crate) fn append(&mut self, read: usize, piece: Option<&Bytes>) {
+        self.read += read as u64;
+        if let (Some(f), Some(piece)) = (&mut self.filling, piece) {
             f.append(piece);
         }
     }
@@ -68,7 +75,18 @@ impl Fill {
         let Some(filling) = self.filling.take() else {
             return;
         };
-        let stored = match filling.store(self.expect).await {
+        if self.expect.is_some_and(|n| n != self.read) {
+            log::info!(
+                "cache {}: response for {} not whole ({} of {:?} bytes); not stored",
+                self.zone.name,
+                self.key.text,
+                self.read,
+                self.expect
+            );
+            self.stored = Some(false);
+            return;
+        }
+        let stored = match filling.store().await {
             Ok(size) => {
                 crate::metrics::metrics()
                     .cache
@@ -110,8 +128,8 @@ impl Fill {
 }
 
 impl crate::response::body_pipe::BodyTap for Fill {
-    fn piece(&mut self, piece: &Bytes) {
-        self.append(piece);
+    fn piece(&mut self, read: usize, piece: Option<&Bytes>) {
+        self.append(read, piece);
     }
 
     async fn end(&mut self) {

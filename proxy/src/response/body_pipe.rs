@@ -42,8 +42,9 @@ struct Hooks<'a, P: ProxyHttp> {
 /// Where a copy of the body goes as it is read: a cache entry being
 /// filled (`crate::cache::fill`).
 pub(crate) trait BodyTap: Send {
-    /// One piece, as the filter left it.
-    fn piece(&mut self, piece: &Bytes);
+    /// One piece as the filter left it (`None`: it dropped it); `read`:
+    /// its length as the upstream sent it.
+    fn piece(&mut self, read: usize, piece: Option<&Bytes>);
     /// The body's end was read; done before the client has its last byte.
     fn end(&mut self) -> impl std::future::Future<Output = ()> + Send;
 }
@@ -71,6 +72,7 @@ impl<P: ProxyHttp, T: BodyTap> UpstreamBody for UpstreamReader<'_, '_, P, T> {
                 .await
                 .map_err(|e| pipe_error(Side::Upstream, &e))?;
             let end = piece.is_none() || self.conn.session.is_body_done();
+            let read = piece.as_ref().map_or(0, |p| p.len());
             {
                 let h = self.hooks;
                 let mut ctx = h.ctx.lock().unwrap_or_else(|e| e.into_inner());
@@ -80,9 +82,7 @@ impl<P: ProxyHttp, T: BodyTap> UpstreamBody for UpstreamReader<'_, '_, P, T> {
             }
             self.ended = end;
             if let Some(t) = &mut self.tap {
-                if let Some(p) = &piece {
-                    t.piece(p);
-                }
+                t.piece(read, piece.as_ref());
                 if end {
                     t.end().await;
                 }

@@ -14,7 +14,8 @@
 //!   sends every try after the first to that group.
 //! - `fail_to_connect`: `X-Retry-Connect: no` forbids retrying a refused
 //!   connection.
-//! - `upstream_response_body_filter`: `X-Upper: 1` upper-cases the body.
+//! - `upstream_response_body_filter`: `X-Upper: 1` upper-cases the body,
+//!   `X-Double: 1` writes it twice (a body of another length).
 //! - `fail_to_proxy`: every error Ferry answers comes back as
 //!   `{"hooked_error":CODE}`.
 //! - `suppress_error_log`: `X-Quiet: 1` keeps the error out of the log;
@@ -42,6 +43,7 @@ struct Hooked;
 struct Ctx {
     hooks: Vec<String>,
     upper: bool,
+    double: bool,
     upstream_bytes: u64,
 }
 
@@ -80,6 +82,7 @@ impl ProxyHttp for Hooked {
     async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.push("request_filter");
         ctx.upper = header(s, "x-upper").is_some();
+        ctx.double = header(s, "x-double").is_some();
         let req = s.req_header();
         let key = req.headers.get("x-api-key").map(|v| v.as_bytes());
         if req.uri.path().starts_with("/api/") && key != Some(b"secret") {
@@ -248,11 +251,14 @@ impl ProxyHttp for Hooked {
 
     async fn response_filter(
         &self,
-        _s: &mut Session,
+        s: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.push("response_filter");
+        if ctx.double {
+            s.body_length_changes(resp)?;
+        }
         resp.insert_header("X-Hooks", ctx.hooks.join(","))?;
         Ok(())
     }
@@ -268,6 +274,9 @@ impl ProxyHttp for Hooked {
             ctx.upstream_bytes += b.len() as u64;
             if ctx.upper {
                 *b = Bytes::from(b.to_ascii_uppercase());
+            }
+            if ctx.double {
+                *b = Bytes::from(b.repeat(2));
             }
         }
         Ok(())
