@@ -467,7 +467,9 @@ async fn the_cache_hooks_choose_the_key_and_what_is_stored() {
     let (cache, body, hooks) = get("/t", "a").await;
     assert_eq!((cache.as_str(), body.as_str()), ("MISS", "n0"));
     assert!(
-        hooks.contains("request_filter,cache_key_callback,"),
+        hooks.contains(
+            "request_filter,request_body_filter,request_body_filter(end),cache_key_callback,"
+        ),
         "{hooks}"
     );
     assert!(
@@ -522,4 +524,25 @@ async fn a_body_filter_that_changes_the_length_still_stores_the_response() {
         );
     }
     assert_eq!(b.hits(), 1);
+}
+
+/// Each body hook ends with a call whose `end_of_stream` is true, as in
+/// Pingora: `request_body_filter` once with `None` for a request without a
+/// body; `upstream_response_body_filter` for a `Content-Length` response
+/// and for a chunked one alike.
+#[tokio::test]
+async fn body_hooks_always_get_their_end() {
+    let length = Backend::start(Arc::new(|_, _: &Seen| Reply::ok("length body"))).await;
+    let chunked = ferry_tests::raw::Raw::always(vec![ferry_tests::raw::Step::text(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nchunked\r\n0\r\n\r\n",
+    )])
+    .await;
+    for (addr, path) in [(length.addr, "/length"), (chunked.addr, "/chunked")] {
+        let ferry = Ferry::start_hooked(&routes(&group("app", &[(addr, "")]), "")).await;
+        let (status, _, _) = ask(&ferry, "GET", path, "", "").await;
+        assert_eq!(status, 200);
+        let line = ferry.logged(path).await;
+        assert!(line.contains("body_end=true"), "{path}: {line}");
+        assert!(line.contains("response_end=true"), "{path}: {line}");
+    }
 }

@@ -5,6 +5,20 @@
 //! The hooks are listed below in the order a request meets them; the
 //! manual's hook page (`docs/hooks.md`) has the table of each with its
 //! nginx counterpart and when it runs.
+//!
+//! The rules of the calls, Pingora's, on every path:
+//!
+//! - `request_body_filter` sees each piece of the client's body, and its
+//!   last call has `end_of_stream` true: a request without a body gets one
+//!   call, with `None`. With `request_buffering: false` the body streams to
+//!   one try only; a try that fails mid-body ends the request there.
+//! - `upstream_response_body_filter` sees each piece the upstream sends,
+//!   its last call with `end_of_stream` true, whatever the framing.
+//! - `response_filter` sees every response that came from an upstream or
+//!   from the cache; Ferry's own answers (a `return:` route,
+//!   [`Session::respond`](crate::Session::respond), error pages and
+//!   `fail_to_proxy`) are written as they are, as in Pingora.
+//! - `logging` runs once for every request, refused ones included.
 
 use crate::hooks::peer_choice::{Peer, PeerChoice};
 use crate::hooks::session::Session;

@@ -78,6 +78,11 @@ pub(crate) async fn read<P: ProxyHttp>(
         no_data_on_h2_stream(s).await?;
     }
     if s.downstream.is_body_empty() {
+        // Pingora's rule: the filter sees every body's end, an empty one's
+        // too (once, with `None`).
+        if let Err(e) = app.request_body_filter(s, &mut None, true, ctx).await {
+            return Err(filter_refused(&e));
+        }
         let framing = if declared.is_some() {
             BodyFraming::Length(0)
         } else {
@@ -131,11 +136,7 @@ async fn buffer<P: ProxyHttp>(
         };
         let end = piece.is_none();
         if let Err(e) = app.request_body_filter(s, &mut piece, end, ctx).await {
-            let code = match crate::hooks::proxy_trait::error_status(&e) {
-                0 => 500,
-                c => c,
-            };
-            return Err(status(code, &format!("request_body_filter: {e}")));
+            return Err(filter_refused(&e));
         }
         if let Some(chunk) = piece {
             if max > 0 && body.len() + chunk.len() as u64 > max {
@@ -164,6 +165,15 @@ async fn no_data_on_h2_stream(s: &mut Session<'_>) -> Result<(), BodyFailed> {
             "HTTP/2 DATA on a stream with content-length: 0",
         )),
     }
+}
+
+/// `request_body_filter` refused the body: its status (500 by default).
+fn filter_refused(e: &pingora_error::Error) -> BodyFailed {
+    let code = match crate::hooks::proxy_trait::error_status(e) {
+        0 => 500,
+        c => c,
+    };
+    status(code, &format!("request_body_filter: {e}"))
 }
 
 fn status(code: u16, why: &str) -> BodyFailed {

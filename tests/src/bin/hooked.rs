@@ -44,6 +44,10 @@ struct Ctx {
     hooks: Vec<String>,
     upper: bool,
     double: bool,
+    /// `upstream_response_body_filter` was called with the end.
+    saw_end: bool,
+    /// `request_body_filter` was called with the end.
+    body_end: bool,
     upstream_bytes: u64,
 }
 
@@ -125,6 +129,7 @@ impl ProxyHttp for Hooked {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.body_end |= end_of_stream;
         if !ctx.hooks.iter().any(|h| h == "request_body_filter") {
             ctx.push("request_body_filter");
         }
@@ -267,9 +272,10 @@ impl ProxyHttp for Hooked {
         &self,
         _r: &Request,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.saw_end |= end_of_stream;
         if let Some(b) = body {
             ctx.upstream_bytes += b.len() as u64;
             if ctx.upper {
@@ -311,12 +317,14 @@ impl ProxyHttp for Hooked {
         let tries: Vec<&str> = r.tries().iter().map(|t| t.addr.as_str()).collect();
         let error = e.map_or_else(|| "-".to_string(), |e| e.to_string());
         eprintln!(
-            "logging: uri={} status={} tries=[{}] hooks={} upstream_bytes={} error={}",
+            "logging: uri={} status={} tries=[{}] hooks={} upstream_bytes={} body_end={} response_end={} error={}",
             r.uri(),
             r.status(),
             tries.join(" "),
             ctx.hooks.join(","),
             ctx.upstream_bytes,
+            ctx.body_end,
+            ctx.saw_end,
             error.replace('\n', " ")
         );
     }
