@@ -17,11 +17,14 @@ for p in "${PORTS[@]}"; do
   fi
 done
 
-cargo build -q -p ferry -p ferry-tests --bins
+echo "demo: building Ferry and the demo backends (a first build takes minutes)"
+cargo build -p ferry -p ferry-tests --bins 2>&1 | grep -E '^ *(Compiling|Finished|error|warning: unused)' || true
+[ -x target/debug/ferry ] && [ -x target/debug/demo-backends ] || { echo "demo: the build failed" >&2; exit 1; }
 work=$(mktemp -d)
 conf="$work/ferry.yaml"
-sed "s|/tmp/ferry-demo-cache|$work/cache|" examples/demo.yaml >"$conf"
-rm -f /tmp/ferry-demo-access.log
+# Every file the demo makes lives in $work, removed when it ends.
+sed -e "s|/tmp/ferry-demo-cache|$work/cache|" -e "s|/tmp/ferry-demo|$work/ferry-demo|g" examples/demo.yaml >"$conf"
+access="$work/ferry-demo-access.log"
 target/debug/demo-backends 9001 9002:fail 9003 9004 2>"$work/backends.log" &
 target/debug/ferry -c "$conf" 2>"$work/ferry.log" &
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
@@ -54,7 +57,7 @@ echo
 echo "== the retried request in the access log: 9002 said 503, Ferry went on to 9001"
 retried=
 for _ in $(seq 100); do
-  retried=$(grep '"upstream_status":"503, 200"' /tmp/ferry-demo-access.log 2>/dev/null || true)
+  retried=$(grep '"upstream_status":"503, 200"' "$access" 2>/dev/null || true)
   [ -n "$retried" ] && break
   sleep 0.05
 done
@@ -95,7 +98,7 @@ done
 [ "$statuses" = "MISS HIT HIT " ] || fail "the cache answered $statuses, not MISS HIT HIT"
 hits=
 for _ in $(seq 100); do
-  hits=$(grep '"upstream_addr":"","upstream_cache_status":"HIT"' /tmp/ferry-demo-access.log | grep -c '"uri":"/cached/page"' || true)
+  hits=$(grep '"upstream_addr":"","upstream_cache_status":"HIT"' "$access" | grep -c '"uri":"/cached/page"' || true)
   [ "$hits" = 2 ] && break
   sleep 0.05
 done

@@ -407,6 +407,7 @@ mod tests {
         assert_eq!(open(&dest).unwrap_err().kind(), io::ErrorKind::InvalidData);
         std::fs::write(&dest, b"GET / HTTP/1.1\r\n\r\n and more bytes than a head").unwrap();
         assert_eq!(open(&dest).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -422,5 +423,6 @@ mod tests {
         );
         drop(w);
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -775,6 +775,14 @@ mod tests {
         assert!(out.spilled > 900_000, "spilled {}", out.spilled);
         assert_eq!(out.sent, data.len() as u64);
         assert!(got == data, "bytes differ");
+        gone("spill");
+    }
+
+    /// The test's temp directory removed (its files were unlinked already).
+    fn gone(dir: &str) {
+        let _ = std::fs::remove_dir(
+            std::env::temp_dir().join(format!("ferry-ep-{dir}-{}", std::process::id())),
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -796,6 +804,7 @@ mod tests {
         let out = s.pipe.await.unwrap();
         assert!(out.ok() && out.spilled > 0);
         assert!(got == data);
+        gone("big");
     }
 
     #[tokio::test(start_paused = true)]

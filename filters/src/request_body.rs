@@ -116,5 +116,6 @@ mod tests {
             0,
             "file is unlinked"
         );
+        let _ = std::fs::remove_dir(&dir);
     }
 }

@@ -247,6 +247,7 @@ proptest! {
         std::fs::create_dir_all(&dir).unwrap();
         let want: Vec<u8> = pieces.iter().flat_map(|(p, _)| p.clone()).collect();
         let (got, ended, released, error) = pipe(Some(conf(memory, busy, spill, &dir)), pieces, stalls);
+        let _ = std::fs::remove_dir(&dir);
         prop_assert_eq!(error, None);
         prop_assert!(got == want, "{} bytes delivered of {}", got.len(), want.len());
         prop_assert!(ended, "the client's body was ended");
@@ -288,5 +289,7 @@ proptest! {
             }
             prop_assert!(got == want);
         }
+        drop(body);
+        let _ = std::fs::remove_dir(&dir);
     }
 }

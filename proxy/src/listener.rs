@@ -37,9 +37,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 const DEFAULT_BACKLOG: u32 = 511;
 /// How long a TLS client may take over its handshake (Pingora's limit).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
-/// An address still held by a process that is going away: tries, a second
-/// apart (Pingora's listener waits the same way).
-const BIND_TRIES: u32 = 30;
+/// An address still held by a process that is going away: tries, half a
+/// second apart, each failure logged (nginx's five tries).
+const BIND_TRIES: u32 = 5;
 
 /// One `listen:` entry, ready to bind.
 #[derive(Clone)]
@@ -92,9 +92,13 @@ impl<P: ProxyHttp> pingora_core::services::Service for Listeners<P> {
         let mut loops = Vec::new();
         for endpoint in &self.endpoints {
             let listener = match bind(&endpoint.listen, fds.as_ref()).await {
-                Ok(l) => Arc::new(l),
+                Ok(l) => {
+                    let tls = if endpoint.tls.is_some() { " (TLS)" } else { "" };
+                    log::info!("listening on {}{tls}", endpoint.listen.addr);
+                    Arc::new(l)
+                }
                 Err(e) => {
-                    log::error!("listen {}: {e}", endpoint.listen.addr);
+                    log::error!("listen {}: {e}; stopping", endpoint.listen.addr);
                     std::process::exit(1);
                 }
             };
@@ -181,8 +185,13 @@ async fn new_socket(addr: &str) -> std::io::Result<TcpSocket> {
             Ok(()) => return Ok(socket),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries + 1 < BIND_TRIES => {
                 tries += 1;
-                log::warn!("{addr} is in use, trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // nginx: five tries half a second apart (a process that
+                // is stopping may still hold the port), each one said.
+                log::error!(
+                    "listen {addr}: address already in use (another process holds it); trying again ({tries} of {})",
+                    BIND_TRIES - 1
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => return Err(e),
         }

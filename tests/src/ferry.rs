@@ -44,14 +44,28 @@ pub fn binary() -> PathBuf {
     dir.join("ferry-under-test")
 }
 
-/// A fresh directory for one test.
+/// This test process's directory under the system's temp dir, removed
+/// when the process exits: a test run leaves nothing in `/tmp`.
+fn process_dir() -> &'static PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        extern "C" fn remove() {
+            if let Some(d) = DIR.get() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+        // SAFETY: `remove` is a plain function that only removes files.
+        unsafe {
+            libc::atexit(remove);
+        }
+        std::env::temp_dir().join(format!("ferry-test-{}", std::process::id()))
+    })
+}
+
+/// A fresh directory for one test (inside [`process_dir`]).
 pub fn fresh_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "ferry-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
+    let dir = process_dir().join(N.fetch_add(1, Ordering::SeqCst).to_string());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("test dir");
     dir

@@ -115,3 +115,49 @@ async fn sigterm_drains_and_sigint_stops() {
         );
     }
 }
+
+/// A port another process holds is said at once, with the address, and
+/// Ferry gives up after nginx's five tries (not half a minute in silence);
+/// on a free port Ferry says where it listens when it starts.
+#[test]
+fn a_port_in_use_is_said_at_once_and_listening_addresses_are_logged() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address");
+    let dir = ferry_tests::ferry::fresh_dir();
+    let conf = dir.join("ferry.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "server: {{ pid_file: \"{d}/pid\", upgrade_sock: \"{d}/up.sock\" }}\nlisten: [\"{addr}\"]\nroutes:\n  - return: {{ status: 200 }}\n",
+            d = dir.display()
+        ),
+    )
+    .expect("conf");
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(binary())
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("run ferry");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("listen {addr}: address already in use")),
+        "{log}"
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(15),
+        "{log}"
+    );
+    drop(taken);
+    let ferry = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(Ferry::start("routes:\n  - return: { status: 200 }\n"));
+    assert!(
+        ferry
+            .log()
+            .contains(&format!("listening on {}", ferry.addr)),
+        "{}",
+        ferry.log()
+    );
+}
