@@ -80,6 +80,38 @@ impl<S> Start<'_, S> {
     }
 }
 
+/// How a reload reads the file: the same way as `-s reload` (once it is
+/// whole, see `config_file`).
+fn reload_loader<S: serde::de::DeserializeOwned>(
+    key: Option<String>,
+    required: Vec<String>,
+    started_with: Option<String>,
+) -> crate::live::Loader {
+    // A reload reads the file the same way (once it is whole, see
+    // `config_file`): the program's settings are checked (the program
+    // keeps the ones it started with, and says so when they changed),
+    // and the groups it needs must still be there.
+    Box::new(move |path: &Path| {
+        let (mut c, _) = crate::config_file::load_stable::<S>(path, key.as_deref())?;
+        crate::preflight::check(&mut c)?;
+        if let Some(k) = key.as_deref() {
+            if settings_text(&c.source, Some(k)) != started_with {
+                log::warn!("reload: the program's `{k}` settings changed; the program keeps the ones it started with until a restart or a graceful upgrade (--upgrade, then SIGQUIT)");
+            }
+        }
+        let gone: Vec<Problem> = required
+            .iter()
+            .filter(|g| c.upstream(g).is_none())
+            .map(|g| missing_group(g, "upstreams"))
+            .collect();
+        if gone.is_empty() {
+            Ok(c)
+        } else {
+            Err(c.locate(gone))
+        }
+    })
+}
+
 /// The program's settings as the file has them (`None` without a key).
 fn settings_text(source: &str, key: Option<&str>) -> Option<String> {
     let doc: serde_yaml::Value = serde_yaml::from_str(source).ok()?;
@@ -193,29 +225,7 @@ impl Program {
             let pid_file = crate::preflight::server_conf(&config).pid_file;
             return crate::cli::send_signal(signal, &pid_file);
         }
-        // A reload reads the file the same way (once it is whole, see
-        // `config_file`): the program's settings are checked (the program
-        // keeps the ones it started with, and says so when they changed),
-        // and the groups it needs must still be there.
-        let load: crate::live::Loader = Box::new(move |path: &Path| {
-            let (mut c, _) = crate::config_file::load_stable::<S>(path, key.as_deref())?;
-            crate::preflight::check(&mut c)?;
-            if let Some(k) = key.as_deref() {
-                if settings_text(&c.source, Some(k)) != started_with {
-                    log::warn!("reload: the program's `{k}` settings changed; the program keeps the ones it started with until a restart or a graceful upgrade (--upgrade, then SIGQUIT)");
-                }
-            }
-            let gone: Vec<Problem> = required
-                .iter()
-                .filter(|g| c.upstream(g).is_none())
-                .map(|g| missing_group(g, "upstreams"))
-                .collect();
-            if gone.is_empty() {
-                Ok(c)
-            } else {
-                Err(c.locate(gone))
-            }
-        });
+        let load = reload_loader::<S>(key, required, started_with);
         crate::server::start_server(app, config, load, &args, path.into())
     }
 }
