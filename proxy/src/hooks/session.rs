@@ -167,6 +167,9 @@ impl<'a> Session<'a> {
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: self.request.cache_status.as_str(),
+            // Filled in once the limits are on the request's way.
+            limit_req_status: "",
+            limit_conn_status: "",
         }
     }
 }
