@@ -300,6 +300,17 @@ pub(crate) fn check(c: &crate::root::Config, out: &mut Vec<Problem>) {
         }
     }
     for (i, r) in c.routes.iter().enumerate() {
+        for (key, set) in [
+            ("limit_req", !r.limit_req.entries.is_empty()),
+            ("limit_conn", !r.limit_conn.entries.is_empty()),
+        ] {
+            if set && r.respond.is_some() {
+                out.push(Problem::at_key(
+                    format!("routes.{i}.{key}"),
+                    "a route that answers with return is not limited: nginx's return runs before the limits",
+                ));
+            }
+        }
         check_route_req(c, &r.limit_req, &format!("routes.{i}.limit_req"), out);
         check_route_conn(c, &r.limit_conn, &format!("routes.{i}.limit_conn"), out);
     }

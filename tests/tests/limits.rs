@@ -503,4 +503,8 @@ fn check_points_at_limit_mistakes() {
         err.contains(":6:24: unknown zone `two`, expected one of one"),
         "{out}{err}"
     );
+    assert!(
+        err.contains(":6:5: a route that answers with return is not limited"),
+        "{out}{err}"
+    );
 }
