@@ -104,9 +104,9 @@ pub struct Request {
     /// request.
     pub(crate) cache_status: CacheStatus,
     /// `$limit_req_status`: what the route's `limit_req` did.
-    pub(crate) limit_req_status: crate::limit::LimitStatus,
+    pub(crate) limit_req_status: crate::limit::status::LimitStatus,
     /// `$limit_conn_status`: what the route's `limit_conn` did.
-    pub(crate) limit_conn_status: crate::limit::LimitStatus,
+    pub(crate) limit_conn_status: crate::limit::status::LimitStatus,
     /// The error the request ended with, handed to `logging`.
     pub(crate) error: Option<std::sync::Arc<pingora_error::Error>>,
 }
@@ -128,8 +128,8 @@ impl Request {
             spilled_bytes: 0,
             truncated: false,
             cache_status: CacheStatus::None,
-            limit_req_status: crate::limit::LimitStatus::None,
-            limit_conn_status: crate::limit::LimitStatus::None,
+            limit_req_status: crate::limit::status::LimitStatus::None,
+            limit_conn_status: crate::limit::status::LimitStatus::None,
             error: None,
         }
     }
@@ -194,12 +194,12 @@ impl Request {
 
     /// `$limit_req_status`: what the route's `limit_req` did (`PASSED`,
     /// `DELAYED`, `REJECTED`, ...; `None` when no zone counted it).
-    pub fn limit_req_status(&self) -> crate::limit::LimitStatus {
+    pub fn limit_req_status(&self) -> crate::limit::status::LimitStatus {
         self.limit_req_status
     }
 
     /// `$limit_conn_status`: what the route's `limit_conn` did.
-    pub fn limit_conn_status(&self) -> crate::limit::LimitStatus {
+    pub fn limit_conn_status(&self) -> crate::limit::status::LimitStatus {
         self.limit_conn_status
     }
 

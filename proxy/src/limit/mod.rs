@@ -13,58 +13,17 @@ pub(crate) mod admit;
 pub(crate) mod api;
 pub(crate) mod conn;
 pub(crate) mod req;
+pub(crate) mod status;
 pub(crate) mod store_redis;
 
 use crate::metrics::metrics;
 use ferry_conf::{Config, LimitConnZone, LimitReqZone, OnStoreError, Segment, Store, Template};
 use req::{Buckets, Lookup};
+pub use status::LimitStatus;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use store_redis::{Mode, RedisBuckets};
-
-/// nginx's `$limit_req_status` and `$limit_conn_status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LimitStatus {
-    /// No zone counted the request (no limit, or every key empty).
-    #[default]
-    None,
-    /// Within the limit.
-    Passed,
-    /// Within the burst, made to wait to the rate.
-    Delayed,
-    /// Refused.
-    Rejected,
-    /// Would have waited (`dry_run`): served at once.
-    DelayedDryRun,
-    /// Would have been refused (`dry_run`): served.
-    RejectedDryRun,
-}
-
-impl LimitStatus {
-    /// The variable's text ("" for [`LimitStatus::None`]).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitStatus::None => "",
-            LimitStatus::Passed => "PASSED",
-            LimitStatus::Delayed => "DELAYED",
-            LimitStatus::Rejected => "REJECTED",
-            LimitStatus::DelayedDryRun => "DELAYED_DRY_RUN",
-            LimitStatus::RejectedDryRun => "REJECTED_DRY_RUN",
-        }
-    }
-
-    /// The `result` label of `ferry_limit_requests_total`.
-    fn label(self) -> &'static str {
-        match self {
-            LimitStatus::None | LimitStatus::Passed => "passed",
-            LimitStatus::Delayed => "delayed",
-            LimitStatus::Rejected => "rejected",
-            LimitStatus::DelayedDryRun => "delayed_dry_run",
-            LimitStatus::RejectedDryRun => "rejected_dry_run",
-        }
-    }
-}
 
 /// Milliseconds on the process's monotonic clock (nginx's
 /// `ngx_current_msec`).
