@@ -7,7 +7,7 @@
 
 use ferry_tests::admin::Admin;
 use ferry_tests::backend::Backend;
-use ferry_tests::client::{http, status_of};
+use ferry_tests::client::{exchange, get as raw_get, http, status_of};
 use ferry_tests::ferry::Ferry;
 use ferry_tests::raw::{Raw, Step};
 use ferry_tests::redis::Redis;
@@ -507,4 +507,107 @@ fn check_points_at_limit_mistakes() {
         err.contains(":6:5: a route that answers with return is not limited"),
         "{out}{err}"
     );
+}
+
+/// A place is held while a WebSocket tunnel is open and given back when
+/// it closes; a response the upstream cut short gives its place back too.
+#[tokio::test]
+async fn limit_conn_places_come_back_after_a_tunnel_and_an_upstream_error() {
+    const SWITCH: &str =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let backend = Raw::start(Arc::new(|i| match i {
+        0 => vec![Step::text(SWITCH), Step::Echo],
+        1 => vec![
+            Step::text("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"),
+            Step::Close,
+        ],
+        _ => vec![Step::response(200, "ok")],
+    }))
+    .await;
+    let ferry = Ferry::start(&format!(
+        "{}upstreams:\n{}routes:\n  - upstream: app\n    limit_conn: {{ zone: per_ip, conn: 1 }}\n",
+        zones("", "  per_ip: { key: \"$binary_remote_addr\" }\n"),
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let status = |bytes: &[u8]| status_of(bytes);
+    // The tunnel holds the place.
+    let mut ws = TcpStream::connect(ferry.addr).await.expect("connect");
+    let up = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    ws.write_all(up.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, ws.read(&mut byte))
+            .await
+            .expect("a response head in time")
+            .expect("read");
+        assert!(n > 0, "closed before the head");
+        head.push(byte[0]);
+    }
+    assert_eq!(status(&head), 101);
+    ws.write_all(b"open").await.expect("write");
+    let mut back = [0u8; 4];
+    tokio::time::timeout(WAIT, ws.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    let (bytes, _) = exchange(ferry.addr, &raw_get("/")).await;
+    assert_eq!(status(&bytes), 503, "the open tunnel holds the key's place");
+    // The tunnel closes: the next request gets the place (and a response
+    // its upstream cuts short).
+    drop(ws);
+    let start = Instant::now();
+    loop {
+        let (bytes, _) = exchange(ferry.addr, &raw_get("/")).await;
+        if status(&bytes) == 200 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the closed tunnel kept its place");
+    }
+    // That response was cut short: its place comes back all the same.
+    let start = Instant::now();
+    loop {
+        let (bytes, _) = exchange(ferry.addr, &raw_get("/")).await;
+        if status(&bytes) == 200 && bytes.ends_with(b"ok") {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "a cut-short response kept its place"
+        );
+    }
+    assert_eq!(backend.hits(), 3);
+}
+
+/// Redis not there when Ferry starts: the zones decide by
+/// `on_store_error` at once, and count in Redis once it is up, without a
+/// reload.
+#[tokio::test]
+async fn redis_down_at_start_is_connected_when_it_comes() {
+    let mut redis = Redis::start().await;
+    redis.stop();
+    let backend = Backend::named("app").await;
+    let admin = Admin::new();
+    let ferry = Ferry::start(&fleet_yaml(&redis, backend.addr, &admin)).await;
+    let t = [("X-Tenant", "early")];
+    assert_eq!(get(&ferry, "/deny", &t).await.0, 503);
+    assert_eq!(get(&ferry, "/allow", &t).await.0, 200);
+    redis.restart().await;
+    let start = Instant::now();
+    while get(&ferry, "/deny", &t).await.0 != 200 {
+        assert!(start.elapsed() < WAIT, "Ferry never connected to Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Counted in Redis now: burst 4 at 1r/m on /allow.
+    let passed = {
+        let mut n = 0;
+        for _ in 0..8 {
+            if get(&ferry, "/allow", &[("X-Tenant", "counted")]).await.0 == 200 {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(passed, 5);
 }
