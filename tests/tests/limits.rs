@@ -400,6 +400,10 @@ async fn redis_killed_and_restarted_under_load() {
         let outage = format!("limit_req zone \"{zone}\": the store");
         assert_eq!(log.matches(&outage).count(), 1, "{log}");
     }
+    assert!(
+        log.contains("limiting requests by zone \"deny\": its store cannot be reached"),
+        "{log}"
+    );
 }
 
 /// A reload that leaves a zone's key and rate as they were keeps its

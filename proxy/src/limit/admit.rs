@@ -99,6 +99,8 @@ async fn limit_req(s: &mut Session<'_>, route: &Route) -> Result<Duration, Box<E
     let status = route.limit_req.entries.first().map_or(503, |e| e.status);
     let mut pinned: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut decided: Option<(usize, Lookup)> = None;
+    // Why a refusal that is no burst's: the store away, the zone full.
+    let mut other: Option<&'static str> = None;
     let mut any = false;
     for (i, (zone, rule)) in list.iter().enumerate() {
         let key = key_of(s, &zone.conf.key);
@@ -113,12 +115,14 @@ async fn limit_req(s: &mut Session<'_>, route: &Route) -> Result<Duration, Box<E
         {
             Err(()) if zone.deny_on_store_error() => {
                 decided = Some((i, Lookup::Busy(0)));
+                other = Some("its store cannot be reached (on_store_error: deny)");
                 break;
             }
             Err(()) => continue,
             // A zone full of pinned keys refuses (nginx: no memory).
             Ok(None) => {
                 decided = Some((i, Lookup::Busy(0)));
+                other = Some("it has no room for a new key (max_keys)");
                 break;
             }
             Ok(Some(Lookup::Again(_))) => pinned.push((i, key)),
@@ -132,7 +136,7 @@ async fn limit_req(s: &mut Session<'_>, route: &Route) -> Result<Duration, Box<E
         for (j, key) in &pinned {
             list[*j].0.unpin(key);
         }
-        return refuse(s, &list[i].0.name, excess, status, dry);
+        return refuse(s, &list[i].0.name, (excess, other), status, dry);
     }
     if !any {
         return Ok(Duration::ZERO);
@@ -195,7 +199,7 @@ fn passed(
 fn refuse(
     s: &mut Session<'_>,
     zone: &str,
-    excess: u64,
+    (excess, other): (u64, Option<&str>),
     status: u16,
     dry: bool,
 ) -> Result<Duration, Box<Error>> {
@@ -206,12 +210,15 @@ fn refuse(
     };
     s.request.limit_req_status = result;
     count(zone, result);
-    let why = format!(
-        "limiting requests{}, excess: {}.{:03} by zone \"{zone}\"",
-        if dry { ", dry run" } else { "" },
-        excess / 1000,
-        excess % 1000
-    );
+    let dry_text = if dry { ", dry run" } else { "" };
+    let why = match other {
+        Some(reason) => format!("limiting requests{dry_text} by zone \"{zone}\": {reason}"),
+        None => format!(
+            "limiting requests{dry_text}, excess: {}.{:03} by zone \"{zone}\"",
+            excess / 1000,
+            excess % 1000
+        ),
+    };
     refusal(s, why, LimitKind::Req, zone, status, dry).map(|()| Duration::ZERO)
 }
 
