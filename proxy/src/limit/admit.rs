@@ -10,7 +10,7 @@
 use super::api::{LimitKind, LimitRefusal};
 use super::conn::{Full, Held};
 use super::req::Lookup;
-use super::{count, key_bytes, LimitStatus, ReqZone};
+use super::{key_bytes, LimitStatus, ReqZone};
 use crate::hooks::session::Session;
 use ferry_conf::{LimitReq, Route, Template};
 use pingora_error::{Error, ErrorSource, ErrorType};
@@ -136,7 +136,7 @@ async fn limit_req(s: &mut Session<'_>, route: &Route) -> Result<Duration, Box<E
         for (j, key) in &pinned {
             list[*j].0.unpin(key);
         }
-        return refuse(s, &list[i].0.name, (excess, other), status, dry);
+        return refuse(s, &list[i].0, (excess, other), status, dry);
     }
     if !any {
         return Ok(Duration::ZERO);
@@ -173,8 +173,8 @@ fn passed(
     };
     s.request.limit_req_status = status;
     for &i in counted {
-        let zone = &list[i].0.name;
-        count(zone, if i == by { status } else { LimitStatus::Passed });
+        let result = if i == by { status } else { LimitStatus::Passed };
+        list[i].0.counters.inc(result);
     }
     if delay == 0 {
         return Ok(Duration::ZERO);
@@ -198,7 +198,7 @@ fn passed(
 /// run) the error that answers it.
 fn refuse(
     s: &mut Session<'_>,
-    zone: &str,
+    zone: &ReqZone,
     (excess, other): (u64, Option<&str>),
     status: u16,
     dry: bool,
@@ -209,7 +209,8 @@ fn refuse(
         LimitStatus::Rejected
     };
     s.request.limit_req_status = result;
-    count(zone, result);
+    zone.counters.inc(result);
+    let zone = zone.name.as_str();
     let dry_text = if dry { ", dry run" } else { "" };
     let why = match other {
         Some(reason) => format!("limiting requests{dry_text} by zone \"{zone}\": {reason}"),
@@ -265,7 +266,7 @@ fn limit_conn(s: &mut Session<'_>, route: &Route) -> Result<Vec<Held>, Box<Error
         match zone.counts.take(&key, e.conn) {
             Ok(h) => {
                 held.push(h);
-                count(&zone.name, LimitStatus::Passed);
+                zone.counters.inc(LimitStatus::Passed);
             }
             Err(full) => {
                 // nginx lets go of every place this request took.
@@ -276,7 +277,7 @@ fn limit_conn(s: &mut Session<'_>, route: &Route) -> Result<Vec<Held>, Box<Error
                     LimitStatus::Rejected
                 };
                 s.request.limit_conn_status = result;
-                count(&zone.name, result);
+                zone.counters.inc(result);
                 let why = match full {
                     Full::Key => format!(
                         "limiting connections{} by zone \"{}\"",

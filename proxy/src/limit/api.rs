@@ -7,7 +7,7 @@
 //! arithmetic is `ngx_http_limit_req_lookup`'s.
 
 use super::req::Lookup;
-use super::{count, LimitStatus, Zones};
+use super::{LimitStatus, Zones};
 use ferry_conf::LimitReq;
 use pingora_error::{Error, ErrorType};
 use std::time::Duration;
@@ -111,7 +111,7 @@ pub(crate) async fn ask(
         } else {
             LimitStatus::Rejected
         };
-        count(&zone.name, status);
+        zone.counters.inc(status);
         let refusal = (!rule.dry_run).then(|| LimitRefusal {
             kind: LimitKind::Req,
             zone: zone.name.clone(),
@@ -136,7 +136,7 @@ pub(crate) async fn ask(
         (_, false) => LimitStatus::Delayed,
         (_, true) => LimitStatus::DelayedDryRun,
     };
-    count(&zone.name, status);
+    zone.counters.inc(status);
     let delay = if rule.dry_run { 0 } else { d };
     Ok(verdict(status, Duration::from_millis(delay), excess))
 }

@@ -32,13 +32,38 @@ pub(crate) fn now_ms() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-/// Count one request's result in a zone.
-pub(crate) fn count(zone: &str, status: LimitStatus) {
-    metrics()
-        .limit
-        .requests
-        .with_label_values(&[zone, status.label()])
-        .inc();
+/// A zone's `ferry_limit_requests_total` series, one per result, found
+/// once when the zone is built (not by label on every request).
+pub(crate) struct Counters([prometheus::IntCounter; 5]);
+
+impl Counters {
+    fn new(zone: &str) -> Counters {
+        let c = |s: LimitStatus| {
+            metrics()
+                .limit
+                .requests
+                .with_label_values(&[zone, s.label()])
+        };
+        Counters([
+            c(LimitStatus::Passed),
+            c(LimitStatus::Delayed),
+            c(LimitStatus::Rejected),
+            c(LimitStatus::DelayedDryRun),
+            c(LimitStatus::RejectedDryRun),
+        ])
+    }
+
+    /// Count one request's result.
+    pub(crate) fn inc(&self, status: LimitStatus) {
+        let i = match status {
+            LimitStatus::None | LimitStatus::Passed => 0,
+            LimitStatus::Delayed => 1,
+            LimitStatus::Rejected => 2,
+            LimitStatus::DelayedDryRun => 3,
+            LimitStatus::RejectedDryRun => 4,
+        };
+        self.0[i].inc();
+    }
 }
 
 /// Where a `limit_req` zone's buckets live.
@@ -55,6 +80,7 @@ pub(crate) struct ReqZone {
     /// Thousandths of a request per second.
     pub rate: u64,
     pub store: ReqStore,
+    pub counters: Counters,
 }
 
 impl ReqZone {
@@ -121,6 +147,7 @@ pub(crate) struct ConnZone {
     pub name: String,
     pub conf: LimitConnZone,
     pub counts: Arc<conn::Counts>,
+    pub counters: Counters,
 }
 
 /// The key of a request in a zone: the address's bytes for
@@ -166,6 +193,7 @@ impl Zones {
                 conf: z.clone(),
                 rate: z.rate.millis_per_second().max(1),
                 store,
+                counters: Counters::new(name),
             };
             zones.req.insert(name.to_string(), Arc::new(zone));
         }
@@ -179,6 +207,7 @@ impl Zones {
                 name: name.to_string(),
                 conf: z.clone(),
                 counts,
+                counters: Counters::new(name),
             };
             zones.conn.insert(name.to_string(), Arc::new(zone));
         }

@@ -110,9 +110,10 @@ impl Buckets {
         let used = inner.next;
         inner.next += 1;
         if let Some(b) = inner.map.get_mut(key) {
-            inner.order.remove(&b.used);
+            // To the front of the queue, the key's box moved, not copied.
+            let boxed = inner.order.remove(&b.used).unwrap_or_else(|| key.into());
             b.used = used;
-            inner.order.insert(used, key.into());
+            inner.order.insert(used, boxed);
             let ms = elapsed(now, b.last);
             let excess = leak(b.excess, rate, ms);
             if excess as u64 > burst {
