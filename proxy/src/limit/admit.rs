@@ -71,12 +71,12 @@ fn delay_of(rule: &LimitReq) -> u64 {
 }
 
 /// The wait for `excess` in a zone (nginx: `(excess - delay) * 1000 / rate`).
-fn wait_ms(excess: u64, rule: &LimitReq, zone: &ReqZone) -> u64 {
+fn wait_ms(excess: u64, rule: &LimitReq, rate: u64) -> u64 {
     let d = delay_of(rule);
     if excess <= d {
         0
     } else {
-        (excess - d).saturating_mul(1000) / zone.rate
+        (excess - d).saturating_mul(1000) / rate.max(1)
     }
 }
 
@@ -142,13 +142,13 @@ async fn limit_req(s: &mut Session<'_>, route: &Route) -> Result<Duration, Box<E
         return Ok(Duration::ZERO);
     }
     let (mut delay, mut by, mut excess) = match decided {
-        Some((i, Lookup::Charged(e))) => (wait_ms(e, list[i].1, &list[i].0), i, e),
+        Some((i, Lookup::Charged(e))) => (wait_ms(e, list[i].1, list[i].0.rate), i, e),
         _ => (0, list.len() - 1, 0),
     };
     for (j, key) in pinned.iter().rev() {
         let (zone, rule) = &list[*j];
         let e = zone.account(key).await;
-        let d = wait_ms(e, rule, zone);
+        let d = wait_ms(e, rule, zone.rate);
         if d > delay {
             (delay, by, excess) = (d, *j, e);
         }
@@ -292,4 +292,38 @@ fn limit_conn(s: &mut Session<'_>, route: &Route) -> Result<Vec<Held>, Box<Error
         }
     }
     Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(burst: u64, nodelay: bool, delay: u64) -> LimitReq {
+        LimitReq {
+            zone: "z".into(),
+            burst,
+            nodelay,
+            delay,
+            status: 503,
+            dry_run: false,
+        }
+    }
+
+    #[test]
+    fn delays_are_nginx_arithmetic() {
+        // 10r/s: a request's worth drains in 100 ms.
+        let queued = rule(5, false, 0);
+        assert_eq!(wait_ms(0, &queued, 10_000), 0);
+        assert_eq!(wait_ms(1000, &queued, 10_000), 100);
+        assert_eq!(wait_ms(2500, &queued, 10_000), 250);
+        // delay=2: the first two excess requests go at once.
+        let two = rule(5, false, 2);
+        assert_eq!(wait_ms(2000, &two, 10_000), 0);
+        assert_eq!(wait_ms(3000, &two, 10_000), 100);
+        assert_eq!(wait_ms(5000, &two, 10_000), 300);
+        // nodelay: never.
+        assert_eq!(wait_ms(5000, &rule(5, true, 0), 10_000), 0);
+        // 1r/m (16 thousandths a second): 1.000 over is 62.5 s.
+        assert_eq!(wait_ms(1000, &queued, 16), 62_500);
+    }
 }
