@@ -23,6 +23,10 @@ The backend is nginx serving static files; it and wrk share CPU 1.
               --ab-log-new on NEW only: --ab B B --ab-log-new is the log's cost)
   --cache     only the cache: CPU per 1 KB and per GB of 1 MB HITs, Ferry
               against nginx, both caching on disk, interleaved rounds
+  --limits    only the limits: CPU per 1 KB request on the same route without
+              a limit (ferry), with a local limit_req (ferry-limit) and with
+              the zone in Redis (ferry-redis; redis-server on CPU 1), the
+              rate high enough that every request passes, interleaved rounds
 
 For each proxy and response size, interleaved over rounds: req/s, MB/s,
 p50/p99 latency, and the proxy's own CPU time (utime+stime of its process
@@ -49,7 +53,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 BACKEND = 18000
 PORTS = {"pingora": 18090, "floor": 18084, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083,
-         "ferry-log": 18086, "nginx-log": 18085, "ferry-cache": 18087, "nginx-cache": 18088}
+         "ferry-log": 18086, "nginx-log": 18085, "ferry-cache": 18087, "nginx-cache": 18088,
+         "ferry-limit": 18091, "ferry-redis": 18092}
+REDIS = 18093
 TLS_PORTS = {name: port + 100 for name, port in PORTS.items()}
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -132,8 +138,14 @@ http {{
 """
 
 
-def ferry_conf(work, port, buffering, access_log=None, cache=False):
+def ferry_conf(work, port, buffering, access_log=None, cache=False, limit=None):
     log = f"access_log: {access_log}\n" if access_log else ""
+    route_limit = ""
+    if limit:
+        store = f"redis://127.0.0.1:{REDIS}" if limit == "redis" else "local"
+        log += ("limit_req_zones: { one: { key: $binary_remote_addr, rate: 1000000000r/s, "
+                f"store: \"{store}\" }} }}\n")
+        route_limit = "    limit_req: { zone: one, burst: 1000 }\n"
     if cache:
         log += f"caches: {{ c: {{ path: {work}/ferry-cache }} }}\n"
     route_cache = "    cache: { zone: c, valid: { 200: 10m } }\n" if cache else ""
@@ -150,7 +162,7 @@ upstreams:
 routes:
   - upstream: app
     proxy: {{ buffering: {str(buffering).lower()}, temp_path: {work}/ferry-temp{add} }}
-{route_cache}"""
+{route_cache}{route_limit}"""
 
 
 class Procs:
@@ -185,7 +197,8 @@ def start_proxy(procs, name, work, log):
         conf = os.path.join(work, f"{name}.yaml")
         with open(conf, "w") as f:
             log_file = f"{work}/ferry-access.log" if name == "ferry-log" else None
-            f.write(ferry_conf(work, PORTS[name], name != "ferry-unbuf", log_file, name == "ferry-cache"))
+            limit = {"ferry-limit": "local", "ferry-redis": "redis"}.get(name)
+            f.write(ferry_conf(work, PORTS[name], name != "ferry-unbuf", log_file, name == "ferry-cache", limit))
         cmd = [os.path.join(REL, "ferry"), "-c", conf]
     else:
         conf = os.path.join(work, f"{name}-proxy.conf")
@@ -433,6 +446,43 @@ def cache_only(procs, work, log, args):
         procs.stop(p)
 
 
+def limits_only(procs, work, log, args):
+    """The same route without a limit, with a local limit_req, and with its
+    zone in Redis: CPU per 1 KB request (Ferry's, and Redis's beside it)."""
+    if shutil.which("redis-server") is None:
+        sys.exit("redis-server is not installed: apt-get install redis-server")
+    redis = procs.start(["redis-server", "--bind", "127.0.0.1", "--port", str(REDIS), "--save", "",
+                         "--appendonly", "no", "--dir", work], 1, log)
+    wait_port(REDIS)
+    names = ["ferry", "ferry-limit", "ferry-redis"]
+    running = {n: start_proxy(procs, n, work, log) for n in names}
+    for name in names:  # warm; every request must pass the limit
+        if wrk(PORTS[name], "/1k", 1, args.conns)["bad"]:
+            sys.exit(f"{name} answers errors; see {work}/procs.log")
+    results = {n: [] for n in names}
+    for r in range(args.rounds):
+        for name in (names if r % 2 == 0 else list(reversed(names))):
+            redis_before = cpu_ticks(redis.pid)
+            res = measured(running[name], name, lambda: wrk(PORTS[name], "/1k", args.seconds, args.conns))
+            res["redis_s"] = (cpu_ticks(redis.pid) - redis_before) / TICK
+            results[name].append(res)
+    med = statistics.median
+    print(f"\nlimits: {args.rounds} rounds x {args.seconds:g}s, {args.conns} connections, wrk -t1, 1 KB; "
+          "proxies on CPU 0, backend, wrk and redis-server on CPU 1; medians")
+    print(f"{'proxy':<12}{'req/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'CPU us/req':>12}{'redis us/req':>13}{'non-2xx':>8}")
+    base = None
+    for name, rs in results.items():
+        us = med([x["cpu_s"] * 1e6 / x["requests"] for x in rs])
+        base = base or us
+        print(f"{name:<12}{med([x['requests'] / x['secs'] for x in rs]):>10.0f}{med([x['p50'] for x in rs]):>8.2f}"
+              f"{med([x['p99'] for x in rs]):>8.2f}{us:>12.1f}"
+              f"{med([x['redis_s'] * 1e6 / x['requests'] for x in rs]):>13.1f}{sum(x['bad'] for x in rs):>8}"
+              f"   ({us / base:.2f}x ferry)")
+    for p in running.values():
+        procs.stop(p)
+    procs.stop(redis)
+
+
 FLOOD_LUA = """
 counter = 0
 request = function()
@@ -516,6 +566,8 @@ def main():
                     help="with --ab: only NEW writes the access log (--ab B B: what the log costs)")
     ap.add_argument("--cache", action="store_true",
                     help="only the cache: Ferry and nginx answering from disk (CPU per 1 KB and per GB of 1 MB HITs)")
+    ap.add_argument("--limits", action="store_true",
+                    help="only the limits: CPU per request without a limit, with a local limit_req, with Redis")
     ap.add_argument("--key-flood", type=int, metavar="N",
                     help="only the key flood: RSS before and after N unique cached keys, Ferry and nginx")
     ap.add_argument("--idle", type=int, metavar="N",
@@ -567,6 +619,9 @@ def main():
             return
         if args.key_flood:
             key_flood(procs, work, log, args)
+            return
+        if args.limits:
+            limits_only(procs, work, log, args)
             return
         names = ["pingora", "floor", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
         if args.check:

@@ -3,7 +3,7 @@
 # passthrough, a Pingora floor (the least a proxy on Pingora's parts costs)
 # and nginx as a proxy with --nginx-proxy, side by side in one run.
 # Installs wrk and nginx from the system's packages when missing.
-#   bench/run.sh [--seconds 5] [--rounds 3] [--nginx-proxy] [--check] [--idle N] [--cache] [--key-flood N]
+#   bench/run.sh [--seconds 5] [--rounds 3] [--nginx-proxy] [--check] [--idle N] [--cache] [--key-flood N] [--limits]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -12,6 +12,9 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [[ " $* " == *" --limits "* ]]; then
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi

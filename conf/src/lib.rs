@@ -13,6 +13,7 @@
 mod cache;
 mod cidr;
 mod error;
+mod limit;
 mod listen;
 mod next_upstream;
 mod ordered_map;
@@ -28,6 +29,9 @@ mod validate;
 pub use cache::{CacheZone, RouteCache, StaleCondition, IGNORABLE_HEADERS};
 pub use cidr::Cidr;
 pub use error::{ConfError, ConfErrors};
+pub use limit::{
+    LimitConn, LimitConnZone, LimitReq, LimitReqZone, Limits, OnStoreError, Rate, RedisUrl, Store,
+};
 pub use listen::{Listen, ListenTls};
 pub use next_upstream::{Condition, NextUpstream};
 pub use ordered_map::OrderedMap;

@@ -40,6 +40,10 @@ pub struct Config {
     pub large_client_header_buffers: HeaderBuffers,
     /// nginx `proxy_cache_path`: the caches routes may use, by name.
     pub caches: OrderedMap<crate::cache::CacheZone>,
+    /// nginx `limit_req_zone`: the request rate zones routes may use.
+    pub limit_req_zones: OrderedMap<crate::limit::LimitReqZone>,
+    /// nginx `limit_conn_zone`: the concurrency zones routes may use.
+    pub limit_conn_zones: OrderedMap<crate::limit::LimitConnZone>,
     pub upstreams: OrderedMap<Upstream>,
     pub routes: Vec<Route>,
 }
@@ -195,7 +199,7 @@ impl<'de> Deserialize<'de> for AccessLog {
 }
 
 const ROOT_KEYS: &str =
-    "server, listen, admin, resolver, caches, access_log, real_ip, client_header_timeout, client_header_buffer_size, large_client_header_buffers, upstreams, routes";
+    "server, listen, admin, resolver, caches, limit_req_zones, limit_conn_zones, access_log, real_ip, client_header_timeout, client_header_buffer_size, large_client_header_buffers, upstreams, routes";
 
 /// Deserializes the root mapping, accepting `extension` as one more key
 /// whose value is the program's own settings type `S`.
@@ -233,6 +237,8 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
             client_header_buffer_size: crate::units::Size(1024),
             large_client_header_buffers: HeaderBuffers::default(),
             caches: OrderedMap::default(),
+            limit_req_zones: OrderedMap::default(),
+            limit_conn_zones: OrderedMap::default(),
             upstreams: OrderedMap::default(),
             routes: Vec::new(),
         };
@@ -257,6 +263,8 @@ impl<'de, S: serde::de::DeserializeOwned> Visitor<'de> for RootSeed<'_, S> {
                 "admin" => c.admin = m.next_value()?,
                 "resolver" => c.resolver = m.next_value()?,
                 "caches" => c.caches = m.next_value()?,
+                "limit_req_zones" => c.limit_req_zones = m.next_value()?,
+                "limit_conn_zones" => c.limit_conn_zones = m.next_value()?,
                 "access_log" => c.access_log = m.next_value()?,
                 "real_ip" => c.real_ip = m.next_value()?,
                 "client_header_timeout" => c.client_header_timeout = m.next_value()?,

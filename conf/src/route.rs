@@ -22,6 +22,12 @@ pub struct Route {
     /// nginx `proxy_cache` and its directives; absent: no caching.
     #[serde(default)]
     pub cache: Option<crate::cache::RouteCache>,
+    /// nginx `limit_req`: one mapping or a list of them.
+    #[serde(default)]
+    pub limit_req: crate::limit::Limits<crate::limit::LimitReq>,
+    /// nginx `limit_conn`: one mapping or a list of them.
+    #[serde(default)]
+    pub limit_conn: crate::limit::Limits<crate::limit::LimitConn>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

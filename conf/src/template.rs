@@ -27,6 +27,13 @@ pub enum Variable {
     UpstreamAddr,
     UpstreamStatus,
     UpstreamCacheStatus,
+    /// `$binary_remote_addr`: the client address as a key (its 4 or 16
+    /// bytes where a limit counts; its text in other templates).
+    BinaryRemoteAddr,
+    /// `$limit_req_status`: `PASSED`, `DELAYED`, `REJECTED`, ... .
+    LimitReqStatus,
+    /// `$limit_conn_status`: `PASSED`, `REJECTED`, `REJECTED_DRY_RUN`.
+    LimitConnStatus,
 }
 
 impl Variable {
@@ -46,6 +53,9 @@ impl Variable {
             "upstream_addr" => Variable::UpstreamAddr,
             "upstream_status" => Variable::UpstreamStatus,
             "upstream_cache_status" => Variable::UpstreamCacheStatus,
+            "binary_remote_addr" => Variable::BinaryRemoteAddr,
+            "limit_req_status" => Variable::LimitReqStatus,
+            "limit_conn_status" => Variable::LimitConnStatus,
             _ => {
                 if let Some(arg) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
                     Variable::Arg(arg.to_string())

@@ -51,6 +51,7 @@ pub fn validate(c: &mut Config) -> Vec<Problem> {
     check_upstreams(c, &mut out);
     check_routes(c, &mut out);
     check_caches(c, &mut out);
+    crate::limit::check(c, &mut out);
     if c.client_header_timeout.is_zero() {
         out.push(problem(
             "client_header_timeout",

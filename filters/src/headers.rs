@@ -319,6 +319,8 @@ mod tests {
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: "",
+            limit_req_status: "",
+            limit_conn_status: "",
         }
     }
 

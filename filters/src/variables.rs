@@ -41,6 +41,10 @@ pub struct RequestVars<'a> {
     pub upstream_status: &'a str,
     /// `$upstream_cache_status`: `HIT`, `MISS`, ... ("" without a cache).
     pub upstream_cache_status: &'a str,
+    /// `$limit_req_status`: `PASSED`, `DELAYED`, ... ("" when no zone counted).
+    pub limit_req_status: &'a str,
+    /// `$limit_conn_status`: `PASSED`, `REJECTED`, ... ("" when no zone counted).
+    pub limit_conn_status: &'a str,
 }
 
 impl RequestVars<'_> {
@@ -94,6 +98,10 @@ impl RequestVars<'_> {
             Variable::UpstreamAddr => out.push_str(self.upstream_addr),
             Variable::UpstreamStatus => out.push_str(self.upstream_status),
             Variable::UpstreamCacheStatus => out.push_str(self.upstream_cache_status),
+            // Text in a string; a limit's key takes the address's bytes.
+            Variable::BinaryRemoteAddr => out.push_str(self.remote_addr),
+            Variable::LimitReqStatus => out.push_str(self.limit_req_status),
+            Variable::LimitConnStatus => out.push_str(self.limit_conn_status),
         }
     }
 
@@ -136,6 +144,8 @@ mod tests {
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: "",
+            limit_req_status: "",
+            limit_conn_status: "",
         };
         let t = Template::parse(
             "$request_method $uri $args $arg_a $http_x_real_ip $remote_addr:$remote_port",

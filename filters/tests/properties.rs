@@ -210,6 +210,8 @@ proptest! {
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: "",
+            limit_req_status: "",
+            limit_conn_status: "",
         };
         let plan = RequestPlan::new(&ferry_conf::ProxyConf::default());
         let req = plan.build(&client, &vars, framing).unwrap();

@@ -107,6 +107,8 @@ pub fn line(r: &Request, method: &str, uri: &str, route: &str) -> String {
     number(&mut s, "bytes", r.body_bytes_sent);
     text(&mut s, "client", &r.client_ip_text());
     text(&mut s, "host", &r.host);
+    text(&mut s, "limit_conn_status", r.limit_conn_status.as_str());
+    text(&mut s, "limit_req_status", r.limit_req_status.as_str());
     text(&mut s, "method", method);
     text(&mut s, "request_id", &r.id);
     text(&mut s, "request_time", &request_time);
@@ -253,6 +255,6 @@ mod tests {
         assert_eq!(v["spilled"], false);
         assert_eq!(v["upstream_addr"], "");
         assert_eq!(v["upstream_cache_status"], "");
-        assert_eq!(v.as_object().map(|o| o.len()), Some(18));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(20));
     }
 }

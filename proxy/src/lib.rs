@@ -83,6 +83,7 @@ pub(crate) mod config_file;
 pub(crate) mod discovery;
 pub(crate) mod health_check;
 pub(crate) mod hooks;
+pub(crate) mod limit;
 pub(crate) mod listener;
 pub(crate) mod live;
 pub(crate) mod metrics;
@@ -130,6 +131,8 @@ pub use hooks::proxy_trait::{
     error_status, CacheDecision, DefaultProxy, FailToProxy, ProxyHttp, RetryDecision,
 };
 pub use hooks::session::Session;
+pub use limit::api::{LimitKind, LimitRefusal, LimitVerdict};
+pub use limit::LimitStatus;
 pub use program::{run, Program, Start};
 pub use record::{CacheStatus, Request, Try, TryOutcome};
 pub use server::DEFAULT_CONF;

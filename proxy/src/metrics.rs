@@ -28,6 +28,13 @@ pub struct Metrics {
     pub dns_lookups: IntCounterVec,
     pub cache: CacheMetrics,
     pub upstream: UpstreamMetrics,
+    pub limit: LimitMetrics,
+}
+
+/// The limit zones' series.
+pub struct LimitMetrics {
+    pub requests: IntCounterVec,
+    pub store_errors: IntCounterVec,
 }
 
 /// The upstream tries' series.
@@ -154,6 +161,7 @@ pub fn metrics() -> &'static Metrics {
             ),
             cache: CacheMetrics::new(&r),
             upstream: UpstreamMetrics::new(&r),
+            limit: LimitMetrics::new(&r),
             registry: r,
         };
         m.known_series();
@@ -187,6 +195,25 @@ impl UpstreamMetrics {
                 "ferry_upstream_header_duration_seconds",
                 "Time to the upstream response header, per try",
                 &["group"],
+            ),
+        }
+    }
+}
+
+impl LimitMetrics {
+    fn new(r: &Registry) -> LimitMetrics {
+        LimitMetrics {
+            requests: counter_vec(
+                r,
+                "ferry_limit_requests_total",
+                "Requests a limit zone counted, by result (passed, delayed, rejected, and the _dry_run forms)",
+                &["zone", "result"],
+            ),
+            store_errors: counter_vec(
+                r,
+                "ferry_limit_store_errors_total",
+                "Requests a limit zone's store (Redis) did not answer in time",
+                &["zone"],
             ),
         }
     }

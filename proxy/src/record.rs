@@ -103,6 +103,10 @@ pub struct Request {
     /// `$upstream_cache_status`: what the route's cache did for this
     /// request.
     pub(crate) cache_status: CacheStatus,
+    /// `$limit_req_status`: what the route's `limit_req` did.
+    pub(crate) limit_req_status: crate::limit::status::LimitStatus,
+    /// `$limit_conn_status`: what the route's `limit_conn` did.
+    pub(crate) limit_conn_status: crate::limit::status::LimitStatus,
     /// The error the request ended with, handed to `logging`.
     pub(crate) error: Option<std::sync::Arc<pingora_error::Error>>,
 }
@@ -124,6 +128,8 @@ impl Request {
             spilled_bytes: 0,
             truncated: false,
             cache_status: CacheStatus::None,
+            limit_req_status: crate::limit::status::LimitStatus::None,
+            limit_conn_status: crate::limit::status::LimitStatus::None,
             error: None,
         }
     }
@@ -184,6 +190,17 @@ impl Request {
     /// `$upstream_cache_status`: what the route's cache did.
     pub fn cache_status(&self) -> CacheStatus {
         self.cache_status
+    }
+
+    /// `$limit_req_status`: what the route's `limit_req` did (`PASSED`,
+    /// `DELAYED`, `REJECTED`, ...; `None` when no zone counted it).
+    pub fn limit_req_status(&self) -> crate::limit::status::LimitStatus {
+        self.limit_req_status
+    }
+
+    /// `$limit_conn_status`: what the route's `limit_conn` did.
+    pub fn limit_conn_status(&self) -> crate::limit::status::LimitStatus {
+        self.limit_conn_status
     }
 
     /// `$remote_addr`: the client's IP address as text ("" when unknown).

@@ -66,6 +66,9 @@ pub struct Runtime {
     /// `caches:` by name; a reload keeps a cache whose settings are the
     /// same (its index with it).
     pub caches: HashMap<String, Arc<ferry_cache::Zone>>,
+    /// `limit_req_zones` and `limit_conn_zones`; a reload keeps a zone
+    /// whose key and rate stay (its counts with it).
+    pub limit: crate::limit::Zones,
 }
 
 /// What lookups while running found for a discovered server entry, by
@@ -149,7 +152,10 @@ impl Runtime {
             Some(p) => p.dynamic.clone(),
             None => Arc::new(DynamicPool::new(connector, idle.clone())),
         };
+        let limit = crate::limit::Zones::build(&config, previous.map(|p| &p.limit))
+            .map_err(std::io::Error::other)?;
         Ok(Runtime {
+            limit,
             caches,
             idle,
             dynamic,

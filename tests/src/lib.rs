@@ -9,6 +9,7 @@
 //! - [`tls`]: self-signed certificates made for the test.
 //! - [`admin`]: the admin listener: `/upstreams`, `/metrics`.
 //! - [`dns`]: a real DNS server (dnsmasq) whose records a test changes.
+//! - [`redis`]: a real redis-server for the limits kept in Redis.
 //! - [`yaml`]: building the `upstreams:` / `routes:` part of a test's YAML.
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod client;
 pub mod dns;
 pub mod ferry;
 pub mod raw;
+pub mod redis;
 pub mod tls;
 pub mod yaml;
 

@@ -90,6 +90,57 @@ impl Session<'_> {
         crate::response::respond::error(self.downstream, self.request, status, proxy, &[]).await
     }
 
+    /// nginx's `limit_req`, asked from a hook: `key` (a tenant from a
+    /// header, say) is looked up in the `limit_req_zones` entry
+    /// `rule.zone` with `rule`'s burst, `nodelay`, `delay` and `dry_run`,
+    /// and charged unless refused, as a route's `limit_req` would. A
+    /// delay is waited out here, on a timer; `$limit_req_status` and
+    /// `ferry_limit_requests_total` record the result. A `Rejected`
+    /// verdict carries the refusal: return its
+    /// [`into_error`](crate::LimitRefusal::into_error) from
+    /// `request_filter` and the request gets `rule.status` through
+    /// `fail_to_proxy` and the route's `error_pages`, as Ferry's own
+    /// refusals do. An empty key is not counted.
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// # use ferry::conf::LimitReq;
+    /// # use ferry::pingora_error::Result;
+    /// /// One rate per tenant, a faster zone for the paying ones.
+    /// struct PerTenant;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for PerTenant {
+    ///     type CTX = ();
+    ///     fn new_ctx(&self) {}
+    ///
+    ///     async fn request_filter(&self, s: &mut Session, _ctx: &mut ()) -> Result<bool> {
+    ///         let header = |n: &str| s.req_header().headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    ///         let tenant = header("x-tenant").unwrap_or_default();
+    ///         let zone = if header("x-plan").as_deref() == Some("pro") { "pro" } else { "free" };
+    ///         let rule = LimitReq { zone: zone.into(), burst: 5, nodelay: true, delay: 0, status: 429, dry_run: false };
+    ///         if let Some(refusal) = s.limit_req(&rule, &tenant).await?.refusal {
+    ///             return Err(refusal.into_error());
+    ///         }
+    ///         Ok(false)
+    ///     }
+    /// }
+    /// ```
+    pub async fn limit_req(
+        &mut self,
+        rule: &ferry_conf::LimitReq,
+        key: &str,
+    ) -> Result<crate::LimitVerdict> {
+        let verdict = crate::limit::api::ask(&self.runtime.limit, rule, key.as_bytes()).await?;
+        if verdict.status != crate::LimitStatus::None {
+            self.request.limit_req_status = verdict.status;
+        }
+        if !verdict.delay.is_zero() {
+            tokio::time::sleep(verdict.delay).await;
+        }
+        Ok(verdict)
+    }
+
     /// Pingora's one-line summary of the request (method, path, `Host`),
     /// as error lines show it.
     pub fn summary(&self) -> String {
@@ -167,6 +218,8 @@ impl<'a> Session<'a> {
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: self.request.cache_status.as_str(),
+            limit_req_status: self.request.limit_req_status.as_str(),
+            limit_conn_status: self.request.limit_conn_status.as_str(),
         }
     }
 }

@@ -86,6 +86,12 @@ pub(crate) async fn process_request<P: ProxyHttp>(
         respond::route_return(s.downstream, s.request, r).await?;
         return Ok(End::Complete);
     }
+    // 4b. The route's limits (nginx's preaccess phase): a refusal is one
+    //    of Ferry's own answers; the places taken are held to the end.
+    let _limits = match crate::limit::admit::admit(&mut s).await {
+        Ok(held) => held,
+        Err(e) => return Ok(fail(app, &mut s, ctx, e).await),
+    };
     // 5. The request body, through the request body filter.
     let body = match request_body(app, &mut s, ctx, route).await {
         Ok(b) => b,

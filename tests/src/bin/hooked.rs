@@ -6,6 +6,8 @@
 //!   routing.
 //! - `request_filter`: `/api/` needs `X-Api-Key: secret` (401 without);
 //!   `X-Sub: GROUP` answers with a subrequest to GROUP.
+//!   `X-Limit-Tenant: NAME` asks the `limit_req` zone `free` (or `pro`
+//!   with `X-Plan: pro`) about NAME, and returns its refusal (429).
 //! - `request_body_filter`: `secret` in a body becomes `******`; a body
 //!   with `forbidden` gets 403. (`X-Eat-Body: 1` has `request_filter` read
 //!   the body itself instead, the mistake Ferry answers with 500.)
@@ -29,6 +31,7 @@
 //!   the hooks, the upstream body bytes and the error.
 
 use ferry::bytes::Bytes;
+use ferry::conf::LimitReq;
 use ferry::pingora_core::protocols::Digest;
 use ferry::pingora_error::{Error, ErrorType, Result};
 use ferry::pingora_http::{RequestHeader, ResponseHeader};
@@ -101,6 +104,22 @@ impl ProxyHttp for Hooked {
             h.insert_header("Content-Length", "0")?;
             s.pingora().write_response_header(Box::new(h)).await?;
             return Ok(true);
+        }
+        if let Some(tenant) = header(s, "x-limit-tenant").map(str::to_string) {
+            // A zone asked by the hook: the tenant is the key, the plan
+            // picks the zone (and its burst).
+            let pro = header(s, "x-plan") == Some("pro");
+            let rule = LimitReq {
+                zone: if pro { "pro" } else { "free" }.to_string(),
+                burst: if pro { 10 } else { 1 },
+                nodelay: true,
+                delay: 0,
+                status: 429,
+                dry_run: false,
+            };
+            if let Some(refusal) = s.limit_req(&rule, &tenant).await?.refusal {
+                return Err(refusal.into_error());
+            }
         }
         if header(s, "x-eat-body").is_some() {
             // The mistake Ferry must not turn into an empty body upstream.
