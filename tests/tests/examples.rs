@@ -319,3 +319,27 @@ async fn dynamic_routing_follows_a_table_changed_at_run_time() {
     assert_eq!(gone.status(), 204);
     assert_eq!(as_acme().await, "shared");
 }
+
+/// `examples/production.yaml` is a configuration Ferry accepts as it is
+/// written (`ferry -t` says `ok`), its files put under a test directory.
+#[test]
+fn the_production_example_checks_ok() {
+    let dir = ferry_tests::ferry::fresh_dir();
+    let cert = ferry_tests::tls::SelfSigned::new(&dir, &["example.com"]);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/production.yaml");
+    let yaml = std::fs::read_to_string(root)
+        .expect("examples/production.yaml")
+        .replace(
+            "/etc/ferry/tls/fullchain.pem",
+            &cert.cert_path.display().to_string(),
+        )
+        .replace(
+            "/etc/ferry/tls/privkey.pem",
+            &cert.key_path.display().to_string(),
+        )
+        .replace("/run/ferry", &dir.display().to_string())
+        .replace("/var/log/ferry", &dir.display().to_string())
+        .replace("/var/cache/ferry", &dir.display().to_string());
+    let (code, out, err) = ferry_tests::ferry::check(&yaml);
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+}

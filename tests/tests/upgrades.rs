@@ -105,14 +105,14 @@ async fn an_upgrade_runs_every_hook_and_cannot_skip_request_filter() {
     assert!(head.contains("upgrade: websocket"), "{head}");
     assert!(
         head.contains(
-            "x-hooks: early_request_filter,request_filter,upstream_peer,connected_to_upstream(new,fd=true,timed=true),upstream_request_filter,upstream_response_filter,response_filter"
+            "x-hooks: early_request_filter,request_filter,request_body_filter,request_body_filter(end),upstream_peer,connected_to_upstream(new,fd=true,timed=true),upstream_request_filter,upstream_response_filter,response_filter"
         ),
         "{head}"
     );
     echoes(&mut s, b"ping through the tunnel").await;
     let seen = ws.requests()[0].head.to_ascii_lowercase();
     assert!(
-        seen.contains("x-hooks: early_request_filter,request_filter,upstream_peer,connected_to_upstream(new,fd=true,timed=true),upstream_request_filter"),
+        seen.contains("x-hooks: early_request_filter,request_filter,request_body_filter,request_body_filter(end),upstream_peer,connected_to_upstream(new,fd=true,timed=true),upstream_request_filter"),
         "{seen}"
     );
     assert!(seen.contains("connection: upgrade"), "{seen}");
