@@ -546,3 +546,50 @@ async fn body_hooks_always_get_their_end() {
         assert!(line.contains("response_end=true"), "{path}: {line}");
     }
 }
+
+/// `persist_connection_context` keeps what a program wants from one
+/// request for the next on the same keepalive connection, and
+/// `on_connection_reuse` gets it: the hooked program counts a
+/// connection's requests (1, 2, 3), and a new connection starts at 1.
+#[tokio::test]
+async fn a_connection_context_passes_from_one_request_to_the_next() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Backend::named("app").await;
+    let ferry = Ferry::start_hooked(&routes(&group("app", &[(b.addr, "")]), "")).await;
+    let counts = |head: &str| -> String {
+        head.lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-conn-requests: ")
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    };
+    let mut conn = tokio::net::TcpStream::connect(ferry.addr).await.unwrap();
+    for want in ["1", "2", "3"] {
+        conn.write_all(b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).ends_with("app") {
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(ferry_tests::WAIT, conn.read(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(counts(&String::from_utf8_lossy(&got)), want);
+    }
+    let (bytes, _) = exchange(
+        ferry.addr,
+        "GET /c HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        counts(&String::from_utf8_lossy(&bytes)),
+        "1",
+        "a new connection"
+    );
+}

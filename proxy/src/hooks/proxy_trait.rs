@@ -332,6 +332,67 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Ok(())
     }
 
+    /// What of this request's context the next request on the same
+    /// HTTP/1 keepalive connection should get (a client certificate's
+    /// identity, a connection's authentication): called when the request
+    /// ended and the connection is kept. `None` (the default) keeps
+    /// nothing; what is returned is held while the connection waits, and
+    /// handed to [`on_connection_reuse`](ProxyHttp::on_connection_reuse).
+    /// HTTP/2 streams share no such context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ferry::{async_trait, ProxyHttp, Session};
+    /// /// Counts the requests of each connection.
+    /// struct PerConnection;
+    ///
+    /// #[async_trait]
+    /// impl ProxyHttp for PerConnection {
+    ///     type CTX = u64;
+    ///     fn new_ctx(&self) -> u64 { 1 }
+    ///
+    ///     fn persist_connection_context(
+    ///         &self,
+    ///         _s: &Session,
+    ///         ctx: &u64,
+    ///     ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+    ///         Some(Box::new(*ctx))
+    ///     }
+    ///
+    ///     fn on_connection_reuse(
+    ///         &self,
+    ///         _s: &mut Session,
+    ///         ctx: &mut u64,
+    ///         prev: Box<dyn std::any::Any + Send + Sync>,
+    ///     ) {
+    ///         if let Ok(n) = prev.downcast::<u64>() {
+    ///             *ctx = *n + 1;
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn persist_connection_context(
+        &self,
+        _session: &session_type!(),
+        _ctx: &Self::CTX,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+
+    /// A request on a reused HTTP/1 keepalive connection begins: `prev` is
+    /// what [`persist_connection_context`](ProxyHttp::persist_connection_context)
+    /// kept from the request before it. Called right after
+    /// [`new_ctx`](ProxyHttp::new_ctx), before any other hook; not called
+    /// when nothing was kept.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut session_type!(),
+        _ctx: &mut Self::CTX,
+        _prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+    }
+
     /// nginx `create_request` / `reinit_request`: the header about to be
     /// sent upstream, built from the client's by the route's rules. Runs on
     /// every try.

@@ -19,6 +19,7 @@
 //! [`crate::request::flow`].
 
 use crate::hooks::proxy_trait::ProxyHttp;
+use crate::hooks::session::Session;
 use crate::record::End;
 use crate::request::{finalize, flow};
 use crate::response::respond;
@@ -119,7 +120,16 @@ const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The connection after a request: its stream, the settings the next
 /// session starts with, and the keepalive timeout (seconds).
-type Reusable = (ReusableHttpStream, HttpPersistentSettings, Option<u64>);
+type Reusable = (
+    ReusableHttpStream,
+    HttpPersistentSettings,
+    Option<u64>,
+    Kept,
+);
+
+/// What a program keeps from one request for the next on the same
+/// HTTP/1 connection (`persist_connection_context`).
+type Kept = Option<Box<dyn std::any::Any + Send + Sync>>;
 
 impl<P: ProxyHttp> FerryHttp<P> {
     /// A connection's requests, from its first to its last: HTTP/2 through
@@ -155,7 +165,7 @@ impl<P: ProxyHttp> HttpServerApp for Http2<P> {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        Box::pin(self.0.serve_one(session, shutdown)).await;
+        Box::pin(self.0.serve_one(session, shutdown, None)).await;
         None
     }
 }
@@ -168,6 +178,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
     /// 1-byte peek that leaves the byte for the parser.
     async fn serve_http1(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut settings: Option<HttpPersistentSettings> = None;
+        let mut kept: Kept = None;
         loop {
             // Boxed: the request's large future lives while it is served
             // and is gone before the connection waits for the next one.
@@ -183,11 +194,12 @@ impl<P: ProxyHttp> FerryHttp<P> {
                     None if *shutdown.borrow() => session.set_keepalive(None),
                     None => session.set_keepalive(Some(60)),
                 }
-                Box::pin(self.serve_one(session, shutdown))
+                Box::pin(self.serve_one(session, shutdown, kept.take()))
             };
-            let Some((reusable, mut next, idle)) = request.await else {
+            let Some((reusable, mut next, idle, keep)) = request.await else {
                 return;
             };
+            kept = keep;
             let (mut reused, prefix) = reusable.into_parts();
             match prefix {
                 // The client sent its next request already (pipelining).
@@ -206,6 +218,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
         &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
+        kept: Kept,
     ) -> Option<Reusable> {
         match self.next_request_header(&mut session).await {
             NextRequest::Read => {}
@@ -224,7 +237,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
                 return None;
             }
         }
-        self.serve_request(session, shutdown).await
+        self.serve_request(session, shutdown, kept).await
     }
 
     /// Wait for the next request's first byte without holding anything for
@@ -258,6 +271,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
         &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
+        kept: Kept,
     ) -> Option<Reusable> {
         if *shutdown.borrow() {
             // The service is stopping: this is the connection's last request.
@@ -269,6 +283,14 @@ impl<P: ProxyHttp> FerryHttp<P> {
         let rt = &*runtime;
         let mut request = finalize::begin(rt, &session);
         let mut ctx = self.app.new_ctx();
+        if let Some(prev) = kept {
+            let mut s = Session {
+                downstream: &mut session,
+                request: &mut request,
+                runtime: rt,
+            };
+            self.app.on_connection_reuse(&mut s, &mut ctx, prev);
+        }
         let served =
             flow::process_request(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
         let reusable = match served {
@@ -292,9 +314,17 @@ impl<P: ProxyHttp> FerryHttp<P> {
             let _ = pingora_timeout::timeout(limit, session.shutdown()).await;
             return None;
         }
+        let keep = {
+            let s = Session {
+                downstream: &mut session,
+                request: &mut request,
+                runtime: rt,
+            };
+            self.app.persist_connection_context(&s, &ctx)
+        };
         let settings = HttpPersistentSettings::for_session(&session);
         let idle = session.get_keepalive();
         let reused = session.finish().await.ok().flatten()?;
-        Some((reused, settings, idle))
+        Some((reused, settings, idle, keep))
     }
 }

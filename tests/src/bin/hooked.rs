@@ -25,6 +25,8 @@
 //! - `cache_key_callback`: `X-Tenant: NAME` puts the tenant into the
 //!   cache key; `response_cache_filter`: a response with `X-Draft` is
 //!   never stored.
+//! - `persist_connection_context` / `on_connection_reuse` count a
+//!   connection's requests: `response_filter` sends `X-Conn-Requests`.
 //! - every hook appends its name to the context; `upstream_request_filter`
 //!   sends the list upstream as `X-Hooks`, `response_filter` sends it to
 //!   the client, and `logging` writes a line with the status, the tries,
@@ -45,6 +47,9 @@ struct Hooked;
 #[derive(Default)]
 struct Ctx {
     hooks: Vec<String>,
+    /// Requests on this connection so far, this one included (kept from
+    /// one request to the next by `persist_connection_context`).
+    conn_requests: u64,
     upper: bool,
     double: bool,
     /// `upstream_response_body_filter` was called with the end.
@@ -72,7 +77,29 @@ impl ProxyHttp for Hooked {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            conn_requests: 1,
+            ..Ctx::default()
+        }
+    }
+
+    fn persist_connection_context(
+        &self,
+        _s: &Session,
+        ctx: &Ctx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        Some(Box::new(ctx.conn_requests))
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _s: &mut Session,
+        ctx: &mut Ctx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(n) = prev.downcast::<u64>() {
+            ctx.conn_requests = *n + 1;
+        }
     }
 
     async fn early_request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -284,6 +311,7 @@ impl ProxyHttp for Hooked {
             s.body_length_changes(resp)?;
         }
         resp.insert_header("X-Hooks", ctx.hooks.join(","))?;
+        resp.insert_header("X-Conn-Requests", ctx.conn_requests.to_string())?;
         Ok(())
     }
 
