@@ -708,7 +708,13 @@ async fn until_expired(ferry: &Ferry, path: &str) -> Got {
 
 #[tokio::test]
 async fn background_update_answers_stale_and_refills() {
-    let b = counting(&[("Cache-Control", "max-age=1")]).await;
+    // The first answer expires at once; the refilled one stays fresh (a
+    // loaded machine must not see it expire before it is read).
+    let b = Backend::start(Arc::new(|i, _: &Seen| {
+        let age = if i == 0 { "max-age=1" } else { "max-age=60" };
+        Reply::ok(format!("n{i}")).header("Cache-Control", age)
+    }))
+    .await;
     let ferry = start(b.addr, "use_stale: [updating], background_update: true").await;
     assert_eq!(get(&ferry, "/bg").await.text(), "n0");
     let r = until_expired(&ferry, "/bg").await;

@@ -473,7 +473,7 @@ async fn the_cache_hooks_choose_the_key_and_what_is_stored() {
         "{hooks}"
     );
     assert!(
-        hooks.contains("response_cache_filter,response_filter"),
+        hooks.contains("response_cache_filter,cache_miss,response_filter"),
         "{hooks}"
     );
     let (cache, body, hooks) = get("/t", "a").await;
@@ -483,7 +483,7 @@ async fn the_cache_hooks_choose_the_key_and_what_is_stored() {
         "a HIT asks no upstream: {hooks}"
     );
     assert!(
-        hooks.ends_with("cache_key_callback,response_filter"),
+        hooks.ends_with("cache_key_callback,cache_hit_filter,response_filter"),
         "{hooks}"
     );
     let (cache, body, _) = get("/t", "b").await;
@@ -592,4 +592,64 @@ async fn a_connection_context_passes_from_one_request_to_the_next() {
         "1",
         "a new connection"
     );
+}
+
+/// The cache hooks the YAML cannot express: `request_cache_filter` keeps a
+/// request out of the cache, `cache_hit_filter` invalidates a found entry,
+/// `cache_miss` runs when a response is admitted, `should_serve_stale`
+/// refuses a stale answer `use_stale` would give.
+#[tokio::test]
+async fn the_cache_hooks_pass_invalidate_and_refuse_stale() {
+    let b = Backend::start(Arc::new(|i, _: &Seen| Reply::ok(format!("n{i}")))).await;
+    let ferry = Ferry::start_hooked(&format!(
+        "caches:\n  c: {{ path: \"{{tmp}}/cache\" }}\nupstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ add_headers: {{ X-Cache: \"$upstream_cache_status\" }}, next_upstream: [error, timeout] }}\n    cache: {{ zone: c, valid: {{ 200: 10m }}, use_stale: [error, timeout] }}\n",
+        // No idle connections: the backend dropped below is gone at once.
+        group("app", &[(b.addr, "")]).replace("    servers:", "    keepalive: 0\n    servers:")
+    ))
+    .await;
+    let get = |path: &'static str, extra: &'static [&'static str]| {
+        let url = ferry.url(path);
+        async move {
+            let mut r = ferry_tests::client::http().get(url);
+            for h in extra {
+                r = r.header(*h, "1");
+            }
+            let r = r.send().await.unwrap();
+            let h = |n: &str| {
+                r.headers()
+                    .get(n)
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default()
+            };
+            let (cache, hooks, status) = (h("x-cache"), h("x-hooks"), r.status().as_u16());
+            (status, cache, hooks, r.text().await.unwrap())
+        }
+    };
+    let (_, cache, _, body) = get("/p", &["x-no-cache"]).await;
+    assert_eq!(
+        (cache.as_str(), body.as_str()),
+        ("", "n0"),
+        "no cache for it"
+    );
+    let (_, cache, hooks, body) = get("/p", &[]).await;
+    assert_eq!((cache.as_str(), body.as_str()), ("MISS", "n1"));
+    assert!(hooks.contains("cache_miss"), "{hooks}");
+    let (_, cache, hooks, _) = get("/p", &[]).await;
+    assert_eq!(cache, "HIT");
+    assert!(hooks.contains("cache_hit_filter"), "{hooks}");
+    let (_, cache, _, body) = get("/p", &["x-invalidate"]).await;
+    assert_eq!(
+        (cache.as_str(), body.as_str()),
+        ("EXPIRED", "n2"),
+        "invalidated"
+    );
+    drop(b);
+    let (status, cache, _, body) = get("/p", &["x-invalidate"]).await;
+    assert_eq!(
+        (status, cache.as_str(), body.as_str()),
+        (200, "STALE", "n2"),
+        "use_stale answers"
+    );
+    let (status, _, _, _) = get("/p", &["x-invalidate", "x-no-stale"]).await;
+    assert_eq!(status, 502, "the program refused the stale answer");
 }

@@ -81,21 +81,33 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
     if !(method == "GET" || method == "HEAD" || rc.conf.methods.iter().any(|m| m == method)) {
         return Ok(Look::Pass);
     }
+    if !app.request_cache_filter(s, ctx)? {
+        return Ok(Look::Pass);
+    }
     let mut fetch = prepare(app, s, ctx, route, rc)?;
     if s.request.cache_status == CacheStatus::Bypass {
         return Ok(Look::Fetch(fetch));
     }
     let waited_since = Instant::now();
     loop {
-        match find(rc, &fetch.key, &s.req_header().headers).await {
-            Found::Entry(e, _) if e.head.expires > ferry_cache::zone::now() => {
+        let found = find(rc, &fetch.key, &s.req_header().headers).await;
+        let invalidated = match &found {
+            Found::Entry(e, _) => {
+                let fresh = e.head.expires > ferry_cache::zone::now();
+                app.cache_hit_filter(s, &e.head.header, fresh, ctx)?
+            }
+            Found::Missing => false,
+        };
+        match found {
+            Found::Entry(e, _) if !invalidated && e.head.expires > ferry_cache::zone::now() => {
                 let end = serve::answer(app, s, ctx, route, &e, CacheStatus::Hit).await?;
                 return Ok(Look::Answered(end));
             }
             Found::Entry(e, _)
                 if fetch.store
                     && rc.conf.background_update
-                    && rc.stale_on(StaleCondition::Updating) =>
+                    && rc.stale_on(StaleCondition::Updating)
+                    && app.should_serve_stale(s, ctx, None) =>
             {
                 let end = update_in_background(app, s, ctx, route, rc, &fetch.key, &e).await?;
                 return Ok(Look::Answered(end));
@@ -224,7 +236,7 @@ async fn wait_for_filler<P: ProxyHttp>(
         Locked::Read(reader) => reader,
     };
     if let Some(e) = &fetch.stale {
-        if rc.stale_on(StaleCondition::Updating) {
+        if rc.stale_on(StaleCondition::Updating) && app.should_serve_stale(s, ctx, None) {
             let end = serve::answer(app, s, ctx, route, e, CacheStatus::Updating).await?;
             return Ok(Wait::Answered(end));
         }
@@ -275,6 +287,7 @@ impl Fetch<'_> {
         let Decision::Store(fresh) = self.decision(app, s, ctx, status, header)? else {
             return Ok(None);
         };
+        app.cache_miss(s, ctx);
         let zone = self.rc.zone.clone();
         Ok(crate::cache::fill::Fill::new(
             zone,
@@ -317,7 +330,12 @@ impl Fetch<'_> {
                     Some(TryOutcome::InvalidHeader) => StaleCondition::InvalidHeader,
                     _ => StaleCondition::Error,
                 };
-                if self.rc.stale_on(cond) {
+                let mut e = pingora_error::Error::explain(
+                    pingora_error::ErrorType::HTTPStatus(code),
+                    "the upstream failed",
+                );
+                e.esource = pingora_error::ErrorSource::Upstream;
+                if self.rc.stale_on(cond) && app.should_serve_stale(s, ctx, Some(&e)) {
                     self.release(LockStatus::TransientError);
                     let end = serve::answer(app, s, ctx, route, &stale, CacheStatus::Stale).await?;
                     return Ok(After::Answered(end));
@@ -340,7 +358,12 @@ impl Fetch<'_> {
                 Ok(After::Answered(end))
             }
             Chosen::Response(r)
-                if stale_status(r.header.status.as_u16()).is_some_and(|c| self.rc.stale_on(c)) =>
+                if stale_status(r.header.status.as_u16()).is_some_and(|c| self.rc.stale_on(c))
+                    && app.should_serve_stale(
+                        s,
+                        ctx,
+                        Some(&status_error(r.header.status.as_u16())),
+                    ) =>
             {
                 let Response { conn, held, .. } = r;
                 conn.close();
@@ -408,4 +431,15 @@ fn stale_status(status: u16) -> Option<StaleCondition> {
         429 => StaleCondition::Http429,
         _ => return None,
     })
+}
+
+/// An upstream status `use_stale` names, as the error `should_serve_stale`
+/// is shown (nginx: `http_500` ... as upstream errors).
+fn status_error(status: u16) -> Box<pingora_error::Error> {
+    let mut e = pingora_error::Error::explain(
+        pingora_error::ErrorType::HTTPStatus(status),
+        "the upstream answered with an error status",
+    );
+    e.esource = pingora_error::ErrorSource::Upstream;
+    e
 }

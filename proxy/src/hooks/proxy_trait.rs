@@ -721,6 +721,49 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Ok(key)
     }
 
+    /// Whether this request uses its route's cache at all (Pingora's
+    /// `request_cache_filter`): `false` serves it as if the route had no
+    /// cache (no lookup, nothing stored, no `$upstream_cache_status`).
+    /// Runs after `request_filter` for the methods the cache serves.
+    fn request_cache_filter(
+        &self,
+        _session: &session_type!(),
+        _ctx: &mut Self::CTX,
+    ) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// An entry was found (`fresh` when it has not expired): `true` treats
+    /// it as expired (revalidated, refetched or answered stale as the
+    /// route says), Pingora's `cache_hit_filter` forcing invalidation.
+    fn cache_hit_filter(
+        &self,
+        _session: &session_type!(),
+        _header: &ResponseHeader,
+        _fresh: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// A response is about to be stored (Pingora's `cache_miss`, called
+    /// when a cacheable response is admitted).
+    fn cache_miss(&self, _session: &session_type!(), _ctx: &mut Self::CTX) {}
+
+    /// The route's `use_stale` would answer with the expired entry: `false`
+    /// refuses (the upstream's answer or Ferry's error goes to the client
+    /// instead). `error` is the upstream's failure (an `HTTPStatus` error
+    /// for a status `use_stale` lists), `None` while another request
+    /// updates the entry (`updating`).
+    fn should_serve_stale(
+        &self,
+        _session: &session_type!(),
+        _ctx: &mut Self::CTX,
+        _error: Option<&Error>,
+    ) -> bool {
+        true
+    }
+
     /// Whether a response is stored, and for how long (Pingora's
     /// `response_cache_filter`): `decision` is nginx's, from the headers and
     /// the route's `valid` (`Set-Cookie`, `Cache-Control`,

@@ -22,6 +22,10 @@
 //!   `{"hooked_error":CODE}`.
 //! - `suppress_error_log`: `X-Quiet: 1` keeps the error out of the log;
 //!   `request_summary` says `hooked summary: URI`.
+//! - `request_cache_filter`: `X-No-Cache` keeps the request out of the
+//!   cache; `cache_hit_filter`: `X-Invalidate` treats an entry as expired;
+//!   `cache_miss` is listed in the hooks; `should_serve_stale`: `X-No-Stale`
+//!   refuses a stale answer.
 //! - `cache_key_callback`: `X-Tenant: NAME` puts the tenant into the
 //!   cache key; `response_cache_filter`: a response with `X-Draft` is
 //!   never stored.
@@ -279,6 +283,29 @@ impl ProxyHttp for Hooked {
     ) -> Result<RetryDecision> {
         ctx.push("upstream_response_filter");
         Ok(RetryDecision::Default)
+    }
+
+    fn request_cache_filter(&self, s: &Session, _ctx: &mut Ctx) -> Result<bool> {
+        Ok(header(s, "x-no-cache").is_none())
+    }
+
+    fn cache_hit_filter(
+        &self,
+        s: &Session,
+        _header: &ResponseHeader,
+        _fresh: bool,
+        ctx: &mut Ctx,
+    ) -> Result<bool> {
+        ctx.push("cache_hit_filter");
+        Ok(header(s, "x-invalidate").is_some())
+    }
+
+    fn cache_miss(&self, _s: &Session, ctx: &mut Ctx) {
+        ctx.push("cache_miss");
+    }
+
+    fn should_serve_stale(&self, s: &Session, _ctx: &mut Ctx, _e: Option<&Error>) -> bool {
+        header(s, "x-no-stale").is_none()
     }
 
     fn cache_key_callback(&self, s: &Session, key: String, ctx: &mut Ctx) -> Result<String> {
