@@ -138,8 +138,24 @@ pub use record::{CacheStatus, Request, Try, TryOutcome};
 pub use server::DEFAULT_CONF;
 pub use upstream::subrequest::SubResponse;
 
+/// The Prometheus registry of Ferry's `/metrics`: a program registers its
+/// own collectors (counters, gauges, histograms of the re-exported
+/// [`prometheus`] crate) and they are exported beside Ferry's.
+///
+/// ```
+/// let served = ferry::prometheus::IntCounter::new("mygw_served_total", "Requests served")
+///     .expect("a valid metric");
+/// ferry::metrics_registry()
+///     .register(Box::new(served.clone()))
+///     .expect("registered once");
+/// served.inc();
+/// ```
+pub fn metrics_registry() -> &'static prometheus::Registry {
+    metrics::registry()
+}
+
 /// Re-exported so programs built on Ferry need no direct dependency on them.
 pub use {
     async_trait::async_trait, bytes, clap, ferry_conf as conf, pingora_core, pingora_error,
-    pingora_http, serde,
+    pingora_http, prometheus, serde,
 };

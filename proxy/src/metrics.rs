@@ -80,6 +80,12 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
     h
 }
 
+/// The registry `/metrics` is rendered from: a program registers its own
+/// collectors here and they appear beside Ferry's.
+pub(crate) fn registry() -> &'static Registry {
+    &metrics().registry
+}
+
 /// Count a server taken out by `max_fails` (the upstream loop's report).
 pub(crate) fn count_marked_failed(group: &str, addr: std::net::SocketAddr) {
     metrics()

@@ -12,6 +12,8 @@ use crate::cli::Args;
 use crate::hooks::proxy_trait::ProxyHttp;
 use clap::{Args as _, FromArgMatches};
 use ferry_conf::{Config, Problem};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::ServiceWithDependents;
 use std::cell::RefCell;
 use std::path::Path;
 
@@ -52,6 +54,8 @@ pub struct Program {
     command: clap::Command,
     default_conf: String,
     settings: Option<String>,
+    /// The program's own services, run by the same server.
+    services: Vec<Box<dyn ServiceWithDependents>>,
 }
 
 /// What `make` is handed to build the program's proxy.
@@ -132,6 +136,7 @@ impl Program {
             command: clap::Command::new(name),
             default_conf: crate::server::DEFAULT_CONF.to_string(),
             settings: None,
+            services: Vec::new(),
         }
     }
 
@@ -164,6 +169,26 @@ impl Program {
     pub fn arg(mut self, arg: impl Into<clap::Arg>) -> Program {
         self.command = self.command.arg(arg);
         self
+    }
+
+    /// A service of the program's own, run by the same Pingora server as
+    /// the proxy (started and stopped with it, through graceful upgrades
+    /// too): another listener (a Pingora `listening::Service`), or any
+    /// `Service`. Pingora's `add_service`.
+    pub fn service(mut self, service: impl ServiceWithDependents + 'static) -> Program {
+        self.services.push(Box::new(service));
+        self
+    }
+
+    /// A background task of the program's own (Pingora's
+    /// `background_service`): `task.start` runs once the server starts and
+    /// is told through its `ShutdownWatch` when it stops.
+    pub fn background(
+        self,
+        name: &str,
+        task: impl BackgroundService + Send + Sync + 'static,
+    ) -> Program {
+        self.service(background_service(name, task))
     }
 
     /// Parse the command line, load and check the configuration, build the
@@ -226,7 +251,8 @@ impl Program {
             return crate::cli::send_signal(signal, &pid_file);
         }
         let load = reload_loader::<S>(key, required, started_with);
-        crate::server::start_server(app, config, load, &args, path.into())
+        let services = self.services;
+        crate::server::start_server(app, config, load, &args, path.into(), services)
     }
 }
 

@@ -40,6 +40,7 @@ pub(crate) fn start_server<P: ProxyHttp>(
     load: Loader,
     args: &Args,
     file: PathBuf,
+    services: Vec<Box<dyn pingora_core::services::ServiceWithDependents>>,
 ) -> i32 {
     crate::upstream::events::on_marked_failed(crate::metrics::count_marked_failed);
     let opt = Opt {
@@ -89,6 +90,7 @@ pub(crate) fn start_server<P: ProxyHttp>(
         http: Arc::new(FerryHttp::new(Arc::new(app), live.clone())),
         endpoints,
     });
+    server.add_services(services);
     let draining = Draining::default();
     if let Some(a) = &admin {
         let app = AdminApp {

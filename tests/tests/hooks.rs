@@ -653,3 +653,32 @@ async fn the_cache_hooks_pass_invalidate_and_refuse_stale() {
     let (status, _, _, _) = get("/p", &["x-invalidate", "x-no-stale"]).await;
     assert_eq!(status, 502, "the program refused the stale answer");
 }
+
+/// A program's own background task runs beside the proxy, and its own
+/// metric is on Ferry's `/metrics`.
+#[tokio::test]
+async fn a_programs_background_task_and_metric_run_with_ferry() {
+    let admin = ferry_tests::admin::Admin::new();
+    let ferry = Ferry::start_hooked(&format!(
+        "{}routes:\n  - return: {{ status: 200 }}\n",
+        admin.yaml("")
+    ))
+    .await;
+    ferry_tests::until("the background task to start", || {
+        ferry.log().contains("hooked background: started")
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, _, _) = ask(&ferry, "GET", "/x", "", "").await;
+        assert_eq!(status, 200);
+    }
+    let start = std::time::Instant::now();
+    while admin.metric("hooked_logged_total").await < 3 {
+        assert!(
+            start.elapsed() < ferry_tests::WAIT,
+            "{}",
+            admin.get("/metrics").await.1
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -31,6 +31,8 @@
 //!   never stored.
 //! - `persist_connection_context` / `on_connection_reuse` count a
 //!   connection's requests: `response_filter` sends `X-Conn-Requests`.
+//! - a background task of its own (`Program::background`) and a metric
+//!   of its own (`hooked_logged_total`, counted in `logging`).
 //! - every hook appends its name to the context; `upstream_request_filter`
 //!   sends the list upstream as `X-Hooks`, `response_filter` sends it to
 //!   the client, and `logging` writes a line with the status, the tries,
@@ -387,6 +389,7 @@ impl ProxyHttp for Hooked {
     }
 
     async fn logging(&self, s: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        logged_total().inc();
         let r = s.request();
         let tries: Vec<&str> = r.tries().iter().map(|t| t.addr.as_str()).collect();
         let error = e.map_or_else(|| "-".to_string(), |e| e.to_string());
@@ -407,6 +410,30 @@ impl ProxyHttp for Hooked {
 fn main() {
     let code = ferry::Program::new("ferry")
         .version(env!("CARGO_PKG_VERSION"))
+        .background("hooked background", Background)
         .run::<ferry::serde::de::IgnoredAny, _>(|_| Ok(Hooked));
     std::process::exit(code);
+}
+
+/// A background task of the program's own: says it runs, waits for the stop.
+struct Background;
+
+#[async_trait]
+impl ferry::pingora_core::services::background::BackgroundService for Background {
+    async fn start(&self, mut shutdown: ferry::pingora_core::server::ShutdownWatch) {
+        eprintln!("hooked background: started");
+        let _ = shutdown.changed().await;
+        eprintln!("hooked background: stopped");
+    }
+}
+
+/// A metric of the program's own, on Ferry's `/metrics`.
+fn logged_total() -> &'static ferry::prometheus::IntCounter {
+    static C: std::sync::OnceLock<ferry::prometheus::IntCounter> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        let c = ferry::prometheus::IntCounter::new("hooked_logged_total", "Requests logged")
+            .expect("a valid metric");
+        let _ = ferry::metrics_registry().register(Box::new(c.clone()));
+        c
+    })
 }
