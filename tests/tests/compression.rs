@@ -1,0 +1,223 @@
+//! A route's `compress:` (rule 27) against real backends: gzip, br and zstd
+//! chosen by `Accept-Encoding` and decoded back to the original bytes, what
+//! nginx's gzip filter leaves alone, `Vary`, large bodies streamed with and
+//! without buffering, and cache HITs compressed per client.
+
+use ferry_tests::backend::{Backend, Reply};
+use ferry_tests::client::http;
+use ferry_tests::ferry::Ferry;
+use ferry_tests::yaml::group;
+use reqwest::header::HeaderMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Text that compresses well, `n` bytes of it.
+fn text(n: usize) -> Vec<u8> {
+    b"Ferry compresses what nginx compresses. "
+        .iter()
+        .cycle()
+        .take(n)
+        .copied()
+        .collect()
+}
+
+/// A backend answering `path`-dependent replies of type text/html unless
+/// the path says otherwise.
+async fn backend() -> Backend {
+    Backend::start(Arc::new(|_, seen| {
+        let uri = seen.uri.as_str();
+        let html = |r: Reply| r.header("Content-Type", "text/html; charset=utf-8");
+        match uri {
+            "/small" => html(Reply::ok("tiny")),
+            "/png" => Reply::ok(text(4096)).header("Content-Type", "image/png"),
+            "/css" => Reply::ok(text(4096)).header("Content-Type", "text/css"),
+            "/encoded" => html(Reply::ok(text(4096))).header("Content-Encoding", "gzip"),
+            "/partial" => {
+                html(Reply::status(206, text(4096))).header("Content-Range", "bytes 0-4095/10000")
+            }
+            "/big" => html(Reply::ok(text(3 << 20))),
+            "/tagged" => html(Reply::ok(text(4096))).header("ETag", "\"v1\""),
+            "/notransform" => html(Reply::ok(text(4096))).header("Cache-Control", "no-transform"),
+            _ => html(Reply::ok(text(4096))),
+        }
+    }))
+    .await
+}
+
+fn conf(backend: SocketAddr, compress: &str, extra: &str) -> String {
+    format!(
+        "upstreams:\n{}routes:\n  - upstream: app\n    compress: {{ {compress} }}\n{extra}",
+        group("app", &[(backend, "")]),
+    )
+}
+
+const ALL: &str = "algorithms: [zstd, br, gzip], types: [text/css], vary: true";
+
+struct Got {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    /// The body decoded by its `Content-Encoding`.
+    fn decoded(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self.header("content-encoding") {
+            "gzip" => {
+                flate2::read::GzDecoder::new(&self.body[..])
+                    .read_to_end(&mut out)
+                    .expect("gzip");
+            }
+            "br" => {
+                brotli::Decompressor::new(&self.body[..], 4096)
+                    .read_to_end(&mut out)
+                    .expect("brotli");
+            }
+            "zstd" => out = zstd::decode_all(&self.body[..]).expect("zstd"),
+            _ => out = self.body.clone(),
+        }
+        out
+    }
+}
+
+async fn get(f: &Ferry, path: &str, ae: Option<&str>) -> Got {
+    let mut r = http().get(f.url(path));
+    if let Some(ae) = ae {
+        r = r.header("Accept-Encoding", ae);
+    }
+    send(r).await
+}
+
+async fn send(r: reqwest::RequestBuilder) -> Got {
+    let r = r.send().await.expect("request");
+    Got {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.bytes().await.expect("body").to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn accept_encoding_chooses_and_bodies_decode_back() {
+    let b = backend().await;
+    let f = Ferry::start(&conf(b.addr, ALL, "")).await;
+    let cases = [
+        ("gzip, br, zstd", "zstd"),
+        ("gzip, br", "br"),
+        ("gzip", "gzip"),
+        ("gzip;q=0.5, br;q=0, zstd;q=0", "gzip"),
+        ("*", "zstd"),
+        ("*;q=0.2, zstd;q=0", "br"),
+    ];
+    for (ae, want) in cases {
+        let g = get(&f, "/", Some(ae)).await;
+        assert_eq!(g.status, 200);
+        assert_eq!(g.header("content-encoding"), want, "{ae}");
+        assert!(g.headers.get("content-length").is_none(), "{ae}");
+        assert_eq!(g.header("vary"), "Accept-Encoding", "{ae}");
+        assert!(g.body.len() < 4096, "{ae}: {} bytes", g.body.len());
+        assert_eq!(g.decoded(), text(4096), "{ae}");
+    }
+    for ae in [
+        None,
+        Some("gzip;q=0, br;q=0.0, zstd;q=0.000"),
+        Some("identity"),
+    ] {
+        let g = get(&f, "/", ae).await;
+        assert_eq!(g.header("content-encoding"), "", "{ae:?}");
+        assert_eq!(g.header("vary"), "Accept-Encoding", "{ae:?}");
+        assert_eq!(g.body, text(4096), "{ae:?}");
+    }
+    let css = get(&f, "/css", Some("gzip")).await;
+    assert_eq!(css.header("content-encoding"), "gzip");
+    assert_eq!(css.decoded(), text(4096));
+}
+
+#[tokio::test]
+async fn what_nginx_leaves_alone_is_left_alone() {
+    let b = backend().await;
+    let f = Ferry::start(&conf(b.addr, ALL, "")).await;
+    for path in ["/small", "/png", "/encoded", "/partial", "/notransform"] {
+        let g = get(&f, path, Some("gzip, br, zstd")).await;
+        let expect = if path == "/encoded" { "gzip" } else { "" };
+        assert_eq!(g.header("content-encoding"), expect, "{path}");
+        let body = if path == "/small" {
+            b"tiny".to_vec()
+        } else {
+            text(4096)
+        };
+        assert_eq!(g.body, body, "{path}");
+        assert!(g.headers.get("content-length").is_some(), "{path}");
+    }
+    let head = send(http().head(f.url("/")).header("Accept-Encoding", "gzip")).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-encoding"), "");
+    assert_eq!(head.header("content-length"), "4096");
+    let tagged = get(&f, "/tagged", Some("gzip")).await;
+    assert_eq!(tagged.header("etag"), "W/\"v1\"");
+    assert_eq!(tagged.decoded(), text(4096));
+    let plain = get(&f, "/tagged", None).await;
+    assert_eq!(plain.header("etag"), "\"v1\"");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_compressed_buffered_or_not() {
+    let b = backend().await;
+    for buffering in ["true", "false"] {
+        let extra = format!("    proxy: {{ buffering: {buffering} }}\n");
+        let f = Ferry::start(&conf(b.addr, ALL, &extra)).await;
+        for ae in ["gzip", "br", "zstd"] {
+            let g = get(&f, "/big", Some(ae)).await;
+            assert_eq!(g.header("content-encoding"), ae, "{buffering} {ae}");
+            assert!(g.body.len() < 1 << 20, "{buffering} {ae}: {}", g.body.len());
+            assert_eq!(g.decoded(), text(3 << 20), "{buffering} {ae}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cache_hit_is_compressed_per_client() {
+    let b = backend().await;
+    let extra = "    proxy: { add_headers: { X-Cache: \"$upstream_cache_status\" } }\n    cache: { zone: c, valid: { 200: 10m } }\n";
+    let yaml = format!(
+        "caches:\n  c: {{ path: \"{{tmp}}/cache\" }}\n{}",
+        conf(b.addr, ALL, extra)
+    );
+    let f = Ferry::start(&yaml).await;
+    let first = get(&f, "/", Some("br")).await;
+    assert_eq!(first.header("x-cache"), "MISS");
+    assert_eq!(first.header("content-encoding"), "br");
+    assert_eq!(first.decoded(), text(4096));
+    let hit_gzip = get(&f, "/", Some("gzip")).await;
+    assert_eq!(hit_gzip.header("x-cache"), "HIT");
+    assert_eq!(hit_gzip.header("content-encoding"), "gzip");
+    assert_eq!(hit_gzip.header("vary"), "Accept-Encoding");
+    assert_eq!(hit_gzip.decoded(), text(4096));
+    let hit_plain = get(&f, "/", None).await;
+    assert_eq!(hit_plain.header("x-cache"), "HIT");
+    assert_eq!(hit_plain.header("content-encoding"), "");
+    assert_eq!(hit_plain.body, text(4096));
+    assert_eq!(b.hits(), 1, "one entry serves every encoding");
+}
+
+#[tokio::test]
+async fn a_bad_compress_key_points_at_its_line() {
+    let b = backend().await;
+    let dir = ferry_tests::ferry::fresh_dir();
+    let path = dir.join("bad.yaml");
+    let yaml = format!(
+        "listen: [127.0.0.1:1]\n{}",
+        conf(b.addr, "algorithms: [gzip], level: 12", "")
+    );
+    std::fs::write(&path, yaml).expect("write");
+    let e = ferry_conf::load_file(&path).expect_err("level 12");
+    assert!(e.to_string().contains(":8:44: level must be 1 to 9"), "{e}");
+}
