@@ -221,3 +221,100 @@ async fn a_bad_compress_key_points_at_its_line() {
     let e = ferry_conf::load_file(&path).expect_err("level 12");
     assert!(e.to_string().contains(":8:44: level must be 1 to 9"), "{e}");
 }
+
+/// A backend that sends one chunk of `first`, waits for `go`, then the
+/// rest: what reaches the client before `go` was flushed piece by piece.
+async fn slow_backend(first: Vec<u8>, go: tokio::sync::oneshot::Receiver<()>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let Ok((mut c, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        let _ = c.read(&mut buf).await;
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut out = head.as_bytes().to_vec();
+        out.extend(format!("{:x}\r\n", first.len()).as_bytes());
+        out.extend(&first);
+        out.extend(b"\r\n");
+        let _ = c.write_all(&out).await;
+        let _ = go.await;
+        let _ = c.write_all(b"5\r\nlast.\r\n0\r\n\r\n").await;
+        let _ = c.read(&mut buf).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_unbuffered_route_flushes_each_piece() {
+    use std::io::Write;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let addr = slow_backend(text(1000), rx).await;
+    let extra = "    proxy: { buffering: false }\n";
+    let f = Ferry::start(&conf(addr, "algorithms: [gzip]", extra)).await;
+    let mut r = http()
+        .get(f.url("/"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let mut d = flate2::write::GzDecoder::new(Vec::new());
+    let wait = std::time::Duration::from_secs(5);
+    while d.get_ref().len() < 1000 {
+        let piece = tokio::time::timeout(wait, r.chunk())
+            .await
+            .expect("flushed before the end");
+        let piece = piece.expect("body").expect("a piece before the end");
+        d.write_all(&piece).expect("gzip");
+        d.flush().expect("gzip");
+    }
+    assert_eq!(d.get_ref()[..], text(1000)[..]);
+    let _ = tx.send(());
+    while let Some(piece) = r.chunk().await.expect("body") {
+        d.write_all(&piece).expect("gzip");
+    }
+    let mut all = text(1000);
+    all.extend(b"last.");
+    assert_eq!(d.finish().expect("gzip end"), all);
+}
+
+#[tokio::test]
+async fn a_request_through_a_proxy_follows_proxied() {
+    let b = backend().await;
+    // (proxied, path, Authorization, Content-Encoding): `/tagged` has an
+    // ETag, which nginx refuses unless no_etag (or auth with credentials).
+    let cases = [
+        ("[off]", "/", false, ""),
+        ("[any]", "/tagged", false, "gzip"),
+        ("[auth]", "/tagged", false, ""),
+        ("[auth]", "/tagged", true, "gzip"),
+        ("[no_etag]", "/tagged", false, "gzip"),
+        ("[expired]", "/", false, "gzip"),
+    ];
+    for (proxied, path, auth, want) in cases {
+        let compress = format!("proxied: {proxied}");
+        let f = Ferry::start(&conf(b.addr, &compress, "")).await;
+        let mut r = http()
+            .get(f.url(path))
+            .header("Accept-Encoding", "gzip")
+            .header("Via", "1.1 cdn");
+        if auth {
+            r = r.header("Authorization", "Basic Zm9vOmJhcg==");
+        }
+        let g = send(r).await;
+        assert_eq!(
+            g.header("content-encoding"),
+            want,
+            "{proxied} {path} {auth}"
+        );
+        assert_eq!(g.decoded(), text(4096), "{proxied}");
+        let direct = get(&f, path, Some("gzip")).await;
+        assert_eq!(direct.header("content-encoding"), "gzip", "{proxied}");
+    }
+}
