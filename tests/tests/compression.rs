@@ -38,6 +38,10 @@ async fn backend() -> Backend {
             }
             "/big" => html(Reply::ok(text(3 << 20))),
             "/tagged" => html(Reply::ok(text(4096))).header("ETag", "\"v1\""),
+            "/expired" => {
+                html(Reply::ok(text(4096))).header("Expires", "Thu, 01 Jan 1970 00:00:01 GMT")
+            }
+            "/nocache" => html(Reply::ok(text(4096))).header("Cache-Control", "no-cache"),
             "/notransform" => html(Reply::ok(text(4096))).header("Cache-Control", "no-transform"),
             _ => html(Reply::ok(text(4096))),
         }
@@ -288,14 +292,18 @@ async fn an_unbuffered_route_flushes_each_piece() {
 async fn a_request_through_a_proxy_follows_proxied() {
     let b = backend().await;
     // (proxied, path, Authorization, Content-Encoding): `/tagged` has an
-    // ETag, which nginx refuses unless no_etag (or auth with credentials).
+    // ETag, which no_etag refuses (unless auth with credentials comes
+    // first); `/expired` an Expires in the past, `/nocache` no-cache.
     let cases = [
         ("[off]", "/", false, ""),
         ("[any]", "/tagged", false, "gzip"),
-        ("[auth]", "/tagged", false, ""),
-        ("[auth]", "/tagged", true, "gzip"),
-        ("[no_etag]", "/tagged", false, "gzip"),
-        ("[expired]", "/", false, "gzip"),
+        ("[no_etag]", "/tagged", false, ""),
+        ("[no_etag]", "/", false, "gzip"),
+        ("[no_etag, auth]", "/tagged", true, "gzip"),
+        ("[expired]", "/expired", false, "gzip"),
+        ("[no-cache]", "/expired", false, ""),
+        ("[no-cache]", "/nocache", false, "gzip"),
+        ("[private]", "/nocache", false, ""),
     ];
     for (proxied, path, auth, want) in cases {
         let compress = format!("proxied: {proxied}");

@@ -115,14 +115,15 @@ fn proxied_ok(p: &[Proxied], req: &RequestHeader, resp: &ResponseHeader) -> bool
             || (p.contains(&Proxied::NoStore) && cc("no-store"))
             || (p.contains(&Proxied::Private) && cc("private"));
     }
-    if !p.contains(&Proxied::NoLastModified) && h.contains_key(header::LAST_MODIFIED) {
+    // As nginx's code has it: the flag and the header together refuse.
+    if p.contains(&Proxied::NoLastModified) && h.contains_key(header::LAST_MODIFIED) {
         return false;
     }
-    !(!p.contains(&Proxied::NoEtag) && h.contains_key(header::ETAG))
+    !(p.contains(&Proxied::NoEtag) && h.contains_key(header::ETAG))
 }
 
-/// `Expires` before `Date` (or now, without one); one that cannot be
-/// read is not expired.
+/// `Expires` before `Date` (or now, without one); either not readable:
+/// not expired.
 fn expired(expires: &HeaderValue, date: Option<&HeaderValue>) -> bool {
     let parse = |v: &HeaderValue| {
         v.to_str()
@@ -132,10 +133,11 @@ fn expired(expires: &HeaderValue, date: Option<&HeaderValue>) -> bool {
     let Some(e) = parse(expires) else {
         return false;
     };
-    let now = date
-        .and_then(parse)
-        .unwrap_or_else(std::time::SystemTime::now);
-    e < now
+    let now = match date {
+        Some(d) => parse(d),
+        None => Some(std::time::SystemTime::now()),
+    };
+    now.is_some_and(|now| e < now)
 }
 
 /// The first of `algorithms` the client's `Accept-Encoding` accepts: named
@@ -168,11 +170,23 @@ fn coding(item: &str) -> Option<(String, bool)> {
     for p in parts {
         if let Some((k, v)) = p.split_once('=') {
             if k.trim().eq_ignore_ascii_case("q") {
-                ok = v.trim().parse::<f32>().map(|q| q > 0.0).unwrap_or(false);
+                ok = quantity(v.trim());
             }
         }
     }
     Some((name, ok))
+}
+
+/// A q-value above 0, as nginx reads it (`ngx_http_gzip_quantity`): `0`
+/// or `1`, then at most 3 decimals, at most 1; anything else refuses.
+fn quantity(v: &str) -> bool {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !(int == "0" || int == "1") || frac.len() > 3 || !digits(frac) {
+        return false;
+    }
+    let q = v.parse::<f32>().unwrap_or(0.0);
+    q > 0.0 && q <= 1.0
 }
 
 /// The header of a compressed response.
@@ -321,6 +335,13 @@ mod tests {
             Some(Algorithm::Gzip)
         );
         assert_eq!(choose(&[Algorithm::Gzip], &req("gzip;q=0")), None);
+        for bad in ["gzip;q=1.5", "gzip;q=0.0001", "gzip;q=x", "gzip;q=.5"] {
+            assert_eq!(choose(&[Algorithm::Gzip], &req(bad)), None, "{bad}");
+        }
+        assert_eq!(
+            choose(&[Algorithm::Gzip], &req("gzip;q=0.001")),
+            Some(Algorithm::Gzip)
+        );
     }
 
     #[test]
