@@ -1,7 +1,8 @@
 //! A route's `compress:` (rule 27) against real backends: gzip, br and zstd
 //! chosen by `Accept-Encoding` and decoded back to the original bytes, what
-//! nginx's gzip filter leaves alone, `Vary`, large bodies streamed with and
-//! without buffering, and cache HITs compressed per client.
+//! nginx's gzip filter leaves alone, `Vary`, `gzip_proxied`, large bodies
+//! streamed with and without buffering (an unbuffered route's pieces
+//! flushed as they come), HTTP/2, and cache HITs compressed per client.
 
 use ferry_tests::backend::{Backend, Reply};
 use ferry_tests::client::http;
@@ -325,4 +326,57 @@ async fn a_request_through_a_proxy_follows_proxied() {
         let direct = get(&f, path, Some("gzip")).await;
         assert_eq!(direct.header("content-encoding"), "gzip", "{proxied}");
     }
+}
+
+#[tokio::test]
+async fn an_http2_client_gets_it_compressed_in_frames() {
+    use ferry_tests::tls::SelfSigned;
+    let dir = ferry_tests::ferry::fresh_dir();
+    let cert = SelfSigned::new(&dir, &["localhost"]);
+    let b = backend().await;
+    let listen = format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}",
+        cert.cert_path.display(),
+        cert.key_path.display()
+    );
+    let f = Ferry::start_listen(&listen, &conf(b.addr, ALL, "")).await;
+    let tcp = tokio::net::TcpStream::connect(f.addr)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = ferry_tests::tls::connector(&[&cert], b"h2")
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let (mut send, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::builder()
+        .uri("https://localhost/big")
+        .header("accept-encoding", "br")
+        .body(())
+        .expect("request");
+    let (resp, _) = send.send_request(req, true).expect("send");
+    let resp = tokio::time::timeout(ferry_tests::WAIT, resp)
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(piece) = body.data().await {
+        let piece = piece.expect("body");
+        let _ = body.flow_control().release_capacity(piece.len());
+        got.extend_from_slice(&piece);
+    }
+    assert_eq!(headers["content-encoding"], "br");
+    assert!(headers.get("content-length").is_none());
+    assert!(headers.get("transfer-encoding").is_none());
+    let mut out = Vec::new();
+    brotli::Decompressor::new(&got[..], 4096)
+        .read_to_end(&mut out)
+        .expect("brotli");
+    assert_eq!(out, text(3 << 20));
 }
