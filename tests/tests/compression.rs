@@ -380,3 +380,29 @@ async fn an_http2_client_gets_it_compressed_in_frames() {
         .expect("brotli");
     assert_eq!(out, text(3 << 20));
 }
+
+#[tokio::test]
+async fn the_access_log_counts_the_compressed_bytes() {
+    let b = backend().await;
+    let extra = "    cache: { zone: c, valid: { 200: 10m } }\n";
+    let yaml = format!(
+        "access_log: \"{{dir}}/access.log\"\ncaches:\n  c: {{ path: \"{{tmp}}/cache\" }}\n{}",
+        conf(b.addr, ALL, extra)
+    );
+    let f = Ferry::start(&yaml).await;
+    let miss = get(&f, "/", Some("gzip")).await;
+    let hit = get(&f, "/", Some("zstd")).await;
+    assert_eq!(hit.header("content-encoding"), "zstd");
+    let log = ferry_tests::until_or(|| {
+        let text = std::fs::read_to_string(f.dir.join("access.log")).ok()?;
+        (text.lines().count() >= 2).then_some(text)
+    })
+    .await
+    .expect("two lines");
+    let bytes: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .map(|v| v["bytes"].as_u64().expect("bytes"))
+        .collect();
+    assert_eq!(bytes, vec![miss.body.len() as u64, hit.body.len() as u64]);
+}

@@ -110,7 +110,9 @@ impl<P: ProxyHttp, T: BodyTap> UpstreamBody for UpstreamReader<'_, '_, P, T> {
 
 /// The client end; with an encoder (`compress:`), each piece is
 /// compressed on its way and the end flushes the encoder.
-struct ClientWriter<'a>(&'a mut ServerSession, Option<Encoder>);
+/// The third field counts the compressed bytes written (`$body_bytes_sent`
+/// is what the client got, as nginx counts it).
+struct ClientWriter<'a>(&'a mut ServerSession, Option<Encoder>, &'a mut u64);
 
 fn encode_error(e: std::io::Error) -> PipeError {
     PipeError::new(Side::Client, FailKind::Error, format!("compressing: {e}"))
@@ -125,6 +127,7 @@ impl DownstreamBody for ClientWriter<'_> {
         if data.is_empty() {
             return Ok(());
         }
+        *self.2 += data.len() as u64;
         self.0
             .write_response_body(data, false)
             .await
@@ -136,6 +139,7 @@ impl DownstreamBody for ClientWriter<'_> {
             Some(e) => e.finish(&last).map_err(encode_error)?,
             None => last,
         };
+        *self.2 += last.len() as u64;
         self.0
             .write_response_body(last, true)
             .await
@@ -189,5 +193,12 @@ pub async fn forward<P: ProxyHttp, T: BodyTap>(
         tap,
     };
     let pipe = buffered.then_some(&route.pipe);
-    whole_body::run(pipe, reader, ClientWriter(client, encoder), &mut filter).await
+    let compressed = encoder.is_some();
+    let mut written = 0;
+    let writer = ClientWriter(client, encoder, &mut written);
+    let mut out = whole_body::run(pipe, reader, writer, &mut filter).await;
+    if compressed {
+        out.sent = written;
+    }
+    out
 }
