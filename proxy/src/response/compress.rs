@@ -38,8 +38,9 @@ pub(crate) fn decide(
         return None;
     }
     let algorithm = choose(&conf.algorithms, req)?;
+    let encoder = Encoder::new(conf, algorithm, flush)?;
     rewrite_header(resp, algorithm, req.version).ok()?;
-    Some(Encoder::new(conf, algorithm, flush))
+    Some(encoder)
 }
 
 /// The response's own checks (nginx's header filter, before
@@ -237,13 +238,12 @@ enum Inner {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     Br(Option<Box<brotli::CompressorWriter<Vec<u8>>>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
-    /// An encoder that could not start: the body goes through unchanged
-    /// (never reached in practice: levels are checked at load).
-    Failed,
 }
 
 impl Encoder {
-    fn new(conf: &Compress, algorithm: Algorithm, flush: bool) -> Encoder {
+    /// `None` when the encoder cannot start (never with the levels the
+    /// loader allows): the response then goes uncompressed.
+    fn new(conf: &Compress, algorithm: Algorithm, flush: bool) -> Option<Encoder> {
         let inner = match algorithm {
             Algorithm::Gzip => Inner::Gzip(flate2::write::GzEncoder::new(
                 Vec::new(),
@@ -255,12 +255,11 @@ impl Encoder {
                 conf.br_level,
                 22,
             )))),
-            Algorithm::Zstd => {
-                zstd::stream::write::Encoder::new(Vec::new(), conf.zstd_level as i32)
-                    .map_or(Inner::Failed, Inner::Zstd)
-            }
+            Algorithm::Zstd => Inner::Zstd(
+                zstd::stream::write::Encoder::new(Vec::new(), conf.zstd_level as i32).ok()?,
+            ),
         };
-        Encoder { inner, flush }
+        Some(Encoder { inner, flush })
     }
 
     /// One piece of the body; what the encoder has ready (maybe empty).
@@ -270,7 +269,7 @@ impl Encoder {
             Inner::Gzip(e) => step(e, data, flush).map(|()| take(e.get_mut())),
             Inner::Br(Some(e)) => step(&mut **e, data, flush).map(|()| take(e.get_mut())),
             Inner::Zstd(e) => step(e, data, flush).map(|()| take(e.get_mut())),
-            Inner::Br(None) | Inner::Failed => Ok(Bytes::copy_from_slice(data)),
+            Inner::Br(None) => Err(std::io::Error::other("a piece after the end")),
         }
     }
 
@@ -285,7 +284,6 @@ impl Encoder {
                 }
             }
             Inner::Zstd(e) => e.do_finish().map(|()| out.extend(take(e.get_mut())))?,
-            Inner::Failed => {}
         }
         Ok(out.into())
     }
