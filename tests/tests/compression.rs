@@ -38,7 +38,9 @@ async fn backend() -> Backend {
                 html(Reply::status(206, text(4096))).header("Content-Range", "bytes 0-4095/10000")
             }
             "/big" => html(Reply::ok(text(3 << 20))),
-            "/tagged" => html(Reply::ok(text(4096))).header("ETag", "\"v1\""),
+            "/tagged" => html(Reply::ok(text(4096)))
+                .header("ETag", "\"v1\"")
+                .header("Accept-Ranges", "bytes"),
             "/expired" => {
                 html(Reply::ok(text(4096))).header("Expires", "Thu, 01 Jan 1970 00:00:01 GMT")
             }
@@ -168,9 +170,11 @@ async fn what_nginx_leaves_alone_is_left_alone() {
     assert_eq!(head.header("content-length"), "4096");
     let tagged = get(&f, "/tagged", Some("gzip")).await;
     assert_eq!(tagged.header("etag"), "W/\"v1\"");
+    assert!(tagged.headers.get("accept-ranges").is_none());
     assert_eq!(tagged.decoded(), text(4096));
     let plain = get(&f, "/tagged", None).await;
     assert_eq!(plain.header("etag"), "\"v1\"");
+    assert_eq!(plain.header("accept-ranges"), "bytes");
 }
 
 #[tokio::test]
