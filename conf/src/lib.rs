@@ -12,6 +12,7 @@
 
 mod cache;
 mod cidr;
+mod compress;
 mod error;
 mod limit;
 mod listen;
@@ -28,6 +29,7 @@ mod validate;
 
 pub use cache::{CacheZone, RouteCache, StaleCondition, IGNORABLE_HEADERS};
 pub use cidr::Cidr;
+pub use compress::{Algorithm as CompressAlgorithm, Compress, Proxied};
 pub use error::{ConfError, ConfErrors};
 pub use limit::{
     LimitConn, LimitConnZone, LimitReq, LimitReqZone, Limits, OnStoreError, Rate, RedisUrl, Store,

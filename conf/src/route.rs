@@ -28,6 +28,9 @@ pub struct Route {
     /// nginx `limit_conn`: one mapping or a list of them.
     #[serde(default)]
     pub limit_conn: crate::limit::Limits<crate::limit::LimitConn>,
+    /// nginx `gzip` and its directives, with brotli and zstd; absent: off.
+    #[serde(default)]
+    pub compress: Option<crate::compress::Compress>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -288,3 +288,29 @@ fn every_section_s_problem_is_listed() {
         "{e}"
     );
 }
+
+#[test]
+fn compress_defaults_and_errors_have_positions() {
+    let base = "listen: [127.0.0.1:1]\nroutes:\n  - return: { status: 200 }\n    compress:\n";
+    let c = load_str("f.yaml", &format!("{base}      vary: true\n")).expect("loads");
+    let z = c.routes[0].compress.clone().expect("compress");
+    assert_eq!(z.algorithms, vec![CompressAlgorithm::Gzip]);
+    assert_eq!(
+        (z.min_length, z.level, z.br_level, z.zstd_level),
+        (20, 1, 4, 3)
+    );
+    assert_eq!(z.proxied, vec![Proxied::Off]);
+    let e = err(&format!("{base}      algorithms: [br, deflate]\n"));
+    assert!(e.starts_with("f.yaml:5:24: "), "{e}");
+    let e = err(&format!("{base}      level: 10\n"));
+    assert_eq!(e.trim(), "f.yaml:5:14: level must be 1 to 9", "{e}");
+    let e = err(&format!("{base}      types: [text/css, nope]\n"));
+    assert!(
+        e.starts_with("f.yaml:5:25: `nope` is not a media type"),
+        "{e}"
+    );
+    let e = err(&format!("{base}      proxied: [off, any]\n"));
+    assert_eq!(e.trim(), "f.yaml:5:16: off goes alone in proxied", "{e}");
+    let e = err(&format!("{base}      algorithms: [br, br]\n"));
+    assert!(e.starts_with("f.yaml:5:24: `br` is listed twice"), "{e}");
+}

@@ -225,6 +225,9 @@ fn check_routes(c: &Config, out: &mut Vec<Problem>) {
             }
         }
         check_proxy(&r.proxy, &format!("{base}.proxy"), out);
+        if let Some(z) = &r.compress {
+            crate::compress::check(z, &format!("{base}.compress"), out);
+        }
         if let Some(cache) = &r.cache {
             if r.respond.is_some() {
                 out.push(Problem::at_key(

@@ -3,7 +3,8 @@
 //! validators match, a byte range when asked (`206`, or `416` when it
 //! cannot be satisfied; pingora-proxy's range filter; several ranges get
 //! the whole entry), then the body read
-//! from the file piece by piece through the response body filter.
+//! from the file piece by piece through the response body filter, and
+//! compressed for this client when the route's `compress:` says so.
 //!
 //! nginx counterpart: `ngx_http_upstream_cache_send`, then the
 //! not-modified and range header filters and `ngx_http_file_cache` output.
@@ -12,6 +13,7 @@ use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::record::CacheStatus;
 use crate::record::End;
+use crate::response::compress;
 use crate::response::header as response_header;
 use crate::runtime::RouteRt;
 use bytes::Bytes;
@@ -40,35 +42,17 @@ pub(crate) async fn answer<P: ProxyHttp>(
     let client_version = s.downstream.req_header().version;
     let host = s.request.host.clone();
     let mut resp = response_header::build(route, stored, client_version, &host, s.request.scheme)?;
-    let mut range = 0..entry.head.body_len;
-    if not_modified(s.req_header(), &resp) {
-        resp.set_status(304)?;
-        resp.remove_header(&header::CONTENT_LENGTH);
-        range = 0..0;
-    } else {
-        // One range, or none that can be satisfied (416). Several ranges
-        // get the whole entry (a server may ignore Range, RFC 9110 14.2).
-        let mut ranged = resp.clone();
-        match pingora_proxy::range_header_filter(s.req_header(), &mut ranged, None) {
-            RangeType::Single(r) => {
-                range = r.start as u64..r.end as u64;
-                resp = ranged;
-            }
-            RangeType::Invalid => {
-                range = 0..0;
-                resp = ranged;
-            }
-            RangeType::None => resp = ranged,
-            RangeType::Multi(_) => {}
-        }
-    }
+    let range = conditional(s.req_header(), &mut resp, entry.head.body_len);
     response_header::add_headers(route, s, &mut resp)?;
     app.response_filter(s, &mut resp, ctx).await?;
+    let conf = route.conf.compress.as_ref();
+    let mut encoder = compress::decide(conf, s.downstream.req_header(), &mut resp, false);
     s.request.status = resp.status.as_u16();
     let head_only = s.req_header().method == http::Method::HEAD;
     s.downstream.write_response_header(Box::new(resp)).await?;
     if head_only || range.is_empty() {
-        return written(s.downstream.write_response_body(Bytes::new(), true).await);
+        let last = compress::finish_empty(encoder);
+        return written(s.downstream.write_response_body(last, true).await);
     }
     let mut at = range.start;
     while at < range.end {
@@ -88,9 +72,10 @@ pub(crate) async fn answer<P: ProxyHttp>(
         at += piece.len() as u64;
         let mut body = Some(piece);
         app.response_body_filter(s.request, &mut body, false, ctx)?;
-        if let Some(b) = body.filter(|b| !b.is_empty()) {
-            s.request.body_bytes_sent += b.len() as u64;
-            if s.downstream.write_response_body(b, false).await.is_err() {
+        let body = encoded(encoder.as_mut(), body.unwrap_or_default(), false)?;
+        if !body.is_empty() {
+            s.request.body_bytes_sent += body.len() as u64;
+            if s.downstream.write_response_body(body, false).await.is_err() {
                 s.request.truncated = true;
                 return Ok(End::Truncated);
             }
@@ -98,9 +83,56 @@ pub(crate) async fn answer<P: ProxyHttp>(
     }
     let mut last = None;
     app.response_body_filter(s.request, &mut last, true, ctx)?;
-    let last = last.unwrap_or_default();
+    let last = encoded(encoder.as_mut(), last.unwrap_or_default(), true)?;
     s.request.body_bytes_sent += last.len() as u64;
     written(s.downstream.write_response_body(last, true).await)
+}
+
+/// A piece of the entry as it goes to this client: compressed per client
+/// when the route's `compress:` chose an encoder (entries are stored as the
+/// upstream sent them).
+fn encoded(encoder: Option<&mut compress::Encoder>, piece: Bytes, end: bool) -> Result<Bytes> {
+    let Some(e) = encoder else {
+        return Ok(piece);
+    };
+    let out = if end {
+        e.finish(&piece)
+    } else {
+        e.piece(&piece)
+    };
+    out.map_err(|e| Error::because(ErrorType::InternalError, "compressing a cache entry", e))
+}
+
+/// A `304` when the validators match, else the range asked for (`206`,
+/// `416`), or the whole entry.
+fn conditional(
+    req: &pingora_http::RequestHeader,
+    resp: &mut pingora_http::ResponseHeader,
+    body_len: u64,
+) -> std::ops::Range<u64> {
+    let mut range = 0..body_len;
+    if not_modified(req, resp) {
+        let _ = resp.set_status(304);
+        resp.remove_header(&header::CONTENT_LENGTH);
+        range = 0..0;
+    } else {
+        // One range, or none that can be satisfied (416). Several ranges
+        // get the whole entry (a server may ignore Range, RFC 9110 14.2).
+        let mut ranged = resp.clone();
+        match pingora_proxy::range_header_filter(req, &mut ranged, None) {
+            RangeType::Single(r) => {
+                range = r.start as u64..r.end as u64;
+                *resp = ranged;
+            }
+            RangeType::Invalid => {
+                range = 0..0;
+                *resp = ranged;
+            }
+            RangeType::None => *resp = ranged,
+            RangeType::Multi(_) => {}
+        }
+    }
+    range
 }
 
 fn written(r: Result<()>) -> Result<End> {

@@ -22,7 +22,7 @@ use crate::request::leg::RequestLeg;
 use crate::request::route::{normalize_path, request_host};
 use crate::response::header as response_header;
 use crate::response::respond;
-use crate::response::{body_pipe, tunnel};
+use crate::response::{body_pipe, compress, tunnel};
 use crate::runtime::{RouteRt, Runtime};
 use crate::upstream::next_upstream::CLIENT_CLOSED;
 use crate::upstream::next_upstream::{is_non_idempotent, Policy};
@@ -349,7 +349,9 @@ async fn send_response<P: ProxyHttp>(
         None => None,
     };
     let buffered = response_header::accel_buffering(&upstream_header).unwrap_or(proxy.buffering);
-    let header = client_header(app, s, ctx, route, upstream_header).await?;
+    let mut header = client_header(app, s, ctx, route, upstream_header).await?;
+    let req = s.downstream.req_header();
+    let encoder = compress::decide(route.conf.compress.as_ref(), req, &mut header, !buffered);
     s.request.status = header.status.as_u16();
     let switching = upgrade && s.request.status == 101;
     let no_body = conn.session.is_body_done() && !switching;
@@ -371,13 +373,15 @@ async fn send_response<P: ProxyHttp>(
             f.ended = true;
             fetch.filled(f.finish().await);
         }
-        let ended = s.downstream.write_response_body(bytes::Bytes::new(), true);
+        let last = compress::finish_empty(encoder);
+        let ended = s.downstream.write_response_body(last, true);
         return Ok(match ended.await {
             Ok(()) => End::Complete,
             Err(_) => End::Truncated,
         });
     }
-    send_body(app, s, ctx, route, conn, buffered, fill, fetch).await
+    let pipe = (conn, buffered, encoder);
+    send_body(app, s, ctx, route, pipe, fill, fetch).await
 }
 
 /// What of an upstream's error response its error page keeps: a 401's
@@ -428,8 +432,11 @@ async fn send_body<P: ProxyHttp>(
     s: &mut Session<'_>,
     ctx: &mut P::CTX,
     route: &RouteRt,
-    conn: crate::upstream::connect::Conn,
-    buffered: bool,
+    (conn, buffered, encoder): (
+        crate::upstream::connect::Conn,
+        bool,
+        Option<compress::Encoder>,
+    ),
     mut fill: Option<crate::cache::fill::Fill>,
     fetch: Option<&Fetch<'_>>,
 ) -> Result<End> {
@@ -441,7 +448,7 @@ async fn send_body<P: ProxyHttp>(
         route,
         ds,
         conn,
-        buffered,
+        (buffered, encoder),
         fill.as_mut(),
     )
     .await;

@@ -2,6 +2,10 @@
 //! pipes of `ferry-filters` (at once when one read brought the whole body,
 //! else buffered through the event pipe, or not).
 //!
+//! With the route's `compress:`, each piece to the client goes through the
+//! encoder of `super::compress` (flushed piece by piece when unbuffered),
+//! and the end flushes it.
+//!
 //! When the route's cache stores the response, each piece read is also
 //! written to the entry's file (a [`BodyTap`]: `crate::cache::fill`).
 //!
@@ -11,6 +15,7 @@
 
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::record::Request;
+use crate::response::compress::Encoder;
 use crate::runtime::RouteRt;
 use crate::upstream::connect::Conn;
 use bytes::Bytes;
@@ -103,11 +108,26 @@ impl<P: ProxyHttp, T: BodyTap> UpstreamBody for UpstreamReader<'_, '_, P, T> {
     }
 }
 
-/// The client end.
-struct ClientWriter<'a>(&'a mut ServerSession);
+/// The client end; with an encoder (`compress:`), each piece is
+/// compressed on its way and the end flushes the encoder.
+/// The third field counts the compressed bytes written (`$body_bytes_sent`
+/// is what the client got, as nginx counts it).
+struct ClientWriter<'a>(&'a mut ServerSession, Option<Encoder>, &'a mut u64);
+
+fn encode_error(e: std::io::Error) -> PipeError {
+    PipeError::new(Side::Client, FailKind::Error, format!("compressing: {e}"))
+}
 
 impl DownstreamBody for ClientWriter<'_> {
     async fn write(&mut self, data: Bytes) -> Result<(), PipeError> {
+        let data = match &mut self.1 {
+            Some(e) => e.piece(&data).map_err(encode_error)?,
+            None => data,
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        *self.2 += data.len() as u64;
         self.0
             .write_response_body(data, false)
             .await
@@ -115,6 +135,11 @@ impl DownstreamBody for ClientWriter<'_> {
     }
 
     async fn end(&mut self, last: Bytes) -> Result<(), PipeError> {
+        let last = match &mut self.1 {
+            Some(e) => e.finish(&last).map_err(encode_error)?,
+            None => last,
+        };
+        *self.2 += last.len() as u64;
         self.0
             .write_response_body(last, true)
             .await
@@ -152,7 +177,7 @@ pub async fn forward<P: ProxyHttp, T: BodyTap>(
     route: &RouteRt,
     client: &mut ServerSession,
     conn: Conn,
-    buffered: bool,
+    (buffered, encoder): (bool, Option<Encoder>),
     tap: Option<&mut T>,
 ) -> PipeOutcome {
     let hooks = Hooks {
@@ -168,5 +193,12 @@ pub async fn forward<P: ProxyHttp, T: BodyTap>(
         tap,
     };
     let pipe = buffered.then_some(&route.pipe);
-    whole_body::run(pipe, reader, ClientWriter(client), &mut filter).await
+    let compressed = encoder.is_some();
+    let mut written = 0;
+    let writer = ClientWriter(client, encoder, &mut written);
+    let mut out = whole_body::run(pipe, reader, writer, &mut filter).await;
+    if compressed {
+        out.sent = written;
+    }
+    out
 }

@@ -6,6 +6,7 @@
 //! `ngx_http_upstream_process_headers` and `ngx_http_upstream_upgrade`.
 
 pub(crate) mod body_pipe;
+pub(crate) mod compress;
 pub(crate) mod header;
 pub(crate) mod respond;
 pub(crate) mod tunnel;
