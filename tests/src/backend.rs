@@ -92,6 +92,44 @@ impl Backend {
         Backend::serve(addr, handler, None).await
     }
 
+    /// A backend speaking TLS with `cert` that accepts only clients
+    /// presenting a certificate `client` signed (mutual TLS).
+    pub async fn start_mtls(
+        cert: &crate::tls::SelfSigned,
+        client: &crate::tls::SelfSigned,
+        handler: Handler,
+    ) -> Backend {
+        Backend::serve(
+            "127.0.0.1:0",
+            handler,
+            Some(cert.acceptor_requiring(client)),
+        )
+        .await
+        .expect("bind a loopback port")
+    }
+
+    /// A backend on the Unix socket at `path` (`addr` is then unused).
+    pub async fn start_unix(path: &std::path::Path, handler: Handler) -> Backend {
+        let listener = tokio::net::UnixListener::bind(path).expect("bind a Unix socket");
+        let (hits, conns, seen) = Default::default();
+        let shared = Shared {
+            handler,
+            hits,
+            conns,
+            seen,
+        };
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok((stream, _)) = listener.accept().await {
+                    s.conns.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(s.clone().connection(stream, None));
+                }
+            }
+        });
+        shared.backend(SocketAddr::from(([0, 0, 0, 0], 0)), task)
+    }
+
     async fn serve(
         addr: &str,
         handler: Handler,
@@ -99,70 +137,24 @@ impl Backend {
     ) -> std::io::Result<Backend> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let hits = Arc::new(AtomicUsize::new(0));
-        let conns = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (h, c, s) = (hits.clone(), conns.clone(), seen.clone());
+        let (hits, conns, seen) = Default::default();
+        let shared = Shared {
+            handler,
+            hits,
+            conns,
+            seen,
+        };
+        let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                c.fetch_add(1, Ordering::SeqCst);
-                let (handler, hits, seen, tls) =
-                    (handler.clone(), h.clone(), s.clone(), tls.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let (handler, hits, seen) = (handler.clone(), hits.clone(), seen.clone());
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let req = Seen {
-                                method: parts.method.to_string(),
-                                uri: parts.uri.to_string(),
-                                headers: parts.headers,
-                                body,
-                            };
-                            let i = hits.fetch_add(1, Ordering::SeqCst);
-                            let reply = handler(i, &req);
-                            seen.lock().unwrap().push(req);
-                            if let Some(d) = reply.delay {
-                                tokio::time::sleep(d).await;
-                            }
-                            let mut resp = Response::builder().status(reply.status);
-                            for (k, v) in &reply.headers {
-                                resp = resp.header(k, v);
-                            }
-                            Ok::<_, hyper::Error>(resp.body(Full::new(reply.body)).unwrap())
-                        }
-                    });
-                    let builder = hyper::server::conn::http1::Builder::new();
-                    match tls {
-                        None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-                        }
-                        Some(acceptor) => {
-                            if let Ok(tls_stream) = acceptor.accept(stream).await {
-                                let _ = builder
-                                    .serve_connection(TokioIo::new(tls_stream), svc)
-                                    .await;
-                            }
-                        }
-                    }
-                });
+                s.conns.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(s.clone().connection(stream, tls.clone()));
             }
         });
-        Ok(Backend {
-            addr,
-            hits,
-            conns,
-            seen,
-            task,
-        })
+        Ok(shared.backend(addr, task))
     }
 
     /// A backend answering with the value of one request header (`-` when
@@ -195,5 +187,76 @@ impl Backend {
             .last()
             .cloned()
             .expect("no request seen")
+    }
+}
+
+/// What a backend's connections share.
+#[derive(Clone)]
+struct Shared {
+    handler: Handler,
+    hits: Arc<AtomicUsize>,
+    conns: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Shared {
+    fn backend(self, addr: SocketAddr, task: tokio::task::JoinHandle<()>) -> Backend {
+        Backend {
+            addr,
+            hits: self.hits,
+            conns: self.conns,
+            seen: self.seen,
+            task,
+        }
+    }
+
+    /// Serve one connection (TLS first when `tls`) with hyper's HTTP/1.1.
+    async fn connection<S>(self, stream: S, tls: Option<tokio_rustls::TlsAcceptor>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let s = self.clone();
+            async move { Ok::<_, hyper::Error>(s.answer(req).await) }
+        });
+        let builder = hyper::server::conn::http1::Builder::new();
+        match tls {
+            None => {
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            }
+            Some(acceptor) => {
+                if let Ok(tls_stream) = acceptor.accept(stream).await {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(tls_stream), svc)
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let req = Seen {
+            method: parts.method.to_string(),
+            uri: parts.uri.to_string(),
+            headers: parts.headers,
+            body,
+        };
+        let i = self.hits.fetch_add(1, Ordering::SeqCst);
+        let reply = (self.handler)(i, &req);
+        self.seen.lock().unwrap().push(req);
+        if let Some(d) = reply.delay {
+            tokio::time::sleep(d).await;
+        }
+        let mut resp = Response::builder().status(reply.status);
+        for (k, v) in &reply.headers {
+            resp = resp.header(k, v);
+        }
+        resp.body(Full::new(reply.body)).unwrap()
     }
 }

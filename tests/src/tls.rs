@@ -49,6 +49,29 @@ impl SelfSigned {
         tokio_rustls::TlsAcceptor::from(Arc::new(conf))
     }
 
+    /// As [`SelfSigned::acceptor`], refusing a client that does not present
+    /// a certificate `client` signed (mutual TLS).
+    pub fn acceptor_requiring(&self, client: &SelfSigned) -> tokio_rustls::TlsAcceptor {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile_certs(&client.cert_pem) {
+            roots.add(c).expect("client root");
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .expect("client verifier");
+        let key = {
+            use rustls::pki_types::pem::PemObject;
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("key")
+        };
+        let mut conf = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(rustls_pemfile_certs(&self.cert_pem), key)
+            .expect("server config");
+        conf.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(conf))
+    }
+
     /// A TLS client that trusts this certificate (HTTP/1.1), for a test
     /// that speaks TLS over a stream it wrote to first.
     pub fn connector(&self) -> tokio_rustls::TlsConnector {

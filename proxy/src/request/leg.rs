@@ -13,11 +13,12 @@ use crate::record::Try;
 use crate::request::client_body::ClientBody;
 use crate::runtime::RouteRt;
 use crate::upstream::connect::Conn;
-use crate::upstream::group::{make_peer, Upstream};
+use crate::upstream::group::{make_peer, make_runtime_peer, Upstream};
 use crate::upstream::leg::BodySource;
 use crate::upstream::leg::Leg;
 use crate::upstream::next_upstream::RetryDecision;
 use crate::upstream::peer::UpstreamPeer;
+use crate::upstream::peer_certs::CertFiles;
 use bytes::Bytes;
 use ferry_filters::headers::forward_upgrade;
 use ferry_filters::headers::BodyFraming;
@@ -27,6 +28,14 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
 use std::sync::Arc;
+
+/// A server `upstream_peer` chose at run time: its group of one and the
+/// Pingora peer made for it.
+pub(crate) struct RuntimePeer {
+    peer: Peer,
+    upstream: Arc<Upstream>,
+    made: Arc<UpstreamPeer>,
+}
 
 pub(crate) struct RequestLeg<'l, 's, P: ProxyHttp> {
     pub app: &'l P,
@@ -40,7 +49,7 @@ pub(crate) struct RequestLeg<'l, 's, P: ProxyHttp> {
     pub cache: Option<&'l crate::cache::lookup::Fetch<'l>>,
     /// The run-time servers `upstream_peer` chose, each as a group of one
     /// (found again when chosen again, so each is tried once).
-    pub chosen: Vec<(Peer, Arc<Upstream>)>,
+    pub chosen: Vec<RuntimePeer>,
     /// A streamed body: bytes the filter let through, and whether its end
     /// was seen.
     pub streamed: (u64, bool),
@@ -60,25 +69,7 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
                     )
                 })
             }
-            PeerChoice::Peer(peer) => {
-                if let Some((_, up)) = self.chosen.iter().find(|(p, _)| *p == *peer) {
-                    return Ok(up.clone());
-                }
-                let tls = ferry_conf::UpstreamTls {
-                    enabled: peer.tls,
-                    sni: peer.tls.then(|| peer.sni.clone()),
-                    verify: peer.verify,
-                    ca_file: None,
-                };
-                let up = Arc::new(Upstream::for_peer(
-                    peer.label(),
-                    peer.addr,
-                    tls,
-                    &self.s.runtime.dynamic,
-                ));
-                self.chosen.push((*peer, up.clone()));
-                Ok(up)
-            }
+            PeerChoice::Peer(peer) => self.runtime_group(*peer),
         }
     }
 
@@ -99,17 +90,14 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
             .as_ref()
             .is_some_and(|u| Arc::ptr_eq(u, upstream));
         if !own {
-            let mut made = make_peer(upstream, lease.peer(), proxy);
-            if let Some((p, _)) = self.chosen.iter().find(|(_, u)| Arc::ptr_eq(u, upstream)) {
-                let o = &mut made.http.options;
-                if p.connect_timeout.is_some() {
-                    o.connection_timeout = p.connect_timeout;
-                    o.total_connection_timeout = p.connect_timeout;
-                }
-                o.read_timeout = p.read_timeout.or(o.read_timeout);
-                o.write_timeout = p.send_timeout.or(o.write_timeout);
+            if let Some(r) = self
+                .chosen
+                .iter()
+                .find(|r| Arc::ptr_eq(&r.upstream, upstream))
+            {
+                return r.made.clone();
             }
-            return Arc::new(made);
+            return Arc::new(make_peer(upstream, lease.peer(), proxy));
         }
         let (members, generation) = lease.members();
         if let Some(made) = &*self.route.peers.load() {
@@ -257,6 +245,54 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     }
 }
 
+impl<P: ProxyHttp> RequestLeg<'_, '_, P> {
+    /// The group of one for a run-time server (the same one when chosen
+    /// again), its certificates loaded and its Pingora peer made.
+    fn runtime_group(&mut self, peer: Peer) -> Result<Arc<Upstream>> {
+        if let Some(r) = self.chosen.iter().find(|r| r.peer == peer) {
+            return Ok(r.upstream.clone());
+        }
+        let tls = ferry_conf::UpstreamTls {
+            enabled: peer.tls,
+            sni: peer.tls.then(|| peer.sni.clone()),
+            verify: peer.verify,
+            ca_file: None,
+        };
+        let pool = &self.s.runtime.dynamic;
+        let up = Arc::new(Upstream::for_peer(peer.label(), peer.addr, tls, pool));
+        let files = CertFiles {
+            ca: peer.ca_file.clone().filter(|_| peer.tls),
+            client: peer.client_cert.clone().filter(|_| peer.tls),
+        };
+        let certs = pool
+            .certs
+            .get(&files)
+            .map_err(|m| Error::explain(ErrorType::HTTPStatus(502), format!("run-time peer: {m}")))?;
+        let server = &up.group.peers()[0];
+        let mut made = make_runtime_peer(
+            &up,
+            server,
+            self.route.proxy(),
+            peer.unix.as_deref(),
+            &certs,
+        )?;
+        let o = &mut made.http.options;
+        if peer.connect_timeout.is_some() {
+            o.connection_timeout = peer.connect_timeout;
+            o.total_connection_timeout = peer.connect_timeout;
+        }
+        o.read_timeout = peer.read_timeout.or(o.read_timeout);
+        o.write_timeout = peer.send_timeout.or(o.write_timeout);
+        let made = Arc::new(made);
+        self.chosen.push(RuntimePeer {
+            peer,
+            upstream: up.clone(),
+            made,
+        });
+        Ok(up)
+    }
+}
+
 /// The server of a try as a program sees it: Ferry's [`Peer`] (an
 /// allocation only for a TLS name).
 fn peer_view(p: &UpstreamPeer) -> Peer {
@@ -268,6 +304,9 @@ fn peer_view(p: &UpstreamPeer) -> Peer {
         .copied()
         .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut view = Peer::new(addr);
+    if let pingora_core::protocols::l4::socket::SocketAddr::Unix(u) = http.address() {
+        view.unix = u.as_pathname().map(|p| p.to_path_buf());
+    }
     if http.is_tls() {
         view = view.tls(&http.sni);
     }

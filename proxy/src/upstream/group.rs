@@ -7,6 +7,7 @@
 
 use crate::upstream::keepalive::Keepalive;
 use crate::upstream::peer::UpstreamPeer;
+use crate::upstream::peer_certs::{CertCache, PeerCerts};
 use ferry_conf::ProxyConf;
 use ferry_lb::Group;
 use pingora_core::connectors::http::v1::Connector;
@@ -32,6 +33,8 @@ pub struct Upstream {
 pub struct DynamicPool {
     pub connector: Arc<Connector>,
     pub keepalive: Arc<Keepalive>,
+    /// The CA files and client certificates run-time servers name.
+    pub(crate) certs: CertCache,
 }
 
 impl DynamicPool {
@@ -51,6 +54,7 @@ impl DynamicPool {
         DynamicPool {
             connector: Arc::new(Connector::new(Some(opts))),
             keepalive: Arc::new(Keepalive::new(&conf, budget)),
+            certs: CertCache::default(),
         }
     }
 }
@@ -105,6 +109,33 @@ pub fn make_peer(up: &Upstream, server: &ferry_lb::Peer, p: &ProxyConf) -> Upstr
     o.read_timeout = p.read_timeout.non_zero();
     o.write_timeout = p.send_timeout.non_zero();
     UpstreamPeer::new(peer)
+}
+
+/// A run-time server's peer: as [`make_peer`], at a Unix socket when
+/// `unix` names one, with its own CA and client certificate.
+pub(crate) fn make_runtime_peer(
+    up: &Upstream,
+    server: &ferry_lb::Peer,
+    p: &ProxyConf,
+    unix: Option<&std::path::Path>,
+    certs: &PeerCerts,
+) -> pingora_error::Result<UpstreamPeer> {
+    let mut peer = make_peer(up, server, p).http;
+    if let Some(path) = unix {
+        let tls = peer.is_tls();
+        let path = path.to_str().ok_or_else(|| {
+            pingora_error::Error::explain(
+                pingora_error::ErrorType::SocketError,
+                "a Unix socket path that is not UTF-8",
+            )
+        })?;
+        let at = HttpPeer::new_uds(path, tls, String::new())?;
+        peer._address = at._address;
+    }
+    peer.options.ca = certs.ca.clone();
+    peer.client_cert_key = certs.client.clone();
+    peer.group_key = certs.pool_key;
+    Ok(UpstreamPeer::new(peer))
 }
 
 /// The TLS name of a server: `tls.sni`, else the host name it was written

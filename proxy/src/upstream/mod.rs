@@ -13,6 +13,7 @@ pub(crate) mod keepalive;
 pub(crate) mod leg;
 pub(crate) mod next_upstream;
 pub(crate) mod peer;
+pub(crate) mod peer_certs;
 pub(crate) mod read_header;
 pub(crate) mod send_request;
 pub(crate) mod subrequest;

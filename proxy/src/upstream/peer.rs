@@ -33,8 +33,13 @@ pub struct UpstreamPeer {
 
 impl UpstreamPeer {
     pub fn new(http: HttpPeer) -> Self {
+        let addr_text = match http.address() {
+            // nginx writes a Unix socket's `$upstream_addr` so.
+            SocketAddr::Unix(_) => format!("unix:{}", http.address()),
+            a => a.to_string(),
+        };
         UpstreamPeer {
-            addr_text: http.address().to_string(),
+            addr_text,
             reuse_hash: http.reuse_hash(),
             http,
         }

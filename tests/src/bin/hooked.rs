@@ -12,8 +12,10 @@
 //!   with `forbidden` gets 403. (`X-Eat-Body: 1` has `request_filter` read
 //!   the body itself instead, the mistake Ferry answers with 500.)
 //! - `upstream_peer`: `X-Group: NAME` sends the tries to that group,
-//!   `X-Peer: ADDR` to that address (a run-time peer), `X-Fallback: NAME`
-//!   sends every try after the first to that group.
+//!   `X-Peer: ADDR` to that address (a run-time peer; `X-Peer-Unix: PATH`
+//!   to a Unix socket; `X-Peer-Tls: SNI` over TLS, verified with
+//!   `X-Peer-Ca: FILE`, presenting `X-Peer-Cert: CERT KEY`), `X-Fallback:
+//!   NAME` sends every try after the first to that group.
 //! - `fail_to_connect`: `X-Retry-Connect: no` forbids retrying a refused
 //!   connection.
 //! - `upstream_response_body_filter`: `X-Upper: 1` upper-cases the body,
@@ -76,6 +78,28 @@ fn header<'a>(s: &'a Session, name: &str) -> Option<&'a str> {
         .headers
         .get(name)
         .and_then(|v| v.to_str().ok())
+}
+
+/// The run-time peer the `X-Peer*` headers describe.
+fn runtime_peer(s: &Session) -> Result<Option<Peer>> {
+    let mut peer = match (header(s, "x-peer"), header(s, "x-peer-unix")) {
+        (_, Some(path)) => Peer::unix(path),
+        (Some(addr), None) => Peer::new(
+            addr.parse()
+                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "bad X-Peer"))?,
+        ),
+        (None, None) => return Ok(None),
+    };
+    if let Some(sni) = header(s, "x-peer-tls") {
+        peer = peer.tls(sni);
+    }
+    if let Some(ca) = header(s, "x-peer-ca") {
+        peer = peer.ca_file(ca);
+    }
+    if let Some((cert, key)) = header(s, "x-peer-cert").and_then(|v| v.split_once(' ')) {
+        peer = peer.client_cert(cert, key);
+    }
+    Ok(Some(peer))
 }
 
 #[async_trait]
@@ -205,13 +229,8 @@ impl ProxyHttp for Hooked {
                 return Ok(PeerChoice::Group(g.to_string()));
             }
         }
-        if let Some(addr) = header(s, "x-peer") {
-            let addr = addr
-                .parse()
-                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "bad X-Peer"))?;
-            return Ok(PeerChoice::Peer(Box::new(
-                Peer::new(addr).host("runtime.test"),
-            )));
+        if let Some(peer) = runtime_peer(s)? {
+            return Ok(PeerChoice::Peer(Box::new(peer.host("runtime.test"))));
         }
         Ok(match header(s, "x-group") {
             Some(g) => PeerChoice::Group(g.to_string()),
