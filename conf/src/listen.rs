@@ -20,6 +20,10 @@ pub struct Listen {
     pub rcvbuf: Option<Size>,
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// A plain listener also serves HTTP/2 with prior knowledge (nginx
+    /// `http2 on` without TLS), beside HTTP/1.x.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, DeriveDeserialize)]
@@ -49,6 +53,7 @@ impl<'de> Deserialize<'de> for ListenEntry {
                     sndbuf: None,
                     rcvbuf: None,
                     proxy_protocol: false,
+                    h2c: false,
                 }))
             }
             fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<ListenEntry, A::Error> {

@@ -135,11 +135,13 @@ fn text_html() -> String {
     "text/html".to_string()
 }
 
-/// `proxy_http_version`: 1.0 or 1.1.
+/// `proxy_http_version`: 1.0, 1.1 or 2 (nginx 1.29.4: HTTP/2 to the
+/// servers, prior knowledge on plain TCP, ALPN `h2` over TLS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpVersion {
     Http10,
     Http11,
+    Http2,
 }
 
 impl<'de> Deserialize<'de> for HttpVersion {
@@ -148,7 +150,7 @@ impl<'de> Deserialize<'de> for HttpVersion {
         impl Visitor<'_> for V {
             type Value = HttpVersion;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"1.0\" or \"1.1\"")
+                f.write_str("\"1.0\", \"1.1\" or \"2\"")
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<HttpVersion, E> {
                 self.visit_str(&format!("{v:.1}"))
@@ -160,8 +162,9 @@ impl<'de> Deserialize<'de> for HttpVersion {
                 match v.trim() {
                     "1.0" => Ok(HttpVersion::Http10),
                     "1.1" => Ok(HttpVersion::Http11),
+                    "2" | "2.0" => Ok(HttpVersion::Http2),
                     other => Err(E::custom(format!(
-                        "unsupported http_version `{other}`: expected \"1.0\" or \"1.1\""
+                        "unsupported http_version `{other}`: expected \"1.0\", \"1.1\" or \"2\""
                     ))),
                 }
             }

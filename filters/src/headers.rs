@@ -159,6 +159,7 @@ impl RequestPlan {
         req.set_version(match self.version {
             HttpVersion::Http10 => Version::HTTP_10,
             HttpVersion::Http11 => Version::HTTP_11,
+            HttpVersion::Http2 => Version::HTTP_2,
         });
 
         let host = match &self.host {
@@ -186,15 +187,40 @@ impl RequestPlan {
             BodyFraming::Length(n) => {
                 req.insert_header(header::CONTENT_LENGTH, n.to_string())?;
             }
+            // HTTP/2 frames the body itself.
+            BodyFraming::Chunked if self.version == HttpVersion::Http2 => {}
             BodyFraming::Chunked => {
                 req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
             }
         }
-        if self.version == HttpVersion::Http10 {
-            req.insert_header(header::CONNECTION, "close")?;
+        match self.version {
+            HttpVersion::Http10 => {
+                req.insert_header(header::CONNECTION, "close")?;
+            }
+            // The client may take trailers (gRPC needs them): the server is
+            // told so, the only `TE` HTTP/2 allows.
+            HttpVersion::Http2 if accepts_trailers(client) => {
+                req.insert_header(header::TE, "trailers")?;
+            }
+            _ => {}
         }
         Ok(req)
     }
+}
+
+/// Whether the client's `TE` lists `trailers`.
+fn accepts_trailers(client: &RequestHeader) -> bool {
+    client
+        .headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
 }
 
 /// Whether the client asks for an upgrade that is forwarded as one: both

@@ -156,6 +156,6 @@ pub fn metrics_registry() -> &'static prometheus::Registry {
 
 /// Re-exported so programs built on Ferry need no direct dependency on them.
 pub use {
-    async_trait::async_trait, bytes, clap, ferry_conf as conf, pingora_core, pingora_error,
+    async_trait::async_trait, bytes, clap, ferry_conf as conf, http, pingora_core, pingora_error,
     pingora_http, prometheus, serde,
 };

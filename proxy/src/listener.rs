@@ -253,12 +253,13 @@ fn connection<P: ProxyHttp>(
     // header's read, a TLS handshake) is gone before the requests begin,
     // and a waiting connection carries neither its room nor the accepted
     // socket's (an async fn would keep its arguments' places).
+    let h2c = accepted.endpoint.listen.h2c;
     let begin = Box::pin(accepted.handshake());
     async move {
         let Some(stream) = begin.await else {
             return;
         };
-        http.serve(stream, &shutdown).await;
+        http.serve(stream, h2c, &shutdown).await;
     }
 }
 

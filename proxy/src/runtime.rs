@@ -11,6 +11,7 @@
 use crate::access_log::AccessLogger;
 use crate::client::header_clock::HeaderLimits;
 use crate::request::route::Matcher;
+use crate::upstream::group::H2Pool;
 use crate::upstream::group::{DynamicPool, Upstream};
 use crate::upstream::idle_budget::IdleBudget;
 use crate::upstream::keepalive::Keepalive;
@@ -191,8 +192,8 @@ fn upstream_rt(
         }
         None => Group::from_members(name, u.balance, u.consistent, peers, primaries),
     };
-    let (pool, keepalive) = match old {
-        Some((o, c)) if same_pool(c, u) => (o.connector.clone(), o.keepalive.clone()),
+    let (pool, h2, keepalive) = match old {
+        Some((o, c)) if same_pool(c, u) => (o.connector.clone(), o.h2.clone(), o.keepalive.clone()),
         _ => {
             let mut opts = connector.clone();
             opts.keepalive_pool_size = u.keepalive.max(1);
@@ -200,7 +201,8 @@ fn upstream_rt(
                 opts.ca_file = Some(ca.clone());
             }
             (
-                Arc::new(Connector::new(Some(opts))),
+                Arc::new(Connector::new(Some(opts.clone()))),
+                Arc::new(H2Pool::new(opts)),
                 Arc::new(Keepalive::new(u, idle.clone())),
             )
         }
@@ -214,6 +216,7 @@ fn upstream_rt(
             .clone()
             .filter(|_| u.balance == ferry_conf::Balance::Hash),
         connector: pool,
+        h2,
         keepalive,
     }
 }

@@ -687,6 +687,34 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The trailers an HTTP/2 server sent after the response body (gRPC's
+    /// `grpc-status`), as they were read, after the last call of
+    /// [`upstream_response_body_filter`](ProxyHttp::upstream_response_body_filter).
+    /// Change them or clear them; an error cuts the response short.
+    /// (Pingora's hook of this name.)
+    fn upstream_response_trailer_filter(
+        &self,
+        _request: &Request,
+        _trailers: &mut http::HeaderMap,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// The trailers on their way to an HTTP/2 client, after the last call
+    /// of [`response_body_filter`](ProxyHttp::response_body_filter). An
+    /// empty map sends none (the body's last frame ends the stream). An
+    /// HTTP/1 client gets no trailers and this hook is not called.
+    /// (Pingora's hook of this name.)
+    fn response_trailer_filter(
+        &self,
+        _request: &Request,
+        _trailers: &mut http::HeaderMap,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// The cache key of a request on a route with `cache:` (Pingora's
     /// `cache_key_callback`; nginx `proxy_cache_key`): `key` is the route's
     /// `key` template rendered; what this returns is the key looked up and

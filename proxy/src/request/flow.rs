@@ -17,9 +17,12 @@ use crate::client::refusal::refused;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::record::End;
+use crate::request::body_stream::Streamed;
 use crate::request::client_body::{self, BodyFailed, ClientBody};
+use crate::request::duplex::{self, OpenBody};
 use crate::request::leg::RequestLeg;
 use crate::request::route::{normalize_path, request_host};
+use crate::response::grpc;
 use crate::response::header as response_header;
 use crate::response::respond;
 use crate::response::{body_pipe, compress, tunnel};
@@ -177,7 +180,10 @@ async fn proxy_to_upstream<P: ProxyHttp>(
     upgrade: bool,
     mut fetch: Option<Fetch<'_>>,
 ) -> Result<End> {
-    let chosen = upstream(app, s, ctx, route, &mut body, upgrade, fetch.as_ref()).await?;
+    let mut streamed = Streamed::default();
+    let sent = (&mut body, &mut streamed);
+    let chosen = upstream(app, s, ctx, route, sent, upgrade, fetch.as_ref()).await?;
+    let open = (body.framing(), streamed);
     drop(body);
     let chosen = match &mut fetch {
         Some(f) => match f.after(app, s, ctx, route, chosen).await? {
@@ -196,7 +202,8 @@ async fn proxy_to_upstream<P: ProxyHttp>(
             return Ok(fail(app, s, ctx, e).await);
         }
     };
-    let end = send_response(app, s, ctx, route, conn, header, upgrade, fetch.as_ref()).await;
+    let response = (conn, header, upgrade, open);
+    let end = send_response(app, s, ctx, route, response, fetch.as_ref()).await;
     held.finish(&mut s.request.tries);
     if let Some(mut f) = fetch {
         f.finish();
@@ -268,7 +275,7 @@ async fn upstream<P: ProxyHttp>(
     s: &mut Session<'_>,
     ctx: &mut P::CTX,
     route: &RouteRt,
-    body: &mut ClientBody,
+    (body, streamed): (&mut ClientBody, &mut Streamed),
     upgrade: bool,
     cache: Option<&Fetch<'_>>,
 ) -> Result<Chosen> {
@@ -289,7 +296,7 @@ async fn upstream<P: ProxyHttp>(
         upgrade,
         cache,
         chosen: Vec::new(),
-        streamed: (0, false),
+        streamed,
     };
     let (tries_limit, buffer_size) = (proxy.next_upstream_tries, proxy.buffer_size.as_usize());
     // nginx's broken-connection check during connect, send and the header
@@ -302,13 +309,26 @@ async fn upstream<P: ProxyHttp>(
         .and_then(|_| leg.s.downstream.stream())
         .map(|s| s.id())
         .filter(|_| !proxy.ignore_client_abort);
-    let chosen = unless_client_leaves(
-        watch,
-        tries::run(&mut leg, &policy, tries_limit, buffer_size),
-    )
-    .await;
-    match chosen {
-        Some(chosen) => chosen,
+    // A gRPC call's deadline bounds the wait for its response header.
+    let deadline = grpc::deadline(leg.s.req_header());
+    let tries = tries::run(&mut leg, &policy, tries_limit, buffer_size);
+    let within = async {
+        match deadline {
+            Some(d) => tokio::time::timeout(d, tries).await.ok(),
+            None => Some(tries.await),
+        }
+    };
+    match unless_client_leaves(watch, within).await {
+        Some(Some(chosen)) => chosen,
+        Some(None) => {
+            log::error!(
+                "the gRPC deadline (grpc-timeout) passed while the upstream was being asked"
+            );
+            if let Some(t) = leg.s.request.tries.last_mut() {
+                t.outcome = crate::upstream::try_record::TryOutcome::Timeout;
+            }
+            Ok(Chosen::Fail(504))
+        }
         None => {
             log::info!("client closed the connection while the upstream was being asked");
             if let Some(t) = leg.s.request.tries.last_mut() {
@@ -328,9 +348,12 @@ async fn send_response<P: ProxyHttp>(
     s: &mut Session<'_>,
     ctx: &mut P::CTX,
     route: &RouteRt,
-    mut conn: crate::upstream::connect::Conn,
-    upstream_header: pingora_http::ResponseHeader,
-    upgrade: bool,
+    (mut conn, upstream_header, upgrade, open): (
+        crate::upstream::connect::Conn,
+        pingora_http::ResponseHeader,
+        bool,
+        OpenBody,
+    ),
     fetch: Option<&Fetch<'_>>,
 ) -> Result<End> {
     let proxy = route.proxy();
@@ -361,6 +384,10 @@ async fn send_response<P: ProxyHttp>(
     }
     // 10. The body: buffered (event pipe) or not; the upstream is released as
     //    soon as its body is complete. After a 101: the tunnel.
+    if conn.request_open {
+        // The request body streams on beside the response (full duplex).
+        return Ok(duplex::relay(app, s, ctx, conn, open).await);
+    }
     if switching {
         let idle = proxy.read_timeout.non_zero();
         let moved = tunnel::relay(s.downstream, conn, idle).await;

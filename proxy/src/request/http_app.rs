@@ -134,8 +134,18 @@ type Kept = Option<Box<dyn std::any::Any + Send + Sync>>;
 impl<P: ProxyHttp> FerryHttp<P> {
     /// A connection's requests, from its first to its last: HTTP/2 through
     /// Pingora's codec, HTTP/1 one after another in [`Self::serve_http1`].
-    pub(crate) async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+    /// `h2c`: the listener serves HTTP/2 with prior knowledge too.
+    pub(crate) async fn serve(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        h2c: bool,
+        shutdown: &ShutdownWatch,
+    ) {
+        let h2 = match stream.selected_alpn_proto() {
+            Some(ALPN::H2) => true,
+            _ => h2c && stream.get_ssl_digest().is_none() && h2_preface(&mut stream).await,
+        };
+        if h2 {
             // HTTP/2: Pingora's codec and its stream loop, each stream one
             // request through `serve_one`.
             let h2 = Arc::new(Http2(self.clone()));
@@ -154,12 +164,50 @@ impl<P: ProxyHttp> FerryHttp<P> {
     }
 }
 
+/// Whether a plain connection begins with HTTP/2's preface (prior
+/// knowledge). It is peeked, not read: the bytes stay for the codec. A
+/// preface that comes in pieces is waited for up to a second (a client
+/// sends its 24 bytes at once); what is not a preface is HTTP/1.
+async fn h2_preface(stream: &mut Stream) -> bool {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    for _ in 0..200 {
+        // The preface has no zero byte: zeros left in `buf` were not peeked.
+        let mut buf = [0u8; 24];
+        match stream.try_peek(&mut buf).await {
+            Ok(true) => {}
+            _ => return false,
+        }
+        let got = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if buf[..got] != PREFACE[..got] {
+            return false;
+        }
+        if got == PREFACE.len() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    false
+}
+
 /// HTTP/2 connections through Pingora's own loop (`ServerApp` for an
 /// `HttpServerApp`), one request per stream.
 struct Http2<P: ProxyHttp>(Arc<FerryHttp<P>>);
 
+/// Pingora's codec takes a plain connection as HTTP/2 only with `h2c`
+/// (it checks the preface again).
+static H2C: std::sync::LazyLock<pingora_core::apps::HttpServerOptions> =
+    std::sync::LazyLock::new(|| {
+        let mut o = pingora_core::apps::HttpServerOptions::default();
+        o.h2c = true;
+        o
+    });
+
 #[async_trait]
 impl<P: ProxyHttp> HttpServerApp for Http2<P> {
+    fn server_options(&self) -> Option<&pingora_core::apps::HttpServerOptions> {
+        Some(&H2C)
+    }
+
     async fn process_new_http(
         self: &Arc<Self>,
         session: ServerSession,

@@ -10,6 +10,7 @@ use crate::hooks::peer_choice::{Peer, PeerChoice};
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::record::Try;
+use crate::request::body_stream::{self, Piece, Streamed};
 use crate::request::client_body::ClientBody;
 use crate::runtime::RouteRt;
 use crate::upstream::connect::Conn;
@@ -21,9 +22,7 @@ use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::peer_certs::CertFiles;
 use bytes::Bytes;
 use ferry_filters::headers::forward_upgrade;
-use ferry_filters::headers::BodyFraming;
 use ferry_lb::Lease;
-use pingora_core::protocols::UniqueID;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
@@ -50,9 +49,8 @@ pub(crate) struct RequestLeg<'l, 's, P: ProxyHttp> {
     /// The run-time servers `upstream_peer` chose, each as a group of one
     /// (found again when chosen again, so each is tried once).
     pub chosen: Vec<RuntimePeer>,
-    /// A streamed body: bytes the filter let through, and whether its end
-    /// was seen.
-    pub streamed: (u64, bool),
+    /// How far a streamed body went.
+    pub streamed: &'l mut Streamed,
 }
 
 impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
@@ -82,37 +80,13 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     }
 
     /// Made once per member list for the route's own group; made for another.
+
     fn peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer> {
-        let proxy = self.route.proxy();
-        let own = self
-            .route
-            .upstream
-            .as_ref()
-            .is_some_and(|u| Arc::ptr_eq(u, upstream));
-        if !own {
-            if let Some(r) = self
-                .chosen
-                .iter()
-                .find(|r| Arc::ptr_eq(&r.upstream, upstream))
-            {
-                return r.made.clone();
-            }
-            return Arc::new(make_peer(upstream, lease.peer(), proxy));
+        let peer = self.made_peer(upstream, lease);
+        if self.upgrade {
+            // An upgrade goes over HTTP/1.1, as nginx's.
+            return peer.http1();
         }
-        let (members, generation) = lease.members();
-        if let Some(made) = &*self.route.peers.load() {
-            if made.0 == generation {
-                if let Some(p) = made.1.get(lease.index()) {
-                    return p.clone();
-                }
-            }
-        }
-        let made: Vec<_> = members
-            .iter()
-            .map(|p| Arc::new(make_peer(upstream, p, proxy)))
-            .collect();
-        let peer = made[lease.index()].clone();
-        self.route.peers.store(Some(Arc::new((generation, made))));
         peer
     }
 
@@ -154,54 +128,26 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     /// The client's next piece through `request_body_filter`. A client's
     /// failure, or the filter's, is the client's side of the try (never
     /// retried, never the server's fault).
-    async fn stream_piece(&mut self) -> Result<Option<Bytes>> {
-        let as_client = |mut e: Box<Error>| {
-            e.as_down();
-            e
-        };
-        loop {
-            if self.streamed.1 {
-                return Ok(None);
-            }
-            let read = self
-                .s
-                .downstream
-                .read_request_body()
-                .await
-                .map_err(as_client)?;
-            // Pingora hands back an empty piece when a read ends inside a
-            // chunk-size line or a CRLF. Written to a chunked upstream
-            // body, nothing would be the terminating `0\r\n\r\n`, and the
-            // rest of the client's body a request of its choosing.
-            if read.as_ref().is_some_and(Bytes::is_empty) {
-                continue;
-            }
-            let end = read.is_none();
-            let mut piece = read;
-            self.app
-                .request_body_filter(self.s, &mut piece, end, self.ctx)
-                .await
-                .map_err(as_client)?;
-            self.streamed.1 = end;
-            let piece = piece.filter(|p| !p.is_empty());
-            self.streamed.0 += piece.as_ref().map_or(0, |p| p.len() as u64);
-            if let (true, ClientBody::Streamed(BodyFraming::Length(n))) = (end, &*self.body) {
-                if self.streamed.0 != *n {
-                    return Error::e_explain(
-                        ErrorType::InternalError,
-                        format!(
-                            "request_body_filter made a streamed body of {} bytes out of one sent with Content-Length: {n}",
-                            self.streamed.0
-                        ),
-                    );
-                }
-            }
-            match piece {
-                Some(p) => return Ok(Some(p)),
-                None if end => return Ok(None),
-                None => continue,
-            }
+    async fn read_piece(&mut self) -> Result<Option<Bytes>> {
+        if self.streamed.ended {
+            return Ok(None);
         }
+        body_stream::read(self.s.downstream).await
+    }
+
+    async fn filter_piece(&mut self, read: Option<Bytes>) -> Result<Piece> {
+        if self.streamed.ended {
+            return Ok(Piece::End);
+        }
+        let framing = self.body.framing();
+        body_stream::filter(
+            self.app,
+            self.s,
+            self.ctx,
+            (framing, &mut *self.streamed),
+            read,
+        )
+        .await
     }
 
     async fn connected(&mut self, conn: &Conn) -> Result<()> {
@@ -213,7 +159,7 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
                 conn.reused,
                 &peer_view(&conn.peer),
                 fd,
-                Some(digest),
+                digest,
                 self.ctx,
             )
             .await
@@ -246,6 +192,41 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
 }
 
 impl<P: ProxyHttp> RequestLeg<'_, '_, P> {
+    /// The Pingora peer as the route (or the run-time peer) made it.
+    fn made_peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer> {
+        let proxy = self.route.proxy();
+        let own = self
+            .route
+            .upstream
+            .as_ref()
+            .is_some_and(|u| Arc::ptr_eq(u, upstream));
+        if !own {
+            if let Some(r) = self
+                .chosen
+                .iter()
+                .find(|r| Arc::ptr_eq(&r.upstream, upstream))
+            {
+                return r.made.clone();
+            }
+            return Arc::new(make_peer(upstream, lease.peer(), proxy));
+        }
+        let (members, generation) = lease.members();
+        if let Some(made) = &*self.route.peers.load() {
+            if made.0 == generation {
+                if let Some(p) = made.1.get(lease.index()) {
+                    return p.clone();
+                }
+            }
+        }
+        let made: Vec<_> = members
+            .iter()
+            .map(|p| Arc::new(make_peer(upstream, p, proxy)))
+            .collect();
+        let peer = made[lease.index()].clone();
+        self.route.peers.store(Some(Arc::new((generation, made))));
+        peer
+    }
+
     /// The group of one for a run-time server (the same one when chosen
     /// again), its certificates loaded and its Pingora peer made.
     fn runtime_group(&mut self, peer: Peer) -> Result<Arc<Upstream>> {
@@ -264,10 +245,9 @@ impl<P: ProxyHttp> RequestLeg<'_, '_, P> {
             ca: peer.ca_file.clone().filter(|_| peer.tls),
             client: peer.client_cert.clone().filter(|_| peer.tls),
         };
-        let certs = pool
-            .certs
-            .get(&files)
-            .map_err(|m| Error::explain(ErrorType::HTTPStatus(502), format!("run-time peer: {m}")))?;
+        let certs = pool.certs.get(&files).map_err(|m| {
+            Error::explain(ErrorType::HTTPStatus(502), format!("run-time peer: {m}"))
+        })?;
         let server = &up.group.peers()[0];
         let mut made = make_runtime_peer(
             &up,

@@ -6,7 +6,9 @@
 //! nginx counterpart: `ngx_http_process_request` through
 //! `ngx_http_finalize_request`.
 
+pub(crate) mod body_stream;
 pub(crate) mod client_body;
+pub(crate) mod duplex;
 pub(crate) mod finalize;
 pub(crate) mod flow;
 pub(crate) mod http_app;

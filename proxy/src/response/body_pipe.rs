@@ -23,6 +23,7 @@ use ferry_filters::pipe::{
     BodyFilter, DownstreamBody, FailKind, PipeError, PipeOutcome, Side, UpstreamBody,
 };
 use ferry_filters::whole_body;
+use http::HeaderMap;
 use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorType};
 
@@ -42,6 +43,14 @@ struct Hooks<'a, P: ProxyHttp> {
     app: &'a P,
     request: &'a Request,
     ctx: std::sync::Mutex<&'a mut P::CTX>,
+    /// An HTTP/2 server's trailers, read after the body, for the client end.
+    trailers: std::sync::Mutex<Option<HeaderMap>>,
+}
+
+impl<'a, P: ProxyHttp> Hooks<'a, P> {
+    fn ctx(&self) -> std::sync::MutexGuard<'_, &'a mut P::CTX> {
+        self.ctx.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Where a copy of the body goes as it is read: a cache entry being
@@ -86,6 +95,9 @@ impl<P: ProxyHttp, T: BodyTap> UpstreamBody for UpstreamReader<'_, '_, P, T> {
                     .map_err(|e| PipeError::new(Side::Upstream, FailKind::Error, e.to_string()))?;
             }
             self.ended = end;
+            if end {
+                self.trailers().await?;
+            }
             if let Some(t) = &mut self.tap {
                 t.piece(read, piece.as_ref());
                 if end {
@@ -108,17 +120,45 @@ impl<P: ProxyHttp, T: BodyTap> UpstreamBody for UpstreamReader<'_, '_, P, T> {
     }
 }
 
+impl<P: ProxyHttp, T: BodyTap> UpstreamReader<'_, '_, P, T> {
+    /// An HTTP/2 server's trailers, through `upstream_response_trailer_filter`,
+    /// kept for the client end.
+    async fn trailers(&mut self) -> Result<(), PipeError> {
+        if !self.conn.session.is_h2() {
+            return Ok(());
+        }
+        let read = self.conn.session.read_trailers().await;
+        let mut trailers = match read {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(pipe_error(Side::Upstream, &e)),
+        };
+        let h = self.hooks;
+        h.app
+            .upstream_response_trailer_filter(h.request, &mut trailers, &mut h.ctx())
+            .map_err(|e| PipeError::new(Side::Upstream, FailKind::Error, e.to_string()))?;
+        *h.trailers.lock().unwrap_or_else(|e| e.into_inner()) = Some(trailers);
+        Ok(())
+    }
+}
+
 /// The client end; with an encoder (`compress:`), each piece is
 /// compressed on its way and the end flushes the encoder.
 /// The third field counts the compressed bytes written (`$body_bytes_sent`
 /// is what the client got, as nginx counts it).
-struct ClientWriter<'a>(&'a mut ServerSession, Option<Encoder>, &'a mut u64);
+/// The fourth gives the trailers to an HTTP/2 client.
+struct ClientWriter<'a, 'h, P: ProxyHttp>(
+    &'a mut ServerSession,
+    Option<Encoder>,
+    &'a mut u64,
+    &'h Hooks<'h, P>,
+);
 
 fn encode_error(e: std::io::Error) -> PipeError {
     PipeError::new(Side::Client, FailKind::Error, format!("compressing: {e}"))
 }
 
-impl DownstreamBody for ClientWriter<'_> {
+impl<P: ProxyHttp> DownstreamBody for ClientWriter<'_, '_, P> {
     async fn write(&mut self, data: Bytes) -> Result<(), PipeError> {
         let data = match &mut self.1 {
             Some(e) => e.piece(&data).map_err(encode_error)?,
@@ -140,16 +180,39 @@ impl DownstreamBody for ClientWriter<'_> {
             None => last,
         };
         *self.2 += last.len() as u64;
-        self.0
-            .write_response_body(last, true)
-            .await
-            .map_err(|e| pipe_error(Side::Client, &e))
+        let trailers = self.trailers()?;
+        let client = &mut *self.0;
+        let wrote = match trailers {
+            None => client.write_response_body(last, true).await,
+            Some(t) => match client.write_response_body(last, false).await {
+                Ok(()) => client.write_response_trailers(t).await,
+                Err(e) => Err(e),
+            },
+        };
+        wrote.map_err(|e| pipe_error(Side::Client, &e))
     }
 
     fn is_gone(&mut self) -> bool {
         self.0
             .stream()
             .is_some_and(|s| crate::client::liveness::has_closed(s.id()))
+    }
+}
+
+impl<P: ProxyHttp> ClientWriter<'_, '_, P> {
+    /// The server's trailers through `response_trailer_filter`, for an
+    /// HTTP/2 client (an HTTP/1 one gets none); `None`: the body's last
+    /// frame ends the stream.
+    fn trailers(&mut self) -> Result<Option<HeaderMap>, PipeError> {
+        let h = self.3;
+        let taken = h.trailers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut t) = taken.filter(|_| self.0.is_http2()) else {
+            return Ok(None);
+        };
+        h.app
+            .response_trailer_filter(h.request, &mut t, &mut h.ctx())
+            .map_err(|e| PipeError::new(Side::Client, FailKind::Error, e.to_string()))?;
+        Ok((!t.is_empty()).then_some(t))
     }
 }
 
@@ -184,6 +247,7 @@ pub async fn forward<P: ProxyHttp, T: BodyTap>(
         app,
         request,
         ctx: std::sync::Mutex::new(ctx),
+        trailers: std::sync::Mutex::new(None),
     };
     let mut filter = HookFilter(&hooks);
     let reader = UpstreamReader {
@@ -195,7 +259,7 @@ pub async fn forward<P: ProxyHttp, T: BodyTap>(
     let pipe = buffered.then_some(&route.pipe);
     let compressed = encoder.is_some();
     let mut written = 0;
-    let writer = ClientWriter(client, encoder, &mut written);
+    let writer = ClientWriter(client, encoder, &mut written, &hooks);
     let mut out = whole_body::run(pipe, reader, writer, &mut filter).await;
     if compressed {
         out.sent = written;

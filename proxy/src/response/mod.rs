@@ -7,6 +7,7 @@
 
 pub(crate) mod body_pipe;
 pub(crate) mod compress;
+pub(crate) mod grpc;
 pub(crate) mod header;
 pub(crate) mod respond;
 pub(crate) mod tunnel;

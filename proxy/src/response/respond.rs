@@ -56,7 +56,8 @@ pub async fn write_whole(
 
 /// Ferry's error answer for `status`: the route's `error_pages` entry if
 /// there is one, else nginx's default page. `extra` headers are added (an
-/// intercepted 401 keeps its `WWW-Authenticate`).
+/// intercepted 401 keeps its `WWW-Authenticate`). A gRPC call gets a gRPC
+/// status instead ([`super::grpc`]).
 pub async fn error(
     ps: &mut ServerSession,
     request: &mut Request,
@@ -64,6 +65,9 @@ pub async fn error(
     proxy: Option<&ProxyConf>,
     extra: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<()> {
+    if super::grpc::is_grpc(ps.req_header()) {
+        return super::grpc::answer(ps, request, status).await;
+    }
     let page = proxy.and_then(|p| p.error_pages.get(&status));
     let (code, body, content_type) = match page {
         Some(p) => (

@@ -33,7 +33,11 @@ pub(crate) async fn relay(
 ) -> TunnelEnd {
     let mut end = TunnelEnd::default();
     client.set_read_timeout(idle);
-    let up = &mut conn.session;
+    let Some(up) = conn.session.h1() else {
+        // Upgrades go over HTTP/1.1 only (as nginx's).
+        conn.close();
+        return end;
+    };
     // The request's (empty) body is done: from here the upstream gets the
     // client's bytes as they are.
     up.maybe_upgrade_body_writer();

@@ -8,8 +8,9 @@
 use crate::upstream::group::Upstream;
 use crate::upstream::idle_budget::ConnId;
 use crate::upstream::peer::UpstreamPeer;
-use pingora_core::protocols::http::v1::client::HttpSession as H1Session;
-use pingora_core::protocols::UniqueID;
+use crate::upstream::session::UpstreamSession;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::upstreams::peer::Peer;
 use pingora_error::Result;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -18,13 +19,16 @@ use std::time::SystemTime;
 /// boxed, the peer shared): it is moved through every step of a request's
 /// future, and each step would otherwise carry a copy of Pingora's session.
 pub struct Conn {
-    pub session: Box<H1Session>,
+    pub session: UpstreamSession,
     /// Taken from the keepalive pool rather than newly connected.
     pub reused: bool,
     pub peer: Arc<UpstreamPeer>,
     pub upstream: Arc<Upstream>,
     /// The group's member generation the peer was chosen from.
     generation: u64,
+    /// The request body still streams from the client: the server answered
+    /// before its end (an HTTP/2 stream in full duplex, as gRPC's).
+    pub request_open: bool,
 }
 
 /// Connect (or take an idle connection) to `peer` of `upstream`, chosen
@@ -34,27 +38,61 @@ pub async fn connect(
     peer: &Arc<UpstreamPeer>,
     generation: u64,
 ) -> Result<Conn> {
-    let connector = &upstream.connector;
-    let (session, reused) = match connector.reused_http_session(&**peer).await {
-        Some(s) => (s, true),
-        // A new connection (TCP, maybe TLS) is a large future: boxed, so
-        // that every request's own future does not carry (and copy) it.
-        None => Box::pin(connector.get_http_session(&**peer)).await?,
+    let (mut session, reused) = if wants_h2(peer) {
+        h2_session(upstream, peer).await?
+    } else {
+        let connector = &upstream.connector;
+        let (s, reused) = match connector.reused_http_session(&**peer).await {
+            Some(s) => (s, true),
+            // A new connection (TCP, maybe TLS) is a large future: boxed, so
+            // that every request's own future does not carry (and copy) it.
+            None => Box::pin(connector.get_http_session(&**peer)).await?,
+        };
+        (UpstreamSession::H1(Box::new(s)), reused)
     };
-    let mut session = Box::new(session);
-    session.read_timeout = peer.http.options.read_timeout;
-    session.write_timeout = peer.http.options.write_timeout;
+    let o = &peer.http.options;
+    session.set_timeouts(o.read_timeout, o.write_timeout);
     let conn = Conn {
         session,
         reused,
         peer: peer.clone(),
         upstream: upstream.clone(),
         generation,
+        request_open: false,
     };
-    if reused {
+    if reused && !conn.session.is_h2() {
         upstream.keepalive.taken(conn.id());
     }
     Ok(conn)
+}
+
+/// The peer asks for HTTP/2 (`http_version: "2"`).
+fn wants_h2(peer: &UpstreamPeer) -> bool {
+    peer.get_peer_options()
+        .is_some_and(|o| o.alpn.get_min_http_version() == 2)
+}
+
+/// A stream on a connection to `peer` with a stream free, else on a new
+/// one. A TLS server that does not offer `h2` in ALPN gets HTTP/1.1.
+async fn h2_session(
+    upstream: &Upstream,
+    peer: &Arc<UpstreamPeer>,
+) -> Result<(UpstreamSession, bool)> {
+    let h2 = upstream.h2.get();
+    if let Some(s) = h2.reused_http_session(&**peer).await? {
+        return Ok((UpstreamSession::H2(Box::new(s)), true));
+    }
+    let made: HttpSession = Box::pin(h2.new_http_session(&**peer)).await?;
+    Ok(match made {
+        HttpSession::H2(s) => (UpstreamSession::H2(Box::new(s)), false),
+        HttpSession::H1(s) => (UpstreamSession::H1(Box::new(s)), false),
+        HttpSession::Custom(_) => {
+            return pingora_error::Error::e_explain(
+                pingora_error::ErrorType::InternalError,
+                "a custom protocol session",
+            )
+        }
+    })
 }
 
 impl Conn {
@@ -62,8 +100,7 @@ impl Conn {
         let made = self
             .session
             .digest()
-            .timing_digest
-            .first()
+            .and_then(|d| d.timing_digest.first())
             .and_then(|t| t.as_ref())
             .map_or(SystemTime::UNIX_EPOCH, |t| t.established_ts);
         (self.session.id(), made)
@@ -81,18 +118,32 @@ impl Conn {
             Some(a) => self.upstream.group.serves(*a, self.generation),
             None => true,
         };
-        if member() && ka.after_request(id) {
-            // Boxed: Pingora's release future holds two copies of its session.
-            let release = self.upstream.connector.release_http_session(
-                *self.session,
-                &*self.peer,
-                Some(ka.idle_timeout),
-            );
-            Box::pin(release).await;
-        } else {
-            ka.forget(id);
-            let mut s = self.session;
-            s.shutdown().await;
+        match self.session {
+            UpstreamSession::H2(s) => {
+                // The stream ends; its connection stays for other streams
+                // (Pingora's pool keeps it while it has any), closed when it
+                // has none and the server left the group.
+                if member() {
+                    let idle = Some(ka.idle_timeout);
+                    self.upstream
+                        .h2
+                        .get()
+                        .release_http_session(*s, &*self.peer, idle);
+                }
+            }
+            UpstreamSession::H1(s) if member() && ka.after_request(id) => {
+                // Boxed: Pingora's release future holds two copies of its session.
+                let release = self.upstream.connector.release_http_session(
+                    *s,
+                    &*self.peer,
+                    Some(ka.idle_timeout),
+                );
+                Box::pin(release).await;
+            }
+            UpstreamSession::H1(mut s) => {
+                ka.forget(id);
+                s.shutdown().await;
+            }
         }
     }
 

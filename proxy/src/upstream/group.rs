@@ -11,6 +11,7 @@ use crate::upstream::peer_certs::{CertCache, PeerCerts};
 use ferry_conf::ProxyConf;
 use ferry_lb::Group;
 use pingora_core::connectors::http::v1::Connector;
+use pingora_core::connectors::http::v2::Connector as H2Connector;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::sync::Arc;
 
@@ -24,7 +25,32 @@ pub struct Upstream {
     /// Pingora's HTTP/1 connector with this group's own idle pool.
     /// Shared with the next configuration when a reload keeps the pool.
     pub connector: Arc<Connector>,
+    /// Pingora's HTTP/2 connector, for routes with `http_version: "2"`:
+    /// its streams share this group's connections.
+    pub h2: Arc<H2Pool>,
     pub keepalive: Arc<Keepalive>,
+}
+
+/// Pingora's HTTP/2 connector for a group, made when its first HTTP/2
+/// request comes (most groups never have one, and a connector loads its
+/// TLS roots when made).
+pub struct H2Pool {
+    options: pingora_core::connectors::ConnectorOptions,
+    connector: std::sync::OnceLock<H2Connector>,
+}
+
+impl H2Pool {
+    pub fn new(options: pingora_core::connectors::ConnectorOptions) -> H2Pool {
+        H2Pool {
+            options,
+            connector: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> &H2Connector {
+        self.connector
+            .get_or_init(|| H2Connector::new(Some(self.options.clone())))
+    }
 }
 
 /// The one keepalive pool of every server a program chooses at run time
@@ -32,6 +58,7 @@ pub struct Upstream {
 /// and SNI, so one pool serves them all.
 pub struct DynamicPool {
     pub connector: Arc<Connector>,
+    pub h2: Arc<H2Pool>,
     pub keepalive: Arc<Keepalive>,
     /// The CA files and client certificates run-time servers name.
     pub(crate) certs: CertCache,
@@ -52,6 +79,7 @@ impl DynamicPool {
             ..ferry_conf::Upstream::default()
         };
         DynamicPool {
+            h2: Arc::new(H2Pool::new(opts.clone())),
             connector: Arc::new(Connector::new(Some(opts))),
             keepalive: Arc::new(Keepalive::new(&conf, budget)),
             certs: CertCache::default(),
@@ -85,10 +113,15 @@ impl Upstream {
             tls,
             hash_key: None,
             connector: pool.connector.clone(),
+            h2: pool.h2.clone(),
             keepalive: pool.keepalive.clone(),
         }
     }
 }
+
+/// Streams one HTTP/2 connection to a server carries at once at most
+/// (fewer when the server's `SETTINGS_MAX_CONCURRENT_STREAMS` says so).
+const H2_STREAMS: usize = 100;
 
 /// A Pingora peer with nginx's timeouts: `connect_timeout` for the TCP
 /// connect (and TLS handshake), `read_timeout`/`send_timeout` between two
@@ -108,6 +141,12 @@ pub fn make_peer(up: &Upstream, server: &ferry_lb::Peer, p: &ProxyConf) -> Upstr
     o.total_connection_timeout = p.connect_timeout.non_zero();
     o.read_timeout = p.read_timeout.non_zero();
     o.write_timeout = p.send_timeout.non_zero();
+    if p.http_version == ferry_conf::HttpVersion::Http2 {
+        // Prior knowledge over plain TCP (h2c), ALPN `h2` over TLS; streams
+        // share a connection up to what the server allows.
+        o.alpn = pingora_core::protocols::ALPN::H2;
+        o.max_h2_streams = H2_STREAMS;
+    }
     UpstreamPeer::new(peer)
 }
 

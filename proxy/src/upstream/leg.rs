@@ -37,8 +37,22 @@ pub(crate) trait Leg {
     fn body(&mut self) -> BodySource<'_>;
     /// The body streams from the client: it can go to one try only.
     fn body_streams(&self) -> bool;
-    /// The next piece of a streamed body (`None` at its end): never empty.
-    async fn stream_piece(&mut self) -> Result<Option<bytes::Bytes>>;
+    /// The next piece of a streamed body as the client sent it (`None` at
+    /// its end). Safe to give up: a piece read is never lost.
+    async fn read_piece(&mut self) -> Result<Option<bytes::Bytes>>;
+    /// A piece [`Leg::read_piece`] gave, through the program's filter.
+    async fn filter_piece(&mut self, read: Option<bytes::Bytes>) -> Result<Piece>;
+    /// The next piece of a streamed body to send, or its end.
+    async fn stream_piece(&mut self) -> Result<Option<bytes::Bytes>> {
+        loop {
+            let read = self.read_piece().await?;
+            match self.filter_piece(read).await? {
+                Piece::Data(p) => return Ok(Some(p)),
+                Piece::Nothing => continue,
+                Piece::End => return Ok(None),
+            }
+        }
+    }
     /// The try has its connection (a hook's look at it); an error ends the
     /// request.
     async fn connected(&mut self, conn: &Conn) -> Result<()>;
@@ -52,6 +66,16 @@ pub(crate) trait Leg {
     async fn response(&mut self, header: &mut ResponseHeader) -> Result<RetryDecision>;
     /// The request's record of tries.
     fn tries(&mut self) -> &mut Vec<Try>;
+}
+
+/// What one piece of a streamed body came to, through the filter.
+pub(crate) enum Piece {
+    /// Bytes to send.
+    Data(bytes::Bytes),
+    /// The filter kept nothing of this piece: read the next.
+    Nothing,
+    /// The body's end.
+    End,
 }
 
 /// Where the request body comes from on this try.

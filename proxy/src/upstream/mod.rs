@@ -16,6 +16,7 @@ pub(crate) mod peer;
 pub(crate) mod peer_certs;
 pub(crate) mod read_header;
 pub(crate) mod send_request;
+pub(crate) mod session;
 pub(crate) mod subrequest;
 pub(crate) mod tries;
 pub(crate) mod try_record;

@@ -46,6 +46,19 @@ impl UpstreamPeer {
     }
 }
 
+impl UpstreamPeer {
+    /// This peer over HTTP/1.1 (an upgrade, on a route with
+    /// `http_version: "2"`); itself when it is so already.
+    pub fn http1(self: Arc<Self>) -> Arc<Self> {
+        if self.http.options.alpn.get_min_http_version() == 1 {
+            return self;
+        }
+        let mut http = self.http.clone();
+        http.options.alpn = pingora_core::protocols::ALPN::H1;
+        Arc::new(UpstreamPeer::new(http))
+    }
+}
+
 impl fmt::Display for UpstreamPeer {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         self.http.fmt(f)

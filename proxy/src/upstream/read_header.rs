@@ -14,21 +14,11 @@ use pingora_error::{Error, ErrorType, Result};
 
 pub(crate) async fn read_response_header(conn: &mut Conn, buffer_size: usize) -> Result<()> {
     let s = &mut conn.session;
-    loop {
-        s.read_response().await?;
-        let status = s.get_status().map_or(0, |c| c.as_u16());
-        if !(100..200).contains(&status) || status == 101 {
-            break;
-        }
-    }
-    let raw = s.get_headers_raw_bytes();
-    if raw.len() > buffer_size {
+    let size = s.read_response_header().await?;
+    if size > buffer_size {
         return Error::e_explain(
             ErrorType::InvalidHTTPHeader,
-            format!(
-                "upstream sent too big header: {} bytes, buffer_size {buffer_size}",
-                raw.len()
-            ),
+            format!("upstream sent too big header: {size} bytes, buffer_size {buffer_size}"),
         );
     }
     let Some(header) = s.resp_header() else {
@@ -49,7 +39,9 @@ pub(crate) async fn read_response_header(conn: &mut Conn, buffer_size: usize) ->
         }
         // Pingora drops Content-Length when Transfer-Encoding is present; the
         // raw header still shows it, and nginx refuses the pair.
-        if contains_header(&raw, b"content-length") {
+        if s.raw_header()
+            .is_some_and(|raw| contains_header(&raw, b"content-length"))
+        {
             return Error::e_explain(
                 ErrorType::InvalidHTTPHeader,
                 "upstream sent \"Content-Length\" and \"Transfer-Encoding\"",

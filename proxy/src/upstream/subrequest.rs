@@ -84,8 +84,12 @@ impl Leg for SubrequestLeg<'_> {
         false
     }
 
-    async fn stream_piece(&mut self) -> Result<Option<Bytes>> {
+    async fn read_piece(&mut self) -> Result<Option<Bytes>> {
         Ok(None)
+    }
+
+    async fn filter_piece(&mut self, _read: Option<Bytes>) -> Result<crate::upstream::leg::Piece> {
+        Ok(crate::upstream::leg::Piece::End)
     }
 
     // A subrequest runs inside the hook that made it, with no client

@@ -91,6 +91,19 @@ impl Phase {
     }
 }
 
+impl TryFailed {
+    /// The server had the request (nginx `u->request_sent`), unless it
+    /// said it never processed it: an HTTP/2 stream it refused
+    /// (`REFUSED_STREAM`) or left past its `GOAWAY` (RFC 9113, 8.7), which
+    /// Pingora marks retryable. Such a request may go to the next server
+    /// even when its method is not idempotent.
+    fn request_sent(&self) -> bool {
+        let unprocessed =
+            matches!(self.error.etype(), ErrorType::H2Error) && self.error.retry.retry();
+        self.phase.request_sent() && !unprocessed
+    }
+}
+
 /// Why one try failed, and what nginx needs to know about it.
 struct TryFailed {
     error: Box<Error>,
@@ -343,6 +356,7 @@ impl Tries {
         left: u32,
     ) -> Judged {
         self.body_used = leg.body_streams() && failed.phase.request_sent();
+        let request_sent = failed.request_sent();
         let failure = Failure::of(&failed.error);
         log_failure(failure, &c.lease, &c.upstream, &failed.error);
         let t = &mut leg.tries()[c.index];
@@ -355,7 +369,7 @@ impl Tries {
         };
         let outcome = Outcome::Failed {
             failure,
-            request_sent: failed.phase.request_sent(),
+            request_sent,
         };
         // nginx: a stale keepalive connection does not use up a try.
         let stale = failed.reused && failure == Failure::Error;
