@@ -70,6 +70,9 @@ pub struct Peer {
     /// Connect to this Unix socket instead of `addr` (nginx
     /// `proxy_pass http://unix:/path`).
     pub unix: Option<PathBuf>,
+    /// HTTP/2 to the server: prior knowledge in the clear, ALPN `h2` over
+    /// TLS (nginx `proxy_http_version 2`); gRPC servers need it.
+    pub http2: bool,
 }
 
 impl Peer {
@@ -87,6 +90,7 @@ impl Peer {
             ca_file: None,
             client_cert: None,
             unix: None,
+            http2: false,
         }
     }
 
@@ -144,6 +148,12 @@ impl Peer {
     /// Present the certificate chain in `cert` with the key in `key` (PEM).
     pub fn client_cert(mut self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Peer {
         self.client_cert = Some((cert.as_ref().to_path_buf(), key.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Speak HTTP/2 to the server.
+    pub fn http2(mut self) -> Peer {
+        self.http2 = true;
         self
     }
 

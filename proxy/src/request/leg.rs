@@ -263,6 +263,10 @@ impl<P: ProxyHttp> RequestLeg<'_, '_, P> {
         }
         o.read_timeout = peer.read_timeout.or(o.read_timeout);
         o.write_timeout = peer.send_timeout.or(o.write_timeout);
+        let made = match peer.http2 {
+            true => made.http2(),
+            false => made,
+        };
         let made = Arc::new(made);
         self.chosen.push(RuntimePeer {
             peer,
@@ -291,6 +295,7 @@ fn peer_view(p: &UpstreamPeer) -> Peer {
         view = view.tls(&http.sni);
     }
     view.verify = http.options.verify_cert;
+    view.http2 = http.options.alpn.get_min_http_version() == 2;
     view.connect_timeout = http.options.connection_timeout;
     view.read_timeout = http.options.read_timeout;
     view.send_timeout = http.options.write_timeout;

@@ -119,10 +119,6 @@ impl Upstream {
     }
 }
 
-/// Streams one HTTP/2 connection to a server carries at once at most
-/// (fewer when the server's `SETTINGS_MAX_CONCURRENT_STREAMS` says so).
-const H2_STREAMS: usize = 100;
-
 /// A Pingora peer with nginx's timeouts: `connect_timeout` for the TCP
 /// connect (and TLS handshake), `read_timeout`/`send_timeout` between two
 /// reads/writes; with the group's TLS settings.
@@ -141,13 +137,11 @@ pub fn make_peer(up: &Upstream, server: &ferry_lb::Peer, p: &ProxyConf) -> Upstr
     o.total_connection_timeout = p.connect_timeout.non_zero();
     o.read_timeout = p.read_timeout.non_zero();
     o.write_timeout = p.send_timeout.non_zero();
-    if p.http_version == ferry_conf::HttpVersion::Http2 {
-        // Prior knowledge over plain TCP (h2c), ALPN `h2` over TLS; streams
-        // share a connection up to what the server allows.
-        o.alpn = pingora_core::protocols::ALPN::H2;
-        o.max_h2_streams = H2_STREAMS;
+    let peer = UpstreamPeer::new(peer);
+    match p.http_version {
+        ferry_conf::HttpVersion::Http2 => peer.http2(),
+        _ => peer,
     }
-    UpstreamPeer::new(peer)
 }
 
 /// A run-time server's peer: as [`make_peer`], at a Unix socket when

@@ -46,7 +46,21 @@ impl UpstreamPeer {
     }
 }
 
+/// Streams one HTTP/2 connection to a server carries at once at most
+/// (fewer when the server's `SETTINGS_MAX_CONCURRENT_STREAMS` says so).
+const H2_STREAMS: usize = 100;
+
 impl UpstreamPeer {
+    /// This peer over HTTP/2: prior knowledge over plain TCP (h2c), ALPN
+    /// `h2` over TLS; streams share a connection up to what the server
+    /// allows.
+    pub fn http2(self) -> UpstreamPeer {
+        let mut http = self.http;
+        http.options.alpn = pingora_core::protocols::ALPN::H2;
+        http.options.max_h2_streams = H2_STREAMS;
+        UpstreamPeer::new(http)
+    }
+
     /// This peer over HTTP/1.1 (an upgrade, on a route with
     /// `http_version: "2"`); itself when it is so already.
     pub fn http1(self: Arc<Self>) -> Arc<Self> {
