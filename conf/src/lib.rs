@@ -14,6 +14,7 @@ mod cache;
 mod cidr;
 mod compress;
 mod error;
+mod least_time;
 mod limit;
 mod listen;
 mod next_upstream;
@@ -43,6 +44,7 @@ pub use root::{AccessLog, Admin, Config, HeaderBuffers, RealIp, Resolver};
 pub use route::{Return, Route, RouteMatch};
 pub use template::{Segment, Template, Variable};
 pub use units::{parse_duration, parse_size, Duration, Size};
+pub use least_time::{LeastTime, Measure};
 pub use upstream::{Balance, HealthCheck, Server, Upstream, UpstreamTls};
 pub use validate::Problem;
 
