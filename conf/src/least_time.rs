@@ -121,8 +121,7 @@ mod tests {
             .unwrap_err();
         assert!(e.starts_with("f.yaml:5:28: "), "{e}");
         assert!(e.contains("first_byte"), "{e}");
-        let e =
-            group("    balance: least_time\n    least_time: { inflite: true }\n").unwrap_err();
+        let e = group("    balance: least_time\n    least_time: { inflite: true }\n").unwrap_err();
         assert!(e.starts_with("f.yaml:5:19: "), "{e}");
         assert!(e.contains("inflite"), "{e}");
     }

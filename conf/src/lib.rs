@@ -32,6 +32,7 @@ pub use cache::{CacheZone, RouteCache, StaleCondition, IGNORABLE_HEADERS};
 pub use cidr::Cidr;
 pub use compress::{Algorithm as CompressAlgorithm, Compress, Proxied};
 pub use error::{ConfError, ConfErrors};
+pub use least_time::{LeastTime, Measure};
 pub use limit::{
     LimitConn, LimitConnZone, LimitReq, LimitReqZone, Limits, OnStoreError, Rate, RedisUrl, Store,
 };
@@ -44,7 +45,6 @@ pub use root::{AccessLog, Admin, Config, HeaderBuffers, RealIp, Resolver};
 pub use route::{Return, Route, RouteMatch};
 pub use template::{Segment, Template, Variable};
 pub use units::{parse_duration, parse_size, Duration, Size};
-pub use least_time::{LeastTime, Measure};
 pub use upstream::{Balance, HealthCheck, Server, Upstream, UpstreamTls};
 pub use validate::Problem;
 
