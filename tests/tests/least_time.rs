@@ -162,3 +162,33 @@ async fn without_inflight_a_held_request_counts_only_as_a_connection() {
     let a = five_while_a_holds_one(false).await;
     assert!(a >= 4, "a took {a} of 5");
 }
+
+#[tokio::test]
+async fn averages_survive_a_reload() {
+    let slow = slow_header("slow", Duration::from_millis(250)).await;
+    let fast = Backend::named("fast").await;
+    let admin = Admin::new();
+    let before = conf("{ measure: header }", &[slow.addr, fast.addr]);
+    let ferry = Ferry::start(&format!("{}{before}", admin.yaml(""))).await;
+    let warm = tally(&ferry, "/", 2).await;
+    assert_eq!(
+        (count(&warm, "slow"), count(&warm, "fast")),
+        (1, 1),
+        "{warm:?}"
+    );
+    let measured = admin.server("app", slow.addr).await["header_time"].clone();
+    // The same servers in the other order: fresh state would start with a
+    // tie again (fast, then slow); kept state sends nothing to slow.
+    let after = conf("{ measure: header }", &[fast.addr, slow.addr]);
+    ferry.rewrite(&format!("{}{after}", admin.yaml("")));
+    ferry.reload().await;
+    let now = admin.upstreams().await;
+    assert_eq!(
+        now["app"]["servers"][0]["addr"],
+        fast.addr.to_string(),
+        "{now}"
+    );
+    assert_eq!(now["app"]["servers"][1]["header_time"], measured, "{now}");
+    let t = tally(&ferry, "/", 5).await;
+    assert_eq!(count(&t, "slow"), 0, "{t:?}");
+}
