@@ -71,9 +71,8 @@ impl Times {
     /// In the pick loop, for each server it considers: the mean age of its
     /// requests in flight goes into `inflight_time`.
     pub fn refresh_inflight(&mut self, now: u64) {
-        if self.inflight_reqs > 0 {
-            let ift = (self.inflight_last / self.inflight_reqs)
-                .wrapping_add(now.wrapping_sub(self.inflight_reqs_changed));
+        if let Some(mean) = self.inflight_last.checked_div(self.inflight_reqs) {
+            let ift = mean.wrapping_add(now.wrapping_sub(self.inflight_reqs_changed));
             self.inflight_time = average(self.inflight_time, ift);
         }
     }
