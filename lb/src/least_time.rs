@@ -28,7 +28,7 @@ pub struct Times {
     pub inflight_time: u64,
     /// Sum of the ages of the requests in flight at `inflight_reqs_changed`.
     pub inflight_last: u64,
-    /// When `inflight_reqs` last changed (ms on [`now_ms`]'s clock).
+    /// When `inflight_reqs` last changed (ms on `now_ms`'s clock).
     pub inflight_reqs_changed: u64,
     /// Requests in flight (counted with `inflight` only).
     pub inflight_reqs: u64,
@@ -40,7 +40,7 @@ pub struct Times {
 pub(crate) struct Timing {
     /// This try is counted in its server's `inflight_reqs`.
     pub inflight: bool,
-    /// When it was picked (ms on [`now_ms`]'s clock).
+    /// When it was picked (ms on `now_ms`'s clock).
     pub taken: u64,
     /// `$upstream_header_time` and `$upstream_response_time`, in ms.
     pub header: Option<u64>,
@@ -48,7 +48,7 @@ pub(crate) struct Timing {
 }
 
 /// nginx's `ngx_current_msec`: milliseconds on a process-wide monotonic clock.
-pub fn now_ms(now: Instant) -> u64 {
+pub(crate) fn now_ms(now: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     ms(now.saturating_duration_since(epoch))
@@ -60,7 +60,7 @@ fn ms(d: Duration) -> u64 {
 
 /// `ngx_http_upstream_response_time_avg`: an exponential moving average
 /// (5% of the new value) rounded half up; the first value is taken as is.
-pub fn average(avg: u64, v: u64) -> u64 {
+pub(crate) fn average(avg: u64, v: u64) -> u64 {
     if avg == 0 {
         return v;
     }
@@ -70,7 +70,7 @@ pub fn average(avg: u64, v: u64) -> u64 {
 impl Times {
     /// In the pick loop, for each server it considers: the mean age of its
     /// requests in flight goes into `inflight_time`.
-    pub fn refresh_inflight(&mut self, now: u64) {
+    pub(crate) fn refresh_inflight(&mut self, now: u64) {
         if let Some(mean) = self.inflight_last.checked_div(self.inflight_reqs) {
             let ift = mean.wrapping_add(now.wrapping_sub(self.inflight_reqs_changed));
             self.inflight_time = average(self.inflight_time, ift);
@@ -78,7 +78,7 @@ impl Times {
     }
 
     /// A request in flight more (the server was picked, with `inflight`).
-    pub fn start_inflight(&mut self, now: u64) {
+    pub(crate) fn start_inflight(&mut self, now: u64) {
         if self.inflight_reqs > 0 {
             let spent = now.wrapping_sub(self.inflight_reqs_changed);
             self.inflight_last = self
@@ -92,7 +92,7 @@ impl Times {
     /// `least_time_inflight_done`: a request in flight less, whose age was
     /// `last` (`None`: nginx's unset time, `(ngx_msec_t) -1`, as a try
     /// that failed has; the unsigned sum then wraps to `+1`).
-    pub fn inflight_done(&mut self, now: u64, last: Option<u64>) {
+    pub(crate) fn inflight_done(&mut self, now: u64, last: Option<u64>) {
         if self.inflight_reqs == 0 {
             return;
         }
@@ -113,7 +113,7 @@ impl Times {
 /// `ngx_http_upstream_least_time_eta`: the time the server would take to
 /// finish what it has, `rt x (1 + conns)`. `decay` is how many times
 /// `fail_timeout + 1s` passed since it was last checked (each halves `rt`).
-pub fn eta(t: &Times, measure: Measure, decay: u64, conns: u32) -> u64 {
+pub(crate) fn eta(t: &Times, measure: Measure, decay: u64, conns: u32) -> u64 {
     let mut rt = match measure {
         Measure::Header => t.header_time,
         Measure::LastByte => t.response_time,
@@ -139,7 +139,7 @@ pub fn eta(t: &Times, measure: Measure, decay: u64, conns: u32) -> u64 {
 /// nginx: `if (now - checked > fail_timeout) rt >>= (now - checked) /
 /// (fail_timeout + 1)`, in seconds; here in milliseconds, which is the
 /// same for whole seconds and extends to fractional `fail_timeout`.
-pub fn decay(st: &PeerState, fail_timeout: Duration, now: Instant) -> u64 {
+pub(crate) fn decay(st: &PeerState, fail_timeout: Duration, now: Instant) -> u64 {
     match st.checked {
         Some(c) if now.saturating_duration_since(c) > fail_timeout => {
             let passed = ms(now.saturating_duration_since(c));
