@@ -14,6 +14,7 @@ mod cache;
 mod cidr;
 mod compress;
 mod error;
+mod least_time;
 mod limit;
 mod listen;
 mod next_upstream;
@@ -31,6 +32,7 @@ pub use cache::{CacheZone, RouteCache, StaleCondition, IGNORABLE_HEADERS};
 pub use cidr::Cidr;
 pub use compress::{Algorithm as CompressAlgorithm, Compress, Proxied};
 pub use error::{ConfError, ConfErrors};
+pub use least_time::{LeastTime, Measure};
 pub use limit::{
     LimitConn, LimitConnZone, LimitReq, LimitReqZone, Limits, OnStoreError, Rate, RedisUrl, Store,
 };

@@ -4,21 +4,50 @@
 //! (`weight`, `max_fails`, `fail_timeout`, `max_conns`, `backup`, `down`),
 //! the balancer directives and `keepalive*`.
 
+use crate::least_time::LeastTime;
 use crate::template::Template;
 use crate::units::Duration;
 use serde::Deserialize;
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(from = "BalanceName")]
 pub enum Balance {
     /// nginx's smooth weighted round robin.
     #[default]
     RoundRobin,
     LeastConn,
+    /// nginx `least_time`: the group's `least_time:` block, folded in by
+    /// validation (its defaults until then).
+    LeastTime(LeastTime),
     IpHash,
     Hash,
     Random,
+}
+
+/// `balance:` as written: the method's name alone.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BalanceName {
+    RoundRobin,
+    LeastConn,
+    LeastTime,
+    IpHash,
+    Hash,
+    Random,
+}
+
+impl From<BalanceName> for Balance {
+    fn from(n: BalanceName) -> Balance {
+        match n {
+            BalanceName::RoundRobin => Balance::RoundRobin,
+            BalanceName::LeastConn => Balance::LeastConn,
+            BalanceName::LeastTime => Balance::LeastTime(LeastTime::default()),
+            BalanceName::IpHash => Balance::IpHash,
+            BalanceName::Hash => Balance::Hash,
+            BalanceName::Random => Balance::Random,
+        }
+    }
 }
 
 impl Balance {
@@ -27,15 +56,19 @@ impl Balance {
         match self {
             Balance::RoundRobin => "round_robin",
             Balance::LeastConn => "least_conn",
+            Balance::LeastTime(_) => "least_time",
             Balance::IpHash => "ip_hash",
             Balance::Hash => "hash",
             Balance::Random => "random",
         }
     }
 
-    /// nginx allows `backup` only with round robin and least_conn.
+    /// nginx allows `backup` only with round robin, least_conn and least_time.
     pub fn allows_backup(self) -> bool {
-        matches!(self, Balance::RoundRobin | Balance::LeastConn)
+        matches!(
+            self,
+            Balance::RoundRobin | Balance::LeastConn | Balance::LeastTime(_)
+        )
     }
 }
 
@@ -47,6 +80,8 @@ pub struct Upstream {
     pub hash_key: Option<Template>,
     /// `balance: hash`: ketama when true.
     pub consistent: bool,
+    /// `balance: least_time`: what it measures.
+    pub least_time: Option<LeastTime>,
     /// Idle connections kept per group (0 = none).
     pub keepalive: usize,
     pub keepalive_timeout: Duration,
@@ -132,6 +167,7 @@ impl Default for Upstream {
             balance: Balance::RoundRobin,
             hash_key: None,
             consistent: false,
+            least_time: None,
             keepalive: 32,
             keepalive_timeout: Duration::secs(60),
             keepalive_requests: 1000,

@@ -144,6 +144,7 @@ fn check_upstreams(c: &mut Config, out: &mut Vec<Problem>) {
                 "balance: hash needs a hash_key",
             ));
         }
+        crate::least_time::check(u, &base, out);
         if let Some(h) = &u.health_check {
             if h.interval.is_zero() {
                 out.push(problem(

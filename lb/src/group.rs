@@ -7,7 +7,7 @@
 
 use crate::hash::{HashWalk, Ring};
 use crate::passive_health::PeerState;
-use crate::{ip_hash, least_conn, random, smooth_weighted};
+use crate::{ip_hash, least_conn, least_time, random, smooth_weighted};
 use ferry_conf::{Balance, Server, Upstream};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -187,6 +187,9 @@ pub struct ServerReport {
     pub active: u32,
     pub requests: u64,
     pub fails: u32,
+    /// least_time's averages (ms): time to the header, to the last byte.
+    pub header_time: u64,
+    pub response_time: u64,
 }
 
 fn members(
@@ -373,6 +376,7 @@ impl Group {
         let peer = &m.peers[chosen];
         let st = &mut m.state[chosen];
         st.on_selected(peer.fail_timeout, now);
+        let timing = least_time::on_selected(m.balance, m.single, st, now);
         st.conns += 1;
         st.requests += 1;
         cursor.tried[chosen] = true;
@@ -383,6 +387,7 @@ impl Group {
             generation: m.generation,
             index: chosen,
             freed: false,
+            timing,
         })
     }
 
@@ -438,6 +443,8 @@ impl Group {
                 active: s.conns,
                 requests: s.requests,
                 fails: s.fails,
+                header_time: s.times.header_time,
+                response_time: s.times.response_time,
             })
             .collect()
     }
@@ -450,6 +457,12 @@ impl Group {
             .iter()
             .map(|s| (s.fails, s.conns))
             .collect()
+    }
+
+    /// Every peer's live state, for tests.
+    #[cfg(test)]
+    pub(crate) fn states(&self) -> Vec<PeerState> {
+        self.lock().state.clone()
     }
 
     /// Whether passive health currently skips the server at `addr`.
@@ -469,13 +482,7 @@ impl Group {
     ) -> bool {
         let mut guard = self.lock();
         let m = &mut *guard;
-        let index = if m.generation == lease.generation {
-            Some(lease.index)
-        } else {
-            let addr = lease.peer().addr;
-            m.peers.iter().position(|p| p.addr == addr)
-        };
-        let Some(index) = index else {
+        let Some(index) = index_of(m, lease) else {
             // A server that left the group mid-try still used up the try.
             if let Some(c) = cursor {
                 c.tries_left = c.tries_left.saturating_sub(1);
@@ -484,6 +491,7 @@ impl Group {
         };
         let s = &mut m.state[index];
         s.conns = s.conns.saturating_sub(1);
+        least_time::on_free(m.balance, s, &lease.timing, feedback);
         if m.single {
             s.fails = 0;
             if let Some(c) = cursor {
@@ -512,6 +520,15 @@ impl Group {
         }
         marked
     }
+}
+
+/// Where a lease's peer is among the members now (`None`: it left).
+fn index_of(m: &Members, lease: &Lease) -> Option<usize> {
+    if m.generation == lease.generation {
+        return Some(lease.index);
+    }
+    let addr = lease.peer().addr;
+    m.peers.iter().position(|p| p.addr == addr)
 }
 
 fn max_tries(m: &Members) -> u32 {
@@ -550,6 +567,9 @@ fn pick_in(
     let picked = match m.balance {
         Balance::RoundRobin => None,
         Balance::LeastConn => return least_conn::pick(state, weights, &eligible),
+        Balance::LeastTime(lt) => {
+            return least_time::pick(state, peers, weights, &eligible, lt, now);
+        }
         Balance::Hash if many && !key.hash.is_empty() => match &m.ring {
             Some(ring) => ring.pick(key.hash, &mut cursor.walk, |name| {
                 let same: Vec<usize> = (0..primaries)
@@ -612,6 +632,7 @@ pub struct Lease {
     generation: u64,
     index: usize,
     freed: bool,
+    timing: least_time::Timing,
 }
 
 impl Lease {
@@ -631,6 +652,26 @@ impl Lease {
 
     pub fn group(&self) -> &Group {
         &self.group
+    }
+
+    /// The try's `$upstream_header_time` and `$upstream_response_time`,
+    /// for `least_time` when the lease is freed.
+    pub fn set_times(&mut self, header: Option<Duration>, response: Option<Duration>) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.timing.header = header.map(ms);
+        self.timing.response = response.map(ms);
+    }
+
+    /// nginx `peer.notify(NGX_HTTP_UPSTREAM_NOTIFY_HEADER)`: the header of
+    /// the response to use arrived after `header_time` (`least_time`).
+    pub fn header_arrived(&mut self, header_time: Duration) {
+        let ms = u64::try_from(header_time.as_millis()).unwrap_or(u64::MAX);
+        let group = self.group.clone();
+        let mut guard = group.lock();
+        let m = &mut *guard;
+        if let Some(i) = index_of(m, self) {
+            least_time::on_header(m.balance, &mut m.state[i], &mut self.timing, ms);
+        }
     }
 
     /// nginx `peer.free`: account the try and use up one of the request's

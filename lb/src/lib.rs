@@ -11,6 +11,7 @@ mod group;
 pub mod hash;
 pub mod ip_hash;
 pub mod least_conn;
+pub mod least_time;
 pub mod passive_health;
 pub mod random;
 pub mod smooth_weighted;

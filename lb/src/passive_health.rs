@@ -31,6 +31,8 @@ pub struct PeerState {
     pub draining: bool,
     /// Tries this peer was given since it joined its group.
     pub requests: u64,
+    /// least_time's averages and requests in flight.
+    pub times: crate::least_time::Times,
 }
 
 impl PeerState {
@@ -46,6 +48,7 @@ impl PeerState {
             held_down: false,
             draining: false,
             requests: 0,
+            times: Default::default(),
         }
     }
 

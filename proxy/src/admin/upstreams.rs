@@ -68,7 +68,7 @@ fn list(live: &Live) -> Vec<u8> {
             .report()
             .into_iter()
             .map(|r| {
-                json!({
+                let mut server = json!({
                     "addr": r.peer.addr.to_string(),
                     "name": r.peer.name,
                     "state": r.state.as_str(),
@@ -77,7 +77,13 @@ fn list(live: &Live) -> Vec<u8> {
                     "active": r.active,
                     "requests": r.requests,
                     "fails": r.fails,
-                })
+                });
+                if let ferry_conf::Balance::LeastTime(_) = conf.balance {
+                    // least_time's averages, in ms (nginx API `header_time`, `response_time`).
+                    server["header_time"] = json!(r.header_time);
+                    server["response_time"] = json!(r.response_time);
+                }
+                server
             })
             .collect();
         out.insert(

@@ -61,13 +61,14 @@ impl Held {
     /// do not count against `max_fails`, as in nginx).
     pub fn finish(self, tries: &mut [Try]) {
         let Held {
-            lease,
+            mut lease,
             mut cursor,
             try_index,
         } = self;
         if let Some(t) = tries.get_mut(try_index) {
             t.outcome = TryOutcome::Used;
             t.response_time = Some(t.started.elapsed());
+            lease.set_times(t.header_time, t.response_time);
         }
         lease.free(Feedback::Ok, &mut cursor);
     }
@@ -267,7 +268,8 @@ impl Tries {
                 let (mut judged, header) = self.header(leg, policy, &c, conn, left).await?;
                 if judged.verdict == Verdict::Respond {
                     if let (Some(conn), Some(header)) = (judged.conn.take(), header) {
-                        return Ok(Step::Respond(self.respond(c, conn, header)));
+                        let took = leg.tries()[c.index].header_time;
+                        return Ok(Step::Respond(self.respond(c, took, conn, header)));
                     }
                 }
                 judged
@@ -394,8 +396,18 @@ impl Tries {
         }
     }
 
-    /// The response to use: its server held until it is done.
-    fn respond(&mut self, c: Current, conn: Conn, header: ResponseHeader) -> Response {
+    /// The response to use: its server held until it is done (and told
+    /// its header arrived, for `least_time`).
+    fn respond(
+        &mut self,
+        mut c: Current,
+        header_time: Option<std::time::Duration>,
+        conn: Conn,
+        header: ResponseHeader,
+    ) -> Response {
+        if let Some(t) = header_time {
+            c.lease.header_arrived(t);
+        }
         let cursor = self.cursors.swap_remove(c.at).1;
         let held = Held {
             lease: c.lease,
@@ -416,9 +428,11 @@ impl Tries {
     ) -> (Arc<Upstream>, usize) {
         let t = &mut leg.tries()[c.index];
         t.response_time = Some(t.started.elapsed());
+        let mut lease = c.lease;
+        lease.set_times(t.header_time, t.response_time);
         let cursor = &mut self.cursors[c.at].1;
-        let server = c.lease.peer().addr;
-        if c.lease.free(j.outcome.feedback(j.verdict), cursor) {
+        let server = lease.peer().addr;
+        if lease.free(j.outcome.feedback(j.verdict), cursor) {
             crate::upstream::events::marked_failed(&c.upstream.name, server);
         }
         if j.stale {
