@@ -11,14 +11,20 @@
 //! - [`dns`]: a real DNS server (dnsmasq) whose records a test changes.
 //! - [`redis`]: a real redis-server for the limits kept in Redis.
 //! - [`yaml`]: building the `upstreams:` / `routes:` part of a test's YAML.
+//! - [`h2_server`]: a raw HTTP/2 server (h2) that answers, resets streams,
+//!   or sends GOAWAY; [`h2_client`]: a raw HTTP/2 client.
 
 pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod dns;
 pub mod ferry;
+pub mod h2_client;
+mod h2_goaway;
+pub mod h2_server;
 pub mod raw;
 pub mod redis;
+mod serve;
 pub mod tls;
 pub mod yaml;
 
