@@ -26,6 +26,8 @@ use tonic_prost::ProstCodec;
 /// A call as the server saw it.
 #[derive(Debug, Clone)]
 pub struct SeenCall {
+    /// Which connection it came on (0 = the first accepted).
+    pub conn: usize,
     /// The method path, e.g. [`crate::grpc::UNARY`].
     pub path: String,
     /// The request headers, as they arrived.
@@ -76,7 +78,8 @@ impl GrpcServer {
     async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> GrpcServer {
         let state = Arc::new(State::default());
         let shared = state.clone();
-        let accepting = accept_loop(tls, move |io, _| serve_conn(io, shared.clone())).await;
+        let accepting =
+            accept_loop(tls, move |io, conn| serve_conn(io, conn, shared.clone())).await;
         GrpcServer {
             addr: accepting.addr,
             conns: accepting.conns,
@@ -112,10 +115,10 @@ impl GrpcServer {
     }
 }
 
-async fn serve_conn(io: BoxIo, state: Arc<State>) {
+async fn serve_conn(io: BoxIo, conn: usize, state: Arc<State>) {
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(dispatch(state, req).await) }
+        async move { Ok::<_, Infallible>(dispatch(state, conn, req).await) }
     });
     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(io), svc)
@@ -125,10 +128,15 @@ async fn serve_conn(io: BoxIo, state: Arc<State>) {
 /// Record the call and hand it to its method. Unary and client streaming
 /// go through tonic's streaming entry points too (same bytes on the wire),
 /// so every method can end with custom trailers.
-async fn dispatch(state: Arc<State>, req: http::Request<Incoming>) -> http::Response<Body> {
+async fn dispatch(
+    state: Arc<State>,
+    conn: usize,
+    req: http::Request<Incoming>,
+) -> http::Response<Body> {
     state.calls.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
     let seen = SeenCall {
+        conn,
         path: path.clone(),
         headers: req.headers().clone(),
     };

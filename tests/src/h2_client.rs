@@ -100,6 +100,22 @@ impl H2Client {
         self.send(head, Bytes::new(), None).await
     }
 
+    /// A gRPC call written by hand: `req` framed as the body of a POST to
+    /// `path` (`content-type: application/grpc`, `te: trailers`, and
+    /// `headers`). For checks on the wire: a trailers-only answer, the
+    /// trailers as sent. [`crate::grpc::unframe`] reads the body.
+    pub async fn grpc(
+        &self,
+        path: &str,
+        req: &crate::grpc::EchoRequest,
+        headers: &[(&str, &str)],
+    ) -> Result<H2Response, h2::Error> {
+        let mut all = vec![("content-type", "application/grpc"), ("te", "trailers")];
+        all.extend_from_slice(headers);
+        let head = self.head("POST", path, &all);
+        self.send(head, crate::grpc::frame(req), None).await
+    }
+
     /// Send `head`, then `body` and `trailers` (either may be empty), and
     /// read the whole response. Several may run at once, each its own
     /// stream on this connection.

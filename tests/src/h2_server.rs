@@ -140,6 +140,14 @@ impl H2Server {
         H2Server::serve(Some(cert.acceptor_alpn(b"h2")), handler).await
     }
 
+    /// An h2c server acting by `handler` that allows each connection at
+    /// most `max_streams` streams at a time (SETTINGS_MAX_CONCURRENT_STREAMS).
+    /// Streams past the limit (a client that opened them before it had the
+    /// server's SETTINGS) are refused with REFUSED_STREAM (RFC 9113, 5.1.2).
+    pub async fn start_limited(max_streams: u32, handler: H2Handler) -> H2Server {
+        H2Server::serve_with(None, Some(max_streams), handler).await
+    }
+
     /// An h2c server answering every request 200 with `name` as the body.
     pub async fn named(name: &str) -> H2Server {
         let name = Bytes::from(name.to_string());
@@ -166,10 +174,27 @@ impl H2Server {
     }
 
     async fn serve(tls: Option<tokio_rustls::TlsAcceptor>, handler: H2Handler) -> H2Server {
+        H2Server::serve_with(tls, None, handler).await
+    }
+
+    async fn serve_with(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        max_streams: Option<u32>,
+        handler: H2Handler,
+    ) -> H2Server {
         let counts = Arc::new(Counts::default());
         let shared = counts.clone();
+        let mut builder = h2::server::Builder::new();
+        if let Some(max) = max_streams {
+            builder.max_concurrent_streams(max);
+        }
         let accepting = accept_loop(tls, move |io, index| {
-            serve_conn(io, index, handler.clone(), shared.clone())
+            let conn = Conn {
+                index,
+                handler: handler.clone(),
+                counts: shared.clone(),
+            };
+            conn.serve(builder.handshake(io))
         })
         .await;
         H2Server::from_parts(accepting, counts)
@@ -212,27 +237,45 @@ struct Shutdown {
     done: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn serve_conn(io: BoxIo, conn: usize, handler: H2Handler, counts: Arc<Counts>) {
-    let Ok(mut connection) = h2::server::handshake(io).await else {
-        return;
-    };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut streams = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            next = connection.accept() => {
-                let Some(Ok((req, respond))) = next else { break };
-                let index = counts.streams.fetch_add(1, Ordering::SeqCst);
-                let stream = Stream { conn, index, handler: handler.clone(), counts: counts.clone(), tx: tx.clone() };
-                streams.spawn(stream.run(req, respond));
-            }
-            Some(shutdown) = rx.recv() => {
-                match shutdown.abrupt {
-                    Some(reason) => connection.abrupt_shutdown(reason),
-                    None => connection.graceful_shutdown(),
+/// One connection being served: its index, the handler, the counts.
+struct Conn {
+    index: usize,
+    handler: H2Handler,
+    counts: Arc<Counts>,
+}
+
+impl Conn {
+    async fn serve(self, handshake: h2::server::Handshake<BoxIo, Bytes>) {
+        let Ok(mut connection) = handshake.await else {
+            return;
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut streams = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                next = connection.accept() => {
+                    let Some(Ok((req, respond))) = next else { break };
+                    while streams.try_join_next().is_some() {}
+                    streams.spawn(self.stream(tx.clone()).run(req, respond));
                 }
-                let _ = shutdown.done.send(());
+                Some(shutdown) = rx.recv() => {
+                    match shutdown.abrupt {
+                        Some(reason) => connection.abrupt_shutdown(reason),
+                        None => connection.graceful_shutdown(),
+                    }
+                    let _ = shutdown.done.send(());
+                }
             }
+        }
+    }
+
+    fn stream(&self, tx: mpsc::UnboundedSender<Shutdown>) -> Stream {
+        Stream {
+            conn: self.index,
+            index: self.counts.streams.fetch_add(1, Ordering::SeqCst),
+            handler: self.handler.clone(),
+            counts: self.counts.clone(),
+            tx,
         }
     }
 }

@@ -35,7 +35,7 @@ async fn unary_echoes_and_the_server_records_the_request_headers() {
     );
     assert_eq!(seen.header("x-call").as_deref(), Some("one"));
     assert_eq!(seen.header("grpc-timeout"), None);
-    assert_eq!((server.calls(), server.conns()), (1, 1));
+    assert_eq!((server.calls(), server.conns(), seen.conn), (1, 1, 0));
 }
 
 #[tokio::test]
@@ -220,21 +220,15 @@ async fn a_grpc_call_to_a_down_address_is_unavailable() {
     assert_eq!(out.code, Code::Unavailable, "{}", out.message);
 }
 
-/// A gRPC call with the raw client: `req` framed as the body of a POST to
-/// `path`, with `headers` added.
+/// A gRPC call with the raw client ([`H2Client::grpc`]) that got a response.
 async fn raw_call(
     client: &H2Client,
     path: &str,
     req: &EchoRequest,
     headers: &[(&str, &str)],
 ) -> ferry_tests::h2_client::H2Response {
-    let mut all = vec![("content-type", "application/grpc"), ("te", "trailers")];
-    all.extend_from_slice(headers);
-    let head = client.head("POST", path, &all);
-    client
-        .send(head, grpc::frame(req), None)
-        .await
-        .expect("a response")
+    let response = client.grpc(path, req, headers).await;
+    response.expect("a response")
 }
 
 fn replies(body: &[u8]) -> Vec<EchoReply> {
@@ -371,14 +365,24 @@ async fn h2_goaway_leaving_an_in_flight_stream_unprocessed() {
 /// The GOAWAY a server sends on a connection where the client opened
 /// stream 1 with a GET written frame by frame: (last_stream_id, code).
 async fn goaway_for_stream_1(addr: std::net::SocketAddr) -> (u32, u32) {
+    // HEADERS, END_STREAM | END_HEADERS, stream 1: GET, http, /, authority "a".
+    let block = [0x82, 0x86, 0x84, 0x41, 0x01, b'a'];
+    let mut hello = vec![0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1];
+    hello.extend_from_slice(&block);
+    let payload = first_frame_of(addr, &hello, 7).await;
+    let word = |i: usize| u32::from_be_bytes(payload[i..i + 4].try_into().expect("4 bytes"));
+    (word(0) & 0x7fff_ffff, word(4))
+}
+
+/// Open an HTTP/2 connection by hand (preface, empty SETTINGS, then
+/// `frames`) and return the payload of the first frame of type `kind` the
+/// server sends.
+async fn first_frame_of(addr: std::net::SocketAddr, frames: &[u8], kind: u8) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    // HEADERS, END_STREAM | END_HEADERS, stream 1: GET, http, /, authority "a".
-    let block = [0x82, 0x86, 0x84, 0x41, 0x01, b'a'];
-    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1]);
-    out.extend_from_slice(&block);
+    out.extend_from_slice(frames);
     tcp.write_all(&out).await.expect("write");
     let read = async {
         loop {
@@ -387,14 +391,37 @@ async fn goaway_for_stream_1(addr: std::net::SocketAddr) -> (u32, u32) {
             let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
             let mut payload = vec![0u8; len];
             tcp.read_exact(&mut payload).await.expect("a payload");
-            if head[3] == 7 {
-                let word =
-                    |i: usize| u32::from_be_bytes(payload[i..i + 4].try_into().expect("4 bytes"));
-                return (word(0) & 0x7fff_ffff, word(4));
+            if head[3] == kind {
+                return payload;
             }
         }
     };
     tokio::time::timeout(ferry_tests::WAIT, read)
         .await
-        .expect("a GOAWAY in time")
+        .expect("the frame in time")
+}
+
+#[tokio::test]
+async fn h2_limited_server_announces_its_stream_limit_and_still_answers() {
+    let server =
+        H2Server::start_limited(1, Arc::new(|_, _| H2Act::Respond(H2Reply::ok("one")))).await;
+    let settings = first_frame_of(server.addr, &[], 4).await;
+    let pairs: Vec<(u16, u32)> = settings
+        .chunks(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect();
+    // SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = 1.
+    assert!(pairs.contains(&(3, 1)), "{pairs:?}");
+    // Once the client has the server's SETTINGS (a first answer came after
+    // them), it queues its streams one at a time instead of being refused.
+    let client = H2Client::h2c(server.addr).await;
+    assert_eq!(client.get("/first").await.expect("first").status, 200);
+    let (a, b) = tokio::join!(client.get("/a"), client.get("/b"));
+    assert_eq!((a.expect("a").status, b.expect("b").status), (200, 200));
+    assert_eq!(server.seen().iter().filter(|s| s.conn == 1).count(), 3);
 }
