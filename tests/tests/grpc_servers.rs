@@ -425,3 +425,18 @@ async fn h2_limited_server_announces_its_stream_limit_and_still_answers() {
     assert_eq!((a.expect("a").status, b.expect("b").status), (200, 200));
     assert_eq!(server.seen().iter().filter(|s| s.conn == 1).count(), 3);
 }
+
+#[tokio::test]
+async fn h2_over_tls_with_alpn_h2() {
+    let cert = SelfSigned::new(&fresh_dir(), &["localhost"]);
+    let server = H2Server::start_tls(
+        &cert,
+        Arc::new(|_, _| H2Act::Respond(H2Reply::ok("sealed"))),
+    )
+    .await;
+    let client = H2Client::tls(server.addr, &cert).await;
+    let resp = client.get("/t").await.expect("a response");
+    assert_eq!((resp.status, &resp.body[..]), (200, &b"sealed"[..]));
+    assert_eq!(server.last().path, "/t");
+    assert_eq!((server.conns(), server.streams()), (1, 1));
+}
