@@ -11,14 +11,25 @@
 //! - [`dns`]: a real DNS server (dnsmasq) whose records a test changes.
 //! - [`redis`]: a real redis-server for the limits kept in Redis.
 //! - [`yaml`]: building the `upstreams:` / `routes:` part of a test's YAML.
+//! - [`grpc`]: the gRPC echo service's messages and wire format;
+//!   [`grpc_server`] serves it (h2c or TLS), [`grpc_client`] calls it.
+//! - [`h2_server`]: a raw HTTP/2 server (h2) that answers, resets streams,
+//!   or sends GOAWAY; [`h2_client`]: a raw HTTP/2 client.
 
 pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod dns;
 pub mod ferry;
+pub mod grpc;
+pub mod grpc_client;
+pub mod grpc_server;
+pub mod h2_client;
+mod h2_goaway;
+pub mod h2_server;
 pub mod raw;
 pub mod redis;
+mod serve;
 pub mod tls;
 pub mod yaml;
 

@@ -35,6 +35,12 @@ impl SelfSigned {
 
     /// A TLS acceptor serving this certificate (HTTP/1.1).
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor_alpn(b"http/1.1")
+    }
+
+    /// A TLS acceptor serving this certificate, offering `alpn` (`b"h2"`
+    /// for an HTTP/2 or gRPC server).
+    pub fn acceptor_alpn(&self, alpn: &[u8]) -> tokio_rustls::TlsAcceptor {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let certs = rustls_pemfile_certs(&self.cert_pem);
         let key = {
@@ -45,7 +51,7 @@ impl SelfSigned {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .expect("server config");
-        conf.alpn_protocols = vec![b"http/1.1".to_vec()];
+        conf.alpn_protocols = vec![alpn.to_vec()];
         tokio_rustls::TlsAcceptor::from(Arc::new(conf))
     }
 
