@@ -33,7 +33,10 @@ async fn each_kind_of_call_passes_through() {
     let seen = server.last();
     assert_eq!(seen.path, UNARY);
     assert_eq!(seen.header("te").as_deref(), Some("trailers"));
-    assert_eq!(seen.header("content-type").as_deref(), Some("application/grpc"));
+    assert_eq!(
+        seen.header("content-type").as_deref(),
+        Some("application/grpc")
+    );
 
     let req = EchoRequest {
         count: 3,
@@ -41,19 +44,28 @@ async fn each_kind_of_call_passes_through() {
         ..EchoRequest::text("s")
     };
     let out = client.server_stream(req).await;
-    assert_eq!((out.code, out.texts()), (Code::Ok, vec!["s-0".into(), "s-1".into(), "s-2".into()]));
+    assert_eq!(
+        (out.code, out.texts()),
+        (Code::Ok, vec!["s-0".into(), "s-1".into(), "s-2".into()])
+    );
 
     let reqs = ["a", "b", "c"].map(EchoRequest::text).to_vec();
     let out = client.client_stream(reqs).await;
     assert_eq!(out.code, Code::Ok, "{}", out.message);
     assert_eq!(out.replies.len(), 1);
-    assert_eq!((out.replies[0].text.as_str(), out.replies[0].index), ("abc", 3));
+    assert_eq!(
+        (out.replies[0].text.as_str(), out.replies[0].index),
+        ("abc", 3)
+    );
 
     // Lock step: each message waits for the echo of the one before, so
     // this passes only when both directions flow at once.
     let reqs = ["x", "y", "z"].map(EchoRequest::text).to_vec();
     let out = client.bidi(reqs).await;
-    assert_eq!((out.code, out.texts()), (Code::Ok, vec!["x".into(), "y".into(), "z".into()]));
+    assert_eq!(
+        (out.code, out.texts()),
+        (Code::Ok, vec!["x".into(), "y".into(), "z".into()])
+    );
     assert_eq!(server.calls(), 4);
 }
 
@@ -79,8 +91,14 @@ async fn statuses_and_trailers_pass_as_the_server_sent_them() {
         ..EchoRequest::text("e")
     };
     let out = client.unary(denied.clone()).await;
-    assert_eq!((out.code, out.message.as_str()), (Code::PermissionDenied, "not you"));
-    assert!(out.trailers_only, "a trailers-only answer stays trailers-only");
+    assert_eq!(
+        (out.code, out.message.as_str()),
+        (Code::PermissionDenied, "not you")
+    );
+    assert!(
+        out.trailers_only,
+        "a trailers-only answer stays trailers-only"
+    );
 
     let req = EchoRequest {
         count: 2,

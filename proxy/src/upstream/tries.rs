@@ -93,15 +93,18 @@ impl Phase {
 }
 
 impl TryFailed {
-    /// The server had the request (nginx `u->request_sent`), unless it
-    /// said it never processed it: an HTTP/2 stream it refused
-    /// (`REFUSED_STREAM`) or left past its `GOAWAY` (RFC 9113, 8.7), which
-    /// Pingora marks retryable. Such a request may go to the next server
-    /// even when its method is not idempotent.
+    /// The server said it never processed the request: an HTTP/2 stream
+    /// it refused (`REFUSED_STREAM`) or left past its `GOAWAY` (RFC 9113,
+    /// 8.7), which Pingora marks retryable. Such a try is an `error` whose
+    /// request was not sent, as a refused connection is: it goes to the
+    /// next server even when its method is not idempotent.
+    fn unprocessed(&self) -> bool {
+        matches!(self.error.etype(), ErrorType::H2Error) && self.error.retry.retry()
+    }
+
+    /// The server had the request (nginx `u->request_sent`).
     fn request_sent(&self) -> bool {
-        let unprocessed =
-            matches!(self.error.etype(), ErrorType::H2Error) && self.error.retry.retry();
-        self.phase.request_sent() && !unprocessed
+        self.phase.request_sent() && !self.unprocessed()
     }
 }
 
@@ -359,7 +362,10 @@ impl Tries {
     ) -> Judged {
         self.body_used = leg.body_streams() && failed.phase.request_sent();
         let request_sent = failed.request_sent();
-        let failure = Failure::of(&failed.error);
+        let failure = match failed.unprocessed() {
+            true => Failure::Error,
+            false => Failure::of(&failed.error),
+        };
         log_failure(failure, &c.lease, &c.upstream, &failed.error);
         let t = &mut leg.tries()[c.index];
         t.reused = failed.reused;
@@ -502,7 +508,7 @@ fn program_says<L: Leg>(
         policy.decide(
             Outcome::Failed {
                 failure,
-                request_sent: failed.phase.request_sent(),
+                request_sent: failed.request_sent(),
             },
             u32::MAX,
         ) == Verdict::Next
