@@ -9,4 +9,5 @@ pub(crate) mod body_pipe;
 pub(crate) mod compress;
 pub(crate) mod header;
 pub(crate) mod respond;
+pub(crate) mod sticky_cookie;
 pub(crate) mod tunnel;
