@@ -144,11 +144,22 @@ pub(crate) fn check(s: &Sticky, base: &str, out: &mut Vec<Problem>) {
         check_cookie(c, &format!("{base}.cookie"), out);
     }
     if let Some(r) = &s.route {
-        if r.is_empty() || r.iter().all(Template::is_empty) {
+        if r.is_empty() {
             out.push(Problem::at_value(
                 format!("{base}.route"),
                 "route needs at least one template, such as \"$cookie_route\"",
             ));
+        }
+        for (i, t) in r.iter().enumerate() {
+            if t.as_literal().is_some() {
+                out.push(Problem::at_value(
+                    format!("{base}.route.{i}"),
+                    format!(
+                        "`{}` names no variable (nginx: each is a variable)",
+                        t.source
+                    ),
+                ));
+            }
         }
     }
     if let Some(l) = &s.learn {

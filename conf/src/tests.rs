@@ -419,6 +419,17 @@ fn sticky_errors_have_positions() {
         e.starts_with("f.yaml:9:14: ") && e.contains("unknown variable `$nope`"),
         "{e}"
     );
+    let e = err(&format!("{base}      route: [\"$cookie_r\", plain]\n"));
+    assert_eq!(
+        e.trim(),
+        "f.yaml:9:28: `plain` names no variable (nginx: each is a variable)",
+        "{e}"
+    );
+    let e = err(&format!("{base}      route: []\n"));
+    assert!(
+        e.starts_with("f.yaml:9:14: route needs at least one template"),
+        "{e}"
+    );
     let servers =
         "listen: [127.0.0.1:1]\nroutes:\n  - upstream: app\nupstreams:\n  app:\n    servers:\n";
     let e = err(&format!(
