@@ -364,12 +364,18 @@ impl Group {
             cursor.generation = m.generation;
         }
         let (primaries, all) = (m.primaries, m.peers.len());
-        let list = if cursor.on_backup {
-            primaries..all
-        } else {
-            0..primaries
+        let list = crate::sticky::List {
+            peers: &m.peers,
+            weights: &m.weights,
+            tried: &cursor.tried,
+            range: if cursor.on_backup {
+                primaries..all
+            } else {
+                0..primaries
+            },
+            round_robin: m.balance == Balance::RoundRobin && !m.single,
         };
-        let bound = crate::sticky::bound(&m.peers, &m.state, &cursor.tried, list, key.sticky, now);
+        let bound = crate::sticky::pick(list, &mut m.state, key.sticky, now);
         let chosen = if bound.is_some() {
             bound
         } else if m.single {
@@ -547,7 +553,13 @@ fn max_tries(m: &Members) -> u32 {
     m.peers.iter().filter(|p| !p.down).count() as u32
 }
 
-fn usable(peers: &[Peer], state: &[PeerState], tried: &[bool], i: usize, now: Instant) -> bool {
+pub(crate) fn usable(
+    peers: &[Peer],
+    state: &[PeerState],
+    tried: &[bool],
+    i: usize,
+    now: Instant,
+) -> bool {
     let (p, st) = (&peers[i], &state[i]);
     !tried[i]
         && !p.down

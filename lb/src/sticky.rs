@@ -2,7 +2,8 @@
 //! `route:`, or the MD5 of its address), the pick of the bound server when
 //! it may take the request, and the sessions `sticky learn` remembers.
 //!
-//! nginx counterpart: `ngx_http_upstream_get_rr_peer_by_sid` and
+//! nginx counterpart: `ngx_http_upstream_get_rr_peer_by_sid`, the
+//! `st_peer` part of `ngx_http_upstream_get_peer` and
 //! `ngx_http_upstream_init_round_robin_sid` (ngx_http_upstream_round_robin.c),
 //! and the session tree of `ngx_http_upstream_sticky_module.c`, kept here in
 //! the process (no shared-memory zone) with a count bound instead of a size.
@@ -27,11 +28,45 @@ pub fn derived_route(addr: SocketAddr) -> String {
     md5::hex(text.as_bytes())
 }
 
+/// The list a request picks from now (the primaries, or the backups once
+/// it moved to them) and what it tried.
+pub(crate) struct List<'a> {
+    pub peers: &'a [Peer],
+    pub weights: &'a [u32],
+    pub tried: &'a [bool],
+    pub range: Range<usize>,
+    /// The group balances by round robin (and has more than one server).
+    pub round_robin: bool,
+}
+
+/// The peer of `list` bound to `route`, when it may take the request
+/// ([`bound`]); with round robin, the pick takes that peer's turn
+/// ([`round_robin_turn`]).
+pub(crate) fn pick(
+    list: List<'_>,
+    state: &mut [PeerState],
+    route: Option<&str>,
+    now: Instant,
+) -> Option<usize> {
+    let i = bound(
+        list.peers,
+        state,
+        list.tried,
+        list.range.clone(),
+        route,
+        now,
+    )?;
+    if list.round_robin {
+        round_robin_turn(&list, state, i, now);
+    }
+    Some(i)
+}
+
 /// The peer in `range` whose route is `route`, when it may take the
 /// request: not tried by it yet, not `down` (by the YAML or the admin
 /// API), not failed (`max_fails`), not unhealthy, not full (`max_conns`).
 /// A draining peer may: binding is what it still takes.
-pub(crate) fn bound(
+fn bound(
     peers: &[Peer],
     state: &[PeerState],
     tried: &[bool],
@@ -49,6 +84,33 @@ pub(crate) fn bound(
         && !st.is_failed(p.max_fails, p.fail_timeout, now)
         && !st.is_full(p.max_conns);
     usable.then_some(i)
+}
+
+/// nginx's round robin when the bound peer is the pick
+/// (`ngx_http_upstream_get_peer` with `st_peer`): unless the bound peer's
+/// current weight is already at the low limit, `-(total weight - its
+/// weight)`, every peer round robin could pick gains its effective weight
+/// as on any pass, and the bound peer gives back the total. Bound requests
+/// thus count as its turns, and unbound ones go to the others.
+fn round_robin_turn(list: &List<'_>, state: &mut [PeerState], bound: usize, now: Instant) {
+    let weights = list.weights;
+    let total_weight: i64 = list.range.clone().map(|i| i64::from(weights[i])).sum();
+    if state[bound].current_weight <= -(total_weight - i64::from(weights[bound])) {
+        return;
+    }
+    let mut total = 0;
+    for i in list.range.clone() {
+        if !crate::group::usable(list.peers, state, list.tried, i, now) {
+            continue;
+        }
+        let st = &mut state[i];
+        st.current_weight += st.effective_weight;
+        total += st.effective_weight;
+        if st.effective_weight < i64::from(weights[i]) {
+            st.effective_weight += 1;
+        }
+    }
+    state[bound].current_weight -= total;
 }
 
 /// One remembered session: the route of its server and when it was last
@@ -253,6 +315,34 @@ mod tests {
         );
         let mut unknown = g.cursor(0);
         assert!(g.select(&mut unknown, &bound_to("zzz")).is_some());
+    }
+
+    /// nginx: with weights 1, 1 a request bound to `a` takes `a`'s turn,
+    /// so the next unbound request goes to `b` (without the accounting it
+    /// would be `a` again).
+    #[test]
+    fn a_bound_request_takes_its_servers_round_robin_turn() {
+        let g = Group::new(
+            "g",
+            Balance::RoundRobin,
+            vec![peer(1, "a"), peer(2, "b")],
+            2,
+        );
+        let pick = |key: &Key| g.select(&mut g.cursor(0), key).map(|l| l.index());
+        assert_eq!(pick(&bound_to("a")), Some(0));
+        let unbound: Vec<Option<usize>> = (0..4).map(|_| pick(&Key::default())).collect();
+        assert_eq!(unbound, [Some(1), Some(0), Some(1), Some(0)]);
+        // At the low limit the bound peer is taken without touching the weights.
+        let g = Group::new(
+            "g",
+            Balance::RoundRobin,
+            vec![peer(1, "a"), peer(2, "b")],
+            2,
+        );
+        let pick = |key: &Key| g.select(&mut g.cursor(0), key).map(|l| l.index());
+        let bound: Vec<Option<usize>> = (0..3).map(|_| pick(&bound_to("a"))).collect();
+        assert_eq!(bound, [Some(0); 3]);
+        assert_eq!(pick(&Key::default()), Some(1));
     }
 
     #[test]
