@@ -2,8 +2,9 @@
 //! cookie Ferry sets, byte for byte as nginx sets it, and the server it
 //! binds to; a cookie naming a down or failed server re-pinned; route
 //! templates; learned sessions (after the response, and at its header);
-//! a draining server taking only bound requests, the YAML's drain and the
-//! admin API's being one; a reload keeping learned sessions.
+//! sessions carried in headers; a draining server taking only bound
+//! requests, the YAML's drain and the admin API's being one; a reload
+//! keeping learned sessions.
 
 use ferry_tests::admin::Admin;
 use ferry_tests::backend::{Backend, Reply, Seen};
@@ -292,4 +293,45 @@ async fn a_reload_keeps_learned_sessions_of_servers_that_stay() {
         assert_eq!(get(&ferry, "sid=b").await.0, "b");
     }
     assert_eq!(c.hits(), 0, "every request was bound");
+}
+
+/// Sessions carried in headers: `create` from `$upstream_http_NAME`,
+/// `lookup` from `$http_NAME`; `add_headers` sees the same response header.
+#[tokio::test]
+async fn learn_from_a_response_header_and_add_headers_see_it() {
+    let backend = |name: &'static str| {
+        Backend::start(Arc::new(move |_, r: &Seen| {
+            let reply = Reply::ok(name);
+            match r.headers.contains_key("x-session") {
+                true => reply,
+                false => reply.header("x-session", &format!("{name}-1")),
+            }
+        }))
+    };
+    let (a, b) = (backend("a").await, backend("b").await);
+    let learn = "learn: { create: \"$upstream_http_x_session\", lookup: \"$http_x_session\" }";
+    let adds = "    proxy: { add_headers: { X-Seen: \"[$upstream_http_x_session]\" } }\n";
+    let ferry = Ferry::start(&format!(
+        "{}{adds}",
+        conf(learn, &[(a.addr, ""), (b.addr, "")])
+    ))
+    .await;
+    let client = http();
+    let first = client.get(ferry.url("/")).send().await.expect("request");
+    assert_eq!(first.headers()["x-seen"], "[a-1]");
+    assert_eq!(first.text().await.expect("body"), "a");
+    for _ in 0..4 {
+        let r = client
+            .get(ferry.url("/"))
+            .header("x-session", "a-1")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            r.headers()["x-seen"],
+            "[]",
+            "this response started no session"
+        );
+        assert_eq!(r.text().await.expect("body"), "a");
+    }
 }
