@@ -34,6 +34,13 @@ pub enum Variable {
     LimitReqStatus,
     /// `$limit_conn_status`: `PASSED`, `REJECTED`, `REJECTED_DRY_RUN`.
     LimitConnStatus,
+    /// `$cookie_NAME`: a cookie of the request (the name case-insensitive, as nginx).
+    Cookie(String),
+    /// `$upstream_http_NAME`: a header of the chosen server's response,
+    /// `_` standing for `-`, lower-cased.
+    UpstreamHttp(String),
+    /// `$upstream_cookie_NAME`: a cookie the chosen server's response sets.
+    UpstreamCookie(String),
 }
 
 impl Variable {
@@ -57,8 +64,15 @@ impl Variable {
             "limit_req_status" => Variable::LimitReqStatus,
             "limit_conn_status" => Variable::LimitConnStatus,
             _ => {
+                let suffix = |p: &str| name.strip_prefix(p).filter(|s| !s.is_empty());
                 if let Some(arg) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
                     Variable::Arg(arg.to_string())
+                } else if let Some(c) = suffix("cookie_") {
+                    Variable::Cookie(c.to_string())
+                } else if let Some(h) = suffix("upstream_http_") {
+                    Variable::UpstreamHttp(h.replace('_', "-").to_ascii_lowercase())
+                } else if let Some(c) = suffix("upstream_cookie_") {
+                    Variable::UpstreamCookie(c.to_string())
                 } else if let Some(h) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {
                     Variable::Http(h.replace('_', "-").to_ascii_lowercase())
                 } else {
@@ -175,6 +189,20 @@ mod tests {
                 Segment::Var(Variable::Http("x-real-ip".into())),
             ]
         );
+    }
+
+    #[test]
+    fn parses_cookie_and_upstream_variables() {
+        let t = Template::parse("$cookie_sid$upstream_http_x_session$upstream_cookie_SID").unwrap();
+        assert_eq!(
+            t.segments,
+            vec![
+                Segment::Var(Variable::Cookie("sid".into())),
+                Segment::Var(Variable::UpstreamHttp("x-session".into())),
+                Segment::Var(Variable::UpstreamCookie("SID".into())),
+            ]
+        );
+        assert!(Template::parse("$cookie_").is_err());
     }
 
     #[test]

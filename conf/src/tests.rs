@@ -314,3 +314,139 @@ fn compress_defaults_and_errors_have_positions() {
     let e = err(&format!("{base}      algorithms: [br, br]\n"));
     assert!(e.starts_with("f.yaml:5:24: `br` is listed twice"), "{e}");
 }
+
+#[test]
+fn sticky_forms_load_with_nginx_defaults() {
+    let base = "listen: [127.0.0.1:1]\nroutes:\n  - upstream: app\nupstreams:\n  app:\n    servers:\n      - { addr: 127.0.0.1:2, route: a, drain: true }\n      - addr: 127.0.0.1:3\n    sticky:\n";
+    let c = load_str(
+        "f.yaml",
+        &format!("{base}      cookie: {{ name: srv, expires: max, path: /, samesite: Lax }}\n"),
+    )
+    .expect("loads");
+    let app = c.upstream("app").expect("app");
+    let cookie = app
+        .sticky
+        .as_ref()
+        .and_then(|s| s.cookie.clone())
+        .expect("cookie");
+    assert_eq!(cookie.expires, CookieExpires::Max);
+    assert_eq!((cookie.name.as_str(), cookie.path.as_str()), ("srv", "/"));
+    assert_eq!(
+        (app.servers[0].route.as_str(), app.servers[0].drain),
+        ("a", true)
+    );
+    assert_eq!(
+        (app.servers[1].route.as_str(), app.servers[1].drain),
+        ("", false)
+    );
+    let c = load_str(
+        "f.yaml",
+        &format!("{base}      cookie: {{ name: srv, expires: 1h }}\n"),
+    )
+    .expect("1h");
+    let expires = c
+        .upstream("app")
+        .and_then(|u| u.sticky.clone())
+        .and_then(|s| s.cookie)
+        .map(|c| c.expires);
+    assert_eq!(expires, Some(CookieExpires::Secs(3600)));
+    let c = load_str(
+        "f.yaml",
+        &format!(
+            "{base}      learn: {{ create: \"$upstream_cookie_sid\", lookup: \"$cookie_sid\" }}\n"
+        ),
+    )
+    .expect("learn");
+    let learn = c
+        .upstream("app")
+        .and_then(|u| u.sticky.clone())
+        .and_then(|s| s.learn)
+        .expect("learn");
+    assert_eq!(
+        (learn.timeout, learn.max_sessions, learn.header),
+        (Duration::secs(600), 100_000, false)
+    );
+    let c = load_str(
+        "f.yaml",
+        &format!("{base}      route: [\"$cookie_route\", \"$arg_route\"]\n"),
+    )
+    .expect("route");
+    let sticky = c
+        .upstream("app")
+        .and_then(|u| u.sticky.clone())
+        .expect("sticky");
+    assert!(matches!(sticky.mode(), Some(StickyMode::Route(r)) if r.len() == 2));
+}
+
+#[test]
+fn sticky_errors_have_positions() {
+    let base = "listen: [127.0.0.1:1]\nroutes:\n  - upstream: app\nupstreams:\n  app:\n    servers:\n      - addr: 127.0.0.1:2\n    sticky:\n";
+    let e = err(&format!(
+        "{base}      cookie: {{ name: srv }}\n      route: [\"$cookie_r\"]\n"
+    ));
+    assert_eq!(
+        e.trim(),
+        "f.yaml:8:5: sticky needs exactly one of cookie, route, learn",
+        "{e}"
+    );
+    let e = err(&format!(
+        "{base}      cookie: {{ name: srv, expires: soon }}\n"
+    ));
+    assert!(
+        e.starts_with("f.yaml:9:37: ") && e.contains("invalid duration `soon`"),
+        "{e}"
+    );
+    let e = err(&format!("{base}      cookie: {{ name: \"a b\" }}\n"));
+    assert!(
+        e.starts_with("f.yaml:9:23: `a b` is not a cookie name"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{base}      cookie: {{ name: s, samesite: loose }}\n"
+    ));
+    assert!(
+        e.starts_with("f.yaml:9:36: samesite must be strict, lax or none"),
+        "{e}"
+    );
+    let e = err(&format!("{base}      learn: {{ create: \"$upstream_cookie_sid\", lookup: \"$cookie_sid\", timeout: 0 }}\n"));
+    assert_eq!(e.trim(), "f.yaml:9:80: timeout must be more than 0", "{e}");
+    let e = err(&format!(
+        "{base}      learn: {{ lookup: \"$cookie_sid\" }}\n"
+    ));
+    assert!(e.starts_with("f.yaml:9:7: learn needs create"), "{e}");
+    let e = err(&format!("{base}      route: [\"$nope\"]\n"));
+    assert!(
+        e.starts_with("f.yaml:9:14: ") && e.contains("unknown variable `$nope`"),
+        "{e}"
+    );
+    let e = err(&format!("{base}      route: [\"$cookie_r\", plain]\n"));
+    assert_eq!(
+        e.trim(),
+        "f.yaml:9:28: `plain` names no variable (nginx: each is a variable)",
+        "{e}"
+    );
+    let e = err(&format!("{base}      route: []\n"));
+    assert!(
+        e.starts_with("f.yaml:9:14: route needs at least one template"),
+        "{e}"
+    );
+    let servers =
+        "listen: [127.0.0.1:1]\nroutes:\n  - upstream: app\nupstreams:\n  app:\n    servers:\n";
+    let e = err(&format!(
+        "{servers}      - {{ addr: 127.0.0.1:2, route: \"{}\" }}\n",
+        "x".repeat(33)
+    ));
+    assert_eq!(
+        e.trim(),
+        "f.yaml:7:37: route is longer than 32 bytes",
+        "{e}"
+    );
+    let e = err(&format!(
+        "{servers}      - {{ addr: 127.0.0.1:2, down: true, drain: true }}\n"
+    ));
+    assert_eq!(
+        e.trim(),
+        "f.yaml:7:42: a server is either down or drain, not both",
+        "{e}"
+    );
+}

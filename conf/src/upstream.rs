@@ -2,9 +2,11 @@
 //!
 //! nginx counterpart: the `upstream {}` block with `server` parameters
 //! (`weight`, `max_fails`, `fail_timeout`, `max_conns`, `backup`, `down`),
-//! the balancer directives and `keepalive*`.
+//! the balancer directives and `keepalive*`; `sticky`, `route=` and
+//! `drain` in [`crate::sticky`].
 
 use crate::least_time::LeastTime;
+use crate::sticky::Sticky;
 use crate::template::Template;
 use crate::units::Duration;
 use serde::Deserialize;
@@ -82,6 +84,8 @@ pub struct Upstream {
     pub consistent: bool,
     /// `balance: least_time`: what it measures.
     pub least_time: Option<LeastTime>,
+    /// nginx `sticky`: cookie, route or learn.
+    pub sticky: Option<Sticky>,
     /// Idle connections kept per group (0 = none).
     pub keepalive: usize,
     pub keepalive_timeout: Duration,
@@ -168,6 +172,7 @@ impl Default for Upstream {
             hash_key: None,
             consistent: false,
             least_time: None,
+            sticky: None,
             keepalive: 32,
             keepalive_timeout: Duration::secs(60),
             keepalive_requests: 1000,
@@ -205,6 +210,13 @@ pub struct Server {
     pub backup: bool,
     #[serde(default)]
     pub down: bool,
+    /// nginx `route=`: this server's name for `sticky` ("" = derived from
+    /// its address).
+    #[serde(default)]
+    pub route: String,
+    /// nginx `drain`: only requests bound to it by `sticky` reach it.
+    #[serde(default)]
+    pub drain: bool,
     /// Filled in by the loader: what `addr` resolved to.
     #[serde(skip)]
     pub resolved: Vec<SocketAddr>,

@@ -145,6 +145,9 @@ fn check_upstreams(c: &mut Config, out: &mut Vec<Problem>) {
             ));
         }
         crate::least_time::check(u, &base, out);
+        if let Some(st) = &u.sticky {
+            crate::sticky::check(st, &format!("{base}.sticky"), out);
+        }
         if let Some(h) = &u.health_check {
             if h.interval.is_zero() {
                 out.push(problem(
@@ -163,6 +166,15 @@ fn check_upstreams(c: &mut Config, out: &mut Vec<Problem>) {
             let sp = format!("{base}.servers.{i}");
             if let Ok(a) = s.addr.parse::<SocketAddr>() {
                 s.resolved = vec![a];
+            }
+            if !s.route.is_empty() {
+                crate::sticky::check_route(&s.route, &format!("{sp}.route"), out);
+            }
+            if s.drain && s.down {
+                out.push(Problem::at_key(
+                    format!("{sp}.drain"),
+                    "a server is either down or drain, not both",
+                ));
             }
             if s.weight == 0 {
                 out.push(problem(format!("{sp}.weight"), "weight must be at least 1"));

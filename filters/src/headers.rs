@@ -347,6 +347,7 @@ mod tests {
             upstream_cache_status: "",
             limit_req_status: "",
             limit_conn_status: "",
+            upstream_headers: None,
         }
     }
 

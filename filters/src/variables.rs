@@ -45,6 +45,9 @@ pub struct RequestVars<'a> {
     pub limit_req_status: &'a str,
     /// `$limit_conn_status`: `PASSED`, `REJECTED`, ... ("" when no zone counted).
     pub limit_conn_status: &'a str,
+    /// The chosen server's response header, once there is one
+    /// (`$upstream_http_NAME`, `$upstream_cookie_NAME`).
+    pub upstream_headers: Option<&'a HeaderMap>,
 }
 
 impl RequestVars<'_> {
@@ -80,6 +83,36 @@ impl RequestVars<'_> {
         out.push_str(self.remote_addr);
     }
 
+    /// `$cookie_NAME`: the value of the request's first cookie of that
+    /// name (compared without case, as nginx's `ngx_http_parse_cookie_lines`).
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim_start())
+            })
+    }
+
+    /// `$upstream_cookie_NAME`: the value the response's first `Set-Cookie`
+    /// of that name sets (nginx `ngx_http_parse_set_cookie_lines`).
+    pub fn upstream_cookie(&self, name: &str) -> Option<&str> {
+        self.upstream_headers?
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                let (k, rest) = v.split_once('=')?;
+                let value = rest.split(';').next().unwrap_or("");
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| value.trim_start())
+            })
+    }
+
     fn var(&self, v: &Variable, out: &mut String) {
         match v {
             Variable::RemoteAddr => out.push_str(self.remote_addr),
@@ -102,6 +135,15 @@ impl RequestVars<'_> {
             Variable::BinaryRemoteAddr => out.push_str(self.remote_addr),
             Variable::LimitReqStatus => out.push_str(self.limit_req_status),
             Variable::LimitConnStatus => out.push_str(self.limit_conn_status),
+            Variable::Cookie(name) => out.push_str(self.cookie(name).unwrap_or("")),
+            Variable::UpstreamHttp(name) => {
+                if let Some(h) = self.upstream_headers {
+                    join(h.get_all(name.as_str()), ", ", out);
+                }
+            }
+            Variable::UpstreamCookie(name) => {
+                out.push_str(self.upstream_cookie(name).unwrap_or(""))
+            }
         }
     }
 
@@ -146,6 +188,7 @@ mod tests {
             upstream_cache_status: "",
             limit_req_status: "",
             limit_conn_status: "",
+            upstream_headers: None,
         };
         let t = Template::parse(
             "$request_method $uri $args $arg_a $http_x_real_ip $remote_addr:$remote_port",
@@ -154,5 +197,44 @@ mod tests {
         assert_eq!(v.render(&t), "GET /a b x=1&A=two two 9.9.9.9 10.0.0.1:5555");
         let xff = Template::parse("$proxy_add_x_forwarded_for").unwrap();
         assert_eq!(v.render(&xff), "1.1.1.1, 10.0.0.1");
+    }
+
+    #[test]
+    fn renders_request_cookies_and_the_upstream_response() {
+        let mut h = HeaderMap::new();
+        h.insert("cookie", "a=1; SID = s-7;b=2".parse().unwrap());
+        let mut up = HeaderMap::new();
+        up.append("set-cookie", "other=x; path=/".parse().unwrap());
+        up.append("set-cookie", "sid=new-9; Path=/; HttpOnly".parse().unwrap());
+        up.append("x-session", "one".parse().unwrap());
+        up.append("x-session", "two".parse().unwrap());
+        let v = RequestVars {
+            method: "GET",
+            request_uri: "/",
+            uri: "/",
+            host: "h",
+            headers: &h,
+            remote_addr: "10.0.0.1",
+            remote_port: 1,
+            scheme: "http",
+            proxy_host: "app",
+            request_id: "id",
+            upstream_addr: "",
+            upstream_status: "",
+            upstream_cache_status: "",
+            limit_req_status: "",
+            limit_conn_status: "",
+            upstream_headers: Some(&up),
+        };
+        let t = Template::parse(
+            "$cookie_sid|$cookie_b|$cookie_none|$upstream_cookie_sid|$upstream_http_x_session",
+        )
+        .unwrap();
+        assert_eq!(v.render(&t), "s-7|2||new-9|one, two");
+        let before = RequestVars {
+            upstream_headers: None,
+            ..v
+        };
+        assert_eq!(before.render(&t), "s-7|2|||");
     }
 }

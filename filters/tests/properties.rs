@@ -212,6 +212,7 @@ proptest! {
             upstream_cache_status: "",
             limit_req_status: "",
             limit_conn_status: "",
+            upstream_headers: None,
         };
         let plan = RequestPlan::new(&ferry_conf::ProxyConf::default());
         let req = plan.build(&client, &vars, framing).unwrap();

@@ -26,6 +26,10 @@ pub struct Peer {
     pub max_conns: u32,
     pub backup: bool,
     pub down: bool,
+    /// Its name for `sticky`: `route:`, or derived from `addr` ([`crate::sticky`]).
+    pub route: String,
+    /// `drain: true` in the YAML: only requests bound by `sticky` reach it.
+    pub drain: bool,
 }
 
 /// How a try on a peer ended, for passive health (nginx `NGX_PEER_*`).
@@ -39,12 +43,13 @@ pub enum Feedback {
     Next,
 }
 
-/// What a request brings to the balancer: the rendered `hash_key` and the
-/// client's address (for `ip_hash`).
+/// What a request brings to the balancer: the rendered `hash_key`, the
+/// client's address (for `ip_hash`) and the route `sticky` binds it to.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Key<'a> {
     pub hash: &'a [u8],
     pub client_ip: Option<IpAddr>,
+    pub sticky: Option<&'a str>,
 }
 
 /// What a request knows while it walks the group (nginx `rrp` + `pc->tries`).
@@ -145,6 +150,11 @@ pub fn expand(
             max_conns: s.max_conns,
             backup: a.backup,
             down: s.down,
+            route: match s.route.as_str() {
+                "" => crate::sticky::derived_route(a.addr),
+                r => r.to_string(),
+            },
+            drain: s.drain,
         }));
     }
     let (mut peers, backups): (Vec<Peer>, Vec<Peer>) = all.into_iter().partition(|p| !p.backup);
@@ -200,7 +210,13 @@ fn members(
     primaries: usize,
 ) -> Members {
     let weights = peers.iter().map(|p| p.weight).collect();
-    let state = peers.iter().map(|p| PeerState::new(p.weight)).collect();
+    let state = peers
+        .iter()
+        .map(|p| PeerState {
+            draining: p.drain,
+            ..PeerState::new(p.weight)
+        })
+        .collect();
     let single = primaries == 1 && peers.len() == 1;
     let ring = (balance == Balance::Hash && consistent).then(|| {
         Ring::new(
@@ -257,7 +273,8 @@ impl Group {
     /// Replace the members (a reload, a new DNS answer). A server whose
     /// address was a member before keeps its live state: failures,
     /// requests in flight, health verdict; with `reload`, what the admin
-    /// API set on it (down, draining) is cleared. Requests in flight on a
+    /// API set on it (down, draining) is cleared (draining is the YAML's
+    /// `drain` again). Requests in flight on a
     /// server that left finish there, and are not counted any more.
     pub fn update(
         &self,
@@ -275,7 +292,7 @@ impl Group {
                 st.effective_weight = st.effective_weight.min(i64::from(p.weight));
                 if reload {
                     st.held_down = false;
-                    st.draining = false;
+                    st.draining = p.drain;
                 }
                 next.state[i] = st;
             }
@@ -349,7 +366,22 @@ impl Group {
                 .collect();
             cursor.generation = m.generation;
         }
-        let chosen = if m.single {
+        let (primaries, all) = (m.primaries, m.peers.len());
+        let list = crate::sticky::List {
+            peers: &m.peers,
+            weights: &m.weights,
+            tried: &cursor.tried,
+            range: if cursor.on_backup {
+                primaries..all
+            } else {
+                0..primaries
+            },
+            round_robin: m.balance == Balance::RoundRobin && !m.single,
+        };
+        let bound = crate::sticky::pick(list, &mut m.state, key.sticky, now);
+        let chosen = if bound.is_some() {
+            bound
+        } else if m.single {
             let p = &m.peers[0];
             (!p.down
                 && !m.state[0].is_full(p.max_conns)
@@ -538,7 +570,13 @@ fn max_tries(m: &Members) -> u32 {
     m.peers.iter().filter(|p| !p.down).count() as u32
 }
 
-fn usable(peers: &[Peer], state: &[PeerState], tried: &[bool], i: usize, now: Instant) -> bool {
+pub(crate) fn usable(
+    peers: &[Peer],
+    state: &[PeerState],
+    tried: &[bool],
+    i: usize,
+    now: Instant,
+) -> bool {
     let (p, st) = (&peers[i], &state[i]);
     !tried[i]
         && !p.down

@@ -12,13 +12,16 @@ pub mod hash;
 pub mod ip_hash;
 pub mod least_conn;
 pub mod least_time;
+mod md5;
 pub mod passive_health;
 pub mod random;
 pub mod smooth_weighted;
+pub mod sticky;
 
 pub use group::{
     expand, Answer, Cursor, Feedback, Group, Key, Lease, Peer, ServerReport, ServerState,
 };
+pub use sticky::{derived_route, Sessions};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,8 @@ fn peer(port: u16, weight: u32, backup: bool) -> Peer {
         max_conns: 0,
         backup,
         down: false,
+        route: crate::sticky::derived_route(format!("127.0.0.1:{port}").parse().unwrap()),
+        drain: false,
     }
 }
 

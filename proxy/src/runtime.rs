@@ -207,6 +207,7 @@ fn upstream_rt(
             )
         }
     };
+    let sessions = sessions(u, old.and_then(|(o, _)| o.sessions.as_ref()), &group);
     Upstream {
         name: name.to_string(),
         group,
@@ -215,10 +216,30 @@ fn upstream_rt(
             .hash_key
             .clone()
             .filter(|_| u.balance == ferry_conf::Balance::Hash),
+        sticky: u.sticky.clone(),
+        sessions,
         connector: pool,
         h2,
         keepalive,
     }
+}
+
+/// `sticky learn`'s sessions: those of the group's previous configuration
+/// (its servers that stay keep theirs, as the new limits allow), or new.
+fn sessions(
+    u: &ferry_conf::Upstream,
+    old: Option<&Arc<ferry_lb::Sessions>>,
+    group: &Group,
+) -> Option<Arc<ferry_lb::Sessions>> {
+    let learn = u.sticky.as_ref()?.learn.as_ref()?;
+    let (timeout, max) = (learn.timeout.get(), learn.max_sessions);
+    let Some(old) = old else {
+        return Some(Arc::new(ferry_lb::Sessions::new(timeout, max)));
+    };
+    let peers = group.peers();
+    old.retain(|route| peers.iter().any(|p| p.route == route));
+    old.configure(timeout, max);
+    Some(old.clone())
 }
 
 /// Every cache of `config`: one whose entry is unchanged is kept from

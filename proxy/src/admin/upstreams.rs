@@ -9,7 +9,8 @@
 //!   `state` one of `up`, `failed`, `down`, `draining`, `unhealthy`.
 //! - `PATCH /upstreams/GROUP/servers/ADDR` with `{"down": bool}` and/or
 //!   `{"drain": bool}`: until the next reload, the server takes no new
-//!   requests (those in flight finish). With `admin.token` set it needs
+//!   requests (those in flight finish); draining, only those `sticky`
+//!   binds to it, the same state as the YAML's `drain: true`. With `admin.token` set it needs
 //!   `Authorization: Bearer TOKEN` (401 otherwise, and nothing changes).
 //!   Bad JSON is a 400, an unknown group or server a 404, each with a
 //!   one-line reason.

@@ -43,7 +43,7 @@ pub(crate) async fn answer<P: ProxyHttp>(
     let host = s.request.host.clone();
     let mut resp = response_header::build(route, stored, client_version, &host, s.request.scheme)?;
     let range = conditional(s.req_header(), &mut resp, entry.head.body_len);
-    response_header::add_headers(route, s, &mut resp)?;
+    response_header::add_headers(route, s, None, &mut resp)?;
     app.response_filter(s, &mut resp, ctx).await?;
     let conf = route.conf.compress.as_ref();
     let mut encoder = compress::decide(conf, s.downstream.req_header(), &mut resp, false);

@@ -220,6 +220,7 @@ impl<'a> Session<'a> {
             upstream_cache_status: self.request.cache_status.as_str(),
             limit_req_status: self.request.limit_req_status.as_str(),
             limit_conn_status: self.request.limit_conn_status.as_str(),
+            upstream_headers: None,
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::request::client_body::{self, BodyFailed, ClientBody};
 use crate::request::duplex::{self, OpenBody};
 use crate::request::leg::RequestLeg;
 use crate::request::route::{normalize_path, request_host};
+use crate::request::sticky::Bind;
 use crate::response::grpc;
 use crate::response::header as response_header;
 use crate::response::respond;
@@ -202,9 +203,11 @@ async fn proxy_to_upstream<P: ProxyHttp>(
             return Ok(fail(app, s, ctx, e).await);
         }
     };
-    let response = (conn, header, upgrade, open);
+    let bind = Bind::new(s, &held, &header);
+    let response = (conn, header, upgrade, open, &bind);
     let end = send_response(app, s, ctx, route, response, fetch.as_ref()).await;
     held.finish(&mut s.request.tries);
+    bind.at_end();
     if let Some(mut f) = fetch {
         f.finish();
     }
@@ -348,11 +351,12 @@ async fn send_response<P: ProxyHttp>(
     s: &mut Session<'_>,
     ctx: &mut P::CTX,
     route: &RouteRt,
-    (mut conn, upstream_header, upgrade, open): (
+    (mut conn, upstream_header, upgrade, open, bind): (
         crate::upstream::connect::Conn,
         pingora_http::ResponseHeader,
         bool,
         OpenBody,
+        &Bind,
     ),
     fetch: Option<&Fetch<'_>>,
 ) -> Result<End> {
@@ -372,7 +376,7 @@ async fn send_response<P: ProxyHttp>(
         None => None,
     };
     let buffered = response_header::accel_buffering(&upstream_header).unwrap_or(proxy.buffering);
-    let mut header = client_header(app, s, ctx, route, upstream_header).await?;
+    let mut header = client_header(app, s, ctx, route, upstream_header, bind).await?;
     let req = s.downstream.req_header();
     let encoder = compress::decide(route.conf.compress.as_ref(), req, &mut header, !buffered);
     s.request.status = header.status.as_u16();
@@ -428,14 +432,19 @@ fn kept_on_error_page(
 }
 
 /// Step 9: the client's header from the upstream's (hidden headers,
-/// `proxy_redirect`, framing, `add_headers`), through `response_filter`.
+/// `proxy_redirect`, framing, `sticky`'s cookie, `add_headers`), through
+/// `response_filter`.
 async fn client_header<P: ProxyHttp>(
     app: &P,
     s: &mut Session<'_>,
     ctx: &mut P::CTX,
     route: &RouteRt,
     upstream_header: pingora_http::ResponseHeader,
+    bind: &Bind,
 ) -> Result<pingora_http::ResponseHeader> {
+    // `$upstream_http_NAME` in `add_headers` reads the upstream's header.
+    let upstream_headers =
+        (!route.conf.proxy.add_headers.is_empty()).then(|| upstream_header.headers.clone());
     let client_version = s.downstream.req_header().version;
     let host = String::from_utf8_lossy(host_header(s.downstream).unwrap_or_default());
     let mut header = response_header::build(
@@ -446,7 +455,8 @@ async fn client_header<P: ProxyHttp>(
         s.request.scheme,
     )?;
     drop(host);
-    response_header::add_headers(route, s, &mut header)?;
+    bind.at_header(&mut header)?;
+    response_header::add_headers(route, s, upstream_headers.as_ref(), &mut header)?;
     app.response_filter(s, &mut header, ctx).await?;
     Ok(header)
 }

@@ -79,6 +79,10 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
         (hash, self.s.request.client_addr.map(|a| a.ip()))
     }
 
+    fn sticky(&self, upstream: &Upstream) -> Option<String> {
+        crate::request::sticky::hint(self.s, upstream)
+    }
+
     /// Made once per member list for the route's own group; made for another.
 
     fn peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer> {

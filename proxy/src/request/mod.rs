@@ -14,3 +14,4 @@ pub(crate) mod flow;
 pub(crate) mod http_app;
 pub(crate) mod leg;
 pub(crate) mod route;
+pub(crate) mod sticky;

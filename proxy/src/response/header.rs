@@ -76,10 +76,12 @@ fn no_body(status: u16) -> bool {
 }
 
 /// The route's `add_headers` (nginx `add_header ... always`), rendered for
-/// this request, its tries and its cache status.
+/// this request, its tries, its cache status and the `upstream` response
+/// header it comes from (`$upstream_http_NAME`; `None` from the cache).
 pub(crate) fn add_headers(
     route: &RouteRt,
     s: &crate::hooks::session::Session<'_>,
+    upstream: Option<&http::HeaderMap>,
     resp: &mut ResponseHeader,
 ) -> Result<()> {
     let adds = &route.conf.proxy.add_headers;
@@ -92,6 +94,7 @@ pub(crate) fn add_headers(
     let mut vars = s.vars(&remote, group);
     vars.upstream_addr = &addr;
     vars.upstream_status = &status;
+    vars.upstream_headers = upstream;
     for (name, value) in adds.iter() {
         let v = vars.render(value);
         if !v.is_empty() {

@@ -10,4 +10,5 @@ pub(crate) mod compress;
 pub(crate) mod grpc;
 pub(crate) mod header;
 pub(crate) mod respond;
+pub(crate) mod sticky_cookie;
 pub(crate) mod tunnel;

@@ -22,6 +22,10 @@ pub struct Upstream {
     pub tls: ferry_conf::UpstreamTls,
     /// `balance: hash`: the key template.
     pub hash_key: Option<ferry_conf::Template>,
+    /// nginx `sticky`: how requests are bound to a server.
+    pub sticky: Option<ferry_conf::Sticky>,
+    /// `sticky learn`'s sessions, shared by the configurations of the group.
+    pub sessions: Option<Arc<ferry_lb::Sessions>>,
     /// Pingora's HTTP/1 connector with this group's own idle pool.
     /// Shared with the next configuration when a reload keeps the pool.
     pub connector: Arc<Connector>,
@@ -106,12 +110,16 @@ impl Upstream {
             max_conns: 0,
             backup: false,
             down: false,
+            route: ferry_lb::derived_route(addr),
+            drain: false,
         };
         Upstream {
             group: Group::new(&label, ferry_conf::Balance::RoundRobin, vec![server], 1),
             name: label,
             tls,
             hash_key: None,
+            sticky: None,
+            sessions: None,
             connector: pool.connector.clone(),
             h2: pool.h2.clone(),
             keepalive: pool.keepalive.clone(),

@@ -28,6 +28,11 @@ pub(crate) trait Leg {
     /// What the balancer of `upstream` is given: the rendered `hash_key`
     /// (empty when the group has none) and the client's address.
     fn key(&self, upstream: &Upstream) -> (String, Option<IpAddr>);
+    /// The route `sticky` binds this request to in `upstream` (nginx
+    /// `pc->hint`): `None` without one.
+    fn sticky(&self, _upstream: &Upstream) -> Option<String> {
+        None
+    }
     /// The Pingora peer, with its timeouts, for the server leased.
     fn peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer>;
     /// The request header for this try (nginx `create_request`, then any

@@ -53,9 +53,16 @@ pub(crate) struct Held {
     lease: Lease,
     cursor: Cursor,
     try_index: usize,
+    /// The group the server is in.
+    upstream: Arc<Upstream>,
 }
 
 impl Held {
+    /// The group of the server, and the server's route (for `sticky`).
+    pub fn server(&self) -> (&Arc<Upstream>, &str) {
+        (&self.upstream, &self.lease.peer().route)
+    }
+
     /// The response is done: the try is complete in the record and the
     /// server's lease given back as a success (failures after the header
     /// do not count against `max_fails`, as in nginx).
@@ -64,6 +71,7 @@ impl Held {
             mut lease,
             mut cursor,
             try_index,
+            ..
         } = self;
         if let Some(t) = tries.get_mut(try_index) {
             t.outcome = TryOutcome::Used;
@@ -220,9 +228,11 @@ pub(crate) async fn run<L: Leg>(
 /// logged: nginx's "no live upstreams").
 fn select<L: Leg>(leg: &mut L, upstream: &Upstream, cursor: &mut Cursor) -> Option<Lease> {
     let (hash, client_ip) = leg.key(upstream);
+    let bound = leg.sticky(upstream);
     let key = Key {
         hash: hash.as_bytes(),
         client_ip,
+        sticky: bound.as_deref(),
     };
     let lease = upstream.group.select(cursor, &key);
     if lease.is_none() {
@@ -419,6 +429,7 @@ impl Tries {
             lease: c.lease,
             cursor,
             try_index: c.index,
+            upstream: c.upstream,
         };
         Response { conn, header, held }
     }
