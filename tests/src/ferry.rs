@@ -116,7 +116,12 @@ impl Ferry {
 
     /// Start `tests/src/bin/hooked.rs`, a program that overrides every hook.
     pub async fn start_hooked(body: &str) -> Ferry {
-        Ferry::start_program(&binary().with_file_name("hooked"), "", body, 0).await
+        Ferry::start_hooked_listen("", body).await
+    }
+
+    /// Like [`Ferry::start_hooked`], with listen options such as `h2c: true`.
+    pub async fn start_hooked_listen(listen_opts: &str, body: &str) -> Ferry {
+        Ferry::start_program(&binary().with_file_name("hooked"), listen_opts, body, 0).await
     }
 
     /// Start one of `proxy/examples/` (built by `cargo test --workspace`, or

@@ -6,7 +6,7 @@
 //! limit: RESOURCE_EXHAUSTED).
 
 use ferry_tests::ferry::Ferry;
-use ferry_tests::grpc::{EchoRequest, UNARY};
+use ferry_tests::grpc::{EchoRequest, BIDI, UNARY};
 use ferry_tests::grpc_client::GrpcClient;
 use ferry_tests::grpc_server::GrpcServer;
 use ferry_tests::h2_client::H2Client;
@@ -161,4 +161,47 @@ async fn a_limit_refusal_is_resource_exhausted() {
     let out = client.unary(EchoRequest::text("2")).await;
     assert_eq!(out.code, Code::ResourceExhausted, "{}", out.message);
     assert_eq!(server.calls(), 1);
+}
+
+/// A gRPC stream passes through every hook a program defines, the trailer
+/// hooks included, as any request does.
+#[tokio::test]
+async fn a_grpc_stream_passes_through_every_hook() {
+    let server = GrpcServer::start().await;
+    let ferry = Ferry::start_hooked_listen("h2c: true", &single(&[server.addr], GRPC)).await;
+    let mut client = GrpcClient::h2c(ferry.addr);
+    let trailers = HashMap::from([("x-secret-trailer".to_string(), "s".to_string())]);
+    let first = EchoRequest {
+        trailers,
+        ..EchoRequest::text("a")
+    };
+    let out = client.bidi(vec![first, EchoRequest::text("b")]).await;
+    assert_eq!(
+        (out.code, out.texts()),
+        (Code::Ok, vec!["a".into(), "b".into()])
+    );
+    assert_eq!(out.trailer("x-hooked-trailer").as_deref(), Some("upstream"));
+    assert_eq!(out.trailer("x-secret-trailer"), None);
+    let line = ferry.logged(BIDI).await;
+    for hook in [
+        "request_filter",
+        "upstream_peer",
+        "upstream_request_filter",
+        "request_body_filter",
+        "request_body_filter(end)",
+        "upstream_response_filter",
+        "response_filter",
+        "upstream_response_trailer_filter",
+        "response_trailer_filter",
+    ] {
+        assert!(
+            line.contains(&format!("{hook},")) || line.contains(&format!("{hook} ")),
+            "{hook}: {line}"
+        );
+    }
+    assert!(line.contains("response_end=true"), "{line}");
+    assert!(
+        server.last().header("x-hooks").is_some(),
+        "upstream_request_filter's header went upstream"
+    );
 }

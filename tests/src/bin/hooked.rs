@@ -20,6 +20,8 @@
 //!   connection.
 //! - `upstream_response_body_filter`: `X-Upper: 1` upper-cases the body,
 //!   `X-Double: 1` writes it twice (a body of another length).
+//! - `upstream_response_trailer_filter` adds `x-hooked-trailer: upstream`;
+//!   `response_trailer_filter` removes `x-secret-trailer`.
 //! - `fail_to_proxy`: every error Ferry answers comes back as
 //!   `{"hooked_error":CODE}`.
 //! - `suppress_error_log`: `X-Quiet: 1` keeps the error out of the log;
@@ -380,6 +382,28 @@ impl ProxyHttp for Hooked {
                 *b = Bytes::from(b.repeat(2));
             }
         }
+        Ok(())
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _r: &Request,
+        trailers: &mut ferry::http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.push("upstream_response_trailer_filter");
+        trailers.insert("x-hooked-trailer", "upstream".parse().expect("a value"));
+        Ok(())
+    }
+
+    fn response_trailer_filter(
+        &self,
+        _r: &Request,
+        trailers: &mut ferry::http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.push("response_trailer_filter");
+        trailers.remove("x-secret-trailer");
         Ok(())
     }
 
