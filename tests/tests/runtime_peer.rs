@@ -155,3 +155,26 @@ async fn a_run_time_peer_can_be_a_unix_socket() {
     assert_eq!(get(&ferry, "/none", &gone).await.0, 502);
     assert_eq!(fallback.hits(), 0);
 }
+
+/// A run-time peer can ask for HTTP/2 (a gRPC service a program picks):
+/// prior knowledge in the clear, its streams on one connection.
+#[tokio::test]
+async fn a_run_time_peer_can_speak_http2() {
+    let server = ferry_tests::h2_server::H2Server::named("over h2").await;
+    let fallback = Backend::named("fallback").await;
+    let ferry = Ferry::start_hooked(&conf(fallback.addr)).await;
+    let http = ferry_tests::client::http();
+    for _ in 0..3 {
+        let r = http
+            .get(ferry.url("/h2"))
+            .header("X-Peer", server.addr.to_string())
+            .header("X-Peer-H2", "1")
+            .send()
+            .await
+            .expect("a response");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "over h2");
+    }
+    assert_eq!((server.conns(), server.streams()), (1, 3));
+    assert_eq!(server.last().headers["host"], "runtime.test");
+}

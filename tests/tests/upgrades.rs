@@ -315,3 +315,26 @@ async fn subrequests_follow_the_same_next_upstream_rules_as_requests() {
         }
     }
 }
+
+/// On a route that speaks HTTP/2 to its servers, an upgrade still goes
+/// over HTTP/1.1, as nginx's does: the WebSocket server gets an HTTP/1.1
+/// request with `Upgrade`, and the tunnel works.
+#[tokio::test]
+async fn an_upgrade_on_an_http2_route_goes_over_http1() {
+    let backend = ws_backend().await;
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ http_version: \"2\" }}\n",
+        group("app", &[(backend.addr, "")])
+    ))
+    .await;
+    let (head, mut s) = upgrade(ferry.addr, "/ws", "").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    echoes(&mut s, b"over http/1.1").await;
+    let seen = backend.requests();
+    let first = seen.first().expect("the upgrade request");
+    assert!(
+        first.head.starts_with("GET /ws HTTP/1.1\r\n"),
+        "{}",
+        first.head
+    );
+}

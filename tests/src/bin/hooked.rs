@@ -13,7 +13,7 @@
 //!   the body itself instead, the mistake Ferry answers with 500.)
 //! - `upstream_peer`: `X-Group: NAME` sends the tries to that group,
 //!   `X-Peer: ADDR` to that address (a run-time peer; `X-Peer-Unix: PATH`
-//!   to a Unix socket; `X-Peer-Tls: SNI` over TLS, verified with
+//!   to a Unix socket; `X-Peer-H2: 1` over HTTP/2; `X-Peer-Tls: SNI` over TLS, verified with
 //!   `X-Peer-Ca: FILE`, presenting `X-Peer-Cert: CERT KEY`), `X-Fallback:
 //!   NAME` sends every try after the first to that group.
 //! - `fail_to_connect`: `X-Retry-Connect: no` forbids retrying a refused
@@ -94,6 +94,9 @@ fn runtime_peer(s: &Session) -> Result<Option<Peer>> {
     };
     if let Some(sni) = header(s, "x-peer-tls") {
         peer = peer.tls(sni);
+    }
+    if header(s, "x-peer-h2").is_some() {
+        peer = peer.http2();
     }
     if let Some(ca) = header(s, "x-peer-ca") {
         peer = peer.ca_file(ca);
