@@ -204,3 +204,28 @@ fn files(dir: &std::path::Path) -> usize {
     }
     walk(dir)
 }
+
+/// A subrequest from a route that speaks HTTP/2 goes over HTTP/2 too (the
+/// route's rules), through the same loop.
+#[tokio::test]
+async fn a_subrequest_goes_over_http2_on_an_http2_route() {
+    let app = H2Server::named("app").await;
+    let auth = H2Server::named("from the subrequest").await;
+    let yaml = format!(
+        "upstreams:\n{}{}routes:\n  - upstream: app\n    proxy: {{ {H2} }}\n",
+        group("app", &[(app.addr, "")]),
+        group("auth", &[(auth.addr, "")])
+    );
+    let ferry = Ferry::start_hooked(&yaml).await;
+    let r = ferry_tests::client::http()
+        .get(ferry.url("/s"))
+        .header("X-Sub", "auth")
+        .send()
+        .await
+        .expect("a response");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "from the subrequest");
+    assert_eq!(auth.streams(), 1);
+    assert_eq!(auth.last().path, "/sub");
+    assert_eq!(app.streams(), 0);
+}
