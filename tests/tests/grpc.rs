@@ -100,6 +100,12 @@ async fn statuses_and_trailers_pass_as_the_server_sent_them() {
         "a trailers-only answer stays trailers-only"
     );
 
+    // On the wire too: one HEADERS frame that ends the stream.
+    let raw = H2Client::h2c(ferry.addr).await;
+    let r = raw.grpc(UNARY, &denied, &[]).await.expect("an answer");
+    assert!(r.headers_only, "{:?}", r.headers);
+    assert_eq!(r.header("grpc-status").as_deref(), Some("7"));
+
     let req = EchoRequest {
         count: 2,
         status_after_body: true,

@@ -382,13 +382,16 @@ async fn send_response<P: ProxyHttp>(
     s.request.status = header.status.as_u16();
     let switching = upgrade && s.request.status == 101;
     let no_body = conn.session.is_body_done() && !switching;
-    if let Err(e) = s.downstream.write_response_header(Box::new(header)).await {
+    // On HTTP/2 a response without a body ends with its header (a gRPC
+    // trailers-only answer stays one on the wire).
+    let header_ends = no_body && encoder.is_none() && s.downstream.is_http2();
+    if let Err(e) = write_header(s.downstream, header, header_ends).await {
         conn.close();
         return Err(e);
     }
     // 10. The body: buffered (event pipe) or not; the upstream is released as
     //    soon as its body is complete. After a 101: the tunnel.
-    if conn.request_open {
+    if conn.request_open && !header_ends {
         // The request body streams on beside the response (full duplex).
         return Ok(duplex::relay(app, s, ctx, conn, open).await);
     }
@@ -404,6 +407,9 @@ async fn send_response<P: ProxyHttp>(
             f.ended = true;
             fetch.filled(f.finish().await);
         }
+        if header_ends {
+            return Ok(End::Complete);
+        }
         let last = compress::finish_empty(encoder);
         let ended = s.downstream.write_response_body(last, true);
         return Ok(match ended.await {
@@ -413,6 +419,20 @@ async fn send_response<P: ProxyHttp>(
     }
     let pipe = (conn, buffered, encoder);
     send_body(app, s, ctx, route, pipe, fill, fetch).await
+}
+
+/// The client's response header; `ends`: it ends the response (HTTP/2:
+/// one HEADERS frame with END_STREAM).
+async fn write_header(
+    ds: &mut ServerSession,
+    header: pingora_http::ResponseHeader,
+    ends: bool,
+) -> Result<()> {
+    if !ends {
+        return ds.write_response_header(Box::new(header)).await;
+    }
+    let task = pingora_core::protocols::http::HttpTask::Header(Box::new(header), true);
+    ds.response_duplex_vec(vec![task]).await.map(|_| ())
 }
 
 /// What of an upstream's error response its error page keeps: a 401's
