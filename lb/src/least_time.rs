@@ -415,6 +415,8 @@ mod tests {
                 max_conns: 0,
                 backup: false,
                 down: false,
+                route: String::new(),
+                drain: false,
             })
             .collect()
     }
