@@ -69,7 +69,7 @@ pub enum CookieExpires {
     Session,
     /// nginx's far future: `Thu, 31-Dec-37 23:55:55 GMT`, `max-age=315360000`.
     Max,
-    /// Whole seconds from the response.
+    /// Whole seconds from the pick of the server (nginx's `get_peer`).
     Secs(u64),
 }
 

@@ -392,6 +392,61 @@ mod tests {
         assert_eq!(derived_route(b), "1c2e56fe441d2a91a692b6e4ac8b5c9b");
     }
 
+    /// The routes nginx itself put in its cookies for these addresses:
+    /// nginx 1.31.5 built from nginx/nginx at commit 3f6f7824d4e2, see
+    /// bench/results/2026-12-06-nginx131-sticky.txt (`Set-Cookie:
+    /// srv_id=7f37...` from the server answering "backend 18081").
+    #[test]
+    fn derived_route_is_what_nginx_131_sent() {
+        let a: SocketAddr = "127.0.0.1:18081".parse().unwrap();
+        assert_eq!(derived_route(a), "7f3797d6a7e152c9ae2760fc816c6014");
+        let b: SocketAddr = "127.0.0.1:18082".parse().unwrap();
+        assert_eq!(derived_route(b), "4900f59d6c4a944fb53a6d384b54b275");
+    }
+
+    /// The servers nginx 1.31.5 chose, in order, for the requests of
+    /// bench/results/2026-12-06-nginx131-sticky.txt (built from nginx/nginx
+    /// at commit 3f6f7824d4e2): upstream `routes` (`route=a`, `route=b`)
+    /// got no cookie twice, `srv_id=b` twice, then an unknown
+    /// `srv_id=nosuchserver` twice, and answered from 18081, 18082, 18082,
+    /// 18082, 18081, 18081; upstream `attrs` (derived routes) got no cookie
+    /// twice, then the cookie of 18082 three times: 18081, 18082, then
+    /// 18082 each time.
+    #[test]
+    fn picks_in_the_order_nginx_131_made_them() {
+        let g = Group::new(
+            "routes",
+            Balance::RoundRobin,
+            vec![peer(18081, "a"), peer(18082, "b")],
+            2,
+        );
+        let pick = |key: &Key| g.select(&mut g.cursor(0), key).map(|l| l.index());
+        let keys = [
+            Key::default(),
+            Key::default(),
+            bound_to("b"),
+            bound_to("b"),
+            bound_to("nosuchserver"),
+            bound_to("nosuchserver"),
+        ];
+        let picks: Vec<Option<usize>> = keys.iter().map(pick).collect();
+        let nginx = [0, 1, 1, 1, 0, 0].map(Some);
+        assert_eq!(picks, nginx);
+
+        let derived = |port| derived_route(SocketAddr::from(([127, 0, 0, 1], port)));
+        let (ra, rb) = (derived(18081), derived(18082));
+        let g = Group::new(
+            "attrs",
+            Balance::RoundRobin,
+            vec![peer(18081, &ra), peer(18082, &rb)],
+            2,
+        );
+        let pick = |key: &Key| g.select(&mut g.cursor(0), key).map(|l| l.index());
+        let mut picks = vec![pick(&Key::default()), pick(&Key::default())];
+        picks.extend((0..3).map(|_| pick(&bound_to(&rb))));
+        assert_eq!(picks, [0, 1, 1, 1, 1].map(Some));
+    }
+
     #[test]
     fn sessions_learn_lookup_and_renew() {
         let s = Sessions::new(Duration::from_secs(10), 10);

@@ -1,6 +1,7 @@
 //! `balance: least_time` with real backends whose delays are fixed: the
 //! header time steers requests to the fast server, `last_byte` sees a slow
-//! body, and `inflight` counts a request held on a server.
+//! body, `inflight` counts a request held on a server, and the picks come
+//! in the order nginx 1.31.5 made them for a fast and a slow server.
 //!
 //! The counts asserted follow from nginx's algorithm, not from luck: a
 //! server's estimate is its average time rounded up to the next 20 ms, times
@@ -81,6 +82,30 @@ async fn header_time_sends_most_requests_to_the_fast_server() {
     assert!(s["header_time"].as_u64().unwrap() >= 250, "{s}");
     assert!(f["header_time"].as_u64().unwrap() < 250, "{f}");
     assert!(s["response_time"].as_u64().unwrap() >= 250, "{s}");
+}
+
+/// What nginx 1.31.5 did (bench/results/2026-12-06-nginx131-least_time.txt,
+/// built from nginx/nginx at commit 3f6f7824d4e2): `least_time header`, and
+/// again with `inflight`, over a server answering at once listed first and
+/// one answering after 300 ms; 20 requests one after the other went to the
+/// fast one, the slow one, then the fast one 18 times. The second is a tie
+/// (the fast one at 20, the slow one not measured yet) that round robin
+/// gives to the slow one; then 320 against 20.
+#[tokio::test]
+async fn header_picks_in_the_order_nginx_131_made_them() {
+    for block in ["{ measure: header }", "{ measure: header, inflight: true }"] {
+        let fast = Backend::named("fast").await;
+        let slow = slow_header("slow", Duration::from_millis(300)).await;
+        let ferry = Ferry::start(&conf(block, &[fast.addr, slow.addr])).await;
+        let c = client();
+        let mut picks = Vec::new();
+        for _ in 0..20 {
+            picks.push(text(&c, ferry.url("/")).await);
+        }
+        let mut nginx = vec!["fast", "slow"];
+        nginx.extend(["fast"; 18]);
+        assert_eq!(picks, nginx, "{block}");
+    }
 }
 
 /// `a`: header at once, body after 200 ms; `b`: header after 80 ms, body

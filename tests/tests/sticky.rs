@@ -1,6 +1,6 @@
 //! `sticky` (nginx 1.29.6) with real backends that say who answered: the
-//! cookie Ferry sets, byte for byte as nginx sets it, and the server it
-//! binds to; a cookie naming a down or failed server re-pinned; route
+//! cookie Ferry sets, byte for byte as nginx sets it (its `expires` dated
+//! at the pick), and the server it binds to; a cookie naming a down or failed server re-pinned; route
 //! templates; learned sessions (after the response, and at its header);
 //! sessions carried in headers; a draining server taking only bound
 //! requests, the YAML's drain and the admin API's being one; a reload
@@ -122,6 +122,61 @@ async fn cookie_naming_a_down_or_failed_server_is_re_pinned() {
     let (body, set) = get(&ferry, "srv=cee").await;
     assert_eq!((body.as_str(), set), ("a", vec![pinned]));
     assert_eq!(c.hits(), 0);
+}
+
+/// `t` seconds since the epoch as nginx's `ngx_http_cookie_time` writes
+/// it (up to 2037), by coreutils' `date`, apart from Ferry's own code.
+fn cookie_time(t: u64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{t}"), "+%a, %d-%b-%y %H:%M:%S GMT"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn epoch_secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
+/// nginx dates `expires` when it picks the server (`ngx_time()` in
+/// `get_peer`), not when the response comes: nginx 1.31.5 with a server
+/// answering after 2 s sent `Date: ... 12:22:44 GMT` with `expires=...
+/// 13:22:42 GMT; max-age=3600` (bench/results/2026-12-06-nginx131-sticky.txt).
+#[tokio::test]
+async fn cookie_expires_is_dated_when_the_server_is_picked() {
+    let delay = std::time::Duration::from_secs(2);
+    let slow = Backend::start(Arc::new(move |_, _| Reply {
+        delay: Some(delay),
+        ..Reply::ok("slow")
+    }))
+    .await;
+    let ferry = Ferry::start(&conf(
+        "cookie: { name: srv_id, expires: 1h }",
+        &[(slow.addr, "")],
+    ))
+    .await;
+    let sent = epoch_secs(std::time::SystemTime::now());
+    let (body, set) = get(&ferry, "").await;
+    let answered = epoch_secs(std::time::SystemTime::now());
+    assert_eq!(body, "slow");
+    // The pick came after `sent` and at least `delay` before `answered`.
+    let latest_pick = answered - delay.as_secs_f64();
+    let route = nginx_route(slow.addr);
+    let could_be: Vec<String> = (sent as u64..=latest_pick as u64)
+        .map(|t| {
+            format!(
+                "srv_id={route}; expires={}; max-age=3600",
+                cookie_time(t + 3600)
+            )
+        })
+        .collect();
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(
+        could_be.contains(&set[0]),
+        "{set:?} not one of {could_be:?}"
+    );
 }
 
 #[tokio::test]

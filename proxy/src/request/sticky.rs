@@ -95,7 +95,11 @@ impl Bind {
         match mode {
             StickyMode::Cookie(c) => {
                 let domain = vars.render(&c.domain);
-                let now = SystemTime::now()
+                // nginx dates `expires` when it picks the server, not
+                // when the response comes (a slow server's cookie expires
+                // before `Date` + max-age).
+                let now = held
+                    .picked_at()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
                 Bind {

@@ -128,4 +128,43 @@ mod tests {
             "srv_id=c3"
         );
     }
+
+    /// The `Set-Cookie` values nginx 1.31.5 (built from nginx/nginx at
+    /// commit 3f6f7824d4e2, see bench/results/2026-12-06-nginx131-sticky.txt)
+    /// sent for servers 127.0.0.1:18081 and :18082, in the response whose
+    /// `Date` was `Sun, 06 Dec 2026 12:20:19 GMT` (1796559619), for
+    /// `sticky cookie srv_id expires=1h domain=.example.com path=/ httponly
+    /// secure samesite=strict`, `sticky cookie srv_id expires=max`, and
+    /// `sticky cookie srv_id` with `route=a` on the first server.
+    #[test]
+    fn the_bytes_nginx_131_sent() {
+        let now = 1_796_559_619;
+        let route = |port| ferry_lb::derived_route(([127, 0, 0, 1], port).into());
+        let attrs = StickyCookie {
+            path: "/".into(),
+            httponly: true,
+            secure: true,
+            samesite: "strict".into(),
+            ..cookie(CookieExpires::Secs(3600))
+        };
+        assert_eq!(
+            value(&attrs, &route(18081), ".example.com", now),
+            "srv_id=7f3797d6a7e152c9ae2760fc816c6014; expires=Sun, 06-Dec-26 13:20:19 GMT; \
+             max-age=3600; domain=.example.com; httponly; secure; samesite=strict; path=/"
+        );
+        assert_eq!(
+            value(&attrs, &route(18082), ".example.com", now),
+            "srv_id=4900f59d6c4a944fb53a6d384b54b275; expires=Sun, 06-Dec-26 13:20:19 GMT; \
+             max-age=3600; domain=.example.com; httponly; secure; samesite=strict; path=/"
+        );
+        assert_eq!(
+            value(&cookie(CookieExpires::Max), &route(18081), "", now),
+            "srv_id=7f3797d6a7e152c9ae2760fc816c6014; expires=Thu, 31-Dec-37 23:55:55 GMT; \
+             max-age=315360000"
+        );
+        assert_eq!(
+            value(&cookie(CookieExpires::Session), "a", "", now),
+            "srv_id=a"
+        );
+    }
 }

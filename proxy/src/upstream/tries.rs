@@ -28,7 +28,7 @@ use ferry_lb::{Cursor, Feedback, Key, Lease};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// How the loop ended.
 pub(crate) enum Chosen {
@@ -55,12 +55,20 @@ pub(crate) struct Held {
     try_index: usize,
     /// The group the server is in.
     upstream: Arc<Upstream>,
+    /// When the balancer picked the server.
+    picked: SystemTime,
 }
 
 impl Held {
     /// The group of the server, and the server's route (for `sticky`).
     pub fn server(&self) -> (&Arc<Upstream>, &str) {
         (&self.upstream, &self.lease.peer().route)
+    }
+
+    /// When the balancer picked the server (nginx's `ngx_time()` in
+    /// `get_peer`, where `sticky cookie` dates its `expires`).
+    pub fn picked_at(&self) -> SystemTime {
+        self.picked
     }
 
     /// The response is done: the try is complete in the record and the
@@ -154,6 +162,8 @@ struct Current {
     peer: Arc<UpstreamPeer>,
     /// Its place in the request's record of tries.
     index: usize,
+    /// When the balancer picked it.
+    picked: SystemTime,
 }
 
 /// What a try was judged: the rules' outcome and verdict, whether it was a
@@ -203,6 +213,7 @@ pub(crate) async fn run<L: Leg>(
         let Some(lease) = select(leg, &upstream, &mut tries.cursors[at].1) else {
             return Ok(Chosen::Fail(Failure::NoLive.status()));
         };
+        let picked = SystemTime::now();
         let peer = leg.peer(&upstream, &lease);
         let index = leg.tries().len();
         let record = new_try(peer.addr_text.clone(), &upstream, TryOutcome::Used);
@@ -215,6 +226,7 @@ pub(crate) async fn run<L: Leg>(
             lease,
             peer,
             index,
+            picked,
         };
         match tries.next(leg, policy, current, attempt).await? {
             Step::Respond(r) => return Ok(Chosen::Response(r)),
@@ -430,6 +442,7 @@ impl Tries {
             cursor,
             try_index: c.index,
             upstream: c.upstream,
+            picked: c.picked,
         };
         Response { conn, header, held }
     }
