@@ -335,13 +335,14 @@ def grpc_call_file(work):
     return path, len(body)
 
 
-def grpc_answered():
-    """How many calls the echo server has answered with grpc-status 0."""
+def grpc_counts():
+    """The echo server's calls answered with grpc-status 0, its open
+    connections and the connections it has accepted."""
     out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", f"http://127.0.0.1:{GRPC_BACKEND}/count"],
                          capture_output=True, text=True).stdout
-    if not out.isdigit():
+    if not re.fullmatch(r"\d+ \d+ \d+", out):
         sys.exit(f"the gRPC echo server's /count answered {out!r}")
-    return int(out)
+    return [int(x) for x in out.split()]
 
 
 def h2load_grpc(port, call, seconds, conns, streams):
@@ -350,13 +351,14 @@ def h2load_grpc(port, call, seconds, conns, streams):
     the echoed message, and the echo server counted it; `bad` is every
     call that was not."""
     path, size = call
-    before = grpc_answered()
+    before = grpc_counts()
     out = subprocess.run(
         ["taskset", "-c", "1", "h2load", "-t1", f"-c{conns}", f"-m{streams}", f"-D{seconds:g}", "-d", path,
          "-H", "content-type: application/grpc", "-H", "te: trailers",
          f"http://127.0.0.1:{port}/bench.Echo/Unary"],
         capture_output=True, text=True).stdout
-    server = grpc_answered() - before
+    after = grpc_counts()
+    server = after[0] - before[0]
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
                      out)
     rate = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
@@ -370,7 +372,15 @@ def h2load_grpc(port, call, seconds, conns, streams):
     unseen = max(ok - server, 0)  # 2xx the echo server never answered
     return {"requests": ok, "secs": float(rate.group(1)), "rps": float(rate.group(2)),
             "mean": to_ms(mean.group(1)), "failed": failed, "no_message": no_message, "unseen": unseen,
-            "bad": failed + max(no_message, unseen), "server": server, "raw": out}
+            "bad": failed + max(no_message, unseen), "server": server, "raw": out,
+            "upstream_new": after[2] - before[2]}
+
+
+def upstream_conns(pids):
+    """The connections the processes `pids` hold to the gRPC echo server."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", "dst", f"127.0.0.1:{GRPC_BACKEND}"],
+                         capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if any(f"pid={p}," in line for p in pids))
 
 
 def idle_keepalive_rss(pid, port, conns):
@@ -630,20 +640,23 @@ def grpc_rows(procs, work, log, args):
             for name in (names if r % 2 == 0 else list(reversed(names))):
                 res = measured(running[name], name,
                                lambda: h2load_grpc(PORTS[name], call, args.seconds, conns, streams))
+                res["upstream_open"] = upstream_conns(proxy_pids(running[name], name))
                 results[(name, (conns, streams))].append(res)
     med = statistics.median
     print(f"\ngRPC unary calls over h2c to an HTTP/2 upstream (grpc-echo, {call[1]}-byte calls echoed): "
           f"{args.rounds} rounds x {args.seconds:g}s, h2load -t1; proxies on CPU 0, grpc-echo and h2load "
-          "on CPU 1; medians; bad = failed or non-2xx, or a 2xx without the echo or not counted by grpc-echo")
+          "on CPU 1; medians; failed = failed or non-2xx; no echo = 2xx without the message; unseen = 2xx "
+          "grpc-echo did not answer; upstream conns: the proxy's to grpc-echo after a round / opened during one (max)")
     print(f"{'h2load':<11}{'proxy':<12}{'calls/s':>9}{'mean ms':>9}{'CPU us/call':>13}"
-          f"{'calls':>9}{'failed':>8}{'no echo':>8}{'unseen':>8}")
+          f"{'calls':>9}{'failed':>8}{'no echo':>8}{'unseen':>8}{'upstream conns':>16}")
     us = {}
     for (name, (conns, streams)), rs in results.items():
         us[(name, (conns, streams))] = med([x["cpu_s"] * 1e6 / max(x["requests"], 1) for x in rs])
         print(f"{f'-c{conns} -m{streams}':<11}{name:<12}{med([x['rps'] for x in rs]):>9.0f}"
               f"{med([x['mean'] for x in rs]):>9.2f}{us[(name, (conns, streams))]:>13.1f}"
               f"{sum(x['requests'] for x in rs):>9}{sum(x['failed'] for x in rs):>8}"
-              f"{sum(x['no_message'] for x in rs):>8}{sum(x['unseen'] for x in rs):>8}")
+              f"{sum(x['no_message'] for x in rs):>8}{sum(x['unseen'] for x in rs):>8}"
+              f"{' / '.join(str(max(x[k] for x in rs)) for k in ('upstream_open', 'upstream_new')):>16}")
     rows = {row: (us[("ferry-grpc", row)], us[("nginx-grpc", row)]) for row in GRPC_ROWS}
     print("ferry/nginx CPU per call: " + ", ".join(f"-c{c} -m{m} {f / n:.2f}x" for (c, m), (f, n) in rows.items()))
     for p in running.values():

@@ -5,9 +5,10 @@
 //! counterpart: none; it stands where a gRPC server stands behind nginx's
 //! `grpc_pass` and Ferry's `http_version: "2"`.
 //!
-//! `GET /count` answers how many calls it has answered with status 0, so
-//! the benchmark can check that every call its client saw succeed reached
-//! this server. Usage: `grpc-echo LISTEN`.
+//! `GET /count` answers three numbers: the calls it has answered with
+//! status 0 (so the benchmark can check that every call its client saw
+//! succeed reached this server), its open connections and the connections
+//! it has accepted. Usage: `grpc-echo LISTEN`.
 
 use bytes::{Bytes, BytesMut};
 use h2::server::{self, SendResponse};
@@ -34,31 +35,43 @@ fn main() {
 
 async fn serve(addr: &str) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
-    let answered = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     loop {
         let (sock, _) = listener.accept().await?;
         let _ = sock.set_nodelay(true);
-        tokio::spawn(connection(sock, answered.clone()));
+        counts.accepted.fetch_add(1, Ordering::Relaxed);
+        counts.open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(connection(sock, counts.clone()));
     }
 }
 
-async fn connection(sock: TcpStream, answered: Arc<AtomicU64>) {
-    let Ok(mut conn) = server::handshake(sock).await else {
-        return;
-    };
-    while let Some(Ok((request, respond))) = conn.accept().await {
-        tokio::spawn(call(request, respond, answered.clone()));
-    }
+/// What `GET /count` reports.
+#[derive(Default)]
+struct Counts {
+    answered: AtomicU64,
+    open: AtomicU64,
+    accepted: AtomicU64,
 }
 
-async fn call(
-    request: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
-    answered: Arc<AtomicU64>,
-) {
+async fn connection(sock: TcpStream, counts: Arc<Counts>) {
+    if let Ok(mut conn) = server::handshake(sock).await {
+        while let Some(Ok((request, respond))) = conn.accept().await {
+            tokio::spawn(call(request, respond, counts.clone()));
+        }
+    }
+    counts.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn call(request: Request<RecvStream>, respond: SendResponse<Bytes>, counts: Arc<Counts>) {
     if request.uri().path() == "/count" {
-        let count = answered.load(Ordering::Relaxed).to_string();
-        send(respond, "text/plain", Bytes::from(count), None);
+        let [a, o, c] =
+            [&counts.answered, &counts.open, &counts.accepted].map(|n| n.load(Ordering::Relaxed));
+        send(
+            respond,
+            "text/plain",
+            Bytes::from(format!("{a} {o} {c}")),
+            None,
+        );
         return;
     }
     let Ok(message) = read_body(request.into_body()).await else {
@@ -67,7 +80,7 @@ async fn call(
     let ok = is_one_message(&message);
     let status = HeaderValue::from_static(if ok { "0" } else { "3" });
     if send(respond, "application/grpc", message, Some(status)) && ok {
-        answered.fetch_add(1, Ordering::Relaxed);
+        counts.answered.fetch_add(1, Ordering::Relaxed);
     }
 }
 
