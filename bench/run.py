@@ -27,6 +27,12 @@ The backend is nginx serving static files; it and wrk share CPU 1.
               a limit (ferry), with a local limit_req (ferry-limit) and with
               the zone in Redis (ferry-redis; redis-server on CPU 1), the
               rate high enough that every request passes, interleaved rounds
+  --grpc      only gRPC to an HTTP/2 upstream: unary calls over h2c through
+              Ferry (ferry-grpc: an h2c listener, http_version "2") and
+              nginx (nginx-grpc: grpc_pass) to the same echo server
+              (bench/src/bin/grpc-echo.rs on CPU 1, beside h2load): CPU per
+              call with one stream in flight per connection (-c32 -m1) and
+              with 16 (-c4 -m16), interleaved rounds; --check reports them
 
 For each proxy and response size, interleaved over rounds: req/s, MB/s,
 p50/p99 latency, and the proxy's own CPU time (utime+stime of its process
@@ -54,8 +60,12 @@ REL = os.path.join(ROOT, "target", "release")
 BACKEND = 18000
 PORTS = {"pingora": 18090, "floor": 18084, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083,
          "ferry-log": 18086, "nginx-log": 18085, "ferry-cache": 18087, "nginx-cache": 18088,
-         "ferry-limit": 18091, "ferry-redis": 18092}
+         "ferry-limit": 18091, "ferry-redis": 18092, "ferry-grpc": 18095, "nginx-grpc": 18096}
 REDIS = 18093
+GRPC_BACKEND = 18094
+# h2load's connections and streams in flight per connection for each gRPC row.
+GRPC_ROWS = [(32, 1), (4, 16)]
+GRPC_MESSAGE = 100  # bytes of protobuf in each call, each way
 TLS_PORTS = {name: port + 100 for name, port in PORTS.items()}
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -138,6 +148,50 @@ http {{
 """
 
 
+def nginx_grpc_conf(work):
+    """nginx as a gRPC proxy: h2c with prior knowledge on its port, grpc_pass
+    to the echo server over kept-alive connections (nginx sends one call at a
+    time on each)."""
+    return f"""
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {work}/nginx-grpc.pid;
+error_log {work}/nginx-grpc.err warn;
+events {{ worker_connections 20480; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    upstream grpcapp {{ server 127.0.0.1:{GRPC_BACKEND}; keepalive 128; keepalive_requests 1000000; }}
+    server {{
+        listen 127.0.0.1:{PORTS["nginx-grpc"]} http2;
+        keepalive_requests 1000000;
+        location / {{ grpc_pass grpc://grpcapp; }}
+    }}
+}}
+"""
+
+
+def ferry_grpc_conf(work):
+    """Ferry as a gRPC proxy: an h2c listener, HTTP/2 to the echo server,
+    neither body buffered (what a gRPC route of every kind wants)."""
+    port = PORTS["ferry-grpc"]
+    return f"""
+server: {{ threads: 1, pid_file: {work}/ferry-{port}.pid, upgrade_sock: {work}/ferry-{port}.sock,
+          grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}
+listen:
+  - {{ addr: "127.0.0.1:{port}", h2c: true }}
+upstreams:
+  grpc:
+    servers: [ {{ addr: 127.0.0.1:{GRPC_BACKEND} }} ]
+    keepalive: 128
+    keepalive_requests: 1000000
+routes:
+  - upstream: grpc
+    proxy: {{ http_version: "2", request_buffering: false, buffering: false }}
+"""
+
+
 def ferry_conf(work, port, buffering, access_log=None, cache=False, limit=None):
     log = f"access_log: {access_log}\n" if access_log else ""
     route_limit = ""
@@ -193,6 +247,16 @@ def start_proxy(procs, name, work, log):
                f"127.0.0.1:{TLS_PORTS[name]}", f"{work}/cert.pem", f"{work}/key.pem"]
     elif name == "floor":
         cmd = [os.path.join(REL, "pingora-floor"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}"]
+    elif name == "ferry-grpc":
+        conf = os.path.join(work, f"{name}.yaml")
+        with open(conf, "w") as f:
+            f.write(ferry_grpc_conf(work))
+        cmd = [os.path.join(REL, "ferry"), "-c", conf]
+    elif name == "nginx-grpc":
+        conf = os.path.join(work, f"{name}.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_grpc_conf(work))
+        cmd = ["nginx", "-c", conf, "-p", work]
     elif name.startswith("ferry"):
         conf = os.path.join(work, f"{name}.yaml")
         with open(conf, "w") as f:
@@ -256,6 +320,67 @@ def h2load(port, path, seconds, conns):
         sys.exit(f"h2load failed:\n{out}")
     return {"requests": int(done.group(2)), "secs": float(rate.group(1)), "rps": float(rate.group(2)),
             "mean": to_ms(mean.group(1)), "bad": int(done.group(1)) - int(done.group(2))}
+
+
+def grpc_call_file(work):
+    """A unary call's request body: one uncompressed gRPC message (the 5-byte
+    prefix, then protobuf field 1, bytes) of GRPC_MESSAGE bytes; the echo
+    server sends the same bytes back. Returns (path, its length)."""
+    payload = b"x" * (GRPC_MESSAGE - 2)
+    message = bytes([0x0A, len(payload)]) + payload
+    body = b"\x00" + len(message).to_bytes(4, "big") + message
+    path = os.path.join(work, "grpc-call.bin")
+    with open(path, "wb") as f:
+        f.write(body)
+    return path, len(body)
+
+
+def grpc_counts():
+    """The echo server's calls answered with grpc-status 0, its open
+    connections and the connections it has accepted."""
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", f"http://127.0.0.1:{GRPC_BACKEND}/count"],
+                         capture_output=True, text=True).stdout
+    if not re.fullmatch(r"\d+ \d+ \d+", out):
+        sys.exit(f"the gRPC echo server's /count answered {out!r}")
+    return [int(x) for x in out.split()]
+
+
+def h2load_grpc(port, call, seconds, conns, streams):
+    """Unary gRPC calls over h2c (h2load POSTs the call's body on each
+    stream). A call counts as answered when its status is 2xx, it carried
+    the echoed message, and the echo server counted it; `bad` is every
+    call that was not."""
+    path, size = call
+    before = grpc_counts()
+    out = subprocess.run(
+        ["taskset", "-c", "1", "h2load", "-t1", f"-c{conns}", f"-m{streams}", f"-D{seconds:g}", "-d", path,
+         "-H", "content-type: application/grpc", "-H", "te: trailers",
+         f"http://127.0.0.1:{port}/bench.Echo/Unary"],
+        capture_output=True, text=True).stdout
+    after = grpc_counts()
+    server = after[0] - before[0]
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
+                     out)
+    rate = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+    data = re.search(r"traffic: .*?\((\d+)\) data", out)
+    if not (done and rate and mean and data):
+        sys.exit(f"h2load failed:\n{out}")
+    ok = int(done.group(2))
+    failed = int(done.group(1)) - ok
+    no_message = max(ok - int(data.group(1)) // size, 0)  # 2xx without the echo: Ferry's own answer
+    unseen = max(ok - server, 0)  # 2xx the echo server never answered
+    return {"requests": ok, "secs": float(rate.group(1)), "rps": float(rate.group(2)),
+            "mean": to_ms(mean.group(1)), "failed": failed, "no_message": no_message, "unseen": unseen,
+            "bad": failed + max(no_message, unseen), "server": server, "raw": out,
+            "upstream_new": after[2] - before[2]}
+
+
+def upstream_conns(pids):
+    """The connections the processes `pids` hold to the gRPC echo server."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", "dst", f"127.0.0.1:{GRPC_BACKEND}"],
+                         capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if any(f"pid={p}," in line for p in pids))
 
 
 def idle_keepalive_rss(pid, port, conns):
@@ -329,7 +454,7 @@ def idle_h2_rss(pid, port, conns):
             s.close()
 
 
-def check(table, h2, idle, peak, args):
+def check(table, h2, idle, peak, grpc, args):
     """Each performance goal with its ratio from this run; 1 when one is missed."""
     med = statistics.median
     us = lambda n: table[(n, "1k")]["us_req"]
@@ -352,6 +477,9 @@ def check(table, h2, idle, peak, args):
     if "h2-ferry" in idle:
         print(f"\nreported (no goal): an idle HTTP/2 connection over TLS costs {idle['h2-ferry']:.2f} KiB "
               f"(nginx {idle['h2-nginx']:.2f}, bare Pingora {idle['h2-pingora']:.2f})")
+    for (conns, streams), (ferry, nginx) in grpc.items():
+        print(f"reported (no goal): unary gRPC over h2c to an HTTP/2 upstream, h2load -c{conns} -m{streams}: "
+              f"CPU per call {ferry / nginx:.2f}x nginx's grpc_pass ({ferry:.1f} against {nginx:.1f} us)")
     print("\ngoals")
     missed = 0
     for text, value, limit, shown in goals:
@@ -492,6 +620,51 @@ end
 """
 
 
+def grpc_rows(procs, work, log, args):
+    """Unary gRPC calls through ferry-grpc and nginx-grpc to one echo server,
+    each row of GRPC_ROWS in interleaved rounds: prints the table and
+    returns {(conns, streams): (ferry us/call, nginx us/call)}."""
+    backend = procs.start([os.path.join(REL, "grpc-echo"), f"127.0.0.1:{GRPC_BACKEND}"], 1, log)
+    wait_port(GRPC_BACKEND)
+    call = grpc_call_file(work)
+    names = ["ferry-grpc", "nginx-grpc"]
+    running = {n: start_proxy(procs, n, work, log) for n in names}
+    for name in names:  # warm the upstream connections; every call must succeed
+        for conns, streams in GRPC_ROWS:
+            res = h2load_grpc(PORTS[name], call, 1, conns, streams)
+            if res["bad"] or not res["requests"]:
+                sys.exit(f"{name} fails gRPC calls (-c{conns} -m{streams}); see {work}/procs.log\n{res['raw']}")
+    results = {(n, row): [] for row in GRPC_ROWS for n in names}
+    for r in range(args.rounds):
+        for conns, streams in GRPC_ROWS:
+            for name in (names if r % 2 == 0 else list(reversed(names))):
+                res = measured(running[name], name,
+                               lambda: h2load_grpc(PORTS[name], call, args.seconds, conns, streams))
+                res["upstream_open"] = upstream_conns(proxy_pids(running[name], name))
+                results[(name, (conns, streams))].append(res)
+    med = statistics.median
+    print(f"\ngRPC unary calls over h2c to an HTTP/2 upstream (grpc-echo, {call[1]}-byte calls echoed): "
+          f"{args.rounds} rounds x {args.seconds:g}s, h2load -t1; proxies on CPU 0, grpc-echo and h2load "
+          "on CPU 1; medians; failed = failed or non-2xx; no echo = 2xx without the message; unseen = 2xx "
+          "grpc-echo did not answer; upstream conns: the proxy's to grpc-echo after a round / opened during one (max)")
+    print(f"{'h2load':<11}{'proxy':<12}{'calls/s':>9}{'mean ms':>9}{'CPU us/call':>13}"
+          f"{'calls':>9}{'failed':>8}{'no echo':>8}{'unseen':>8}{'upstream conns':>16}")
+    us = {}
+    for (name, (conns, streams)), rs in results.items():
+        us[(name, (conns, streams))] = med([x["cpu_s"] * 1e6 / max(x["requests"], 1) for x in rs])
+        print(f"{f'-c{conns} -m{streams}':<11}{name:<12}{med([x['rps'] for x in rs]):>9.0f}"
+              f"{med([x['mean'] for x in rs]):>9.2f}{us[(name, (conns, streams))]:>13.1f}"
+              f"{sum(x['requests'] for x in rs):>9}{sum(x['failed'] for x in rs):>8}"
+              f"{sum(x['no_message'] for x in rs):>8}{sum(x['unseen'] for x in rs):>8}"
+              f"{' / '.join(str(max(x[k] for x in rs)) for k in ('upstream_open', 'upstream_new')):>16}")
+    rows = {row: (us[("ferry-grpc", row)], us[("nginx-grpc", row)]) for row in GRPC_ROWS}
+    print("ferry/nginx CPU per call: " + ", ".join(f"-c{c} -m{m} {f / n:.2f}x" for (c, m), (f, n) in rows.items()))
+    for p in running.values():
+        procs.stop(p)
+    procs.stop(backend)
+    return rows
+
+
 def key_flood(procs, work, log, args):
     """A flood of unique query strings on a cached route: the RSS of Ferry
     (max_keys 80,000, the default) and nginx (a 10m keys zone) before and
@@ -568,6 +741,8 @@ def main():
                     help="only the cache: Ferry and nginx answering from disk (CPU per 1 KB and per GB of 1 MB HITs)")
     ap.add_argument("--limits", action="store_true",
                     help="only the limits: CPU per request without a limit, with a local limit_req, with Redis")
+    ap.add_argument("--grpc", action="store_true",
+                    help="only gRPC: unary calls over h2c through Ferry and nginx's grpc_pass to one HTTP/2 server")
     ap.add_argument("--key-flood", type=int, metavar="N",
                     help="only the key flood: RSS before and after N unique cached keys, Ferry and nginx")
     ap.add_argument("--idle", type=int, metavar="N",
@@ -622,6 +797,9 @@ def main():
             return
         if args.limits:
             limits_only(procs, work, log, args)
+            return
+        if args.grpc:
+            grpc_rows(procs, work, log, args)
             return
         names = ["pingora", "floor", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
         if args.check:
@@ -708,7 +886,7 @@ def main():
             procs.stop(p)
 
         if args.check:
-            sys.exit(check(table, h2, idle, peak, args))
+            sys.exit(check(table, h2, idle, peak, grpc_rows(procs, work, log, args), args))
     finally:
         procs.stop_all()
         log.close()

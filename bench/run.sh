@@ -3,7 +3,7 @@
 # passthrough, a Pingora floor (the least a proxy on Pingora's parts costs)
 # and nginx as a proxy with --nginx-proxy, side by side in one run.
 # Installs wrk and nginx from the system's packages when missing.
-#   bench/run.sh [--seconds 5] [--rounds 3] [--nginx-proxy] [--check] [--idle N] [--cache] [--key-flood N] [--limits]
+#   bench/run.sh [--seconds 5] [--rounds 3] [--nginx-proxy] [--check] [--idle N] [--cache] [--key-flood N] [--limits] [--grpc]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
