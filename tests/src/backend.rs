@@ -111,19 +111,12 @@ impl Backend {
     /// A backend on the Unix socket at `path` (`addr` is then unused).
     pub async fn start_unix(path: &std::path::Path, handler: Handler) -> Backend {
         let listener = tokio::net::UnixListener::bind(path).expect("bind a Unix socket");
-        let (hits, conns, seen) = Default::default();
-        let shared = Shared {
-            handler,
-            hits,
-            conns,
-            seen,
-        };
+        let shared = Shared::new(handler);
         let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
                 if let Ok((stream, _)) = listener.accept().await {
-                    s.conns.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(s.clone().connection(stream, None));
+                    s.accepted(stream, None);
                 }
             }
         });
@@ -137,21 +130,13 @@ impl Backend {
     ) -> std::io::Result<Backend> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let (hits, conns, seen) = Default::default();
-        let shared = Shared {
-            handler,
-            hits,
-            conns,
-            seen,
-        };
+        let shared = Shared::new(handler);
         let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                s.conns.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(s.clone().connection(stream, tls.clone()));
+                if let Ok((stream, _)) = listener.accept().await {
+                    s.accepted(stream, tls.clone());
+                }
             }
         });
         Ok(shared.backend(addr, task))
@@ -200,6 +185,24 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(handler: Handler) -> Shared {
+        Shared {
+            handler,
+            hits: Default::default(),
+            conns: Default::default(),
+            seen: Default::default(),
+        }
+    }
+
+    /// A connection accepted: counted, then served on a task of its own.
+    fn accepted<S>(&self, stream: S, tls: Option<tokio_rustls::TlsAcceptor>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        self.conns.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(self.clone().connection(stream, tls));
+    }
+
     fn backend(self, addr: SocketAddr, task: tokio::task::JoinHandle<()>) -> Backend {
         Backend {
             addr,

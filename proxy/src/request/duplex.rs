@@ -13,6 +13,7 @@ use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::record::End;
 use crate::request::body_stream::{self, Piece, Streamed};
+use crate::response::body_pipe::end_body;
 use crate::upstream::connect::Conn;
 use bytes::Bytes;
 use ferry_filters::headers::BodyFraming;
@@ -91,11 +92,7 @@ async fn to_client<P: ProxyHttp>(
     if s.downstream.is_http2() && !trailers.is_empty() {
         app.response_trailer_filter(s.request, &mut trailers, ctx)?;
     }
-    if s.downstream.is_http2() && !trailers.is_empty() {
-        s.downstream.write_response_body(piece, false).await?;
-        s.downstream.write_response_trailers(trailers).await?;
-    } else {
-        s.downstream.write_response_body(piece, true).await?;
-    }
+    let trailers = (s.downstream.is_http2() && !trailers.is_empty()).then_some(trailers);
+    end_body(s.downstream, piece, trailers).await?;
     Ok(true)
 }

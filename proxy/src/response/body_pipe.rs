@@ -181,15 +181,9 @@ impl<P: ProxyHttp> DownstreamBody for ClientWriter<'_, '_, P> {
         };
         *self.2 += last.len() as u64;
         let trailers = self.trailers()?;
-        let client = &mut *self.0;
-        let wrote = match trailers {
-            None => client.write_response_body(last, true).await,
-            Some(t) => match client.write_response_body(last, false).await {
-                Ok(()) => client.write_response_trailers(t).await,
-                Err(e) => Err(e),
-            },
-        };
-        wrote.map_err(|e| pipe_error(Side::Client, &e))
+        end_body(self.0, last, trailers)
+            .await
+            .map_err(|e| pipe_error(Side::Client, &e))
     }
 
     fn is_gone(&mut self) -> bool {
@@ -213,6 +207,22 @@ impl<P: ProxyHttp> ClientWriter<'_, '_, P> {
             .response_trailer_filter(h.request, &mut t, &mut h.ctx())
             .map_err(|e| PipeError::new(Side::Client, FailKind::Error, e.to_string()))?;
         Ok((!t.is_empty()).then_some(t))
+    }
+}
+
+/// The body's last piece to the client, then its trailers when there are
+/// any (they end the stream instead of the last piece).
+pub(crate) async fn end_body(
+    client: &mut ServerSession,
+    last: Bytes,
+    trailers: Option<HeaderMap>,
+) -> pingora_error::Result<()> {
+    match trailers {
+        None => client.write_response_body(last, true).await,
+        Some(t) => {
+            client.write_response_body(last, false).await?;
+            client.write_response_trailers(t).await
+        }
     }
 }
 
