@@ -87,7 +87,7 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     };
     // 4. A route that answers by itself.
     if let Some(r) = &route.conf.respond {
-        respond::route_return(s.downstream, s.request, r).await?;
+        Box::pin(respond::route_return(s.downstream, s.request, r)).await?;
         return Ok(End::Complete);
     }
     // 4b. The route's limits (nginx's preaccess phase): a refusal is one
@@ -231,6 +231,17 @@ pub(crate) async fn fail<P: ProxyHttp>(
     ctx: &mut P::CTX,
     e: Box<Error>,
 ) -> End {
+    // Boxed: an error page's future is large, and every step that can fail
+    // would otherwise carry its room in the request's state.
+    Box::pin(fail_now(app, s, ctx, e)).await
+}
+
+async fn fail_now<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    e: Box<Error>,
+) -> End {
     let answer = app.fail_to_proxy(s, &e, ctx).await;
     if answer.error_code >= 500 && !app.suppress_error_log(s, ctx, &e) {
         log::error!(
@@ -314,14 +325,19 @@ async fn upstream<P: ProxyHttp>(
         .filter(|_| !proxy.ignore_client_abort);
     // A gRPC call's deadline bounds the wait for its response header.
     let deadline = grpc::deadline(leg.s.req_header());
-    let tries = tries::run(&mut leg, &policy, tries_limit, buffer_size);
-    let within = async {
-        match deadline {
-            Some(d) => tokio::time::timeout(d, tries).await.ok(),
-            None => Some(tries.await),
-        }
+    // Pinned here, once: the wrappers below hold only a reference to it
+    // (a future moved into each would be copied into each one's state).
+    let outcome = {
+        let mut tries = std::pin::pin!(tries::run(&mut leg, &policy, tries_limit, buffer_size));
+        let within = async {
+            match deadline {
+                Some(d) => tokio::time::timeout(d, tries.as_mut()).await.ok(),
+                None => Some(tries.as_mut().await),
+            }
+        };
+        unless_client_leaves(watch, within).await
     };
-    match unless_client_leaves(watch, within).await {
+    match outcome {
         Some(Some(chosen)) => chosen,
         Some(None) => {
             log::error!(
@@ -366,7 +382,14 @@ async fn send_response<P: ProxyHttp>(
     if proxy.intercept_errors && status >= 300 && proxy.error_pages.contains_key(&status) {
         conn.close();
         let keep = kept_on_error_page(&upstream_header);
-        respond::error(s.downstream, s.request, status, Some(proxy), &keep).await?;
+        Box::pin(respond::error(
+            s.downstream,
+            s.request,
+            status,
+            Some(proxy),
+            &keep,
+        ))
+        .await?;
         return Ok(End::Complete);
     }
     // 9. The response header, through the response filter, to the client
@@ -393,11 +416,11 @@ async fn send_response<P: ProxyHttp>(
     //    soon as its body is complete. After a 101: the tunnel.
     if conn.request_open && !header_ends {
         // The request body streams on beside the response (full duplex).
-        return Ok(duplex::relay(app, s, ctx, conn, open).await);
+        return Ok(Box::pin(duplex::relay(app, s, ctx, conn, open)).await);
     }
     if switching {
         let idle = proxy.read_timeout.non_zero();
-        let moved = tunnel::relay(s.downstream, conn, idle).await;
+        let moved = Box::pin(tunnel::relay(s.downstream, conn, idle)).await;
         s.request.body_bytes_sent = moved.to_client;
         return Ok(End::Complete);
     }
