@@ -31,6 +31,7 @@ pub enum Framing {
 pub(crate) fn content_length(lines: &[Line], buf: &[u8]) -> Result<Option<u64>, WireError> {
     let mut found: Option<u64> = None;
     for value in line::values(lines, buf, "content-length") {
+        let value = &*value;
         if !value
             .iter()
             .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
@@ -81,6 +82,7 @@ pub(crate) fn chunked_is_final(lines: &[Line], buf: &[u8]) -> bool {
     let Some(last) = line::values(lines, buf, "transfer-encoding").next_back() else {
         return false;
     };
+    let last = &*last;
     let token = match last.iter().rposition(|&b| b == b',') {
         Some(comma) => &last[comma + 1..],
         None => last,
@@ -92,7 +94,8 @@ pub(crate) fn chunked_is_final(lines: &[Line], buf: &[u8]) -> bool {
 /// for a value that is exactly `keep-alive`, `Some(false)` when a `close`
 /// token is in the list, `None` otherwise (then the version decides).
 pub(crate) fn connection_keepalive(lines: &[Line], buf: &[u8]) -> Option<bool> {
-    let value = line::first(lines, buf, "connection")?;
+    let value = line::values(lines, buf, "connection").next()?;
+    let value = &*value;
     if value.eq_ignore_ascii_case(b"keep-alive") {
         return Some(true);
     }

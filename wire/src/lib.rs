@@ -17,7 +17,7 @@ mod response;
 pub use chunked::{ChunkedDecoder, Decoded};
 pub use error::WireError;
 pub use framing::Framing;
-pub use line::Line;
+pub use line::{unfold, Line};
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};
 

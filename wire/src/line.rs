@@ -2,6 +2,7 @@
 //! buffer, and the lookups by name that framing and keepalive need. nginx's
 //! counterpart is `ngx_table_elt_t` with its `key` and `value`.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// A header line: `name` and `value` are ranges into the parsed buffer; the
@@ -29,8 +30,20 @@ pub(crate) fn lines_of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<Line
         .collect()
 }
 
-/// The values of every line named `name` (ASCII case-insensitive), in order.
+/// The values of every line named `name` (ASCII case-insensitive), in
+/// order, unfolded (see `unfold`) as Pingora sees them.
 pub(crate) fn values<'b, 'l>(
+    lines: &'l [Line],
+    buf: &'b [u8],
+    name: &'l str,
+) -> impl DoubleEndedIterator<Item = Cow<'b, [u8]>> + 'l
+where
+    'b: 'l,
+{
+    raw_values(lines, buf, name).map(unfold)
+}
+
+fn raw_values<'b, 'l>(
     lines: &'l [Line],
     buf: &'b [u8],
     name: &'l str,
@@ -48,9 +61,37 @@ where
     })
 }
 
-/// The first value of `name`.
+/// The first value of `name`, raw.
 pub(crate) fn first<'b>(lines: &[Line], buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
-    values(lines, buf, name).next()
+    raw_values(lines, buf, name).next()
+}
+
+/// A field value as Pingora keeps a response's: each obs-fold (CRLF and the
+/// spaces and tabs around it) collapsed to one space, any other CR or NUL
+/// replaced by a space (pingora-http `normalize_field_value`, RFC 9112
+/// section 5.2). Borrowed unless the value holds CR, LF or NUL, which only
+/// a folded response value can. A caller forwarding a response's header
+/// lines forwards this form.
+pub fn unfold(raw: &[u8]) -> Cow<'_, [u8]> {
+    if !raw.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+        return Cow::Borrowed(raw);
+    }
+    let blank = |b: &u8| if matches!(b, b'\r' | b'\0') { b' ' } else { *b };
+    let Some(first_nl) = raw.iter().position(|&b| b == b'\n') else {
+        return Cow::Owned(raw.iter().map(blank).collect());
+    };
+    let mut out: Vec<u8> = raw[..first_nl].trim_ascii_end().iter().map(blank).collect();
+    for part in raw[first_nl + 1..].split(|&b| b == b'\n') {
+        let part = part.trim_ascii();
+        if part.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(b' ');
+        }
+        out.extend(part.iter().map(blank));
+    }
+    Cow::Owned(out)
 }
 
 /// Whether any line is named `name`.
