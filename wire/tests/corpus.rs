@@ -5,6 +5,8 @@
 
 mod differential;
 
+use differential::{End, Outcome};
+
 use std::path::PathBuf;
 
 use proptest::prelude::*;
@@ -15,13 +17,13 @@ fn corpus_dir() -> PathBuf {
 
 /// Runs the file through the harness as its name says: `req-*` a request,
 /// `resp-head-*` a response to HEAD, `resp-*` a response.
-fn check_file(name: &str, bytes: &[u8]) -> Result<(), String> {
+fn check_file(name: &str, bytes: &[u8]) -> Result<End, String> {
     if name.starts_with("req-") {
-        differential::check_request(bytes)
+        differential::request_end(bytes)
     } else if name.starts_with("resp-head-") {
-        differential::check_response(bytes, true)
+        differential::response_end(bytes, true)
     } else if name.starts_with("resp-") {
-        differential::check_response(bytes, false)
+        differential::response_end(bytes, false)
     } else {
         Err(format!("{name}: not named req-*, resp-* or resp-head-*"))
     }
@@ -30,7 +32,7 @@ fn check_file(name: &str, bytes: &[u8]) -> Result<(), String> {
 #[test]
 fn seed_corpus_agrees_with_pingora() {
     let mut failures = Vec::new();
-    let mut count = 0;
+    let mut ends = Vec::new();
     let entries = std::fs::read_dir(corpus_dir()).expect("fuzz/corpus/wire_diff exists");
     for entry in entries {
         let path = entry.expect("a directory entry").path();
@@ -40,13 +42,62 @@ fn seed_corpus_agrees_with_pingora() {
             .unwrap_or_default()
             .to_string();
         let bytes = std::fs::read(&path).expect("a corpus file reads");
-        count += 1;
-        if let Err(e) = check_file(&name, &bytes) {
-            failures.push(format!("{name}: {e}"));
+        match check_file(&name, &bytes) {
+            Ok(end) => ends.push(end),
+            Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
-    assert!(count >= 40, "only {count} corpus files");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(ends.len() >= 40, "only {} corpus files", ends.len());
+    // The corpus reaches every way a message can end, on both sides alike.
+    for end in [
+        End::HeadRefused,
+        End::HeadIncomplete,
+        End::BodyComplete,
+        End::BodyTruncated,
+        End::BodyInvalid,
+    ] {
+        assert!(ends.contains(&end), "no corpus file ends with {end:?}");
+    }
+}
+
+/// The harness itself reports what it is meant to: a verdict, a body and a
+/// header that differ.
+#[test]
+fn harness_reports_disagreements() {
+    let base = Outcome {
+        heads: Vec::new(),
+        body: b"abc".to_vec(),
+        end: End::BodyComplete,
+        keepalive: Some(true),
+        why: String::new(),
+    };
+    assert!(differential::compare(&base, &base).is_ok());
+    let other_end = Outcome {
+        end: End::BodyTruncated,
+        ..base.clone()
+    };
+    assert!(differential::compare(&base, &other_end)
+        .unwrap_err()
+        .contains("verdict"));
+    let other_body = Outcome {
+        body: b"abd".to_vec(),
+        ..base.clone()
+    };
+    assert!(differential::compare(&base, &other_body)
+        .unwrap_err()
+        .contains("body"));
+    let other_keepalive = Outcome {
+        keepalive: Some(false),
+        ..base.clone()
+    };
+    assert!(differential::compare(&base, &other_keepalive)
+        .unwrap_err()
+        .contains("keepalive"));
+    // A smuggling classic is refused by both, not merely alike.
+    let smuggle =
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde";
+    assert_eq!(differential::request_end(smuggle), Ok(End::HeadRefused));
 }
 
 // ---- the grammar ----

@@ -101,21 +101,42 @@ impl Outcome {
 
 /// ferry-wire and Pingora agree on this request.
 pub fn check_request(bytes: &[u8]) -> Result<(), String> {
-    let ours = ferry_request(bytes)?;
-    let theirs = runtime().block_on(pingora_request(bytes));
-    if escaped_target(bytes, &ours, &theirs) {
-        return Ok(());
-    }
-    compare(&ours, &theirs)
-        .map_err(|e| format!("request {:?}: {e}", bytes.escape_ascii().to_string()))
+    request_end(bytes).map(|_| ())
 }
 
 /// ferry-wire and Pingora agree on this response (to a HEAD request when
 /// `request_was_head`).
 pub fn check_response(bytes: &[u8], request_was_head: bool) -> Result<(), String> {
+    response_end(bytes, request_was_head).map(|_| ())
+}
+
+/// The fuzz target's input: the first byte chooses a request (0 mod 3), a
+/// response (1) or a response to HEAD (2); the rest is the message.
+pub fn check_tagged(data: &[u8]) -> Result<(), String> {
+    match data.split_first() {
+        None => Ok(()),
+        Some((kind, msg)) if kind % 3 == 0 => check_request(msg),
+        Some((kind, msg)) => check_response(msg, kind % 3 == 2),
+    }
+}
+
+/// `check_request`, and how the request ended when both agree.
+pub fn request_end(bytes: &[u8]) -> Result<End, String> {
+    let ours = ferry_request(bytes)?;
+    let theirs = runtime().block_on(pingora_request(bytes));
+    if escaped_target(bytes, &ours, &theirs) {
+        return Ok(theirs.end);
+    }
+    compare(&ours, &theirs)
+        .map(|()| ours.end)
+        .map_err(|e| format!("request {:?}: {e}", bytes.escape_ascii().to_string()))
+}
+
+/// `check_response`, and how the response ended when both agree.
+pub fn response_end(bytes: &[u8], request_was_head: bool) -> Result<End, String> {
     let ours = ferry_response(bytes, request_was_head)?;
     let theirs = runtime().block_on(pingora_response(bytes, request_was_head));
-    compare(&ours, &theirs).map_err(|e| {
+    compare(&ours, &theirs).map(|()| ours.end).map_err(|e| {
         format!(
             "response (HEAD: {request_was_head}) {:?}: {e}",
             bytes.escape_ascii().to_string()
@@ -123,7 +144,8 @@ pub fn check_response(bytes: &[u8], request_was_head: bool) -> Result<(), String
     })
 }
 
-fn compare(ours: &Outcome, theirs: &Outcome) -> Result<(), String> {
+/// Any disagreement between two outcomes, described.
+pub fn compare(ours: &Outcome, theirs: &Outcome) -> Result<(), String> {
     if ours.end != theirs.end {
         return Err(format!(
             "verdict: ferry-wire {:?}, Pingora {:?} ({})",
