@@ -32,9 +32,12 @@ pub struct RequestHead {
 /// line ends are accepted. Refuses more than `max_headers` lines, a second
 /// `Host` or userinfo in `Host`, and the `Content-Length` and
 /// `Transfer-Encoding` combinations Pingora refuses (see `framing`).
-/// The raw target is kept as received: unlike Pingora, no percent-escaping
-/// of bytes httparse refuses, and no check of an absolute-form target's
-/// authority against `Host`.
+/// An origin-form target must be one the `http` crate stores (see
+/// `origin_target_ok`). The raw target is kept as received: unlike
+/// Pingora, no percent-escaping of bytes httparse refuses, and none of
+/// Pingora's checks of an absolute-form or CONNECT target's authority (nor
+/// of its path) against `Host`: a caller accepting such targets applies
+/// them itself.
 pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<Parsed<RequestHead>, WireError> {
     let head = if max_headers <= STACK_HEADERS {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
@@ -85,6 +88,9 @@ impl RequestHead {
         if second.is_some() || host.is_some_and(|h| h.contains(&b'@')) {
             return Err(WireError::BadHost);
         }
+        if !origin_target_ok(buf.get(self.target.clone()).unwrap_or_default()) {
+            return Err(WireError::Header("request target"));
+        }
         self.framing(buf).map(|_| ())
     }
 
@@ -124,4 +130,33 @@ impl RequestHead {
         }
         framing::keepalive(&self.lines, buf, self.minor)
     }
+}
+
+/// Most bytes of a target the `http` crate stores (its `MAX_LEN`).
+const TARGET_MAX: usize = u16::MAX as usize - 1;
+
+/// Whether an origin-form (`/...`, `?...`) or asterisk-form target is one
+/// Pingora can store: the `http` crate's path-and-query rules on the target
+/// less its fragment: in the path no `<`, `>` or backquote, in the query no
+/// `"`, `<` or `>` (httparse already refuses controls, space and DEL); at
+/// most 65534 bytes once invalid UTF-8 is replaced. Other target forms are
+/// not checked here (see `parse_request`).
+fn origin_target_ok(target: &[u8]) -> bool {
+    let target = match target.iter().position(|&b| b == b'#') {
+        Some(fragment) => &target[..fragment],
+        None => target,
+    };
+    if !matches!(target.first(), Some(b'/' | b'?')) {
+        return true;
+    }
+    if String::from_utf8_lossy(target).len() > TARGET_MAX {
+        return false;
+    }
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(q) => (&target[..q], &target[q + 1..]),
+        None => (target, &b""[..]),
+    };
+    let path_ok = !path.iter().any(|b| matches!(b, b'<' | b'>' | b'`'));
+    let query_ok = !query.iter().any(|b| matches!(b, b'"' | b'<' | b'>'));
+    path_ok && query_ok
 }

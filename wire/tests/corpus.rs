@@ -104,14 +104,28 @@ fn harness_reports_disagreements() {
 
 fn method() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "GET", "POST", "HEAD", "PUT", "OPTIONS", "PATCH", "get", "M-SEARCH",
+        "GET", "POST", "HEAD", "PUT", "OPTIONS", "PATCH", "get", "M-SEARCH", "CONNECT",
     ])
     .prop_map(str::to_string)
 }
 
 fn target() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "/", "/a/b?c=d", "*", "/x#frag", "/%41", "/a b", "/é", "?q",
+        "/",
+        "/a/b?c=d",
+        "*",
+        "/x#frag",
+        "/%41",
+        "/a b",
+        "/é",
+        "?q",
+        "/a`b",
+        "/?a`\"<",
+        "#f",
+        "http://h/x",
+        "http://u@h/",
+        "h:443",
+        "http:/\\h/",
     ])
     .prop_map(str::to_string)
 }
@@ -317,6 +331,20 @@ proptest! {
     #[test]
     fn generated_responses_agree_with_pingora(bytes in mangled(response()), head in any::<bool>()) {
         if let Err(e) = differential::check_response(&bytes, head) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_agree_with_pingora(
+        kind in 0u8..3,
+        start in prop::sample::select(vec!["", "GET / HTTP/1.1\r\n", "HTTP/1.1 200 OK\r\n"]),
+        tail in prop::collection::vec(any::<u8>(), 0..48),
+    ) {
+        let mut data = vec![kind];
+        data.extend_from_slice(start.as_bytes());
+        data.extend_from_slice(&tail);
+        if let Err(e) = differential::check_tagged(&data) {
             return Err(TestCaseError::fail(e));
         }
     }

@@ -24,6 +24,10 @@
 //!   the raw one.
 //! - folded response values: compared in Pingora's unfolded form
 //!   (`ferry_wire::unfold`), which a caller forwarding them uses too.
+//! - `authority target`: ferry-wire accepts, and Pingora refuses, a request
+//!   whose target is not origin-form or `*` (absolute-form, authority-form)
+//!   or whose method is CONNECT: Pingora's authority checks
+//!   (pingora-core and pingora-http `authority.rs`) are the caller's.
 //! - the target's fragment: Pingora drops `#...` (and an empty target
 //!   becomes `/`); the comparison applies the same to ferry-wire's raw
 //!   target.
@@ -124,7 +128,7 @@ pub fn check_tagged(data: &[u8]) -> Result<(), String> {
 pub fn request_end(bytes: &[u8]) -> Result<End, String> {
     let ours = ferry_request(bytes)?;
     let theirs = runtime().block_on(pingora_request(bytes));
-    if escaped_target(bytes, &ours, &theirs) {
+    if escaped_target(bytes, &ours, &theirs) || authority_target(&ours, &theirs) {
         return Ok(theirs.end);
     }
     compare(&ours, &theirs)
@@ -198,6 +202,19 @@ fn escaped_target(bytes: &[u8], ours: &Outcome, theirs: &Outcome) -> bool {
         target
             .iter()
             .any(|&b| b.is_ascii_control() || matches!(b, b' ' | b'<' | b'>' | b'"'))
+    })
+}
+
+/// Exception `authority target`: only ferry-wire accepting and Pingora
+/// refusing, and only for a target that is not origin-form or `*`, or a
+/// CONNECT.
+fn authority_target(ours: &Outcome, theirs: &Outcome) -> bool {
+    if theirs.end != End::HeadRefused || ours.end == End::HeadRefused {
+        return false;
+    }
+    ours.heads.first().is_some_and(|h| {
+        h.method == b"CONNECT"
+            || !(h.target.starts_with(b"/") || h.target.starts_with(b"?") || h.target == b"*")
     })
 }
 
