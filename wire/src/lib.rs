@@ -21,6 +21,14 @@ pub use line::{unfold, Line};
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};
 
+/// Pingora's bound on a head (pingora-core `MAX_HEADER_SIZE`): a caller
+/// refuses a head still `Partial` after this many bytes, as Pingora does.
+pub const MAX_HEAD_BYTES: usize = 1_048_575;
+
+/// Pingora's bound on header lines (pingora-core `MAX_HEADERS`), the
+/// `max_headers` that gives Pingora's verdicts.
+pub const MAX_HEADERS: usize = 256;
+
 /// The answer of a head parser: the whole head, or more bytes are needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed<T> {

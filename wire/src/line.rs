@@ -13,10 +13,14 @@ pub struct Line {
     pub value: Range<usize>,
 }
 
-/// Where `part` (a sub-slice of `buf`) sits in `buf`.
+/// Where `part` (a sub-slice of `buf`) sits in `buf`; `0..0` for an empty
+/// part that httparse did not take from `buf`.
 pub(crate) fn range_in(buf: &[u8], part: &[u8]) -> Range<usize> {
-    let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
-    start..start + part.len()
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= buf.len() => start..end,
+        _ => 0..0,
+    }
 }
 
 /// httparse's header lines as `Line`s.
