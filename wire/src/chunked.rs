@@ -60,6 +60,7 @@ impl Default for ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
+    /// A decoder at the start of a chunked body.
     pub fn new() -> Self {
         ChunkedDecoder { state: State::Size }
     }

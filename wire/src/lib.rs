@@ -7,6 +7,8 @@
 //! harness in `tests/differential` checks this), so that Ferry's own wire
 //! path accepts and frames exactly what the Pingora path did.
 
+#![warn(missing_docs)]
+
 mod chunked;
 mod error;
 mod framing;
@@ -32,6 +34,8 @@ pub const MAX_HEADERS: usize = 256;
 /// The answer of a head parser: the whole head, or more bytes are needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed<T> {
+    /// The whole head.
     Complete(T),
+    /// The head is not complete yet: read more and parse again.
     Partial,
 }

@@ -9,7 +9,9 @@ use std::ops::Range;
 /// value is without its surrounding whitespace (as httparse returns it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
+    /// The field name, as received.
     pub name: Range<usize>,
+    /// The field value without surrounding spaces and tabs.
     pub value: Range<usize>,
 }
 

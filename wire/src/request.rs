@@ -18,10 +18,13 @@ const STACK_HEADERS: usize = 256;
 /// A parsed request head; every range points into the parsed buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
+    /// The method token.
     pub method: Range<usize>,
+    /// The request target, raw (fragment included).
     pub target: Range<usize>,
     /// HTTP/1.x
     pub minor: u8,
+    /// The header lines in order.
     pub lines: Vec<Line>,
     /// Bytes of the head including the final empty line.
     pub len: usize,

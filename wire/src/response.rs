@@ -18,11 +18,13 @@ const STACK_HEADERS: usize = 256;
 /// A parsed response head; every range points into the parsed buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
+    /// The status code (100 to 999).
     pub status: u16,
     /// The reason phrase; empty when it holds obs-text (httparse's rule).
     pub reason: Range<usize>,
     /// HTTP/1.x
     pub minor: u8,
+    /// The header lines in order.
     pub lines: Vec<Line>,
     /// Bytes of the head including the final empty line.
     pub len: usize,
