@@ -310,6 +310,44 @@ fn mangled<S: Strategy<Value = Vec<u8>>>(s: S) -> impl Strategy<Value = Vec<u8>>
         .prop_map(|(b, cut, flip)| mangle(b, cut, flip))
 }
 
+/// A message past Pingora's first read (4 KiB head buffer, 64 KiB body
+/// reads): a long header value, then a body by Content-Length or in large
+/// chunks, sometimes cut short.
+fn large_message() -> impl Strategy<Value = (Vec<u8>, bool)> {
+    (
+        any::<bool>(),
+        0usize..9000,
+        prop::collection::vec(1usize..150_000, 1..3),
+        any::<bool>(),
+        prop::option::weighted(0.3, any::<prop::sample::Index>()),
+    )
+        .prop_map(|(is_request, pad, sizes, chunked, cut)| {
+            let start = if is_request {
+                "POST / HTTP/1.1\r\nHost: h\r\n"
+            } else {
+                "HTTP/1.1 200 OK\r\n"
+            };
+            let mut out = format!("{start}X-Pad: {}\r\n", "p".repeat(pad)).into_bytes();
+            let total: usize = sizes.iter().sum();
+            if chunked {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                for size in sizes {
+                    out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+                    out.extend(std::iter::repeat_n(b'c', size));
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                out.extend_from_slice(format!("Content-Length: {total}\r\n\r\n").as_bytes());
+                out.extend(std::iter::repeat_n(b'l', total));
+            }
+            if let Some(at) = cut {
+                out.truncate(at.index(out.len() + 1));
+            }
+            (out, is_request)
+        })
+}
+
 fn cases() -> u32 {
     std::env::var("WIRE_DIFF_CASES")
         .ok()
@@ -346,6 +384,18 @@ proptest! {
         data.extend_from_slice(&tail);
         if let Err(e) = differential::check_tagged(&data) {
             return Err(TestCaseError::fail(e));
+        }
+    }
+
+    #[test]
+    fn large_messages_agree_with_pingora((bytes, is_request) in large_message()) {
+        let result = if is_request {
+            differential::check_request(&bytes)
+        } else {
+            differential::check_response(&bytes, false)
+        };
+        if let Err(e) = result {
+            return Err(TestCaseError::fail(e.chars().take(2000).collect::<String>()));
         }
     }
 

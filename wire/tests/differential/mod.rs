@@ -45,7 +45,8 @@
 use std::io::Cursor;
 
 use ferry_wire::{
-    parse_request, parse_response, ChunkedDecoder, Framing, Line, Parsed, RequestHead, ResponseHead,
+    parse_request, parse_response, ChunkedDecoder, Framing, Line, Parsed, RequestHead,
+    ResponseHead, WireError,
 };
 use pingora_core::protocols::http::v1::{client, server};
 use tokio::io::AsyncWriteExt;
@@ -187,7 +188,11 @@ pub fn compare(ours: &Outcome, theirs: &Outcome) -> Result<(), String> {
 /// Pingora did not, because its retry percent-escapes control bytes, space,
 /// `<`, `>` and `"` in the target (pingora-core `escape_illegal_request_line`).
 fn escaped_target(bytes: &[u8], ours: &Outcome, theirs: &Outcome) -> bool {
-    if ours.end != End::HeadRefused || theirs.end == End::HeadRefused {
+    // Pingora retries only after httparse's token or version error.
+    let request_line_error = [WireError::Header("token"), WireError::Header("version")]
+        .iter()
+        .any(|e| ours.why == e.to_string());
+    if !request_line_error || theirs.end == End::HeadRefused {
         return false;
     }
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or(b"");
