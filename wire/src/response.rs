@@ -1,0 +1,153 @@
+//! A response head: the status line and header lines of an upstream's
+//! response, parsed in place, with the framing and keepalive verdicts
+//! Pingora 0.9's client session reaches (pingora-core
+//! `protocols/http/v1/client.rs`). nginx's counterpart is
+//! ngx_http_parse_status_line with ngx_http_proxy_process_header.
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use crate::error::from_httparse;
+use crate::framing::{self, Framing};
+use crate::line::{self, range_in, Line};
+use crate::{Parsed, WireError};
+
+/// Header lines parsed without allocating when the limit is at most this.
+const STACK_HEADERS: usize = 256;
+
+/// A parsed response head; every range points into the parsed buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// The status code (100 to 999).
+    pub status: u16,
+    /// The reason phrase; empty when it holds obs-text (httparse's rule).
+    pub reason: Range<usize>,
+    /// HTTP/1.x
+    pub minor: u8,
+    /// The header lines in order.
+    pub lines: Vec<Line>,
+    /// Bytes of the head including the final empty line.
+    pub len: usize,
+}
+
+/// Parses a response head from the start of `buf` with Pingora's httparse
+/// configuration for responses: spaces before a header's colon and obs-fold
+/// continuation lines are accepted (a folded value's range spans the fold).
+/// Refuses more than `max_headers` lines, a status below 100, and an
+/// invalid `Content-Length` when there is no `Transfer-Encoding`.
+pub fn parse_response(buf: &[u8], max_headers: usize) -> Result<Parsed<ResponseHead>, WireError> {
+    let head = if max_headers <= STACK_HEADERS {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+        parse_with(buf, &mut headers[..max_headers])?
+    } else {
+        let mut headers = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); max_headers];
+        parse_with(buf, &mut headers)?
+    };
+    match head {
+        Parsed::Complete(h) => {
+            if h.status < 100 {
+                return Err(WireError::BadStatus);
+            }
+            if !line::has(&h.lines, buf, "transfer-encoding") {
+                framing::content_length(&h.lines, buf)?;
+            }
+            Ok(Parsed::Complete(h))
+        }
+        Parsed::Partial => Ok(Parsed::Partial),
+    }
+}
+
+fn parse_with<'b>(
+    buf: &'b [u8],
+    headers: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Parsed<ResponseHead>, WireError> {
+    let mut config = httparse::ParserConfig::default();
+    config.allow_spaces_after_header_name_in_responses(true);
+    config.allow_obsolete_multiline_headers_in_responses(true);
+    let mut resp = httparse::Response::new(&mut []);
+    let status = config
+        .parse_response_with_uninit_headers(&mut resp, buf, headers)
+        .map_err(from_httparse)?;
+    let httparse::Status::Complete(len) = status else {
+        return Ok(Parsed::Partial);
+    };
+    let Some(code) = resp.code else {
+        return Err(WireError::Header("status"));
+    };
+    let reason = match resp.reason {
+        Some(r) if !r.is_empty() => range_in(buf, r.as_bytes()),
+        _ => 0..0,
+    };
+    Ok(Parsed::Complete(ResponseHead {
+        status: code,
+        reason,
+        minor: resp.version.unwrap_or(1),
+        lines: line::lines_of(buf, resp.headers),
+        len,
+    }))
+}
+
+impl ResponseHead {
+    /// The first field named `name` (ASCII case-insensitive).
+    pub fn get<'b>(&self, buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
+        line::first(&self.lines, buf, name)
+    }
+
+    /// Where the body ends, in Pingora's order: 1xx other than 101 has none
+    /// (another head follows); 204 and 304 have none; a response to HEAD has
+    /// none; 101 relays until close; then `Transfer-Encoding` with `chunked`
+    /// final is `Chunked` (`Content-Length` ignored), any other
+    /// `Transfer-Encoding` (even on HTTP/1.0) is `UntilClose`; then the
+    /// reconciled `Content-Length`; else `UntilClose`.
+    pub fn framing(&self, buf: &[u8], request_was_head: bool) -> Result<Framing, WireError> {
+        match self.status {
+            101 if !request_was_head => return Ok(Framing::UntilClose),
+            100..=199 | 204 | 304 => return Ok(Framing::Empty),
+            _ if request_was_head => return Ok(Framing::Empty),
+            _ => {}
+        }
+        if line::has(&self.lines, buf, "transfer-encoding") {
+            return Ok(if framing::chunked_is_final(&self.lines, buf) {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            });
+        }
+        match framing::content_length(&self.lines, buf)? {
+            Some(0) => Ok(Framing::Empty),
+            Some(n) => Ok(Framing::Length(n)),
+            None => Ok(Framing::UntilClose),
+        }
+    }
+
+    /// Whether the upstream connection may be reused after this response's
+    /// body, given it ended exactly where its framing said: never after a
+    /// 101 or a close-delimited body, nor for an HTTP/1.0 response with
+    /// `Transfer-Encoding`; else `Connection: keep-alive` (exactly) or
+    /// HTTP/1.1 without a `close` token. (Pingora also refuses reuse when
+    /// the upstream sent bytes past the body, and when the request said
+    /// `Connection: close`: the caller knows those.)
+    pub fn keepalive(&self, buf: &[u8]) -> bool {
+        self.keepalive_after(buf, false)
+    }
+
+    /// `keepalive` for a response to the given request method: a response
+    /// to HEAD has no body, so it is never close-delimited.
+    pub fn keepalive_after(&self, buf: &[u8], request_was_head: bool) -> bool {
+        if self.status == 101 || self.is_informational() {
+            return false;
+        }
+        if let Ok(Framing::UntilClose) | Err(_) = self.framing(buf, request_was_head) {
+            return false;
+        }
+        if self.minor == 0 && line::has(&self.lines, buf, "transfer-encoding") {
+            return false;
+        }
+        framing::keepalive(&self.lines, buf, self.minor)
+    }
+
+    /// A 1xx other than 101: an interim response; the real head follows.
+    pub fn is_informational(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
