@@ -69,12 +69,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The binaries measured: the checkout's release build, or FERRY_BENCH_BIN_DIR.
 REL = os.environ.get("FERRY_BENCH_BIN_DIR") or os.path.join(ROOT, "target", "release")
-BACKEND = 18000
-PORTS = {"pingora": 18090, "floor": 18084, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083,
-         "ferry-log": 18086, "nginx-log": 18085, "ferry-cache": 18087, "nginx-cache": 18088,
-         "ferry-limit": 18091, "ferry-redis": 18092, "ferry-grpc": 18095, "nginx-grpc": 18096, "tokio-floor": 18097}
-REDIS = 18093
-GRPC_BACKEND = 18094
+# Every port is BASE plus an offset; FERRY_BENCH_PORT_BASE moves them all
+# (main() refuses to start when one is taken).
+BASE = int(os.environ.get("FERRY_BENCH_PORT_BASE") or 18000)
+BACKEND = BASE
+PORTS = {name: BASE + offset for name, offset in {
+    "pingora": 90, "floor": 84, "ferry": 81, "ferry-unbuf": 82, "nginx": 83, "ferry-log": 86, "nginx-log": 85,
+    "ferry-cache": 87, "nginx-cache": 88, "ferry-limit": 91, "ferry-redis": 92, "ferry-grpc": 95,
+    "nginx-grpc": 96, "tokio-floor": 97}.items()}
+REDIS = BASE + 93
+GRPC_BACKEND = BASE + 94
 # h2load's connections and streams in flight per connection for each gRPC row.
 GRPC_ROWS = [(32, 1), (4, 16)]
 GRPC_MESSAGE = 100  # bytes of protobuf in each call, each way
@@ -91,6 +95,19 @@ def wait_port(port, timeout=20):
         except OSError:
             time.sleep(0.05)
     sys.exit(f"nothing listens on {port}")
+
+
+def ports_free():
+    """Exits when another process listens on one of the bench's ports: its
+    answers would be measured as ours."""
+    for port in [BACKEND, REDIS, GRPC_BACKEND] + list(PORTS.values()) + list(TLS_PORTS.values()):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                sys.exit(f"port {port} is taken (another bench or server?); "
+                         f"set FERRY_BENCH_PORT_BASE to move the bench's ports from {BASE}")
 
 
 def cpu_ticks(pid):
@@ -897,6 +914,7 @@ def main():
         if soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
+    ports_free()
     work = tempfile.mkdtemp(prefix="ferry-bench-")
     os.chmod(work, 0o755)  # nginx's workers run as nobody
     files = os.path.join(work, "files")

@@ -4,7 +4,8 @@
 # and nginx as a proxy with --nginx-proxy, side by side in one run.
 # Installs wrk, nginx and (for --check and --callgrind) valgrind from the
 # system's packages when missing. FERRY_BENCH_BIN_DIR=DIR measures the
-# binaries in DIR instead of building the checkout's.
+# binaries in DIR instead of building the checkout's; FERRY_BENCH_PORT_BASE=N
+# moves the bench's ports (18000 and up) when another server holds one.
 #   bench/run.sh [--seconds 5] [--rounds 3] [--nginx-proxy] [--check] [--callgrind] [--idle N] [--cache]
 #                [--key-flood N] [--limits] [--grpc]
 set -euo pipefail
