@@ -569,6 +569,8 @@ def callgrind_total(procs, log, name, work, n):
 def callgrind_rows(procs, work, log):
     """Instructions per 1 KB keepalive GET for each of CG_ROWS: prints the
     table and returns {(row, column): instructions}."""
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed: apt-get install valgrind")
     cg = {}
     for key, name in CG_ROWS.items():
         lo = callgrind_total(procs, log, name, work, CG_LO)
