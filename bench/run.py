@@ -5,17 +5,27 @@ Proxies (each pinned to CPU 0, one worker thread):
   pingora     a bare Pingora 0.9 passthrough (bench/src/bin/pingora-passthrough.rs)
   floor       the least a proxy on Pingora's HTTP/1 sessions, pool and server
               costs: header and body copied, nothing else (bench/src/bin/pingora-floor.rs)
+  tokio-floor a one-thread tokio + httparse passthrough, one upstream
+              connection per client, bytes forwarded as they are (bench/tokio-floor)
   ferry       Ferry with default settings (buffering on, retries on)
   ferry-unbuf Ferry with buffering: false
   nginx       nginx as a proxy (proxy_buffering on), when --nginx-proxy is given
   ferry-log   Ferry writing its JSON access log to a file (with --check)
   nginx-log   nginx with its access log on (with --check)
-  ferry-cache Ferry with a cache on the route, every request a HIT (with --cache)
-  nginx-cache nginx with proxy_cache on the location, every request a HIT (with --cache)
+  ferry-cache Ferry with a cache on the route, every request a HIT (--cache, --check)
+  nginx-cache nginx with proxy_cache on the location, every request a HIT (--cache, --check)
 The backend is nginx serving static files; it and wrk share CPU 1.
 
-  --check     everything, with 10,000 idle clients, then each performance goal
-              with its ratio; exit status 1 when one is missed
+  --check     everything in one run: callgrind counts, the tables below with
+              access logs, the cache HITs, 5,000 and 10,000 idle HTTP/1
+              clients, 2,000 idle HTTP/2 connections, the gRPC rows; then
+              each performance goal (issue 30) with its ratio to nginx;
+              exit status 1 when one is missed
+  --callgrind only user-space instructions per 1 KB keepalive GET under
+              callgrind (ferry, nginx in one process, tokio-floor), proxied
+              and as cache HITs: each proxy fresh under callgrind for 20
+              warm-up GETs then 300, and again then 1,300, on one keepalive
+              connection; (I(1300) - I(300)) / 1000
   --idle N    only the idle measurement: KiB per idle keepalive client (N of
               them), and per idle HTTP/2 connection over TLS (at most 2,000)
   --ab A B    only an A/B of two ferry binaries (CPU per request; --ab-path /1m
@@ -48,6 +58,7 @@ import resource
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -56,13 +67,18 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REL = os.path.join(ROOT, "target", "release")
-BACKEND = 18000
-PORTS = {"pingora": 18090, "floor": 18084, "ferry": 18081, "ferry-unbuf": 18082, "nginx": 18083,
-         "ferry-log": 18086, "nginx-log": 18085, "ferry-cache": 18087, "nginx-cache": 18088,
-         "ferry-limit": 18091, "ferry-redis": 18092, "ferry-grpc": 18095, "nginx-grpc": 18096}
-REDIS = 18093
-GRPC_BACKEND = 18094
+# The binaries measured: the checkout's release build, or FERRY_BENCH_BIN_DIR.
+REL = os.environ.get("FERRY_BENCH_BIN_DIR") or os.path.join(ROOT, "target", "release")
+# Every port is BASE plus an offset; FERRY_BENCH_PORT_BASE moves them all
+# (main() refuses to start when one is taken).
+BASE = int(os.environ.get("FERRY_BENCH_PORT_BASE") or 18000)
+BACKEND = BASE
+PORTS = {name: BASE + offset for name, offset in {
+    "pingora": 90, "floor": 84, "ferry": 81, "ferry-unbuf": 82, "nginx": 83, "ferry-log": 86, "nginx-log": 85,
+    "ferry-cache": 87, "nginx-cache": 88, "ferry-limit": 91, "ferry-redis": 92, "ferry-grpc": 95,
+    "nginx-grpc": 96, "tokio-floor": 97}.items()}
+REDIS = BASE + 93
+GRPC_BACKEND = BASE + 94
 # h2load's connections and streams in flight per connection for each gRPC row.
 GRPC_ROWS = [(32, 1), (4, 16)]
 GRPC_MESSAGE = 100  # bytes of protobuf in each call, each way
@@ -79,6 +95,19 @@ def wait_port(port, timeout=20):
         except OSError:
             time.sleep(0.05)
     sys.exit(f"nothing listens on {port}")
+
+
+def ports_free():
+    """Exits when another process listens on one of the bench's ports: its
+    answers would be measured as ours."""
+    for port in [BACKEND, REDIS, GRPC_BACKEND] + list(PORTS.values()) + list(TLS_PORTS.values()):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                sys.exit(f"port {port} is taken (another bench or server?); "
+                         f"set FERRY_BENCH_PORT_BASE to move the bench's ports from {BASE}")
 
 
 def cpu_ticks(pid):
@@ -100,7 +129,7 @@ def peak_rss_kb(pid):
     return status_kb(pid, "VmHWM")
 
 
-def nginx_conf(work, proxy, name="nginx"):
+def nginx_conf(work, proxy, name="nginx", single=False):
     files = os.path.join(work, "files")
     server = f"""
     server {{
@@ -131,8 +160,10 @@ def nginx_conf(work, proxy, name="nginx"):
             {cache_on}
         }}
     }}"""
+    # single: one process that serves (no master), for callgrind to measure it whole.
     return f"""
 daemon off;
+{"master_process off;" if single else ""}
 worker_processes 1;
 worker_rlimit_nofile 65536;
 pid {work}/{name + '-proxy' if proxy else 'nginx-backend'}.pid;
@@ -228,10 +259,10 @@ class Procs:
         self.procs.append(p)
         return p
 
-    def stop(self, p):
+    def stop(self, p, timeout=5):
         p.terminate()
         try:
-            p.wait(5)
+            p.wait(timeout)
         except subprocess.TimeoutExpired:
             p.kill()
         self.procs.remove(p)
@@ -241,35 +272,34 @@ class Procs:
             self.stop(p)
 
 
-def start_proxy(procs, name, work, log):
+def proxy_cmd(name, work, single=False):
+    """The command line of proxy `name`, its configuration written to `work`;
+    `single`: nginx in one process (master_process off)."""
     if name == "pingora":
-        cmd = [os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}",
-               f"127.0.0.1:{TLS_PORTS[name]}", f"{work}/cert.pem", f"{work}/key.pem"]
-    elif name == "floor":
-        cmd = [os.path.join(REL, "pingora-floor"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}"]
-    elif name == "ferry-grpc":
-        conf = os.path.join(work, f"{name}.yaml")
-        with open(conf, "w") as f:
-            f.write(ferry_grpc_conf(work))
-        cmd = [os.path.join(REL, "ferry"), "-c", conf]
+        return [os.path.join(REL, "pingora-passthrough"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}",
+                f"127.0.0.1:{TLS_PORTS[name]}", f"{work}/cert.pem", f"{work}/key.pem"]
+    if name == "floor":
+        return [os.path.join(REL, "pingora-floor"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}"]
+    if name == "tokio-floor":
+        return [os.path.join(REL, "tokio-floor"), f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{BACKEND}"]
+    if name == "ferry-grpc":
+        conf, text = os.path.join(work, f"{name}.yaml"), ferry_grpc_conf(work)
     elif name == "nginx-grpc":
-        conf = os.path.join(work, f"{name}.conf")
-        with open(conf, "w") as f:
-            f.write(nginx_grpc_conf(work))
-        cmd = ["nginx", "-c", conf, "-p", work]
+        conf, text = os.path.join(work, f"{name}.conf"), nginx_grpc_conf(work)
     elif name.startswith("ferry"):
+        log_file = f"{work}/ferry-access.log" if name == "ferry-log" else None
+        limit = {"ferry-limit": "local", "ferry-redis": "redis"}.get(name)
         conf = os.path.join(work, f"{name}.yaml")
-        with open(conf, "w") as f:
-            log_file = f"{work}/ferry-access.log" if name == "ferry-log" else None
-            limit = {"ferry-limit": "local", "ferry-redis": "redis"}.get(name)
-            f.write(ferry_conf(work, PORTS[name], name != "ferry-unbuf", log_file, name == "ferry-cache", limit))
-        cmd = [os.path.join(REL, "ferry"), "-c", conf]
+        text = ferry_conf(work, PORTS[name], name != "ferry-unbuf", log_file, name == "ferry-cache", limit)
     else:
-        conf = os.path.join(work, f"{name}-proxy.conf")
-        with open(conf, "w") as f:
-            f.write(nginx_conf(work, True, name))
-        cmd = ["nginx", "-c", conf, "-p", work]
-    p = procs.start(cmd, 0, log)
+        conf, text = os.path.join(work, f"{name}-proxy.conf"), nginx_conf(work, True, name, single)
+    with open(conf, "w") as f:
+        f.write(text)
+    return [os.path.join(REL, "ferry"), "-c", conf] if name.startswith("ferry") else ["nginx", "-c", conf, "-p", work]
+
+
+def start_proxy(procs, name, work, log):
+    p = procs.start(proxy_cmd(name, work), 0, log)
     wait_port(PORTS[name])
     return p
 
@@ -454,29 +484,153 @@ def idle_h2_rss(pid, port, conns):
             s.close()
 
 
-def check(table, h2, idle, peak, grpc, args):
-    """Each performance goal with its ratio from this run; 1 when one is missed."""
+# callgrind: user-space instructions per request, which this machine's noise
+# cannot move. Each proxy runs fresh under callgrind for CG_WARM + n
+# keepalive GETs, n = CG_LO and n = CG_HI; the difference over CG_HI - CG_LO
+# requests leaves out start-up, warm-up and shut-down.
+CG_WARM, CG_LO, CG_HI = 20, 300, 1300
+# (row, column): the proxy measured; the "hit" column's proxies cache.
+CG_ROWS = {("ferry", "get"): "ferry", ("nginx", "get"): "nginx", ("tokio-floor", "get"): "tokio-floor",
+           ("ferry", "hit"): "ferry-cache", ("nginx", "hit"): "nginx-cache"}
+
+
+def keepalive_get(sock, path, buf, want_hit):
+    """One GET on a keepalive connection, its response read to the end of
+    its Content-Length body and required to be a 200 (and a cache HIT when
+    `want_hit`); returns what was read past that response."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    while b"\r\n\r\n" not in buf:
+        buf += recv_some(sock)
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    head = head.decode("latin1").lower()
+    length = re.search(r"^content-length:\s*(\d+)", head, re.M)
+    if not head.startswith("http/1.1 200") or not length:
+        sys.exit(f"not a 200 with a Content-Length:\n{head}")
+    if want_hit and "x-cache-status: hit" not in head:
+        sys.exit(f"not a cache HIT:\n{head}")
+    while len(buf) < int(length.group(1)):
+        buf += recv_some(sock)
+    return buf[int(length.group(1)):]
+
+
+def recv_some(sock):
+    chunk = sock.recv(65536)
+    if not chunk:
+        sys.exit("the proxy closed a keepalive connection")
+    return chunk
+
+
+def fresh_cache_dirs(work):
+    """Empty cache directories for ferry-cache and nginx-cache."""
+    for d in ["ferry-cache", "nginx-cache"]:
+        shutil.rmtree(os.path.join(work, d), ignore_errors=True)
+    os.makedirs(f"{work}/nginx-cache")
+    os.chmod(f"{work}/nginx-cache", 0o777)  # nginx's workers run as nobody
+
+
+def callgrind_total(procs, log, name, work, n):
+    """All instructions (Ir) proxy `name` executes, started fresh under
+    callgrind, serving CG_WARM + n GETs of /1k on one keepalive connection
+    from this process, then stopped with SIGINT."""
+    out = os.path.join(work, "callgrind", f"{name}-{n}")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    fresh_cache_dirs(work)
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out"]
+    p = procs.start(cmd + proxy_cmd(name, work, single=True), 0, log)
+    try:
+        wait_port(PORTS[name], 60)  # valgrind starts slowly
+        with socket.create_connection(("127.0.0.1", PORTS[name])) as s:
+            s.settimeout(60)
+            buf = b""
+            for i in range(CG_WARM + n):
+                buf = keepalive_get(s, "/1k", buf, name.endswith("-cache") and i >= CG_WARM)
+        time.sleep(0.5)  # let the proxy see the close
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            procs.stop(p, 60)
+        else:
+            procs.procs.remove(p)
+    total = 0
+    for f in os.listdir(out):  # nginx may write one file per process: callgrind.out.<pid>
+        with open(os.path.join(out, f)) as fh:
+            m = re.search(r"^(?:summary|totals): (\d+)", fh.read(), re.M)
+        if not m:
+            sys.exit(f"no instruction total in {out}/{f}")
+        total += int(m.group(1))
+    if not total:
+        sys.exit(f"callgrind wrote nothing for {name}; see {work}/procs.log")
+    return total
+
+
+def callgrind_rows(procs, work, log):
+    """Instructions per 1 KB keepalive GET for each of CG_ROWS: prints the
+    table and returns {(row, column): instructions}."""
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed: apt-get install valgrind")
+    cg = {}
+    for key, name in CG_ROWS.items():
+        lo = callgrind_total(procs, log, name, work, CG_LO)
+        hi = callgrind_total(procs, log, name, work, CG_HI)
+        cg[key] = (hi - lo) / (CG_HI - CG_LO)
+    print(f"\ncallgrind: user-space instructions per 1 KB keepalive GET, one client, fresh process each, "
+          f"(I({CG_HI}) - I({CG_LO})) / {CG_HI - CG_LO} after {CG_WARM} warm-up GETs; proxy on CPU 0, "
+          "nginx backend on CPU 1; nginx in one process (master_process off)")
+    print(f"{'proxy':<14}{'proxied GET':>13}{'cache HIT':>11}")
+    for row in ["ferry", "nginx", "tokio-floor"]:
+        cells = [f"{cg[(row, c)]:,.0f}" if (row, c) in cg else "-" for c in ["get", "hit"]]
+        print(f"{row:<14}{cells[0]:>13}{cells[1]:>11}")
+    ratios = [f"{cg[('ferry', c)] / cg[('nginx', c)]:.2f}x" for c in ["get", "hit"]]
+    print(f"{'ferry/nginx':<14}{ratios[0]:>13}{ratios[1]:>11}")
+    print(f"{'ferry/tokio':<14}{cg[('ferry', 'get')] / cg[('tokio-floor', 'get')]:>12.2f}x{'-':>11}")
+    shutil.rmtree(os.path.join(work, "callgrind"), ignore_errors=True)
+    return cg
+
+
+def check(table, h2, idle, peak, grpc, cg, cache, args):
+    """Each performance goal (issue 30) with Ferry's figure over nginx's from
+    this run; returns 1 when one is missed."""
     med = statistics.median
     us = lambda n: table[(n, "1k")]["us_req"]
     gb = lambda n: table[(n, "1m")]["ms_gb"]
     h2us = lambda n: med([x["cpu_s"] * 1e6 / max(x["requests"], 1) for x in h2[n]]) if h2.get(n) else float("nan")
+    hit_gb = lambda n: cache[(n, "1m")]["ms_gb"]
+    h1, h2n = args.idle_conns, min(args.idle_conns, 2000)
+
+    def against(text, limit, ferry, nginx, unit, fmt=".1f", more=""):
+        """A goal on Ferry's figure over nginx's (nan, so missed, when nginx's is not positive)."""
+        r = ferry / nginx if nginx > 0 else float("nan")
+        return (text, r, limit, f"{r:.2f}x ({ferry:,{fmt}} against {nginx:,{fmt}} {unit}{more})")
+
     goals = [
-        (f"an idle keepalive client costs <= 2 KiB ({args.idle_conns} clients)", idle["ferry"], 2.0,
-         f"{idle['ferry']:.2f} KiB (nginx {idle['nginx']:.2f}, bare Pingora {idle['pingora']:.2f})"),
-        ("CPU per 1 KB request <= 1.05x the Pingora floor", us("ferry") / us("floor"), 1.05,
-         f"{us('ferry') / us('floor'):.2f}x ({us('ferry'):.1f} against {us('floor'):.1f} us; nginx {us('nginx'):.1f})"),
-        ("the JSON access log to a file costs <= 1 us per request", us("ferry-log") - us("ferry"), 1.0,
-         f"{us('ferry-log') - us('ferry'):+.1f} us (nginx's access log: {us('nginx-log') - us('nginx'):+.1f} us)"),
-        ("HTTP/2 over TLS: CPU per request <= 1.0x nginx", h2us("ferry") / h2us("nginx"), 1.0,
-         f"{h2us('ferry') / h2us('nginx'):.2f}x ({h2us('ferry'):.1f} against {h2us('nginx'):.1f} us)"),
-        ("CPU per GB of 1 MB responses <= 0.5x nginx, buffered", gb("ferry") / gb("nginx"), 0.5,
-         f"{gb('ferry') / gb('nginx'):.2f}x ({gb('ferry'):.0f} against {gb('nginx'):.0f} ms/GB)"),
+        against("user-space instructions per proxied 1 KB keepalive GET (callgrind) <= 1.5x nginx", 1.5,
+                cg[("ferry", "get")], cg[("nginx", "get")], "instructions", ".0f",
+                f"; tokio floor {cg[('tokio-floor', 'get')]:,.0f}"),
+        against("the same for a 1 KB cache HIT <= 1.5x nginx's proxy_cache", 1.5,
+                cg[("ferry", "hit")], cg[("nginx", "hit")], "instructions", ".0f"),
+        against("CPU per 1 KB request <= 1.25x nginx", 1.25, us("ferry"), us("nginx"), "us",
+                more=f"; tokio floor {us('tokio-floor'):.1f}, Pingora floor {us('floor'):.1f}"),
+        against("CPU per GB of 1 MB responses <= 0.8x nginx", 0.8, gb("ferry"), gb("nginx"), "ms/GB", ".0f"),
+        against("CPU per GB of 1 MB cache HITs <= 1.0x nginx", 1.0,
+                hit_gb("ferry-cache"), hit_gb("nginx-cache"), "ms/GB", ".0f"),
+        against("HTTP/2 over TLS: CPU per request <= 1.0x nginx", 1.0, h2us("ferry"), h2us("nginx"), "us"),
+    ]
+    for kind, conns in [("", 5000), ("", h1), ("h2-", h2n)]:
+        what = "an idle HTTP/2 connection over TLS" if kind else "an idle HTTP/1 keepalive client"
+        goals.append(against(f"{what} <= 1.5x nginx's RSS per connection ({conns:,})", 1.5,
+                             idle[(kind + "ferry", conns)], idle[(kind + "nginx", conns)], "KiB", ".2f"))
+    log_us = us("ferry-log") - us("ferry")
+    goals += [
+        ("the JSON access log costs <= 1 us per request (ferry-log minus ferry)", log_us, 1.0,
+         f"{log_us:+.1f} us (nginx's access log: {us('nginx-log') - us('nginx'):+.1f} us)"),
         ("peak RSS with 200 slow clients: no regression on the recorded 64.4 MB (+10%)", peak["ferry"], 70.8,
          f"{peak['ferry']:.1f} MB"),
     ]
-    if "h2-ferry" in idle:
-        print(f"\nreported (no goal): an idle HTTP/2 connection over TLS costs {idle['h2-ferry']:.2f} KiB "
-              f"(nginx {idle['h2-nginx']:.2f}, bare Pingora {idle['h2-pingora']:.2f})")
+    print(f"\nreported (no goal): bare Pingora holds {idle[('pingora', h1)]:.2f} KiB per idle HTTP/1 client, "
+          f"{idle[('h2-pingora', h2n)]:.2f} KiB per idle HTTP/2 connection over TLS")
     for (conns, streams), (ferry, nginx) in grpc.items():
         print(f"reported (no goal): unary gRPC over h2c to an HTTP/2 upstream, h2load -c{conns} -m{streams}: "
               f"CPU per call {ferry / nginx:.2f}x nginx's grpc_pass ({ferry:.1f} against {nginx:.1f} us)")
@@ -532,8 +686,7 @@ def measured(proc, name, run):
 def cache_only(procs, work, log, args):
     """Ferry and nginx answering every request from their disk cache: CPU
     per 1 KB HIT and per GB of 1 MB HITs, interleaved rounds."""
-    os.makedirs(f"{work}/nginx-cache")
-    os.chmod(f"{work}/nginx-cache", 0o777)  # nginx's workers run as nobody
+    fresh_cache_dirs(work)
     names = ["ferry-cache", "nginx-cache"]
     running = {n: start_proxy(procs, n, work, log) for n in names}
     for name in names:  # fill the entries, then warm
@@ -572,6 +725,7 @@ def cache_only(procs, work, log, args):
     print(f"ferry/nginx: CPU per 1 KB HIT {r1:.2f}x, CPU per GB of 1 MB HITs {r2:.2f}x")
     for p in running.values():
         procs.stop(p)
+    return table
 
 
 def limits_only(procs, work, log, args):
@@ -745,6 +899,9 @@ def main():
                     help="only gRPC: unary calls over h2c through Ferry and nginx's grpc_pass to one HTTP/2 server")
     ap.add_argument("--key-flood", type=int, metavar="N",
                     help="only the key flood: RSS before and after N unique cached keys, Ferry and nginx")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="only instructions per 1 KB keepalive GET under callgrind: Ferry, nginx, the tokio floor, "
+                         "proxied and as cache HITs")
     ap.add_argument("--idle", type=int, metavar="N",
                     help="only the idle measurement: N keepalive clients, KiB per connection")
     args = ap.parse_args()
@@ -759,6 +916,7 @@ def main():
         if soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
+    ports_free()
     work = tempfile.mkdtemp(prefix="ferry-bench-")
     os.chmod(work, 0o755)  # nginx's workers run as nobody
     files = os.path.join(work, "files")
@@ -786,6 +944,9 @@ def main():
         if args.idle:
             idle_only(procs, work, log, args.idle)
             return
+        if args.callgrind:
+            callgrind_rows(procs, work, log)
+            return
         if args.ab:
             ab(procs, work, log, args)
             return
@@ -801,12 +962,13 @@ def main():
         if args.grpc:
             grpc_rows(procs, work, log, args)
             return
-        names = ["pingora", "floor", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
+        cg = callgrind_rows(procs, work, log) if args.check else {}
+        names = ["pingora", "floor", "tokio-floor", "ferry", "ferry-unbuf"] + (["nginx"] if args.nginx_proxy else [])
         if args.check:
             names += ["ferry-log", "nginx-log"]
         running = {n: start_proxy(procs, n, work, log) for n in names}
         results = {(n, s): [] for n in names for s in ["1k", "1m"]}
-        h2 = {n: [] for n in names if n != "floor"}  # the floor speaks HTTP/1 only
+        h2 = {n: [] for n in names if not n.endswith("floor")}  # the floors speak HTTP/1 only
         for name in names:  # warm pools and caches; every proxy must answer 200
             if wrk(PORTS[name], "/1k", 1, args.conns)["bad"]:
                 sys.exit(f"{name} answers errors; see {work}/procs.log")
@@ -860,18 +1022,18 @@ def main():
         for p in running.values():
             procs.stop(p)
 
-        print(f"\nRSS with {args.idle_conns} idle keepalive client connections (one 1 KB request each), fresh process")
         idle = {}
-        for name in (["ferry", "pingora", "nginx"] if args.check else names):
-            idle[name], mb, base = idle_kib(procs, name, work, log, args.idle_conns)
-            print(f"  {name:<12} RSS {mb:7.1f} MB (after one request {base:.1f} MB), {idle[name]:.2f} KiB per connection")
-        if args.check:
+        rows = [(args.idle_conns, ["ferry", "pingora", "nginx"] if args.check else names, False)]
+        if args.check:  # bare Pingora's ~100 KiB a client is measured once
             h2conns = min(args.idle_conns, 2000)
-            print(f"\nRSS with {h2conns} idle HTTP/2 connections over TLS (one 1 KB request each), fresh process")
-            for name in ["ferry", "pingora", "nginx"]:
-                idle["h2-" + name], mb, base = idle_kib(procs, name, work, log, h2conns, h2=True)
-                print(f"  {name:<12} RSS {mb:7.1f} MB (after one request {base:.1f} MB), "
-                      f"{idle['h2-' + name]:.2f} KiB per connection")
+            rows = [(5000, ["ferry", "nginx"], False)] + rows + [(h2conns, ["ferry", "pingora", "nginx"], True)]
+        for conns, who, is_h2 in rows:
+            what = "HTTP/2 connections over TLS" if is_h2 else "keepalive client connections"
+            print(f"\nRSS with {conns} idle {what} (one 1 KB request each), fresh process")
+            for name in who:
+                kib, mb, base = idle_kib(procs, name, work, log, conns, is_h2)
+                idle[("h2-" if is_h2 else "") + name, conns] = kib
+                print(f"  {name:<12} RSS {mb:7.1f} MB (after one request {base:.1f} MB), {kib:.2f} KiB per connection")
 
         print(f"\npeak RSS with {args.slow_clients} slow clients downloading 4 MB each "
               "(16 KiB receive buffer, 200 KB/s, 5 s), fresh process")
@@ -886,7 +1048,8 @@ def main():
             procs.stop(p)
 
         if args.check:
-            sys.exit(check(table, h2, idle, peak, grpc_rows(procs, work, log, args), args))
+            cache = cache_only(procs, work, log, args)
+            sys.exit(check(table, h2, idle, peak, grpc_rows(procs, work, log, args), cg, cache, args))
     finally:
         procs.stop_all()
         log.close()
