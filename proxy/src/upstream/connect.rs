@@ -6,6 +6,7 @@
 //! connections; `reused` says a pooled one was taken.
 
 use crate::upstream::group::Upstream;
+use crate::upstream::h1::H1;
 use crate::upstream::idle_budget::ConnId;
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::session::UpstreamSession;
@@ -42,13 +43,13 @@ pub async fn connect(
         h2_session(upstream, peer).await?
     } else {
         let connector = &upstream.connector;
-        let (s, reused) = match connector.reused_http_session(&**peer).await {
+        let (stream, reused) = match connector.reused_stream(&**peer).await {
             Some(s) => (s, true),
             // A new connection (TCP, maybe TLS) is a large future: boxed, so
             // that every request's own future does not carry (and copy) it.
-            None => Box::pin(connector.get_http_session(&**peer)).await?,
+            None => (Box::pin(connector.new_stream(&**peer)).await?, false),
         };
-        (UpstreamSession::H1(Box::new(s)), reused)
+        (UpstreamSession::H1(Box::new(H1::new(stream))), reused)
     };
     let o = &peer.http.options;
     session.set_timeouts(o.read_timeout, o.write_timeout);
@@ -85,7 +86,10 @@ async fn h2_session(
     let made: HttpSession = Box::pin(h2.new_http_session(&**peer)).await?;
     Ok(match made {
         HttpSession::H2(s) => (UpstreamSession::H2(Box::new(s)), false),
-        HttpSession::H1(s) => (UpstreamSession::H1(Box::new(s)), false),
+        HttpSession::H1(s) => (
+            UpstreamSession::H1(Box::new(H1::new(s.into_inner()))),
+            false,
+        ),
         HttpSession::Custom(_) => {
             return pingora_error::Error::e_explain(
                 pingora_error::ErrorType::InternalError,
@@ -132,13 +136,11 @@ impl Conn {
                 }
             }
             UpstreamSession::H1(s) if member() && ka.after_request(id) => {
-                // Boxed: Pingora's release future holds two copies of its session.
-                let release = self.upstream.connector.release_http_session(
-                    *s,
-                    &*self.peer,
-                    Some(ka.idle_timeout),
-                );
-                Box::pin(release).await;
+                if let Some(stream) = s.reuse().await {
+                    let key = self.peer.reuse_hash();
+                    let idle = Some(ka.idle_timeout);
+                    self.upstream.connector.release_stream(stream, key, idle);
+                }
             }
             UpstreamSession::H1(mut s) => {
                 ka.forget(id);

@@ -10,8 +10,8 @@ use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::peer_certs::{CertCache, PeerCerts};
 use ferry_conf::ProxyConf;
 use ferry_lb::Group;
-use pingora_core::connectors::http::v1::Connector;
 use pingora_core::connectors::http::v2::Connector as H2Connector;
+use pingora_core::connectors::TransportConnector as Connector;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
-//! One try's exchange with its server, over HTTP/1.x or HTTP/2: Pingora's
-//! two client sessions behind the few calls the upstream loop makes (send
-//! the header, the body and its end; read the header, the body and, on
-//! HTTP/2, the trailers).
+//! One try's exchange with its server, over HTTP/1.x or HTTP/2: Ferry's
+//! own HTTP/1 session ([`crate::upstream::h1`]) and Pingora's HTTP/2 one
+//! behind the few calls the upstream loop makes (send the header, the body
+//! and its end; read the header, the body and, on HTTP/2, the trailers).
 //!
 //! nginx counterpart: the proxy module's HTTP/1 `create_request` /
 //! `process_header` and, since 1.29.4, its HTTP/2 ones
@@ -10,11 +10,11 @@
 //! Both sessions are boxed: a try's connection moves through every step of a
 //! request's future, and each step would otherwise carry a copy of it.
 
+use crate::upstream::h1::H1 as H1Session;
 use bytes::Bytes;
 use http::HeaderMap;
-use pingora_core::protocols::http::v1::client::HttpSession as H1Session;
 use pingora_core::protocols::http::v2::client::Http2Session as H2Session;
-use pingora_core::protocols::{Digest, UniqueID, UniqueIDType};
+use pingora_core::protocols::{Digest, UniqueIDType};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::time::Duration;
@@ -67,21 +67,21 @@ impl UpstreamSession {
 
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<()> {
         match self {
-            UpstreamSession::H1(s) => s.write_request_header(req).await.map(|_| ()),
+            UpstreamSession::H1(s) => s.write_request_header(req).await,
             UpstreamSession::H2(s) => s.write_request_header(req, false),
         }
     }
 
     pub async fn write_body(&mut self, data: &Bytes) -> Result<()> {
         match self {
-            UpstreamSession::H1(s) => s.write_body(data).await.map(|_| ()),
+            UpstreamSession::H1(s) => s.write_body(data).await,
             UpstreamSession::H2(s) => s.write_request_body(data.clone(), false).await,
         }
     }
 
     pub async fn finish_body(&mut self) -> Result<()> {
         match self {
-            UpstreamSession::H1(s) => s.finish_body().await.map(|_| ()),
+            UpstreamSession::H1(s) => s.finish_body().await,
             UpstreamSession::H2(s) => s.finish_request_body(),
         }
     }
@@ -91,10 +91,10 @@ impl UpstreamSession {
     pub async fn read_response_header(&mut self) -> Result<usize> {
         match self {
             UpstreamSession::H1(s) => loop {
-                s.read_response().await?;
-                let status = s.get_status().map_or(0, |c| c.as_u16());
+                let size = s.read_response().await?;
+                let status = s.resp_header().map_or(0, |h| h.status.as_u16());
                 if !(100..200).contains(&status) || status == 101 {
-                    return Ok(s.get_headers_raw_bytes().len());
+                    return Ok(size);
                 }
             },
             UpstreamSession::H2(s) => {
@@ -116,7 +116,7 @@ impl UpstreamSession {
     /// The raw header bytes (HTTP/1 only: HTTP/2 has no such text).
     pub fn raw_header(&self) -> Option<Bytes> {
         match self {
-            UpstreamSession::H1(s) => Some(s.get_headers_raw_bytes()),
+            UpstreamSession::H1(s) => Some(s.raw_header()),
             UpstreamSession::H2(_) => None,
         }
     }
