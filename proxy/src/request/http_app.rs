@@ -164,6 +164,19 @@ impl<P: ProxyHttp> FerryHttp<P> {
     }
 }
 
+/// `make()`'s future on the heap, made there rather than made on the stack
+/// and copied: a request's future is some 10 KiB, and `Box::pin` would copy
+/// all of it for every request (a tenth of a small request's instructions).
+fn boxed_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    // SAFETY: `write` initialises the whole slot before `assume_init`; the
+    // future is pinned from then on and never moved out of its box.
+    unsafe {
+        slot.as_mut_ptr().write(make());
+        std::pin::Pin::new_unchecked(slot.assume_init())
+    }
+}
+
 /// Whether a plain connection begins with HTTP/2's preface (prior
 /// knowledge). It is peeked, not read: the bytes stay for the codec. A
 /// preface that comes in pieces is waited for up to a second (a client
@@ -242,7 +255,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
                     None if *shutdown.borrow() => session.set_keepalive(None),
                     None => session.set_keepalive(Some(60)),
                 }
-                Box::pin(self.serve_one(session, shutdown, kept.take()))
+                boxed_in_place(|| self.serve_one(session, shutdown, kept.take()))
             };
             let Some((reusable, mut next, idle, keep)) = request.await else {
                 return;
