@@ -134,10 +134,17 @@ impl ResponseHead {
     /// `keepalive` for a response to the given request method: a response
     /// to HEAD has no body, so it is never close-delimited.
     pub fn keepalive_after(&self, buf: &[u8], request_was_head: bool) -> bool {
-        if self.status == 101 || self.is_informational() {
-            return false;
+        match self.framing(buf, request_was_head) {
+            Ok(f) => self.keepalive_with(buf, f),
+            Err(_) => false,
         }
-        if let Ok(Framing::UntilClose) | Err(_) = self.framing(buf, request_was_head) {
+    }
+
+    /// `keepalive` for a response whose `framing` the caller already has
+    /// (what `framing` returned for this head): the head is not read again
+    /// for it.
+    pub fn keepalive_with(&self, buf: &[u8], framing: Framing) -> bool {
+        if self.status == 101 || self.is_informational() || framing == Framing::UntilClose {
             return false;
         }
         if self.minor == 0 && line::has(&self.lines, buf, "transfer-encoding") {

@@ -201,7 +201,7 @@ impl H1 {
             Framing::Chunked => Body::Chunked(ChunkedDecoder::new()),
             Framing::UntilClose => Body::UntilClose,
         };
-        self.keepalive = !self.asked.close && head.keepalive_after(&self.raw, self.asked.head);
+        self.keepalive = !self.asked.close && head.keepalive_with(&self.raw, framing);
         self.header = Some(header);
         self.note_overread();
         Ok(size)
@@ -246,6 +246,11 @@ impl H1 {
 
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.header.as_ref()
+    }
+
+    /// The response header, moved out.
+    pub fn take_resp_header(&mut self) -> Option<ResponseHeader> {
+        self.header.take()
     }
 
     /// The last response head as the server sent it.

@@ -128,6 +128,15 @@ impl UpstreamSession {
         }
     }
 
+    /// The response header, for the request to keep (HTTP/1: moved out of
+    /// the session, which has no more use for it; HTTP/2: a copy).
+    pub fn take_resp_header(&mut self) -> Option<ResponseHeader> {
+        match self {
+            UpstreamSession::H1(s) => s.take_resp_header(),
+            UpstreamSession::H2(s) => s.response_header().cloned(),
+        }
+    }
+
     /// The next piece of the response body, `None` at its end.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         match self {

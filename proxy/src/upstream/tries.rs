@@ -330,14 +330,13 @@ impl Tries {
         leg: &mut L,
         policy: &Policy,
         c: &Current,
-        conn: Conn,
+        mut conn: Conn,
         left: u32,
     ) -> Result<(Judged, Option<ResponseHeader>)> {
         self.body_used = leg.body_streams();
-        let Some(header) = conn.session.resp_header() else {
+        let Some(mut header) = conn.session.take_resp_header() else {
             return Error::e_explain(ErrorType::InternalError, "header read but absent");
         };
-        let mut header = header.clone();
         let status = header.status.as_u16();
         let t = &mut leg.tries()[c.index];
         t.reused = conn.reused;
