@@ -28,6 +28,12 @@ pub struct ResponseHead {
     pub lines: Vec<Line>,
     /// Bytes of the head including the final empty line.
     pub len: usize,
+    /// What `parse_response` found of the framing headers: whether there
+    /// is a `Transfer-Encoding`, and the reconciled `Content-Length`
+    /// (checked when there is none). `framing` reads them from here rather
+    /// than from the lines again.
+    transfer_encoding: bool,
+    content_length: Option<u64>,
 }
 
 /// Parses a response head from the start of `buf` with Pingora's httparse
@@ -45,11 +51,13 @@ pub fn parse_response(buf: &[u8], max_headers: usize) -> Result<Parsed<ResponseH
     };
     match head {
         Parsed::Complete(h) => {
+            let mut h = h;
             if h.status < 100 {
                 return Err(WireError::BadStatus);
             }
-            if !line::has(&h.lines, buf, "transfer-encoding") {
-                framing::content_length(&h.lines, buf)?;
+            h.transfer_encoding = line::has(&h.lines, buf, "transfer-encoding");
+            if !h.transfer_encoding {
+                h.content_length = framing::content_length(&h.lines, buf)?;
             }
             Ok(Parsed::Complete(h))
         }
@@ -84,6 +92,8 @@ fn parse_with<'b>(
         minor: resp.version.unwrap_or(1),
         lines: line::lines_of(buf, resp.headers),
         len,
+        transfer_encoding: false,
+        content_length: None,
     }))
 }
 
@@ -106,14 +116,14 @@ impl ResponseHead {
             _ if request_was_head => return Ok(Framing::Empty),
             _ => {}
         }
-        if line::has(&self.lines, buf, "transfer-encoding") {
+        if self.transfer_encoding {
             return Ok(if framing::chunked_is_final(&self.lines, buf) {
                 Framing::Chunked
             } else {
                 Framing::UntilClose
             });
         }
-        match framing::content_length(&self.lines, buf)? {
+        match self.content_length {
             Some(0) => Ok(Framing::Empty),
             Some(n) => Ok(Framing::Length(n)),
             None => Ok(Framing::UntilClose),
@@ -147,7 +157,7 @@ impl ResponseHead {
         if self.status == 101 || self.is_informational() || framing == Framing::UntilClose {
             return false;
         }
-        if self.minor == 0 && line::has(&self.lines, buf, "transfer-encoding") {
+        if self.minor == 0 && self.transfer_encoding {
             return false;
         }
         framing::keepalive(&self.lines, buf, self.minor)
