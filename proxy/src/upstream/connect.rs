@@ -2,7 +2,7 @@
 //!
 //! nginx counterpart: `ngx_event_connect_peer` (with `connect_timeout`) and the
 //! keepalive module's `get`/`free`. The connection comes from Pingora's
-//! `Connector`, one per group, whose idle pool holds that group's keepalive
+//! `TransportConnector`, one per group, whose idle pool holds that group's keepalive
 //! connections; `reused` says a pooled one was taken.
 
 use crate::upstream::group::Upstream;

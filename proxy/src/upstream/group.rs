@@ -1,5 +1,5 @@
 //! An upstream group as served: its balancer and passive health
-//! (`ferry-lb`), its keepalive pool (Pingora's `Connector`) and policy, and
+//! (`ferry-lb`), its keepalive pool (Pingora's `TransportConnector`) and policy, and
 //! the Pingora peer each of its servers is reached through.
 //!
 //! nginx counterpart: `ngx_http_upstream_srv_conf_t` with its round-robin
@@ -26,7 +26,8 @@ pub struct Upstream {
     pub sticky: Option<ferry_conf::Sticky>,
     /// `sticky learn`'s sessions, shared by the configurations of the group.
     pub sessions: Option<Arc<ferry_lb::Sessions>>,
-    /// Pingora's HTTP/1 connector with this group's own idle pool.
+    /// Pingora's transport connector (TCP, TLS) with this group's own idle
+    /// pool; HTTP/1 runs over its connections in [`crate::upstream::h1`].
     /// Shared with the next configuration when a reload keeps the pool.
     pub connector: Arc<Connector>,
     /// Pingora's HTTP/2 connector, for routes with `http_version: "2"`:

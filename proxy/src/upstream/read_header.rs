@@ -1,12 +1,13 @@
 //! Reading the upstream's response header.
 //!
 //! nginx counterpart: `ngx_http_upstream_process_header` and the proxy
-//! module's status-line and header parsers (here: Pingora's). The whole
-//! header must fit in `buffer_size` ("upstream sent too big header"), and
-//! framing nginx refuses is refused here too: `Transfer-Encoding` other than
-//! a single `chunked`, `Transfer-Encoding` with `Content-Length`, and (by
-//! Pingora) a bad or conflicting `Content-Length`. All are `invalid_header`.
-//! Informational responses (100, 103) are read past.
+//! module's status-line and header parsers (here: ferry-wire's, in
+//! `h1.rs`). The whole header must fit in `buffer_size` ("upstream sent
+//! too big header"), and framing nginx refuses is refused here too:
+//! `Transfer-Encoding` other than a single `chunked`, `Transfer-Encoding`
+//! with `Content-Length`, and (by the parser, with Pingora's verdicts) a bad
+//! or conflicting `Content-Length`. All are `invalid_header`. Informational
+//! responses (100, 103) are read past.
 
 use crate::upstream::connect::Conn;
 use http::header::TRANSFER_ENCODING;
