@@ -457,3 +457,58 @@ fn says_close(value: Option<&http::HeaderValue>) -> bool {
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/", None).expect("a request");
+        for (n, v) in headers {
+            req.append_header(n.to_string(), *v).expect("a header");
+        }
+        req
+    }
+
+    #[test]
+    fn the_request_body_is_framed_by_its_last_coding_else_its_length() {
+        let chunked = request(&[("Transfer-Encoding", "gzip, chunked")]);
+        assert!(matches!(request_framing(&chunked), Send::Chunked));
+        let gzip = request(&[
+            ("Transfer-Encoding", "chunked, gzip"),
+            ("Content-Length", "3"),
+        ]);
+        assert!(matches!(request_framing(&gzip), Send::Length(3)));
+        assert!(matches!(request_framing(&request(&[])), Send::Length(0)));
+        let length = request(&[("Content-Length", " 12 ")]);
+        assert!(matches!(request_framing(&length), Send::Length(12)));
+    }
+
+    #[test]
+    fn a_close_token_anywhere_in_connection_means_close() {
+        let v = |s: &'static str| http::HeaderValue::from_static(s);
+        assert!(says_close(Some(&v("Keep-Alive, CLOSE"))));
+        assert!(says_close(Some(&v(" close "))));
+        assert!(!says_close(Some(&v("keep-alive, closed"))));
+        assert!(!says_close(None));
+    }
+
+    #[test]
+    fn a_response_header_keeps_name_case_and_drops_length_under_chunked() {
+        let raw = Bytes::from_static(
+            b"HTTP/1.1 200 Fine\r\nX-Mixed-Case: a\r\n  b\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let Ok(Parsed::Complete(head)) = ferry_wire::parse_response(&raw, 16) else {
+            panic!("a complete head");
+        };
+        let header = response_header(&head, &raw).expect("a header");
+        assert_eq!(header.status.as_u16(), 200);
+        assert_eq!(header.get_reason_phrase(), Some("Fine"));
+        assert_eq!(header.headers["x-mixed-case"], "a b");
+        assert!(header.headers.get("content-length").is_none());
+        let mut wire = Vec::new();
+        header.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).expect("text");
+        assert!(wire.contains("X-Mixed-Case: a b\r\n"), "{wire}");
+    }
+}
