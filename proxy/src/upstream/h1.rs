@@ -13,7 +13,7 @@
 //! wait is bounded by the route's `read_timeout` / `send_timeout`, as
 //! nginx's timers are, between two successive operations.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_wire::{ChunkedDecoder, Framing, Parsed, ResponseHead};
 use pingora_core::protocols::{Digest, Stream, UniqueIDType};
 use pingora_error::{Error, ErrorType, OrErr, Result, RetryType};
@@ -32,6 +32,11 @@ const PREMATURE_BODY_END: ErrorType = ErrorType::new("PrematureBodyEnd");
 const HEAD_READ: usize = 4096;
 /// Room made in the read buffer before a read of the body.
 const BODY_READ: usize = 64 * 1024;
+/// A body piece smaller than this is copied out of the read buffer, which
+/// stays for the next read; a larger one is split off it, no copy. A small
+/// piece split off would keep its whole buffer alive while the pipe holds
+/// it (a slow server's 1 KiB reads, each pinning 64 KiB).
+const COPY_BELOW: usize = 16 * 1024;
 
 /// Where the response body stands.
 enum Body {
@@ -262,8 +267,7 @@ impl H1 {
         matches!(self.body, Body::Done)
     }
 
-    /// The next piece of the response body, `None` at its end: a slice of
-    /// the buffer it was read into, not a copy.
+    /// The next piece of the response body, `None` at its end.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         loop {
             match &mut self.body {
@@ -284,7 +288,7 @@ impl H1 {
                         0 => Body::Done,
                         rest => Body::Length(rest),
                     };
-                    let data = self.buf.split_to(n).freeze();
+                    let data = self.take(n);
                     self.note_overread();
                     return Ok(Some(data));
                 }
@@ -292,7 +296,16 @@ impl H1 {
                     let d = decoder
                         .decode(&self.buf)
                         .or_err(ErrorType::InvalidHTTPHeader, "upstream chunked body")?;
-                    let taken = self.buf.split_to(d.consumed).freeze();
+                    // The data run lies inside the bytes consumed.
+                    let data = if d.data.is_empty() {
+                        self.buf.advance(d.consumed);
+                        None
+                    } else {
+                        self.buf.advance(d.data.start);
+                        let piece = self.take(d.data.len());
+                        self.buf.advance(d.consumed - d.data.end);
+                        Some(piece)
+                    };
                     if d.done {
                         self.body = Body::Done;
                         self.note_overread();
@@ -302,8 +315,8 @@ impl H1 {
                             "upstream closed inside a chunked body",
                         );
                     }
-                    if !d.data.is_empty() {
-                        return Ok(Some(taken.slice(d.data)));
+                    if data.is_some() {
+                        return Ok(data);
                     }
                 }
                 Body::UntilClose => {
@@ -311,7 +324,8 @@ impl H1 {
                         self.body = Body::Done;
                         return Ok(None);
                     }
-                    return Ok(Some(self.buf.split().freeze()));
+                    let n = self.buf.len();
+                    return Ok(Some(self.take(n)));
                 }
             }
         }
@@ -331,6 +345,17 @@ impl H1 {
 
     pub async fn shutdown(&mut self) {
         let _ = self.stream.shutdown().await;
+    }
+
+    /// The buffer's first `n` bytes as a body piece: split off (no copy)
+    /// when large, copied when small (see [`COPY_BELOW`]).
+    fn take(&mut self, n: usize) -> Bytes {
+        if n >= COPY_BELOW {
+            return self.buf.split_to(n).freeze();
+        }
+        let piece = Bytes::copy_from_slice(&self.buf[..n]);
+        self.buf.advance(n);
+        piece
     }
 
     /// Bytes left in the buffer after the body's end are the server's
@@ -510,5 +535,80 @@ mod tests {
         header.header_to_h1_wire(&mut wire);
         let wire = String::from_utf8(wire).expect("text");
         assert!(wire.contains("X-Mixed-Case: a b\r\n"), "{wire}");
+    }
+
+    /// A session on a real loopback connection whose server writes `sent`.
+    async fn session_reading(sent: Vec<u8>) -> H1 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("a client");
+            let mut request = [0u8; 1024];
+            let _ = s.read(&mut request).await;
+            let _ = s.write_all(&sent).await;
+            let _ = s.shutdown().await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("a connection");
+        let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+        let mut h1 = H1::new(stream);
+        h1.read_timeout = Some(Duration::from_secs(10));
+        let get = RequestHeader::build("GET", b"/", None).expect("a request");
+        h1.write_request_header(Box::new(get)).await.expect("sent");
+        h1
+    }
+
+    async fn body_of(h1: &mut H1) -> Vec<u8> {
+        h1.read_response().await.expect("a head");
+        let mut body = Vec::new();
+        while let Some(piece) = h1.read_body_bytes().await.expect("a piece") {
+            body.extend_from_slice(&piece);
+        }
+        body
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_of_small_and_large_chunks_arrives_whole() {
+        let big = vec![b'x'; 40_000];
+        let mut sent =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n".to_vec();
+        sent.extend_from_slice(format!("{:x}\r\n", big.len()).as_bytes());
+        sent.extend_from_slice(&big);
+        sent.extend_from_slice(b"\r\n0\r\nX-Trailer: t\r\n\r\n");
+        let mut h1 = session_reading(sent).await;
+        let body = body_of(&mut h1).await;
+        assert_eq!(body.len(), 5 + big.len());
+        assert_eq!(&body[..5], b"hello");
+        assert!(h1.is_body_done());
+        assert!(
+            h1.reuse().await.is_some(),
+            "a clean chunked end keeps the connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_past_a_content_length_forbid_reuse() {
+        let mut sent = b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n".to_vec();
+        sent.extend_from_slice(&[b'y'; 20_000]);
+        sent.extend_from_slice(b"extra");
+        let mut h1 = session_reading(sent).await;
+        assert_eq!(body_of(&mut h1).await, vec![b'y'; 20_000]);
+        assert!(h1.reuse().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error() {
+        let sent = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec();
+        let mut h1 = session_reading(sent).await;
+        h1.read_response().await.expect("a head");
+        assert_eq!(
+            &h1.read_body_bytes().await.expect("a piece").expect("data")[..],
+            b"abc"
+        );
+        let e = h1.read_body_bytes().await.expect_err("cut short");
+        assert_eq!(e.etype(), &ErrorType::ConnectionClosed);
     }
 }
