@@ -306,3 +306,29 @@ async fn ignore_client_abort_reads_the_upstream_to_its_end() {
         }
     }
 }
+
+/// Unbuffered, a response's first body bytes reach the client while the
+/// server holds the rest back: with a `Content-Length`, nothing waits in
+/// Ferry's write buffer for more to come (nginx's `proxy_buffering off`
+/// sends what it has at once).
+#[tokio::test]
+async fn unbuffered_first_bytes_go_out_before_the_rest_arrives() {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello".to_vec();
+    let backend = Raw::start(Arc::new(move |_| vec![Step::Send(head.clone()), Step::Stall])).await;
+    let ferry = Ferry::start(&single(&[backend.addr], "buffering: false")).await;
+    let mut s = TcpStream::connect(ferry.addr).await.unwrap();
+    request(&mut s, "/").await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"hello") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("the header and the first body bytes, before the rest is sent")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let (head, body) = split(&got);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"hello");
+}
