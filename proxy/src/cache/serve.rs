@@ -58,6 +58,7 @@ pub(crate) async fn answer<P: ProxyHttp>(
         && !range.is_empty()
         && encoder.is_none()
         && !app.filters_response_body()
+        && framed_by_length(&resp, range.end - range.start)
         && entry
             .body_read(range.start, (range.end - range.start) as usize)
             .is_none()
@@ -117,6 +118,18 @@ async fn read_and_write<P: ProxyHttp>(
     let last = encoded(encoder.as_mut(), last.unwrap_or_default(), true)?;
     s.request.body_bytes_sent += last.len() as u64;
     written(s.downstream.write_response_body(last, true).await)
+}
+
+/// Whether the header going out frames the body by `Content-Length: len`
+/// (a `response_filter` may have taken it away: Pingora then chunks, and
+/// bytes sent past it would not be framed).
+fn framed_by_length(resp: &pingora_http::ResponseHeader, len: u64) -> bool {
+    let mut cls = resp.headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(cl), None) = (cls.next(), cls.next()) else {
+        return false;
+    };
+    cl.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) == Some(len)
+        && resp.headers.get(header::TRANSFER_ENCODING).is_none()
 }
 
 /// Whether the client's connection is plain TCP under HTTP/1; if so it
