@@ -104,7 +104,13 @@ impl Ferry {
     /// per line).
     pub async fn start_server_keys(server_keys: &str, body: &str) -> Ferry {
         let keys: String = server_keys.lines().map(|l| format!("  {l}\n")).collect();
-        Ferry::start_program_with(&binary(), &keys, "", body, 0).await
+        Ferry::start_program_with(&binary(), &keys, "", body, 0, None).await
+    }
+
+    /// Like [`Ferry::start_listen`], logging as `rust_log` says (a
+    /// `RUST_LOG` filter, such as `info,ferry::client::sendfile=debug`).
+    pub async fn start_logging(rust_log: &str, listen_opts: &str, body: &str) -> Ferry {
+        Ferry::start_program_with(&binary(), "", listen_opts, body, 0, Some(rust_log)).await
     }
 
     /// Like [`Ferry::start`] with a real grace period: after a graceful stop
@@ -142,7 +148,7 @@ impl Ferry {
         body: &str,
         grace_secs: u32,
     ) -> Ferry {
-        Ferry::start_program_with(program, "", listen_opts, body, grace_secs).await
+        Ferry::start_program_with(program, "", listen_opts, body, grace_secs, None).await
     }
 
     async fn start_program_with(
@@ -151,6 +157,7 @@ impl Ferry {
         listen_opts: &str,
         body: &str,
         grace_secs: u32,
+        rust_log: Option<&str>,
     ) -> Ferry {
         let dir = fresh_dir();
         for _ in 0..5 {
@@ -162,7 +169,7 @@ impl Ferry {
             );
             let conf = dir.join("ferry.yaml");
             std::fs::write(&conf, format!("{head}{}", fill(body, &dir))).expect("write yaml");
-            let mut child = spawn(program, &conf, &dir);
+            let mut child = spawn(program, &conf, &dir, rust_log);
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
             if wait_listening(addr, &mut child).await {
                 return Ferry {
@@ -303,15 +310,16 @@ fn fill(body: &str, dir: &Path) -> String {
         .replace("{dir}", &dir.display().to_string())
 }
 
-fn spawn(program: &Path, conf: &Path, dir: &Path) -> Child {
+fn spawn(program: &Path, conf: &Path, dir: &Path, rust_log: Option<&str>) -> Child {
     let log = std::fs::File::create(dir.join("ferry.log")).expect("log file");
+    let filter = match rust_log {
+        Some(f) => f.to_string(),
+        None => std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+    };
     Command::new(program)
         .arg("-c")
         .arg(conf)
-        .env(
-            "RUST_LOG",
-            std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("RUST_LOG", filter)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -4,11 +4,16 @@
 //! cannot be satisfied; pingora-proxy's range filter; several ranges get
 //! the whole entry), then the body read
 //! from the file piece by piece through the response body filter, and
-//! compressed for this client when the route's `compress:` says so.
+//! compressed for this client when the route's `compress:` says so. When
+//! nothing must see or change the bytes and the client is HTTP/1 over plain
+//! TCP, a body not already read with the head goes from the file to the
+//! socket with sendfile(2) instead.
 //!
 //! nginx counterpart: `ngx_http_upstream_cache_send`, then the
-//! not-modified and range header filters and `ngx_http_file_cache` output.
+//! not-modified and range header filters and `ngx_http_file_cache` output
+//! (`sendfile on`).
 
+use crate::client::sendfile::{self, Cut};
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::record::CacheStatus;
@@ -46,14 +51,41 @@ pub(crate) async fn answer<P: ProxyHttp>(
     response_header::add_headers(route, s, None, &mut resp)?;
     app.response_filter(s, &mut resp, ctx).await?;
     let conf = route.conf.compress.as_ref();
-    let mut encoder = compress::decide(conf, s.downstream.req_header(), &mut resp, false);
+    let encoder = compress::decide(conf, s.downstream.req_header(), &mut resp, false);
     s.request.status = resp.status.as_u16();
     let head_only = s.req_header().method == http::Method::HEAD;
+    let sent_from_file = !head_only
+        && !range.is_empty()
+        && encoder.is_none()
+        && !app.filters_response_body()
+        && framed_by_length(&resp, range.end - range.start)
+        && entry
+            .body_read(range.start, (range.end - range.start) as usize)
+            .is_none()
+        && straight(s);
     s.downstream.write_response_header(Box::new(resp)).await?;
     if head_only || range.is_empty() {
         let last = compress::finish_empty(encoder);
         return written(s.downstream.write_response_body(last, true).await);
     }
+    if sent_from_file {
+        if let Some(end) = send_file(s, route, entry, range.clone()).await {
+            return Ok(end);
+        }
+    }
+    read_and_write(app, s, ctx, entry, range, encoder).await
+}
+
+/// The body read from the entry piece by piece, through the response body
+/// filter and the encoder, written through Pingora's session.
+async fn read_and_write<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    entry: &Arc<Entry>,
+    range: std::ops::Range<u64>,
+    mut encoder: Option<compress::Encoder>,
+) -> Result<End> {
     let mut at = range.start;
     while at < range.end {
         let want = (range.end - at).min(PIECE as u64) as usize;
@@ -86,6 +118,68 @@ pub(crate) async fn answer<P: ProxyHttp>(
     let last = encoded(encoder.as_mut(), last.unwrap_or_default(), true)?;
     s.request.body_bytes_sent += last.len() as u64;
     written(s.downstream.write_response_body(last, true).await)
+}
+
+/// Whether the header going out frames the body by `Content-Length: len`
+/// (a `response_filter` may have taken it away: Pingora then chunks, and
+/// bytes sent past it would not be framed).
+fn framed_by_length(resp: &pingora_http::ResponseHeader, len: u64) -> bool {
+    let mut cls = resp.headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(cl), None) = (cls.next(), cls.next()) else {
+        return false;
+    };
+    cl.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) == Some(len)
+        && resp.headers.get(header::TRANSFER_ENCODING).is_none()
+}
+
+/// Whether the client's connection is plain TCP under HTTP/1; if so it
+/// keeps nothing back from now on, so that the header is on the wire
+/// before the body's first byte leaves the file.
+fn straight(s: &Session<'_>) -> bool {
+    match sendfile::plain_tcp(s.downstream) {
+        Some(c) => {
+            c.send_straight(true);
+            true
+        }
+        None => false,
+    }
+}
+
+/// `range` of the entry's body from its file to the client's socket with
+/// sendfile(2). `None` when the connection cannot take it that way (the
+/// body then goes the read path; nothing was sent).
+async fn send_file(
+    s: &mut Session<'_>,
+    route: &RouteRt,
+    entry: &Arc<Entry>,
+    range: std::ops::Range<u64>,
+) -> Option<End> {
+    let limit = route.proxy().client_send_timeout.non_zero();
+    let to = sendfile::plain_tcp(s.downstream)?;
+    to.send_straight(false);
+    if !to.holds_nothing() {
+        return None;
+    }
+    let (at, len) = (entry.head.body_at + range.start, range.end - range.start);
+    let sent = &mut s.request.body_bytes_sent;
+    match sendfile::send(to, &entry.file, at, len, limit, sent).await {
+        Ok(()) => log::debug!("sendfile: {len} bytes of {}", entry.path.display()),
+        Err(cut) => {
+            match cut {
+                Cut::File(e) => log::error!("sending a cache entry: {e}: {}", entry.path.display()),
+                Cut::TimedOut => log::info!("client timed out sending a cache entry"),
+                Cut::Client(e) => log::debug!("client gone while sending a cache entry: {e}"),
+            }
+            s.request.truncated = true;
+            return Some(End::Truncated);
+        }
+    }
+    // Pingora's body writer did not see these bytes: its finish ends the
+    // Content-Length body at the count it has (and says it is short, as
+    // expected here), after which the session's own finish and keepalive go
+    // on as after any body.
+    let _ = s.downstream.finish_body().await;
+    Some(End::Complete)
 }
 
 /// A piece of the entry as it goes to this client: compressed per client

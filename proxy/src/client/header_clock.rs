@@ -151,6 +151,11 @@ fn clock_of(s: &ServerSession) -> Option<&ClockedStream> {
         .and_then(|s| s.as_any().downcast_ref::<ClockedStream>())
 }
 
+/// The connection under the clock: the client's TCP stream, or TLS over it.
+pub(crate) fn transport(s: &ServerSession) -> Option<&Stream> {
+    clock_of(s).map(|c| &c.inner)
+}
+
 /// The request header passed its size bound: the status to refuse it with
 /// (414 or 431).
 pub(crate) fn too_large(s: &ServerSession) -> Option<u16> {

@@ -14,4 +14,5 @@ pub(crate) mod liveness;
 pub(crate) mod proxy_protocol;
 pub(crate) mod real_ip;
 pub(crate) mod refusal;
+pub(crate) mod sendfile;
 pub(crate) mod stream;

@@ -687,6 +687,14 @@ pub trait ProxyHttp: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether [`response_body_filter`](ProxyHttp::response_body_filter)
+    /// must see every response body. A program that leaves it as it is may
+    /// say `false`: a cache HIT's body then goes from the entry file to a
+    /// plain-TCP HTTP/1 client with sendfile(2), never passing through it.
+    fn filters_response_body(&self) -> bool {
+        true
+    }
+
     /// The trailers an HTTP/2 server sent after the response body (gRPC's
     /// `grpc-status`), as they were read, after the last call of
     /// [`upstream_response_body_filter`](ProxyHttp::upstream_response_body_filter).
@@ -983,4 +991,7 @@ pub struct DefaultProxy;
 impl ProxyHttp for DefaultProxy {
     type CTX = ();
     fn new_ctx(&self) {}
+    fn filters_response_body(&self) -> bool {
+        false
+    }
 }
