@@ -136,7 +136,7 @@ fn framed_by_length(resp: &pingora_http::ResponseHeader, len: u64) -> bool {
 /// keeps nothing back from now on, so that the header is on the wire
 /// before the body's first byte leaves the file.
 fn straight(s: &Session<'_>) -> bool {
-    match sendfile::plain_tcp(s.downstream) {
+    match crate::client::stream::plain_tcp(s.downstream) {
         Some(c) => {
             c.send_straight(true);
             true
@@ -155,7 +155,7 @@ async fn send_file(
     range: std::ops::Range<u64>,
 ) -> Option<End> {
     let limit = route.proxy().client_send_timeout.non_zero();
-    let to = sendfile::plain_tcp(s.downstream)?;
+    let to = crate::client::stream::plain_tcp(s.downstream)?;
     to.send_straight(false);
     if !to.holds_nothing() {
         return None;

@@ -9,9 +9,7 @@
 //! bounding each wait for the socket to take more and `sendfile_max_chunk`
 //! (2 MiB) the most one call sends.
 
-use crate::client::header_clock;
 use crate::client::stream::ClientStream;
-use pingora_core::protocols::http::ServerSession;
 use std::fs::File;
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -31,13 +29,6 @@ pub(crate) enum Cut {
     TimedOut,
     /// The file ended before the bytes asked for, or could not be read.
     File(io::Error),
-}
-
-/// The client's own connection under `s`, when it is HTTP/1 over plain
-/// TCP: Ferry's stream under the header clock.
-pub(crate) fn plain_tcp(s: &ServerSession) -> Option<&ClientStream> {
-    let stream = header_clock::transport(s).or(s.stream())?;
-    stream.as_any().downcast_ref::<ClientStream>()
 }
 
 /// Send `len` bytes of `file` from `offset` to `to`'s socket, adding them

@@ -18,6 +18,7 @@
 //! wire before the body's first byte.
 
 use async_trait::async_trait;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::{
@@ -57,6 +58,13 @@ pub(crate) struct ClientStream {
     /// this stream. (Set through the shared reference Pingora's session
     /// gives; cleared when the connection waits for its next request.)
     straight: AtomicBool,
+}
+
+/// The client's own connection under `s`, when it is HTTP/1 over plain
+/// TCP: Ferry's stream under the header clock.
+pub(crate) fn plain_tcp(s: &ServerSession) -> Option<&ClientStream> {
+    let stream = crate::client::header_clock::transport(s).or(s.stream())?;
+    stream.as_any().downcast_ref::<ClientStream>()
 }
 
 impl ClientStream {

@@ -381,15 +381,8 @@ async fn send_response<P: ProxyHttp>(
     let status = upstream_header.status.as_u16();
     if proxy.intercept_errors && status >= 300 && proxy.error_pages.contains_key(&status) {
         conn.close();
-        let keep = kept_on_error_page(&upstream_header);
-        Box::pin(respond::error(
-            s.downstream,
-            s.request,
-            status,
-            Some(proxy),
-            &keep,
-        ))
-        .await?;
+        let page = Box::pin(error_page(s, route, &upstream_header));
+        page.await?;
         return Ok(End::Complete);
     }
     // 9. The response header, through the response filter, to the client
@@ -433,15 +426,32 @@ async fn send_response<P: ProxyHttp>(
         if header_ends {
             return Ok(End::Complete);
         }
-        let last = compress::finish_empty(encoder);
-        let ended = s.downstream.write_response_body(last, true);
-        return Ok(match ended.await {
-            Ok(()) => End::Complete,
-            Err(_) => End::Truncated,
-        });
+        return Ok(end_empty(s.downstream, encoder).await);
     }
     let pipe = (conn, buffered, encoder);
     send_body(app, s, ctx, route, pipe, fill, fetch).await
+}
+
+/// Step 8: an intercepted error's page in place of the upstream's response
+/// (a 401's `WWW-Authenticate` kept).
+async fn error_page(
+    s: &mut Session<'_>,
+    route: &RouteRt,
+    upstream_header: &pingora_http::ResponseHeader,
+) -> Result<()> {
+    let status = upstream_header.status.as_u16();
+    let keep = kept_on_error_page(upstream_header);
+    respond::error(s.downstream, s.request, status, Some(route.proxy()), &keep).await
+}
+
+/// The end of a response without a body (an encoder's empty stream, if
+/// one was chosen).
+async fn end_empty(ds: &mut ServerSession, encoder: Option<compress::Encoder>) -> End {
+    let last = compress::finish_empty(encoder);
+    match ds.write_response_body(last, true).await {
+        Ok(()) => End::Complete,
+        Err(_) => End::Truncated,
+    }
 }
 
 /// The client's response header; `ends`: it ends the response (HTTP/2:
@@ -521,6 +531,14 @@ async fn send_body<P: ProxyHttp>(
     fetch: Option<&Fetch<'_>>,
 ) -> Result<End> {
     let ds = &mut *s.downstream;
+    if !buffered {
+        // Unbuffered, each piece goes out as it comes: nothing waits in
+        // the client stream's write buffer for more (a plain-TCP client;
+        // the header, kept there, leaves with the first piece).
+        if let Some(c) = crate::client::stream::plain_tcp(ds) {
+            c.send_straight(true);
+        }
+    }
     let out = body_pipe::forward(
         app,
         ctx,
