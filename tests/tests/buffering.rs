@@ -307,20 +307,21 @@ async fn ignore_client_abort_reads_the_upstream_to_its_end() {
     }
 }
 
-/// Unbuffered, a response's first body bytes reach the client while the
-/// server holds the rest back: with a `Content-Length`, nothing waits in
-/// Ferry's write buffer for more to come (nginx's `proxy_buffering off`
-/// sends what it has at once).
-#[tokio::test]
-async fn unbuffered_first_bytes_go_out_before_the_rest_arrives() {
+/// A backend that sends a header declaring 10 bytes and the first 5, then
+/// holds the rest back.
+async fn holding_back() -> Raw {
     let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello".to_vec();
-    let backend = Raw::start(Arc::new(move |_| {
+    Raw::start(Arc::new(move |_| {
         vec![Step::Send(head.clone()), Step::Stall]
     }))
-    .await;
-    let ferry = Ferry::start(&single(&[backend.addr], "buffering: false")).await;
-    let mut s = TcpStream::connect(ferry.addr).await.unwrap();
-    request(&mut s, "/").await;
+    .await
+}
+
+/// Read from `s` until the body so far is `hello`, each read bounded.
+async fn first_bytes(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     while !got.ends_with(b"hello") {
@@ -334,4 +335,28 @@ async fn unbuffered_first_bytes_go_out_before_the_rest_arrives() {
     let (head, body) = split(&got);
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"hello");
+}
+
+/// Unbuffered, a response's first body bytes reach the client while the
+/// server holds the rest back: with a `Content-Length`, nothing waits in
+/// Ferry's write buffers for more to come (nginx's `proxy_buffering off`
+/// sends what it has at once). Over plain TCP and over TLS.
+#[tokio::test]
+async fn unbuffered_first_bytes_go_out_before_the_rest_arrives() {
+    let backend = holding_back().await;
+    let ferry = Ferry::start(&single(&[backend.addr], "buffering: false")).await;
+    first_bytes(TcpStream::connect(ferry.addr).await.unwrap()).await;
+
+    let dir = ferry_tests::ferry::fresh_dir();
+    let cert = ferry_tests::tls::SelfSigned::new(&dir, &["localhost"]);
+    let listen = format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}",
+        cert.cert_path.display(),
+        cert.key_path.display()
+    );
+    let tls_backend = holding_back().await;
+    let body = single(&[tls_backend.addr], "buffering: false");
+    let tls_ferry = Ferry::start_listen(&listen, &body).await;
+    let (tls, _) = ferry_tests::tls::handshake(tls_ferry.addr, &[&cert]).await;
+    first_bytes(tls).await;
 }

@@ -33,9 +33,9 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -63,6 +63,10 @@ pub struct ClockedStream {
     refusal_seen: bool,
     /// The client a trusted PROXY protocol header announced.
     announced: Option<SocketAddr>,
+    /// Each write is flushed at once: an unbuffered response's pieces
+    /// leave as they come, none waiting below (in TLS or the client
+    /// stream's buffer) for more.
+    flush_each: AtomicBool,
     /// The header's size bound, counted as bytes arrive.
     bound: HeaderBound,
     /// The bound was passed: the status to refuse the request with.
@@ -98,6 +102,7 @@ impl ClockedStream {
             header_bytes: 0,
             refusal_seen: h2,
             announced,
+            flush_each: AtomicBool::new(false),
             bound: HeaderBound::new(limits.line, limits.total),
             too_large: None,
         }
@@ -185,6 +190,26 @@ pub fn header_done(s: &ServerSession) {
 pub fn request_done(s: &ServerSession) {
     if let Some(c) = clock_of(s) {
         c.state.store(IDLE, Ordering::Relaxed);
+        c.flush_each.store(false, Ordering::Relaxed);
+    }
+}
+
+/// From now on to the request's end, each write to the client is flushed
+/// at once (nginx's unbuffered proxying sends what it has).
+pub(crate) fn flush_each_write(s: &ServerSession) {
+    if let Some(c) = clock_of(s) {
+        c.flush_each.store(true, Ordering::Relaxed);
+    }
+}
+
+impl ClockedStream {
+    /// After a write: a flush, when each write is flushed. Its error, if
+    /// any, comes back on the next write or flush; a flush that must wait
+    /// goes on then.
+    fn flush_if_asked(&mut self, cx: &mut Context<'_>) {
+        if self.flush_each.load(Ordering::Relaxed) {
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        }
     }
 }
 
@@ -246,7 +271,9 @@ impl AsyncWrite for ClockedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.note_refusal(buf);
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.flush_if_asked(cx);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -257,7 +284,9 @@ impl AsyncWrite for ClockedStream {
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             self.note_refusal(first);
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
+        self.flush_if_asked(cx);
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -532,12 +532,9 @@ async fn send_body<P: ProxyHttp>(
 ) -> Result<End> {
     let ds = &mut *s.downstream;
     if !buffered {
-        // Unbuffered, each piece goes out as it comes: nothing waits in
-        // the client stream's write buffer for more (a plain-TCP client;
-        // the header, kept there, leaves with the first piece).
-        if let Some(c) = crate::client::stream::plain_tcp(ds) {
-            c.send_straight(true);
-        }
+        // Unbuffered, each piece goes out as it comes: nothing waits below
+        // for more (the header, kept, leaves with the first piece).
+        crate::client::header_clock::flush_each_write(ds);
     }
     let out = body_pipe::forward(
         app,
