@@ -2,35 +2,58 @@
 //! upstream variables as lists over the tries (`upstream_addr`:
 //! `"10.0.0.1:80, 10.0.0.2:80"`, `upstream_status`: `"502, 200"`).
 //!
-//! Lines go through a bounded queue to a writer thread that writes them
-//! out in batches every 50 ms: writing the log never blocks a request nor
-//! wakes a thread. When the writer falls behind, lines are dropped and
-//! counted (`ferry_access_log_dropped_total`).
+//! A request formats its line in its thread's scratch buffer (no
+//! allocation, the time's second formatted once, see `log_time`) and
+//! appends it to one pending buffer under a lock held for the copy. A
+//! writer thread takes the whole buffer every 50 ms and writes it in one
+//! go: writing the log never blocks a request nor wakes a thread. When the
+//! writer falls behind, lines are dropped and counted
+//! (`ferry_access_log_dropped_total`).
 //!
-//! nginx counterpart: `access_log` with `log_format ... escape=json`.
+//! nginx counterpart: `access_log` with `log_format ... escape=json` and
+//! `buffer=`/`flush=`.
 
 use crate::metrics::metrics;
 use crate::record::Request;
+use crate::record::Try;
 use ferry_conf::AccessLog;
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError, TrySendError};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 pub struct AccessLogger {
-    tx: SyncSender<String>,
+    pending: Arc<Pending>,
+    writer: std::thread::Thread,
 }
 
-const QUEUE: usize = 16 * 1024;
+/// Lines the requests wrote and the writer has not taken yet.
+struct Pending {
+    lines: Mutex<Vec<u8>>,
+    /// The logger is gone: the writer writes what is left and ends.
+    closed: AtomicBool,
+}
+
+/// The most the lines waiting for the writer may hold (16 Ki lines of
+/// 512 bytes); lines past it are dropped.
+const MAX_PENDING: usize = 8 << 20;
 
 /// How often the writer writes out what the requests queued: a line is in
 /// the file at most this long after its request ended (nginx's
 /// `access_log ... flush=`).
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
+thread_local! {
+    /// This thread's line being formatted, kept for the next one.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 impl AccessLogger {
     /// Start the writer; `None` for `access_log: off`.
     pub fn start(conf: &AccessLog) -> std::io::Result<Option<AccessLogger>> {
-        let mut out: Box<dyn Write + Send> = match conf {
+        let out: Box<dyn Write + Send> = match conf {
             AccessLog::Off => return Ok(None),
             AccessLog::Stdout => Box::new(std::io::stdout()),
             AccessLog::Path(p) => Box::new(
@@ -40,154 +63,233 @@ impl AccessLogger {
                     .open(p)?,
             ),
         };
-        let (tx, rx) = sync_channel::<String>(QUEUE);
-        std::thread::Builder::new()
+        let pending = Arc::new(Pending {
+            lines: Mutex::new(Vec::with_capacity(64 * 1024)),
+            closed: AtomicBool::new(false),
+        });
+        let theirs = pending.clone();
+        let writer = std::thread::Builder::new()
             .name("ferry-access-log".into())
-            .spawn(move || {
-                // The writer is never woken by a request: it looks at the
-                // queue every FLUSH_EVERY and writes what is there in one
-                // go. (Woken per line, it cost a request a thread switch
-                // and a write of its own: 31 us on a 1 KB request.)
-                let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
-                loop {
-                    std::thread::sleep(FLUSH_EVERY);
-                    let gone = loop {
-                        match rx.try_recv() {
-                            Ok(line) => {
-                                let _ = buf.write_all(line.as_bytes());
-                            }
-                            Err(TryRecvError::Empty) => break false,
-                            Err(TryRecvError::Disconnected) => break true,
-                        }
-                    };
-                    let _ = buf.flush();
-                    if gone {
-                        return;
-                    }
-                }
-            })?;
-        Ok(Some(AccessLogger { tx }))
+            .spawn(move || write_out(out, &theirs))?;
+        Ok(Some(AccessLogger {
+            pending,
+            writer: writer.thread().clone(),
+        }))
     }
 
-    pub fn log(&self, line: String) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
+    /// Logs one finished request.
+    pub(crate) fn log(&self, r: &Request, method: &str, uri: &str, route: &str) {
+        SCRATCH.with_borrow_mut(|line| {
+            line.clear();
+            let times = (SystemTime::now(), r.start.elapsed());
+            write_line(line, r, [method, uri, route], times);
+            self.queue(line);
+        });
+    }
+
+    fn queue(&self, line: &[u8]) {
+        let mut lines = self
+            .pending
+            .lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if lines.len() + line.len() > MAX_PENDING {
+            drop(lines);
             metrics().access_log_dropped.inc();
+            return;
+        }
+        lines.extend_from_slice(line);
+    }
+}
+
+impl Drop for AccessLogger {
+    /// The writer writes what is left now, not at its next turn.
+    fn drop(&mut self) {
+        self.pending.closed.store(true, Ordering::Release);
+        self.writer.unpark();
+    }
+}
+
+/// The writer thread: it is never woken by a request; every FLUSH_EVERY
+/// it takes what the requests wrote and writes it in one go. (Woken per
+/// line, it cost a request a thread switch and a write of its own: 31 us
+/// on a 1 KB request.)
+fn write_out(mut out: Box<dyn Write + Send>, pending: &Pending) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    loop {
+        std::thread::park_timeout(FLUSH_EVERY);
+        // Read before taking the lines: what was written before the
+        // logger went is in this batch.
+        let closed = pending.closed.load(Ordering::Acquire);
+        std::mem::swap(
+            &mut *pending.lines.lock().unwrap_or_else(PoisonError::into_inner),
+            &mut batch,
+        );
+        if !batch.is_empty() {
+            let _ = out.write_all(&batch);
+            let _ = out.flush();
+            batch.clear();
+            if batch.capacity() > 1 << 20 {
+                batch.shrink_to(64 * 1024); // after a burst
+            }
+        }
+        if closed {
+            return;
         }
     }
+}
+
+/// One request's line: a JSON object, its keys in alphabetical order,
+/// written straight into `s`, with the time it ended and its
+/// `request_time`. Each key is written with the comma and quotes around
+/// it: one copy of a constant per field.
+fn write_line(
+    s: &mut Vec<u8>,
+    r: &Request,
+    [method, uri, route]: [&str; 3],
+    (now, request_time): (SystemTime, Duration),
+) {
+    s.extend_from_slice(b"{\"bytes\":");
+    number(s, r.body_bytes_sent);
+    s.extend_from_slice(b",\"client\":\"");
+    client(s, r.client_addr);
+    s.extend_from_slice(b"\",\"host\":\"");
+    escaped(s, &r.host);
+    s.extend_from_slice(b"\",\"limit_conn_status\":\"");
+    escaped(s, r.limit_conn_status.as_str());
+    s.extend_from_slice(b"\",\"limit_req_status\":\"");
+    escaped(s, r.limit_req_status.as_str());
+    s.extend_from_slice(b"\",\"method\":\"");
+    escaped(s, method);
+    s.extend_from_slice(b"\",\"request_id\":\"");
+    escaped(s, &r.id);
+    s.extend_from_slice(b"\",\"request_time\":\"");
+    millis(s, request_time);
+    s.extend_from_slice(b"\",\"route\":\"");
+    escaped(s, route);
+    s.extend_from_slice(b"\",\"spilled\":");
+    boolean(s, r.spilled_bytes > 0);
+    s.extend_from_slice(b",\"spilled_bytes\":");
+    number(s, r.spilled_bytes);
+    s.extend_from_slice(b",\"status\":");
+    number(s, u64::from(r.status));
+    s.extend_from_slice(b",\"time\":\"");
+    crate::log_time::push(s, now);
+    s.extend_from_slice(b"\",\"truncated\":");
+    boolean(s, r.truncated);
+    s.extend_from_slice(b",\"upstream_addr\":\"");
+    list(s, &r.tries, |s, t| escaped(s, &t.addr));
+    s.extend_from_slice(b"\",\"upstream_cache_status\":\"");
+    escaped(s, r.cache_status.as_str());
+    s.extend_from_slice(b"\",\"upstream_header_time\":\"");
+    list(s, &r.tries, |s, t| secs(s, t.header_time));
+    s.extend_from_slice(b"\",\"upstream_response_time\":\"");
+    list(s, &r.tries, |s, t| secs(s, t.response_time));
+    s.extend_from_slice(b"\",\"upstream_status\":\"");
+    list(s, &r.tries, |s, t| number(s, u64::from(t.logged_status())));
+    s.extend_from_slice(b"\",\"uri\":\"");
+    escaped(s, uri);
+    s.extend_from_slice(b"\"}\n");
+}
+
+/// One entry per try, `", "` between them (nginx's upstream variables).
+fn list(s: &mut Vec<u8>, tries: &[Try], each: impl Fn(&mut Vec<u8>, &Try)) {
+    for (i, t) in tries.iter().enumerate() {
+        if i > 0 {
+            s.extend_from_slice(b", ");
+        }
+        each(s, t);
+    }
+}
+
+/// `$remote_addr` ("" when unknown), as `Request::client_ip_text`.
+fn client(s: &mut Vec<u8>, a: Option<SocketAddr>) {
+    match a {
+        Some(SocketAddr::V4(a)) => {
+            for (i, o) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push(b'.');
+                }
+                number(s, u64::from(o));
+            }
+        }
+        Some(a) => {
+            let _ = write!(s, "{}", a.ip());
+        }
+        None => {}
+    }
+}
+
+/// A decimal number, as `u64`'s `Display`.
+fn number(s: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    s.extend_from_slice(&digits[at..]);
+}
+
+fn boolean(s: &mut Vec<u8>, v: bool) {
+    s.extend_from_slice(if v { b"true" } else { b"false" });
 }
 
 /// Seconds with milliseconds, as nginx writes `$request_time` (the
 /// milliseconds truncated), from integers: formatting a float was most of
-/// a line's cost.
-fn secs(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".to_string(), millis_text)
+/// a line's cost. `-` for none.
+fn secs(s: &mut Vec<u8>, d: Option<Duration>) {
+    match d {
+        Some(d) => millis(s, d),
+        None => s.push(b'-'),
+    }
 }
 
-fn millis_text(d: Duration) -> String {
+fn millis(s: &mut Vec<u8>, d: Duration) {
     let ms = d.as_millis();
-    let mut out = (ms / 1000).to_string();
+    number(s, (ms / 1000) as u64);
     let frac = (ms % 1000) as u32;
-    out.push('.');
-    out.push(char::from(b'0' + (frac / 100) as u8));
-    out.push(char::from(b'0' + (frac / 10 % 10) as u8));
-    out.push(char::from(b'0' + (frac % 10) as u8));
-    out
+    s.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
-/// One request's line: a JSON object, its keys in alphabetical order,
-/// written straight into one string (no JSON tree per request).
-pub fn line(r: &Request, method: &str, uri: &str, route: &str) -> String {
-    let join = |f: &dyn Fn(&crate::record::Try) -> String| {
-        r.tries.iter().map(f).collect::<Vec<_>>().join(", ")
-    };
-    let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-    let request_time = millis_text(r.start.elapsed());
-    let mut s = String::with_capacity(384 + uri.len());
-    s.push('{');
-    number(&mut s, "bytes", r.body_bytes_sent);
-    text(&mut s, "client", &r.client_ip_text());
-    text(&mut s, "host", &r.host);
-    text(&mut s, "limit_conn_status", r.limit_conn_status.as_str());
-    text(&mut s, "limit_req_status", r.limit_req_status.as_str());
-    text(&mut s, "method", method);
-    text(&mut s, "request_id", &r.id);
-    text(&mut s, "request_time", &request_time);
-    text(&mut s, "route", route);
-    boolean(&mut s, "spilled", r.spilled_bytes > 0);
-    number(&mut s, "spilled_bytes", r.spilled_bytes);
-    number(&mut s, "status", u64::from(r.status));
-    text(&mut s, "time", &time);
-    boolean(&mut s, "truncated", r.truncated);
-    text(&mut s, "upstream_addr", &r.upstream_addr());
-    text(&mut s, "upstream_cache_status", r.cache_status.as_str());
-    text(
-        &mut s,
-        "upstream_header_time",
-        &join(&|t| secs(t.header_time)),
-    );
-    text(
-        &mut s,
-        "upstream_response_time",
-        &join(&|t| secs(t.response_time)),
-    );
-    text(&mut s, "upstream_status", &r.upstream_status());
-    text(&mut s, "uri", uri);
-    s.pop(); // the last comma
-    s.push_str("}\n");
-    s
-}
-
-fn key(s: &mut String, k: &str) {
-    s.push('"');
-    s.push_str(k);
-    s.push_str("\":");
-}
-
-fn number(s: &mut String, k: &str, v: u64) {
-    use std::fmt::Write as _;
-    key(s, k);
-    let _ = write!(s, "{v},");
-}
-
-fn boolean(s: &mut String, k: &str, v: bool) {
-    key(s, k);
-    s.push_str(if v { "true," } else { "false," });
-}
-
-/// A JSON string (RFC 8259 escapes: quote, backslash, control characters).
-/// The runs between escapes are copied whole: every escaped byte is ASCII,
-/// a character of its own, so the slices fall on character boundaries.
-fn text(s: &mut String, k: &str, v: &str) {
-    use std::fmt::Write as _;
-    key(s, k);
-    s.push('"');
-    if !needs_escape(v.as_bytes()) {
+/// A JSON string's content (RFC 8259 escapes: quote, backslash, control
+/// characters). The runs between escapes are copied whole.
+fn escaped(s: &mut Vec<u8>, v: &str) {
+    let v = v.as_bytes();
+    if !needs_escape(v) {
         // Most values: copied in one go.
-        s.push_str(v);
-        s.push_str("\",");
+        s.extend_from_slice(v);
         return;
     }
     let mut run = 0;
-    for (i, b) in v.bytes().enumerate() {
-        let escaped = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
+    for (i, &b) in v.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
             _ => continue,
         };
-        s.push_str(&v[run..i]);
+        s.extend_from_slice(&v[run..i]);
         if escaped.is_empty() {
             let _ = write!(s, "\\u{b:04x}");
         } else {
-            s.push_str(escaped);
+            s.extend_from_slice(escaped);
         }
         run = i + 1;
     }
-    s.push_str(&v[run..]);
-    s.push_str("\",");
+    s.extend_from_slice(&v[run..]);
 }
 
 /// Whether `v` holds a byte JSON escapes (a quote, a backslash, a control
@@ -214,6 +316,28 @@ fn needs_escape(v: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::record::{Request, Try, TryOutcome};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    fn line(r: &Request, uri: &str, now: SystemTime, took: Duration) -> String {
+        let mut s = Vec::new();
+        super::write_line(&mut s, r, ["GET", uri, "route"], (now, took));
+        String::from_utf8(s).expect("UTF-8 in, UTF-8 out")
+    }
+
+    fn a_try(addr: &str, status: Option<u16>, outcome: TryOutcome, ms: Option<u64>) -> Try {
+        Try {
+            addr: addr.into(),
+            group: "app".into(),
+            status,
+            outcome,
+            reused: false,
+            started: Instant::now(),
+            header_time: ms.map(Duration::from_millis),
+            response_time: ms.map(|m| Duration::from_millis(m + 1_000)),
+        }
+    }
+
     #[test]
     fn escapes_are_found_at_every_place_in_a_word() {
         for len in 0..20 {
@@ -234,19 +358,97 @@ mod tests {
 
     #[test]
     fn times_are_seconds_with_milliseconds() {
-        use std::time::Duration;
-        assert_eq!(super::millis_text(Duration::from_micros(1_999)), "0.001");
-        assert_eq!(super::millis_text(Duration::from_millis(12_345)), "12.345");
-        assert_eq!(super::millis_text(Duration::from_millis(7)), "0.007");
-        assert_eq!(super::secs(None), "-");
+        let text = |d| {
+            let mut s = Vec::new();
+            super::secs(&mut s, d);
+            String::from_utf8(s).expect("ASCII")
+        };
+        assert_eq!(text(Some(Duration::from_micros(1_999))), "0.001");
+        assert_eq!(text(Some(Duration::from_millis(12_345))), "12.345");
+        assert_eq!(text(Some(Duration::from_millis(7))), "0.007");
+        assert_eq!(
+            text(Some(Duration::from_secs(86_400 * 400))),
+            "34560000.000"
+        );
+        assert_eq!(text(None), "-");
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for v in [0, 9, 10, 99, 100, 65_535, 1 << 32, u64::MAX] {
+            let mut s = Vec::new();
+            super::number(&mut s, v);
+            assert_eq!(s, v.to_string().into_bytes());
+        }
+        for ip in [
+            "0.0.0.0",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.99.100.9",
+            "::1",
+        ] {
+            let a: std::net::SocketAddr = std::net::SocketAddr::new(ip.parse().expect("ip"), 80);
+            let mut s = Vec::new();
+            super::client(&mut s, Some(a));
+            assert_eq!(
+                s,
+                Request::new(String::new(), Some(a))
+                    .client_ip_text()
+                    .into_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn escaping_copies_plain_runs_and_escapes_the_rest() {
+        let mut s = Vec::new();
+        super::escaped(&mut s, "a\"b\\c\nd\re\tf\u{1}g\u{1f}h\u{7f}é/");
+        assert_eq!(
+            s,
+            b"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\\u001fh\x7f\xc3\xa9/".to_vec()
+        );
+    }
+
+    /// The bytes of a line with two tries, as the line was written before
+    /// it was formatted in place (the same request gave this line).
+    #[test]
+    fn a_line_keeps_its_fields_order_and_escapes() {
+        let mut r = Request::new("req-42".into(), "203.0.113.9:5555".parse().ok());
+        r.host = "ex\"ample.com".into();
+        r.status = 200;
+        r.body_bytes_sent = 1024;
+        r.spilled_bytes = 7;
+        r.limit_req_status = crate::limit::status::LimitStatus::Passed;
+        r.tries
+            .push(a_try("10.0.0.1:80", None, TryOutcome::Error, None));
+        r.tries
+            .push(a_try("10.0.0.2:80", Some(200), TryOutcome::Used, Some(2)));
+        r.tries
+            .push(a_try("app", None, TryOutcome::Timeout, Some(12_345)));
+        let now = UNIX_EPOCH + Duration::from_millis(1_763_704_800_123);
+        let got = line(&r, "/x?y=1\t", now, Duration::from_micros(4_999));
+        let want = concat!(
+            r#"{"bytes":1024,"client":"203.0.113.9","host":"ex\"ample.com","#,
+            r#""limit_conn_status":"","limit_req_status":"PASSED","method":"GET","#,
+            r#""request_id":"req-42","request_time":"0.004","route":"route","#,
+            r#""spilled":true,"spilled_bytes":7,"status":200,"#,
+            r#""time":"2025-11-21T06:00:00.123Z","truncated":false,"#,
+            r#""upstream_addr":"10.0.0.1:80, 10.0.0.2:80, app","upstream_cache_status":"","#,
+            r#""upstream_header_time":"-, 0.002, 12.345","#,
+            r#""upstream_response_time":"-, 1.002, 13.345","#,
+            r#""upstream_status":"502, 200, 504","uri":"/x?y=1\t"}"#,
+            "\n"
+        );
+        assert_eq!(got, want);
     }
 
     #[test]
     fn a_line_is_json_whatever_the_request_holds() {
-        let mut r = crate::record::Request::new("id1".into(), None);
+        let mut r = Request::new("id1".into(), None);
         r.host = "h\"o\\st\u{1}\n".into();
         r.status = 200;
-        let line = super::line(&r, "GET", "/a\"b\\c\td\u{7f}é", "route");
+        let took = Duration::ZERO;
+        let line = line(&r, "/a\"b\\c\td\u{7f}é", SystemTime::now(), took);
         assert!(line.ends_with("}\n"));
         let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
         assert_eq!(v["host"], "h\"o\\st\u{1}\n");

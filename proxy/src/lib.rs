@@ -86,6 +86,7 @@ pub(crate) mod hooks;
 pub(crate) mod limit;
 pub(crate) mod listener;
 pub(crate) mod live;
+pub(crate) mod log_time;
 pub(crate) mod metrics;
 pub(crate) mod preflight;
 pub(crate) mod program;

@@ -101,12 +101,7 @@ pub(crate) async fn finalize<P: ProxyHttp>(
     if let Some(log) = &rt.access_log {
         let req = session.req_header();
         let uri = String::from_utf8_lossy(req.raw_path());
-        log.log(crate::access_log::line(
-            request,
-            req.method.as_str(),
-            &uri,
-            route,
-        ));
+        log.log(request, req.method.as_str(), &uri, route);
     }
     let error = request.error.take();
     let mut s = Session {
