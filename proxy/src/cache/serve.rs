@@ -132,17 +132,15 @@ fn framed_by_length(resp: &pingora_http::ResponseHeader, len: u64) -> bool {
         && resp.headers.get(header::TRANSFER_ENCODING).is_none()
 }
 
-/// Whether the client's connection is plain TCP under HTTP/1; if so it
-/// keeps nothing back from now on, so that the header is on the wire
+/// Whether the client's connection is plain TCP under HTTP/1; if so each
+/// write to it is flushed from now on, so that the header is on the wire
 /// before the body's first byte leaves the file.
 fn straight(s: &Session<'_>) -> bool {
-    match crate::client::stream::plain_tcp(s.downstream) {
-        Some(c) => {
-            c.send_straight(true);
-            true
-        }
-        None => false,
+    let plain = crate::client::stream::plain_tcp(s.downstream).is_some();
+    if plain {
+        crate::client::header_clock::flush_each_write(s.downstream);
     }
+    plain
 }
 
 /// `range` of the entry's body from its file to the client's socket with
@@ -156,7 +154,6 @@ async fn send_file(
 ) -> Option<End> {
     let limit = route.proxy().client_send_timeout.non_zero();
     let to = crate::client::stream::plain_tcp(s.downstream)?;
-    to.send_straight(false);
     if !to.holds_nothing() {
         return None;
     }

@@ -13,9 +13,10 @@
 //! Writes are buffered as Pingora's are (a response header and a small body
 //! leave in one `write`, at the flush Pingora's session makes); a write
 //! that does not fit goes out at once, in one `writev` with what was kept.
-//! Before a body is sent past the stream from a file (sendfile(2),
-//! [`crate::client::sendfile`]), nothing is kept: the header is on the
-//! wire before the body's first byte.
+//! A response whose writes must leave at once (an unbuffered one, or a
+//! header before a body sent past the stream with sendfile(2),
+//! [`crate::client::sendfile`]) is flushed write by write from above, by
+//! the header clock (`flush_each_write`).
 
 use async_trait::async_trait;
 use pingora_core::protocols::http::ServerSession;
@@ -29,7 +30,6 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::SystemTime;
@@ -54,10 +54,6 @@ pub(crate) struct ClientStream {
     /// waits for the next one.
     digest: OnceLock<Arc<SocketDigest>>,
     proxy_digest: Option<Arc<ProxyDigest>>,
-    /// Writes go out at once, none kept: a body is about to be sent past
-    /// this stream. (Set through the shared reference Pingora's session
-    /// gives; cleared when the connection waits for its next request.)
-    straight: AtomicBool,
 }
 
 /// The client's own connection under `s`, when it is HTTP/1 over plain
@@ -76,18 +72,12 @@ impl ClientStream {
             kept: Vec::new(),
             digest: OnceLock::new(),
             proxy_digest: None,
-            straight: AtomicBool::new(false),
         }
     }
 
     /// The socket, for a body sent past the stream.
     pub(crate) fn tcp(&self) -> &TcpStream {
         &self.tcp
-    }
-
-    /// Keep nothing from now on (`true`), or keep small writes again.
-    pub(crate) fn send_straight(&self, on: bool) {
-        self.straight.store(on, Ordering::Relaxed);
     }
 
     /// Nothing written waits to be sent.
@@ -146,7 +136,7 @@ impl ClientStream {
 
     /// Keep `bufs` when they fit beside what is kept.
     fn keep(&mut self, bufs: &[IoSlice<'_>], len: usize) -> bool {
-        if self.kept.len() + len > KEEP || self.straight.load(Ordering::Relaxed) {
+        if self.kept.len() + len > KEEP {
             return false;
         }
         if self.kept.capacity() == 0 {
@@ -217,7 +207,6 @@ impl Peek for ClientStream {
             self.kept = Vec::new();
         }
         self.digest = OnceLock::new();
-        self.straight.store(false, Ordering::Relaxed);
         match self.tcp.peek(buf).await? {
             0 => Err(io::ErrorKind::UnexpectedEof.into()),
             _ => Ok(true),
@@ -311,22 +300,6 @@ mod tests {
         assert_eq!(&got[..19], b"HTTP/1.1 200 OK\r\n\r\n");
         assert!(got[19..19 + big.len()].iter().all(|b| *b == b'x'));
         assert_eq!(&got[19 + big.len()..], b"tail");
-    }
-
-    #[tokio::test]
-    async fn sent_straight_nothing_is_kept() {
-        let (mut s, mut client) = pair().await;
-        s.send_straight(true);
-        s.write_all(b"HTTP/1.1 200 OK\r\n\r\n")
-            .await
-            .expect("write");
-        assert!(s.holds_nothing(), "on the wire without a flush");
-        let mut got = [0u8; 19];
-        client.read_exact(&mut got).await.expect("read");
-        assert_eq!(&got, b"HTTP/1.1 200 OK\r\n\r\n");
-        s.send_straight(false);
-        s.write_all(b"hi").await.expect("write");
-        assert!(!s.holds_nothing(), "small writes kept again");
     }
 
     #[tokio::test]
