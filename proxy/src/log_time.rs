@@ -68,7 +68,7 @@ fn second_text(secs: u64) -> [u8; 20] {
 
 /// Year, month, day of `days` after 1970-01-01 in the proleptic Gregorian
 /// calendar (Howard Hinnant's `civil_from_days`, from 0000-03-01).
-fn civil(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z % 146_097;

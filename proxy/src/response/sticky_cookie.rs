@@ -53,7 +53,7 @@ fn cookie_time(t: u64) -> String {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let (days, secs) = (t / 86_400, t % 86_400);
-    let (year, month, day) = civil(days);
+    let (year, month, day) = crate::log_time::civil(days);
     let year = if year > 2037 { year } else { year % 100 };
     format!(
         "{}, {day:02}-{}-{year:02} {:02}:{:02}:{:02} GMT",
@@ -63,20 +63,6 @@ fn cookie_time(t: u64) -> String {
         secs / 60 % 60,
         secs % 60
     )
-}
-
-/// The date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
