@@ -3,6 +3,7 @@
 //! counterpart is `ngx_table_elt_t` with its `key` and `value`.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// A header line: `name` and `value` are ranges into the parsed buffer; the
@@ -98,6 +99,26 @@ pub fn unfold(raw: &[u8]) -> Cow<'_, [u8]> {
         out.extend(part.iter().map(blank));
     }
     Cow::Owned(out)
+}
+
+/// Header lines parsed without allocating when the limit is at most this.
+const STACK_SLOTS: usize = 256;
+
+/// `parse` given room for `max` header lines: on the stack up to
+/// [`STACK_SLOTS`], else on the heap.
+pub(crate) fn with_slots<'b, T>(
+    max: usize,
+    parse: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> T,
+) -> T {
+    if max <= STACK_SLOTS {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'b>>::uninit() }; STACK_SLOTS];
+        parse(&mut slots[..max])
+    } else {
+        parse(&mut vec![
+            MaybeUninit::<httparse::Header<'b>>::uninit();
+            max
+        ])
+    }
 }
 
 /// Whether any line is named `name`.

@@ -12,9 +12,6 @@ use crate::framing::{self, Framing};
 use crate::line::{self, range_in, Line};
 use crate::{Parsed, WireError};
 
-/// Header lines parsed without allocating when the limit is at most this.
-const STACK_HEADERS: usize = 256;
-
 /// A parsed request head; every range points into the parsed buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
@@ -42,13 +39,7 @@ pub struct RequestHead {
 /// of its path) against `Host`: a caller accepting such targets applies
 /// them itself.
 pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<Parsed<RequestHead>, WireError> {
-    let head = if max_headers <= STACK_HEADERS {
-        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-        parse_with(buf, &mut headers[..max_headers])?
-    } else {
-        let mut headers = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); max_headers];
-        parse_with(buf, &mut headers)?
-    };
+    let head = line::with_slots(max_headers, |slots| parse_with(buf, slots))?;
     match head {
         Parsed::Complete(h) => {
             h.validate(buf)?;
