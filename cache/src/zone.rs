@@ -24,7 +24,7 @@ use http::HeaderMap;
 use pingora_cache::eviction::{lru, CacheEntryKey, CacheEntryKeyRef, EvictionManager};
 use pingora_cache::key::CompactCacheKey;
 use pingora_http::ResponseHeader;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -50,6 +50,9 @@ pub struct Zone {
     index: Mutex<HashMap<Hash, Meta>>,
     /// Requests for keys not stored yet (`min_uses`).
     uses: Mutex<HashMap<Hash, (u32, Instant)>>,
+    /// Keys whose expired entry a background update is bringing anew
+    /// (nginx's `node->updating`): one update at a time per key.
+    updating: Mutex<HashSet<Hash>>,
     /// The thread that writes the entries (`None`: it could not start,
     /// nothing is stored).
     jobs: Option<filler::Jobs>,
@@ -118,12 +121,26 @@ impl Zone {
             keys: lru::Manager::with_capacity(conf.max_keys.max(1), 1024),
             index: Mutex::new(HashMap::new()),
             uses: Mutex::new(HashMap::new()),
+            updating: Mutex::new(HashSet::new()),
         });
         let weak = Arc::downgrade(&zone);
         std::thread::Builder::new()
             .name(format!("ferry-cache-{name}"))
             .spawn(move || manage(weak))?;
         Ok(zone)
+    }
+
+    /// Mark `key` as being updated in the background; `false` when an
+    /// update of it is already on its way (the caller answers UPDATING).
+    pub fn begin_update(&self, key: &Key) -> bool {
+        let mut updating = self.updating.lock().unwrap_or_else(|e| e.into_inner());
+        updating.insert(key.hash)
+    }
+
+    /// The background update of `key` is over, stored or not.
+    pub fn end_update(&self, key: &Key) {
+        let mut updating = self.updating.lock().unwrap_or_else(|e| e.into_inner());
+        updating.remove(&key.hash);
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, Meta>> {

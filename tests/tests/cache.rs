@@ -353,7 +353,6 @@ async fn a_dead_server_gets_the_stale_entry() {
     let addr = b.addr;
     let ferry = start_unpooled(addr, "use_stale: [error, timeout]").await;
     assert_eq!(get(&ferry, "/s").await.text(), "n0");
-    drop(b);
     let r = until_expired(&ferry, "/s").await;
     assert_eq!(
         (r.status, r.cache(), r.text().as_str()),
@@ -365,7 +364,6 @@ async fn a_dead_server_gets_the_stale_entry() {
     let addr = b.addr;
     let ferry = start_unpooled(addr, "").await;
     get(&ferry, "/s").await;
-    drop(b);
     assert_eq!(until_expired(&ferry, "/s").await.status, 502);
 }
 
@@ -704,6 +702,51 @@ async fn until_expired(ferry: &Ferry, path: &str) -> Got {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// While a background update is on its way, another request for the
+/// expired entry is answered UPDATING and starts no update of its own,
+/// with or without the cache lock (nginx's `node->updating`).
+#[tokio::test]
+async fn one_background_update_at_a_time_without_a_lock() {
+    let reply = |body: &str, age: u32| {
+        Step::Send(
+            format!(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age={age}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    };
+    // The update's answer comes a second late: the second request below
+    // arrives while it is on its way.
+    let b = Raw::start(Arc::new(move |i| match i {
+        0 => vec![reply("n0", 1)],
+        1 => vec![
+            Step::Wait(std::time::Duration::from_secs(1)),
+            reply("n1", 60),
+        ],
+        _ => vec![reply("nX", 60)],
+    }))
+    .await;
+    let ferry = start(b.addr, "use_stale: [updating], background_update: true").await;
+    assert_eq!(get(&ferry, "/one").await.text(), "n0");
+    let r = until_expired(&ferry, "/one").await;
+    assert_eq!((r.cache(), r.text().as_str()), ("STALE", "n0"));
+    let again = get(&ferry, "/one").await;
+    assert_eq!(
+        (again.cache(), again.text().as_str()),
+        ("UPDATING", "n0"),
+        "the update is on its way"
+    );
+    let start = std::time::Instant::now();
+    let mut r = get(&ferry, "/one").await;
+    while r.text() != "n1" && start.elapsed() < ferry_tests::WAIT {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        r = get(&ferry, "/one").await;
+    }
+    assert_eq!((r.cache(), r.text().as_str()), ("HIT", "n1"));
+    assert_eq!(b.hits(), 2, "one fill, one update");
 }
 
 #[tokio::test]

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Start the update of `stale` (the key's expired entry); `permit`: the
-/// lock this update holds, when the route locks.
+/// lock this update holds, when the route locks. The key is marked
+/// updating in its zone (`Zone::begin_update`); the update ends it.
 pub(crate) fn start(
     s: &Session<'_>,
     route: &RouteRt,
@@ -36,6 +37,7 @@ pub(crate) fn start(
     permit: Option<(CacheKey, WritePermit)>,
 ) -> Result<()> {
     let Some(group) = route.conf.upstream.clone() else {
+        rc.zone.end_update(key);
         return Ok(());
     };
     let remote = s.request.client_ip_text();
@@ -77,6 +79,7 @@ pub(crate) fn start(
                 sink.key.text
             ),
         }
+        sink.zone.end_update(&sink.key);
         release(lock);
     });
     Ok(())

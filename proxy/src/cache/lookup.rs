@@ -183,22 +183,33 @@ async fn update_in_background<P: ProxyHttp>(
     key: &Key,
     e: &std::sync::Arc<Entry>,
 ) -> Result<End> {
-    let mut status = CacheStatus::Stale;
-    let permit = match &rc.lock {
-        Some(lock) => {
-            let ckey = CacheKey::new(key.text.clone(), "");
-            match lock.lock(&ckey, true) {
-                Locked::Write(p) => Some((ckey, p)),
-                Locked::Read(_) => {
-                    status = CacheStatus::Updating;
-                    None
+    // One update per key at a time, lock or no lock (nginx's
+    // `node->updating`); the cache lock, when the route has one, also
+    // keeps other fills of the key waiting.
+    let mut status = CacheStatus::Updating;
+    if rc.zone.begin_update(key) {
+        // `Some`: this request updates, with the lock's permit when the
+        // route locks; `None`: another request holds the lock.
+        let ours = match &rc.lock {
+            Some(lock) => {
+                let ckey = CacheKey::new(key.text.clone(), "");
+                match lock.lock(&ckey, true) {
+                    Locked::Write(p) => Some(Some((ckey, p))),
+                    Locked::Read(_) => None,
                 }
             }
+            None => Some(None),
+        };
+        match ours {
+            Some(permit) => {
+                status = CacheStatus::Stale;
+                if let Err(err) = background::start(s, route, rc, key, e, permit) {
+                    rc.zone.end_update(key);
+                    return Err(err);
+                }
+            }
+            None => rc.zone.end_update(key),
         }
-        None => None,
-    };
-    if status == CacheStatus::Stale {
-        background::start(s, route, rc, key, e, permit)?;
     }
     serve::answer(app, s, ctx, route, e, status).await
 }
