@@ -353,6 +353,7 @@ async fn a_dead_server_gets_the_stale_entry() {
     let addr = b.addr;
     let ferry = start_unpooled(addr, "use_stale: [error, timeout]").await;
     assert_eq!(get(&ferry, "/s").await.text(), "n0");
+    drop(b);
     let r = until_expired(&ferry, "/s").await;
     assert_eq!(
         (r.status, r.cache(), r.text().as_str()),
@@ -364,6 +365,7 @@ async fn a_dead_server_gets_the_stale_entry() {
     let addr = b.addr;
     let ferry = start_unpooled(addr, "").await;
     get(&ferry, "/s").await;
+    drop(b);
     assert_eq!(until_expired(&ferry, "/s").await.status, 502);
 }
 
