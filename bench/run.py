@@ -492,6 +492,11 @@ CG_WARM, CG_LO, CG_HI = 20, 300, 1300
 # (row, column): the proxy measured; the "hit" column's proxies cache.
 CG_ROWS = {("ferry", "get"): "ferry", ("nginx", "get"): "nginx", ("tokio-floor", "get"): "tokio-floor",
            ("ferry", "hit"): "ferry-cache", ("nginx", "hit"): "nginx-cache"}
+# For profiling: FERRY_BENCH_CG_ONLY=ferry,ferry-cache measures only those
+# proxies; FERRY_BENCH_CG_KEEP=DIR keeps each callgrind.out there, for
+# callgrind_annotate.
+CG_ONLY = [n for n in os.environ.get("FERRY_BENCH_CG_ONLY", "").split(",") if n]
+CG_KEEP = os.environ.get("FERRY_BENCH_CG_KEEP")
 
 
 def keepalive_get(sock, path, buf, want_hit):
@@ -573,6 +578,8 @@ def callgrind_rows(procs, work, log):
         sys.exit("valgrind is not installed: apt-get install valgrind")
     cg = {}
     for key, name in CG_ROWS.items():
+        if CG_ONLY and name not in CG_ONLY:
+            continue
         lo = callgrind_total(procs, log, name, work, CG_LO)
         hi = callgrind_total(procs, log, name, work, CG_HI)
         cg[key] = (hi - lo) / (CG_HI - CG_LO)
@@ -583,9 +590,12 @@ def callgrind_rows(procs, work, log):
     for row in ["ferry", "nginx", "tokio-floor"]:
         cells = [f"{cg[(row, c)]:,.0f}" if (row, c) in cg else "-" for c in ["get", "hit"]]
         print(f"{row:<14}{cells[0]:>13}{cells[1]:>11}")
-    ratios = [f"{cg[('ferry', c)] / cg[('nginx', c)]:.2f}x" for c in ["get", "hit"]]
-    print(f"{'ferry/nginx':<14}{ratios[0]:>13}{ratios[1]:>11}")
-    print(f"{'ferry/tokio':<14}{cg[('ferry', 'get')] / cg[('tokio-floor', 'get')]:>12.2f}x{'-':>11}")
+    if not CG_ONLY:
+        ratios = [f"{cg[('ferry', c)] / cg[('nginx', c)]:.2f}x" for c in ["get", "hit"]]
+        print(f"{'ferry/nginx':<14}{ratios[0]:>13}{ratios[1]:>11}")
+        print(f"{'ferry/tokio':<14}{cg[('ferry', 'get')] / cg[('tokio-floor', 'get')]:>12.2f}x{'-':>11}")
+    if CG_KEEP:
+        shutil.copytree(os.path.join(work, "callgrind"), CG_KEEP, dirs_exist_ok=True)
     shutil.rmtree(os.path.join(work, "callgrind"), ignore_errors=True)
     return cg
 

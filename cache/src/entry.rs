@@ -36,6 +36,8 @@ const MOST: u32 = 1 << 20;
 
 /// Most header lines a stored response may have.
 const MOST_LINES: usize = 512;
+/// Header lines parsed without an allocation.
+const FEW_LINES: usize = 48;
 
 /// The header as HTTP/1.1 text (its names' case kept). Plain text rather
 /// than pingora-header-serde's zstd: decompressing was a tenth of a HIT's
@@ -47,17 +49,30 @@ fn header_text(header: &ResponseHeader) -> Vec<u8> {
     buf
 }
 
-/// The header back from its text, by httparse.
-fn parse_header(text: &[u8]) -> Option<ResponseHeader> {
-    let mut lines = vec![httparse::EMPTY_HEADER; MOST_LINES];
-    let mut parsed = httparse::Response::new(&mut lines);
-    if !parsed.parse(text).ok()?.is_complete() {
-        return None;
+/// The header back from its text, by httparse: each name and value a
+/// slice of `text` (no copy; httparse checked their bytes).
+fn parse_header(text: &bytes::Bytes) -> Option<ResponseHeader> {
+    // Room for a usual header on the stack; a long one is parsed again
+    // with room for the most a stored header may have.
+    let mut few = [httparse::EMPTY_HEADER; FEW_LINES];
+    let mut many;
+    let mut parsed = httparse::Response::new(&mut few);
+    match parsed.parse(text) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => {
+            many = vec![httparse::EMPTY_HEADER; MOST_LINES];
+            parsed = httparse::Response::new(&mut many);
+            if !parsed.parse(text).ok()?.is_complete() {
+                return None;
+            }
+        }
+        _ => return None,
     }
     let mut header = ResponseHeader::build(parsed.code?, Some(parsed.headers.len())).ok()?;
     for h in parsed.headers.iter() {
-        let value = http::HeaderValue::from_bytes(h.value).ok()?;
-        header.append_header(h.name.to_string(), value).ok()?;
+        let name = text.slice_ref(h.name.as_bytes());
+        let value = pingora_http::header_value_from_raw(text.slice_ref(h.value));
+        header.append_header(name, value).ok()?;
     }
     Some(header)
 }
@@ -201,8 +216,8 @@ pub fn open(path: &Path) -> io::Result<Option<Entry>> {
     };
     let key = String::from_utf8(rest[..key_len as usize].to_vec())
         .map_err(|_| corrupt("key is not text"))?;
-    let header =
-        parse_header(&rest[key_len as usize..]).ok_or_else(|| corrupt("header does not parse"))?;
+    let header = parse_header(&rest.slice(key_len as usize..))
+        .ok_or_else(|| corrupt("header does not parse"))?;
     let kind = match kind {
         0 => Kind::Response,
         1 => Kind::Vary(vary_names(&header)),
@@ -408,6 +423,26 @@ mod tests {
         std::fs::write(&dest, b"GET / HTTP/1.1\r\n\r\n and more bytes than a head").unwrap();
         assert_eq!(open(&dest).unwrap_err().kind(), io::ErrorKind::InvalidData);
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn header_text_reads_back_short_and_long() {
+        for lines in [3, FEW_LINES + 10] {
+            let mut h = ResponseHeader::build(200, None).unwrap();
+            for i in 0..lines {
+                h.append_header(format!("X-Line-{}", i % 5), format!("v{i}"))
+                    .unwrap();
+            }
+            let text = bytes::Bytes::from(header_text(&h));
+            let back = parse_header(&text).expect("parses");
+            assert_eq!(back.status, 200);
+            assert_eq!(back.headers, h.headers, "{lines} lines");
+            assert_eq!(header_text(&back), &text[..], "names keep their case");
+        }
+        let too_many = (0..MOST_LINES + 1).fold(String::from("HTTP/1.1 200 X\r\n"), |t, i| {
+            t + &format!("a{i}: b\r\n")
+        }) + "\r\n";
+        assert!(parse_header(&bytes::Bytes::from(too_many)).is_none());
     }
 
     #[test]

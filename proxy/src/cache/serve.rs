@@ -208,7 +208,13 @@ fn conditional(
         range = 0..0;
     } else {
         // One range, or none that can be satisfied (416). Several ranges
-        // get the whole entry (a server may ignore Range, RFC 9110 14.2).
+        // get the whole entry (a server may ignore Range, RFC 9110 14.2):
+        // only then is the filter's header set aside, so the header is
+        // copied only when a range was asked for.
+        if !req.headers.contains_key(header::RANGE) {
+            let _ = pingora_proxy::range_header_filter(req, resp, None);
+            return range;
+        }
         let mut ranged = resp.clone();
         match pingora_proxy::range_header_filter(req, &mut ranged, None) {
             RangeType::Single(r) => {
