@@ -16,10 +16,12 @@
 //! Plans are compiled once per route at start; building is per request.
 
 use crate::variables::RequestVars;
+use bytes::Bytes;
 use ferry_conf::{HttpVersion, ProxyConf, Template};
 use http::header::{self, HeaderName, HeaderValue};
 use http::Version;
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_error::Result;
+use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
 
 /// nginx's default `proxy_hide_header` list.
 pub const HIDDEN_BY_DEFAULT: [&str; 8] = [
@@ -74,6 +76,7 @@ pub struct RequestPlan {
     set: Vec<(HeaderName, Template)>,
     removed: Vec<HeaderName>,
     version: HttpVersion,
+    names: AddedNames,
 }
 
 impl RequestPlan {
@@ -85,6 +88,7 @@ impl RequestPlan {
             set: Vec::new(),
             removed: Vec::new(),
             version: conf.http_version,
+            names: AddedNames::new(&[]),
         };
         for (name, value) in conf.set_headers.iter() {
             // Names were checked by the loader; skip what still fails.
@@ -104,6 +108,7 @@ impl RequestPlan {
                 plan.set.push((name, value.clone()));
             }
         }
+        plan.names = AddedNames::new(&plan.set);
         plan
     }
 
@@ -115,15 +120,10 @@ impl RequestPlan {
             || self.set.iter().any(|(n, _)| n == name)
     }
 
-    /// Build the upstream request from the client's: its headers copied in
-    /// order (and case) into a header sized for them, less the ones dropped
-    /// or set here, so nothing is cloned only to be removed.
-    pub fn build(
-        &self,
-        client: &RequestHeader,
-        vars: &RequestVars,
-        body: BodyFraming,
-    ) -> pingora_error::Result<RequestHeader> {
+    /// Whether a line of the client's header goes upstream as it came:
+    /// not a hop-by-hop one, not one its `Connection` lists, not one this
+    /// plan drops or sets.
+    fn keeps<'a>(&'a self, client: &RequestHeader) -> impl Fn(&HeaderName) -> bool + 'a {
         // Names listed in the client's Connection header are hop-by-hop too.
         let listed: Vec<HeaderName> = client
             .headers
@@ -133,78 +133,229 @@ impl RequestPlan {
             .flat_map(|v| v.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
-        let kept = |name: &HeaderName| {
+        move |name: &HeaderName| {
             !REQUEST_DROPPED.contains(name) && !listed.contains(name) && !self.is_overridden(name)
+        }
+    }
+
+    /// The lines this plan adds after the client's, in order: `Host`,
+    /// `set_headers`, `X-Forwarded-For` and `-Proto`, the body's framing,
+    /// and what the upstream's HTTP version asks for. None has a name of
+    /// another (the client's were left out by [`RequestPlan::keeps`]).
+    fn each_added(
+        &self,
+        client: &RequestHeader,
+        vars: &RequestVars,
+        body: BodyFraming,
+        mut each: impl FnMut(&Bytes, Value) -> Result<()>,
+    ) -> Result<()> {
+        let host = match &self.host {
+            Some(t) => vars.render(t),
+            None => vars.proxy_host.to_string(),
         };
+        each(&self.names.host, Value::Text(host))?;
+        for ((_, t), case) in self.set.iter().zip(&self.names.set) {
+            let v = vars.render(t);
+            if !v.is_empty() {
+                each(case, Value::Text(v))?;
+            }
+        }
+        for (name, t) in [
+            (&self.names.forwarded_for, &self.forwarded_for),
+            (&self.names.forwarded_proto, &self.forwarded_proto),
+        ] {
+            let v = t.as_ref().map(|t| vars.render(t)).unwrap_or_default();
+            if !v.is_empty() {
+                each(name, Value::Text(v))?;
+            }
+        }
+        match body {
+            BodyFraming::None => {}
+            BodyFraming::Length(n) => each(&self.names.content_length, Value::Text(n.to_string()))?,
+            // HTTP/2 frames the body itself.
+            BodyFraming::Chunked if self.version == HttpVersion::Http2 => {}
+            BodyFraming::Chunked => each(&self.names.transfer_encoding, Value::Static("chunked"))?,
+        }
+        match self.version {
+            HttpVersion::Http10 => each(&self.names.connection, Value::Static("close"))?,
+            // The client may take trailers (gRPC needs them): the server is
+            // told so, the only `TE` HTTP/2 allows.
+            HttpVersion::Http2 if accepts_trailers(client) => {
+                each(&self.names.te, Value::Static("trailers"))?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Build the upstream request from the client's: its headers copied in
+    /// order (and case) into a header sized for them, less the ones dropped
+    /// or set here, so nothing is cloned only to be removed.
+    pub fn build(
+        &self,
+        client: &RequestHeader,
+        vars: &RequestVars,
+        body: BodyFraming,
+    ) -> Result<RequestHeader> {
         let size = Some(client.headers.len() + self.set.len() + 4);
+        let (method, path) = (client.method.clone(), client.raw_path());
         let mut req = if client.has_case() {
-            let mut req = RequestHeader::build(client.method.clone(), client.raw_path(), size)?;
+            RequestHeader::build(method, path, size)?
+        } else {
+            RequestHeader::build_no_case(method, path, size)?
+        };
+        let kept = self.keeps(client);
+        if client.has_case() {
             // The two maps of a case-preserving header iterate in step.
             for ((name, value), (case, _)) in client.headers.iter().zip(client.case_header_iter()) {
                 if kept(name) {
                     req.append_header(case.clone(), value.clone())?;
                 }
             }
-            req
         } else {
-            let mut req =
-                RequestHeader::build_no_case(client.method.clone(), client.raw_path(), size)?;
             for (name, value) in client.headers.iter() {
                 if kept(name) {
                     req.append_header(name.clone(), value.clone())?;
                 }
             }
-            req
-        };
+        }
         req.set_version(match self.version {
             HttpVersion::Http10 => Version::HTTP_10,
             HttpVersion::Http11 => Version::HTTP_11,
             HttpVersion::Http2 => Version::HTTP_2,
         });
-
-        let host = match &self.host {
-            Some(t) => vars.render(t),
-            None => vars.proxy_host.to_string(),
-        };
-        req.insert_header(header::HOST, host)?;
-        for (name, t) in &self.set {
-            let v = vars.render(t);
-            if !v.is_empty() {
-                req.append_header(name.clone(), v)?;
-            }
-        }
-        for (name, t) in [
-            ("X-Forwarded-For", &self.forwarded_for),
-            ("X-Forwarded-Proto", &self.forwarded_proto),
-        ] {
-            let v = t.as_ref().map(|t| vars.render(t)).unwrap_or_default();
-            if !v.is_empty() {
-                req.insert_header(name, v)?;
-            }
-        }
-        match body {
-            BodyFraming::None => {}
-            BodyFraming::Length(n) => {
-                req.insert_header(header::CONTENT_LENGTH, n.to_string())?;
-            }
-            // HTTP/2 frames the body itself.
-            BodyFraming::Chunked if self.version == HttpVersion::Http2 => {}
-            BodyFraming::Chunked => {
-                req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-            }
-        }
-        match self.version {
-            HttpVersion::Http10 => {
-                req.insert_header(header::CONNECTION, "close")?;
-            }
-            // The client may take trailers (gRPC needs them): the server is
-            // told so, the only `TE` HTTP/2 allows.
-            HttpVersion::Http2 if accepts_trailers(client) => {
-                req.insert_header(header::TE, "trailers")?;
-            }
-            _ => {}
-        }
+        self.each_added(client, vars, body, |name, value| {
+            let value = match value {
+                Value::Text(t) => HeaderValue::try_from(t),
+                Value::Static(t) => Ok(HeaderValue::from_static(t)),
+            };
+            let value = value.map_err(|_| {
+                pingora_error::Error::explain(
+                    pingora_error::ErrorType::InvalidHTTPHeader,
+                    "invalid header value",
+                )
+            })?;
+            req.insert_header(name.clone(), value).map(drop)
+        })?;
         Ok(req)
+    }
+
+    /// The upstream request as HTTP/1 bytes, the very bytes Pingora would
+    /// write for [`RequestPlan::build`]'s header, written straight from the
+    /// client's header with no header of its own made (nginx's
+    /// `ngx_http_proxy_create_request`). `None` where only the header will
+    /// do: an HTTP/2 upstream, a client header without its names' case (an
+    /// HTTP/2 client), `set_headers` that name a framing header, or a
+    /// target Pingora would refuse to write.
+    pub fn write_h1(
+        &self,
+        client: &RequestHeader,
+        vars: &RequestVars,
+        body: BodyFraming,
+    ) -> Option<Vec<u8>> {
+        let version: &[u8] = match self.version {
+            HttpVersion::Http10 => b"HTTP/1.0",
+            HttpVersion::Http11 => b"HTTP/1.1",
+            HttpVersion::Http2 => return None,
+        };
+        let path = client.raw_path();
+        if !self.names.wire
+            || !client.has_case()
+            || path.iter().any(|&b| matches!(b, 0 | b'\n' | b'\r' | b' '))
+        {
+            return None;
+        }
+        let mut out = Vec::with_capacity(256 + 64 * client.headers.len());
+        for part in [
+            client.method.as_str().as_bytes(),
+            b" ",
+            path,
+            b" ",
+            version,
+            b"\r\n",
+        ] {
+            out.extend_from_slice(part);
+        }
+        let mut line = |name: &[u8], value: &[u8]| {
+            for part in [name, b": ", value, b"\r\n"] {
+                out.extend_from_slice(part);
+            }
+        };
+        let kept = self.keeps(client);
+        for ((name, value), (case, _)) in client.headers.iter().zip(client.case_header_iter()) {
+            if kept(name) {
+                line(case.as_slice(), value.as_bytes());
+            }
+        }
+        let mut valid = true;
+        self.each_added(client, vars, body, |name, value| {
+            let v = match &value {
+                Value::Text(t) => t.as_bytes(),
+                Value::Static(t) => t.as_bytes(),
+            };
+            // What `HeaderValue` would refuse: the header path fails there.
+            valid &= v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+            line(name, v);
+            Ok(())
+        })
+        .ok()?;
+        if !valid {
+            return None;
+        }
+        out.extend_from_slice(b"\r\n");
+        Some(out)
+    }
+}
+
+/// A value [`RequestPlan`] adds.
+enum Value {
+    Text(String),
+    Static(&'static str),
+}
+
+/// The names a plan adds, in the case they are written in (Pingora's, for
+/// a name given as an `http` constant), made once per plan.
+#[derive(Debug, Clone)]
+struct AddedNames {
+    host: Bytes,
+    set: Vec<Bytes>,
+    forwarded_for: Bytes,
+    forwarded_proto: Bytes,
+    content_length: Bytes,
+    transfer_encoding: Bytes,
+    connection: Bytes,
+    te: Bytes,
+    /// No `set_headers` name is one the plan may add again (framing,
+    /// `Connection`, `TE`) or another's: each line then goes out once, as
+    /// written, and [`RequestPlan::write_h1`] may write them.
+    wire: bool,
+}
+
+impl AddedNames {
+    fn new(set: &[(HeaderName, Template)]) -> AddedNames {
+        let framing = [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::CONNECTION,
+            header::TE,
+        ];
+        let unique = set
+            .iter()
+            .enumerate()
+            .all(|(i, (n, _))| !framing.contains(n) && !set[..i].iter().any(|(m, _)| m == n));
+        // As Pingora writes them: an `http` constant title-cased.
+        let case = |n: HeaderName| Bytes::copy_from_slice(n.into_case_header_name().as_slice());
+        AddedNames {
+            host: case(header::HOST),
+            set: set.iter().map(|(n, _)| case(n.clone())).collect(),
+            forwarded_for: Bytes::from_static(b"X-Forwarded-For"),
+            forwarded_proto: Bytes::from_static(b"X-Forwarded-Proto"),
+            content_length: case(header::CONTENT_LENGTH),
+            transfer_encoding: case(header::TRANSFER_ENCODING),
+            connection: case(header::CONNECTION),
+            te: case(header::TE),
+            wire: unique,
+        }
     }
 }
 
@@ -417,6 +568,66 @@ mod tests {
             .build(&c, &vars(&c.headers), BodyFraming::None)
             .unwrap();
         assert_eq!(r.headers["host"], "example.com");
+    }
+
+    /// `write_h1` gives, byte for byte, what Pingora writes for `build`'s
+    /// header, or `None` where only the header will do.
+    #[test]
+    fn wire_request_is_the_bytes_pingora_writes() {
+        use pingora_core::protocols::http::v1::client::http_req_header_to_wire;
+        let confs = [
+            "{}",
+            "{ set_headers: { X-Real-IP: \"$remote_addr\", X-Gone: \"\", x-lower: \"$host\" } }",
+            "{ set_headers: { Host: \"$host:81\", X-Forwarded-For: \"\", X-Empty: \"$http_none\" } }",
+            "{ http_version: \"1.0\" }",
+            "{ set_headers: { Accept-Encoding: \"\", Content-Type: \"text/x\" } }",
+        ];
+        let mut dups = RequestHeader::build("POST", b"/d?x=1", None).unwrap();
+        for (k, v) in [
+            ("X-A", "1"),
+            ("host", "h"),
+            ("X-B", "2"),
+            ("x-a", "3"),
+            ("Cookie", "c=1"),
+        ] {
+            dups.append_header(k, v).unwrap();
+        }
+        let mut bare = RequestHeader::build("GET", b"/", None).unwrap();
+        bare.append_header("Host", "h").unwrap();
+        let mut compared = 0;
+        for conf in confs {
+            let plan = RequestPlan::new(&serde_yaml::from_str(conf).unwrap());
+            for c in [client(), dups.clone(), bare.clone()] {
+                for body in [
+                    BodyFraming::None,
+                    BodyFraming::Length(5),
+                    BodyFraming::Chunked,
+                ] {
+                    let v = vars(&c.headers);
+                    let wire = plan.write_h1(&c, &v, body).expect("written");
+                    let built = plan.build(&c, &v, body).unwrap();
+                    let pingora = http_req_header_to_wire(&built).unwrap();
+                    assert_eq!(
+                        String::from_utf8_lossy(&wire),
+                        String::from_utf8_lossy(&pingora),
+                        "{conf} {body:?}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        assert_eq!(compared, 45);
+        // Where only Pingora's header will do.
+        let v = vars(&dups.headers);
+        let h2 = RequestPlan::new(&serde_yaml::from_str("{ http_version: \"2\" }").unwrap());
+        assert!(h2.write_h1(&dups, &v, BodyFraming::None).is_none());
+        let framing = "{ set_headers: { Connection: \"upgrade\" } }";
+        let framing = RequestPlan::new(&serde_yaml::from_str(framing).unwrap());
+        assert!(framing.write_h1(&dups, &v, BodyFraming::None).is_none());
+        let mut no_case = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+        no_case.append_header("x-a", "1").unwrap();
+        let plan = RequestPlan::new(&ProxyConf::default());
+        assert!(plan.write_h1(&no_case, &v, BodyFraming::None).is_none());
     }
 
     #[test]

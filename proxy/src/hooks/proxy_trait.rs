@@ -695,6 +695,15 @@ pub trait ProxyHttp: Send + Sync + 'static {
         true
     }
 
+    /// Whether [`upstream_request_filter`](ProxyHttp::upstream_request_filter)
+    /// must see every request that goes to a server. A program that leaves
+    /// it as it is may say `false`: a request to an HTTP/1 server whose
+    /// route does not cache is then written straight from the client's
+    /// header, with no header of its own made, and never passes through it.
+    fn filters_upstream_request(&self) -> bool {
+        true
+    }
+
     /// The trailers an HTTP/2 server sent after the response body (gRPC's
     /// `grpc-status`), as they were read, after the last call of
     /// [`upstream_response_body_filter`](ProxyHttp::upstream_response_body_filter).
@@ -992,6 +1001,9 @@ impl ProxyHttp for DefaultProxy {
     type CTX = ();
     fn new_ctx(&self) {}
     fn filters_response_body(&self) -> bool {
+        false
+    }
+    fn filters_upstream_request(&self) -> bool {
         false
     }
 }

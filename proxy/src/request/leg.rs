@@ -20,11 +20,12 @@ use crate::upstream::leg::Leg;
 use crate::upstream::next_upstream::RetryDecision;
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::peer_certs::CertFiles;
+use crate::upstream::request_head::{RequestHead, WireHead};
 use bytes::Bytes;
 use ferry_filters::headers::forward_upgrade;
 use ferry_lb::Lease;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -94,7 +95,12 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
         peer
     }
 
-    async fn request(&mut self, upstream: &Upstream) -> Result<Box<RequestHeader>> {
+    async fn request(&mut self, upstream: &Upstream, h1: bool) -> Result<RequestHead> {
+        if h1 && !self.upgrade && self.cache.is_none() && !self.app.filters_upstream_request() {
+            if let Some(w) = self.wire_request(upstream) {
+                return Ok(RequestHead::Wire(w));
+            }
+        }
         let mut req = {
             let remote = self.s.request.client_ip_text();
             let vars = self.s.vars(&remote, &upstream.name);
@@ -114,7 +120,7 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
         self.app
             .upstream_request_filter(self.s, &mut req, self.ctx)
             .await?;
-        Ok(req)
+        Ok(RequestHead::Header(req))
     }
 
     fn body(&mut self) -> BodySource<'_> {
@@ -196,6 +202,22 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
 }
 
 impl<P: ProxyHttp> RequestLeg<'_, '_, P> {
+    /// The request head as HTTP/1 bytes, when the route's plan can write it
+    /// so (see [`ferry_filters::headers::RequestPlan::write_h1`]).
+    fn wire_request(&self, upstream: &Upstream) -> Option<WireHead> {
+        let remote = self.s.request.client_ip_text();
+        let vars = self.s.vars(&remote, &upstream.name);
+        let client = self.s.downstream.req_header();
+        let body = self.body.framing();
+        let bytes = self.route.request_plan.write_h1(client, &vars, body)?;
+        Some(WireHead {
+            bytes,
+            head: client.method == http::Method::HEAD,
+            close: self.route.proxy().http_version == ferry_conf::HttpVersion::Http10,
+            body,
+        })
+    }
+
     /// The Pingora peer as the route (or the run-time peer) made it.
     fn made_peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer> {
         let proxy = self.route.proxy();

@@ -13,7 +13,9 @@
 //! wait is bounded by the route's `read_timeout` / `send_timeout`, as
 //! nginx's timers are, between two successive operations.
 
+use crate::upstream::request_head::WireHead;
 use bytes::{Buf, Bytes, BytesMut};
+use ferry_filters::headers::BodyFraming;
 use ferry_wire::{ChunkedDecoder, Framing, Parsed, ResponseHead};
 use pingora_core::protocols::{Digest, Stream, UniqueIDType};
 use pingora_error::{Error, ErrorType, OrErr, Result, RetryType};
@@ -138,6 +140,23 @@ impl H1 {
         };
         self.send = request_framing(&req);
         self.write_all(&wire, "while writing request headers").await
+    }
+
+    /// Write a request head made as bytes; its framing decides how the
+    /// body goes.
+    pub async fn write_request_wire(&mut self, w: WireHead) -> Result<()> {
+        self.asked = Asked {
+            head: w.head,
+            upgrade: false,
+            close: w.close,
+        };
+        self.send = match w.body {
+            BodyFraming::None => Send::Length(0),
+            BodyFraming::Length(n) => Send::Length(n),
+            BodyFraming::Chunked => Send::Chunked,
+        };
+        self.write_all(&w.bytes, "while writing request headers")
+            .await
     }
 
     /// Write a piece of the request body, framed as its header said. Bytes

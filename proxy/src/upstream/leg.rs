@@ -13,11 +13,12 @@ use crate::upstream::connect::Conn;
 use crate::upstream::group::Upstream;
 use crate::upstream::next_upstream::RetryDecision;
 use crate::upstream::peer::UpstreamPeer;
+use crate::upstream::request_head::RequestHead;
 use crate::upstream::try_record::Try;
 use ferry_filters::request_body::RequestBody;
 use ferry_lb::Lease;
 use pingora_error::{Error, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -35,9 +36,10 @@ pub(crate) trait Leg {
     }
     /// The Pingora peer, with its timeouts, for the server leased.
     fn peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer>;
-    /// The request header for this try (nginx `create_request`, then any
-    /// hook that changes it).
-    async fn request(&mut self, upstream: &Upstream) -> Result<Box<RequestHeader>>;
+    /// The request head for this try (nginx `create_request`, then any
+    /// hook that changes it); `h1`: the try's connection is HTTP/1, which
+    /// may take the head as bytes.
+    async fn request(&mut self, upstream: &Upstream, h1: bool) -> Result<RequestHead>;
     /// Where this try's request body comes from.
     fn body(&mut self) -> BodySource<'_>;
     /// The body streams from the client: it can go to one try only.

@@ -16,6 +16,7 @@ pub(crate) mod next_upstream;
 pub(crate) mod peer;
 pub(crate) mod peer_certs;
 pub(crate) mod read_header;
+pub(crate) mod request_head;
 pub(crate) mod send_request;
 pub(crate) mod session;
 pub(crate) mod subrequest;

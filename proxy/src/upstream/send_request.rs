@@ -8,12 +8,12 @@
 
 use crate::upstream::connect::Conn;
 use crate::upstream::leg::{BodySource, Leg, Piece};
+use crate::upstream::request_head::RequestHead;
 use pingora_error::{ErrorType, OrErr, Result};
-use pingora_http::RequestHeader;
 
-/// Send `req` (boxed as Pingora takes it, so that the futures of a try
-/// carry a pointer rather than the header) and then the leg's body.
-pub async fn send<L: Leg>(conn: &mut Conn, req: Box<RequestHeader>, leg: &mut L) -> Result<()> {
+/// Send `req` (a header boxed as Pingora takes it, so that the futures of
+/// a try carry a pointer rather than the header) and then the leg's body.
+pub async fn send<L: Leg>(conn: &mut Conn, req: RequestHead, leg: &mut L) -> Result<()> {
     conn.session.write_request_header(req).await?;
     let streams = matches!(leg.body(), BodySource::Stream);
     if streams && conn.session.is_h2() {

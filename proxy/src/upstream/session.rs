@@ -11,12 +11,13 @@
 //! request's future, and each step would otherwise carry a copy of it.
 
 use crate::upstream::h1::H1 as H1Session;
+use crate::upstream::request_head::RequestHead;
 use bytes::Bytes;
 use http::HeaderMap;
 use pingora_core::protocols::http::v2::client::Http2Session as H2Session;
 use pingora_core::protocols::{Digest, UniqueIDType};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 use std::time::Duration;
 
 /// A try's session with its server.
@@ -65,10 +66,17 @@ impl UpstreamSession {
         }
     }
 
-    pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<()> {
-        match self {
-            UpstreamSession::H1(s) => s.write_request_header(req).await,
-            UpstreamSession::H2(s) => s.write_request_header(req, false),
+    pub async fn write_request_header(&mut self, req: RequestHead) -> Result<()> {
+        match (self, req) {
+            (UpstreamSession::H1(s), RequestHead::Header(req)) => s.write_request_header(req).await,
+            (UpstreamSession::H1(s), RequestHead::Wire(w)) => s.write_request_wire(w).await,
+            (UpstreamSession::H2(s), RequestHead::Header(req)) => {
+                s.write_request_header(req, false)
+            }
+            (UpstreamSession::H2(_), RequestHead::Wire(_)) => Err(Error::explain(
+                ErrorType::InternalError,
+                "an HTTP/1 request head for an HTTP/2 stream",
+            )),
         }
     }
 

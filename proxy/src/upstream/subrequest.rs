@@ -13,6 +13,7 @@ use crate::upstream::leg::BodySource;
 use crate::upstream::leg::Leg;
 use crate::upstream::next_upstream::{is_non_idempotent, Failure, Policy, RetryDecision};
 use crate::upstream::peer::UpstreamPeer;
+use crate::upstream::request_head::RequestHead;
 use crate::upstream::tries::{self, Chosen, Response};
 use crate::upstream::try_record::Try;
 use bytes::{Bytes, BytesMut};
@@ -68,8 +69,8 @@ impl Leg for SubrequestLeg<'_> {
         Arc::new(make_peer(upstream, lease.peer(), self.proxy))
     }
 
-    async fn request(&mut self, _upstream: &Upstream) -> Result<Box<RequestHeader>> {
-        Ok(Box::new(self.req.clone()))
+    async fn request(&mut self, _upstream: &Upstream, _h1: bool) -> Result<RequestHead> {
+        Ok(RequestHead::Header(Box::new(self.req.clone())))
     }
 
     fn body(&mut self) -> BodySource<'_> {

@@ -612,7 +612,7 @@ async fn attempt<L: Leg>(
         conn.close();
         return Attempt::Fatal(e);
     }
-    let req = match leg.request(upstream).await {
+    let req = match leg.request(upstream, !conn.session.is_h2()).await {
         Ok(r) => r,
         Err(e) => {
             conn.close();
