@@ -459,12 +459,14 @@ fn response_header(head: &ResponseHead, raw: &Bytes) -> Result<ResponseHeader> {
             std::borrow::Cow::Borrowed(_) => raw.slice(line.value.clone()),
             std::borrow::Cow::Owned(v) => Bytes::from(v),
         };
-        header
-            .append_header(name, pingora_http::header_value_from_raw(value))
-            .or_err(
-                ErrorType::InvalidHTTPHeader,
-                "while parsing response header",
-            )?;
+        // SAFETY: httparse admits only the bytes `http` allows in a value
+        // (HTAB, SP to `~`, obs-text), and `unfold` left no CR, LF or NUL:
+        // Pingora's own check (`header_value_from_raw`) would find nothing.
+        let value = unsafe { http::HeaderValue::from_maybe_shared_unchecked(value) };
+        header.append_header(name, value).or_err(
+            ErrorType::InvalidHTTPHeader,
+            "while parsing response header",
+        )?;
     }
     if chunked {
         header.remove_header(&http::header::CONTENT_LENGTH);
@@ -540,7 +542,7 @@ mod tests {
     #[test]
     fn a_response_header_keeps_name_case_and_drops_length_under_chunked() {
         let raw = Bytes::from_static(
-            b"HTTP/1.1 200 Fine\r\nX-Mixed-Case: a\r\n  b\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 Fine\r\nX-Mixed-Case: a\r\n  b\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nX-Obs: caf\xc3\xa9\tok ~\r\n\r\n",
         );
         let Ok(Parsed::Complete(head)) = ferry_wire::parse_response(&raw, 16) else {
             panic!("a complete head");
@@ -550,6 +552,18 @@ mod tests {
         assert_eq!(header.get_reason_phrase(), Some("Fine"));
         assert_eq!(header.headers["x-mixed-case"], "a b");
         assert!(header.headers.get("content-length").is_none());
+        // Each value as Pingora's own check makes it.
+        for (raw_value, name) in [
+            (&b"a\r\n  b"[..], "x-mixed-case"),
+            (b"caf\xc3\xa9\tok ~", "x-obs"),
+        ] {
+            let checked = pingora_http::header_value_from_raw(Bytes::copy_from_slice(raw_value));
+            assert_eq!(
+                header.headers[name].as_bytes(),
+                checked.as_bytes(),
+                "{name}"
+            );
+        }
         let mut wire = Vec::new();
         header.header_to_h1_wire(&mut wire);
         let wire = String::from_utf8(wire).expect("text");
