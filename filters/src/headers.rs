@@ -502,24 +502,32 @@ mod tests {
         }
     }
 
-    fn client() -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
-        for (k, v) in [
-            ("Host", "example.com"),
-            ("Connection", "keep-alive, X-Hop"),
-            ("X-Hop", "1"),
-            ("Keep-Alive", "timeout=5"),
-            ("TE", "trailers"),
-            ("Upgrade", "h2c"),
-            ("Expect", "100-continue"),
-            ("Proxy-Connection", "keep-alive"),
-            ("X-Forwarded-For", "1.2.3.4"),
-            ("X-Keep", "yes"),
-            ("X-Gone", "bye"),
-        ] {
-            r.append_header(k, v).unwrap();
+    fn with_lines(method: &str, target: &[u8], lines: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, target, None).unwrap();
+        for (k, v) in lines {
+            r.append_header(k.to_string(), *v).unwrap();
         }
         r
+    }
+
+    fn client() -> RequestHeader {
+        with_lines(
+            "GET",
+            b"/x",
+            &[
+                ("Host", "example.com"),
+                ("Connection", "keep-alive, X-Hop"),
+                ("X-Hop", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("TE", "trailers"),
+                ("Upgrade", "h2c"),
+                ("Expect", "100-continue"),
+                ("Proxy-Connection", "keep-alive"),
+                ("X-Forwarded-For", "1.2.3.4"),
+                ("X-Keep", "yes"),
+                ("X-Gone", "bye"),
+            ],
+        )
     }
 
     #[test]
@@ -582,18 +590,15 @@ mod tests {
             "{ http_version: \"1.0\" }",
             "{ set_headers: { Accept-Encoding: \"\", Content-Type: \"text/x\" } }",
         ];
-        let mut dups = RequestHeader::build("POST", b"/d?x=1", None).unwrap();
-        for (k, v) in [
+        let lines = [
             ("X-A", "1"),
             ("host", "h"),
             ("X-B", "2"),
             ("x-a", "3"),
             ("Cookie", "c=1"),
-        ] {
-            dups.append_header(k, v).unwrap();
-        }
-        let mut bare = RequestHeader::build("GET", b"/", None).unwrap();
-        bare.append_header("Host", "h").unwrap();
+        ];
+        let dups = with_lines("POST", b"/d?x=1", &lines);
+        let bare = with_lines("GET", b"/", &[("Host", "h")]);
         let mut compared = 0;
         for conf in confs {
             let plan = RequestPlan::new(&serde_yaml::from_str(conf).unwrap());
