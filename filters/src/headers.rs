@@ -157,7 +157,7 @@ impl RequestPlan {
         for ((_, t), case) in self.set.iter().zip(&self.names.set) {
             let v = vars.render(t);
             if !v.is_empty() {
-                each(case, Value::Text(v))?;
+                each(case, Value::Set(v))?;
             }
         }
         for (name, t) in [
@@ -225,8 +225,11 @@ impl RequestPlan {
             HttpVersion::Http2 => Version::HTTP_2,
         });
         self.each_added(client, vars, body, |name, value| {
+            // `set_headers` lines are appended (two may share a name);
+            // the others replace.
+            let append = matches!(value, Value::Set(_));
             let value = match value {
-                Value::Text(t) => HeaderValue::try_from(t),
+                Value::Text(t) | Value::Set(t) => HeaderValue::try_from(t),
                 Value::Static(t) => Ok(HeaderValue::from_static(t)),
             };
             let value = value.map_err(|_| {
@@ -235,7 +238,11 @@ impl RequestPlan {
                     "invalid header value",
                 )
             })?;
-            req.insert_header(name.clone(), value).map(drop)
+            if append {
+                req.append_header(name.clone(), value).map(drop)
+            } else {
+                req.insert_header(name.clone(), value)
+            }
         })?;
         Ok(req)
     }
@@ -290,7 +297,7 @@ impl RequestPlan {
         let mut valid = true;
         self.each_added(client, vars, body, |name, value| {
             let v = match &value {
-                Value::Text(t) => t.as_bytes(),
+                Value::Text(t) | Value::Set(t) => t.as_bytes(),
                 Value::Static(t) => t.as_bytes(),
             };
             // What `HeaderValue` would refuse: the header path fails there.
@@ -310,6 +317,8 @@ impl RequestPlan {
 /// A value [`RequestPlan`] adds.
 enum Value {
     Text(String),
+    /// A `set_headers` line's.
+    Set(String),
     Static(&'static str),
 }
 
@@ -626,6 +635,15 @@ mod tests {
         let v = vars(&dups.headers);
         let h2 = RequestPlan::new(&serde_yaml::from_str("{ http_version: \"2\" }").unwrap());
         assert!(h2.write_h1(&dups, &v, BodyFraming::None).is_none());
+        let twice = "{ set_headers: { X-Twice: \"1\", x-twice: \"2\" } }";
+        let twice = RequestPlan::new(&serde_yaml::from_str(twice).unwrap());
+        let built = twice.build(&dups, &v, BodyFraming::None).unwrap();
+        assert_eq!(
+            built.headers.get_all("x-twice").iter().count(),
+            2,
+            "both lines go"
+        );
+        assert!(twice.write_h1(&dups, &v, BodyFraming::None).is_none());
         let framing = "{ set_headers: { Connection: \"upgrade\" } }";
         let framing = RequestPlan::new(&serde_yaml::from_str(framing).unwrap());
         assert!(framing.write_h1(&dups, &v, BodyFraming::None).is_none());
