@@ -89,7 +89,12 @@ pub fn from_hex(name: &str) -> Option<Hash> {
 /// two before it.
 pub fn path_of(dir: &Path, hash: &Hash) -> PathBuf {
     let h = hex(hash);
-    dir.join(&h[31..]).join(&h[29..31]).join(h)
+    let mut path = PathBuf::with_capacity(dir.as_os_str().len() + 40);
+    path.push(dir);
+    path.push(&h[31..]);
+    path.push(&h[29..31]);
+    path.push(h);
+    path
 }
 
 #[cfg(test)]
