@@ -115,6 +115,27 @@ pub struct Entry {
     pub path: PathBuf,
     /// The body's first bytes, read with the head.
     prefix: bytes::Bytes,
+    /// The file as it was when read: see [`Entry::unchanged`].
+    stamp: Stamp,
+}
+
+/// What tells a file apart from itself changed: its length, its times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
 }
 
 impl Entry {
@@ -156,6 +177,18 @@ impl Entry {
     pub fn size(&self) -> u64 {
         self.head.body_at + self.head.body_len
     }
+
+    /// Whether the open file is still the entry that was read: still at
+    /// its path (not removed, nor replaced by a rename) and not written
+    /// since. One `fstat` of the open file, which never waits on the disk
+    /// (nginx's `open_file_cache` checks the same way, by `stat`).
+    pub fn unchanged(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match self.file.metadata() {
+            Ok(meta) => meta.nlink() > 0 && Stamp::of(&meta) == self.stamp,
+            Err(_) => false,
+        }
+    }
 }
 
 /// Open and check the file at `path`: `Ok(None)` when there is none,
@@ -180,6 +213,7 @@ pub fn open(path: &Path) -> io::Result<Option<Entry>> {
         return Err(io::Error::other("not a regular file"));
     }
     let len = meta.len();
+    let stamp = Stamp::of(&meta);
     // One read brings the head, the key, the header and, for a small
     // entry, the whole body.
     let mut first = vec![0u8; (len as usize).min(FIRST_READ)];
@@ -237,6 +271,7 @@ pub fn open(path: &Path) -> io::Result<Option<Entry>> {
         file,
         path: path.to_path_buf(),
         prefix,
+        stamp,
     }))
 }
 

@@ -56,7 +56,16 @@ pub struct Zone {
     /// The thread that writes the entries (`None`: it could not start,
     /// nothing is stored).
     jobs: Option<filler::Jobs>,
+    /// Small entries kept open after a lookup read them, whole (nginx's
+    /// `open_file_cache`): the next lookup of the key takes one here, on
+    /// the event loop, when its file is unchanged.
+    open: Mutex<HashMap<Hash, Arc<Entry>>>,
 }
+
+/// The most entries kept open per cache (each holds a file descriptor,
+/// its parsed header and its whole body, read with the head: at most
+/// 8 KiB in all).
+const OPEN_ENTRIES: usize = 256;
 
 /// What a lookup found.
 pub enum Found {
@@ -122,6 +131,7 @@ impl Zone {
             index: Mutex::new(HashMap::new()),
             uses: Mutex::new(HashMap::new()),
             updating: Mutex::new(HashSet::new()),
+            open: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&zone);
         std::thread::Builder::new()
@@ -148,27 +158,78 @@ impl Zone {
     }
 
     /// The entry for `key` as a request with `headers` sees it (its
-    /// variant, when the key's responses vary).
+    /// variant, when the key's responses vary), read from the disk: for a
+    /// blocking thread. What it reads is kept open for [`Zone::find_open`].
     pub fn find(&self, key: &Key, headers: &HeaderMap) -> Found {
-        let Some(first) = self.open_checked(key) else {
-            return Found::Missing;
-        };
-        match &first.head.kind {
-            Kind::Response => {
-                self.used(key.hash, first.size(), key.primary);
-                Found::Entry(Arc::new(first), key.clone())
+        self.find_with(key, headers, |k| {
+            let e = Arc::new(self.open_checked(k)?);
+            if e.body_read(0, e.head.body_len as usize).is_some() {
+                self.keep_open(k.hash, &e);
             }
+            Some(e)
+        })
+        .unwrap_or(Found::Missing)
+    }
+
+    /// [`Zone::find`] from the entries kept open, without touching the
+    /// disk (an `fstat` of each open file tells it is unchanged): for the
+    /// event loop. `None` when the disk must be asked.
+    pub fn find_open(&self, key: &Key, headers: &HeaderMap) -> Option<Found> {
+        self.find_with(key, headers, |k| {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let e = open.get(&k.hash)?.clone();
+            if e.head.key != k.text || !e.unchanged() {
+                open.remove(&k.hash);
+                return None;
+            }
+            Some(e)
+        })
+    }
+
+    /// A lookup with `entry` giving the file of a key: the key's, then its
+    /// variant's when the key's responses vary. `None` when `entry` gave
+    /// none.
+    fn find_with(
+        &self,
+        key: &Key,
+        headers: &HeaderMap,
+        entry: impl Fn(&Key) -> Option<Arc<Entry>>,
+    ) -> Option<Found> {
+        let first = entry(key)?;
+        let (e, key) = match &first.head.kind {
+            Kind::Response => (first, key.clone()),
             Kind::Vary(names) => {
                 let variant = key.variant(names, headers);
-                match self.open_checked(&variant) {
-                    Some(e) if e.head.kind == Kind::Response => {
-                        self.used(variant.hash, e.size(), key.primary);
-                        Found::Entry(Arc::new(e), variant)
-                    }
-                    _ => Found::Missing,
+                let e = entry(&variant)?;
+                if e.head.kind != Kind::Response {
+                    return None;
                 }
+                (e, variant)
+            }
+        };
+        self.used(key.hash, e.size(), key.primary);
+        Some(Found::Entry(e, key))
+    }
+
+    /// Keep `e`, just read whole for `hash`, open for the next lookups; past
+    /// [`OPEN_ENTRIES`] one kept before goes.
+    fn keep_open(&self, hash: Hash, e: &Arc<Entry>) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.len() >= OPEN_ENTRIES && !open.contains_key(&hash) {
+            let some = open.keys().next().copied();
+            if let Some(h) = some {
+                open.remove(&h);
             }
         }
+        open.insert(hash, e.clone());
+    }
+
+    /// The file of `hash` is no longer the one kept open, if any.
+    fn close(&self, hash: &Hash) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(hash);
     }
 
     /// The file of `key`, if it is whole and is that key's. Only a file
@@ -277,6 +338,7 @@ impl Zone {
     }
 
     fn committed(&self, hash: Hash, size: u64, primary: Hash, fresh_until: SystemTime) {
+        self.close(&hash);
         self.index().insert(
             hash,
             Meta {
@@ -298,6 +360,7 @@ impl Zone {
         let evicted = self.lru.admit(compact(hash), size as usize, fresh_until);
         for e in evicted {
             let h = e.key().primary;
+            self.close(&h);
             self.index().remove(&h);
             self.keys.remove(CacheEntryKeyRef::from(&compact(h)));
             let _ = std::fs::remove_file(key::path_of(&self.dir, &h));
@@ -328,12 +391,17 @@ impl Zone {
 
     /// A revalidated entry is fresh again for `fresh`.
     pub fn refresh(&self, path: &Path, fresh: Duration) -> io::Result<()> {
+        let name = path.file_name().and_then(|n| n.to_str());
+        if let Some(hash) = name.and_then(key::from_hex) {
+            self.close(&hash);
+        }
         let date = now();
         entry::refresh(path, date, date.saturating_add(fresh.as_secs() as i64))
     }
 
     /// Remove one file and forget it.
     pub fn remove(&self, hash: Hash) {
+        self.close(&hash);
         let _ = std::fs::remove_file(key::path_of(&self.dir, &hash));
         if self.index().remove(&hash).is_some() {
             self.lru.remove(CacheEntryKeyRef::from(&compact(hash)));
@@ -510,5 +578,87 @@ fn manage(zone: Weak<Zone>) {
             Some(z) => z.sweep(),
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone(name: &str) -> (Arc<Zone>, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ferry-zone-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let conf: CacheZone =
+            serde_yaml::from_str(&format!("{{ path: {} }}", dir.display())).unwrap();
+        (Zone::open(name, &conf).unwrap(), dir)
+    }
+
+    fn store(z: &Zone, key: &Key, body: &[u8]) {
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.insert_header("ETag", format!("\"{}\"", body.len()))
+            .unwrap();
+        let fresh = Duration::from_secs(60);
+        let (mut w, target) = z.writer(key, &HeaderMap::new(), &h, fresh).unwrap();
+        w.append(body).unwrap();
+        z.stored(&target, w, fresh).unwrap();
+    }
+
+    fn open_one(z: &Zone, key: &Key) -> Option<Arc<Entry>> {
+        match z.find_open(key, &HeaderMap::new())? {
+            Found::Entry(e, _) => Some(e),
+            Found::Missing => None,
+        }
+    }
+
+    fn found(z: &Zone, key: &Key) -> Arc<Entry> {
+        match z.find(key, &HeaderMap::new()) {
+            Found::Entry(e, _) => e,
+            Found::Missing => panic!("stored"),
+        }
+    }
+
+    /// A small entry read once is found again without the disk while its
+    /// file is the same; written, replaced, refreshed or removed, it is
+    /// not. A large one (its body not read with its head) is not kept.
+    #[test]
+    fn entries_kept_open_are_taken_only_while_their_file_is_unchanged() {
+        let (z, dir) = zone("open");
+        let key = Key::new("k".into());
+        assert!(open_one(&z, &key).is_none(), "nothing read yet");
+        store(&z, &key, b"first");
+        let e = found(&z, &key);
+        let again = open_one(&z, &key).expect("kept open");
+        assert!(Arc::ptr_eq(&e, &again));
+
+        // Written in place (the same length): read again from the disk.
+        let path = key::path_of(&z.dir, &key.hash);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 5;
+        bytes[at..].copy_from_slice(b"FIRST");
+        std::thread::sleep(Duration::from_millis(10)); // a later mtime
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(open_one(&z, &key).is_none(), "changed on disk");
+        assert_eq!(&found(&z, &key).read_body(0, 10).unwrap()[..], b"FIRST");
+
+        // Replaced by a new fill: its old file is not taken.
+        assert!(open_one(&z, &key).is_some());
+        store(&z, &key, b"second!");
+        assert!(open_one(&z, &key).is_none(), "replaced");
+        assert_eq!(found(&z, &key).head.body_len, 7);
+
+        // Refreshed (revalidated), then removed behind the zone's back.
+        assert!(open_one(&z, &key).is_some());
+        z.refresh(&path, Duration::from_secs(60)).unwrap();
+        assert!(open_one(&z, &key).is_none(), "refreshed");
+        let _ = found(&z, &key);
+        std::fs::remove_file(&path).unwrap();
+        assert!(open_one(&z, &key).is_none(), "removed");
+        assert!(matches!(z.find(&key, &HeaderMap::new()), Found::Missing));
+
+        let large = Key::new("large".into());
+        store(&z, &large, &vec![b'x'; 64 * 1024]);
+        assert_eq!(found(&z, &large).head.body_len, 64 * 1024);
+        assert!(open_one(&z, &large).is_none(), "its file is not kept open");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -59,10 +59,13 @@ fn rendered<P: ProxyHttp>(s: &Session<'_>, route: &RouteRt, t: &ferry_conf::Temp
     s.vars(&remote, group).render(t)
 }
 
-/// The zone's entry for `key`, opened and read on tokio's blocking
-/// threads: the event loop never waits on the disk (nor on a file that
-/// would block).
+/// The zone's entry for `key`: one it keeps open when its file is
+/// unchanged, else opened and read on tokio's blocking threads. The event
+/// loop never waits on the disk (nor on a file that would block).
 async fn find(rc: &RouteCacheRt, key: &Key, headers: &http::HeaderMap) -> Found {
+    if let Some(found) = rc.zone.find_open(key, headers) {
+        return found;
+    }
     let (zone, key, headers) = (rc.zone.clone(), key.clone(), headers.clone());
     tokio::task::spawn_blocking(move || zone.find(&key, &headers))
         .await
