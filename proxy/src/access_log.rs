@@ -27,6 +27,8 @@ use std::time::{Duration, SystemTime};
 pub struct AccessLogger {
     pending: Arc<Pending>,
     writer: std::thread::Thread,
+    /// The writer, joined by [`AccessLogger::finish`].
+    joined: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Lines the requests wrote and the writer has not taken yet.
@@ -74,6 +76,7 @@ impl AccessLogger {
         Ok(Some(AccessLogger {
             pending,
             writer: writer.thread().clone(),
+            joined: Mutex::new(Some(writer)),
         }))
     }
 
@@ -99,6 +102,24 @@ impl AccessLogger {
             return;
         }
         lines.extend_from_slice(line);
+    }
+}
+
+impl AccessLogger {
+    /// Ferry is stopping, its event loops gone: the writer writes what the
+    /// requests queued, and this returns once it has (the process may end
+    /// right after).
+    pub(crate) fn finish(&self) {
+        self.pending.closed.store(true, Ordering::Release);
+        self.writer.unpark();
+        let writer = self
+            .joined
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
     }
 }
 

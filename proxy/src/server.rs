@@ -102,6 +102,7 @@ pub(crate) fn start_server<P: ProxyHttp>(
         server.add_service(svc);
     }
     let delay = admin.map_or(std::time::Duration::ZERO, |a| a.drain_delay.get());
+    let at_exit = live.clone();
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainingSignals {
             draining,
@@ -109,5 +110,10 @@ pub(crate) fn start_server<P: ProxyHttp>(
             live,
         }),
     });
+    // The requests are over: their access-log lines go out before the
+    // process ends.
+    if let Some(log) = &at_exit.current().access_log {
+        log.finish();
+    }
     0
 }

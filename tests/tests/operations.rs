@@ -289,6 +289,27 @@ async fn known_series_are_exported_at_zero() {
     drop(ferry);
 }
 
+/// Every request answered before a stop is in the access log when Ferry
+/// has exited: the writer writes what the requests queued before the
+/// process ends, not at a turn that never comes.
+#[tokio::test]
+async fn a_stop_loses_no_access_log_line() {
+    for (signal, how) in [(libc::SIGTERM, "graceful"), (libc::SIGINT, "fast")] {
+        let mut ferry = Ferry::start_graceful(
+            "access_log: \"{dir}/access.log\"\nroutes:\n  - return: { status: 200 }\n",
+            300,
+        )
+        .await;
+        for _ in 0..20 {
+            assert_eq!(status(&ferry.url("/")).await, Some(200));
+        }
+        ferry.signal(signal);
+        assert!(ferry.wait_exit().await.is_some(), "a {how} stop");
+        let text = std::fs::read_to_string(ferry.dir.join("access.log")).unwrap_or_default();
+        assert_eq!(text.lines().count(), 20, "a {how} stop:\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn access_log_lists_every_try() {
     let closes = Raw::always(vec![Step::Close]).await;
