@@ -53,12 +53,7 @@ pub(crate) fn start_server<P: ProxyHttp>(
     let mut server = Server::new_with_opt_and_conf(opt, crate::preflight::server_conf(&config));
     server.bootstrap();
     if !args.daemon {
-        // `ferry -s reload` finds the process here (a daemon's is written
-        // by Pingora as it forks).
-        let pid_file = &server.configuration.pid_file;
-        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
-            log::warn!("cannot write the pid file {pid_file}: {e}");
-        }
+        write_pid_file(&server.configuration.pid_file);
     }
     let listen = config.listen.clone();
     let admin = config.admin.clone();
@@ -116,4 +111,12 @@ pub(crate) fn start_server<P: ProxyHttp>(
         log.finish();
     }
     0
+}
+
+/// `ferry -s reload` finds the process by this file (a daemon's is written
+/// by Pingora as it forks).
+fn write_pid_file(pid_file: &str) {
+    if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+        log::warn!("cannot write the pid file {pid_file}: {e}");
+    }
 }
