@@ -39,7 +39,7 @@ async fn sized() -> Backend {
 /// in `X-Cache`, an access log in the test's directory.
 fn conf(backend: SocketAddr) -> String {
     format!(
-        "access_log: \"{{dir}}/access.log\"\ncaches:\n  c: {{ path: \"{{tmp}}/cache\" }}\nupstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ add_headers: {{ X-Cache: \"$upstream_cache_status\" }} }}\n    cache: {{ zone: c, valid: {{ 200: 10m }} }}\n",
+        "access_log: \"{{dir}}/access.log\"\ncaches:\n  c: {{ path: \"{{tmp}}/cache\" }}\nupstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ add_headers: {{ X-Cache: \"$upstream_cache_status\" }}, temp_path: \"{{tmp}}/temp\" }}\n    cache: {{ zone: c, valid: {{ 200: 10m }} }}\n",
         group("app", &[(backend, "")]),
     )
 }

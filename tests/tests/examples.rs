@@ -144,7 +144,7 @@ async fn body_rewrite_streams_through_the_event_pipe() {
     let ferry = Ferry::start_example(
         "body_rewrite",
         &format!(
-            "rewrite: {{ from: Hello, to: Howdy }}\nupstreams:\n{}{}routes:\n  - upstream: app\n  - match: {{ path_prefix: /bin }}\n    upstream: bin\n",
+            "rewrite: {{ from: Hello, to: Howdy }}\nupstreams:\n{}{}routes:\n  - upstream: app\n    proxy: {{ temp_path: \"{{tmp}}/temp\" }}\n  - match: {{ path_prefix: /bin }}\n    upstream: bin\n    proxy: {{ temp_path: \"{{tmp}}/temp\" }}\n",
             group("app", &[app.addr]),
             group("bin", &[bin.addr])
         ),
@@ -220,7 +220,7 @@ async fn body_gate_refuses_a_forbidden_field_and_keeps_clean_bodies_whole() {
     let ferry = Ferry::start_example(
         "body_gate",
         &format!(
-            "body_gate: {{ forbidden: [admin] }}\nupstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }}, {{ addr: \"{}\", backup: true }} ]\nroutes:\n  - upstream: app\n    proxy: {{ next_upstream: [error, timeout, non_idempotent] }}\n",
+            "body_gate: {{ forbidden: [admin] }}\nupstreams:\n  app:\n    servers: [ {{ addr: \"{}\" }}, {{ addr: \"{}\", backup: true }} ]\nroutes:\n  - upstream: app\n    proxy: {{ next_upstream: [error, timeout, non_idempotent], temp_path: \"{{tmp}}/temp\" }}\n",
             closes.addr, echo.addr
         ),
     )
