@@ -228,10 +228,7 @@ impl RequestPlan {
             // `set_headers` lines are appended (two may share a name);
             // the others replace.
             let append = matches!(value, Value::Set(_));
-            let value = match value {
-                Value::Text(t) | Value::Set(t) => HeaderValue::try_from(t),
-                Value::Static(t) => Ok(HeaderValue::from_static(t)),
-            };
+            let value = value.into_header_value();
             let value = value.map_err(|_| {
                 pingora_error::Error::explain(
                     pingora_error::ErrorType::InvalidHTTPHeader,
@@ -245,6 +242,12 @@ impl RequestPlan {
             }
         })?;
         Ok(req)
+    }
+
+    /// Whether the upstream request says `Connection: close` (an HTTP/1.0
+    /// upstream), as [`RequestPlan::write_h1`] writes it.
+    pub fn asks_close(&self) -> bool {
+        self.version == HttpVersion::Http10
     }
 
     /// The upstream request as HTTP/1 bytes, the very bytes Pingora would
@@ -296,10 +299,7 @@ impl RequestPlan {
         }
         let mut valid = true;
         self.each_added(client, vars, body, |name, value| {
-            let v = match &value {
-                Value::Text(t) | Value::Set(t) => t.as_bytes(),
-                Value::Static(t) => t.as_bytes(),
-            };
+            let v = value.as_bytes();
             // What `HeaderValue` would refuse: the header path fails there.
             valid &= v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
             line(name, v);
@@ -320,6 +320,22 @@ enum Value {
     /// A `set_headers` line's.
     Set(String),
     Static(&'static str),
+}
+
+impl Value {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Value::Text(t) | Value::Set(t) => t.as_bytes(),
+            Value::Static(t) => t.as_bytes(),
+        }
+    }
+
+    fn into_header_value(self) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+        match self {
+            Value::Text(t) | Value::Set(t) => HeaderValue::try_from(t),
+            Value::Static(t) => Ok(HeaderValue::from_static(t)),
+        }
+    }
 }
 
 /// The names a plan adds, in the case they are written in (Pingora's, for

@@ -213,7 +213,7 @@ impl<P: ProxyHttp> RequestLeg<'_, '_, P> {
         Some(WireHead {
             bytes,
             head: client.method == http::Method::HEAD,
-            close: self.route.proxy().http_version == ferry_conf::HttpVersion::Http10,
+            close: self.route.request_plan.asks_close(),
             body,
         })
     }
