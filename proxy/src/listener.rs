@@ -16,7 +16,7 @@
 //! is a [`ClientStream`] and one task.
 
 use crate::client::certs::{tls_acceptor, Certs, Current};
-use crate::client::header_clock::ClockedStream;
+use crate::client::header_clock::{ClockedStream, Transport};
 use crate::client::proxy_protocol::ProxyProtocol;
 use crate::client::stream::ClientStream;
 use crate::hooks::proxy_trait::ProxyHttp;
@@ -24,7 +24,6 @@ use crate::live::Live;
 use crate::request::http_app::FerryHttp;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_core::protocols::Stream;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::io::{AsRawFd, FromRawFd};
@@ -259,7 +258,12 @@ fn connection<P: ProxyHttp>(
         let Some(stream) = begin.await else {
             return;
         };
-        http.serve(stream, h2c, &shutdown).await;
+        // HTTP/2, or else HTTP/1: two steps one after the other, so that an
+        // idle HTTP/1 connection's task holds only the second's state.
+        let Some(stream) = http.serve_http2(stream, h2c, &shutdown).await else {
+            return;
+        };
+        http.serve_http1(stream, &shutdown).await;
     }
 }
 
@@ -275,7 +279,7 @@ impl Accepted {
     /// The stream its requests are read from: after the PROXY header and
     /// the TLS handshake, with the header clock under the session. `None`
     /// when the connection is closed before any request.
-    async fn handshake(self) -> Option<Stream> {
+    async fn handshake(self) -> Option<Box<ClockedStream>> {
         if let Err(e) = self.tcp.set_nodelay(true) {
             log::debug!("TCP_NODELAY on a client connection: {e}");
         }
@@ -293,14 +297,15 @@ impl Accepted {
         } else {
             None
         };
-        let stream: Stream = match &self.endpoint.tls {
-            None => Box::new(stream),
+        let transport = match &self.endpoint.tls {
+            None => Transport::Plain(stream),
             Some(tls) => {
                 // The pair current now: a reload after this leaves this
                 // connection with it.
                 let tls = tls.load_full();
+                let stream = stream.under_tls();
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.tls_handshake(stream)).await {
-                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                     Ok(Err(e)) => {
                         log::error!("TLS handshake from {}: {e}", self.peer);
                         return None;
@@ -312,6 +317,6 @@ impl Accepted {
                 }
             }
         };
-        Some(Box::new(ClockedStream::new(stream, limits, announced)))
+        Some(Box::new(ClockedStream::new(transport, limits, announced)))
     }
 }

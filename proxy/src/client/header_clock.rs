@@ -20,6 +20,7 @@
 //! level.
 
 use crate::client::header_bound::{HeaderBound, URI_TOO_LONG};
+use crate::client::stream::ClientStream;
 use crate::metrics::metrics;
 use async_trait::async_trait;
 use pingora_core::protocols::http::ServerSession;
@@ -27,7 +28,7 @@ use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
+    TimingDigest, UniqueID, UniqueIDType, ALPN, IO,
 };
 use std::future::Future;
 use std::io;
@@ -52,7 +53,7 @@ const REQUEST: u8 = 2;
 /// An accepted connection with the header clock under it.
 #[derive(Debug)]
 pub struct ClockedStream {
-    inner: Stream,
+    inner: Transport,
     state: AtomicU8,
     limit: Duration,
     deadline: Instant,
@@ -84,15 +85,40 @@ pub struct HeaderLimits {
     pub total: usize,
 }
 
+/// The connection under the clock.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Plain TCP: Ferry's client stream, held in place (no box of its own).
+    Plain(ClientStream),
+    /// TLS over the client stream: Pingora's acceptor's stream.
+    Tls(Stream),
+}
+
+impl Transport {
+    fn io(&self) -> &dyn IO {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => &**s,
+        }
+    }
+
+    fn io_mut(&mut self) -> &mut dyn IO {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => &mut **s,
+        }
+    }
+}
+
 impl ClockedStream {
-    pub fn new(
-        inner: Stream,
+    pub(crate) fn new(
+        inner: Transport,
         limits: HeaderLimits,
         announced: Option<SocketAddr>,
     ) -> ClockedStream {
         // HTTP/2 multiplexes requests over the connection: Pingora's h2
         // code owns its timeouts.
-        let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
+        let h2 = matches!(inner.io().selected_alpn_proto(), Some(ALPN::H2));
         ClockedStream {
             inner,
             state: AtomicU8::new(if h2 { REQUEST } else { IDLE }),
@@ -105,6 +131,18 @@ impl ClockedStream {
             flush_each: AtomicBool::new(false),
             bound: HeaderBound::new(limits.line, limits.total),
             too_large: None,
+        }
+    }
+
+    /// Between two requests: what only a request needs goes (the clock's
+    /// timer; the write buffer and digest of a plain stream), and the
+    /// socket to wait on for the next request comes back. `None` over TLS,
+    /// whose bytes cannot be peeked at: its next read waits instead.
+    pub(crate) fn idle(&mut self) -> Option<&tokio::net::TcpStream> {
+        self.timer = None;
+        match &mut self.inner {
+            Transport::Plain(s) => Some(s.idle()),
+            Transport::Tls(_) => None,
         }
     }
 
@@ -143,6 +181,7 @@ impl ClockedStream {
         };
         let peer = self
             .inner
+            .io()
             .get_socket_digest()
             .and_then(|d| d.peer_addr().map(|a| a.to_string()))
             .unwrap_or_default();
@@ -157,8 +196,8 @@ fn clock_of(s: &ServerSession) -> Option<&ClockedStream> {
 }
 
 /// The connection under the clock: the client's TCP stream, or TLS over it.
-pub(crate) fn transport(s: &ServerSession) -> Option<&Stream> {
-    clock_of(s).map(|c| &c.inner)
+pub(crate) fn transport(s: &ServerSession) -> Option<&dyn IO> {
+    clock_of(s).map(|c| c.inner.io())
 }
 
 /// The request header passed its size bound: the status to refuse it with
@@ -208,7 +247,7 @@ impl ClockedStream {
     /// goes on then.
     fn flush_if_asked(&mut self, cx: &mut Context<'_>) {
         if self.flush_each.load(Ordering::Relaxed) {
-            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+            let _ = Pin::new(self.inner.io_mut()).poll_flush(cx);
         }
     }
 }
@@ -221,7 +260,7 @@ impl AsyncRead for ClockedStream {
     ) -> Poll<io::Result<()>> {
         let me = &mut *self;
         let before = buf.filled().len();
-        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
+        let polled = Pin::new(me.inner.io_mut()).poll_read(cx, buf);
         let state = me.state.load(Ordering::Relaxed);
         match polled {
             Poll::Ready(Ok(())) => {
@@ -271,7 +310,7 @@ impl AsyncWrite for ClockedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.note_refusal(buf);
-        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        let n = ready!(Pin::new(self.inner.io_mut()).poll_write(cx, buf))?;
         self.flush_if_asked(cx);
         Poll::Ready(Ok(n))
     }
@@ -284,21 +323,21 @@ impl AsyncWrite for ClockedStream {
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             self.note_refusal(first);
         }
-        let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
+        let n = ready!(Pin::new(self.inner.io_mut()).poll_write_vectored(cx, bufs))?;
         self.flush_if_asked(cx);
         Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.io().is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(self.inner.io_mut()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(self.inner.io_mut()).poll_shutdown(cx)
     }
 }
 
@@ -307,61 +346,61 @@ impl AsyncWrite for ClockedStream {
 #[async_trait]
 impl Shutdown for ClockedStream {
     async fn shutdown(&mut self) {
-        self.inner.shutdown().await
+        self.inner.io_mut().shutdown().await
     }
 }
 
 impl UniqueID for ClockedStream {
     fn id(&self) -> UniqueIDType {
-        self.inner.id()
+        self.inner.io().id()
     }
 }
 
 impl Ssl for ClockedStream {
     fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
+        self.inner.io().get_ssl()
     }
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
+        self.inner.io().get_ssl_digest()
     }
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
+        self.inner.io().selected_alpn_proto()
     }
 }
 
 impl GetTimingDigest for ClockedStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
+        self.inner.io().get_timing_digest()
     }
     fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
+        self.inner.io().get_read_pending_time()
     }
     fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
+        self.inner.io().get_write_pending_time()
     }
 }
 
 impl GetProxyDigest for ClockedStream {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
+        self.inner.io().get_proxy_digest()
     }
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest)
+        self.inner.io_mut().set_proxy_digest(digest)
     }
 }
 
 impl GetSocketDigest for ClockedStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
+        self.inner.io().get_socket_digest()
     }
     fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest)
+        self.inner.io_mut().set_socket_digest(digest)
     }
 }
 
 #[async_trait]
 impl Peek for ClockedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        self.inner.io_mut().try_peek(buf).await
     }
 }

@@ -6,9 +6,11 @@
 //! `ngx_http_set_keepalive` frees. Between two requests a keepalive
 //! connection here holds its socket and a few words: the write buffer and
 //! the socket digest Pingora's session asks for are made again by the next
-//! request and dropped when the connection waits ([`Peek::try_peek`], which
-//! Ferry calls only then). Pingora's own stream keeps a 1,460-byte write
-//! buffer, a digest and its layers for the connection's whole life.
+//! request and dropped when the connection waits ([`ClientStream::idle`]).
+//! Under TLS, which never waits there (an HTTP/2 connection stays open
+//! between its streams), the write buffer goes at each flush that empties
+//! it. Pingora's own stream keeps a 1,460-byte write buffer, a digest and
+//! its layers for the connection's whole life.
 //!
 //! Writes are buffered as Pingora's are (a response header and a small body
 //! leave in one `write`, at the flush Pingora's session makes); a write
@@ -50,6 +52,10 @@ pub(crate) struct ClientStream {
     established: SystemTime,
     /// Written and not yet sent. No allocation between responses.
     kept: Vec<u8>,
+    /// `kept`'s room goes once a flush has sent it all: under TLS, where
+    /// the connection never waits in [`ClientStream::idle`] (HTTP/2 holds
+    /// it open between its streams).
+    free_when_sent: bool,
     /// Made on the first ask of a request; dropped while the connection
     /// waits for the next one.
     digest: OnceLock<Arc<SocketDigest>>,
@@ -59,7 +65,8 @@ pub(crate) struct ClientStream {
 /// The client's own connection under `s`, when it is HTTP/1 over plain
 /// TCP: Ferry's stream under the header clock.
 pub(crate) fn plain_tcp(s: &ServerSession) -> Option<&ClientStream> {
-    let stream = crate::client::header_clock::transport(s).or(s.stream())?;
+    let stream = crate::client::header_clock::transport(s)
+        .or_else(|| s.stream().map(|b| &**b as &dyn pingora_core::protocols::IO))?;
     stream.as_any().downcast_ref::<ClientStream>()
 }
 
@@ -70,9 +77,28 @@ impl ClientStream {
             peer,
             established: SystemTime::now(),
             kept: Vec::new(),
+            free_when_sent: false,
             digest: OnceLock::new(),
             proxy_digest: None,
         }
+    }
+
+    /// This stream carries TLS: the write buffer's room goes once a flush
+    /// has sent what it held.
+    pub(crate) fn under_tls(mut self) -> ClientStream {
+        self.free_when_sent = true;
+        self
+    }
+
+    /// The connection waits for its next request: the write buffer and
+    /// the digest go (the next request makes them again); the socket to
+    /// wait on comes back.
+    pub(crate) fn idle(&mut self) -> &TcpStream {
+        if self.kept.is_empty() {
+            self.kept = Vec::new();
+        }
+        self.digest = OnceLock::new();
+        &self.tcp
     }
 
     /// The socket, for a body sent past the stream.
@@ -186,7 +212,12 @@ impl AsyncWrite for ClientStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_send_kept(cx)
+        let me = self.get_mut();
+        ready!(me.poll_send_kept(cx))?;
+        if me.free_when_sent {
+            me.kept = Vec::new();
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -203,11 +234,7 @@ impl Peek for ClientStream {
     /// (left in the socket for the header's read), an error at the end of
     /// the stream.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        if self.kept.is_empty() {
-            self.kept = Vec::new();
-        }
-        self.digest = OnceLock::new();
-        match self.tcp.peek(buf).await? {
+        match self.idle().peek(buf).await? {
             0 => Err(io::ErrorKind::UnexpectedEof.into()),
             _ => Ok(true),
         }
@@ -322,5 +349,31 @@ mod tests {
         assert_eq!(&read, b"G", "the peeked byte is still there to read");
         drop(client);
         assert!(s.try_peek(&mut one).await.is_err(), "the client closed");
+    }
+
+    #[tokio::test]
+    async fn under_tls_the_write_buffer_goes_at_each_flush() {
+        let (s, mut client) = pair().await;
+        let mut s = s.under_tls();
+        s.write_all(b"record").await.expect("write");
+        assert!(
+            s.kept.capacity() > 0,
+            "small writes are kept until the flush"
+        );
+        s.flush().await.expect("flush");
+        assert_eq!(s.kept.capacity(), 0, "no write buffer once it is sent");
+        let mut got = [0u8; 6];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"record");
+
+        let (mut plain, _client) = pair().await;
+        plain.write_all(b"x").await.expect("write");
+        plain.flush().await.expect("flush");
+        assert!(
+            plain.kept.capacity() > 0,
+            "plain TCP keeps it for the request"
+        );
+        let _ = plain.idle();
+        assert_eq!(plain.kept.capacity(), 0, "until the connection waits");
     }
 }

@@ -18,6 +18,7 @@
 //! served the same way: routed, filtered, tried and then tunnelled by
 //! [`crate::request::flow`].
 
+use crate::client::header_clock::ClockedStream;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::record::End;
@@ -26,8 +27,8 @@ use crate::response::respond;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
-use pingora_core::protocols::Stream;
 use pingora_core::protocols::ALPN;
+use pingora_core::protocols::{Peek, Ssl};
 use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,27 +133,27 @@ type Reusable = (
 type Kept = Option<Box<dyn std::any::Any + Send + Sync>>;
 
 impl<P: ProxyHttp> FerryHttp<P> {
-    /// A connection's requests, from its first to its last: HTTP/2 through
-    /// Pingora's codec, HTTP/1 one after another in [`Self::serve_http1`].
-    /// `h2c`: the listener serves HTTP/2 with prior knowledge too.
-    pub(crate) async fn serve(
+    /// A connection's first step: an HTTP/2 connection's streams, each one
+    /// request through `serve_one` (Pingora's codec and its stream loop);
+    /// an HTTP/1 connection comes back untouched, for
+    /// [`Self::serve_http1`]. `h2c`: the listener serves HTTP/2 with prior
+    /// knowledge too.
+    pub(crate) async fn serve_http2(
         self: &Arc<Self>,
-        mut stream: Stream,
+        mut stream: Box<ClockedStream>,
         h2c: bool,
         shutdown: &ShutdownWatch,
-    ) {
+    ) -> Option<Box<ClockedStream>> {
         let h2 = match stream.selected_alpn_proto() {
             Some(ALPN::H2) => true,
             _ => h2c && stream.get_ssl_digest().is_none() && h2_preface(&mut stream).await,
         };
-        if h2 {
-            // HTTP/2: Pingora's codec and its stream loop, each stream one
-            // request through `serve_one`.
-            let h2 = Arc::new(Http2(self.clone()));
-            Box::pin(h2.process_new(stream, shutdown)).await;
-            return;
+        if !h2 {
+            return Some(stream);
         }
-        self.serve_http1(stream, shutdown).await;
+        let h2 = Arc::new(Http2(self.clone()));
+        Box::pin(h2.process_new(stream, shutdown)).await;
+        None
     }
 
     /// The listeners stopped: after [`SETTLE`], connections waiting for a
@@ -177,11 +178,31 @@ fn boxed_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin:
     }
 }
 
+/// The connection back from a finished request's session, and the
+/// settings its next request starts with (in `settings`); `true` when the
+/// client sent that request already (pipelining). A plain function, so
+/// that none of this stays in the connection's state while it waits.
+fn take_back(
+    reusable: ReusableHttpStream,
+    mut next: HttpPersistentSettings,
+    settings: &mut Option<HttpPersistentSettings>,
+) -> Option<(Box<ClockedStream>, bool)> {
+    let (reused, prefix) = reusable.into_parts();
+    // The stream the listener made comes back from Pingora's session.
+    let clocked = reused.into_any().downcast::<ClockedStream>().ok()?;
+    let pipelined = prefix.is_some();
+    if let Some(prefix) = prefix {
+        next.set_pipelined_prefix(prefix);
+    }
+    *settings = Some(next);
+    Some((clocked, pipelined))
+}
+
 /// Whether a plain connection begins with HTTP/2's preface (prior
 /// knowledge). It is peeked, not read: the bytes stay for the codec. A
 /// preface that comes in pieces is waited for up to a second (a client
 /// sends its 24 bytes at once); what is not a preface is HTTP/1.
-async fn h2_preface(stream: &mut Stream) -> bool {
+async fn h2_preface(stream: &mut ClockedStream) -> bool {
     const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     for _ in 0..200 {
         // The preface has no zero byte: zeros left in `buf` were not peeked.
@@ -237,7 +258,11 @@ impl<P: ProxyHttp> FerryHttp<P> {
     /// `ngx_http_set_keepalive`): no session, no header buffer, no request
     /// state, while it waits for the next request's first byte with a
     /// 1-byte peek that leaves the byte for the parser.
-    async fn serve_http1(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
+    pub(crate) async fn serve_http1(
+        self: &Arc<Self>,
+        mut stream: Box<ClockedStream>,
+        shutdown: &ShutdownWatch,
+    ) {
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut kept: Kept = None;
         loop {
@@ -257,19 +282,17 @@ impl<P: ProxyHttp> FerryHttp<P> {
                 }
                 boxed_in_place(|| self.serve_one(session, shutdown, kept.take()))
             };
-            let Some((reusable, mut next, idle, keep)) = request.await else {
+            let Some((reusable, next, idle, keep)) = request.await else {
                 return;
             };
             kept = keep;
-            let (mut reused, prefix) = reusable.into_parts();
-            match prefix {
-                // The client sent its next request already (pipelining).
-                Some(prefix) => next.set_pipelined_prefix(prefix),
-                None if !self.next_request_arrives(&mut reused, idle).await => return,
-                None => {}
+            let Some((mut clocked, pipelined)) = take_back(reusable, next, &mut settings) else {
+                return;
+            };
+            if !pipelined && !self.next_request_arrives(&mut clocked, idle).await {
+                return;
             }
-            stream = reused;
-            settings = Some(next);
+            stream = clocked;
         }
     }
 
@@ -305,23 +328,46 @@ impl<P: ProxyHttp> FerryHttp<P> {
     /// it. False when the client closed, the keepalive timeout passed, or
     /// the service is stopping. A stream that cannot be peeked at (TLS)
     /// goes straight to the next read.
-    async fn next_request_arrives(&self, stream: &mut Stream, idle_secs: Option<u64>) -> bool {
-        let mut first = [0u8; 1];
-        let peek = stream.try_peek(&mut first);
-        let limit = idle_secs
-            .filter(|s| *s > 0)
-            .map(std::time::Duration::from_secs);
-        let arrived = async {
-            match limit {
-                Some(t) => matches!(pingora_timeout::timeout(t, peek).await, Ok(Ok(_))),
-                None => peek.await.is_ok(),
-            }
+    async fn next_request_arrives(
+        &self,
+        stream: &mut ClockedStream,
+        idle_secs: Option<u64>,
+    ) -> bool {
+        let Some(socket) = stream.idle() else {
+            return true;
         };
-        tokio::select! {
-            biased;
-            _ = self.stopped() => false,
-            ok = arrived => ok,
+        let mut stop = std::pin::pin!(self.stop.notified());
+        if self.stopping.load(Ordering::Acquire) {
+            return false;
         }
+        // One small future, polled by hand: every idle connection's task is
+        // sized for it. (`TcpStream::peek` carries an intrusive waiter of
+        // some 400 bytes; a `select!` keeps room for each branch.)
+        let mut first = [0u8; 1];
+        let mut timer = idle_secs.filter(|s| *s > 0).map(|s| {
+            let t = std::time::Duration::from_secs(s);
+            pingora_timeout::timeout(t, std::future::pending::<()>())
+        });
+        std::future::poll_fn(|cx| {
+            use std::future::Future;
+            use std::task::Poll;
+            if stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            let mut buf = tokio::io::ReadBuf::new(&mut first);
+            if let Poll::Ready(peeked) = socket.poll_peek(cx, &mut buf) {
+                return Poll::Ready(matches!(peeked, Ok(1..)));
+            }
+            let expired = timer
+                .as_mut()
+                .is_some_and(|t| std::pin::Pin::new(t).poll(cx).is_ready());
+            if expired {
+                Poll::Ready(false)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 }
 
