@@ -195,9 +195,13 @@ fn clock_of(s: &ServerSession) -> Option<&ClockedStream> {
         .and_then(|s| s.as_any().downcast_ref::<ClockedStream>())
 }
 
-/// The connection under the clock: the client's TCP stream, or TLS over it.
-pub(crate) fn transport(s: &ServerSession) -> Option<&dyn IO> {
-    clock_of(s).map(|c| c.inner.io())
+/// The client's own connection under `s`, when it is HTTP/1 over plain
+/// TCP: Ferry's stream under the header clock.
+pub(crate) fn plain_tcp(s: &ServerSession) -> Option<&ClientStream> {
+    match &clock_of(s)?.inner {
+        Transport::Plain(stream) => Some(stream),
+        Transport::Tls(_) => None,
+    }
 }
 
 /// The request header passed its size bound: the status to refuse it with

@@ -21,7 +21,6 @@
 //! the header clock (`flush_each_write`).
 
 use async_trait::async_trait;
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::{
@@ -60,14 +59,6 @@ pub(crate) struct ClientStream {
     /// waits for the next one.
     digest: OnceLock<Arc<SocketDigest>>,
     proxy_digest: Option<Arc<ProxyDigest>>,
-}
-
-/// The client's own connection under `s`, when it is HTTP/1 over plain
-/// TCP: Ferry's stream under the header clock.
-pub(crate) fn plain_tcp(s: &ServerSession) -> Option<&ClientStream> {
-    let stream = crate::client::header_clock::transport(s)
-        .or_else(|| s.stream().map(|b| &**b as &dyn pingora_core::protocols::IO))?;
-    stream.as_any().downcast_ref::<ClientStream>()
 }
 
 impl ClientStream {
