@@ -23,7 +23,6 @@ use ferry_filters::headers::{RequestPlan, ResponsePlan};
 use ferry_filters::redirect::RedirectPlan;
 use ferry_lb::{Answer, Group};
 use pingora_core::connectors::ConnectorOptions;
-use pingora_core::connectors::TransportConnector as Connector;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -193,7 +192,7 @@ fn upstream_rt(
         None => Group::from_members(name, u.balance, u.consistent, peers, primaries),
     };
     let (pool, h2, keepalive) = match old {
-        Some((o, c)) if same_pool(c, u) => (o.connector.clone(), o.h2.clone(), o.keepalive.clone()),
+        Some((o, c)) if same_pool(c, u) => (o.pool.clone(), o.h2.clone(), o.keepalive.clone()),
         _ => {
             let mut opts = connector.clone();
             opts.keepalive_pool_size = u.keepalive.max(1);
@@ -201,7 +200,7 @@ fn upstream_rt(
                 opts.ca_file = Some(ca.clone());
             }
             (
-                Arc::new(Connector::new(Some(opts.clone()))),
+                Arc::new(crate::upstream::pool::Pool::new(opts.clone())),
                 Arc::new(H2Pool::new(opts)),
                 Arc::new(Keepalive::new(u, idle.clone())),
             )
@@ -218,7 +217,7 @@ fn upstream_rt(
             .filter(|_| u.balance == ferry_conf::Balance::Hash),
         sticky: u.sticky.clone(),
         sessions,
-        connector: pool,
+        pool,
         h2,
         keepalive,
     }

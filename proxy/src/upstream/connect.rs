@@ -1,9 +1,10 @@
 //! Getting a connection to the chosen peer, and giving it back.
 //!
 //! nginx counterpart: `ngx_event_connect_peer` (with `connect_timeout`) and the
-//! keepalive module's `get`/`free`. The connection comes from Pingora's
-//! `TransportConnector`, one per group, whose idle pool holds that group's keepalive
-//! connections; `reused` says a pooled one was taken.
+//! keepalive module's `get`/`free`. The connection comes from the group's
+//! [`crate::upstream::pool::Pool`] (Pingora's connector and pool), whose
+//! idle pool holds that group's keepalive connections; `reused` says a
+//! pooled one was taken.
 
 use crate::upstream::group::Upstream;
 use crate::upstream::h1::H1;
@@ -42,12 +43,12 @@ pub async fn connect(
     let (mut session, reused) = if wants_h2(peer) {
         h2_session(upstream, peer).await?
     } else {
-        let connector = &upstream.connector;
-        let (stream, reused) = match connector.reused_stream(&**peer).await {
+        let pool = &upstream.pool;
+        let (stream, reused) = match pool.take(&**peer) {
             Some(s) => (s, true),
             // A new connection (TCP, maybe TLS) is a large future: boxed, so
             // that every request's own future does not carry (and copy) it.
-            None => (Box::pin(connector.new_stream(&**peer)).await?, false),
+            None => (Box::pin(pool.connect(&**peer)).await?, false),
         };
         (UpstreamSession::H1(Box::new(H1::new(stream))), reused)
     };
@@ -138,8 +139,7 @@ impl Conn {
             UpstreamSession::H1(s) if member() && ka.after_request(id) => {
                 if let Some(stream) = s.reuse().await {
                     let key = self.peer.reuse_hash();
-                    let idle = Some(ka.idle_timeout);
-                    self.upstream.connector.release_stream(stream, key, idle);
+                    self.upstream.pool.put(stream, key, ka.idle_timeout);
                 }
             }
             UpstreamSession::H1(mut s) => {

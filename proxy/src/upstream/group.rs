@@ -1,5 +1,6 @@
 //! An upstream group as served: its balancer and passive health
-//! (`ferry-lb`), its keepalive pool (Pingora's `TransportConnector`) and policy, and
+//! (`ferry-lb`), its connections ([`Pool`]: Pingora's connector and pool)
+//! and keepalive policy, and
 //! the Pingora peer each of its servers is reached through.
 //!
 //! nginx counterpart: `ngx_http_upstream_srv_conf_t` with its round-robin
@@ -8,10 +9,10 @@
 use crate::upstream::keepalive::Keepalive;
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::peer_certs::{CertCache, PeerCerts};
+use crate::upstream::pool::Pool;
 use ferry_conf::ProxyConf;
 use ferry_lb::Group;
 use pingora_core::connectors::http::v2::Connector as H2Connector;
-use pingora_core::connectors::TransportConnector as Connector;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::sync::Arc;
 
@@ -26,10 +27,10 @@ pub struct Upstream {
     pub sticky: Option<ferry_conf::Sticky>,
     /// `sticky learn`'s sessions, shared by the configurations of the group.
     pub sessions: Option<Arc<ferry_lb::Sessions>>,
-    /// Pingora's transport connector (TCP, TLS) with this group's own idle
-    /// pool; HTTP/1 runs over its connections in [`crate::upstream::h1`].
-    /// Shared with the next configuration when a reload keeps the pool.
-    pub connector: Arc<Connector>,
+    /// This group's connections: new ones (TCP, TLS) and its idle pool;
+    /// HTTP/1 runs over them in [`crate::upstream::h1`]. Shared with the
+    /// next configuration when a reload keeps the pool.
+    pub pool: Arc<Pool>,
     /// Pingora's HTTP/2 connector, for routes with `http_version: "2"`:
     /// its streams share this group's connections.
     pub h2: Arc<H2Pool>,
@@ -62,7 +63,7 @@ impl H2Pool {
 /// (`PeerChoice::Peer`): Pingora keys its idle connections by address, TLS
 /// and SNI, so one pool serves them all.
 pub struct DynamicPool {
-    pub connector: Arc<Connector>,
+    pub pool: Arc<Pool>,
     pub h2: Arc<H2Pool>,
     pub keepalive: Arc<Keepalive>,
     /// The CA files and client certificates run-time servers name.
@@ -85,7 +86,7 @@ impl DynamicPool {
         };
         DynamicPool {
             h2: Arc::new(H2Pool::new(opts.clone())),
-            connector: Arc::new(Connector::new(Some(opts))),
+            pool: Arc::new(Pool::new(opts)),
             keepalive: Arc::new(Keepalive::new(&conf, budget)),
             certs: CertCache::default(),
         }
@@ -121,7 +122,7 @@ impl Upstream {
             hash_key: None,
             sticky: None,
             sessions: None,
-            connector: pool.connector.clone(),
+            pool: pool.pool.clone(),
             h2: pool.h2.clone(),
             keepalive: pool.keepalive.clone(),
         }

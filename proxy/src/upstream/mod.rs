@@ -15,6 +15,7 @@ pub(crate) mod leg;
 pub(crate) mod next_upstream;
 pub(crate) mod peer;
 pub(crate) mod peer_certs;
+pub(crate) mod pool;
 pub(crate) mod read_header;
 pub(crate) mod request_head;
 pub(crate) mod send_request;

@@ -1,0 +1,292 @@
+//! A group's HTTP/1 connections: new ones from Pingora's connector (TCP,
+//! TLS), idle ones in Pingora's pool (`pingora_pool::ConnectionPool`),
+//! watched without a task each.
+//!
+//! nginx counterpart: the keepalive module's cache (`ngx_http_upstream_keepalive_module`):
+//! a connection goes in when its response ended cleanly, comes out for
+//! the next request to the same server, and is closed when its
+//! `keepalive_timeout` passes or the server closes it.
+//!
+//! Pingora's own `TransportConnector::release_stream` spawns a task per
+//! released connection to watch it, and taking it back waits for that task
+//! to let go: a spawn, two wake-ups and a task switch on every request
+//! (about 5K of a small request's instructions). Here a connection is
+//! checked when it goes in and when it comes out (a closed one, or one
+//! with bytes nobody asked for, is dropped then, as Pingora drops it), and
+//! one sweeper per group, woken a few times per timeout while anything is
+//! idle, closes those whose timeout passed and those the server closed.
+
+use pingora_core::connectors::{ConnectorOptions, TransportConnector};
+use pingora_core::protocols::Stream;
+use pingora_core::upstreams::peer::Peer;
+use pingora_error::Result;
+use pingora_pool::{ConnectionMeta, ConnectionPool};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
+
+/// An idle connection and the instant its `keepalive_timeout` ends.
+type Idle = (Stream, Instant);
+
+/// The longest a sweeper sleeps while connections are idle: a connection
+/// the server closed is closed here at most this much later.
+const SWEEP_MAX: Duration = Duration::from_secs(1);
+/// The shortest (a very short `keepalive_timeout`).
+const SWEEP_MIN: Duration = Duration::from_millis(50);
+
+/// One group's connections (or the run-time servers' pool).
+pub struct Pool {
+    connector: TransportConnector,
+    idle: ConnectionPool<Idle>,
+    /// The servers (Pingora's reuse keys) with connections put in since
+    /// the last sweep.
+    keys: Mutex<Vec<u64>>,
+    /// Each put's own id in Pingora's pool (a socket's descriptor can be
+    /// put, taken and put again while its old entry is still listed).
+    next_id: AtomicI32,
+    /// The shortest `keepalive_timeout` put with, in milliseconds.
+    shortest: AtomicU64,
+    sweeper: AtomicBool,
+    /// Wakes the sweeper: a connection was put in, or the pool is gone.
+    wake: Arc<Notify>,
+}
+
+impl Pool {
+    /// `options.keepalive_pool_size` idle connections at most; the least
+    /// recently used goes to make room.
+    pub fn new(options: ConnectorOptions) -> Pool {
+        let size = options.keepalive_pool_size;
+        Pool {
+            connector: TransportConnector::new(Some(options)),
+            idle: ConnectionPool::new(size),
+            keys: Mutex::new(Vec::new()),
+            next_id: AtomicI32::new(0),
+            shortest: AtomicU64::new(u64::MAX),
+            sweeper: AtomicBool::new(false),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// A new connection to `peer` (TCP, and TLS when the peer asks).
+    pub async fn connect<P: Peer + Send + Sync + 'static>(&self, peer: &P) -> Result<Stream> {
+        self.connector.new_stream(peer).await
+    }
+
+    /// An idle connection to `peer`, if one is still good: its timeout has
+    /// not passed, it is connected to that peer, and the server has neither
+    /// closed it nor sent anything.
+    pub fn take<P: Peer>(&self, peer: &P) -> Option<Stream> {
+        let key = peer.reuse_hash();
+        let now = Instant::now();
+        while let Some((mut stream, until)) = self.idle.get(&key) {
+            if until > now && peer.matches_fd(stream.id()) && still_good(&mut stream) {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Put `stream` (to the server `key`) in, idle for at most `timeout`.
+    pub fn put(self: &Arc<Self>, mut stream: Stream, key: u64, timeout: Duration) {
+        if !still_good(&mut stream) {
+            return;
+        }
+        self.insert(key, stream, Instant::now() + timeout);
+        self.shortest
+            .fetch_min(timeout.as_millis() as u64, Ordering::Relaxed);
+        if !self.sweeper.swap(true, Ordering::AcqRel) {
+            let pool = Arc::downgrade(self);
+            pingora_runtime::current_handle().spawn(sweep(pool, self.wake.clone()));
+        }
+        self.wake.notify_one();
+    }
+
+    fn insert(&self, key: u64, stream: Stream, until: Instant) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let meta = ConnectionMeta::new(key, id);
+        // Neither of Pingora's watch handles is needed: nothing waits on
+        // the connection while it is idle.
+        drop(self.idle.put(&meta, (stream, until)));
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+
+    /// Close what timed out or was closed by its server; put the rest
+    /// back. How many stay idle.
+    fn sweep_once(&self) -> usize {
+        let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(PoisonError::into_inner));
+        let now = Instant::now();
+        let mut good = Vec::new();
+        for key in keys {
+            while let Some((mut stream, until)) = self.idle.get(&key) {
+                if until > now && still_good(&mut stream) {
+                    good.push((key, stream, until));
+                }
+            }
+        }
+        let left = good.len();
+        for (key, stream, until) in good {
+            self.insert(key, stream, until);
+        }
+        left
+    }
+
+    /// How long the sweeper sleeps between two sweeps.
+    fn sweep_every(&self) -> Duration {
+        let shortest = Duration::from_millis(self.shortest.load(Ordering::Relaxed));
+        (shortest / 4).clamp(SWEEP_MIN, SWEEP_MAX)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // The sweeper ends.
+        self.wake.notify_one();
+    }
+}
+
+/// The sweeper of `pool`: asleep while nothing is idle, else a sweep
+/// every [`Pool::sweep_every`]. It ends with the pool.
+async fn sweep(pool: Weak<Pool>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        loop {
+            let every = match pool.upgrade() {
+                Some(p) => p.sweep_every(),
+                None => return,
+            };
+            tokio::time::sleep(every).await;
+            match pool.upgrade() {
+                Some(p) if p.sweep_once() > 0 => {}
+                Some(_) => break,
+                None => return,
+            }
+        }
+    }
+}
+
+/// The connection is still good to send a request on: reading it now
+/// would wait (nothing came, not even its end). Pingora's own check.
+fn still_good(stream: &mut Stream) -> bool {
+    use std::future::Future;
+    let mut one = [0u8; 1];
+    // Unconstrained: with the task's budget spent, a read that could
+    // finish would say it must wait.
+    let read = std::pin::pin!(tokio::task::unconstrained(stream.read(&mut one)));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    read.poll(&mut cx).is_pending()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_core::upstreams::peer::HttpPeer;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// The most any wait here takes.
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// A pool, a server, and the first connection's server side.
+    async fn setup() -> (Arc<Pool>, HttpPeer, TcpListener) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let peer = HttpPeer::new(l.local_addr().expect("addr"), false, String::new());
+        let mut opts = ConnectorOptions::new(4);
+        opts.keepalive_pool_size = 4;
+        (Arc::new(Pool::new(opts)), peer, l)
+    }
+
+    async fn accept(l: &TcpListener) -> TcpStream {
+        tokio::time::timeout(WAIT, l.accept())
+            .await
+            .expect("a connection in time")
+            .expect("accept")
+            .0
+    }
+
+    /// The server side reads the end of its connection in time: Ferry's
+    /// side closed it.
+    async fn closed_by_ferry(server: &mut TcpStream) {
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(WAIT, server.read(&mut buf))
+            .await
+            .expect("closed in time")
+            .expect("read");
+        assert_eq!(n, 0, "the end of the connection, no bytes");
+    }
+
+    #[tokio::test]
+    async fn a_connection_put_in_comes_back_out() {
+        let (pool, peer, l) = setup().await;
+        let conn = pool.connect(&peer).await.expect("connect");
+        let _server = accept(&l).await;
+        let id = conn.id();
+        pool.put(conn, peer.reuse_hash(), Duration::from_secs(60));
+        let again = pool.take(&peer).expect("the idle connection");
+        assert_eq!(again.id(), id, "the same socket");
+        assert!(pool.take(&peer).is_none(), "only one was idle");
+    }
+
+    #[tokio::test]
+    async fn one_the_server_closed_or_wrote_on_is_not_taken() {
+        let (pool, peer, l) = setup().await;
+        for server_does in ["close", "write"] {
+            let conn = pool.connect(&peer).await.expect("connect");
+            let mut server = accept(&l).await;
+            pool.put(conn, peer.reuse_hash(), Duration::from_secs(60));
+            match server_does {
+                "close" => drop(server),
+                _ => server
+                    .write_all(b"HTTP/1.1 408\r\n\r\n")
+                    .await
+                    .expect("write"),
+            }
+            // The bytes or the end reach Ferry's socket; until then the
+            // connection still looks good, and is put back for the next try.
+            let start = Instant::now();
+            loop {
+                match pool.take(&peer) {
+                    None => break,
+                    Some(c) => pool.put(c, peer.reuse_hash(), Duration::from_secs(60)),
+                }
+                assert!(start.elapsed() < WAIT, "{server_does}: still taken");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_closes_what_timed_out_and_what_the_server_closed() {
+        let (pool, peer, l) = setup().await;
+        let old = pool.connect(&peer).await.expect("connect");
+        let mut old_server = accept(&l).await;
+        pool.put(old, peer.reuse_hash(), Duration::from_millis(200));
+        closed_by_ferry(&mut old_server).await;
+        assert!(pool.take(&peer).is_none(), "the timed-out one is gone");
+
+        let shut = pool.connect(&peer).await.expect("connect");
+        let mut shut_server = accept(&l).await;
+        pool.put(shut, peer.reuse_hash(), Duration::from_secs(60));
+        // The server ends its side; nobody takes the connection, and the
+        // sweeper closes Ferry's side (nginx's keepalive close handler).
+        shut_server.shutdown().await.expect("shutdown");
+        closed_by_ferry(&mut shut_server).await;
+        assert!(pool.take(&peer).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_ends_with_its_pool() {
+        let (pool, peer, l) = setup().await;
+        let conn = pool.connect(&peer).await.expect("connect");
+        let mut server = accept(&l).await;
+        pool.put(conn, peer.reuse_hash(), Duration::from_secs(60));
+        let weak = Arc::downgrade(&pool);
+        drop(pool);
+        assert!(weak.upgrade().is_none(), "the sweeper holds no pool");
+        closed_by_ferry(&mut server).await;
+    }
+}
