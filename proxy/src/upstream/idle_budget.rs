@@ -15,20 +15,25 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The tables here are keyed by Ferry's own sockets, not by anything a
+/// client or server chooses: a fast hash, not SipHash (a third of their
+/// cost per request).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A connection's identity while it lives: its socket and when it was made.
 pub type ConnId = (i32, std::time::SystemTime);
 
 pub struct IdleBudget {
     cap: usize,
     /// Each idle connection and when its pool lets it go at the latest.
-    idle: Mutex<HashMap<ConnId, Instant>>,
+    idle: Mutex<FastMap<ConnId, Instant>>,
 }
 
 impl IdleBudget {
     pub fn new(cap: usize) -> IdleBudget {
         IdleBudget {
             cap,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(FastMap::default()),
         }
     }
 

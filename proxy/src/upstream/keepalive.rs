@@ -10,9 +10,8 @@
 //! an old connection, as in nginx). The pool itself is Pingora's, one per
 //! group, sized `keepalive` (its LRU closes the oldest idle one beyond that).
 
-use crate::upstream::idle_budget::{ConnId, IdleBudget, PoolIdle};
+use crate::upstream::idle_budget::{ConnId, FastMap, IdleBudget, PoolIdle};
 use ferry_conf::Upstream;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -25,7 +24,7 @@ pub struct Keepalive {
     /// Keyed by the socket alone, so the table never holds more entries than
     /// there are open sockets: a connection the pool closed on its own is
     /// replaced when its descriptor is reused (a different `made`).
-    uses: Mutex<HashMap<i32, (SystemTime, u32)>>,
+    uses: Mutex<FastMap<i32, (SystemTime, u32)>>,
     /// This pool's idle connections, counted against
     /// `server.upstream_keepalive_pool_size` (shared by every group).
     pool_idle: PoolIdle,
@@ -39,7 +38,7 @@ impl Keepalive {
             idle_timeout: u.keepalive_timeout.get(),
             requests: u.keepalive_requests.max(1),
             max_age: u.keepalive_time.get(),
-            uses: Mutex::new(HashMap::new()),
+            uses: Mutex::new(FastMap::default()),
         }
     }
 
