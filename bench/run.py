@@ -31,7 +31,8 @@ The backend is nginx serving static files; it and wrk share CPU 1.
               them), and per idle HTTP/2 connection over TLS (at most 2,000)
   --ab A B    only an A/B of two ferry binaries (CPU per request; --ab-path /1m
               for 1 MB responses, --ab-log with the access log on both sides,
-              --ab-log-new on NEW only: --ab B B --ab-log-new is the log's cost)
+              --ab-log-new on NEW only: --ab B B --ab-log-new is the log's cost;
+              --ab-h2: HTTP/2 over TLS with h2load instead of HTTP/1.1)
   --cache     only the cache: CPU per 1 KB and per GB of 1 MB HITs, Ferry
               against nginx, both caching on disk, interleaved rounds
   --limits    only the limits: CPU per 1 KB request on the same route without
@@ -666,8 +667,13 @@ def ab(procs, work, log, args):
     for r in range(args.rounds):
         order += ["old", "new"] if r % 2 == 0 else ["new", "old"]
     binaries = {"old": args.ab[0], "new": args.ab[1]}
-    print(f"A/B: old={binaries['old']} new={binaries['new']}; {args.ab_path}, wrk -t1 -c{args.conns} "
-          f"-d{args.seconds:g}s; proxy on CPU 0, backend and wrk on CPU 1")
+    tool = "h2load -m4 over TLS" if args.ab_h2 else "wrk"
+    print(f"A/B: old={binaries['old']} new={binaries['new']}; {args.ab_path}, {tool} -t1 -c{args.conns} "
+          f"-d{args.seconds:g}s; proxy on CPU 0, backend and {tool} on CPU 1")
+    if args.ab_h2:
+        load = lambda secs: h2load(TLS_PORTS["ferry"], args.ab_path, secs, args.conns)
+    else:
+        load = lambda secs: wrk(PORTS["ferry"], args.ab_path, secs, args.conns)
     for which in order:
         conf = os.path.join(work, f"ab-{which}.yaml")
         with open(conf, "w") as f:
@@ -676,9 +682,9 @@ def ab(procs, work, log, args):
             f.write(ferry_conf(work, PORTS["ferry"], True, access_log))
         p = procs.start([binaries[which], "-c", conf], 0, log)
         wait_port(PORTS["ferry"])
-        wrk(PORTS["ferry"], args.ab_path, 1, args.conns)  # warm the pools
+        load(1)  # warm the pools
         before = cpu_ticks(p.pid)
-        res = wrk(PORTS["ferry"], args.ab_path, args.seconds, args.conns)
+        res = load(args.seconds)
         us = (cpu_ticks(p.pid) - before) / TICK * 1e6 / max(res["requests"], 1)
         runs[which].append(us)
         print(f"{which} {us:.1f} us/req {res['requests'] / res['secs']:.0f} req/s")
@@ -904,6 +910,7 @@ def main():
                     help="only an A/B of two ferry binaries: CPU per 1 KB request, interleaved rounds")
     ap.add_argument("--ab-log", action="store_true", help="with --ab: both write the JSON access log to a file")
     ap.add_argument("--ab-path", default="/1k", help="with --ab: what is fetched (/1k or /1m)")
+    ap.add_argument("--ab-h2", action="store_true", help="with --ab: HTTP/2 over TLS (h2load -m4), not HTTP/1.1")
     ap.add_argument("--ab-log-new", action="store_true",
                     help="with --ab: only NEW writes the access log (--ab B B: what the log costs)")
     ap.add_argument("--cache", action="store_true",
