@@ -208,6 +208,20 @@ mod tests {
             .0
     }
 
+    /// A connection put in the pool, idle for at most `idle`; its server
+    /// side.
+    async fn pooled(
+        pool: &Arc<Pool>,
+        peer: &HttpPeer,
+        l: &TcpListener,
+        idle: Duration,
+    ) -> TcpStream {
+        let conn = pool.connect(peer).await.expect("connect");
+        let server = accept(l).await;
+        pool.put(conn, peer.reuse_hash(), idle);
+        server
+    }
+
     /// The server side reads the end of its connection in time: Ferry's
     /// side closed it.
     async fn closed_by_ferry(server: &mut TcpStream) {
@@ -235,9 +249,7 @@ mod tests {
     async fn one_the_server_closed_or_wrote_on_is_not_taken() {
         let (pool, peer, l) = setup().await;
         for server_does in ["close", "write"] {
-            let conn = pool.connect(&peer).await.expect("connect");
-            let mut server = accept(&l).await;
-            pool.put(conn, peer.reuse_hash(), Duration::from_secs(60));
+            let mut server = pooled(&pool, &peer, &l, Duration::from_secs(60)).await;
             match server_does {
                 "close" => drop(server),
                 _ => server
@@ -262,15 +274,11 @@ mod tests {
     #[tokio::test]
     async fn the_sweeper_closes_what_timed_out_and_what_the_server_closed() {
         let (pool, peer, l) = setup().await;
-        let old = pool.connect(&peer).await.expect("connect");
-        let mut old_server = accept(&l).await;
-        pool.put(old, peer.reuse_hash(), Duration::from_millis(200));
+        let mut old_server = pooled(&pool, &peer, &l, Duration::from_millis(200)).await;
         closed_by_ferry(&mut old_server).await;
         assert!(pool.take(&peer).is_none(), "the timed-out one is gone");
 
-        let shut = pool.connect(&peer).await.expect("connect");
-        let mut shut_server = accept(&l).await;
-        pool.put(shut, peer.reuse_hash(), Duration::from_secs(60));
+        let mut shut_server = pooled(&pool, &peer, &l, Duration::from_secs(60)).await;
         // The server ends its side; nobody takes the connection, and the
         // sweeper closes Ferry's side (nginx's keepalive close handler).
         shut_server.shutdown().await.expect("shutdown");
@@ -281,9 +289,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweeper_ends_with_its_pool() {
         let (pool, peer, l) = setup().await;
-        let conn = pool.connect(&peer).await.expect("connect");
-        let mut server = accept(&l).await;
-        pool.put(conn, peer.reuse_hash(), Duration::from_secs(60));
+        let mut server = pooled(&pool, &peer, &l, Duration::from_secs(60)).await;
         let weak = Arc::downgrade(&pool);
         drop(pool);
         assert!(weak.upgrade().is_none(), "the sweeper holds no pool");
