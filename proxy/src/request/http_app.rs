@@ -247,7 +247,9 @@ impl<P: ProxyHttp> HttpServerApp for Http2<P> {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        Box::pin(self.0.serve_one(session, shutdown, None)).await;
+        // Made in its box, as an HTTP/1 request's is: `Box::pin` would copy
+        // the 10 KiB future into it (13K instructions per HTTP/2 request).
+        boxed_in_place(|| self.0.serve_one(session, shutdown, None)).await;
         None
     }
 }
