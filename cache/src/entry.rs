@@ -50,8 +50,12 @@ fn header_text(header: &ResponseHeader) -> Vec<u8> {
 }
 
 /// The header back from its text, by httparse: each name and value a
-/// slice of `text` (no copy; httparse checked their bytes).
-fn parse_header(text: &bytes::Bytes) -> Option<ResponseHeader> {
+/// slice of `text` (no copy; httparse checked their bytes), in the form a
+/// HIT serves it (see [`Head::header`]): the first `Content-Length` says
+/// `body_len` (one is added last when there was none), the others and any
+/// `Transfer-Encoding` are left out: the stored body is whole and
+/// unchunked.
+fn parse_header(text: &bytes::Bytes, body_len: u64) -> Option<ResponseHeader> {
     // Room for a usual header on the stack; a long one is parsed again
     // with room for the most a stored header may have.
     let mut few = [httparse::EMPTY_HEADER; FEW_LINES];
@@ -68,11 +72,27 @@ fn parse_header(text: &bytes::Bytes) -> Option<ResponseHeader> {
         }
         _ => return None,
     }
-    let mut header = ResponseHeader::build(parsed.code?, Some(parsed.headers.len())).ok()?;
+    let mut header = ResponseHeader::build(parsed.code?, Some(parsed.headers.len() + 1)).ok()?;
+    let length = || http::HeaderValue::from(body_len);
+    let mut has_length = false;
     for h in parsed.headers.iter() {
         let name = text.slice_ref(h.name.as_bytes());
-        let value = pingora_http::header_value_from_raw(text.slice_ref(h.value));
+        let value = if h.name.eq_ignore_ascii_case("content-length") {
+            if std::mem::replace(&mut has_length, true) {
+                continue;
+            }
+            length()
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            continue;
+        } else {
+            pingora_http::header_value_from_raw(text.slice_ref(h.value))
+        };
         header.append_header(name, value).ok()?;
+    }
+    if !has_length {
+        header
+            .append_header(http::header::CONTENT_LENGTH, length())
+            .ok()?;
     }
     Some(header)
 }
@@ -101,6 +121,8 @@ pub struct Head {
     pub date: i64,
     /// Fresh until (Unix seconds).
     pub expires: i64,
+    /// The stored response header as a HIT serves it: `Content-Length`
+    /// the body's length, no `Transfer-Encoding`.
     pub header: ResponseHeader,
     pub body_len: u64,
     /// Where the body starts in the file.
@@ -250,7 +272,7 @@ pub fn open(path: &Path) -> io::Result<Option<Entry>> {
     };
     let key = String::from_utf8(rest[..key_len as usize].to_vec())
         .map_err(|_| corrupt("key is not text"))?;
-    let header = parse_header(&rest.slice(key_len as usize..))
+    let header = parse_header(&rest.slice(key_len as usize..), body_len)
         .ok_or_else(|| corrupt("header does not parse"))?;
     let kind = match kind {
         0 => Kind::Response,
@@ -469,15 +491,34 @@ mod tests {
                     .unwrap();
             }
             let text = bytes::Bytes::from(header_text(&h));
-            let back = parse_header(&text).expect("parses");
+            let back = parse_header(&text, 7).expect("parses");
             assert_eq!(back.status, 200);
+            h.append_header("Content-Length", "7").unwrap();
             assert_eq!(back.headers, h.headers, "{lines} lines");
-            assert_eq!(header_text(&back), &text[..], "names keep their case");
+            assert_eq!(header_text(&back), header_text(&h), "names keep their case");
         }
         let too_many = (0..MOST_LINES + 1).fold(String::from("HTTP/1.1 200 X\r\n"), |t, i| {
             t + &format!("a{i}: b\r\n")
         }) + "\r\n";
-        assert!(parse_header(&bytes::Bytes::from(too_many)).is_none());
+        assert!(parse_header(&bytes::Bytes::from(too_many), 0).is_none());
+    }
+
+    #[test]
+    fn a_header_reads_back_framed_by_its_stored_body() {
+        let text = "HTTP/1.1 200 X\r\nA: 1\r\ncontent-length: 99\r\nB: 2\r\n\
+                    Transfer-Encoding: chunked\r\nContent-Length: 98\r\nC: 3\r\n\r\n";
+        let back = parse_header(&bytes::Bytes::from(text), 5).expect("parses");
+        assert_eq!(
+            String::from_utf8(header_text(&back)).unwrap(),
+            "HTTP/1.1 200 X\r\nA: 1\r\ncontent-length: 5\r\nB: 2\r\nC: 3\r\n\r\n",
+            "the first Content-Length in its place, saying the body's length"
+        );
+        let chunked = "HTTP/1.1 200 X\r\nTransfer-Encoding: chunked\r\nA: 1\r\n\r\n";
+        let back = parse_header(&bytes::Bytes::from(chunked), 0).expect("parses");
+        assert_eq!(
+            String::from_utf8(header_text(&back)).unwrap(),
+            "HTTP/1.1 200 X\r\nA: 1\r\nContent-Length: 0\r\n\r\n"
+        );
     }
 
     #[test]

@@ -41,9 +41,8 @@ pub(crate) async fn answer<P: ProxyHttp>(
     status: CacheStatus,
 ) -> Result<End> {
     s.request.cache_status = status;
-    let mut stored = entry.head.header.clone();
-    stored.insert_header(header::CONTENT_LENGTH, entry.head.body_len.to_string())?;
-    stored.remove_header(&header::TRANSFER_ENCODING);
+    // Stored with the body's Content-Length, without Transfer-Encoding.
+    let stored = entry.head.header.clone();
     let client_version = s.downstream.req_header().version;
     let host = s.request.host.clone();
     let mut resp = response_header::build(route, stored, client_version, &host, s.request.scheme)?;
