@@ -537,6 +537,27 @@ async fn ranges_are_answered_from_the_entry() {
 }
 
 #[tokio::test]
+async fn a_whole_hit_says_accept_ranges_bytes_once() {
+    let b = Backend::start(Arc::new(|_, r: &Seen| {
+        let reply = Reply::ok("0123456789");
+        match r.uri.as_str() {
+            "/said" => reply.header("Accept-Ranges", "bytes"),
+            "/other" => reply.header("Accept-Ranges", "none"),
+            _ => reply,
+        }
+    }))
+    .await;
+    let ferry = start(b.addr, VALID).await;
+    for path in ["/said", "/unsaid", "/other"] {
+        get(&ferry, path).await;
+        let hit = get(&ferry, path).await;
+        assert_eq!((hit.cache(), hit.text().as_str()), ("HIT", "0123456789"));
+        let said: Vec<_> = hit.headers.get_all("accept-ranges").iter().collect();
+        assert_eq!(said, ["bytes"], "{path}");
+    }
+}
+
+#[tokio::test]
 async fn max_size_evicts_the_least_recently_used() {
     let b = Backend::start(Arc::new(|_, r: &Seen| {
         Reply::ok(vec![b'e'; 1000]).header("X-Path", &r.uri)

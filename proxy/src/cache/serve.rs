@@ -193,6 +193,12 @@ fn encoded(encoder: Option<&mut compress::Encoder>, piece: Bytes, end: bool) -> 
     out.map_err(|e| Error::because(ErrorType::InternalError, "compressing a cache entry", e))
 }
 
+/// Whether the header says `Accept-Ranges: bytes`, once.
+fn says_bytes(resp: &pingora_http::ResponseHeader) -> bool {
+    let mut values = resp.headers.get_all(header::ACCEPT_RANGES).iter();
+    matches!((values.next(), values.next()), (Some(v), None) if v == "bytes")
+}
+
 /// A `304` when the validators match, else the range asked for (`206`,
 /// `416`), or the whole entry.
 fn conditional(
@@ -211,7 +217,11 @@ fn conditional(
         // only then is the filter's header set aside, so the header is
         // copied only when a range was asked for.
         if !req.headers.contains_key(header::RANGE) {
-            let _ = pingora_proxy::range_header_filter(req, resp, None);
+            // The filter's one change here would set `Accept-Ranges: bytes`,
+            // which most stored headers already say.
+            if !says_bytes(resp) {
+                let _ = pingora_proxy::range_header_filter(req, resp, None);
+            }
             return range;
         }
         let mut ranged = resp.clone();

@@ -36,7 +36,9 @@ pub fn build(
     host: &str,
     scheme: &str,
 ) -> Result<ResponseHeader> {
-    let rewrite = |name: &str, f: &dyn Fn(&str) -> Option<String>| {
+    // Names made once: a `&str` is parsed into one on every lookup.
+    const REFRESH: header::HeaderName = header::HeaderName::from_static("refresh");
+    let rewrite = |name: header::HeaderName, f: &dyn Fn(&str) -> Option<String>| {
         upstream
             .headers
             .get(name)
@@ -47,8 +49,10 @@ pub fn build(
         (None, None)
     } else {
         (
-            rewrite("location", &|v| route.redirect.location(v, scheme, host)),
-            rewrite("refresh", &|v| route.redirect.refresh(v)),
+            rewrite(header::LOCATION, &|v| {
+                route.redirect.location(v, scheme, host)
+            }),
+            rewrite(REFRESH, &|v| route.redirect.refresh(v)),
         )
     };
     let has_length = upstream.headers.contains_key(header::CONTENT_LENGTH);
