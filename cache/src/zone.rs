@@ -56,15 +56,15 @@ pub struct Zone {
     /// The thread that writes the entries (`None`: it could not start,
     /// nothing is stored).
     jobs: Option<filler::Jobs>,
-    /// Small entries kept open after a lookup read them, whole (nginx's
+    /// Entries kept open after a lookup read them (nginx's
     /// `open_file_cache`): the next lookup of the key takes one here, on
     /// the event loop, when its file is unchanged.
     open: Mutex<HashMap<Hash, Arc<Entry>>>,
 }
 
 /// The most entries kept open per cache (each holds a file descriptor,
-/// its parsed header and its whole body, read with the head: at most
-/// 8 KiB in all).
+/// its parsed header and the file's first read: 8 KiB at most, the whole
+/// body of a small entry).
 const OPEN_ENTRIES: usize = 256;
 
 /// What a lookup found.
@@ -163,9 +163,7 @@ impl Zone {
     pub fn find(&self, key: &Key, headers: &HeaderMap) -> Found {
         self.find_with(key, headers, |k| {
             let e = Arc::new(self.open_checked(k)?);
-            if e.body_read(0, e.head.body_len as usize).is_some() {
-                self.keep_open(k.hash, &e);
-            }
+            self.keep_open(k.hash, &e);
             Some(e)
         })
         .unwrap_or(Found::Missing)
@@ -617,9 +615,10 @@ mod tests {
         }
     }
 
-    /// A small entry read once is found again without the disk while its
-    /// file is the same; written, replaced, refreshed or removed, it is
-    /// not. A large one (its body not read with its head) is not kept.
+    /// An entry read once is found again without the disk while its file
+    /// is the same; written, replaced, refreshed or removed, it is not. A
+    /// large one (its body not read with its head) is kept too, its body
+    /// read from the file it keeps.
     #[test]
     fn entries_kept_open_are_taken_only_while_their_file_is_unchanged() {
         let (z, dir) = zone("open");
@@ -660,7 +659,13 @@ mod tests {
         let large = Key::new("large".into());
         store(&z, &large, &vec![b'x'; 64 * 1024]);
         assert_eq!(found(&z, &large).head.body_len, 64 * 1024);
-        assert!(open_one(&z, &large).is_none(), "its file is not kept open");
+        let kept = open_one(&z, &large).expect("kept open");
+        assert_eq!(kept.head.body_len, 64 * 1024);
+        assert!(
+            kept.body_read(0, 64 * 1024).is_none(),
+            "not read with its head"
+        );
+        assert_eq!(&kept.read_body(60 * 1024, 8).unwrap()[..], b"xxxxxxxx");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
