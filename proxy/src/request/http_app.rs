@@ -323,7 +323,11 @@ impl<P: ProxyHttp> FerryHttp<P> {
                 return None;
             }
         }
-        self.serve_request(session, shutdown, kept).await
+        // The session is lent, not moved, to the request: each move
+        // copied it whole.
+        let (settings, idle, keep) = self.serve_request(&mut session, shutdown, kept).await?;
+        let reused = session.finish().await.ok().flatten()?;
+        Some((reused, settings, idle, keep))
     }
 
     /// Wait for the next request's first byte without holding anything for
@@ -374,14 +378,15 @@ impl<P: ProxyHttp> FerryHttp<P> {
 }
 
 impl<P: ProxyHttp> FerryHttp<P> {
-    /// Serve one request whose header was read; the connection back for the
-    /// next one when it can be reused.
+    /// Serve one request whose header was read; when the connection can
+    /// serve another, the settings, keepalive timeout and kept context its
+    /// next request starts with.
     async fn serve_request(
         &self,
-        mut session: ServerSession,
+        session: &mut ServerSession,
         shutdown: &ShutdownWatch,
         kept: Kept,
-    ) -> Option<Reusable> {
+    ) -> Option<(HttpPersistentSettings, Option<u64>, Kept)> {
         if *shutdown.borrow() {
             // The service is stopping: this is the connection's last request.
             session.set_keepalive(None);
@@ -390,28 +395,27 @@ impl<P: ProxyHttp> FerryHttp<P> {
         // whatever a reload swaps in meanwhile.
         let runtime = self.live.current();
         let rt = &*runtime;
-        let mut request = finalize::begin(rt, &session);
+        let mut request = finalize::begin(rt, session);
         let mut ctx = self.app.new_ctx();
         if let Some(prev) = kept {
             let mut s = Session {
-                downstream: &mut session,
+                downstream: &mut *session,
                 request: &mut request,
                 runtime: rt,
             };
             self.app.on_connection_reuse(&mut s, &mut ctx, prev);
         }
-        let served =
-            flow::process_request(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
+        let served = flow::process_request(&*self.app, rt, session, &mut request, &mut ctx).await;
         let reusable = match served {
             Ok(End::Complete) => true,
             // Close without ending the body: the client sees it is cut.
             Ok(End::Truncated) => false,
             Err(e) => {
-                finalize::failed(&*self.app, rt, &mut session, &mut request, &mut ctx, e).await;
+                finalize::failed(&*self.app, rt, session, &mut request, &mut ctx, e).await;
                 false
             }
         };
-        finalize::finalize(&*self.app, rt, &mut session, &mut request, &mut ctx).await;
+        finalize::finalize(&*self.app, rt, session, &mut request, &mut ctx).await;
         if !reusable {
             // The last bytes of a cut-short response may still sit in
             // Pingora's write buffer: out with them, then close (bounded by
@@ -425,15 +429,13 @@ impl<P: ProxyHttp> FerryHttp<P> {
         }
         let keep = {
             let s = Session {
-                downstream: &mut session,
+                downstream: &mut *session,
                 request: &mut request,
                 runtime: rt,
             };
             self.app.persist_connection_context(&s, &ctx)
         };
-        let settings = HttpPersistentSettings::for_session(&session);
-        let idle = session.get_keepalive();
-        let reused = session.finish().await.ok().flatten()?;
-        Some((reused, settings, idle, keep))
+        let settings = HttpPersistentSettings::for_session(session);
+        Some((settings, session.get_keepalive(), keep))
     }
 }
