@@ -6,8 +6,8 @@
 
 use crate::record::{Request, TryOutcome};
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -343,8 +343,16 @@ impl Metrics {
         out
     }
 
-    /// Account a finished request (`cache`: the route's cache, if any).
-    pub fn record(&self, r: &Request, route: &str, cache: Option<&str>, request_body_bytes: u64) {
+    /// Account a finished request (`series`: its route's, if it has one;
+    /// `cache`: the route's cache, if any).
+    pub fn record(
+        &self,
+        r: &Request,
+        route: &str,
+        series: Option<&RouteSeries>,
+        cache: Option<&str>,
+        request_body_bytes: u64,
+    ) {
         if let (Some(zone), status) = (cache, r.cache_status.as_str()) {
             if !status.is_empty() {
                 self.cache.requests.with_label_values(&[zone, status]).inc();
@@ -352,10 +360,17 @@ impl Metrics {
         }
         let mut digits = [0; 3];
         let code = status_label(r.status, &mut digits);
-        self.requests.with_label_values(&[route, &*code]).inc();
-        self.request_seconds
-            .with_label_values(&[route])
-            .observe(r.start.elapsed().as_secs_f64());
+        let requests = || self.requests.with_label_values(&[route, &*code]);
+        match series.zip(COMMON.iter().position(|&c| c == r.status)) {
+            Some((s, i)) => s.requests[i].get_or_init(requests).inc(),
+            None => requests().inc(),
+        }
+        let seconds = || self.request_seconds.with_label_values(&[route]);
+        let elapsed = r.start.elapsed().as_secs_f64();
+        match series {
+            Some(s) => s.seconds.get_or_init(seconds).observe(elapsed),
+            None => seconds().observe(elapsed),
+        }
         self.bytes_in.inc_by(request_body_bytes);
         self.bytes_out.inc_by(r.body_bytes_sent);
         if r.spilled_bytes > 0 {
@@ -390,6 +405,20 @@ impl Metrics {
             }
         }
     }
+}
+
+/// The statuses whose `ferry_requests_total` series a route keeps found.
+const COMMON: [u16; 8] = [200, 204, 206, 301, 302, 304, 404, 502];
+
+/// A route's own series, each found on its first use and kept for the
+/// route's life: finding one by its label values hashes them under the
+/// vector's lock, for every request. Made empty, so that a route shows no
+/// series before it serves.
+#[derive(Default)]
+pub(crate) struct RouteSeries {
+    seconds: OnceLock<Histogram>,
+    /// `ferry_requests_total{route, status}` for the statuses of [`COMMON`].
+    requests: [OnceLock<IntCounter>; COMMON.len()],
 }
 
 /// Remove the series of `vec` whose `group` label names a configured
@@ -435,6 +464,23 @@ fn status_label(status: u16, digits: &mut [u8; 3]) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_route_s_kept_series_are_the_ones_its_labels_name() {
+        let m = super::metrics();
+        let series = super::RouteSeries::default();
+        let route = "kept-series.test/";
+        for (status, kept) in [(200, true), (200, true), (200, false), (418, true)] {
+            let mut r = crate::record::Request::new(String::new(), None);
+            r.status = status;
+            m.record(&r, route, kept.then_some(&series), None, 0);
+        }
+        let count = |status: &str| m.requests.with_label_values(&[route, status]).get();
+        assert_eq!((count("200"), count("418")), (3, 1));
+        let seconds = m.request_seconds.with_label_values(&[route]);
+        assert_eq!(seconds.get_sample_count(), 4);
+        assert!(series.requests[0].get().is_some() && series.seconds.get().is_some());
+    }
+
     #[test]
     fn status_labels() {
         for s in [0, 7, 99, 100, 200, 404, 502, 999, 1000] {

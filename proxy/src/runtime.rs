@@ -42,6 +42,8 @@ pub struct RouteRt {
     pub pipe: EventPipeConf,
     /// The route's `cache:`, with its cache.
     pub cache: Option<crate::cache::RouteCacheRt>,
+    /// Its metrics series, found once.
+    pub(crate) series: crate::metrics::RouteSeries,
 }
 
 impl RouteRt {
@@ -288,6 +290,7 @@ fn route_rt(
         pipe: pipe_conf(&r.proxy),
         upstream,
         conf: r.clone(),
+        series: Default::default(),
     }
 }
 

@@ -97,7 +97,14 @@ pub(crate) async fn finalize<P: ProxyHttp>(
         .route
         .and_then(|i| rt.routes[i].cache.as_ref())
         .map(|c| c.zone.name.as_str());
-    m.record(request, route, cache, session.body_bytes_read() as u64);
+    let series = request.route.map(|i| &rt.routes[i].series);
+    m.record(
+        request,
+        route,
+        series,
+        cache,
+        session.body_bytes_read() as u64,
+    );
     if let Some(log) = &rt.access_log {
         let req = session.req_header();
         let uri = String::from_utf8_lossy(req.raw_path());
