@@ -313,7 +313,6 @@ pub fn vary_names(header: &ResponseHeader) -> Vec<String> {
         .iter()
         .flat_map(|v| {
             String::from_utf8_lossy(v.as_bytes())
-                .into_owned()
                 .split(',')
                 .map(|n| n.trim().to_ascii_lowercase())
                 .collect::<Vec<_>>()

@@ -53,7 +53,7 @@ pub(crate) struct Fetch<'r> {
     stored: AtomicBool,
 }
 
-fn rendered<P: ProxyHttp>(s: &Session<'_>, route: &RouteRt, t: &ferry_conf::Template) -> String {
+fn rendered(s: &Session<'_>, route: &RouteRt, t: &ferry_conf::Template) -> String {
     let remote = s.request.client_ip_text();
     let group = route.conf.upstream.as_deref().unwrap_or("");
     s.vars(&remote, group).render(t)
@@ -148,11 +148,11 @@ fn prepare<'r, P: ProxyHttp>(
     route: &'r RouteRt,
     rc: &'r RouteCacheRt,
 ) -> Result<Fetch<'r>> {
-    let text = rendered::<P>(s, route, &rc.conf.key);
+    let text = rendered(s, route, &rc.conf.key);
     let text = app.cache_key_callback(s, text, ctx)?;
     let key = Key::new(text);
     let says =
-        |list: &[ferry_conf::Template]| list.iter().any(|t| says_yes(&rendered::<P>(s, route, t)));
+        |list: &[ferry_conf::Template]| list.iter().any(|t| says_yes(&rendered(s, route, t)));
     let no_cache = says(&rc.conf.no_cache);
     let bypass = says(&rc.conf.bypass);
     let mut fetch = Fetch {

@@ -88,7 +88,7 @@ async fn read_and_write<P: ProxyHttp>(
     let mut at = range.start;
     while at < range.end {
         let want = (range.end - at).min(PIECE as u64) as usize;
-        let piece = read_body(&entry, at, want)
+        let piece = read_body(entry, at, want)
             .await
             .map_err(|e| Error::because(ErrorType::InternalError, "reading a cache entry", e));
         let piece = match piece {

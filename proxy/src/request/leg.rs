@@ -85,7 +85,6 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     }
 
     /// Made once per member list for the route's own group; made for another.
-
     fn peer(&self, upstream: &Arc<Upstream>, lease: &Lease) -> Arc<UpstreamPeer> {
         let peer = self.made_peer(upstream, lease);
         if self.upgrade {

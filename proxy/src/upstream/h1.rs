@@ -478,7 +478,7 @@ fn response_header(head: &ResponseHead, raw: &Bytes) -> Result<ResponseHeader> {
 /// transfer coding says so, else its `Content-Length` (none: no body).
 fn request_framing(req: &RequestHeader) -> Send {
     let te = req.headers.get_all(http::header::TRANSFER_ENCODING);
-    let last = te.iter().last().map(|v| v.as_bytes());
+    let last = te.iter().next_back().map(|v| v.as_bytes());
     let chunked = last.is_some_and(|v| {
         let token = v.rsplit(|&b| b == b',').next().unwrap_or(v);
         token.trim_ascii().eq_ignore_ascii_case(b"chunked")

@@ -144,7 +144,7 @@ fn client_cert(cert: &Path, key: &Path) -> Result<CertKey, String> {
         .map(|p| p.contents)
         .ok_or_else(|| at("no private key"))?;
     // The connector types the key this way, and unwraps the result.
-    PrivateKeyDer::try_from(der.clone()).map_err(|e| at(e))?;
+    PrivateKeyDer::try_from(der.clone()).map_err(at)?;
     Ok(CertKey::new(chain, der))
 }
 
