@@ -77,6 +77,8 @@ pub struct RequestPlan {
     removed: Vec<HeaderName>,
     version: HttpVersion,
     names: AddedNames,
+    /// The same names as Pingora writes a header that kept no case.
+    bare_names: AddedNames,
 }
 
 impl RequestPlan {
@@ -88,7 +90,8 @@ impl RequestPlan {
             set: Vec::new(),
             removed: Vec::new(),
             version: conf.http_version,
-            names: AddedNames::new(&[]),
+            names: AddedNames::new(&[], false),
+            bare_names: AddedNames::new(&[], true),
         };
         for (name, value) in conf.set_headers.iter() {
             // Names were checked by the loader; skip what still fails.
@@ -108,7 +111,8 @@ impl RequestPlan {
                 plan.set.push((name, value.clone()));
             }
         }
-        plan.names = AddedNames::new(&plan.set);
+        plan.names = AddedNames::new(&plan.set, false);
+        plan.bare_names = AddedNames::new(&plan.set, true);
         plan
     }
 
@@ -144,6 +148,7 @@ impl RequestPlan {
     /// another (the client's were left out by [`RequestPlan::keeps`]).
     fn each_added(
         &self,
+        names: &AddedNames,
         client: &RequestHeader,
         vars: &RequestVars,
         body: BodyFraming,
@@ -153,16 +158,16 @@ impl RequestPlan {
             Some(t) => vars.render(t),
             None => vars.proxy_host.to_string(),
         };
-        each(&self.names.host, Value::Text(host))?;
-        for ((_, t), case) in self.set.iter().zip(&self.names.set) {
+        each(&names.host, Value::Text(host))?;
+        for ((_, t), case) in self.set.iter().zip(&names.set) {
             let v = vars.render(t);
             if !v.is_empty() {
                 each(case, Value::Set(v))?;
             }
         }
         for (name, t) in [
-            (&self.names.forwarded_for, &self.forwarded_for),
-            (&self.names.forwarded_proto, &self.forwarded_proto),
+            (&names.forwarded_for, &self.forwarded_for),
+            (&names.forwarded_proto, &self.forwarded_proto),
         ] {
             let v = t.as_ref().map(|t| vars.render(t)).unwrap_or_default();
             if !v.is_empty() {
@@ -171,17 +176,17 @@ impl RequestPlan {
         }
         match body {
             BodyFraming::None => {}
-            BodyFraming::Length(n) => each(&self.names.content_length, Value::Text(n.to_string()))?,
+            BodyFraming::Length(n) => each(&names.content_length, Value::Text(n.to_string()))?,
             // HTTP/2 frames the body itself.
             BodyFraming::Chunked if self.version == HttpVersion::Http2 => {}
-            BodyFraming::Chunked => each(&self.names.transfer_encoding, Value::Static("chunked"))?,
+            BodyFraming::Chunked => each(&names.transfer_encoding, Value::Static("chunked"))?,
         }
         match self.version {
-            HttpVersion::Http10 => each(&self.names.connection, Value::Static("close"))?,
+            HttpVersion::Http10 => each(&names.connection, Value::Static("close"))?,
             // The client may take trailers (gRPC needs them): the server is
             // told so, the only `TE` HTTP/2 allows.
             HttpVersion::Http2 if accepts_trailers(client) => {
-                each(&self.names.te, Value::Static("trailers"))?
+                each(&names.te, Value::Static("trailers"))?
             }
             _ => {}
         }
@@ -224,7 +229,7 @@ impl RequestPlan {
             HttpVersion::Http11 => Version::HTTP_11,
             HttpVersion::Http2 => Version::HTTP_2,
         });
-        self.each_added(client, vars, body, |name, value| {
+        self.each_added(&self.names, client, vars, body, |name, value| {
             // `set_headers` lines are appended (two may share a name);
             // the others replace.
             let append = matches!(value, Value::Set(_));
@@ -254,9 +259,10 @@ impl RequestPlan {
     /// write for [`RequestPlan::build`]'s header, written straight from the
     /// client's header with no header of its own made (nginx's
     /// `ngx_http_proxy_create_request`). `None` where only the header will
-    /// do: an HTTP/2 upstream, a client header without its names' case (an
-    /// HTTP/2 client), `set_headers` that name a framing header, or a
-    /// target Pingora would refuse to write.
+    /// do: an HTTP/2 upstream, `set_headers` that name a framing header, or
+    /// a target Pingora would refuse to write. A client header without its
+    /// names' case (an HTTP/2 client's) is written with the names Pingora
+    /// gives such a header.
     pub fn write_h1(
         &self,
         client: &RequestHeader,
@@ -269,10 +275,7 @@ impl RequestPlan {
             HttpVersion::Http2 => return None,
         };
         let path = client.raw_path();
-        if !self.names.wire
-            || !client.has_case()
-            || path.iter().any(|&b| matches!(b, 0 | b'\n' | b'\r' | b' '))
-        {
+        if !self.names.wire || path.iter().any(|&b| matches!(b, 0 | b'\n' | b'\r' | b' ')) {
             return None;
         }
         let mut out = Vec::with_capacity(256 + 64 * client.headers.len());
@@ -292,13 +295,24 @@ impl RequestPlan {
             }
         };
         let kept = self.keeps(client);
-        for ((name, value), (case, _)) in client.headers.iter().zip(client.case_header_iter()) {
-            if kept(name) {
-                line(case.as_slice(), value.as_bytes());
+        let names = if client.has_case() {
+            // The two maps of a case-preserving header iterate in step.
+            for ((name, value), (case, _)) in client.headers.iter().zip(client.case_header_iter()) {
+                if kept(name) {
+                    line(case.as_slice(), value.as_bytes());
+                }
             }
-        }
+            &self.names
+        } else {
+            for (name, value) in client.headers.iter() {
+                if kept(name) {
+                    line(bare_case(name).as_bytes(), value.as_bytes());
+                }
+            }
+            &self.bare_names
+        };
         let mut valid = true;
-        self.each_added(client, vars, body, |name, value| {
+        self.each_added(names, client, vars, body, |name, value| {
             let v = value.as_bytes();
             // What `HeaderValue` would refuse: the header path fails there.
             valid &= v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
@@ -357,7 +371,10 @@ struct AddedNames {
 }
 
 impl AddedNames {
-    fn new(set: &[(HeaderName, Template)]) -> AddedNames {
+    /// The names in the case Pingora writes them: as given (an `http`
+    /// constant title-cased), or, `bare`, as it writes a header that kept
+    /// no case ([`bare_case`]).
+    fn new(set: &[(HeaderName, Template)], bare: bool) -> AddedNames {
         let framing = [
             header::CONTENT_LENGTH,
             header::TRANSFER_ENCODING,
@@ -368,19 +385,47 @@ impl AddedNames {
             .iter()
             .enumerate()
             .all(|(i, (n, _))| !framing.contains(n) && !set[..i].iter().any(|(m, _)| m == n));
-        // As Pingora writes them: an `http` constant title-cased.
-        let case = |n: HeaderName| Bytes::copy_from_slice(n.into_case_header_name().as_slice());
+        let case = |n: HeaderName| match bare {
+            true => Bytes::copy_from_slice(bare_case(&n).as_bytes()),
+            false => Bytes::copy_from_slice(n.into_case_header_name().as_slice()),
+        };
+        // Given as written; not among the names `bare_case` title-cases.
+        let given = |text: &'static str| match bare {
+            true => Bytes::from(text.to_ascii_lowercase()),
+            false => Bytes::from_static(text.as_bytes()),
+        };
         AddedNames {
             host: case(header::HOST),
             set: set.iter().map(|(n, _)| case(n.clone())).collect(),
-            forwarded_for: Bytes::from_static(b"X-Forwarded-For"),
-            forwarded_proto: Bytes::from_static(b"X-Forwarded-Proto"),
+            forwarded_for: given("X-Forwarded-For"),
+            forwarded_proto: given("X-Forwarded-Proto"),
             content_length: case(header::CONTENT_LENGTH),
             transfer_encoding: case(header::TRANSFER_ENCODING),
             connection: case(header::CONNECTION),
             te: case(header::TE),
             wire: unique,
         }
+    }
+}
+
+/// A name as Pingora writes it in a header that kept no case: a few
+/// standard names title-cased, the rest in lower case, as `http` keeps
+/// them (pingora-http's `titled_header_name_str`).
+fn bare_case(name: &HeaderName) -> &str {
+    match *name {
+        header::ACCEPT_RANGES => "Accept-Ranges",
+        header::AGE => "Age",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::CONNECTION => "Connection",
+        header::CONTENT_TYPE => "Content-Type",
+        header::CONTENT_ENCODING => "Content-Encoding",
+        header::CONTENT_LENGTH => "Content-Length",
+        header::DATE => "Date",
+        header::TRANSFER_ENCODING => "Transfer-Encoding",
+        header::HOST => "Host",
+        header::SERVER => "Server",
+        header::SET_COOKIE => "Set-Cookie",
+        _ => name.as_str(),
     }
 }
 
@@ -624,10 +669,41 @@ mod tests {
         ];
         let dups = with_lines("POST", b"/d?x=1", &lines);
         let bare = with_lines("GET", b"/", &[("Host", "h")]);
+        // An HTTP/2 client's header keeps no case: Pingora title-cases a
+        // few standard names and writes the rest in lower case.
+        let standard = [
+            ("accept-ranges", "bytes"),
+            ("age", "1"),
+            ("cache-control", "no-cache"),
+            ("content-type", "text/plain"),
+            ("content-encoding", "gzip"),
+            ("date", "now"),
+            ("server", "s"),
+            ("set-cookie", "a=b"),
+            ("x-custom", "c"),
+            ("accept", "*/*"),
+        ];
+        let no_case = |c: &RequestHeader, more: &[(&'static str, &'static str)]| {
+            let mut h = RequestHeader::build_no_case(c.method.clone(), c.raw_path(), None).unwrap();
+            for (n, v) in c.headers.iter() {
+                h.append_header(n.clone(), v.clone()).unwrap();
+            }
+            for (n, v) in more {
+                h.append_header(HeaderName::from_static(n), *v).unwrap();
+            }
+            h
+        };
+        let clients = [
+            client(),
+            dups.clone(),
+            bare.clone(),
+            no_case(&client(), &standard),
+            no_case(&dups, &[]),
+        ];
         let mut compared = 0;
         for conf in confs {
             let plan = RequestPlan::new(&serde_yaml::from_str(conf).unwrap());
-            for c in [client(), dups.clone(), bare.clone()] {
+            for c in clients.iter().cloned() {
                 for body in [
                     BodyFraming::None,
                     BodyFraming::Length(5),
@@ -646,7 +722,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(compared, 45);
+        assert_eq!(compared, 75);
         // Where only Pingora's header will do.
         let v = vars(&dups.headers);
         let h2 = RequestPlan::new(&serde_yaml::from_str("{ http_version: \"2\" }").unwrap());
@@ -663,10 +739,6 @@ mod tests {
         let framing = "{ set_headers: { Connection: \"upgrade\" } }";
         let framing = RequestPlan::new(&serde_yaml::from_str(framing).unwrap());
         assert!(framing.write_h1(&dups, &v, BodyFraming::None).is_none());
-        let mut no_case = RequestHeader::build_no_case("GET", b"/", None).unwrap();
-        no_case.append_header("x-a", "1").unwrap();
-        let plan = RequestPlan::new(&ProxyConf::default());
-        assert!(plan.write_h1(&no_case, &v, BodyFraming::None).is_none());
     }
 
     #[test]

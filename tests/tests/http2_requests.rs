@@ -99,3 +99,63 @@ async fn data_on_a_stream_declaring_no_body_never_goes_upstream() {
     }
     assert_eq!(app.hits(), 0, "nothing went upstream");
 }
+
+#[tokio::test]
+async fn an_http1_server_sees_an_http2_request_as_nginx_sends_it() {
+    let dir = fresh_dir();
+    let cert = SelfSigned::new(&dir, &["localhost"]);
+    let app = Backend::start(Arc::new(|_, r: &Seen| {
+        let h = |n: &str| {
+            let all: Vec<&str> = r
+                .headers
+                .get_all(n)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            all.join(",")
+        };
+        Reply::ok(format!(
+            "{} {} host={} xff={} proto={} custom={} type={} length={} te={} body={}",
+            r.method,
+            r.uri,
+            h("host"),
+            h("x-forwarded-for"),
+            h("x-forwarded-proto"),
+            h("x-custom"),
+            h("content-type"),
+            h("content-length"),
+            h("te"),
+            String::from_utf8_lossy(&r.body)
+        ))
+    }))
+    .await;
+    let ferry = tls_ferry(&cert, &app).await;
+    let mut send = h2_client(&cert, &ferry).await;
+    let mut req = request(&[
+        ("x-custom", "a"),
+        ("content-type", "text/plain"),
+        ("x-custom", "b"),
+        ("te", "trailers"),
+        ("content-length", "5"),
+    ]);
+    *req.uri_mut() = "https://localhost/x?q=1".parse().expect("uri");
+    let (resp, mut stream) = send.send_request(req, false).expect("send");
+    stream
+        .send_data(Bytes::from_static(b"hello"), true)
+        .expect("data");
+    let resp = tokio::time::timeout(WAIT, resp)
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(piece) = body.data().await {
+        got.extend_from_slice(&piece.expect("body"));
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "POST /x?q=1 host=app xff=127.0.0.1 proto=https custom=a,b type=text/plain \
+         length=5 te= body=hello"
+    );
+}
