@@ -214,6 +214,9 @@ impl<P: ProxyHttp> RequestLeg<'_, '_, P> {
             head: client.method == http::Method::HEAD,
             close: self.route.request_plan.asks_close(),
             body,
+            // No cache stores this answer (the bytes path is not taken on
+            // a cached route): only an HTTP/1 client reads its names' case.
+            keep_case: !self.s.downstream.is_http2(),
         })
     }
 

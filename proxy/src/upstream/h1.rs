@@ -68,6 +68,8 @@ struct Asked {
     head: bool,
     upgrade: bool,
     close: bool,
+    /// The answer's header is made with its names' case.
+    keep_case: bool,
 }
 
 /// One try's HTTP/1.1 exchange with its server.
@@ -137,6 +139,7 @@ impl H1 {
             head: req.method == http::Method::HEAD,
             upgrade: pingora_core::protocols::http::v1::common::is_upgrade_req(&req),
             close: says_close(req.headers.get(http::header::CONNECTION)),
+            keep_case: true,
         };
         self.send = request_framing(&req);
         self.write_all(&wire, "while writing request headers").await
@@ -149,6 +152,7 @@ impl H1 {
             head: w.head,
             upgrade: false,
             close: w.close,
+            keep_case: w.keep_case,
         };
         self.send = match w.body {
             BodyFraming::None => Send::Length(0),
@@ -212,7 +216,7 @@ impl H1 {
         let head = self.read_head().await?;
         let size = head.len;
         self.raw = self.buf.split_to(size).freeze();
-        let header = response_header(&head, &self.raw)?;
+        let header = response_header(&head, &self.raw, self.asked.keep_case)?;
         let framing = head
             .framing(&self.raw, self.asked.head)
             .or_err(ErrorType::InvalidHTTPHeader, "response framing")?;
@@ -438,11 +442,16 @@ async fn within<F: Future>(limit: Option<Duration>, work: F) -> Option<F::Output
 }
 
 /// The response head as Pingora's header type, each name and value a
-/// slice of `raw` (no copy), names kept in the case they came in. With
+/// slice of `raw` (no copy), names kept in the case they came in when
+/// `keep_case` (else only the header map is made). With
 /// `Transfer-Encoding`, `Content-Length` is dropped (RFC 9112 6.3), as
 /// Pingora does.
-fn response_header(head: &ResponseHead, raw: &Bytes) -> Result<ResponseHeader> {
-    let mut header = ResponseHeader::build(head.status, Some(head.lines.len()))?;
+fn response_header(head: &ResponseHead, raw: &Bytes, keep_case: bool) -> Result<ResponseHeader> {
+    let size = Some(head.lines.len());
+    let mut header = match keep_case {
+        true => ResponseHeader::build(head.status, size)?,
+        false => ResponseHeader::build_no_case(head.status, size)?,
+    };
     header.set_version(match head.minor {
         1 => http::Version::HTTP_11,
         _ => http::Version::HTTP_10,
@@ -547,7 +556,7 @@ mod tests {
         let Ok(Parsed::Complete(head)) = ferry_wire::parse_response(&raw, 16) else {
             panic!("a complete head");
         };
-        let header = response_header(&head, &raw).expect("a header");
+        let header = response_header(&head, &raw, true).expect("a header");
         assert_eq!(header.status.as_u16(), 200);
         assert_eq!(header.get_reason_phrase(), Some("Fine"));
         assert_eq!(header.headers["x-mixed-case"], "a b");
@@ -568,6 +577,11 @@ mod tests {
         header.header_to_h1_wire(&mut wire);
         let wire = String::from_utf8(wire).expect("text");
         assert!(wire.contains("X-Mixed-Case: a b\r\n"), "{wire}");
+        // For an HTTP/2 client: the same header, without the names' case.
+        let bare = response_header(&head, &raw, false).expect("a header");
+        assert!(!bare.has_case() && header.has_case());
+        assert_eq!(bare.headers, header.headers);
+        assert_eq!(bare.get_reason_phrase(), Some("Fine"));
     }
 
     /// A session on a real loopback connection whose server writes `sent`.

@@ -24,4 +24,7 @@ pub(crate) struct WireHead {
     pub close: bool,
     /// How the body is framed.
     pub body: ferry_filters::headers::BodyFraming,
+    /// The answer's header names keep their case: someone will write them
+    /// in HTTP/1 (an HTTP/2 client's frames have them in lower case).
+    pub keep_case: bool,
 }
