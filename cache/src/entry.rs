@@ -139,6 +139,29 @@ pub struct Entry {
     prefix: bytes::Bytes,
     /// The file as it was when read: see [`Entry::unchanged`].
     stamp: Stamp,
+    /// The header as the server last served it.
+    pub served: Served,
+}
+
+/// The stored header as the server made it for one route and one kind of
+/// client (`key`, the server's to choose), kept with the entry so that
+/// the next HIT alike starts from it. The cache itself never reads it.
+#[derive(Debug, Default)]
+pub struct Served(std::sync::Mutex<Option<(u64, ResponseHeader)>>);
+
+impl Served {
+    /// The header made for `key`, if it is the one kept.
+    pub fn get(&self, key: u64) -> Option<ResponseHeader> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        kept.as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, h)| h.clone())
+    }
+
+    /// Keep `header`, made for `key`, in place of the one kept.
+    pub fn keep(&self, key: u64, header: &ResponseHeader) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, header.clone()));
+    }
 }
 
 /// What tells a file apart from itself changed: its length, its times.
@@ -294,6 +317,7 @@ pub fn open(path: &Path) -> io::Result<Option<Entry>> {
         path: path.to_path_buf(),
         prefix,
         stamp,
+        served: Served::default(),
     }))
 }
 

@@ -14,7 +14,7 @@ pub mod freshness;
 pub mod key;
 pub mod zone;
 
-pub use entry::{Entry, Writer};
+pub use entry::{Entry, Served, Writer};
 pub use filler::Filling;
 pub use freshness::{decide, Decision};
 pub use key::Key;

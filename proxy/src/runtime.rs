@@ -44,6 +44,9 @@ pub struct RouteRt {
     pub cache: Option<crate::cache::RouteCacheRt>,
     /// Its metrics series, found once.
     pub(crate) series: crate::metrics::RouteSeries,
+    /// Unique to this route of this configuration: a reload's routes get
+    /// new ones (what a cache entry keeps per route is keyed by it).
+    pub(crate) id: u64,
 }
 
 impl RouteRt {
@@ -291,6 +294,10 @@ fn route_rt(
         upstream,
         conf: r.clone(),
         series: Default::default(),
+        id: {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        },
     }
 }
 

@@ -558,6 +558,41 @@ async fn a_whole_hit_says_accept_ranges_bytes_once() {
 }
 
 #[tokio::test]
+async fn a_hit_follows_the_route_rules_of_the_configuration_serving_it() {
+    let b = Backend::start(Arc::new(|_, _: &Seen| {
+        Reply::ok("body")
+            .header("X-Secret", "s")
+            .header("X-Other", "o")
+    }))
+    .await;
+    let hiding = |name: &str| {
+        conf(b.addr, "{tmp}/cache", "", VALID).replace(
+            "proxy: { add_headers",
+            &format!("proxy: {{ hide_headers: [{name}], add_headers"),
+        )
+    };
+    let ferry = Ferry::start(&hiding("X-Secret")).await;
+    assert_eq!(get(&ferry, "/r").await.cache(), "MISS");
+    for _ in 0..2 {
+        let hit = get(&ferry, "/r").await;
+        assert_eq!(hit.cache(), "HIT");
+        assert!(hit.headers.get("x-secret").is_none());
+        assert_eq!(hit.headers["x-other"], "o");
+    }
+    // The same entry, served by the next configuration's rules.
+    ferry.rewrite(&hiding("X-Other"));
+    ferry.reload().await;
+    let hit = get(&ferry, "/r").await;
+    assert_eq!(hit.cache(), "HIT");
+    assert_eq!(hit.headers["x-secret"], "s");
+    assert!(hit.headers.get("x-other").is_none());
+    // An HTTP/1.0 client's HIT is its own.
+    let old = send(http().get(ferry.url("/r")).version(http::Version::HTTP_10)).await;
+    assert_eq!((old.status, old.cache()), (200, "HIT"));
+    assert!(old.headers.get("x-other").is_none());
+}
+
+#[tokio::test]
 async fn max_size_evicts_the_least_recently_used() {
     let b = Backend::start(Arc::new(|_, r: &Seen| {
         Reply::ok(vec![b'e'; 1000]).header("X-Path", &r.uri)

@@ -41,11 +41,7 @@ pub(crate) async fn answer<P: ProxyHttp>(
     status: CacheStatus,
 ) -> Result<End> {
     s.request.cache_status = status;
-    // Stored with the body's Content-Length, without Transfer-Encoding.
-    let stored = entry.head.header.clone();
-    let client_version = s.downstream.req_header().version;
-    let host = s.request.host.clone();
-    let mut resp = response_header::build(route, stored, client_version, &host, s.request.scheme)?;
+    let mut resp = served(s, route, entry)?;
     let range = conditional(s.req_header(), &mut resp, entry.head.body_len);
     response_header::add_headers(route, s, None, &mut resp)?;
     app.response_filter(s, &mut resp, ctx).await?;
@@ -73,6 +69,39 @@ pub(crate) async fn answer<P: ProxyHttp>(
         }
     }
     read_and_write(app, s, ctx, entry, range, encoder).await
+}
+
+/// The stored header through the route's rules for this client: the one
+/// the entry keeps for this route and kind of client when there is one,
+/// else made (and kept, unless it depends on this request's host, as a
+/// rewritten `Location` or `Refresh` does).
+fn served(s: &Session<'_>, route: &RouteRt, entry: &Entry) -> Result<pingora_http::ResponseHeader> {
+    let version = s.downstream.req_header().version;
+    let key = route.id << 4 | version_code(version);
+    if let Some(kept) = entry.served.get(key) {
+        return Ok(kept);
+    }
+    // Stored with the body's Content-Length, without Transfer-Encoding.
+    let stored = entry.head.header.clone();
+    let (host, scheme) = (s.request.host.as_str(), s.request.scheme);
+    let made = response_header::build(route, stored, version, host, scheme)?;
+    let h = &entry.head.header.headers;
+    if route.redirect.is_off() || !(h.contains_key(header::LOCATION) || h.contains_key("refresh")) {
+        entry.served.keep(key, &made);
+    }
+    Ok(made)
+}
+
+/// A small number for each HTTP version.
+fn version_code(v: http::Version) -> u64 {
+    match v {
+        http::Version::HTTP_09 => 0,
+        http::Version::HTTP_10 => 1,
+        http::Version::HTTP_11 => 2,
+        http::Version::HTTP_2 => 3,
+        http::Version::HTTP_3 => 4,
+        _ => 5,
+    }
 }
 
 /// The body read from the entry piece by piece, through the response body
