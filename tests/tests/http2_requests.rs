@@ -39,6 +39,21 @@ async fn h2_client(cert: &SelfSigned, ferry: &Ferry) -> h2::client::SendRequest<
     send
 }
 
+/// The body of a `200` answer, read whole (bounded by [`WAIT`]).
+async fn ok_body(resp: h2::client::ResponseFuture) -> Vec<u8> {
+    let resp = tokio::time::timeout(WAIT, resp)
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(piece) = body.data().await {
+        got.extend_from_slice(&piece.expect("body"));
+    }
+    got
+}
+
 fn request(headers: &[(&str, &str)]) -> http::Request<()> {
     let mut r = http::Request::builder()
         .method("POST")
@@ -67,16 +82,7 @@ async fn split_cookie_fields_reach_the_server_as_one() {
     let mut send = h2_client(&cert, &ferry).await;
     let req = request(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
     let (resp, _) = send.send_request(req, true).expect("send");
-    let resp = tokio::time::timeout(WAIT, resp)
-        .await
-        .expect("in time")
-        .expect("response");
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let mut got = Vec::new();
-    while let Some(piece) = body.data().await {
-        got.extend_from_slice(&piece.expect("body"));
-    }
+    let got = ok_body(resp).await;
     assert_eq!(String::from_utf8_lossy(&got), "1:a=1; b=2; c=3");
 }
 
@@ -143,16 +149,7 @@ async fn an_http1_server_sees_an_http2_request_as_nginx_sends_it() {
     stream
         .send_data(Bytes::from_static(b"hello"), true)
         .expect("data");
-    let resp = tokio::time::timeout(WAIT, resp)
-        .await
-        .expect("in time")
-        .expect("response");
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let mut got = Vec::new();
-    while let Some(piece) = body.data().await {
-        got.extend_from_slice(&piece.expect("body"));
-    }
+    let got = ok_body(resp).await;
     assert_eq!(
         String::from_utf8_lossy(&got),
         "POST /x?q=1 host=app xff=127.0.0.1 proto=https custom=a,b type=text/plain \
