@@ -154,6 +154,13 @@ impl Template {
         self.segments.is_empty()
     }
 
+    /// Whether any of the template's variables is one `which` picks.
+    pub fn uses(&self, which: impl Fn(&Variable) -> bool) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Var(v) if which(v)))
+    }
+
     /// The template as one literal string, when it has no variables.
     pub fn as_literal(&self) -> Option<&str> {
         match self.segments.as_slice() {

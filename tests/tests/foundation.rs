@@ -183,6 +183,31 @@ async fn response_headers_hide_nginx_defaults() {
 }
 
 #[tokio::test]
+async fn add_headers_render_the_client_and_every_try() {
+    let bad = Backend::start(Arc::new(|_, _| Reply::status(502, "bad"))).await;
+    let good = Backend::start(Arc::new(|_, _| Reply::ok("ok"))).await;
+    let adds = "{ X-Lit: lit, X-Client: \"$remote_addr\", X-Fwd: \"$proxy_add_x_forwarded_for\", \
+                X-Addr: \"$upstream_addr\", X-Status: \"$upstream_status\" }";
+    let ferry = Ferry::start(&format!(
+        "upstreams:\n{}routes:\n  - upstream: app\n    proxy: {{ next_upstream: [error, http_502], add_headers: {adds} }}\n\
+         \x20 - match: {{ path_prefix: /lit }}\n    upstream: app\n    proxy: {{ next_upstream: [error, http_502], add_headers: {{ X-Lit: lit }} }}\n",
+        group("app", &[(bad.addr, 1), (good.addr, 1)])
+    ))
+    .await;
+    let r = client().get(ferry.url("/")).send().await.unwrap();
+    let h = r.headers();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h["x-lit"], "lit");
+    assert_eq!(h["x-client"], "127.0.0.1");
+    assert_eq!(h["x-fwd"], "127.0.0.1");
+    assert_eq!(h["x-addr"], format!("{}, {}", bad.addr, good.addr));
+    assert_eq!(h["x-status"], "502, 200");
+    let r = client().get(ferry.url("/lit")).send().await.unwrap();
+    assert_eq!(r.headers()["x-lit"], "lit");
+    assert!(!r.headers().contains_key("x-client"));
+}
+
+#[tokio::test]
 async fn redirect_default_rewrites_location() {
     let a = Backend::start(Arc::new(|_, _| {
         Reply::status(302, "").header("Location", "http://app/login?next=1")

@@ -92,8 +92,23 @@ pub(crate) fn add_headers(
     if adds.is_empty() {
         return Ok(());
     }
-    let remote = s.request.client_ip_text();
-    let (addr, status) = (s.request.upstream_addr(), s.request.upstream_status());
+    // Made only when a line uses them (each is a new string).
+    use ferry_conf::Variable as V;
+    let uses = |which: fn(&V) -> bool| adds.iter().any(|(_, t)| t.uses(which));
+    let remote = match uses(|v| {
+        matches!(
+            v,
+            V::RemoteAddr | V::BinaryRemoteAddr | V::ProxyAddXForwardedFor
+        )
+    }) {
+        true => s.request.client_ip_text(),
+        false => String::new(),
+    };
+    let tried = uses(|v| matches!(v, V::UpstreamAddr | V::UpstreamStatus));
+    let (addr, status) = match tried {
+        true => (s.request.upstream_addr(), s.request.upstream_status()),
+        false => (String::new(), String::new()),
+    };
     let group = route.conf.upstream.as_deref().unwrap_or("");
     let mut vars = s.vars(&remote, group);
     vars.upstream_addr = &addr;
