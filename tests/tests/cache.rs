@@ -481,6 +481,24 @@ async fn a_truncated_response_is_never_stored() {
 }
 
 #[tokio::test]
+async fn the_cache_s_templates_see_the_client_address() {
+    let b = counting(&[]).await;
+    let rules = format!("{VALID}, key: \"$remote_addr$request_uri\", bypass: [\"$remote_addr\"]");
+    let ferry = start(b.addr, &rules).await;
+    get(&ferry, "/a").await;
+    let again = get(&ferry, "/a").await;
+    assert_eq!(again.cache(), "BYPASS", "127.0.0.1 is not empty nor \"0\"");
+    let entries = stored(&ferry.tmp().join("cache"), 1).await;
+    assert_eq!(entries.len(), 1);
+    let file = std::fs::read(&entries[0]).expect("the entry");
+    let key = b"127.0.0.1/a";
+    assert!(
+        file.windows(key.len()).any(|w| w == key),
+        "keyed by the address"
+    );
+}
+
+#[tokio::test]
 async fn bypass_fetches_and_stores_the_new_response() {
     let b = counting(&[]).await;
     let ferry = start(

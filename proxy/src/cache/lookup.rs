@@ -54,7 +54,7 @@ pub(crate) struct Fetch<'r> {
 }
 
 fn rendered(s: &Session<'_>, route: &RouteRt, t: &ferry_conf::Template) -> String {
-    let remote = s.request.client_ip_text();
+    let remote = s.remote_text([t]);
     let group = route.conf.upstream.as_deref().unwrap_or("");
     s.vars(&remote, group).render(t)
 }

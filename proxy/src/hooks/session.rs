@@ -201,6 +201,26 @@ impl Session<'_> {
 }
 
 impl<'a> Session<'a> {
+    /// `$remote_addr` as text for rendering `templates`: made only when one
+    /// of them uses the client's address (a new string each time), else
+    /// empty.
+    pub(crate) fn remote_text<'t>(
+        &self,
+        templates: impl IntoIterator<Item = &'t ferry_conf::Template>,
+    ) -> String {
+        use ferry_conf::Variable as V;
+        let remote = |v: &V| {
+            matches!(
+                v,
+                V::RemoteAddr | V::BinaryRemoteAddr | V::ProxyAddXForwardedFor
+            )
+        };
+        match templates.into_iter().any(|t| t.uses(remote)) {
+            true => self.request.client_ip_text(),
+            false => String::new(),
+        }
+    }
+
     /// What templates see of this request, for a try to `proxy_host`.
     pub(crate) fn vars<'v>(&'v self, remote: &'v str, proxy_host: &'v str) -> RequestVars<'v> {
         let client = self.downstream.req_header();

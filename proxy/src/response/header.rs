@@ -94,17 +94,10 @@ pub(crate) fn add_headers(
     }
     // Made only when a line uses them (each is a new string).
     use ferry_conf::Variable as V;
-    let uses = |which: fn(&V) -> bool| adds.iter().any(|(_, t)| t.uses(which));
-    let remote = match uses(|v| {
-        matches!(
-            v,
-            V::RemoteAddr | V::BinaryRemoteAddr | V::ProxyAddXForwardedFor
-        )
-    }) {
-        true => s.request.client_ip_text(),
-        false => String::new(),
-    };
-    let tried = uses(|v| matches!(v, V::UpstreamAddr | V::UpstreamStatus));
+    let remote = s.remote_text(adds.iter().map(|(_, t)| t));
+    let tried = adds
+        .iter()
+        .any(|(_, t)| t.uses(|v| matches!(v, V::UpstreamAddr | V::UpstreamStatus)));
     let (addr, status) = match tried {
         true => (s.request.upstream_addr(), s.request.upstream_status()),
         false => (String::new(), String::new()),
