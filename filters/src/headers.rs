@@ -83,16 +83,11 @@ pub struct RequestPlan {
 
 impl RequestPlan {
     pub fn new(conf: &ProxyConf) -> RequestPlan {
-        let mut plan = RequestPlan {
-            host: None,
-            forwarded_for: Some(Template::parse("$proxy_add_x_forwarded_for").unwrap_or_default()),
-            forwarded_proto: Some(Template::parse("$scheme").unwrap_or_default()),
-            set: Vec::new(),
-            removed: Vec::new(),
-            version: conf.http_version,
-            names: AddedNames::new(&[], false),
-            bare_names: AddedNames::new(&[], true),
-        };
+        let mut host = None;
+        let mut forwarded_for =
+            Some(Template::parse("$proxy_add_x_forwarded_for").unwrap_or_default());
+        let mut forwarded_proto = Some(Template::parse("$scheme").unwrap_or_default());
+        let (mut set, mut removed) = (Vec::new(), Vec::new());
         for (name, value) in conf.set_headers.iter() {
             // Names were checked by the loader; skip what still fails.
             let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
@@ -100,20 +95,27 @@ impl RequestPlan {
             };
             let empty = value.is_empty();
             if name == header::HOST {
-                plan.host = (!empty).then(|| value.clone());
+                host = (!empty).then(|| value.clone());
             } else if name == HeaderName::from_static("x-forwarded-for") {
-                plan.forwarded_for = (!empty).then(|| value.clone());
+                forwarded_for = (!empty).then(|| value.clone());
             } else if name == HeaderName::from_static("x-forwarded-proto") {
-                plan.forwarded_proto = (!empty).then(|| value.clone());
+                forwarded_proto = (!empty).then(|| value.clone());
             } else if empty {
-                plan.removed.push(name);
+                removed.push(name);
             } else {
-                plan.set.push((name, value.clone()));
+                set.push((name, value.clone()));
             }
         }
-        plan.names = AddedNames::new(&plan.set, false);
-        plan.bare_names = AddedNames::new(&plan.set, true);
-        plan
+        RequestPlan {
+            names: AddedNames::new(&set, false),
+            bare_names: AddedNames::new(&set, true),
+            host,
+            forwarded_for,
+            forwarded_proto,
+            set,
+            removed,
+            version: conf.http_version,
+        }
     }
 
     fn is_overridden(&self, name: &HeaderName) -> bool {
