@@ -248,23 +248,21 @@ fn connection<P: ProxyHttp>(
     accepted: Accepted,
     shutdown: ShutdownWatch,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    // Boxed, and made before the task's own future: the handshake (the PROXY
-    // header's read, a TLS handshake) is gone before the requests begin,
-    // and a waiting connection carries neither its room nor the accepted
-    // socket's (an async fn would keep its arguments' places).
+    // The handshake (the PROXY header, TLS) and the look for HTTP/2, boxed
+    // and made before the task's own future: they are gone before the
+    // HTTP/1 requests begin, and a waiting connection's task carries
+    // neither their room nor the accepted socket's. The task's future is
+    // the HTTP/1 loop itself, with only what it owns: every byte of it is
+    // on every idle connection.
     let h2c = accepted.endpoint.listen.h2c;
-    let begin = Box::pin(accepted.handshake());
-    async move {
-        let Some(stream) = begin.await else {
-            return;
-        };
-        // HTTP/2, or else HTTP/1: two steps one after the other, so that an
-        // idle HTTP/1 connection's task holds only the second's state.
-        let Some(stream) = http.serve_http2(stream, h2c, &shutdown).await else {
-            return;
-        };
-        http.serve_http1(stream, &shutdown).await;
-    }
+    let first = {
+        let http = http.clone();
+        Box::pin(async move {
+            let stream = accepted.handshake().await?;
+            http.serve_http2(stream, h2c, &shutdown).await
+        })
+    };
+    http.serve_http1(first)
 }
 
 /// A connection just accepted.

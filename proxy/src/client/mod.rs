@@ -9,6 +9,7 @@
 pub(crate) mod certs;
 pub(crate) mod header_bound;
 pub(crate) mod header_clock;
+pub(crate) mod idle_wait;
 pub(crate) mod lingering_close;
 pub(crate) mod liveness;
 pub(crate) mod proxy_protocol;

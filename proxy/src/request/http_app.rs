@@ -19,13 +19,15 @@
 //! [`crate::request::flow`].
 
 use crate::client::header_clock::ClockedStream;
+use crate::client::idle_wait::{IdleClients, NextByte};
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::record::End;
 use crate::request::{finalize, flow};
 use crate::response::respond;
 use async_trait::async_trait;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
+use bytes::BytesMut;
+use pingora_core::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora_core::protocols::ALPN;
 use pingora_core::protocols::{Peek, Ssl};
@@ -45,8 +47,12 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct FerryHttp<P: ProxyHttp> {
     pub app: Arc<P>,
     pub live: Arc<crate::live::Live>,
+    /// The listeners stopped: each connection's request now is its last.
+    closing: AtomicBool,
     stopping: AtomicBool,
     stop: Notify,
+    /// The connections waiting for their next request.
+    idle: Arc<IdleClients>,
 }
 
 impl<P: ProxyHttp> FerryHttp<P> {
@@ -54,8 +60,10 @@ impl<P: ProxyHttp> FerryHttp<P> {
         FerryHttp {
             app,
             live,
+            closing: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
+            idle: IdleClients::new(),
         }
     }
 
@@ -119,14 +127,41 @@ enum NextRequest {
 /// no route says (nginx's `send_timeout` default).
 const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The connection after a request: its stream, the settings the next
-/// session starts with, and the keepalive timeout (seconds).
-type Reusable = (
-    ReusableHttpStream,
-    HttpPersistentSettings,
-    Option<u64>,
-    Kept,
-);
+/// The connection after a request: its stream, what the next session
+/// starts with, and what the program kept.
+type Reusable = (ReusableHttpStream, NextSession, Kept);
+
+/// What a kept-alive connection's next session starts with: Pingora's
+/// `HttpPersistentSettings` less what Ferry carries itself (the program's
+/// kept context, the pipelining opt-in, the bytes read ahead). Small,
+/// because every idle connection's task holds it.
+#[derive(Clone, Copy)]
+struct NextSession {
+    /// The keepalive timeout, in seconds.
+    keepalive: Option<u32>,
+    reuses: Option<u32>,
+}
+
+impl NextSession {
+    fn of(session: &ServerSession) -> NextSession {
+        NextSession {
+            keepalive: session
+                .get_keepalive()
+                .map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
+            reuses: session.get_keepalive_reuses_remaining(),
+        }
+    }
+
+    /// As Pingora's `HttpPersistentSettings::apply_to_session`: one reuse
+    /// fewer left, and the bytes a client sent ahead parsed first.
+    fn apply(self, session: &mut ServerSession, ahead: Option<Box<BytesMut>>) {
+        session.set_keepalive(self.keepalive.map(u64::from));
+        session.set_keepalive_reuses_remaining(self.reuses.map(|r| r.saturating_sub(1)));
+        if let Some(ahead) = ahead {
+            session.set_pipelined_prefix(*ahead);
+        }
+    }
+}
 
 /// What a program keeps from one request for the next on the same
 /// HTTP/1 connection (`persist_connection_context`).
@@ -159,9 +194,11 @@ impl<P: ProxyHttp> FerryHttp<P> {
     /// The listeners stopped: after [`SETTLE`], connections waiting for a
     /// request close.
     pub(crate) async fn stopping(&self) {
+        self.closing.store(true, Ordering::Release);
         tokio::time::sleep(SETTLE).await;
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_waiters();
+        self.idle.stop();
     }
 }
 
@@ -178,24 +215,15 @@ fn boxed_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin:
     }
 }
 
-/// The connection back from a finished request's session, and the
-/// settings its next request starts with (in `settings`); `true` when the
-/// client sent that request already (pipelining). A plain function, so
-/// that none of this stays in the connection's state while it waits.
-fn take_back(
-    reusable: ReusableHttpStream,
-    mut next: HttpPersistentSettings,
-    settings: &mut Option<HttpPersistentSettings>,
-) -> Option<(Box<ClockedStream>, bool)> {
-    let (reused, prefix) = reusable.into_parts();
+/// The connection back from a finished request's session, and the bytes
+/// of the next request the client sent already (pipelining), boxed: the
+/// connection's state keeps room for them while it waits. A plain
+/// function, so that none of the rest stays in that state.
+fn take_back(reusable: ReusableHttpStream) -> Option<(Box<ClockedStream>, Option<Box<BytesMut>>)> {
+    let (reused, ahead) = reusable.into_parts();
     // The stream the listener made comes back from Pingora's session.
     let clocked = reused.into_any().downcast::<ClockedStream>().ok()?;
-    let pipelined = prefix.is_some();
-    if let Some(prefix) = prefix {
-        next.set_pipelined_prefix(prefix);
-    }
-    *settings = Some(next);
-    Some((clocked, pipelined))
+    Some((clocked, ahead.map(Box::new)))
 }
 
 /// Whether a plain connection begins with HTTP/2's preface (prior
@@ -245,27 +273,32 @@ impl<P: ProxyHttp> HttpServerApp for Http2<P> {
     async fn process_new_http(
         self: &Arc<Self>,
         session: ServerSession,
-        shutdown: &ShutdownWatch,
+        _shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         // Made in its box, as an HTTP/1 request's is: `Box::pin` would copy
         // the 10 KiB future into it (13K instructions per HTTP/2 request).
-        boxed_in_place(|| self.0.serve_one(session, shutdown, None)).await;
+        boxed_in_place(|| self.0.serve_one(session, None)).await;
         None
     }
 }
 
 impl<P: ProxyHttp> FerryHttp<P> {
-    /// An HTTP/1 connection's requests, one after another. Between two of
-    /// them the connection holds only its stream (nginx's
-    /// `ngx_http_set_keepalive`): no session, no header buffer, no request
-    /// state, while it waits for the next request's first byte with a
-    /// 1-byte peek that leaves the byte for the parser.
+    /// An HTTP/1 connection's requests, one after another, once `first`
+    /// (the handshake, and HTTP/2's streams when the client speaks it)
+    /// hands the connection back. Between two of them the connection holds
+    /// only its stream (nginx's `ngx_http_set_keepalive`): no session, no
+    /// header buffer, no request state, while it waits for the next
+    /// request's first byte with a 1-byte peek that leaves the byte for the
+    /// parser.
     pub(crate) async fn serve_http1(
-        self: &Arc<Self>,
-        mut stream: Box<ClockedStream>,
-        shutdown: &ShutdownWatch,
+        self: Arc<Self>,
+        first: std::pin::Pin<Box<impl std::future::Future<Output = Option<Box<ClockedStream>>>>>,
     ) {
-        let mut settings: Option<HttpPersistentSettings> = None;
+        let Some(mut stream) = first.await else {
+            return;
+        };
+        let mut next: Option<NextSession> = None;
+        let mut ahead: Option<Box<BytesMut>> = None;
         let mut kept: Kept = None;
         loop {
             // Boxed: the request's large future lives while it is served
@@ -275,37 +308,37 @@ impl<P: ProxyHttp> FerryHttp<P> {
             // loop's (idle) state.
             let request = {
                 let mut session = ServerSession::new_http1(stream);
-                match settings.take() {
-                    Some(s) => s.apply_to_session(&mut session),
+                match next.take() {
+                    Some(n) => n.apply(&mut session, ahead.take()),
                     // Pingora's default: 60 s idle between requests; none
                     // once the service is stopping.
-                    None if *shutdown.borrow() => session.set_keepalive(None),
+                    None if self.closing.load(Ordering::Acquire) => session.set_keepalive(None),
                     None => session.set_keepalive(Some(60)),
                 }
-                boxed_in_place(|| self.serve_one(session, shutdown, kept.take()))
+                boxed_in_place(|| self.serve_one(session, kept.take()))
             };
-            let Some((reusable, next, idle, keep)) = request.await else {
+            let Some((reusable, then, keep)) = request.await else {
                 return;
             };
             kept = keep;
-            let Some((mut clocked, pipelined)) = take_back(reusable, next, &mut settings) else {
+            next = Some(then);
+            let Some((back, sent)) = take_back(reusable) else {
                 return;
             };
-            if !pipelined && !self.next_request_arrives(&mut clocked, idle).await {
-                return;
+            (stream, ahead) = (back, sent);
+            if ahead.is_none() {
+                if let Some(wait) = self.next_request_arrives(&mut stream, then.keepalive) {
+                    if !wait.await {
+                        return;
+                    }
+                }
             }
-            stream = clocked;
         }
     }
 
     /// Read one request's header and serve it; the connection back when it
     /// can serve another.
-    async fn serve_one(
-        &self,
-        mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-        kept: Kept,
-    ) -> Option<Reusable> {
+    async fn serve_one(&self, mut session: ServerSession, kept: Kept) -> Option<Reusable> {
         match self.next_request_header(&mut session).await {
             NextRequest::Read => {}
             NextRequest::Done => {
@@ -325,55 +358,23 @@ impl<P: ProxyHttp> FerryHttp<P> {
         }
         // The session is lent, not moved, to the request: each move
         // copied it whole.
-        let (settings, idle, keep) = self.serve_request(&mut session, shutdown, kept).await?;
+        let (next, keep) = self.serve_request(&mut session, kept).await?;
         let reused = session.finish().await.ok().flatten()?;
-        Some((reused, settings, idle, keep))
+        Some((reused, next, keep))
     }
 
-    /// Wait for the next request's first byte without holding anything for
-    /// it. False when the client closed, the keepalive timeout passed, or
-    /// the service is stopping. A stream that cannot be peeked at (TLS)
-    /// goes straight to the next read.
-    async fn next_request_arrives(
-        &self,
-        stream: &mut ClockedStream,
-        idle_secs: Option<u64>,
-    ) -> bool {
-        let Some(socket) = stream.idle() else {
-            return true;
-        };
-        let mut stop = std::pin::pin!(self.stop.notified());
-        if self.stopping.load(Ordering::Acquire) {
-            return false;
-        }
-        // One small future, polled by hand: every idle connection's task is
-        // sized for it. (`TcpStream::peek` carries an intrusive waiter of
-        // some 400 bytes; a `select!` keeps room for each branch.)
-        let mut first = [0u8; 1];
-        let mut timer = idle_secs.filter(|s| *s > 0).map(|s| {
-            let t = std::time::Duration::from_secs(s);
-            pingora_timeout::timeout(t, std::future::pending::<()>())
-        });
-        std::future::poll_fn(|cx| {
-            use std::future::Future;
-            use std::task::Poll;
-            if stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(false);
-            }
-            let mut buf = tokio::io::ReadBuf::new(&mut first);
-            if let Poll::Ready(peeked) = socket.poll_peek(cx, &mut buf) {
-                return Poll::Ready(matches!(peeked, Ok(1..)));
-            }
-            let expired = timer
-                .as_mut()
-                .is_some_and(|t| std::pin::Pin::new(t).poll(cx).is_ready());
-            if expired {
-                Poll::Ready(false)
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+    /// The wait for the next request's first byte, holding nothing for it:
+    /// false when the client closed, the keepalive timeout passed, or the
+    /// service is stopping. `None` for a stream that cannot be peeked at
+    /// (TLS): it goes straight to the next read. (A plain function: an
+    /// async one would keep its arguments in every idle connection's task.)
+    fn next_request_arrives<'a>(
+        &'a self,
+        stream: &'a mut ClockedStream,
+        idle_secs: Option<u32>,
+    ) -> Option<NextByte<'a>> {
+        let timeout = idle_secs.map(|s| std::time::Duration::from_secs(s.into()));
+        Some(self.idle.next_byte(stream.idle()?, timeout))
     }
 }
 
@@ -384,10 +385,9 @@ impl<P: ProxyHttp> FerryHttp<P> {
     async fn serve_request(
         &self,
         session: &mut ServerSession,
-        shutdown: &ShutdownWatch,
         kept: Kept,
-    ) -> Option<(HttpPersistentSettings, Option<u64>, Kept)> {
-        if *shutdown.borrow() {
+    ) -> Option<(NextSession, Kept)> {
+        if self.closing.load(Ordering::Acquire) {
             // The service is stopping: this is the connection's last request.
             session.set_keepalive(None);
         }
@@ -435,7 +435,6 @@ impl<P: ProxyHttp> FerryHttp<P> {
             };
             self.app.persist_connection_context(&s, &ctx)
         };
-        let settings = HttpPersistentSettings::for_session(session);
-        Some((settings, session.get_keepalive(), keep))
+        Some((NextSession::of(session), keep))
     }
 }

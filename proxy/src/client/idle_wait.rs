@@ -1,0 +1,361 @@
+//! Kept-alive client connections waiting for their next request, and the
+//! one clock that ends them: the keepalive timeout, or the service
+//! stopping.
+//!
+//! nginx counterpart: `ngx_http_set_keepalive`, which arms the
+//! connection's `keepalive_timeout` on its read event, and the
+//! `ngx_close_idle_connections` of a graceful stop.
+//!
+//! A waiting connection holds a slot here (its deadline and its task's
+//! waker, 32 bytes) and nothing else: no timer of its own, no waiter in a
+//! notification list. One sweeper task, running while anything waits,
+//! wakes those whose deadline passed every [`TICK`]; a stop wakes them all
+//! at once. (A timer each was a boxed timer future on every idle
+//! connection, and its registration on every request.)
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// How often the sweeper looks for deadlines that passed: a connection
+/// closes at most this much after its keepalive timeout.
+const TICK: Duration = Duration::from_millis(50);
+
+/// No slot held.
+const NONE: u32 = u32::MAX;
+/// No deadline (a keepalive timeout of zero: wait until the stop).
+const NEVER: u32 = u32::MAX;
+
+/// The connections of one service waiting for their next request.
+pub(crate) struct IdleClients {
+    slots: Mutex<Slots>,
+    stopping: AtomicBool,
+    /// The instant deadlines count their ticks from.
+    epoch: Instant,
+}
+
+/// The slots, in chunks that never move: a growing vector would leave its
+/// old buffers behind in the allocator, more than the slots themselves.
+struct Slots {
+    chunks: Vec<Box<[Slot]>>,
+    /// The first free slot; each free slot names the next.
+    free: u32,
+    /// Slots made so far.
+    made: u32,
+    held: usize,
+    sweeping: bool,
+}
+
+/// Slots per chunk (8 KiB).
+const CHUNK: usize = 256;
+
+enum Slot {
+    Free {
+        next: u32,
+    },
+    /// A waiting connection.
+    Held {
+        /// Ticks after the epoch.
+        until: u32,
+        waker: Option<Waker>,
+        /// The deadline passed, or the service stops.
+        ended: bool,
+    },
+}
+
+impl Default for Slots {
+    fn default() -> Slots {
+        Slots {
+            chunks: Vec::new(),
+            free: NONE,
+            made: 0,
+            held: 0,
+            sweeping: false,
+        }
+    }
+}
+
+impl IdleClients {
+    pub(crate) fn new() -> Arc<IdleClients> {
+        Arc::new(IdleClients {
+            slots: Mutex::new(Slots::default()),
+            stopping: AtomicBool::new(false),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Wait for the next request's first byte on `socket` without reading
+    /// it. True when it came; false when the client closed, `timeout` (none:
+    /// no deadline) passed first, or the service stops.
+    pub(crate) fn next_byte<'a>(
+        self: &'a Arc<Self>,
+        socket: &'a TcpStream,
+        timeout: Option<Duration>,
+    ) -> NextByte<'a> {
+        // The first tick at or after the deadline: never early.
+        let tick = TICK.as_millis();
+        let until = match timeout {
+            Some(t) if !t.is_zero() => {
+                let at = self.epoch.elapsed().as_millis() + t.as_millis();
+                u32::try_from(at.div_ceil(tick)).unwrap_or(NEVER)
+            }
+            _ => NEVER,
+        };
+        NextByte {
+            clients: self,
+            socket,
+            until,
+            slot: NONE,
+        }
+    }
+
+    /// The service stops: every waiting connection ends now, and every
+    /// connection that comes to wait ends at once.
+    pub(crate) fn stop(&self) {
+        let wake: Vec<Waker> = {
+            let mut s = self.lock();
+            self.stopping.store(true, Ordering::Release);
+            s.held_mut()
+                .filter_map(|(_, waker, _)| waker.take())
+                .collect()
+        };
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whole ticks since the epoch.
+    fn ticks(&self) -> u32 {
+        let ticks = self.epoch.elapsed().as_millis() / TICK.as_millis();
+        u32::try_from(ticks).unwrap_or(NEVER - 1)
+    }
+
+    /// Wake the connections whose deadline passed; false when none waits
+    /// any more (the sweeper ends).
+    fn sweep(&self) -> bool {
+        let now = self.ticks();
+        let wake: Vec<Waker> = {
+            let mut s = self.lock();
+            if s.held == 0 {
+                *s = Slots::default();
+                return false;
+            }
+            let passed = s
+                .held_mut()
+                .filter(|(until, _, ended)| !**ended && *until <= now);
+            passed
+                .filter_map(|(_, waker, ended)| {
+                    *ended = true;
+                    waker.take()
+                })
+                .collect()
+        };
+        wake.into_iter().for_each(Waker::wake);
+        true
+    }
+}
+
+impl Slots {
+    fn slot(&mut self, i: u32) -> &mut Slot {
+        &mut self.chunks[i as usize / CHUNK][i as usize % CHUNK]
+    }
+
+    /// The held slots: deadline, waker, ended.
+    fn held_mut(&mut self) -> impl Iterator<Item = (u32, &mut Option<Waker>, &mut bool)> {
+        let all = self.chunks.iter_mut().flat_map(|c| c.iter_mut());
+        all.filter_map(|x| match x {
+            Slot::Held {
+                until,
+                waker,
+                ended,
+            } => Some((*until, waker, ended)),
+            Slot::Free { .. } => None,
+        })
+    }
+
+    fn hold(&mut self, until: u32, waker: Waker) -> u32 {
+        let i = match self.free {
+            NONE => {
+                if self.made as usize % CHUNK == 0 {
+                    let chunk = (0..CHUNK).map(|_| Slot::Free { next: NONE }).collect();
+                    self.chunks.push(chunk);
+                }
+                self.made += 1;
+                self.made - 1
+            }
+            i => {
+                if let Slot::Free { next } = *self.slot(i) {
+                    self.free = next;
+                }
+                i
+            }
+        };
+        *self.slot(i) = Slot::Held {
+            until,
+            waker: Some(waker),
+            ended: false,
+        };
+        self.held += 1;
+        i
+    }
+
+    fn release(&mut self, i: u32) {
+        let next = self.free;
+        *self.slot(i) = Slot::Free { next };
+        self.free = i;
+        self.held -= 1;
+    }
+}
+
+/// The sweeper: runs while connections wait.
+async fn sweep(clients: Arc<IdleClients>) {
+    loop {
+        tokio::time::sleep(TICK).await;
+        if !clients.sweep() {
+            return;
+        }
+    }
+}
+
+/// [`IdleClients::next_byte`]'s future: a peek, and a slot while it waits.
+pub(crate) struct NextByte<'a> {
+    clients: &'a Arc<IdleClients>,
+    socket: &'a TcpStream,
+    until: u32,
+    slot: u32,
+}
+
+impl Future for NextByte<'_> {
+    type Output = bool;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.clients.stopping.load(Ordering::Acquire) {
+            return Poll::Ready(false);
+        }
+        let mut first = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut first);
+        if let Poll::Ready(peeked) = self.socket.poll_peek(cx, &mut buf) {
+            return Poll::Ready(matches!(peeked, Ok(1..)));
+        }
+        let clients = self.clients;
+        let mut s = clients.lock();
+        // Under the lock: a stop either finds this slot or is seen here.
+        if clients.stopping.load(Ordering::Acquire) {
+            return Poll::Ready(false);
+        }
+        if self.slot == NONE {
+            self.slot = s.hold(self.until, cx.waker().clone());
+            if !s.sweeping && self.until != NEVER {
+                s.sweeping = true;
+                drop(s);
+                pingora_runtime::current_handle().spawn(sweep(clients.clone()));
+            }
+            return Poll::Pending;
+        }
+        match s.slot(self.slot) {
+            Slot::Held { ended: true, .. } | Slot::Free { .. } => Poll::Ready(false),
+            Slot::Held { waker: Some(w), .. } if w.will_wake(cx.waker()) => Poll::Pending,
+            Slot::Held { waker, .. } => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for NextByte<'_> {
+    fn drop(&mut self) {
+        if self.slot != NONE {
+            self.clients.lock().release(self.slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// Poll once: still waiting?
+    async fn pending(f: Pin<&mut NextByte<'_>>) -> bool {
+        let mut f = f;
+        std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx).is_pending())).await
+    }
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_byte_ends_the_wait_and_frees_the_slot() {
+        let clients = IdleClients::new();
+        let (mut client, server) = pair().await;
+        let mut wait = Box::pin(clients.next_byte(&server, Some(Duration::from_secs(60))));
+        assert!(pending(wait.as_mut()).await);
+        assert_eq!(clients.lock().held, 1);
+        client.write_all(b"G").await.unwrap();
+        assert!(wait.as_mut().await);
+        drop(wait);
+        assert_eq!(clients.lock().held, 0);
+    }
+
+    #[tokio::test]
+    async fn a_close_or_a_timeout_ends_it_false() {
+        let clients = IdleClients::new();
+        let (client, server) = pair().await;
+        drop(client);
+        assert!(!clients.next_byte(&server, None).await);
+        let (_client, server) = pair().await;
+        let waited = Instant::now();
+        let timeout = Duration::from_millis(120);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(10),
+            clients.next_byte(&server, Some(timeout)),
+        );
+        assert!(!ended.await.unwrap());
+        assert!(waited.elapsed() >= timeout);
+    }
+
+    #[test]
+    fn slots_are_reused_and_their_chunks_go_when_none_waits() {
+        let clients = IdleClients::new();
+        let mut s = clients.lock();
+        let first: Vec<u32> = (0..300)
+            .map(|_| s.hold(NEVER, Waker::noop().clone()))
+            .collect();
+        assert_eq!((s.made, s.chunks.len(), s.held), (300, 2, 300));
+        first.iter().rev().for_each(|&i| s.release(i));
+        let again: Vec<u32> = (0..300)
+            .map(|_| s.hold(NEVER, Waker::noop().clone()))
+            .collect();
+        assert_eq!(again, first, "freed slots are taken again, none made");
+        assert_eq!(s.made, 300);
+        again.iter().for_each(|&i| s.release(i));
+        drop(s);
+        assert!(!clients.sweep(), "nothing waits: the sweeper ends");
+        assert!(clients.lock().chunks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_every_wait_and_those_after_it() {
+        let clients = IdleClients::new();
+        let (_c1, s1) = pair().await;
+        let (_c2, s2) = pair().await;
+        let one = clients.next_byte(&s1, None);
+        let mut one = std::pin::pin!(one);
+        assert!(pending(one.as_mut()).await);
+        clients.stop();
+        assert!(!one.await);
+        assert!(!clients.next_byte(&s2, Some(Duration::from_secs(60))).await);
+    }
+}
