@@ -12,29 +12,37 @@ pub(crate) const URI_TOO_LONG: u16 = 414;
 /// 431: a header line, or the whole header, is too large.
 pub(crate) const HEADER_TOO_LARGE: u16 = 431;
 
-/// One request header's count so far.
+/// One request header's count so far. (Counted in `u32`: every kept-alive
+/// connection holds one.)
 #[derive(Debug)]
 pub(crate) struct HeaderBound {
     /// The longest a line may be (`large_client_header_buffers.size`).
-    line_limit: usize,
+    line_limit: u32,
     /// The most the header may take in all.
-    total_limit: usize,
-    line: usize,
-    lines: usize,
-    total: usize,
+    total_limit: u32,
+    line: u32,
+    lines: u32,
+    total: u32,
     /// The empty line that ends the header was seen: the rest is body.
     ended: bool,
     /// Spaces in the request line, and whether two came together.
-    spaces: usize,
+    spaces: u32,
     double_space: bool,
     last: u8,
+}
+
+/// A limit as counted: one below `u32::MAX` at most. Every count stops
+/// at one past its limit (`feed` refuses then), so none overflows: the
+/// line's at the line limit's, the lines' and spaces' at the total's.
+fn limit(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX).min(u32::MAX - 1)
 }
 
 impl HeaderBound {
     pub(crate) fn new(line_limit: usize, total_limit: usize) -> HeaderBound {
         HeaderBound {
-            line_limit,
-            total_limit,
+            line_limit: limit(line_limit),
+            total_limit: limit(total_limit),
             line: 0,
             lines: 0,
             total: 0,
@@ -47,7 +55,16 @@ impl HeaderBound {
 
     /// A new request header begins.
     pub(crate) fn reset(&mut self) {
-        *self = HeaderBound::new(self.line_limit, self.total_limit);
+        *self = HeaderBound {
+            line: 0,
+            lines: 0,
+            total: 0,
+            ended: false,
+            spaces: 0,
+            double_space: false,
+            last: 0,
+            ..*self
+        };
     }
 
     /// Count `bytes` read off the connection; `Err(status)` once the header

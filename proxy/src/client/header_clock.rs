@@ -62,8 +62,9 @@ pub struct ClockedStream {
     header_bytes: usize,
     /// Pingora's refusal on this connection was already counted.
     refusal_seen: bool,
-    /// The client a trusted PROXY protocol header announced.
-    announced: Option<SocketAddr>,
+    /// The client a trusted PROXY protocol header announced (boxed: most
+    /// connections have none, and every kept-alive one holds this).
+    announced: Option<Box<SocketAddr>>,
     /// Each write is flushed at once: an unbuffered response's pieces
     /// leave as they come, none waiting below (in TLS or the client
     /// stream's buffer) for more.
@@ -127,7 +128,7 @@ impl ClockedStream {
             timer: None,
             header_bytes: 0,
             refusal_seen: h2,
-            announced,
+            announced: announced.map(Box::new),
             flush_each: AtomicBool::new(false),
             bound: HeaderBound::new(limits.line, limits.total),
             too_large: None,
@@ -219,7 +220,7 @@ pub(crate) fn request_line_spaced(s: &ServerSession) -> Option<bool> {
 
 /// The client a trusted PROXY protocol header announced on this connection.
 pub(crate) fn announced_client(s: &ServerSession) -> Option<SocketAddr> {
-    clock_of(s).and_then(|c| c.announced)
+    clock_of(s).and_then(|c| c.announced.as_deref().copied())
 }
 
 /// The request header has arrived: stop the clock.
