@@ -254,11 +254,14 @@ fn connection<P: ProxyHttp>(
     // neither their room nor the accepted socket's. The task's future is
     // the HTTP/1 loop itself, with only what it owns: every byte of it is
     // on every idle connection.
+    // The handshake in a box of its own: its state (a TLS handshake's) is
+    // gone once it is done, not kept for an HTTP/2 connection's life.
     let h2c = accepted.endpoint.listen.h2c;
+    let begin = Box::pin(accepted.handshake());
     let first = {
         let http = http.clone();
         Box::pin(async move {
-            let stream = accepted.handshake().await?;
+            let stream = begin.await?;
             http.serve_http2(stream, h2c, &shutdown).await
         })
     };
