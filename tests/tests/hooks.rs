@@ -14,6 +14,7 @@ use ferry_tests::yaml::group;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn echo_body() -> ferry_tests::backend::Handler {
     Arc::new(|_, seen: &Seen| Reply::ok(seen.body.clone()))
@@ -592,6 +593,44 @@ async fn a_connection_context_passes_from_one_request_to_the_next() {
         "1",
         "a new connection"
     );
+}
+
+/// A keepalive timeout a program sets on Pingora's session ends the
+/// connection's wait for its next request: closed once it passed, not
+/// before, and a request that comes in time is served on the same
+/// connection (nginx's `keepalive_timeout`).
+#[tokio::test]
+async fn a_keepalive_timeout_a_program_sets_closes_the_idle_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Backend::named("app").await;
+    let ferry = Ferry::start_hooked(&routes(&group("app", &[(b.addr, "")]), "")).await;
+    let mut conn = tokio::net::TcpStream::connect(ferry.addr).await.unwrap();
+    let mut answered = Instant::now();
+    for _ in 0..2 {
+        conn.write_all(b"GET /k HTTP/1.1\r\nHost: t\r\nX-Keepalive: 1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).ends_with("app") {
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(ferry_tests::WAIT, conn.read(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(n > 0, "closed before the answer");
+            got.extend_from_slice(&buf[..n]);
+        }
+        answered = Instant::now();
+    }
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(ferry_tests::WAIT, conn.read(&mut buf))
+        .await
+        .expect("the idle connection closed in time")
+        .unwrap_or(0);
+    let waited = answered.elapsed();
+    assert_eq!(n, 0, "only the close comes");
+    assert!(waited >= Duration::from_secs(1), "closed early: {waited:?}");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 2);
 }
 
 /// The cache hooks the YAML cannot express: `request_cache_filter` keeps a

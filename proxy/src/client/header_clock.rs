@@ -279,7 +279,9 @@ impl AsyncRead for ClockedStream {
                     me.header_bytes = u32::try_from(n).unwrap_or(u32::MAX);
                     me.bound.reset();
                 } else if n > 0 && state == HEADER {
-                    me.header_bytes = me.header_bytes.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+                    me.header_bytes = me
+                        .header_bytes
+                        .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
                     if Instant::now() >= me.deadline {
                         return Poll::Ready(Err(me.timed_out()));
                     }

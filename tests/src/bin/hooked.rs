@@ -35,6 +35,8 @@
 //!   never stored.
 //! - `persist_connection_context` / `on_connection_reuse` count a
 //!   connection's requests: `response_filter` sends `X-Conn-Requests`.
+//!   `X-Keepalive: SECS` sets the connection's keepalive timeout through
+//!   Pingora's session (`request_filter`).
 //! - a background task of its own (`Program::background`) and a metric
 //!   of its own (`hooked_logged_total`, counted in `logging`).
 //! - every hook appends its name to the context; `upstream_request_filter`
@@ -152,6 +154,9 @@ impl ProxyHttp for Hooked {
         ctx.push("request_filter");
         ctx.upper = header(s, "x-upper").is_some();
         ctx.double = header(s, "x-double").is_some();
+        if let Some(secs) = header(s, "x-keepalive").and_then(|v| v.parse().ok()) {
+            s.pingora().set_keepalive(Some(secs));
+        }
         let req = s.req_header();
         let key = req.headers.get("x-api-key").map(|v| v.as_bytes());
         if req.uri.path().starts_with("/api/") && key != Some(b"secret") {
