@@ -7,7 +7,7 @@
 //! `ngx_close_idle_connections` of a graceful stop.
 //!
 //! A waiting connection holds a slot here (its deadline and its task's
-//! waker, 32 bytes) and nothing else: no timer of its own, no waiter in a
+//! waker, 24 bytes) and nothing else: no timer of its own, no waiter in a
 //! notification list. One sweeper task, running while anything waits,
 //! wakes those whose deadline passed every [`TICK`]; a stop wakes them all
 //! at once. (A timer each was a boxed timer future on every idle
@@ -21,8 +21,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// How often the sweeper looks for deadlines that passed: a connection
-/// closes at most this much after its keepalive timeout.
+/// How often the sweeper looks for deadlines that passed, and the unit
+/// deadlines are kept in (rounded up): a connection closes no earlier than
+/// its keepalive timeout, and at most two ticks later.
 const TICK: Duration = Duration::from_millis(50);
 
 /// No slot held.
