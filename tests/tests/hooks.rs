@@ -548,13 +548,30 @@ async fn body_hooks_always_get_their_end() {
     }
 }
 
+/// Read one answer whose body is the `app` backend's name off a
+/// keepalive connection; the whole answer as text.
+async fn answer_app(conn: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).ends_with("app") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(ferry_tests::WAIT, conn.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before the answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// `persist_connection_context` keeps what a program wants from one
 /// request for the next on the same keepalive connection, and
 /// `on_connection_reuse` gets it: the hooked program counts a
 /// connection's requests (1, 2, 3), and a new connection starts at 1.
 #[tokio::test]
 async fn a_connection_context_passes_from_one_request_to_the_next() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let b = Backend::named("app").await;
     let ferry = Ferry::start_hooked(&routes(&group("app", &[(b.addr, "")]), "")).await;
     let counts = |head: &str| -> String {
@@ -571,17 +588,7 @@ async fn a_connection_context_passes_from_one_request_to_the_next() {
         conn.write_all(b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n")
             .await
             .unwrap();
-        let mut got = Vec::new();
-        while !String::from_utf8_lossy(&got).ends_with("app") {
-            let mut buf = [0u8; 1024];
-            let n = tokio::time::timeout(ferry_tests::WAIT, conn.read(&mut buf))
-                .await
-                .expect("an answer")
-                .unwrap();
-            assert!(n > 0, "closed");
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(counts(&String::from_utf8_lossy(&got)), want);
+        assert_eq!(counts(&answer_app(&mut conn).await), want);
     }
     let (bytes, _) = exchange(
         ferry.addr,
@@ -610,16 +617,7 @@ async fn a_keepalive_timeout_a_program_sets_closes_the_idle_connection() {
         conn.write_all(b"GET /k HTTP/1.1\r\nHost: t\r\nX-Keepalive: 1\r\n\r\n")
             .await
             .unwrap();
-        let mut got = Vec::new();
-        while !String::from_utf8_lossy(&got).ends_with("app") {
-            let mut buf = [0u8; 1024];
-            let n = tokio::time::timeout(ferry_tests::WAIT, conn.read(&mut buf))
-                .await
-                .expect("an answer")
-                .unwrap();
-            assert!(n > 0, "closed before the answer");
-            got.extend_from_slice(&buf[..n]);
-        }
+        answer_app(&mut conn).await;
         answered = Instant::now();
     }
     let mut buf = [0u8; 16];

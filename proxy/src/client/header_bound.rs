@@ -40,9 +40,14 @@ fn limit(n: usize) -> u32 {
 
 impl HeaderBound {
     pub(crate) fn new(line_limit: usize, total_limit: usize) -> HeaderBound {
+        HeaderBound::counting(limit(line_limit), limit(total_limit))
+    }
+
+    /// Nothing counted yet, under these limits.
+    fn counting(line_limit: u32, total_limit: u32) -> HeaderBound {
         HeaderBound {
-            line_limit: limit(line_limit),
-            total_limit: limit(total_limit),
+            line_limit,
+            total_limit,
             line: 0,
             lines: 0,
             total: 0,
@@ -55,16 +60,7 @@ impl HeaderBound {
 
     /// A new request header begins.
     pub(crate) fn reset(&mut self) {
-        *self = HeaderBound {
-            line: 0,
-            lines: 0,
-            total: 0,
-            ended: false,
-            spaces: 0,
-            double_space: false,
-            last: 0,
-            ..*self
-        };
+        *self = HeaderBound::counting(self.line_limit, self.total_limit);
     }
 
     /// Count `bytes` read off the connection; `Err(status)` once the header
