@@ -248,14 +248,13 @@ fn connection<P: ProxyHttp>(
     accepted: Accepted,
     shutdown: ShutdownWatch,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    // The handshake (the PROXY header, TLS) and the look for HTTP/2, boxed
-    // and made before the task's own future: they are gone before the
-    // HTTP/1 requests begin, and a waiting connection's task carries
-    // neither their room nor the accepted socket's. The task's future is
-    // the HTTP/1 loop itself, with only what it owns: every byte of it is
-    // on every idle connection.
-    // The handshake in a box of its own: its state (a TLS handshake's) is
-    // gone once it is done, not kept for an HTTP/2 connection's life.
+    // The task's future is the HTTP/1 loop itself, with only what it owns:
+    // every byte of it is on every idle connection. The handshake (the
+    // PROXY header, TLS) and the look for HTTP/2 run before it, boxed, so
+    // a waiting connection's task carries neither their room nor the
+    // accepted socket's; the handshake in a box of its own, so that an
+    // HTTP/2 connection, served inside the second box for its whole life,
+    // does not keep a TLS handshake's state too.
     let h2c = accepted.endpoint.listen.h2c;
     let begin = Box::pin(accepted.handshake());
     let first = {
