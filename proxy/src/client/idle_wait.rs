@@ -127,6 +127,11 @@ impl IdleClients {
         wake.into_iter().for_each(Waker::wake);
     }
 
+    /// Whether the service stopped ([`IdleClients::stop`]).
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -236,7 +241,7 @@ impl Future for NextByte<'_> {
     type Output = bool;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
-        if self.clients.stopping.load(Ordering::Acquire) {
+        if self.clients.stopped() {
             return Poll::Ready(false);
         }
         let mut first = [0u8; 1];
@@ -247,7 +252,7 @@ impl Future for NextByte<'_> {
         let clients = self.clients;
         let mut s = clients.lock();
         // Under the lock: a stop either finds this slot or is seen here.
-        if clients.stopping.load(Ordering::Acquire) {
+        if clients.stopped() {
             return Poll::Ready(false);
         }
         if self.slot == NONE {

@@ -49,9 +49,10 @@ pub struct FerryHttp<P: ProxyHttp> {
     pub live: Arc<crate::live::Live>,
     /// The listeners stopped: each connection's request now is its last.
     closing: AtomicBool,
-    stopping: AtomicBool,
+    /// Wakes the header reads when the service stops (after [`SETTLE`]).
     stop: Notify,
-    /// The connections waiting for their next request.
+    /// The connections waiting for their next request; it says whether
+    /// the service stopped.
     idle: Arc<IdleClients>,
 }
 
@@ -61,7 +62,6 @@ impl<P: ProxyHttp> FerryHttp<P> {
             app,
             live,
             closing: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
             stop: Notify::new(),
             idle: IdleClients::new(),
         }
@@ -70,7 +70,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
     /// Resolves once the service is stopping (after [`SETTLE`]).
     async fn stopped(&self) {
         let notified = self.stop.notified();
-        if self.stopping.load(Ordering::Acquire) {
+        if self.idle.stopped() {
             return;
         }
         notified.await
@@ -196,9 +196,10 @@ impl<P: ProxyHttp> FerryHttp<P> {
     pub(crate) async fn stopping(&self) {
         self.closing.store(true, Ordering::Release);
         tokio::time::sleep(SETTLE).await;
-        self.stopping.store(true, Ordering::Release);
-        self.stop.notify_waiters();
+        // The flag first, then the wake: a header read that looked at the
+        // flag too early is woken.
         self.idle.stop();
+        self.stop.notify_waiters();
     }
 }
 
