@@ -1,34 +1,40 @@
 //! A group's HTTP/1 connections: new ones from Pingora's connector (TCP,
-//! TLS), idle ones in Pingora's pool (`pingora_pool::ConnectionPool`),
-//! watched without a task each.
+//! TLS), idle ones in a queue of Ferry's own, watched without a task each.
 //!
 //! nginx counterpart: the keepalive module's cache (`ngx_http_upstream_keepalive_module`):
 //! a connection goes in when its response ended cleanly, comes out for
-//! the next request to the same server, and is closed when its
+//! the next request to the same server (the most recently idle first), the
+//! oldest makes room when the cache is full, and one is closed when its
 //! `keepalive_timeout` passes or the server closes it.
 //!
 //! Pingora's own `TransportConnector::release_stream` spawns a task per
 //! released connection to watch it, and taking it back waits for that task
-//! to let go: a spawn, two wake-ups and a task switch on every request
-//! (about 5K of a small request's instructions). Here a connection is
-//! checked when it goes in and when it comes out (a closed one, or one
-//! with bytes nobody asked for, is dropped then, as Pingora drops it), and
-//! one sweeper per group, woken a few times per timeout while anything is
-//! idle, closes those whose timeout passed and those the server closed.
+//! to let go; its `ConnectionPool` keeps a node per server in a concurrent
+//! map beside an LRU. Here the idle connections are one short queue, as
+//! nginx's cache is, looked up by the server's key. A connection is
+//! checked when it comes out (a closed one, or one with bytes nobody asked
+//! for, is dropped then, as Pingora drops it), and one sweeper per group,
+//! woken a few times per timeout while anything is idle, closes those whose
+//! timeout passed and those the server closed.
 
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::Peer;
 use pingora_error::Result;
-use pingora_pool::{ConnectionMeta, ConnectionPool};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
-/// An idle connection and the instant its `keepalive_timeout` ends.
-type Idle = (Stream, Instant);
+/// An idle connection: to which server (Pingora's reuse key), and the
+/// instant its `keepalive_timeout` ends.
+struct Idle {
+    key: u64,
+    stream: Stream,
+    until: Instant,
+}
 
 /// The longest a sweeper sleeps while connections are idle: a connection
 /// the server closed is closed here at most this much later.
@@ -39,13 +45,10 @@ const SWEEP_MIN: Duration = Duration::from_millis(50);
 /// One group's connections (or the run-time servers' pool).
 pub struct Pool {
     connector: TransportConnector,
-    idle: ConnectionPool<Idle>,
-    /// The servers (Pingora's reuse keys) with connections put in since
-    /// the last sweep.
-    keys: Mutex<Vec<u64>>,
-    /// Each put's own id in Pingora's pool (a socket's descriptor can be
-    /// put, taken and put again while its old entry is still listed).
-    next_id: AtomicI32,
+    /// The idle connections, the least recently used first.
+    idle: Mutex<VecDeque<Idle>>,
+    /// The most kept idle (the group's `keepalive`).
+    size: usize,
     /// The shortest `keepalive_timeout` put with, in milliseconds.
     shortest: AtomicU64,
     sweeper: AtomicBool,
@@ -57,12 +60,11 @@ impl Pool {
     /// `options.keepalive_pool_size` idle connections at most; the least
     /// recently used goes to make room.
     pub fn new(options: ConnectorOptions) -> Pool {
-        let size = options.keepalive_pool_size;
+        let size = options.keepalive_pool_size.max(1);
         Pool {
             connector: TransportConnector::new(Some(options)),
-            idle: ConnectionPool::new(size),
-            keys: Mutex::new(Vec::new()),
-            next_id: AtomicI32::new(0),
+            idle: Mutex::new(VecDeque::new()),
+            size,
             shortest: AtomicU64::new(u64::MAX),
             sweeper: AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
@@ -74,26 +76,45 @@ impl Pool {
         self.connector.new_stream(peer).await
     }
 
+    fn idle(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// An idle connection to `peer`, if one is still good: its timeout has
     /// not passed, it is connected to that peer, and the server has neither
-    /// closed it nor sent anything.
+    /// closed it nor sent anything. Those that are not are closed.
     pub fn take<P: Peer>(&self, peer: &P) -> Option<Stream> {
         let key = peer.reuse_hash();
         let now = Instant::now();
-        while let Some((mut stream, until)) = self.idle.get(&key) {
-            if until > now && peer.matches_fd(stream.id()) && still_good(&mut stream) {
-                return Some(stream);
+        loop {
+            let mut found = {
+                let mut idle = self.idle();
+                let at = idle.iter().rposition(|i| i.key == key)?;
+                idle.remove(at)?
+            };
+            if found.until > now
+                && peer.matches_fd(found.stream.id())
+                && still_good(&mut found.stream)
+            {
+                return Some(found.stream);
             }
         }
-        None
     }
 
     /// Put `stream` (to the server `key`) in, idle for at most `timeout`.
-    pub fn put(self: &Arc<Self>, mut stream: Stream, key: u64, timeout: Duration) {
-        if !still_good(&mut stream) {
-            return;
-        }
-        self.insert(key, stream, Instant::now() + timeout);
+    /// A full pool closes its least recently used connection to make room.
+    pub fn put(self: &Arc<Self>, stream: Stream, key: u64, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        let evicted = {
+            let mut idle = self.idle();
+            let evicted = match idle.len() >= self.size {
+                true => idle.pop_front(),
+                false => None,
+            };
+            idle.push_back(Idle { key, stream, until });
+            evicted
+        };
+        drop(evicted);
         self.shortest
             .fetch_min(timeout.as_millis() as u64, Ordering::Relaxed);
         if !self.sweeper.swap(true, Ordering::AcqRel) {
@@ -103,35 +124,24 @@ impl Pool {
         self.wake.notify_one();
     }
 
-    fn insert(&self, key: u64, stream: Stream, until: Instant) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let meta = ConnectionMeta::new(key, id);
-        // Neither of Pingora's watch handles is needed: nothing waits on
-        // the connection while it is idle.
-        drop(self.idle.put(&meta, (stream, until)));
-        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
-    }
-
-    /// Close what timed out or was closed by its server; put the rest
-    /// back. How many stay idle.
+    /// Close what timed out or was closed by its server. How many stay
+    /// idle.
     fn sweep_once(&self) -> usize {
-        let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(PoisonError::into_inner));
         let now = Instant::now();
-        let mut good = Vec::new();
-        for key in keys {
-            while let Some((mut stream, until)) = self.idle.get(&key) {
-                if until > now && still_good(&mut stream) {
-                    good.push((key, stream, until));
+        let mut gone = Vec::new();
+        let left = {
+            let mut idle = self.idle();
+            let mut kept = VecDeque::with_capacity(idle.len());
+            for mut i in idle.drain(..) {
+                match i.until > now && still_good(&mut i.stream) {
+                    true => kept.push_back(i),
+                    false => gone.push(i),
                 }
             }
-        }
-        let left = good.len();
-        for (key, stream, until) in good {
-            self.insert(key, stream, until);
-        }
+            *idle = kept;
+            idle.len()
+        };
+        drop(gone);
         left
     }
 
@@ -243,6 +253,27 @@ mod tests {
         let again = pool.take(&peer).expect("the idle connection");
         assert_eq!(again.id(), id, "the same socket");
         assert!(pool.take(&peer).is_none(), "only one was idle");
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_closes_its_oldest_and_the_newest_comes_out_first() {
+        let (pool, peer, l) = setup().await;
+        let idle = Duration::from_secs(60);
+        let mut oldest = pooled(&pool, &peer, &l, idle).await;
+        let (mut ids, mut servers) = (Vec::new(), Vec::new());
+        for _ in 0..4 {
+            let conn = pool.connect(&peer).await.expect("connect");
+            ids.push(conn.id());
+            servers.push(accept(&l).await);
+            pool.put(conn, peer.reuse_hash(), idle);
+        }
+        // Four fit (the pool's size): the fifth put closed the first.
+        closed_by_ferry(&mut oldest).await;
+        for id in ids.iter().rev() {
+            let c = pool.take(&peer).expect("an idle connection");
+            assert_eq!(c.id(), *id, "the most recently idle first");
+        }
+        assert!(pool.take(&peer).is_none());
     }
 
     #[tokio::test]
