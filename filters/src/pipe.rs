@@ -78,13 +78,12 @@ pub trait DownstreamBody: Send {
 /// the upstream.
 pub const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Wait one `CLIENT_CHECK`. On Pingora's timer wheel rather than tokio's:
+/// Wait one `CLIENT_CHECK`. On Ferry's coarse timer rather than tokio's:
 /// arming a tokio timer from a worker wakes the runtime's driver through its
-/// eventfd (a `write` per response on the 1 KB benchmark path); the wheel
-/// takes a thread-local read lock, and this check is almost always dropped
-/// before it fires.
+/// eventfd (a `write` per response on the 1 KB benchmark path); this check
+/// is almost always dropped before it fires, and arming it is a slot.
 pub fn client_check() -> impl std::future::Future<Output = ()> {
-    pingora_timeout::sleep(CLIENT_CHECK)
+    ferry_timer::sleep(CLIENT_CHECK)
 }
 
 /// Read the next piece from the upstream, looking in on the client while

@@ -260,7 +260,7 @@ async fn wait_for_filler<P: ProxyHttp>(
         .lock_timeout
         .get()
         .saturating_sub(waited_since.elapsed());
-    if pingora_timeout::timeout(left, reader.wait()).await.is_err() {
+    if ferry_timer::timeout(left, reader.wait()).await.is_err() {
         // nginx: past lock_timeout the request goes to the upstream, and
         // its response is not stored.
         fetch.store = false;

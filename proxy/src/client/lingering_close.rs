@@ -28,7 +28,7 @@ pub(crate) async fn lingering_close(session: ServerSession) {
     let until = Instant::now() + LINGERING_TIME;
     let mut scratch = vec![0u8; 4096];
     while Instant::now() < until {
-        match pingora_timeout::timeout(LINGERING_TIMEOUT, stream.read(&mut scratch)).await {
+        match ferry_timer::timeout(LINGERING_TIMEOUT, stream.read(&mut scratch)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return,
         }

@@ -425,7 +425,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
             let limit = request.route.map_or(CLOSE_LIMIT, |i| {
                 rt.routes[i].proxy().client_send_timeout.get()
             });
-            let _ = pingora_timeout::timeout(limit, session.shutdown()).await;
+            let _ = ferry_timer::timeout(limit, session.shutdown()).await;
             return None;
         }
         let keep = {

@@ -21,9 +21,7 @@ use pingora_core::protocols::{Digest, Stream, UniqueIDType};
 use pingora_error::{Error, ErrorType, OrErr, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::future::Future;
-use std::pin::pin;
 use std::sync::OnceLock;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -430,13 +428,8 @@ impl H1 {
 /// `work`, bounded by `limit` once it has to wait (`None`: the limit
 /// passed). Work done at once arms no timer.
 async fn within<F: Future>(limit: Option<Duration>, work: F) -> Option<F::Output> {
-    let mut work = pin!(work);
-    let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-    if let Poll::Ready(out) = first {
-        return Some(out);
-    }
     match limit {
-        Some(t) => pingora_timeout::timeout(t, work).await.ok(),
+        Some(t) => ferry_timer::timeout(t, work).await.ok(),
         None => Some(work.await),
     }
 }
