@@ -512,11 +512,7 @@ impl ResponsePlan {
     /// `client_h1`: the client speaks HTTP/1, whose writer (Pingora's) sets
     /// `Date` and `Connection` itself, replacing the upstream's in place, so
     /// they are left for it rather than removed here.
-    pub fn build(
-        &self,
-        mut resp: ResponseHeader,
-        client_h1: bool,
-    ) -> pingora_error::Result<ResponseHeader> {
+    pub fn build(&self, resp: &mut ResponseHeader, client_h1: bool) -> pingora_error::Result<()> {
         resp.set_version(Version::HTTP_11);
         // One pass over the few headers the response has, then removals
         // of those present, instead of a lookup per name on the lists.
@@ -537,7 +533,7 @@ impl ResponsePlan {
         if !self.pass_server {
             resp.insert_header(header::SERVER, HeaderValue::from_static("ferry"))?;
         }
-        Ok(resp)
+        Ok(())
     }
 
     /// Whether a header name is hidden from the client.
@@ -789,7 +785,8 @@ mod tests {
         conf.pass_headers = vec!["X-Pad".into()];
         let plan = ResponsePlan::new(&conf);
         // To an HTTP/2 client: everything hidden or hop-by-hop is removed.
-        let r = plan.build(up.clone(), false).unwrap();
+        let mut r = up.clone();
+        plan.build(&mut r, false).unwrap();
         assert_eq!(r.headers["server"], "ferry");
         assert_eq!(r.headers.get_all("server").iter().count(), 1);
         assert_eq!(r.headers["content-length"], "3");
@@ -800,7 +797,8 @@ mod tests {
         }
         // To an HTTP/1 client, Date and Connection are left for Pingora's
         // writer, which replaces both; the rest is the same.
-        let r1 = plan.build(up, true).unwrap();
+        let mut r1 = up;
+        plan.build(&mut r1, true).unwrap();
         assert_eq!(r1.headers.len(), r.headers.len() + 2);
         assert!(r1.headers.contains_key("date") && r1.headers.contains_key("connection"));
         for (name, value) in r.headers.iter() {

@@ -58,7 +58,7 @@ pub(crate) async fn answer<P: ProxyHttp>(
             .body_read(range.start, (range.end - range.start) as usize)
             .is_none()
         && straight(s);
-    s.downstream.write_response_header(Box::new(resp)).await?;
+    s.downstream.write_response_header(resp).await?;
     if head_only || range.is_empty() {
         let last = compress::finish_empty(encoder);
         return written(s.downstream.write_response_body(last, true).await);
@@ -75,16 +75,20 @@ pub(crate) async fn answer<P: ProxyHttp>(
 /// the entry keeps for this route and kind of client when there is one,
 /// else made (and kept, unless it depends on this request's host, as a
 /// rewritten `Location` or `Refresh` does).
-fn served(s: &Session<'_>, route: &RouteRt, entry: &Entry) -> Result<pingora_http::ResponseHeader> {
+fn served(
+    s: &Session<'_>,
+    route: &RouteRt,
+    entry: &Entry,
+) -> Result<Box<pingora_http::ResponseHeader>> {
     let version = s.downstream.req_header().version;
     let key = route.id << 4 | version_code(version);
     if let Some(kept) = entry.served.get(key) {
-        return Ok(kept);
+        return Ok(Box::new(kept));
     }
     // Stored with the body's Content-Length, without Transfer-Encoding.
-    let stored = entry.head.header.clone();
+    let mut made = Box::new(entry.head.header.clone());
     let (host, scheme) = (s.request.host.as_str(), s.request.scheme);
-    let made = response_header::build(route, stored, version, host, scheme)?;
+    response_header::build(route, &mut made, version, host, scheme)?;
     let h = &entry.head.header.headers;
     if route.redirect.is_off() || !(h.contains_key(header::LOCATION) || h.contains_key("refresh")) {
         entry.served.keep(key, &made);

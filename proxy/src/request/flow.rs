@@ -369,7 +369,7 @@ async fn send_response<P: ProxyHttp>(
     route: &RouteRt,
     (mut conn, upstream_header, upgrade, open, bind): (
         crate::upstream::connect::Conn,
-        pingora_http::ResponseHeader,
+        Box<pingora_http::ResponseHeader>,
         bool,
         OpenBody,
         &Bind,
@@ -458,13 +458,13 @@ async fn end_empty(ds: &mut ServerSession, encoder: Option<compress::Encoder>) -
 /// one HEADERS frame with END_STREAM).
 async fn write_header(
     ds: &mut ServerSession,
-    header: pingora_http::ResponseHeader,
+    header: Box<pingora_http::ResponseHeader>,
     ends: bool,
 ) -> Result<()> {
     if !ends {
-        return ds.write_response_header(Box::new(header)).await;
+        return ds.write_response_header(header).await;
     }
-    let task = pingora_core::protocols::http::HttpTask::Header(Box::new(header), true);
+    let task = pingora_core::protocols::http::HttpTask::Header(header, true);
     ds.response_duplex_vec(vec![task]).await.map(|_| ())
 }
 
@@ -492,21 +492,16 @@ async fn client_header<P: ProxyHttp>(
     s: &mut Session<'_>,
     ctx: &mut P::CTX,
     route: &RouteRt,
-    upstream_header: pingora_http::ResponseHeader,
+    mut header: Box<pingora_http::ResponseHeader>,
     bind: &Bind,
-) -> Result<pingora_http::ResponseHeader> {
+) -> Result<Box<pingora_http::ResponseHeader>> {
     // `$upstream_http_NAME` in `add_headers` reads the upstream's header.
     let upstream_headers =
-        (!route.conf.proxy.add_headers.is_empty()).then(|| upstream_header.headers.clone());
+        (!route.conf.proxy.add_headers.is_empty()).then(|| header.headers.clone());
     let client_version = s.downstream.req_header().version;
     let host = String::from_utf8_lossy(host_header(s.downstream).unwrap_or_default());
-    let mut header = response_header::build(
-        route,
-        upstream_header,
-        client_version,
-        &host,
-        s.request.scheme,
-    )?;
+    let scheme = s.request.scheme;
+    response_header::build(route, &mut header, client_version, &host, scheme)?;
     drop(host);
     bind.at_header(&mut header)?;
     response_header::add_headers(route, s, upstream_headers.as_ref(), &mut header)?;

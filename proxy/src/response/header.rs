@@ -27,20 +27,20 @@ pub fn accel_buffering(upstream: &ResponseHeader) -> Option<bool> {
     }
 }
 
-/// Build the client's header. `client_version` is the client's HTTP version;
-/// `host` its Host header (for absolute redirects).
+/// Make the client's header of the upstream's, in place. `client_version`
+/// is the client's HTTP version; `host` its Host header (for absolute
+/// redirects).
 pub fn build(
     route: &RouteRt,
-    upstream: ResponseHeader,
+    resp: &mut ResponseHeader,
     client_version: Version,
     host: &str,
     scheme: &str,
-) -> Result<ResponseHeader> {
+) -> Result<()> {
     // Names made once: a `&str` is parsed into one on every lookup.
     const REFRESH: header::HeaderName = header::HeaderName::from_static("refresh");
     let rewrite = |name: header::HeaderName, f: &dyn Fn(&str) -> Option<String>| {
-        upstream
-            .headers
+        resp.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .and_then(f)
@@ -55,10 +55,10 @@ pub fn build(
             rewrite(REFRESH, &|v| route.redirect.refresh(v)),
         )
     };
-    let has_length = upstream.headers.contains_key(header::CONTENT_LENGTH);
-    let status = upstream.status.as_u16();
+    let has_length = resp.headers.contains_key(header::CONTENT_LENGTH);
+    let status = resp.status.as_u16();
     let client_h1 = client_version != Version::HTTP_2;
-    let mut resp = route.response_plan.build(upstream, client_h1)?;
+    route.response_plan.build(resp, client_h1)?;
     if let Some(new) = location {
         resp.insert_header(header::LOCATION, new)?;
     }
@@ -72,7 +72,7 @@ pub fn build(
             HeaderValue::from_static("chunked"),
         )?;
     }
-    Ok(resp)
+    Ok(())
 }
 
 fn no_body(status: u16) -> bool {

@@ -77,7 +77,7 @@ pub struct H1 {
     buf: BytesMut,
     /// The last response head as received.
     raw: Bytes,
-    header: Option<ResponseHeader>,
+    header: Option<Box<ResponseHeader>>,
     body: Body,
     send: Send,
     asked: Asked,
@@ -271,11 +271,12 @@ impl H1 {
     }
 
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
-        self.header.as_ref()
+        self.header.as_deref()
     }
 
-    /// The response header, moved out.
-    pub fn take_resp_header(&mut self) -> Option<ResponseHeader> {
+    /// The response header, moved out (boxed: it is moved through every
+    /// step to the client's session, which takes it boxed).
+    pub fn take_resp_header(&mut self) -> Option<Box<ResponseHeader>> {
         self.header.take()
     }
 
@@ -439,12 +440,16 @@ async fn within<F: Future>(limit: Option<Duration>, work: F) -> Option<F::Output
 /// `keep_case` (else only the header map is made). With
 /// `Transfer-Encoding`, `Content-Length` is dropped (RFC 9112 6.3), as
 /// Pingora does.
-fn response_header(head: &ResponseHead, raw: &Bytes, keep_case: bool) -> Result<ResponseHeader> {
+fn response_header(
+    head: &ResponseHead,
+    raw: &Bytes,
+    keep_case: bool,
+) -> Result<Box<ResponseHeader>> {
     let size = Some(head.lines.len());
-    let mut header = match keep_case {
+    let mut header = Box::new(match keep_case {
         true => ResponseHeader::build(head.status, size)?,
         false => ResponseHeader::build_no_case(head.status, size)?,
-    };
+    });
     header.set_version(match head.minor {
         1 => http::Version::HTTP_11,
         _ => http::Version::HTTP_10,

@@ -138,10 +138,10 @@ impl UpstreamSession {
 
     /// The response header, for the request to keep (HTTP/1: moved out of
     /// the session, which has no more use for it; HTTP/2: a copy).
-    pub fn take_resp_header(&mut self) -> Option<ResponseHeader> {
+    pub fn take_resp_header(&mut self) -> Option<Box<ResponseHeader>> {
         match self {
             UpstreamSession::H1(s) => s.take_resp_header(),
-            UpstreamSession::H2(s) => s.response_header().cloned(),
+            UpstreamSession::H2(s) => s.response_header().cloned().map(Box::new),
         }
     }
 

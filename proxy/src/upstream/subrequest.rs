@@ -230,7 +230,7 @@ pub(crate) async fn fetch_to<S: BodySink>(
         Ok(())
     };
     held.finish(&mut leg.tries);
-    read.map(|()| header)
+    read.map(|()| *header)
 }
 
 /// The whole body into `sink`; the connection back to the pool when it

@@ -42,7 +42,7 @@ pub(crate) enum Chosen {
 /// and the server it came from.
 pub(crate) struct Response {
     pub conn: Conn,
-    pub header: ResponseHeader,
+    pub header: Box<ResponseHeader>,
     pub held: Held,
 }
 
@@ -332,7 +332,7 @@ impl Tries {
         c: &Current,
         mut conn: Conn,
         left: u32,
-    ) -> Result<(Judged, Option<ResponseHeader>)> {
+    ) -> Result<(Judged, Option<Box<ResponseHeader>>)> {
         self.body_used = leg.body_streams();
         let Some(mut header) = conn.session.take_resp_header() else {
             return Error::e_explain(ErrorType::InternalError, "header read but absent");
@@ -430,7 +430,7 @@ impl Tries {
         mut c: Current,
         header_time: Option<std::time::Duration>,
         conn: Conn,
-        header: ResponseHeader,
+        header: Box<ResponseHeader>,
     ) -> Response {
         if let Some(t) = header_time {
             c.lease.header_arrived(t);
