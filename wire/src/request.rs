@@ -124,6 +124,12 @@ impl RequestHead {
         }
         framing::keepalive(&self.lines, buf, self.minor)
     }
+
+    /// What `Connection` asks: `Some(true)` keep-alive (exactly),
+    /// `Some(false)` a `close` token, `None` neither (or no `Connection`).
+    pub fn connection(&self, buf: &[u8]) -> Option<bool> {
+        framing::connection_keepalive(&self.lines, buf)
+    }
 }
 
 /// Most bytes of a target the `http` crate stores (its `MAX_LEN`).

@@ -168,9 +168,9 @@ fn framed_by_length(resp: &pingora_http::ResponseHeader, len: u64) -> bool {
 /// write to it is flushed from now on, so that the header is on the wire
 /// before the body's first byte leaves the file.
 fn straight(s: &Session<'_>) -> bool {
-    let plain = crate::client::header_clock::plain_tcp(s.downstream).is_some();
+    let plain = crate::client::header_clock::plain_tcp(s.downstream.clock()).is_some();
     if plain {
-        crate::client::header_clock::flush_each_write(s.downstream);
+        crate::client::header_clock::flush_each_write(s.downstream.clock());
     }
     plain
 }
@@ -185,7 +185,7 @@ async fn send_file(
     range: std::ops::Range<u64>,
 ) -> Option<End> {
     let limit = route.proxy().client_send_timeout.non_zero();
-    let to = crate::client::header_clock::plain_tcp(s.downstream)?;
+    let to = crate::client::header_clock::plain_tcp(s.downstream.clock())?;
     if !to.holds_nothing() {
         return None;
     }

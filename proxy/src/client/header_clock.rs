@@ -192,49 +192,52 @@ impl ClockedStream {
     }
 }
 
-/// The clock of the connection under a Pingora session, if it has one.
-fn clock_of(s: &ServerSession) -> Option<&ClockedStream> {
-    s.stream()
-        .and_then(|s| s.as_any().downcast_ref::<ClockedStream>())
+/// The request header passed its size bound, under Pingora's session
+/// (its read failed): the status to refuse it with (414 or 431).
+pub(crate) fn too_large_under(s: &ServerSession) -> Option<u16> {
+    let clock = s.stream()?.as_any().downcast_ref::<ClockedStream>()?;
+    clock.too_large
 }
 
-/// The client's own connection under `s`, when it is HTTP/1 over plain
+impl ClockedStream {
+    /// The request header passed its size bound: the status to refuse it
+    /// with (414 or 431).
+    pub(crate) fn too_large(&self) -> Option<u16> {
+        self.too_large
+    }
+}
+
+/// The client's own connection under `clock`, when it is HTTP/1 over plain
 /// TCP: Ferry's stream under the header clock.
-pub(crate) fn plain_tcp(s: &ServerSession) -> Option<&ClientStream> {
-    match &clock_of(s)?.inner {
+pub(crate) fn plain_tcp(clock: Option<&ClockedStream>) -> Option<&ClientStream> {
+    match &clock?.inner {
         Transport::Plain(stream) => Some(stream),
         Transport::Tls(_) => None,
     }
 }
 
-/// The request header passed its size bound: the status to refuse it with
-/// (414 or 431).
-pub(crate) fn too_large(s: &ServerSession) -> Option<u16> {
-    clock_of(s).and_then(|c| c.too_large)
-}
-
 /// Whether the request line as the client sent it was spaced as HTTP says
 /// (one space between its three parts); `None` when the clock did not see
 /// the whole line.
-pub(crate) fn request_line_spaced(s: &ServerSession) -> Option<bool> {
-    clock_of(s).and_then(|c| c.bound.request_line_spaced())
+pub(crate) fn request_line_spaced(clock: Option<&ClockedStream>) -> Option<bool> {
+    clock.and_then(|c| c.bound.request_line_spaced())
 }
 
 /// The client a trusted PROXY protocol header announced on this connection.
-pub(crate) fn announced_client(s: &ServerSession) -> Option<SocketAddr> {
-    clock_of(s).and_then(|c| c.announced.as_deref().copied())
+pub(crate) fn announced_client(clock: Option<&ClockedStream>) -> Option<SocketAddr> {
+    clock.and_then(|c| c.announced.as_deref().copied())
 }
 
 /// The request header has arrived: stop the clock.
-pub fn header_done(s: &ServerSession) {
-    if let Some(c) = clock_of(s) {
+pub fn header_done(clock: Option<&ClockedStream>) {
+    if let Some(c) = clock {
         c.state.store(REQUEST, Ordering::Relaxed);
     }
 }
 
 /// The response is finished: the next byte read starts the next request.
-pub fn request_done(s: &ServerSession) {
-    if let Some(c) = clock_of(s) {
+pub fn request_done(clock: Option<&ClockedStream>) {
+    if let Some(c) = clock {
         c.state.store(IDLE, Ordering::Relaxed);
         c.flush_each.store(false, Ordering::Relaxed);
     }
@@ -242,8 +245,8 @@ pub fn request_done(s: &ServerSession) {
 
 /// From now on to the request's end, each write to the client is flushed
 /// at once (nginx's unbuffered proxying sends what it has).
-pub(crate) fn flush_each_write(s: &ServerSession) {
-    if let Some(c) = clock_of(s) {
+pub(crate) fn flush_each_write(clock: Option<&ClockedStream>) {
+    if let Some(c) = clock {
         c.flush_each.store(true, Ordering::Relaxed);
     }
 }

@@ -7,6 +7,8 @@
 //! `client_header_timeout` and the realip module).
 
 pub(crate) mod certs;
+pub(crate) mod downstream;
+pub(crate) mod h1_session;
 pub(crate) mod header_bound;
 pub(crate) mod header_clock;
 pub(crate) mod idle_wait;
@@ -15,5 +17,6 @@ pub(crate) mod liveness;
 pub(crate) mod proxy_protocol;
 pub(crate) mod real_ip;
 pub(crate) mod refusal;
+pub(crate) mod response_head;
 pub(crate) mod sendfile;
 pub(crate) mod stream;

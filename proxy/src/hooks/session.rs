@@ -1,6 +1,8 @@
-//! What a hook sees of the request it runs for: Pingora's downstream session
-//! (the client's header, the connection) plus Ferry's record of the request.
+//! What a hook sees of the request it runs for: the client's session (the
+//! header, the connection; Ferry's own for an HTTP/1 request without a
+//! body, else Pingora's) plus Ferry's record of the request.
 
+use crate::client::downstream::Downstream;
 use crate::record::Request;
 use crate::runtime::Runtime;
 use bytes::Bytes;
@@ -11,7 +13,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 /// The request a hook runs for. Pingora's hooks take the same name.
 pub struct Session<'a> {
-    pub(crate) downstream: &'a mut ServerSession,
+    pub(crate) downstream: &'a mut Downstream,
     pub(crate) request: &'a mut Request,
     pub(crate) runtime: &'a Runtime,
 }
@@ -42,10 +44,34 @@ impl Session<'_> {
         &self.runtime.config
     }
 
-    /// Pingora's downstream session itself (HTTP/1 or HTTP/2), for what
-    /// Ferry does not wrap.
-    pub fn pingora(&mut self) -> &mut ServerSession {
-        self.downstream
+    /// Pingora's downstream session itself, for what Ferry does not wrap:
+    /// an HTTP/2 stream's, or an HTTP/1 request's with a body or an
+    /// upgrade. `None` for an HTTP/1 request without a body, which Ferry's
+    /// own session reads and answers.
+    pub fn pingora(&mut self) -> Option<&mut ServerSession> {
+        self.downstream.pingora()
+    }
+
+    /// The connection's keepalive after this request (Pingora's
+    /// `set_keepalive`): `None` closes it, `Some(0)` keeps it with no
+    /// timeout, `Some(secs)` keeps it for that long (HTTP/1 only).
+    pub fn set_keepalive(&mut self, secs: Option<u64>) {
+        self.downstream.set_keepalive(secs);
+    }
+
+    /// Write the response header to the client (a hook answering itself).
+    pub async fn write_response_header(&mut self, header: Box<ResponseHeader>) -> Result<()> {
+        self.downstream.write_response_header(header).await
+    }
+
+    /// Write a piece of the response body; `end`: it is the last.
+    pub async fn write_response_body(&mut self, data: Bytes, end: bool) -> Result<()> {
+        self.downstream.write_response_body(data, end).await
+    }
+
+    /// The next piece of the client's request body; `None` at its end.
+    pub async fn read_request_body(&mut self) -> Result<Option<Bytes>> {
+        self.downstream.read_request_body().await
     }
 
     /// nginx's `subrequest_in_memory`: send `req` (its method, URI and

@@ -42,11 +42,7 @@ pub(crate) async fn admit(s: &mut Session<'_>) -> Result<Admitted, Box<Error>> {
 /// A delayed request waits on a timer, watching its client (nginx's
 /// `ngx_http_test_reading`): `false` when the client left.
 async fn wait(s: &mut Session<'_>, delay: Duration) -> bool {
-    let watch = s
-        .downstream
-        .as_http1()
-        .and_then(|_| s.downstream.stream())
-        .map(|st| st.id());
+    let watch = s.downstream.http1_fd();
     crate::client::liveness::unless_client_leaves(watch, tokio::time::sleep(delay))
         .await
         .is_some()

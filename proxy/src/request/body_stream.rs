@@ -10,12 +10,12 @@
 //! client and the server at once); a piece once read always goes through
 //! the filter.
 
+use crate::client::downstream::Downstream;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 pub(crate) use crate::upstream::leg::Piece;
 use bytes::Bytes;
 use ferry_filters::headers::BodyFraming;
-use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorType, Result};
 
 /// How far a streamed body went: bytes the filter let through, and
@@ -33,7 +33,7 @@ fn as_client(mut e: Box<Error>) -> Box<Error> {
 
 /// The next piece as the client sent it (`None` at the body's end). Safe to
 /// give up: nothing read is lost.
-pub(crate) async fn read(ds: &mut ServerSession) -> Result<Option<Bytes>> {
+pub(crate) async fn read(ds: &mut Downstream) -> Result<Option<Bytes>> {
     loop {
         let read = ds.read_request_body().await.map_err(as_client)?;
         // Pingora hands back an empty piece when a read ends inside a

@@ -7,13 +7,13 @@
 //! the first try. `client_max_body_size` gives 413; `Expect: 100-continue` is
 //! answered here (it is never sent upstream).
 
+use crate::client::downstream::Downstream;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::upstream::next_upstream::{body_failure_status, CLIENT_CLOSED};
 use ferry_conf::ProxyConf;
 use ferry_filters::headers::BodyFraming;
 use ferry_filters::request_body::RequestBody;
-use pingora_core::protocols::http::ServerSession;
 use std::path::Path;
 
 pub(crate) enum ClientBody {
@@ -42,7 +42,7 @@ pub(crate) enum BodyFailed {
     ClientGone,
 }
 
-fn declared_length(ds: &ServerSession) -> Option<u64> {
+fn declared_length(ds: &Downstream) -> Option<u64> {
     ds.req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)

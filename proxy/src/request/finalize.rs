@@ -8,6 +8,7 @@
 //! `ngx_http_finalize_request` with its log phase (`ngx_http_log_request`),
 //! which nginx runs for requests it refuses too (400, 414, 431...).
 
+use crate::client::downstream::Downstream;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
 use crate::metrics::metrics;
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// The request's id: the client's `X-Request-Id`, or a new one.
-fn request_id(session: &ServerSession) -> String {
+fn request_id(session: &Downstream) -> String {
     if let Some(id) = session
         .req_header()
         .headers
@@ -55,10 +56,10 @@ fn hex_id(base: u64, seq: u64) -> String {
 
 /// A request begins: the header clock stops, and Ferry's record gets the
 /// client's real address, an id and the scheme.
-pub(crate) fn begin(rt: &Runtime, session: &ServerSession) -> Request {
-    crate::client::header_clock::header_done(session);
+pub(crate) fn begin(rt: &Runtime, session: &Downstream) -> Request {
+    crate::client::header_clock::header_done(session.clock());
     let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-    let announced = crate::client::header_clock::announced_client(session);
+    let announced = crate::client::header_clock::announced_client(session.clock());
     let mut request = Request::new(request_id(session), None);
     request.client_addr = match (announced, &rt.real_ip, peer) {
         (Some(a), _, _) => Some(a),
@@ -77,11 +78,11 @@ pub(crate) fn begin(rt: &Runtime, session: &ServerSession) -> Request {
 pub(crate) async fn finalize<P: ProxyHttp>(
     app: &P,
     rt: &Runtime,
-    session: &mut ServerSession,
+    session: &mut Downstream,
     request: &mut Request,
     ctx: &mut P::CTX,
 ) {
-    crate::client::header_clock::request_done(session);
+    crate::client::header_clock::request_done(session.clock());
     if request.status == 0 {
         // A hook wrote the answer on Pingora's session itself.
         if let Some(h) = session.response_written() {
@@ -125,7 +126,7 @@ pub(crate) async fn finalize<P: ProxyHttp>(
 pub(crate) async fn failed<P: ProxyHttp>(
     app: &P,
     rt: &Runtime,
-    session: &mut ServerSession,
+    session: &mut Downstream,
     request: &mut Request,
     ctx: &mut P::CTX,
     e: Box<Error>,
@@ -157,16 +158,16 @@ pub(crate) async fn failed<P: ProxyHttp>(
 pub(crate) async fn refused<P: ProxyHttp>(
     app: &P,
     rt: &Runtime,
-    session: &mut ServerSession,
+    session: &mut Downstream,
     status: u16,
     header_read: bool,
 ) {
     // The client as the connection knows it (a trusted PROXY header's, or
     // the peer's): without a header there is no real_ip header to read.
-    let addr =
-        crate::client::header_clock::announced_client(session).or_else(|| session_addr(session));
+    let addr = crate::client::header_clock::announced_client(session.clock())
+        .or_else(|| session_addr(session));
     let mut stand_in;
-    let s: &mut ServerSession = match header_read {
+    let s: &mut Downstream = match header_read {
         true => session,
         false => match stand_in_session().await {
             Some(ps) => {
@@ -192,17 +193,17 @@ pub(crate) async fn refused<P: ProxyHttp>(
 }
 
 /// The client's address of `session`, as the record keeps it.
-fn session_addr(session: &ServerSession) -> Option<std::net::SocketAddr> {
+fn session_addr(session: &Downstream) -> Option<std::net::SocketAddr> {
     session.client_addr().and_then(|a| a.as_inet()).copied()
 }
 
 /// A session standing in for one whose header could not be read: its
 /// header `- / HTTP/1.1`, read from memory.
-async fn stand_in_session() -> Option<ServerSession> {
+async fn stand_in_session() -> Option<Downstream> {
     let bytes = std::io::Cursor::new(b"- / HTTP/1.1\r\n\r\n".to_vec());
     let mut ps = ServerSession::new_http1(Box::new(bytes));
     match ps.read_request().await {
-        Ok(true) => Some(ps),
+        Ok(true) => Some(Downstream::Pingora(Box::new(ps))),
         _ => None,
     }
 }

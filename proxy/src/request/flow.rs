@@ -12,6 +12,7 @@
 //! upgrades included: there is no other way in.
 
 use crate::cache::lookup::{self, After, Fetch, Look};
+use crate::client::downstream::Downstream;
 use crate::client::liveness::unless_client_leaves;
 use crate::client::refusal::refused;
 use crate::hooks::proxy_trait::ProxyHttp;
@@ -32,13 +33,12 @@ use crate::upstream::next_upstream::CLIENT_CLOSED;
 use crate::upstream::next_upstream::{is_non_idempotent, Policy};
 use crate::upstream::tries::{self, Chosen, Response};
 use ferry_filters::headers::wants_upgrade;
-use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use std::time::Instant;
 
 /// The host the client names: its `Host` header, else the host of an
 /// absolute request target.
-fn host_header(ps: &ServerSession) -> Option<&[u8]> {
+fn host_header(ps: &Downstream) -> Option<&[u8]> {
     let req = ps.req_header();
     req.headers
         .get(http::header::HOST)
@@ -46,14 +46,14 @@ fn host_header(ps: &ServerSession) -> Option<&[u8]> {
         .or_else(|| req.uri.host().map(str::as_bytes))
 }
 
-fn peer_of(ps: &ServerSession) -> String {
+fn peer_of(ps: &Downstream) -> String {
     ps.client_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
 pub(crate) async fn process_request<P: ProxyHttp>(
     app: &P,
     rt: &Runtime,
-    ps: &mut ServerSession,
+    ps: &mut Downstream,
     request: &mut crate::record::Request,
     ctx: &mut P::CTX,
 ) -> Result<End> {
@@ -103,7 +103,7 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     };
     // 6. The cache (nginx `ngx_http_upstream_cache`): a fresh entry
     //    answers; otherwise the fetch below may fill it.
-    let upgrade = s.downstream.as_http1().is_some() && wants_upgrade(s.req_header());
+    let upgrade = s.downstream.is_http1() && wants_upgrade(s.req_header());
     let mut fetch = None;
     if let (Some(rc), false) = (&route.cache, upgrade) {
         match lookup::look(app, &mut s, ctx, route, rc).await? {
@@ -319,9 +319,7 @@ async fn upstream<P: ProxyHttp>(
     let watch = leg
         .s
         .downstream
-        .as_http1()
-        .and_then(|_| leg.s.downstream.stream())
-        .map(|s| s.id())
+        .http1_fd()
         .filter(|_| !proxy.ignore_client_abort);
     // A gRPC call's deadline bounds the wait for its response header.
     let deadline = grpc::deadline(leg.s.req_header());
@@ -446,7 +444,7 @@ async fn error_page(
 
 /// The end of a response without a body (an encoder's empty stream, if
 /// one was chosen).
-async fn end_empty(ds: &mut ServerSession, encoder: Option<compress::Encoder>) -> End {
+async fn end_empty(ds: &mut Downstream, encoder: Option<compress::Encoder>) -> End {
     let last = compress::finish_empty(encoder);
     match ds.write_response_body(last, true).await {
         Ok(()) => End::Complete,
@@ -457,7 +455,7 @@ async fn end_empty(ds: &mut ServerSession, encoder: Option<compress::Encoder>) -
 /// The client's response header; `ends`: it ends the response (HTTP/2:
 /// one HEADERS frame with END_STREAM).
 async fn write_header(
-    ds: &mut ServerSession,
+    ds: &mut Downstream,
     header: Box<pingora_http::ResponseHeader>,
     ends: bool,
 ) -> Result<()> {
@@ -529,7 +527,7 @@ async fn send_body<P: ProxyHttp>(
     if !buffered {
         // Unbuffered, each piece goes out as it comes: nothing waits below
         // for more (the header, kept, leaves with the first piece).
-        crate::client::header_clock::flush_each_write(ds);
+        crate::client::header_clock::flush_each_write(ds.clock());
     }
     let out = body_pipe::forward(
         app,
@@ -568,7 +566,7 @@ async fn send_body<P: ProxyHttp>(
 /// The request's normalised path, or why it cannot be served. An
 /// absolute-form target is routed (and sent upstream) by its path, its
 /// authority standing for the Host header, as nginx does.
-fn admissible(ps: &mut ServerSession) -> std::result::Result<String, (u16, &'static str)> {
+fn admissible(ps: &mut Downstream) -> std::result::Result<String, (u16, &'static str)> {
     if let Err(e) = to_origin_form(ps.req_header_mut()) {
         log::debug!("absolute-form target: {e}");
         return Err((400, "bad_target"));
@@ -634,10 +632,10 @@ fn to_origin_form(req: &mut pingora_http::RequestHeader) -> Result<()> {
 /// an HTTP/1.1 request without `Host`, a `Host` that is not a host name,
 /// a method that is not upper case, and a target that is neither a path
 /// nor `*` for `OPTIONS`.
-fn unservable(ps: &ServerSession) -> Option<(u16, &'static str)> {
+fn unservable(ps: &Downstream) -> Option<(u16, &'static str)> {
     let req = ps.req_header();
     let h = &req.headers;
-    let h1 = ps.as_http1().is_some();
+    let h1 = ps.is_http1();
     if h1 && req.version == http::Version::HTTP_11 && !h.contains_key(http::header::HOST) {
         return Some((400, "no_host"));
     }
@@ -660,7 +658,7 @@ fn unservable(ps: &ServerSession) -> Option<(u16, &'static str)> {
     // Pingora's parser takes `GET  /a` and `GET /a b` and percent-encodes
     // the spaces into the target (which would then walk around a route);
     // the header clock saw the line as sent.
-    let spaced = crate::client::header_clock::request_line_spaced(ps);
+    let spaced = crate::client::header_clock::request_line_spaced(ps.clock());
     if !asterisk && (target.first() != Some(&b'/') || spaced == Some(false)) {
         return Some((400, "bad_target"));
     }
@@ -669,9 +667,8 @@ fn unservable(ps: &ServerSession) -> Option<(u16, &'static str)> {
         return None;
     }
     let both = h.contains_key(http::header::CONTENT_LENGTH)
-        || ps.as_http1().is_some_and(|s| {
-            s.get_headers_raw_bytes()
-                .split(|&b| b == b'\n')
+        || ps.raw_header().is_some_and(|raw| {
+            raw.split(|&b| b == b'\n')
                 .any(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))
         });
     if both {

@@ -18,6 +18,8 @@
 //! served the same way: routed, filtered, tried and then tunnelled by
 //! [`crate::request::flow`].
 
+use crate::client::downstream::Downstream;
+use crate::client::h1_session::{self, H1Session, Read};
 use crate::client::header_clock::ClockedStream;
 use crate::client::idle_wait::{IdleClients, NextByte};
 use crate::hooks::proxy_trait::ProxyHttp;
@@ -87,15 +89,12 @@ impl<P: ProxyHttp> FerryHttp<P> {
             r = session.read_request() => r,
             _ = self.stopped() => return NextRequest::Done,
         };
-        // The refusals are counted and logged by the header clock as they go
-        // out. (Boxed: an error page's future is three times the size of the
-        // header read's, and every idle connection would carry it.)
         let header_read = matches!(read, Ok(true));
         let refusal = match read {
             Ok(true) if session.req_header().method == http::Method::CONNECT => 405,
             Ok(true) => return NextRequest::Read,
             Ok(false) => return NextRequest::Done,
-            Err(e) => match crate::client::header_clock::too_large(session) {
+            Err(e) => match crate::client::header_clock::too_large_under(session) {
                 Some(status) => status,
                 None if matches!(e.etype(), ErrorType::InvalidHTTPHeader) => 400,
                 None => {
@@ -104,7 +103,6 @@ impl<P: ProxyHttp> FerryHttp<P> {
                 }
             },
         };
-        let _ = Box::pin(respond::refuse_unread(session, refusal)).await;
         NextRequest::Refused {
             status: refusal,
             header_read,
@@ -118,7 +116,7 @@ enum NextRequest {
     Read,
     /// The connection is done: the client closed it, or the service stops.
     Done,
-    /// The request was refused (and answered, `status`): close the
+    /// The request is refused (`status`): answer, then close the
     /// connection. `header_read`: Pingora read its header (`CONNECT`).
     Refused { status: u16, header_read: bool },
 }
@@ -127,9 +125,15 @@ enum NextRequest {
 /// no route says (nginx's `send_timeout` default).
 const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The connection after a request: its stream, what the next session
-/// starts with, and what the program kept.
-type Reusable = (ReusableHttpStream, NextSession, Kept);
+/// The connection after a request: its stream and the bytes its client
+/// sent ahead, what the next session starts with, and what the program
+/// kept.
+type Reusable = (Back, NextSession, Kept);
+
+/// A connection back from a finished request, and the bytes of the next
+/// request the client sent already (pipelining), boxed: the connection's
+/// state keeps room for them while it waits.
+type Back = (Box<ClockedStream>, Option<Box<BytesMut>>);
 
 /// What a kept-alive connection's next session starts with: Pingora's
 /// `HttpPersistentSettings` less what Ferry carries itself (the program's
@@ -143,7 +147,7 @@ struct NextSession {
 }
 
 impl NextSession {
-    fn of(session: &ServerSession) -> NextSession {
+    fn of(session: &Downstream) -> NextSession {
         NextSession {
             keepalive: session
                 .get_keepalive()
@@ -220,7 +224,7 @@ fn boxed_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin:
 /// of the next request the client sent already (pipelining), boxed: the
 /// connection's state keeps room for them while it waits. A plain
 /// function, so that none of the rest stays in that state.
-fn take_back(reusable: ReusableHttpStream) -> Option<(Box<ClockedStream>, Option<Box<BytesMut>>)> {
+fn take_back(reusable: ReusableHttpStream) -> Option<Back> {
     let (reused, ahead) = reusable.into_parts();
     // The stream the listener made comes back from Pingora's session.
     let clocked = reused.into_any().downcast::<ClockedStream>().ok()?;
@@ -307,25 +311,13 @@ impl<P: ProxyHttp> FerryHttp<P> {
             // Made in a block of its own: a session moved out of a local
             // that lives across an await would still take its room in this
             // loop's (idle) state.
-            let request = {
-                let mut session = ServerSession::new_http1(stream);
-                match next.take() {
-                    Some(n) => n.apply(&mut session, ahead.take()),
-                    // Pingora's default: 60 s idle between requests; none
-                    // once the service is stopping.
-                    None if self.closing.load(Ordering::Acquire) => session.set_keepalive(None),
-                    None => session.set_keepalive(Some(60)),
-                }
-                boxed_in_place(|| self.serve_one(session, kept.take()))
-            };
-            let Some((reusable, then, keep)) = request.await else {
+            let request =
+                boxed_in_place(|| self.serve_next(stream, ahead.take(), next.take(), kept.take()));
+            let Some(((back, sent), then, keep)) = request.await else {
                 return;
             };
             kept = keep;
             next = Some(then);
-            let Some((back, sent)) = take_back(reusable) else {
-                return;
-            };
             (stream, ahead) = (back, sent);
             if ahead.is_none() {
                 if let Some(wait) = self.next_request_arrives(&mut stream, then.keepalive) {
@@ -337,8 +329,84 @@ impl<P: ProxyHttp> FerryHttp<P> {
         }
     }
 
-    /// Read one request's header and serve it; the connection back when it
-    /// can serve another.
+    /// Read the next request's head on an HTTP/1 connection and serve it:
+    /// with Ferry's own session when it has no body (the common request),
+    /// else with Pingora's, which parses the bytes read again. The
+    /// connection back when it can serve another.
+    async fn serve_next(
+        &self,
+        mut stream: Box<ClockedStream>,
+        ahead: Option<Box<BytesMut>>,
+        next: Option<NextSession>,
+        kept: Kept,
+    ) -> Option<Reusable> {
+        // Pingora's bound on each read of a head: the keepalive timeout, or
+        // its 60 s read timeout (the first request: 60 s as well).
+        let limit = match next.map_or(Some(60), |n| n.keepalive) {
+            Some(0) => None,
+            Some(secs) => Some(u64::from(secs)),
+            None => Some(60),
+        };
+        let read = tokio::select! {
+            biased;
+            r = h1_session::read_request(&mut stream, ahead.map(|a| *a), limit) => r,
+            _ = self.stopped() => Read::Closed,
+        };
+        let head = match read {
+            Read::Head(head, buf) => (head, buf),
+            Read::Pingora(buf) => {
+                let mut session = ServerSession::new_http1(stream);
+                let ahead = (!buf.is_empty()).then(|| Box::new(buf));
+                match next {
+                    Some(n) => n.apply(&mut session, ahead),
+                    None => {
+                        // Pingora's default: 60 s idle between requests;
+                        // none once the service is stopping.
+                        let closing = self.closing.load(Ordering::Acquire);
+                        session.set_keepalive((!closing).then_some(60));
+                        if let Some(ahead) = ahead {
+                            session.set_pipelined_prefix(*ahead);
+                        }
+                    }
+                }
+                return self.serve_one(session, kept).await;
+            }
+            Read::Closed => {
+                pingora_core::protocols::Shutdown::shutdown(&mut *stream).await;
+                return None;
+            }
+            Read::Failed(e) => {
+                let Some(status) = stream.too_large() else {
+                    log::debug!("reading a request header: {e}");
+                    return None;
+                };
+                let session = ServerSession::new_http1(stream);
+                return self.refuse(session, status, false).await;
+            }
+        };
+        let mut session = match H1Session::new(stream, head.0, head.1) {
+            Ok(s) => Downstream::Ferry(s),
+            // A head Pingora's header type will not hold: Pingora's verdict.
+            Err((stream, buf)) => {
+                let mut session = ServerSession::new_http1(stream);
+                session.set_pipelined_prefix(buf);
+                return self.serve_one(session, kept).await;
+            }
+        };
+        if let (Some(n), Downstream::Ferry(s)) = (next, &mut session) {
+            s.set_reuses(n.reuses.map(|r| r.saturating_sub(1)));
+        }
+        let (next, keep) = self.serve_request(&mut session, kept).await?;
+        let Downstream::Ferry(s) = session else {
+            return None;
+        };
+        let (stream, ahead) = s.finish().await.ok().flatten()?;
+        let ahead = (!ahead.is_empty()).then(|| Box::new(ahead));
+        Some(((stream, ahead), next, keep))
+    }
+
+    /// Read one request's header with Pingora's session and serve it; the
+    /// connection back when it can serve another.
     async fn serve_one(&self, mut session: ServerSession, kept: Kept) -> Option<Reusable> {
         match self.next_request_header(&mut session).await {
             NextRequest::Read => {}
@@ -349,19 +417,39 @@ impl<P: ProxyHttp> FerryHttp<P> {
             NextRequest::Refused {
                 status,
                 header_read,
-            } => {
-                let rt = self.live.current();
-                let refusal = finalize::refused(&*self.app, &rt, &mut session, status, header_read);
-                Box::pin(refusal).await;
-                Box::pin(crate::client::lingering_close::lingering_close(session)).await;
-                return None;
-            }
+            } => return self.refuse(session, status, header_read).await,
         }
-        // The session is lent, not moved, to the request: each move
-        // copied it whole.
+        // Boxed, and lent, not moved, to the request: each move would
+        // copy it whole.
+        let mut session = Downstream::Pingora(Box::new(session));
         let (next, keep) = self.serve_request(&mut session, kept).await?;
+        let Downstream::Pingora(session) = session else {
+            return None;
+        };
         let reused = session.finish().await.ok().flatten()?;
-        Some((reused, next, keep))
+        Some((take_back(reused)?, next, keep))
+    }
+
+    /// A request refused before it was served: answered, logged, then the
+    /// connection closes lingering. (The refusals are counted and logged
+    /// by the header clock as they go out. Boxed: an error page's future
+    /// is three times the size of the header read's, and every idle
+    /// connection would carry it.)
+    async fn refuse(
+        &self,
+        session: ServerSession,
+        status: u16,
+        header_read: bool,
+    ) -> Option<Reusable> {
+        let rt = self.live.current();
+        let mut session = Downstream::Pingora(Box::new(session));
+        let _ = Box::pin(respond::refuse_unread(&mut session, status)).await;
+        let refusal = finalize::refused(&*self.app, &rt, &mut session, status, header_read);
+        Box::pin(refusal).await;
+        if let Downstream::Pingora(session) = session {
+            Box::pin(crate::client::lingering_close::lingering_close(*session)).await;
+        }
+        None
     }
 
     /// The wait for the next request's first byte, holding nothing for it:
@@ -385,7 +473,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
     /// next request starts with.
     async fn serve_request(
         &self,
-        session: &mut ServerSession,
+        session: &mut Downstream,
         kept: Kept,
     ) -> Option<(NextSession, Kept)> {
         if self.closing.load(Ordering::Acquire) {

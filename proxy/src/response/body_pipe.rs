@@ -13,6 +13,7 @@
 //! `ngx_event_pipe` and the non-buffered handlers; `X-Accel-Buffering`
 //! switches per response.
 
+use crate::client::downstream::Downstream;
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::record::Request;
 use crate::response::compress::Encoder;
@@ -24,7 +25,6 @@ use ferry_filters::pipe::{
 };
 use ferry_filters::whole_body;
 use http::HeaderMap;
-use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorType};
 
 fn pipe_error(side: Side, e: &Error) -> PipeError {
@@ -148,7 +148,7 @@ impl<P: ProxyHttp, T: BodyTap> UpstreamReader<'_, '_, P, T> {
 /// is what the client got, as nginx counts it).
 /// The fourth gives the trailers to an HTTP/2 client.
 struct ClientWriter<'a, 'h, P: ProxyHttp>(
-    &'a mut ServerSession,
+    &'a mut Downstream,
     Option<Encoder>,
     &'a mut u64,
     &'h Hooks<'h, P>,
@@ -188,8 +188,8 @@ impl<P: ProxyHttp> DownstreamBody for ClientWriter<'_, '_, P> {
 
     fn is_gone(&mut self) -> bool {
         self.0
-            .stream()
-            .is_some_and(|s| crate::client::liveness::has_closed(s.id()))
+            .http1_fd()
+            .is_some_and(crate::client::liveness::has_closed)
     }
 }
 
@@ -213,7 +213,7 @@ impl<P: ProxyHttp> ClientWriter<'_, '_, P> {
 /// The body's last piece to the client, then its trailers when there are
 /// any (they end the stream instead of the last piece).
 pub(crate) async fn end_body(
-    client: &mut ServerSession,
+    client: &mut Downstream,
     last: Bytes,
     trailers: Option<HeaderMap>,
 ) -> pingora_error::Result<()> {
@@ -248,7 +248,7 @@ pub async fn forward<P: ProxyHttp, T: BodyTap>(
     ctx: &mut P::CTX,
     request: &Request,
     route: &RouteRt,
-    client: &mut ServerSession,
+    client: &mut Downstream,
     conn: Conn,
     (buffered, encoder): (bool, Option<Encoder>),
     tap: Option<&mut T>,

@@ -8,9 +8,10 @@
 //! header block that ends the stream, holding `grpc-status` and
 //! `grpc-message`.
 
+use crate::client::downstream::Downstream;
 use crate::record::Request;
 use http::header;
-use pingora_core::protocols::http::{HttpTask, ServerSession};
+use pingora_core::protocols::http::HttpTask;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::time::Duration;
@@ -90,11 +91,7 @@ fn percent_encoded(message: &str) -> String {
 }
 
 /// Answer the gRPC call with the status Ferry's HTTP `status` maps to.
-pub(crate) async fn answer(
-    ps: &mut ServerSession,
-    request: &mut Request,
-    status: u16,
-) -> Result<()> {
+pub(crate) async fn answer(ps: &mut Downstream, request: &mut Request, status: u16) -> Result<()> {
     use crate::limit::status::LimitStatus::Rejected;
     let limited = request.limit_req_status == Rejected || request.limit_conn_status == Rejected;
     let code = status_for(status, limited);

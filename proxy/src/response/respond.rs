@@ -4,11 +4,11 @@
 //! nginx counterpart: `ngx_http_special_response_handler` (its default error
 //! pages) and `error_page`; `return`.
 
+use crate::client::downstream::Downstream;
 use crate::record::Request;
 use bytes::Bytes;
 use ferry_conf::{ProxyConf, Return};
 use http::header;
-use pingora_core::protocols::http::ServerSession;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 
@@ -27,7 +27,7 @@ pub fn default_page(status: u16) -> String {
 /// or that Ferry does not serve before any phase (405 for `CONNECT`):
 /// nginx's default page, `Server: ferry`, and the connection closes. No
 /// route, no request record: only the bytes.
-pub(crate) async fn refuse_unread(ps: &mut ServerSession, status: u16) -> Result<()> {
+pub(crate) async fn refuse_unread(ps: &mut Downstream, status: u16) -> Result<()> {
     let body = default_page(status);
     let mut h = ResponseHeader::build(status, Some(4))?;
     h.insert_header(header::SERVER, "ferry")?;
@@ -39,7 +39,7 @@ pub(crate) async fn refuse_unread(ps: &mut ServerSession, status: u16) -> Result
 
 /// Write a complete response: header with `Server: ferry`, then the body.
 pub async fn write_whole(
-    ps: &mut ServerSession,
+    ps: &mut Downstream,
     request: &mut Request,
     mut header: ResponseHeader,
     body: Bytes,
@@ -59,7 +59,7 @@ pub async fn write_whole(
 /// intercepted 401 keeps its `WWW-Authenticate`). A gRPC call gets a gRPC
 /// status instead ([`super::grpc`]).
 pub async fn error(
-    ps: &mut ServerSession,
+    ps: &mut Downstream,
     request: &mut Request,
     status: u16,
     proxy: Option<&ProxyConf>,
@@ -92,7 +92,7 @@ pub async fn error(
 }
 
 /// A `return` route.
-pub async fn route_return(ps: &mut ServerSession, request: &mut Request, r: &Return) -> Result<()> {
+pub async fn route_return(ps: &mut Downstream, request: &mut Request, r: &Return) -> Result<()> {
     let mut h = ResponseHeader::build(r.status, Some(4))?;
     let redirect = matches!(r.status, 301 | 302 | 303 | 307 | 308);
     let body = if r.body.is_empty() && redirect {

@@ -10,8 +10,8 @@
 //! `max_conns` see it, and the upstream connection is closed at the end,
 //! never pooled.
 
+use crate::client::downstream::Downstream;
 use crate::upstream::connect::Conn;
-use pingora_core::protocols::http::ServerSession;
 use pingora_error::Result;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ pub(crate) struct TunnelEnd {
 /// Relay until one side is done. Errors end the tunnel like a close does:
 /// the response is already under way, so there is nothing more to answer.
 pub(crate) async fn relay(
-    client: &mut ServerSession,
+    client: &mut Downstream,
     mut conn: Conn,
     idle: Option<Duration>,
 ) -> TunnelEnd {

@@ -155,7 +155,7 @@ impl ProxyHttp for Hooked {
         ctx.upper = header(s, "x-upper").is_some();
         ctx.double = header(s, "x-double").is_some();
         if let Some(secs) = header(s, "x-keepalive").and_then(|v| v.parse().ok()) {
-            s.pingora().set_keepalive(Some(secs));
+            s.set_keepalive(Some(secs));
         }
         let req = s.req_header();
         let key = req.headers.get("x-api-key").map(|v| v.as_bytes());
@@ -169,7 +169,7 @@ impl ProxyHttp for Hooked {
             // written on Pingora's session directly.
             let mut h = ResponseHeader::build(429, None)?;
             h.insert_header("Content-Length", "0")?;
-            s.pingora().write_response_header(Box::new(h)).await?;
+            s.write_response_header(Box::new(h)).await?;
             return Ok(true);
         }
         if let Some(tenant) = header(s, "x-limit-tenant").map(str::to_string) {
@@ -190,7 +190,7 @@ impl ProxyHttp for Hooked {
         }
         if header(s, "x-eat-body").is_some() {
             // The mistake Ferry must not turn into an empty body upstream.
-            while s.pingora().read_request_body().await?.is_some() {}
+            while s.read_request_body().await?.is_some() {}
         }
         if let Some(group) = header(s, "x-sub").map(str::to_string) {
             let ask = RequestHeader::build("GET", b"/sub", None)?;

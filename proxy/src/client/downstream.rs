@@ -1,0 +1,272 @@
+//! The client's side of one request: Ferry's own HTTP/1 session
+//! ([`H1Session`], a request without a body) or Pingora's (HTTP/2, and an
+//! HTTP/1 request with a body or an upgrade), behind the one face the
+//! request's steps use.
+//!
+//! nginx counterpart: the `ngx_http_request_t` a module writes to through
+//! `ngx_http_send_header` and `ngx_http_output_filter`, whatever the
+//! protocol below.
+
+use crate::client::h1_session::H1Session;
+use crate::client::header_clock::ClockedStream;
+use bytes::Bytes;
+use pingora_core::protocols::http::{HttpTask, ServerSession};
+use pingora_core::protocols::l4::socket::SocketAddr;
+use pingora_core::protocols::{Digest, UniqueID};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::time::Duration;
+
+/// One request's session with its client.
+pub(crate) enum Downstream {
+    /// Ferry's own HTTP/1 session.
+    Ferry(Box<H1Session>),
+    /// Pingora's session (boxed: an HTTP/1 one is large).
+    Pingora(Box<ServerSession>),
+}
+
+impl Downstream {
+    pub(crate) fn req_header(&self) -> &RequestHeader {
+        match self {
+            Downstream::Ferry(s) => s.req_header(),
+            Downstream::Pingora(s) => s.req_header(),
+        }
+    }
+
+    pub(crate) fn req_header_mut(&mut self) -> &mut RequestHeader {
+        match self {
+            Downstream::Ferry(s) => s.req_header_mut(),
+            Downstream::Pingora(s) => s.req_header_mut(),
+        }
+    }
+
+    /// Pingora's session, when it is one.
+    pub(crate) fn pingora(&mut self) -> Option<&mut ServerSession> {
+        match self {
+            Downstream::Ferry(_) => None,
+            Downstream::Pingora(s) => Some(s),
+        }
+    }
+
+    pub(crate) fn is_http2(&self) -> bool {
+        matches!(self, Downstream::Pingora(s) if s.is_http2())
+    }
+
+    /// The connection is HTTP/1 (either session).
+    pub(crate) fn is_http1(&self) -> bool {
+        match self {
+            Downstream::Ferry(_) => true,
+            Downstream::Pingora(s) => s.as_http1().is_some(),
+        }
+    }
+
+    /// The header clock under an HTTP/1 connection.
+    pub(crate) fn clock(&self) -> Option<&ClockedStream> {
+        match self {
+            Downstream::Ferry(s) => Some(s.stream()),
+            Downstream::Pingora(s) => s.stream()?.as_any().downcast_ref::<ClockedStream>(),
+        }
+    }
+
+    /// The client's socket, on an HTTP/1 connection (HTTP/2 streams share
+    /// theirs).
+    pub(crate) fn http1_fd(&self) -> Option<i32> {
+        match self {
+            Downstream::Ferry(s) => Some(s.stream().id()),
+            Downstream::Pingora(s) => s.as_http1().map(|h| h.stream().id()),
+        }
+    }
+
+    pub(crate) fn digest(&self) -> Option<&Digest> {
+        match self {
+            Downstream::Ferry(s) => Some(s.digest()),
+            Downstream::Pingora(s) => s.digest(),
+        }
+    }
+
+    pub(crate) fn client_addr(&self) -> Option<&SocketAddr> {
+        match self {
+            Downstream::Ferry(s) => s.digest().socket_digest.as_ref()?.peer_addr(),
+            Downstream::Pingora(s) => s.client_addr(),
+        }
+    }
+
+    pub(crate) fn set_keepalive(&mut self, secs: Option<u64>) {
+        match self {
+            Downstream::Ferry(s) => s.set_keepalive(secs),
+            Downstream::Pingora(s) => s.set_keepalive(secs),
+        }
+    }
+
+    pub(crate) fn get_keepalive(&self) -> Option<u64> {
+        match self {
+            Downstream::Ferry(s) => s.get_keepalive(),
+            Downstream::Pingora(s) => s.get_keepalive(),
+        }
+    }
+
+    pub(crate) fn get_keepalive_reuses_remaining(&self) -> Option<u32> {
+        match self {
+            Downstream::Ferry(s) => s.get_reuses(),
+            Downstream::Pingora(s) => s.get_keepalive_reuses_remaining(),
+        }
+    }
+
+    pub(crate) async fn read_request_body(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            Downstream::Ferry(_) => Ok(None),
+            Downstream::Pingora(s) => s.read_request_body().await,
+        }
+    }
+
+    pub(crate) fn is_body_empty(&mut self) -> bool {
+        match self {
+            Downstream::Ferry(_) => true,
+            Downstream::Pingora(s) => s.is_body_empty(),
+        }
+    }
+
+    pub(crate) fn body_bytes_read(&self) -> usize {
+        match self {
+            Downstream::Ferry(_) => 0,
+            Downstream::Pingora(s) => s.body_bytes_read(),
+        }
+    }
+
+    pub(crate) async fn write_continue_response(&mut self) -> Result<()> {
+        match self {
+            Downstream::Ferry(_) => Ok(()),
+            Downstream::Pingora(s) => s.write_continue_response().await,
+        }
+    }
+
+    pub(crate) async fn write_response_header(
+        &mut self,
+        header: Box<ResponseHeader>,
+    ) -> Result<()> {
+        match self {
+            Downstream::Ferry(s) => s.write_response_header(header).await,
+            Downstream::Pingora(s) => s.write_response_header(header).await,
+        }
+    }
+
+    pub(crate) async fn write_response_body(&mut self, data: Bytes, end: bool) -> Result<()> {
+        match self {
+            Downstream::Ferry(s) => s.write_response_body(data, end).await,
+            Downstream::Pingora(s) => s.write_response_body(data, end).await,
+        }
+    }
+
+    pub(crate) async fn finish_body(&mut self) -> Result<()> {
+        match self {
+            Downstream::Ferry(s) => s.finish_body().await,
+            Downstream::Pingora(s) => s.finish_body().await,
+        }
+    }
+
+    /// HTTP/2's tasks (a header that ends the stream, trailers); an HTTP/1
+    /// session writes a header task's header and body.
+    pub(crate) async fn response_duplex_vec(&mut self, tasks: Vec<HttpTask>) -> Result<bool> {
+        let s = match self {
+            Downstream::Ferry(s) => s,
+            Downstream::Pingora(s) => return s.response_duplex_vec(tasks).await,
+        };
+        let mut ended = false;
+        for task in tasks {
+            match task {
+                HttpTask::Header(h, end) => {
+                    s.write_response_header(h).await?;
+                    ended |= end;
+                }
+                HttpTask::Body(data, end) => {
+                    s.write_response_body(data.unwrap_or_default(), end).await?;
+                    ended |= end;
+                }
+                HttpTask::Done => ended = true,
+                _ => return Error::e_explain(ErrorType::InternalError, "an HTTP/2 task on HTTP/1"),
+            }
+        }
+        if ended {
+            s.finish_body().await?;
+        }
+        Ok(ended)
+    }
+
+    pub(crate) fn response_written(&self) -> Option<&ResponseHeader> {
+        match self {
+            Downstream::Ferry(s) => s.response_written(),
+            Downstream::Pingora(s) => s.response_written(),
+        }
+    }
+
+    pub(crate) fn request_summary(&self) -> String {
+        match self {
+            Downstream::Ferry(s) => s.request_summary(),
+            Downstream::Pingora(s) => s.request_summary(),
+        }
+    }
+
+    /// The request head as the client sent it (HTTP/1).
+    pub(crate) fn raw_header(&self) -> Option<Bytes> {
+        match self {
+            Downstream::Ferry(s) => Some(s.raw_header()),
+            Downstream::Pingora(s) => Some(s.as_http1()?.get_headers_raw_bytes()),
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        match self {
+            Downstream::Ferry(s) => s.set_write_timeout(timeout),
+            Downstream::Pingora(s) => s.set_write_timeout(timeout),
+        }
+    }
+
+    /// The request body's read timeout (Ferry's session reads no body).
+    pub(crate) fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        if let Downstream::Pingora(s) = self {
+            s.set_read_timeout(timeout);
+        }
+    }
+
+    /// Trailers after the body: HTTP/2's (HTTP/1 sends none, as Pingora).
+    pub(crate) async fn write_response_trailers(
+        &mut self,
+        trailers: http::HeaderMap,
+    ) -> Result<()> {
+        match self {
+            Downstream::Ferry(_) => Ok(()),
+            Downstream::Pingora(s) => s.write_response_trailers(trailers).await,
+        }
+    }
+
+    /// Pingora's `write_error_response`: the connection closes after it;
+    /// nothing is written when a final header already was.
+    pub(crate) async fn write_error_response(
+        &mut self,
+        resp: ResponseHeader,
+        body: Bytes,
+    ) -> Result<()> {
+        let s = match self {
+            Downstream::Ferry(s) => s,
+            Downstream::Pingora(s) => return s.write_error_response(resp, body).await,
+        };
+        s.set_keepalive(None);
+        if s.response_written()
+            .is_some_and(|w| !w.status.is_informational() || w.status == 101)
+        {
+            return Ok(());
+        }
+        s.write_response_header(Box::new(resp)).await?;
+        match body.is_empty() {
+            true => s.finish_body().await,
+            false => s.write_response_body(body, true).await,
+        }
+    }
+
+    pub(crate) async fn shutdown(&mut self) {
+        match self {
+            Downstream::Ferry(s) => s.shutdown().await,
+            Downstream::Pingora(s) => s.shutdown().await,
+        }
+    }
+}

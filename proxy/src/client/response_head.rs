@@ -1,0 +1,258 @@
+//! A response head as the bytes an HTTP/1 client gets: the status line and
+//! the header lines as Pingora's session writes them (names in the case
+//! they came in, else Pingora's titled or lower case), `Date` and
+//! `Connection` set in place or added at the end, and what frames the
+//! body, seen on the same pass.
+//!
+//! nginx counterpart: `ngx_http_header_filter`, which writes the status
+//! line, its own `Date` and `Connection`, then the header lines.
+
+use http::header::{self, HeaderName};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+
+/// What frames the body, as the header lines said it.
+#[derive(Debug, Default)]
+pub(crate) struct Framing {
+    /// The last `Transfer-Encoding` coding is `chunked`.
+    pub chunked: bool,
+    /// A `Content-Length` came.
+    pub has_length: bool,
+    /// Every `Content-Length` value, reconciled: `None` when absent or when
+    /// they are not one number.
+    pub length: Option<usize>,
+}
+
+/// Write `header` to `buf`. `connection`: a final header's `Connection`
+/// value (with `Date`, set as Pingora sets both); `None` for a `1xx`.
+pub(crate) fn write(
+    header: &ResponseHeader,
+    connection: Option<&str>,
+    buf: &mut Vec<u8>,
+) -> Result<Framing> {
+    let version = match header.version {
+        http::Version::HTTP_09 => "HTTP/0.9 ",
+        http::Version::HTTP_10 => "HTTP/1.0 ",
+        http::Version::HTTP_11 => "HTTP/1.1 ",
+        _ => return Error::e_explain(ErrorType::WriteError, "serializing response header"),
+    };
+    buf.extend_from_slice(version.as_bytes());
+    buf.extend_from_slice(header.status.as_str().as_bytes());
+    buf.push(b' ');
+    if let Some(reason) = header.get_reason_phrase() {
+        buf.extend_from_slice(reason.as_bytes());
+    }
+    buf.extend_from_slice(b"\r\n");
+    let framing = lines(header, connection, buf);
+    buf.extend_from_slice(b"\r\n");
+    Ok(framing)
+}
+
+/// The header lines. A set `Date` or `Connection` takes its name's first
+/// place and drops the rest, as Pingora's `insert_header` does.
+fn lines(header: &ResponseHeader, connection: Option<&str>, buf: &mut Vec<u8>) -> Framing {
+    let mut framing = Framing::default();
+    let mut lengths = Lengths::default();
+    let (mut dated, mut connected) = (false, false);
+    let date = pingora_core::protocols::http::date::get_cached_date();
+    let mut cases = header.case_header_iter();
+    for (name, value) in header.headers.iter() {
+        let case = cases.next().map(|(c, _)| c.as_slice());
+        let set = match connection {
+            Some(c) if *name == header::CONNECTION => Some((&mut connected, c.as_bytes())),
+            Some(_) if *name == header::DATE => Some((&mut dated, date.as_bytes())),
+            _ => None,
+        };
+        if let Some((done, new)) = set {
+            if !std::mem::replace(done, true) {
+                line(buf, titled(name).as_bytes(), new);
+            }
+            continue;
+        }
+        if *name == header::TRANSFER_ENCODING {
+            framing.chunked = last_coding_chunked(value.as_bytes());
+        } else if *name == header::CONTENT_LENGTH {
+            framing.has_length = true;
+            lengths.add(value.as_bytes());
+        }
+        let name = case.unwrap_or_else(|| titled(name).as_bytes());
+        line(buf, name, value.as_bytes());
+    }
+    if let Some(c) = connection {
+        if !dated {
+            line(buf, b"Date", date.as_bytes());
+        }
+        if !connected {
+            line(buf, b"Connection", c.as_bytes());
+        }
+    }
+    framing.length = lengths.value();
+    framing
+}
+
+fn line(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// How Pingora writes a name that kept no case: a few in title case, the
+/// rest as the header map holds them (lower case).
+fn titled(name: &HeaderName) -> &str {
+    match *name {
+        header::ACCEPT_RANGES => "Accept-Ranges",
+        header::AGE => "Age",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::CONNECTION => "Connection",
+        header::CONTENT_TYPE => "Content-Type",
+        header::CONTENT_ENCODING => "Content-Encoding",
+        header::CONTENT_LENGTH => "Content-Length",
+        header::DATE => "Date",
+        header::TRANSFER_ENCODING => "Transfer-Encoding",
+        header::HOST => "Host",
+        header::SERVER => "Server",
+        header::SET_COOKIE => "Set-Cookie",
+        _ => name.as_str(),
+    }
+}
+
+/// The last coding of a `Transfer-Encoding` value is `chunked`.
+fn last_coding_chunked(value: &[u8]) -> bool {
+    let token = value.rsplit(|&b| b == b',').next().unwrap_or(value);
+    token.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+/// `Content-Length` values, reconciled as Pingora does: identical values
+/// (on several lines or in a list) are one; anything else is none.
+#[derive(Default)]
+struct Lengths {
+    found: Option<usize>,
+    bad: bool,
+}
+
+impl Lengths {
+    fn add(&mut self, value: &[u8]) {
+        for part in value.split(|&b| b == b',') {
+            let n = std::str::from_utf8(part.trim_ascii())
+                .ok()
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<usize>().ok());
+            match (n, self.found) {
+                (Some(n), Some(f)) if n != f => self.bad = true,
+                (Some(n), _) => self.found = Some(n),
+                (None, _) => self.bad = true,
+            }
+        }
+    }
+
+    fn value(&self) -> Option<usize> {
+        self.found.filter(|_| !self.bad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{BufMut, BytesMut};
+
+    /// Pingora's own serialization of `header` after its session set
+    /// `Date` and `Connection` (its `http_resp_header_to_buf`).
+    fn as_pingora_writes(mut header: ResponseHeader, connection: &str) -> Vec<u8> {
+        let date = pingora_core::protocols::http::date::get_cached_date();
+        header.insert_header(header::DATE, date).unwrap();
+        header
+            .insert_header(header::CONNECTION, connection)
+            .unwrap();
+        let mut buf = BytesMut::new();
+        buf.put_slice(b"HTTP/1.1 ");
+        buf.put_slice(header.status.as_str().as_bytes());
+        buf.put_u8(b' ');
+        buf.put_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());
+        buf.put_slice(b"\r\n");
+        header.header_to_h1_wire(&mut buf);
+        buf.put_slice(b"\r\n");
+        buf.to_vec()
+    }
+
+    fn header(case: bool, lines: &[(&str, &str)]) -> ResponseHeader {
+        let mut h = match case {
+            true => ResponseHeader::build(200, None).unwrap(),
+            false => ResponseHeader::build_no_case(200, None).unwrap(),
+        };
+        for (n, v) in lines {
+            h.append_header(n.to_string(), *v).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn the_bytes_are_pingoras() {
+        let shapes: [&[(&str, &str)]; 5] = [
+            &[
+                ("Server", "x"),
+                ("date", "old"),
+                ("Content-Length", "3"),
+                ("X-A", "1"),
+            ],
+            &[
+                ("X-A", "1"),
+                ("Connection", "close"),
+                ("x-b", "2"),
+                ("CONNECTION", "x"),
+            ],
+            &[("Set-Cookie", "a=1"), ("X-A", "1"), ("set-cookie", "b=2")],
+            &[
+                ("Date", "1"),
+                ("X-A", "1"),
+                ("Date", "2"),
+                ("Transfer-Encoding", "chunked"),
+            ],
+            &[],
+        ];
+        for lines in shapes {
+            for case in [true, false] {
+                for connection in ["keep-alive", "close"] {
+                    let mut ours = Vec::new();
+                    write(&header(case, lines), Some(connection), &mut ours).unwrap();
+                    let theirs = as_pingora_writes(header(case, lines), connection);
+                    assert_eq!(
+                        String::from_utf8_lossy(&ours),
+                        String::from_utf8_lossy(&theirs),
+                        "{lines:?}, case {case}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_framing_is_seen_on_the_way() {
+        let mut buf = Vec::new();
+        let f = |lines: &[(&str, &str)], buf: &mut Vec<u8>| {
+            write(&header(true, lines), Some("close"), buf).unwrap()
+        };
+        let both = f(
+            &[
+                ("Content-Length", "5"),
+                ("Transfer-Encoding", "gzip, chunked"),
+            ],
+            &mut buf,
+        );
+        assert!(both.chunked && both.has_length);
+        assert_eq!(
+            f(
+                &[("Content-Length", "5, 5"), ("content-length", "5")],
+                &mut buf
+            )
+            .length,
+            Some(5)
+        );
+        for bad in ["5, 6", "-1", "", "5x"] {
+            let framing = f(&[("Content-Length", bad)], &mut buf);
+            assert_eq!(framing.length, None, "{bad:?}");
+            assert!(framing.has_length);
+        }
+        assert!(!f(&[("Transfer-Encoding", "chunked, gzip")], &mut buf).chunked);
+    }
+}
