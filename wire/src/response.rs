@@ -31,6 +31,9 @@ pub struct ResponseHead {
     /// than from the lines again.
     transfer_encoding: bool,
     content_length: Option<u64>,
+    /// A line is folded (obs-fold): a line break followed by a space or a
+    /// tab.
+    folded: bool,
 }
 
 /// Parses a response head from the start of `buf` with Pingora's httparse
@@ -85,10 +88,25 @@ fn parse_with<'b>(
         len,
         transfer_encoding: false,
         content_length: None,
+        folded: has_fold(&buf[..len]),
     }))
 }
 
+/// A line break followed by a space or a tab: the only way a response
+/// value httparse accepts can hold a CR, an LF or a NUL (see `unfold`).
+fn has_fold(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| matches!(head.get(i + 1), Some(b' ' | b'\t')))
+}
+
 impl ResponseHead {
+    /// Whether a value is folded (obs-fold): only then may [`unfold`]
+    /// change one, and a caller may take every value as it is otherwise.
+    ///
+    /// [`unfold`]: crate::unfold
+    pub fn has_folds(&self) -> bool {
+        self.folded
+    }
+
     /// The first field named `name` (ASCII case-insensitive).
     pub fn get<'b>(&self, buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
         line::first(&self.lines, buf, name)

@@ -525,3 +525,24 @@ fn empty_chunk_size_is_the_last_chunk() {
     // httparse reads an empty size line as 0, and Pingora follows it.
     assert_eq!(chunked(b"\r\n\r\n"), Ok((Vec::new(), 4, true)));
 }
+
+#[test]
+fn a_head_says_whether_a_line_is_folded() {
+    let folded: [&[u8]; 2] = [
+        b"HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\n\r\n",
+        b"HTTP/1.1 200 OK\nX-A: one\n\ttwo\n\n",
+    ];
+    for raw in folded {
+        let head = resp(raw).unwrap();
+        assert!(head.has_folds(), "{}", String::from_utf8_lossy(raw));
+        let value = &raw[head.lines[0].value.clone()];
+        assert!(matches!(unfold(value), std::borrow::Cow::Owned(_)));
+    }
+    let plain = b"HTTP/1.1 200 OK\r\nX-A: one two\r\nX-B:\t\r\n\r\n";
+    let head = resp(plain).unwrap();
+    assert!(!head.has_folds());
+    for line in &head.lines {
+        let value = &plain[line.value.clone()];
+        assert!(matches!(unfold(value), std::borrow::Cow::Borrowed(_)));
+    }
+}

@@ -462,13 +462,18 @@ fn response_header(
     for line in &head.lines {
         let name = raw.slice(line.name.clone());
         chunked |= name.eq_ignore_ascii_case(b"transfer-encoding");
-        let value = match ferry_wire::unfold(&raw[line.value.clone()]) {
-            std::borrow::Cow::Borrowed(_) => raw.slice(line.value.clone()),
-            std::borrow::Cow::Owned(v) => Bytes::from(v),
+        let value = match head.has_folds() {
+            false => raw.slice(line.value.clone()),
+            true => match ferry_wire::unfold(&raw[line.value.clone()]) {
+                std::borrow::Cow::Borrowed(_) => raw.slice(line.value.clone()),
+                std::borrow::Cow::Owned(v) => Bytes::from(v),
+            },
         };
         // SAFETY: httparse admits only the bytes `http` allows in a value
-        // (HTAB, SP to `~`, obs-text), and `unfold` left no CR, LF or NUL:
-        // Pingora's own check (`header_value_from_raw`) would find nothing.
+        // (HTAB, SP to `~`, obs-text) but for a fold's CR and LF, and a
+        // folded head's values went through `unfold`, which leaves no CR,
+        // LF or NUL: Pingora's own check (`header_value_from_raw`) would
+        // find nothing.
         let value = unsafe { http::HeaderValue::from_maybe_shared_unchecked(value) };
         header.append_header(name, value).or_err(
             ErrorType::InvalidHTTPHeader,

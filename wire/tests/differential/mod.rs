@@ -23,7 +23,8 @@
 //!   ferry-wire refused the request line and Pingora's target differs from
 //!   the raw one.
 //! - folded response values: compared in Pingora's unfolded form
-//!   (`ferry_wire::unfold`), which a caller forwarding them uses too.
+//!   (`ferry_wire::unfold`, applied when `has_folds` says a line is
+//!   folded), which a caller forwarding them uses too.
 //! - `authority target`: ferry-wire accepts, and Pingora refuses, a request
 //!   whose target is not origin-form or `*` (absolute-form, authority-form)
 //!   or whose method is CONNECT: Pingora's authority checks
@@ -269,7 +270,7 @@ fn request_view(head: &RequestHead, buf: &[u8]) -> Head {
         target: target.to_vec(),
         status: 0,
         minor: head.minor,
-        headers: grouped(&head.lines, buf),
+        headers: grouped(&head.lines, buf, true),
     }
 }
 
@@ -322,7 +323,9 @@ fn response_view(head: &ResponseHead, buf: &[u8]) -> Head {
         target: Vec::new(),
         status: head.status,
         minor: head.minor,
-        headers: grouped(&head.lines, buf),
+        // Unfolded only when the head says a line is folded, as Ferry's
+        // upstream session does: a fold it missed would differ here.
+        headers: grouped(&head.lines, buf, head.has_folds()),
     }
 }
 
@@ -330,11 +333,15 @@ fn response_view(head: &ResponseHead, buf: &[u8]) -> Head {
 /// lowercased name in order of first appearance; when `Transfer-Encoding`
 /// is present `Content-Length` is removed as Pingora removes it (a
 /// `HeaderMap` removal moves the last name into the removed one's place).
-fn grouped(lines: &[Line], buf: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn grouped(lines: &[Line], buf: &[u8], unfold: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
     let flat: Vec<(Vec<u8>, Vec<u8>)> = lines
         .iter()
         .map(|l| {
-            let value = ferry_wire::unfold(&buf[l.value.clone()]).into_owned();
+            let raw = &buf[l.value.clone()];
+            let value = match unfold {
+                true => ferry_wire::unfold(raw).into_owned(),
+                false => raw.to_vec(),
+            };
             (buf[l.name.clone()].to_ascii_lowercase(), value)
         })
         .collect();
