@@ -25,6 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"FERRYC2\n";
 const HEAD: usize = 44;
@@ -147,11 +148,12 @@ pub struct Entry {
 /// client (`key`, the server's to choose), kept with the entry so that
 /// the next HIT alike starts from it. The cache itself never reads it.
 #[derive(Debug, Default)]
-pub struct Served(std::sync::Mutex<Option<(u64, ResponseHeader)>>);
+pub struct Served(std::sync::Mutex<Option<(u64, Arc<ResponseHeader>)>>);
 
 impl Served {
-    /// The header made for `key`, if it is the one kept.
-    pub fn get(&self, key: u64) -> Option<ResponseHeader> {
+    /// The header made for `key`, if it is the one kept (shared: a copy is
+    /// made only by whoever changes it).
+    pub fn get(&self, key: u64) -> Option<Arc<ResponseHeader>> {
         let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         kept.as_ref()
             .filter(|(k, _)| *k == key)
@@ -159,8 +161,8 @@ impl Served {
     }
 
     /// Keep `header`, made for `key`, in place of the one kept.
-    pub fn keep(&self, key: u64, header: &ResponseHeader) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, header.clone()));
+    pub fn keep(&self, key: u64, header: Arc<ResponseHeader>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, header));
     }
 }
 

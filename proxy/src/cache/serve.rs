@@ -41,24 +41,33 @@ pub(crate) async fn answer<P: ProxyHttp>(
     status: CacheStatus,
 ) -> Result<End> {
     s.request.cache_status = status;
-    let mut resp = served(s, route, entry)?;
-    let range = conditional(s.req_header(), &mut resp, entry.head.body_len);
-    response_header::add_headers(route, s, None, &mut resp)?;
-    app.response_filter(s, &mut resp, ctx).await?;
-    let conf = route.conf.compress.as_ref();
-    let encoder = compress::decide(conf, s.downstream.req_header(), &mut resp, false);
-    s.request.status = resp.status.as_u16();
+    let kept = served(s, route, entry)?;
+    let added = response_header::added(route, s, None);
+    let (range, encoder, sent_from_file) = match as_kept(app, s, route, &kept, &added) {
+        true => {
+            // The entry's header as it is, the added lines after it.
+            s.request.status = kept.status.as_u16();
+            let range = 0..entry.head.body_len;
+            let from_file = from_file(app, s, entry, &kept, range.clone(), false);
+            s.downstream.write_kept_header(&kept, &added).await?;
+            (range, None, from_file)
+        }
+        false => {
+            let mut resp = Box::new(Arc::unwrap_or_clone(kept));
+            let range = conditional(s.req_header(), &mut resp, entry.head.body_len);
+            for (name, value) in added {
+                resp.append_header(name.to_string(), value)?;
+            }
+            app.response_filter(s, &mut resp, ctx).await?;
+            let conf = route.conf.compress.as_ref();
+            let encoder = compress::decide(conf, s.downstream.req_header(), &mut resp, false);
+            s.request.status = resp.status.as_u16();
+            let from_file = from_file(app, s, entry, &resp, range.clone(), encoder.is_some());
+            s.downstream.write_response_header(resp).await?;
+            (range, encoder, from_file)
+        }
+    };
     let head_only = s.req_header().method == http::Method::HEAD;
-    let sent_from_file = !head_only
-        && !range.is_empty()
-        && encoder.is_none()
-        && !app.filters_response_body()
-        && framed_by_length(&resp, range.end - range.start)
-        && entry
-            .body_read(range.start, (range.end - range.start) as usize)
-            .is_none()
-        && straight(s);
-    s.downstream.write_response_header(resp).await?;
     if head_only || range.is_empty() {
         let last = compress::finish_empty(encoder);
         return written(s.downstream.write_response_body(last, true).await);
@@ -71,6 +80,56 @@ pub(crate) async fn answer<P: ProxyHttp>(
     read_and_write(app, s, ctx, entry, range, encoder).await
 }
 
+/// Whether the entry's header goes to the client as it is, with the added
+/// lines after it, no copy of it made: Ferry's own HTTP/1 session writes
+/// it, and nothing would change it (no `response_filter`, no compression,
+/// no range or validator in the request, `Accept-Ranges` already said, and
+/// no added line naming one the header has or one the session sets).
+fn as_kept<P: ProxyHttp>(
+    app: &P,
+    s: &Session<'_>,
+    route: &RouteRt,
+    kept: &pingora_http::ResponseHeader,
+    added: &[(&str, String)],
+) -> bool {
+    let req = s.req_header();
+    let set_by_session = ["date", "connection", "content-length", "transfer-encoding"];
+    let clashes = |name: &str| {
+        kept.headers.contains_key(name)
+            || set_by_session.iter().any(|n| n.eq_ignore_ascii_case(name))
+    };
+    !app.filters_response_header()
+        && s.downstream.is_ferry()
+        && route.conf.compress.is_none()
+        && !req.headers.contains_key(header::RANGE)
+        && says_bytes(kept)
+        && !not_modified(req, kept)
+        && !added.iter().any(|(name, _)| clashes(name))
+}
+
+/// Whether the body goes from the entry file with sendfile(2): a plain-TCP
+/// HTTP/1 client, a body no filter or encoder sees, framed by its length,
+/// not in memory already.
+fn from_file<P: ProxyHttp>(
+    app: &P,
+    s: &Session<'_>,
+    entry: &Entry,
+    resp: &pingora_http::ResponseHeader,
+    range: std::ops::Range<u64>,
+    encoding: bool,
+) -> bool {
+    let head_only = s.req_header().method == http::Method::HEAD;
+    !head_only
+        && !range.is_empty()
+        && !encoding
+        && !app.filters_response_body()
+        && framed_by_length(resp, range.end - range.start)
+        && entry
+            .body_read(range.start, (range.end - range.start) as usize)
+            .is_none()
+        && straight(s)
+}
+
 /// The stored header through the route's rules for this client: the one
 /// the entry keeps for this route and kind of client when there is one,
 /// else made (and kept, unless it depends on this request's host, as a
@@ -79,19 +138,20 @@ fn served(
     s: &Session<'_>,
     route: &RouteRt,
     entry: &Entry,
-) -> Result<Box<pingora_http::ResponseHeader>> {
+) -> Result<Arc<pingora_http::ResponseHeader>> {
     let version = s.downstream.req_header().version;
     let key = route.id << 4 | version_code(version);
     if let Some(kept) = entry.served.get(key) {
-        return Ok(Box::new(kept));
+        return Ok(kept);
     }
     // Stored with the body's Content-Length, without Transfer-Encoding.
-    let mut made = Box::new(entry.head.header.clone());
+    let mut made = entry.head.header.clone();
     let (host, scheme) = (s.request.host.as_str(), s.request.scheme);
     response_header::build(route, &mut made, version, host, scheme)?;
     let h = &entry.head.header.headers;
+    let made = Arc::new(made);
     if route.redirect.is_off() || !(h.contains_key(header::LOCATION) || h.contains_key("refresh")) {
-        entry.served.keep(key, &made);
+        entry.served.keep(key, made.clone());
     }
     Ok(made)
 }

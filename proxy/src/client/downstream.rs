@@ -11,8 +11,7 @@ use crate::client::h1_session::H1Session;
 use crate::client::header_clock::ClockedStream;
 use bytes::Bytes;
 use pingora_core::protocols::http::{HttpTask, ServerSession};
-use pingora_core::protocols::l4::socket::SocketAddr;
-use pingora_core::protocols::{Digest, UniqueID};
+use pingora_core::protocols::UniqueID;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::time::Duration;
@@ -48,6 +47,11 @@ impl Downstream {
         }
     }
 
+    /// Ferry's own session.
+    pub(crate) fn is_ferry(&self) -> bool {
+        matches!(self, Downstream::Ferry(_))
+    }
+
     pub(crate) fn is_http2(&self) -> bool {
         matches!(self, Downstream::Pingora(s) if s.is_http2())
     }
@@ -77,17 +81,19 @@ impl Downstream {
         }
     }
 
-    pub(crate) fn digest(&self) -> Option<&Digest> {
+    /// The client's address (the connection's peer).
+    pub(crate) fn client_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
-            Downstream::Ferry(s) => Some(s.digest()),
-            Downstream::Pingora(s) => s.digest(),
+            Downstream::Ferry(s) => s.stream().peer_addr(),
+            Downstream::Pingora(s) => s.client_addr()?.as_inet().copied(),
         }
     }
 
-    pub(crate) fn client_addr(&self) -> Option<&SocketAddr> {
+    /// The connection is TLS.
+    pub(crate) fn is_tls(&self) -> bool {
         match self {
-            Downstream::Ferry(s) => s.digest().socket_digest.as_ref()?.peer_addr(),
-            Downstream::Pingora(s) => s.client_addr(),
+            Downstream::Ferry(s) => s.stream().is_tls(),
+            Downstream::Pingora(s) => s.digest().is_some_and(|d| d.ssl_digest.is_some()),
         }
     }
 
@@ -147,6 +153,22 @@ impl Downstream {
         match self {
             Downstream::Ferry(s) => s.write_response_header(header).await,
             Downstream::Pingora(s) => s.write_response_header(header).await,
+        }
+    }
+
+    /// A cache entry's header as it is, `added` lines after it: Ferry's
+    /// session only (the caller checked [`Downstream::is_ferry`]).
+    pub(crate) async fn write_kept_header(
+        &mut self,
+        header: &std::sync::Arc<ResponseHeader>,
+        added: &[(&str, String)],
+    ) -> Result<()> {
+        match self {
+            Downstream::Ferry(s) => s.write_kept_header(header, added).await,
+            Downstream::Pingora(_) => Error::e_explain(
+                ErrorType::InternalError,
+                "a kept header on Pingora's session",
+            ),
         }
     }
 

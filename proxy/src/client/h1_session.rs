@@ -21,9 +21,9 @@ use crate::client::response_head;
 use bytes::{Bytes, BytesMut};
 use ferry_wire::{Framing, Parsed, RequestHead};
 use http::header;
-use pingora_core::protocols::{Digest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Ssl};
 use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The first read's room (Pingora's `INIT_HEADER_BUF_SIZE`).
@@ -112,6 +112,13 @@ enum Body {
     Done,
 }
 
+/// The response header written: the one made for this response, or a
+/// cache entry's, shared.
+enum Written {
+    Made(Box<ResponseHeader>),
+    Kept(Arc<ResponseHeader>),
+}
+
 /// One request's session on a client's HTTP/1 connection.
 pub(crate) struct H1Session {
     stream: Box<ClockedStream>,
@@ -125,14 +132,13 @@ pub(crate) struct H1Session {
     /// The request asked for the connection's close (`Connection: close`,
     /// or HTTP/1.0 without `keep-alive`).
     asked_close: bool,
-    written: Option<Box<ResponseHeader>>,
+    written: Option<Written>,
     body: Body,
     body_bytes_sent: usize,
     /// `client_send_timeout`, on each body write (as Pingora's).
     write_timeout: Option<std::time::Duration>,
     /// The request head as it came.
     raw: Bytes,
-    digest: Box<Digest>,
 }
 
 impl H1Session {
@@ -155,12 +161,6 @@ impl H1Session {
                 return Err((stream, all));
             }
         };
-        let digest = Box::new(Digest {
-            ssl_digest: stream.get_ssl_digest(),
-            timing_digest: stream.get_timing_digest(),
-            proxy_digest: stream.get_proxy_digest(),
-            socket_digest: stream.get_socket_digest(),
-        });
         Ok(Box::new(H1Session {
             stream,
             request,
@@ -173,7 +173,6 @@ impl H1Session {
             body_bytes_sent: 0,
             write_timeout: None,
             raw,
-            digest,
         }))
     }
 
@@ -187,10 +186,6 @@ impl H1Session {
 
     pub(crate) fn stream(&self) -> &ClockedStream {
         &self.stream
-    }
-
-    pub(crate) fn digest(&self) -> &Digest {
-        &self.digest
     }
 
     /// The request head as the client sent it.
@@ -225,7 +220,10 @@ impl H1Session {
     }
 
     pub(crate) fn response_written(&self) -> Option<&ResponseHeader> {
-        self.written.as_deref()
+        match self.written.as_ref()? {
+            Written::Made(h) => Some(h),
+            Written::Kept(h) => Some(h),
+        }
     }
 
     /// Pingora's `write_response_header`: `Date` and `Connection` set, the
@@ -234,6 +232,27 @@ impl H1Session {
     pub(crate) async fn write_response_header(
         &mut self,
         header: Box<ResponseHeader>,
+    ) -> Result<()> {
+        self.write_head(&header, &[]).await?;
+        self.written = Some(Written::Made(header));
+        Ok(())
+    }
+
+    /// A cache entry's header as it is, `added` lines after its own.
+    pub(crate) async fn write_kept_header(
+        &mut self,
+        header: &Arc<ResponseHeader>,
+        added: &[(&str, String)],
+    ) -> Result<()> {
+        self.write_head(header, added).await?;
+        self.written = Some(Written::Kept(header.clone()));
+        Ok(())
+    }
+
+    async fn write_head(
+        &mut self,
+        header: &ResponseHeader,
+        added: &[(&str, String)],
     ) -> Result<()> {
         if self.body != Body::Unset {
             log::warn!("Respond header is already sent, cannot send again");
@@ -246,7 +265,7 @@ impl H1Session {
             (false, false) => Some("close"),
         };
         let mut head = Vec::with_capacity(1024);
-        let framing = response_head::write(&header, connection, &mut head)?;
+        let framing = response_head::write(header, added, connection, &mut head)?;
         if !informational {
             self.body = self.framing(header.status.as_u16(), &framing);
             if self.body == Body::UntilClose {
@@ -261,7 +280,6 @@ impl H1Session {
         if flush {
             self.flush("flushing response header").await?;
         }
-        self.written = Some(header);
         Ok(())
     }
 

@@ -205,6 +205,19 @@ impl ClockedStream {
     pub(crate) fn too_large(&self) -> Option<u16> {
         self.too_large
     }
+
+    /// The connection's peer.
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        match &self.inner {
+            Transport::Plain(s) => Some(s.peer()),
+            Transport::Tls(s) => s.get_socket_digest()?.peer_addr()?.as_inet().copied(),
+        }
+    }
+
+    /// The connection is TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.inner, Transport::Tls(_))
+    }
 }
 
 /// The client's own connection under `clock`, when it is HTTP/1 over plain

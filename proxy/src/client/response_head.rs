@@ -23,10 +23,13 @@ pub(crate) struct Framing {
     pub length: Option<usize>,
 }
 
-/// Write `header` to `buf`. `connection`: a final header's `Connection`
-/// value (with `Date`, set as Pingora sets both); `None` for a `1xx`.
+/// Write `header` to `buf`, `added` lines after its own (names it does not
+/// have, as an `append_header` of each would place them). `connection`: a
+/// final header's `Connection` value (with `Date`, set as Pingora sets
+/// both); `None` for a `1xx`.
 pub(crate) fn write(
     header: &ResponseHeader,
+    added: &[(&str, String)],
     connection: Option<&str>,
     buf: &mut Vec<u8>,
 ) -> Result<Framing> {
@@ -43,14 +46,19 @@ pub(crate) fn write(
         buf.extend_from_slice(reason.as_bytes());
     }
     buf.extend_from_slice(b"\r\n");
-    let framing = lines(header, connection, buf);
+    let framing = lines(header, added, connection, buf);
     buf.extend_from_slice(b"\r\n");
     Ok(framing)
 }
 
 /// The header lines. A set `Date` or `Connection` takes its name's first
 /// place and drops the rest, as Pingora's `insert_header` does.
-fn lines(header: &ResponseHeader, connection: Option<&str>, buf: &mut Vec<u8>) -> Framing {
+fn lines(
+    header: &ResponseHeader,
+    added: &[(&str, String)],
+    connection: Option<&str>,
+    buf: &mut Vec<u8>,
+) -> Framing {
     let mut framing = Framing::default();
     let mut lengths = Lengths::default();
     let (mut dated, mut connected) = (false, false);
@@ -77,6 +85,9 @@ fn lines(header: &ResponseHeader, connection: Option<&str>, buf: &mut Vec<u8>) -
         }
         let name = case.unwrap_or_else(|| titled(name).as_bytes());
         line(buf, name, value.as_bytes());
+    }
+    for (name, value) in added {
+        line(buf, name.as_bytes(), value.as_bytes());
     }
     if let Some(c) = connection {
         if !dated {
@@ -214,7 +225,7 @@ mod tests {
             for case in [true, false] {
                 for connection in ["keep-alive", "close"] {
                     let mut ours = Vec::new();
-                    write(&header(case, lines), Some(connection), &mut ours).unwrap();
+                    write(&header(case, lines), &[], Some(connection), &mut ours).unwrap();
                     let theirs = as_pingora_writes(header(case, lines), connection);
                     assert_eq!(
                         String::from_utf8_lossy(&ours),
@@ -230,7 +241,7 @@ mod tests {
     fn the_framing_is_seen_on_the_way() {
         let mut buf = Vec::new();
         let f = |lines: &[(&str, &str)], buf: &mut Vec<u8>| {
-            write(&header(true, lines), Some("close"), buf).unwrap()
+            write(&header(true, lines), &[], Some("close"), buf).unwrap()
         };
         let both = f(
             &[

@@ -704,6 +704,14 @@ pub trait ProxyHttp: Send + Sync + 'static {
         true
     }
 
+    /// Whether [`response_filter`](ProxyHttp::response_filter) must see
+    /// every response header. A program that leaves it as it is may say
+    /// `false`: a cache HIT's header then goes to an HTTP/1 client
+    /// straight from the one its entry keeps, with no copy made for it.
+    fn filters_response_header(&self) -> bool {
+        true
+    }
+
     /// The trailers an HTTP/2 server sent after the response body (gRPC's
     /// `grpc-status`), as they were read, after the last call of
     /// [`upstream_response_body_filter`](ProxyHttp::upstream_response_body_filter).
@@ -1004,6 +1012,9 @@ impl ProxyHttp for DefaultProxy {
         false
     }
     fn filters_upstream_request(&self) -> bool {
+        false
+    }
+    fn filters_response_header(&self) -> bool {
         false
     }
 }

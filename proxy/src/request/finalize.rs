@@ -58,7 +58,7 @@ fn hex_id(base: u64, seq: u64) -> String {
 /// client's real address, an id and the scheme.
 pub(crate) fn begin(rt: &Runtime, session: &Downstream) -> Request {
     crate::client::header_clock::header_done(session.clock());
-    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+    let peer = session.client_addr();
     let announced = crate::client::header_clock::announced_client(session.clock());
     let mut request = Request::new(request_id(session), None);
     request.client_addr = match (announced, &rt.real_ip, peer) {
@@ -66,7 +66,7 @@ pub(crate) fn begin(rt: &Runtime, session: &Downstream) -> Request {
         (None, Some(rule), Some(p)) => Some(rule.client(p, &session.req_header().headers)),
         _ => peer,
     };
-    if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+    if session.is_tls() {
         request.scheme = "https";
     }
     metrics().in_flight.inc();
@@ -194,7 +194,7 @@ pub(crate) async fn refused<P: ProxyHttp>(
 
 /// The client's address of `session`, as the record keeps it.
 fn session_addr(session: &Downstream) -> Option<std::net::SocketAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).copied()
+    session.client_addr()
 }
 
 /// A session standing in for one whose header could not be read: its

@@ -88,9 +88,22 @@ pub(crate) fn add_headers(
     upstream: Option<&http::HeaderMap>,
     resp: &mut ResponseHeader,
 ) -> Result<()> {
+    for (name, value) in added(route, s, upstream) {
+        resp.append_header(name.to_string(), value)?;
+    }
+    Ok(())
+}
+
+/// The lines `add_headers` adds for this request: each name with its
+/// value, those whose value came out empty left out.
+pub(crate) fn added<'r>(
+    route: &'r RouteRt,
+    s: &crate::hooks::session::Session<'_>,
+    upstream: Option<&http::HeaderMap>,
+) -> Vec<(&'r str, String)> {
     let adds = &route.conf.proxy.add_headers;
     if adds.is_empty() {
-        return Ok(());
+        return Vec::new();
     }
     // Made only when a line uses them (each is a new string).
     use ferry_conf::Variable as V;
@@ -107,11 +120,6 @@ pub(crate) fn add_headers(
     vars.upstream_addr = &addr;
     vars.upstream_status = &status;
     vars.upstream_headers = upstream;
-    for (name, value) in adds.iter() {
-        let v = vars.render(value);
-        if !v.is_empty() {
-            resp.append_header(name.to_string(), v)?;
-        }
-    }
-    Ok(())
+    let rendered = adds.iter().map(|(name, value)| (name, vars.render(value)));
+    rendered.filter(|(_, v)| !v.is_empty()).collect()
 }
