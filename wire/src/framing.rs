@@ -95,7 +95,12 @@ pub(crate) fn chunked_is_final(lines: &[Line], buf: &[u8]) -> bool {
 /// token is in the list, `None` otherwise (then the version decides).
 pub(crate) fn connection_keepalive(lines: &[Line], buf: &[u8]) -> Option<bool> {
     let value = line::values(lines, buf, "connection").next()?;
-    let value = &*value;
+    connection_verdict(&value)
+}
+
+/// What a `Connection` value says about keepalive (see
+/// `connection_keepalive`).
+pub(crate) fn connection_verdict(value: &[u8]) -> Option<bool> {
     if value.eq_ignore_ascii_case(b"keep-alive") {
         return Some(true);
     }

@@ -34,6 +34,8 @@ pub struct ResponseHead {
     /// A line is folded (obs-fold): a line break followed by a space or a
     /// tab.
     folded: bool,
+    /// The first `Connection` line, by its index in `lines`.
+    connection: Option<usize>,
 }
 
 /// Parses a response head from the start of `buf` with Pingora's httparse
@@ -49,8 +51,20 @@ pub fn parse_response(buf: &[u8], max_headers: usize) -> Result<Parsed<ResponseH
             if h.status < 100 {
                 return Err(WireError::BadStatus);
             }
-            h.transfer_encoding = line::has(&h.lines, buf, "transfer-encoding");
-            if !h.transfer_encoding {
+            // One pass over the names for what framing and keepalive read.
+            let mut length = false;
+            for (i, l) in h.lines.iter().enumerate() {
+                let name = buf.get(l.name.clone()).unwrap_or_default();
+                match name.len() {
+                    17 => h.transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding"),
+                    14 => length |= name.eq_ignore_ascii_case(b"content-length"),
+                    10 if h.connection.is_none() && name.eq_ignore_ascii_case(b"connection") => {
+                        h.connection = Some(i);
+                    }
+                    _ => {}
+                }
+            }
+            if !h.transfer_encoding && length {
                 h.content_length = framing::content_length(&h.lines, buf)?;
             }
             Ok(Parsed::Complete(h))
@@ -89,6 +103,7 @@ fn parse_with<'b>(
         transfer_encoding: false,
         content_length: None,
         folded: has_fold(&buf[..len]),
+        connection: None,
     }))
 }
 
@@ -169,7 +184,10 @@ impl ResponseHead {
         if self.minor == 0 && self.transfer_encoding {
             return false;
         }
-        framing::keepalive(&self.lines, buf, self.minor)
+        let line = self.connection.and_then(|i| self.lines.get(i));
+        let connection = line.and_then(|l| buf.get(l.value.clone()));
+        let verdict = connection.and_then(|v| framing::connection_verdict(&line::unfold(v)));
+        verdict.unwrap_or(self.minor == 1)
     }
 
     /// A 1xx other than 101: an interim response; the real head follows.
