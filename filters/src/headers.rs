@@ -413,7 +413,7 @@ impl AddedNames {
 /// A name as Pingora writes it in a header that kept no case: a few
 /// standard names title-cased, the rest in lower case, as `http` keeps
 /// them (pingora-http's `titled_header_name_str`).
-fn bare_case(name: &HeaderName) -> &str {
+pub fn bare_case(name: &HeaderName) -> &str {
     match *name {
         header::ACCEPT_RANGES => "Accept-Ranges",
         header::AGE => "Age",

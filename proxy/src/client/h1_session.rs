@@ -134,7 +134,6 @@ pub(crate) struct H1Session {
     asked_close: bool,
     written: Option<Written>,
     body: Body,
-    body_bytes_sent: usize,
     /// `client_send_timeout`, on each body write (as Pingora's).
     write_timeout: Option<std::time::Duration>,
     /// The request head as it came.
@@ -170,7 +169,6 @@ impl H1Session {
             asked_close,
             written: None,
             body: Body::Unset,
-            body_bytes_sent: 0,
             write_timeout: None,
             raw,
         }))
@@ -350,29 +348,16 @@ impl H1Session {
                 if written + n >= total {
                     self.flush("flushing body").await?;
                 }
-                self.body_bytes_sent += n;
                 Ok(Some(n))
             }
             Body::Chunked => {
                 let size = format!("{:X}\r\n", data.len());
-                let parts = [size.as_bytes(), data, b"\r\n"];
-                for part in parts {
-                    self.stream
-                        .write_all(part)
-                        .await
-                        .or_err(ErrorType::WriteError, what)?;
-                }
-                self.flush("flushing body").await?;
-                self.body_bytes_sent += data.len();
+                self.write_flushed(&[size.as_bytes(), data, b"\r\n"])
+                    .await?;
                 Ok(Some(data.len()))
             }
             Body::UntilClose => {
-                self.stream
-                    .write_all(data)
-                    .await
-                    .or_err(ErrorType::WriteError, what)?;
-                self.flush("flushing body").await?;
-                self.body_bytes_sent += data.len();
+                self.write_flushed(&[data]).await?;
                 Ok(Some(data.len()))
             }
             Body::Unset | Body::Done => Ok(None),
@@ -402,6 +387,17 @@ impl H1Session {
             }
         }
         Ok(())
+    }
+
+    /// `parts` written, then flushed (a chunk, a close-delimited piece).
+    async fn write_flushed(&mut self, parts: &[&[u8]]) -> Result<()> {
+        for part in parts {
+            self.stream
+                .write_all(part)
+                .await
+                .or_err(ErrorType::WriteError, "while writing body")?;
+        }
+        self.flush("flushing body").await
     }
 
     async fn flush(&mut self, what: &'static str) -> Result<()> {

@@ -7,7 +7,8 @@
 //! nginx counterpart: `ngx_http_header_filter`, which writes the status
 //! line, its own `Date` and `Connection`, then the header lines.
 
-use http::header::{self, HeaderName};
+use ferry_filters::headers::bare_case;
+use http::header;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 
@@ -73,7 +74,7 @@ fn lines(
         };
         if let Some((done, new)) = set {
             if !std::mem::replace(done, true) {
-                line(buf, titled(name).as_bytes(), new);
+                line(buf, bare_case(name).as_bytes(), new);
             }
             continue;
         }
@@ -83,7 +84,7 @@ fn lines(
             framing.has_length = true;
             lengths.add(value.as_bytes());
         }
-        let name = case.unwrap_or_else(|| titled(name).as_bytes());
+        let name = case.unwrap_or_else(|| bare_case(name).as_bytes());
         line(buf, name, value.as_bytes());
     }
     for (name, value) in added {
@@ -106,26 +107,6 @@ fn line(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     buf.extend_from_slice(b": ");
     buf.extend_from_slice(value);
     buf.extend_from_slice(b"\r\n");
-}
-
-/// How Pingora writes a name that kept no case: a few in title case, the
-/// rest as the header map holds them (lower case).
-fn titled(name: &HeaderName) -> &str {
-    match *name {
-        header::ACCEPT_RANGES => "Accept-Ranges",
-        header::AGE => "Age",
-        header::CACHE_CONTROL => "Cache-Control",
-        header::CONNECTION => "Connection",
-        header::CONTENT_TYPE => "Content-Type",
-        header::CONTENT_ENCODING => "Content-Encoding",
-        header::CONTENT_LENGTH => "Content-Length",
-        header::DATE => "Date",
-        header::TRANSFER_ENCODING => "Transfer-Encoding",
-        header::HOST => "Host",
-        header::SERVER => "Server",
-        header::SET_COOKIE => "Set-Cookie",
-        _ => name.as_str(),
-    }
 }
 
 /// The last coding of a `Transfer-Encoding` value is `chunked`.

@@ -378,6 +378,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
             Read::Failed(e) => {
                 let Some(status) = stream.too_large() else {
                     log::debug!("reading a request header: {e}");
+                    pingora_core::protocols::Shutdown::shutdown(&mut *stream).await;
                     return None;
                 };
                 let session = ServerSession::new_http1(stream);
