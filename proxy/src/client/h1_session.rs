@@ -7,11 +7,11 @@
 //! `ngx_http_process_request_headers` (reading), `ngx_http_header_filter`
 //! and `ngx_http_chunked_filter` (writing).
 //!
-//! Only the common request takes this path: an origin-form `GET`, `HEAD`
-//! (any method) without a body and without `Upgrade`. Anything else, and
-//! any head `ferry-wire` refuses, goes to Pingora's session with the bytes
-//! read so far ([`Read::Pingora`]), which parses them again and gives its
-//! own verdict: the refusals stay Pingora's, byte for byte. What this
+//! Only the common request takes this path: one without a body, with an
+//! origin-form target, no `Upgrade`, any method but `CONNECT`. Anything
+//! else, and any head `ferry-wire` refuses, goes to Pingora's session with
+//! the bytes read so far ([`Read::Pingora`]), which parses them again and
+//! gives its own verdict: the refusals stay Pingora's, byte for byte. What this
 //! session does is Pingora's `v1::server::HttpSession` for such a request:
 //! the same keepalive rules, the same `Date` and `Connection` headers, the
 //! same framing and flushes (its tests compare the two on the same bytes).
@@ -91,10 +91,9 @@ pub(crate) async fn read_request(
 /// A request this session serves: no body, no upgrade, not `CONNECT`, an
 /// origin-form target.
 fn simple(head: &RequestHead, buf: &[u8]) -> bool {
-    let method = &buf[head.method.clone()];
     matches!(head.framing(buf), Ok(Framing::Empty))
         && buf.get(head.target.start) == Some(&b'/')
-        && method != b"CONNECT"
+        && buf.get(head.method.clone()) != Some(b"CONNECT")
         && head.get(buf, "upgrade").is_none()
 }
 
