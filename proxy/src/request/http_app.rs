@@ -306,11 +306,9 @@ impl<P: ProxyHttp> FerryHttp<P> {
         let mut ahead: Option<Box<BytesMut>> = None;
         let mut kept: Kept = None;
         loop {
-            // Boxed: the request's large future lives while it is served
-            // and is gone before the connection waits for the next one.
-            // Made in a block of its own: a session moved out of a local
-            // that lives across an await would still take its room in this
-            // loop's (idle) state.
+            // Boxed: the request's large future (its session made inside
+            // it, never in this loop's state) lives while it is served and
+            // is gone before the connection waits for the next one.
             let request =
                 boxed_in_place(|| self.serve_next(stream, ahead.take(), next.take(), kept.take()));
             let Some(((back, sent), then, keep)) = request.await else {
