@@ -1134,3 +1134,29 @@ async fn max_keys_bounds_entries_and_use_counts() {
     assert_eq!(admin.metric("ferry_cache_keys{cache=\"c\"}").await, 50);
     assert_eq!(admin.metric("ferry_cache_entries{cache=\"c\"}").await, 0);
 }
+
+#[tokio::test]
+async fn an_added_value_with_a_line_break_never_becomes_a_header_of_its_own() {
+    // `Accept-Ranges` said: a HIT's header can go out as its entry keeps it.
+    let b = counting(&[("Accept-Ranges", "bytes")]).await;
+    let good = conf(b.addr, "{tmp}/cache", "", VALID);
+    let ferry = Ferry::start(&good).await;
+    assert_eq!(get(&ferry, "/r").await.cache(), "MISS");
+    assert_eq!(get(&ferry, "/r").await.cache(), "HIT");
+    // YAML's escapes make a value a header cannot hold.
+    ferry.rewrite(&good.replace(
+        "add_headers: { X-Cache: \"$upstream_cache_status\" }",
+        "add_headers: { X-Cache: \"$upstream_cache_status\", X-Bad: \"a\\r\\nX-Injected: 1\" }",
+    ));
+    ferry.reload().await;
+    for _ in 0..2 {
+        let got = get(&ferry, "/r").await;
+        assert!(
+            got.headers.get("x-injected").is_none(),
+            "status {}",
+            got.status
+        );
+        assert!(got.headers.get("x-bad").is_none(), "status {}", got.status);
+    }
+    assert_eq!(b.hits(), 1, "the entry answered");
+}

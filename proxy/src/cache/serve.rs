@@ -84,7 +84,9 @@ pub(crate) async fn answer<P: ProxyHttp>(
 /// lines after it, no copy of it made: Ferry's own HTTP/1 session writes
 /// it, and nothing would change it (no `response_filter`, no compression,
 /// no range or validator in the request, `Accept-Ranges` already said, and
-/// no added line naming one the header has or one the session sets).
+/// no added line naming one the header has or one the session sets). An
+/// added value a header may not hold (a line break from the
+/// configuration) takes the copy's way, where the header refuses it.
 fn as_kept<P: ProxyHttp>(
     app: &P,
     s: &Session<'_>,
@@ -105,6 +107,15 @@ fn as_kept<P: ProxyHttp>(
         && says_bytes(kept)
         && !not_modified(req, kept)
         && !added.iter().any(|(name, _)| clashes(name))
+        && added.iter().all(|(_, value)| field_value(value))
+}
+
+/// The bytes `http` lets a header value hold: a tab, and visible ASCII or
+/// obs-text (no CR, LF, NUL or other control).
+fn field_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Whether the body goes from the entry file with sendfile(2): a plain-TCP
