@@ -317,7 +317,7 @@ impl RequestPlan {
         self.each_added(names, client, vars, body, |name, value| {
             let v = value.as_bytes();
             // What `HeaderValue` would refuse: the header path fails there.
-            valid &= v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+            valid &= field_value(v);
             line(name, v);
             Ok(())
         })
@@ -328,6 +328,15 @@ impl RequestPlan {
         out.extend_from_slice(b"\r\n");
         Some(out)
     }
+}
+
+/// The bytes `http` lets a header value hold: a tab, and visible ASCII or
+/// obs-text (no CR, LF, NUL or other control). A value written as bytes
+/// is checked with this where a `HeaderValue` would refuse it.
+pub fn field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// A value [`RequestPlan`] adds.

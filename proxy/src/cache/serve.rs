@@ -23,6 +23,7 @@ use crate::response::header as response_header;
 use crate::runtime::RouteRt;
 use bytes::Bytes;
 use ferry_cache::Entry;
+use ferry_filters::headers::field_value;
 use http::header;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::RangeType;
@@ -107,15 +108,7 @@ fn as_kept<P: ProxyHttp>(
         && says_bytes(kept)
         && !not_modified(req, kept)
         && !added.iter().any(|(name, _)| clashes(name))
-        && added.iter().all(|(_, value)| field_value(value))
-}
-
-/// The bytes `http` lets a header value hold: a tab, and visible ASCII or
-/// obs-text (no CR, LF, NUL or other control).
-fn field_value(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        && added.iter().all(|(_, value)| field_value(value.as_bytes()))
 }
 
 /// Whether the body goes from the entry file with sendfile(2): a plain-TCP
