@@ -195,21 +195,24 @@ impl Downstream {
         };
         let mut ended = false;
         for task in tasks {
-            match task {
+            let end = match task {
                 HttpTask::Header(h, end) => {
                     s.write_response_header(h).await?;
-                    ended |= end;
+                    end
                 }
+                // An ending piece ends the body as it is written.
                 HttpTask::Body(data, end) => {
                     s.write_response_body(data.unwrap_or_default(), end).await?;
                     ended |= end;
+                    continue;
                 }
-                HttpTask::Done => ended = true,
+                HttpTask::Done => true,
                 _ => return Error::e_explain(ErrorType::InternalError, "an HTTP/2 task on HTTP/1"),
+            };
+            if end {
+                s.finish_body().await?;
+                ended = true;
             }
-        }
-        if ended {
-            s.finish_body().await?;
         }
         Ok(ended)
     }

@@ -147,6 +147,25 @@ struct NextSession {
 }
 
 impl NextSession {
+    /// A connection's first request: Pingora's default of 60 s between
+    /// requests, none once the service is stopping.
+    fn first(closing: bool) -> NextSession {
+        NextSession {
+            keepalive: (!closing).then_some(60),
+            reuses: None,
+        }
+    }
+
+    /// Pingora's bound on each read of a head: the keepalive timeout, or
+    /// its 60 s read timeout.
+    fn read_limit(self) -> Option<u64> {
+        match self.keepalive {
+            Some(0) => None,
+            Some(secs) => Some(u64::from(secs)),
+            None => Some(60),
+        }
+    }
+
     fn of(session: &Downstream) -> NextSession {
         NextSession {
             keepalive: session
@@ -338,13 +357,8 @@ impl<P: ProxyHttp> FerryHttp<P> {
         next: Option<NextSession>,
         kept: Kept,
     ) -> Option<Reusable> {
-        // Pingora's bound on each read of a head: the keepalive timeout, or
-        // its 60 s read timeout (the first request: 60 s as well).
-        let limit = match next.map_or(Some(60), |n| n.keepalive) {
-            Some(0) => None,
-            Some(secs) => Some(u64::from(secs)),
-            None => Some(60),
-        };
+        let next = next.unwrap_or_else(|| NextSession::first(self.closing.load(Ordering::Acquire)));
+        let limit = next.read_limit();
         let read = tokio::select! {
             biased;
             r = h1_session::read_request(&mut stream, ahead.map(|a| *a), limit) => r,
@@ -354,19 +368,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
             Read::Head(head, buf) => (head, buf),
             Read::Pingora(buf) => {
                 let mut session = ServerSession::new_http1(stream);
-                let ahead = (!buf.is_empty()).then(|| Box::new(buf));
-                match next {
-                    Some(n) => n.apply(&mut session, ahead),
-                    None => {
-                        // Pingora's default: 60 s idle between requests;
-                        // none once the service is stopping.
-                        let closing = self.closing.load(Ordering::Acquire);
-                        session.set_keepalive((!closing).then_some(60));
-                        if let Some(ahead) = ahead {
-                            session.set_pipelined_prefix(*ahead);
-                        }
-                    }
-                }
+                next.apply(&mut session, (!buf.is_empty()).then(|| Box::new(buf)));
                 return self.serve_one(session, kept).await;
             }
             Read::Closed => {
@@ -392,8 +394,8 @@ impl<P: ProxyHttp> FerryHttp<P> {
                 return self.serve_one(session, kept).await;
             }
         };
-        if let (Some(n), Downstream::Ferry(s)) = (next, &mut session) {
-            s.set_reuses(n.reuses.map(|r| r.saturating_sub(1)));
+        if let Downstream::Ferry(s) = &mut session {
+            s.set_reuses(next.reuses.map(|r| r.saturating_sub(1)));
         }
         let (next, keep) = self.serve_request(&mut session, kept).await?;
         let Downstream::Ferry(s) = session else {

@@ -2,7 +2,7 @@
 //!
 //! nginx counterpart: `ngx_event_connect_peer` (with `connect_timeout`) and the
 //! keepalive module's `get`/`free`. The connection comes from the group's
-//! [`crate::upstream::pool::Pool`] (Pingora's connector and pool), whose
+//! [`crate::upstream::pool::Pool`] (Pingora's connector, Ferry's idle queue), whose
 //! idle pool holds that group's keepalive connections; `reused` says a
 //! pooled one was taken.
 

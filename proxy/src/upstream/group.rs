@@ -1,5 +1,5 @@
 //! An upstream group as served: its balancer and passive health
-//! (`ferry-lb`), its connections ([`Pool`]: Pingora's connector and pool)
+//! (`ferry-lb`), its connections ([`Pool`]: Pingora's connector, Ferry's idle queue)
 //! and keepalive policy, and
 //! the Pingora peer each of its servers is reached through.
 //!

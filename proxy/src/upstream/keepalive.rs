@@ -7,8 +7,8 @@
 //! the group keeps idle connections at all (`keepalive` > 0), it served fewer
 //! than `keepalive_requests` requests, and it is younger than
 //! `keepalive_time` (checked after a request, so one more request can go over
-//! an old connection, as in nginx). The pool itself is Pingora's, one per
-//! group, sized `keepalive` (its LRU closes the oldest idle one beyond that).
+//! an old connection, as in nginx). The pool is `upstream/pool.rs`, one per
+//! group, sized `keepalive` (it closes the oldest idle one beyond that).
 
 use crate::upstream::idle_budget::{ConnId, FastMap, IdleBudget, PoolIdle};
 use ferry_conf::Upstream;
