@@ -486,6 +486,17 @@ pub fn forward_upgrade(
     Ok(())
 }
 
+/// What the response plan does to one of a server's header lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEdit {
+    /// It goes to the client as it came.
+    Keep,
+    /// It does not go to the client.
+    Drop,
+    /// It becomes `Server: ferry` (a later `Server` line is dropped).
+    Server,
+}
+
 /// The response-side rules of one route.
 #[derive(Debug, Clone)]
 pub struct ResponsePlan {
@@ -543,6 +554,32 @@ impl ResponsePlan {
             resp.insert_header(header::SERVER, HeaderValue::from_static("ferry"))?;
         }
         Ok(())
+    }
+
+    /// What [`ResponsePlan::build`] does to a server's line named `name`,
+    /// for an HTTP/1 client, when the lines go to it as they came: dropped,
+    /// kept, or (the first `Server`) made `Server: ferry`.
+    pub fn line_edit(&self, name: &[u8]) -> LineEdit {
+        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+        if is(&header::SERVER) {
+            return match self.pass_server {
+                true => LineEdit::Keep,
+                false => LineEdit::Server,
+            };
+        }
+        // Set in place by the client's writer, as `build` leaves them.
+        if is(&header::DATE) || is(&header::CONNECTION) {
+            return LineEdit::Keep;
+        }
+        match RESPONSE_CONSUMED.iter().any(is) || self.hidden.iter().any(is) {
+            true => LineEdit::Drop,
+            false => LineEdit::Keep,
+        }
+    }
+
+    /// Whether [`ResponsePlan::build`] sets `Server: ferry`.
+    pub fn sets_server(&self) -> bool {
+        !self.pass_server
     }
 
     /// Whether a header name is hidden from the client.

@@ -269,7 +269,7 @@ fn open_caches(
 }
 
 /// A route of the new configuration with what it serves from.
-fn route_rt(
+pub(crate) fn route_rt(
     r: &ferry_conf::Route,
     upstreams: &HashMap<String, Arc<Upstream>>,
     caches: &HashMap<String, Arc<ferry_cache::Zone>>,

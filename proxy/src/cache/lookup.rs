@@ -356,10 +356,11 @@ impl Fetch<'_> {
                 }
                 Ok(After::Go(Chosen::Fail(code)))
             }
-            Chosen::Response(r) if self.revalidating && r.header.status == 304 => {
+            Chosen::Response(r) if self.revalidating && r.header.status() == 304 => {
                 let Response { conn, header, held } = r;
                 conn.release().await;
                 held.finish(&mut s.request.tries);
+                let header = header.into_header()?;
                 let status = stale.head.header.status.as_u16();
                 if let Decision::Store(fresh) = self.decision(app, s, ctx, status, &header)? {
                     if let Err(e) = self.rc.zone.refresh(&stale.path, fresh) {
@@ -372,12 +373,8 @@ impl Fetch<'_> {
                 Ok(After::Answered(end))
             }
             Chosen::Response(r)
-                if stale_status(r.header.status.as_u16()).is_some_and(|c| self.rc.stale_on(c))
-                    && app.should_serve_stale(
-                        s,
-                        ctx,
-                        Some(&status_error(r.header.status.as_u16())),
-                    ) =>
+                if stale_status(r.header.status()).is_some_and(|c| self.rc.stale_on(c))
+                    && app.should_serve_stale(s, ctx, Some(&status_error(r.header.status()))) =>
             {
                 let Response { conn, held, .. } = r;
                 conn.close();

@@ -172,6 +172,24 @@ impl Downstream {
         }
     }
 
+    /// A server's header lines as the route's plan left them, `added`
+    /// lines after them: Ferry's session only (the caller checked
+    /// [`Downstream::is_ferry`]).
+    pub(crate) async fn write_lines(
+        &mut self,
+        status: (u16, Option<&[u8]>),
+        own: &[(&[u8], &[u8])],
+        added: &[(&str, String)],
+    ) -> Result<()> {
+        match self {
+            Downstream::Ferry(s) => s.write_lines(status, own, added).await,
+            Downstream::Pingora(_) => Error::e_explain(
+                ErrorType::InternalError,
+                "header lines on Pingora's session",
+            ),
+        }
+    }
+
     pub(crate) async fn write_response_body(&mut self, data: Bytes, end: bool) -> Result<()> {
         match self {
             Downstream::Ferry(s) => s.write_response_body(data, end).await,
@@ -217,10 +235,11 @@ impl Downstream {
         Ok(ended)
     }
 
-    pub(crate) fn response_written(&self) -> Option<&ResponseHeader> {
+    /// The status of the response header written, if one was.
+    pub(crate) fn response_written(&self) -> Option<u16> {
         match self {
             Downstream::Ferry(s) => s.response_written(),
-            Downstream::Pingora(s) => s.response_written(),
+            Downstream::Pingora(s) => s.response_written().map(|h| h.status.as_u16()),
         }
     }
 
@@ -277,7 +296,7 @@ impl Downstream {
         };
         s.set_keepalive(None);
         if s.response_written()
-            .is_some_and(|w| !w.status.is_informational() || w.status == 101)
+            .is_some_and(|status| !(100..200).contains(&status) || status == 101)
         {
             return Ok(());
         }

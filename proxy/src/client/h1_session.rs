@@ -23,7 +23,6 @@ use ferry_wire::{Framing, Parsed, RequestHead};
 use http::header;
 use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The first read's room (Pingora's `INIT_HEADER_BUF_SIZE`).
@@ -111,13 +110,6 @@ enum Body {
     Done,
 }
 
-/// The response header written: the one made for this response, or a
-/// cache entry's, shared.
-enum Written {
-    Made(Box<ResponseHeader>),
-    Kept(Arc<ResponseHeader>),
-}
-
 /// One request's session on a client's HTTP/1 connection.
 pub(crate) struct H1Session {
     stream: Box<ClockedStream>,
@@ -131,7 +123,8 @@ pub(crate) struct H1Session {
     /// The request asked for the connection's close (`Connection: close`,
     /// or HTTP/1.0 without `keep-alive`).
     asked_close: bool,
-    written: Option<Written>,
+    /// The status of the response header written.
+    written: Option<u16>,
     body: Body,
     /// `client_send_timeout`, on each body write (as Pingora's).
     write_timeout: Option<std::time::Duration>,
@@ -216,11 +209,9 @@ impl H1Session {
         self.keepalive.is_some() && self.reuses != Some(0)
     }
 
-    pub(crate) fn response_written(&self) -> Option<&ResponseHeader> {
-        match self.written.as_ref()? {
-            Written::Made(h) => Some(h),
-            Written::Kept(h) => Some(h),
-        }
+    /// The status of the response header written, if one was.
+    pub(crate) fn response_written(&self) -> Option<u16> {
+        self.written
     }
 
     /// Pingora's `write_response_header`: `Date` and `Connection` set, the
@@ -230,41 +221,58 @@ impl H1Session {
         &mut self,
         header: Box<ResponseHeader>,
     ) -> Result<()> {
-        self.write_head(&header, &[]).await?;
-        self.written = Some(Written::Made(header));
-        Ok(())
+        self.write_kept_header(&header, &[]).await
     }
 
-    /// A cache entry's header as it is, `added` lines after its own.
+    /// A header as it is (a cache entry's, shared), `added` lines after
+    /// its own.
     pub(crate) async fn write_kept_header(
         &mut self,
-        header: &Arc<ResponseHeader>,
+        header: &ResponseHeader,
         added: &[(&str, String)],
     ) -> Result<()> {
-        self.write_head(header, added).await?;
-        self.written = Some(Written::Kept(header.clone()));
-        Ok(())
+        let status = header.status.as_u16();
+        self.write_head(status, |connection, head| {
+            response_head::write(header, added, connection, head)
+        })
+        .await
+    }
+
+    /// A server's header lines, as the route's plan left them, `added`
+    /// lines after them.
+    pub(crate) async fn write_lines(
+        &mut self,
+        status: (u16, Option<&[u8]>),
+        own: &[(&[u8], &[u8])],
+        added: &[(&str, String)],
+    ) -> Result<()> {
+        self.write_head(status.0, |connection, head| {
+            Ok(response_head::write_lines(
+                status, own, added, connection, head,
+            ))
+        })
+        .await
     }
 
     async fn write_head(
         &mut self,
-        header: &ResponseHeader,
-        added: &[(&str, String)],
+        status: u16,
+        write: impl FnOnce(Option<&str>, &mut Vec<u8>) -> Result<response_head::Framing>,
     ) -> Result<()> {
         if self.body != Body::Unset {
             log::warn!("Respond header is already sent, cannot send again");
             return Ok(());
         }
-        let informational = header.status.is_informational();
+        let informational = (100..200).contains(&status);
         let connection = match (informational, self.will_keepalive()) {
             (true, _) => None,
             (false, true) => Some("keep-alive"),
             (false, false) => Some("close"),
         };
         let mut head = Vec::with_capacity(1024);
-        let framing = response_head::write(header, added, connection, &mut head)?;
+        let framing = write(connection, &mut head)?;
         if !informational {
-            self.body = self.framing(header.status.as_u16(), &framing);
+            self.body = self.framing(status, &framing);
             if self.body == Body::UntilClose {
                 self.keepalive = None;
             }
@@ -277,6 +285,7 @@ impl H1Session {
         if flush {
             self.flush("flushing response header").await?;
         }
+        self.written = Some(status);
         Ok(())
     }
 

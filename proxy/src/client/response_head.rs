@@ -8,7 +8,6 @@
 //! line, its own `Date` and `Connection`, then the header lines.
 
 use ferry_filters::headers::bare_case;
-use http::header;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 
@@ -41,22 +40,58 @@ pub(crate) fn write(
         _ => return Error::e_explain(ErrorType::WriteError, "serializing response header"),
     };
     buf.extend_from_slice(version.as_bytes());
-    buf.extend_from_slice(header.status.as_str().as_bytes());
-    buf.push(b' ');
-    if let Some(reason) = header.get_reason_phrase() {
-        buf.extend_from_slice(reason.as_bytes());
-    }
-    buf.extend_from_slice(b"\r\n");
-    let framing = lines(header, added, connection, buf);
+    let reason = header.get_reason_phrase().map(str::as_bytes);
+    status_line(buf, header.status.as_u16(), reason);
+    let mut cases = header.case_header_iter();
+    let own = header.headers.iter().map(|(name, value)| {
+        let case = cases.next().map(|(c, _)| c.as_slice());
+        (
+            case.unwrap_or_else(|| bare_case(name).as_bytes()),
+            value.as_bytes(),
+        )
+    });
+    let added = added.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+    let framing = lines(own, added, connection, buf);
     buf.extend_from_slice(b"\r\n");
     Ok(framing)
 }
 
+/// Write an HTTP/1.1 head of `status` and `reason` (as Pingora's header
+/// gives it: `None` writes none) with `own` lines, then `added` ones, as
+/// [`write`] writes a header holding them in that order.
+pub(crate) fn write_lines(
+    (status, reason): (u16, Option<&[u8]>),
+    own: &[(&[u8], &[u8])],
+    added: &[(&str, String)],
+    connection: Option<&str>,
+    buf: &mut Vec<u8>,
+) -> Framing {
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    status_line(buf, status, reason);
+    let added = added.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+    let framing = lines(own.iter().copied(), added, connection, buf);
+    buf.extend_from_slice(b"\r\n");
+    framing
+}
+
+/// The status line after its version.
+fn status_line(buf: &mut Vec<u8>, status: u16, reason: Option<&[u8]>) {
+    let digits = [
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ];
+    buf.extend_from_slice(&digits);
+    buf.push(b' ');
+    buf.extend_from_slice(reason.unwrap_or_default());
+    buf.extend_from_slice(b"\r\n");
+}
+
 /// The header lines. A set `Date` or `Connection` takes its name's first
 /// place and drops the rest, as Pingora's `insert_header` does.
-fn lines(
-    header: &ResponseHeader,
-    added: &[(&str, String)],
+fn lines<'a>(
+    own: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    added: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     connection: Option<&str>,
     buf: &mut Vec<u8>,
 ) -> Framing {
@@ -64,31 +99,32 @@ fn lines(
     let mut lengths = Lengths::default();
     let (mut dated, mut connected) = (false, false);
     let date = pingora_core::protocols::http::date::get_cached_date();
-    let mut cases = header.case_header_iter();
-    for (name, value) in header.headers.iter() {
-        let case = cases.next().map(|(c, _)| c.as_slice());
+    for (name, value) in own {
         let set = match connection {
-            Some(c) if *name == header::CONNECTION => Some((&mut connected, c.as_bytes())),
-            Some(_) if *name == header::DATE => Some((&mut dated, date.as_bytes())),
+            Some(c) if name.eq_ignore_ascii_case(b"connection") => {
+                Some((&mut connected, b"Connection".as_slice(), c.as_bytes()))
+            }
+            Some(_) if name.eq_ignore_ascii_case(b"date") => {
+                Some((&mut dated, b"Date".as_slice(), date.as_bytes()))
+            }
             _ => None,
         };
-        if let Some((done, new)) = set {
+        if let Some((done, bare, new)) = set {
             if !std::mem::replace(done, true) {
-                line(buf, bare_case(name).as_bytes(), new);
+                line(buf, bare, new);
             }
             continue;
         }
-        if *name == header::TRANSFER_ENCODING {
-            framing.chunked = last_coding_chunked(value.as_bytes());
-        } else if *name == header::CONTENT_LENGTH {
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            framing.chunked = last_coding_chunked(value);
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             framing.has_length = true;
-            lengths.add(value.as_bytes());
+            lengths.add(value);
         }
-        let name = case.unwrap_or_else(|| bare_case(name).as_bytes());
-        line(buf, name, value.as_bytes());
+        line(buf, name, value);
     }
     for (name, value) in added {
-        line(buf, name.as_bytes(), value.as_bytes());
+        line(buf, name, value);
     }
     if let Some(c) = connection {
         if !dated {
@@ -147,6 +183,7 @@ impl Lengths {
 mod tests {
     use super::*;
     use bytes::{BufMut, BytesMut};
+    use http::header;
 
     /// Pingora's own serialization of `header` after its session set
     /// `Date` and `Connection` (its `http_resp_header_to_buf`).

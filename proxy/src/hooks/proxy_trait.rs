@@ -704,10 +704,20 @@ pub trait ProxyHttp: Send + Sync + 'static {
         true
     }
 
+    /// Whether [`upstream_response_filter`](ProxyHttp::upstream_response_filter)
+    /// must see every response header a server sends. A program that
+    /// leaves it as it is may say `false`: the header is then not made into
+    /// a `ResponseHeader` for it.
+    fn filters_upstream_response(&self) -> bool {
+        true
+    }
+
     /// Whether [`response_filter`](ProxyHttp::response_filter) must see
     /// every response header. A program that leaves it as it is may say
     /// `false`: a cache HIT's header then goes to an HTTP/1 client
-    /// straight from the one its entry keeps, with no copy made for it.
+    /// straight from the one its entry keeps, with no copy made for it, and
+    /// a server's header (when nothing else reads it as one) from the lines
+    /// the server sent, with the route's edits.
     fn filters_response_header(&self) -> bool {
         true
     }
@@ -1012,6 +1022,9 @@ impl ProxyHttp for DefaultProxy {
         false
     }
     fn filters_upstream_request(&self) -> bool {
+        false
+    }
+    fn filters_upstream_response(&self) -> bool {
         false
     }
     fn filters_response_header(&self) -> bool {

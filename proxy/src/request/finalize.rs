@@ -85,8 +85,8 @@ pub(crate) async fn finalize<P: ProxyHttp>(
     crate::client::header_clock::request_done(session.clock());
     if request.status == 0 {
         // A hook wrote the answer on Pingora's session itself.
-        if let Some(h) = session.response_written() {
-            request.status = h.status.as_u16();
+        if let Some(status) = session.response_written() {
+            request.status = status;
         }
     }
     let route = request

@@ -29,6 +29,7 @@ use crate::response::header as response_header;
 use crate::response::respond;
 use crate::response::{body_pipe, compress, tunnel};
 use crate::runtime::{RouteRt, Runtime};
+use crate::upstream::head::Head;
 use crate::upstream::next_upstream::CLIENT_CLOSED;
 use crate::upstream::next_upstream::{is_non_idempotent, Policy};
 use crate::upstream::tries::{self, Chosen, Response};
@@ -203,11 +204,20 @@ async fn proxy_to_upstream<P: ProxyHttp>(
             return Ok(fail(app, s, ctx, e).await);
         }
     };
-    let bind = Bind::new(s, &held, &header);
-    let response = (conn, header, upgrade, open, &bind);
-    let end = send_response(app, s, ctx, route, response, fetch.as_ref()).await;
+    let mut head = header;
+    let end = match Bind::new(s, &held, &mut head) {
+        Ok(bind) => {
+            let response = (conn, head, upgrade, open, &bind);
+            let end = send_response(app, s, ctx, route, response, fetch.as_ref()).await;
+            bind.at_end();
+            end
+        }
+        Err(e) => {
+            conn.close();
+            Err(e)
+        }
+    };
     held.finish(&mut s.request.tries);
-    bind.at_end();
     if let Some(mut f) = fetch {
         f.finish();
     }
@@ -365,9 +375,9 @@ async fn send_response<P: ProxyHttp>(
     s: &mut Session<'_>,
     ctx: &mut P::CTX,
     route: &RouteRt,
-    (mut conn, upstream_header, upgrade, open, bind): (
+    (mut conn, mut head, upgrade, open, bind): (
         crate::upstream::connect::Conn,
-        Box<pingora_http::ResponseHeader>,
+        Head,
         bool,
         OpenBody,
         &Bind,
@@ -376,33 +386,36 @@ async fn send_response<P: ProxyHttp>(
 ) -> Result<End> {
     let proxy = route.proxy();
     // 8. Intercepted errors: the route's error page instead of the upstream's.
-    let status = upstream_header.status.as_u16();
+    let status = head.status();
     if proxy.intercept_errors && status >= 300 && proxy.error_pages.contains_key(&status) {
         conn.close();
-        let page = Box::pin(error_page(s, route, &upstream_header));
+        let page = Box::pin(error_page(s, route, &head));
         page.await?;
         return Ok(End::Complete);
     }
     // 9. The response header, through the response filter, to the client
     //    (and, when the cache stores it, as it came to the entry's file).
     let fill = match fetch {
-        Some(f) => f.fill(app, s, ctx, &upstream_header)?,
+        Some(f) => f.fill(app, s, ctx, head.header()?)?,
         None => None,
     };
-    let buffered = response_header::accel_buffering(&upstream_header).unwrap_or(proxy.buffering);
-    let mut header = client_header(app, s, ctx, route, upstream_header, bind).await?;
-    let req = s.downstream.req_header();
-    let encoder = compress::decide(route.conf.compress.as_ref(), req, &mut header, !buffered);
-    s.request.status = header.status.as_u16();
+    let buffered = response_header::accel_buffering(&head).unwrap_or(proxy.buffering);
+    let sent = match forward_header(app, s, route, &head, bind, fill.is_some()).await {
+        Some(sent) => sent.map(|()| (None, false)),
+        None => {
+            let body_done = (conn.session.is_body_done(), upgrade);
+            send_made_header(app, s, ctx, route, (head, bind), buffered, body_done).await
+        }
+    };
+    let (encoder, header_ends) = match sent {
+        Ok(sent) => sent,
+        Err(e) => {
+            conn.close();
+            return Err(e);
+        }
+    };
     let switching = upgrade && s.request.status == 101;
     let no_body = conn.session.is_body_done() && !switching;
-    // On HTTP/2 a response without a body ends with its header (a gRPC
-    // trailers-only answer stays one on the wire).
-    let header_ends = no_body && encoder.is_none() && s.downstream.is_http2();
-    if let Err(e) = write_header(s.downstream, header, header_ends).await {
-        conn.close();
-        return Err(e);
-    }
     // 10. The body: buffered (event pipe) or not; the upstream is released as
     //    soon as its body is complete. After a 101: the tunnel.
     if conn.request_open && !header_ends {
@@ -430,16 +443,81 @@ async fn send_response<P: ProxyHttp>(
     send_body(app, s, ctx, route, pipe, fill, fetch).await
 }
 
-/// Step 8: an intercepted error's page in place of the upstream's response
-/// (a 401's `WWW-Authenticate` kept).
-async fn error_page(
+/// Step 9 for a header nothing but the route's plan changes (no program's
+/// filter, cache entry, compression, `sticky` or `$upstream_http_NAME`):
+/// the server's lines, edited, straight to an HTTP/1 client, as nginx
+/// copies `headers_in` to `headers_out`. `None`: the header must be made.
+async fn forward_header<P: ProxyHttp>(
+    app: &P,
     s: &mut Session<'_>,
     route: &RouteRt,
-    upstream_header: &pingora_http::ResponseHeader,
-) -> Result<()> {
-    let status = upstream_header.status.as_u16();
-    let keep = kept_on_error_page(upstream_header);
-    respond::error(s.downstream, s.request, status, Some(route.proxy()), &keep).await
+    head: &Head,
+    bind: &Bind,
+    filling: bool,
+) -> Option<Result<()>> {
+    use ferry_conf::Variable as V;
+    let reads_upstream = |v: &V| matches!(v, V::UpstreamHttp(_) | V::UpstreamCookie(_));
+    let adds = &route.conf.proxy.add_headers;
+    if app.filters_response_header()
+        || filling
+        || !s.downstream.is_ferry()
+        || route.conf.compress.is_some()
+        || bind.acts_at_header()
+        || adds.iter().any(|(_, t)| t.uses(reads_upstream))
+    {
+        return None;
+    }
+    let wire = head.wire()?;
+    let added = response_header::added(route, s, None);
+    let http11 = s.downstream.req_header().version == http::Version::HTTP_11;
+    let plan = &route.response_plan;
+    let rewrites = !route.redirect.is_off();
+    let lines = response_header::forwarded(plan, rewrites, wire, &added, http11)?;
+    s.request.status = lines.status.0;
+    Some(
+        s.downstream
+            .write_lines(lines.status, &lines.lines, &added)
+            .await,
+    )
+}
+
+/// Step 9 for any other header: made, through the response filter and the
+/// encoder's choice, and written; the encoder, and whether the header ends
+/// the response (`body_done`: the server's body is done, and whether the
+/// request asked for an upgrade).
+async fn send_made_header<P: ProxyHttp>(
+    app: &P,
+    s: &mut Session<'_>,
+    ctx: &mut P::CTX,
+    route: &RouteRt,
+    (head, bind): (Head, &Bind),
+    buffered: bool,
+    (body_done, upgrade): (bool, bool),
+) -> Result<(Option<compress::Encoder>, bool)> {
+    let mut header = client_header(app, s, ctx, route, head.into_header()?, bind).await?;
+    let req = s.downstream.req_header();
+    let encoder = compress::decide(route.conf.compress.as_ref(), req, &mut header, !buffered);
+    s.request.status = header.status.as_u16();
+    let no_body = body_done && !(upgrade && s.request.status == 101);
+    // On HTTP/2 a response without a body ends with its header (a gRPC
+    // trailers-only answer stays one on the wire).
+    let header_ends = no_body && encoder.is_none() && s.downstream.is_http2();
+    write_header(s.downstream, header, header_ends).await?;
+    Ok((encoder, header_ends))
+}
+
+/// Step 8: an intercepted error's page in place of the upstream's response
+/// (a 401's `WWW-Authenticate` kept).
+async fn error_page(s: &mut Session<'_>, route: &RouteRt, head: &Head) -> Result<()> {
+    let keep = kept_on_error_page(head);
+    respond::error(
+        s.downstream,
+        s.request,
+        head.status(),
+        Some(route.proxy()),
+        &keep,
+    )
+    .await
 }
 
 /// The end of a response without a body (an encoder's empty stream, if
@@ -468,17 +546,15 @@ async fn write_header(
 
 /// What of an upstream's error response its error page keeps: a 401's
 /// `WWW-Authenticate`.
-fn kept_on_error_page(
-    upstream_header: &pingora_http::ResponseHeader,
-) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    if upstream_header.status != 401 {
+fn kept_on_error_page(head: &Head) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    if head.status() != 401 {
         return Vec::new();
     }
-    upstream_header
-        .headers
-        .get_all(http::header::WWW_AUTHENTICATE)
-        .iter()
-        .map(|v| (http::header::WWW_AUTHENTICATE, v.clone()))
+    let name = http::header::WWW_AUTHENTICATE;
+    head.values(&name)
+        .into_iter()
+        .filter_map(|v| http::HeaderValue::from_bytes(v).ok())
+        .map(|v| (name.clone(), v))
         .collect()
 }
 

@@ -15,6 +15,7 @@ use crate::request::client_body::ClientBody;
 use crate::runtime::RouteRt;
 use crate::upstream::connect::Conn;
 use crate::upstream::group::{make_peer, make_runtime_peer, Upstream};
+use crate::upstream::head::Head;
 use crate::upstream::leg::BodySource;
 use crate::upstream::leg::Leg;
 use crate::upstream::next_upstream::RetryDecision;
@@ -25,7 +26,6 @@ use bytes::Bytes;
 use ferry_filters::headers::forward_upgrade;
 use ferry_lb::Lease;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -189,9 +189,12 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
             .error_while_proxy(&peer_view(peer), self.s, e, self.ctx, reused)
     }
 
-    async fn response(&mut self, header: &mut ResponseHeader) -> Result<RetryDecision> {
+    async fn response(&mut self, head: &mut Head) -> Result<RetryDecision> {
+        if !self.app.filters_upstream_response() {
+            return Ok(RetryDecision::Default);
+        }
         self.app
-            .upstream_response_filter(self.s, header, self.ctx)
+            .upstream_response_filter(self.s, head.header()?, self.ctx)
             .await
     }
 

@@ -11,6 +11,7 @@
 use crate::hooks::session::Session;
 use crate::response::sticky_cookie;
 use crate::upstream::group::Upstream;
+use crate::upstream::head::Head;
 use crate::upstream::tries::Held;
 use ferry_conf::StickyMode;
 use ferry_lb::Sessions;
@@ -84,11 +85,12 @@ impl Bind {
         }
     }
 
-    /// For the response `upstream_header` of the server `held`.
-    pub(crate) fn new(s: &Session<'_>, held: &Held, upstream_header: &ResponseHeader) -> Bind {
+    /// For the response `head` of the server `held` (made into a header
+    /// when `sticky learn` reads it).
+    pub(crate) fn new(s: &Session<'_>, held: &Held, head: &mut Head) -> Result<Bind> {
         let (upstream, route) = held.server();
         let Some(mode) = upstream.sticky.as_ref().and_then(|st| st.mode()) else {
-            return Bind::none();
+            return Ok(Bind::none());
         };
         let remote = s.request.client_ip_text();
         let mut vars = s.vars(&remote, &upstream.name);
@@ -102,18 +104,18 @@ impl Bind {
                     .picked_at()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                Bind {
+                Ok(Bind {
                     cookie: Some(sticky_cookie::value(c, route, &domain, now)),
                     learn: None,
-                }
+                })
             }
-            StickyMode::Route(_) => Bind::none(),
+            StickyMode::Route(_) => Ok(Bind::none()),
             StickyMode::Learn(l) => {
                 let Some(sessions) = upstream.sessions.clone() else {
-                    return Bind::none();
+                    return Ok(Bind::none());
                 };
                 let looked_up = vars.render(&l.lookup);
-                vars.upstream_headers = Some(&upstream_header.headers);
+                vars.upstream_headers = Some(&head.header()?.headers);
                 let learn = Learn {
                     sessions,
                     created: vars.render(&l.create),
@@ -121,12 +123,18 @@ impl Bind {
                     route: route.to_string(),
                     at_header: l.header,
                 };
-                Bind {
+                Ok(Bind {
                     cookie: None,
                     learn: Some(learn),
-                }
+                })
             }
         }
+    }
+
+    /// Whether anything happens at the client's header: a cookie to set,
+    /// or a session learned then.
+    pub(crate) fn acts_at_header(&self) -> bool {
+        self.cookie.is_some() || self.learn.as_ref().is_some_and(|l| l.at_header)
     }
 
     /// The client's header is ready: the cookie goes in, and with

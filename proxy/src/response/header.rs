@@ -7,17 +7,19 @@
 //! an HTTP/1.1 client, or close-delimited to an HTTP/1.0 one.
 
 use crate::runtime::RouteRt;
+use crate::upstream::head::{self, Head, Wire};
+use ferry_filters::headers::{field_value, LineEdit, ResponsePlan};
 use http::header::{self, HeaderValue};
 use http::Version;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 
 /// What `X-Accel-Buffering` asks of this response, if anything.
-pub fn accel_buffering(upstream: &ResponseHeader) -> Option<bool> {
+pub fn accel_buffering(upstream: &Head) -> Option<bool> {
     // A name made once: a `&str` is parsed into one on every lookup.
     const X_ACCEL_BUFFERING: header::HeaderName =
         header::HeaderName::from_static("x-accel-buffering");
-    let v = upstream.headers.get(X_ACCEL_BUFFERING)?.as_bytes();
+    let v = upstream.get(&X_ACCEL_BUFFERING)?;
     if v.eq_ignore_ascii_case(b"yes") {
         Some(true)
     } else if v.eq_ignore_ascii_case(b"no") {
@@ -75,6 +77,77 @@ pub fn build(
     Ok(())
 }
 
+/// A server's head as an HTTP/1 client gets it when nothing but the
+/// route's plan changes it: the status, the reason as Pingora's header
+/// gives it, and the lines in the order they came, with the plan's edits
+/// ([`ResponsePlan::line_edit`]), then `Server` and `Transfer-Encoding`
+/// where [`build`] adds them; `added` goes after these.
+pub(crate) struct Forwarded<'w> {
+    pub status: (u16, Option<&'w [u8]>),
+    pub lines: Vec<(&'w [u8], &'w [u8])>,
+}
+
+/// The head `wire` as [`Forwarded`] lines, or `None` when the header must
+/// be made: a `Location` or `Refresh` to rewrite (`rewrites`), an `added`
+/// name the lines have or the session sets, an added value a header
+/// cannot hold.
+pub(crate) fn forwarded<'w>(
+    plan: &ResponsePlan,
+    rewrites: bool,
+    wire: &'w Wire,
+    added: &[(&str, String)],
+    http11: bool,
+) -> Option<Forwarded<'w>> {
+    let (raw, h) = (&wire.raw, &wire.head);
+    let named = |n: &str| h.get(raw, n).is_some();
+    if !wire.keep_case || (rewrites && (named("location") || named("refresh"))) {
+        return None;
+    }
+    let mut lines = Vec::with_capacity(h.lines.len() + 2);
+    let mut server = !plan.sets_server();
+    for l in &h.lines {
+        let name = &raw[l.name.clone()];
+        match plan.line_edit(name) {
+            LineEdit::Keep => lines.push((name, &raw[l.value.clone()])),
+            LineEdit::Drop => {}
+            LineEdit::Server if server => {}
+            LineEdit::Server => {
+                server = true;
+                lines.push((&b"Server"[..], &b"ferry"[..]));
+            }
+        }
+    }
+    if !server {
+        lines.push((b"Server", b"ferry"));
+    }
+    if !named("content-length") && !no_body(h.status) && http11 {
+        lines.push((b"Transfer-Encoding", b"chunked"));
+    }
+    let set_by_session = ["date", "connection", "content-length", "transfer-encoding"];
+    let clashes = |name: &str| {
+        let n = name.as_bytes();
+        lines.iter().any(|(l, _)| l.eq_ignore_ascii_case(n))
+            || set_by_session.iter().any(|s| s.eq_ignore_ascii_case(name))
+    };
+    if added
+        .iter()
+        .any(|(name, value)| clashes(name) || !field_value(value.as_bytes()))
+    {
+        return None;
+    }
+    let reason = match h.reason.is_empty() {
+        false => Some(head::reason(&raw[h.reason.clone()]).as_bytes()),
+        true => http::StatusCode::from_u16(h.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .map(str::as_bytes),
+    };
+    Some(Forwarded {
+        status: (h.status, reason),
+        lines,
+    })
+}
+
 fn no_body(status: u16) -> bool {
     status == 204 || status == 304 || (100..200).contains(&status)
 }
@@ -122,4 +195,158 @@ pub(crate) fn added<'r>(
     vars.upstream_headers = upstream;
     let rendered = adds.iter().map(|(name, value)| (name, vars.render(value)));
     rendered.filter(|(_, v)| !v.is_empty()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::response_head;
+    use std::collections::HashMap;
+
+    fn route(yaml: &str) -> RouteRt {
+        let conf = serde_yaml::from_str(yaml).expect("a route");
+        crate::runtime::route_rt(&conf, &HashMap::new(), &HashMap::new())
+    }
+
+    fn read(raw: &'static [u8]) -> Head {
+        let raw = bytes::Bytes::from_static(raw);
+        let Ok(ferry_wire::Parsed::Complete(h)) = ferry_wire::parse_response(&raw, 16) else {
+            panic!("a complete head");
+        };
+        Head::read(raw, h, true).expect("a head")
+    }
+
+    /// A head's status line, then its lines sorted: a header made loses
+    /// the server's order where a line is removed (`HeaderMap` moves its
+    /// last name into the hole), the forwarded lines keep it. The cached
+    /// `Date` may turn between two writes.
+    fn lines_of(bytes: Vec<u8>) -> (String, Vec<String>) {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let mut lines = text.split("\r\n").map(|l| match l.starts_with("Date: ") {
+            true => "Date: -".to_string(),
+            false => l.to_string(),
+        });
+        let status = lines.next().expect("a status line");
+        let mut rest: Vec<String> = lines.collect();
+        assert_eq!(rest.split_off(rest.len() - 2), ["", ""], "the head's end");
+        rest.sort();
+        (status, rest)
+    }
+
+    #[test]
+    fn forwarded_lines_are_the_bytes_of_the_header_made() {
+        let heads: [&'static [u8]; 8] = [
+            b"HTTP/1.1 200 OK\r\nServer: up\r\nDate: x\r\nContent-Length: 3\r\nX-A: 1\r\n\r\n",
+            b"HTTP/1.1 200 Fine\r\nx-pad: 1\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\nX-Secret: s\r\nserver: a\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\nserver: a\r\nSERVER: b\r\nx-mixed-CASE: v\r\n\r\n",
+            b"HTTP/1.1 304 \r\nETag: \"e\"\r\nDate: a\r\ndate: b\r\n\r\n",
+            b"HTTP/1.0 404 Gone\r\nX-B: caf\xc3\xa9\r\n\r\n",
+            b"HTTP/1.1 599 \r\nX-C: 1\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 200 \xff\xfe\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 302 Found\r\nLocation: http://app/x\r\nContent-Length: 0\r\n\r\n",
+        ];
+        let routes = [
+            "upstream: app",
+            "{upstream: app, proxy: {pass_headers: [server, x-pad], hide_headers: [x-secret, x-a]}}",
+            "{upstream: app, proxy: {redirect: off}}",
+        ];
+        let added: [&[(&str, String)]; 2] = [&[], &[("X-Added", "v w".to_string())]];
+        let mut compared = 0;
+        for (raw, yaml, added, version, connection) in itertools_product(&heads, &routes, &added) {
+            let route = route(yaml);
+            let head = read(raw);
+            let wire = head.wire().expect("as read");
+            let http11 = version == Version::HTTP_11;
+            let rewrites = !route.redirect.is_off();
+            let plan = &route.response_plan;
+            let Some(fw) = forwarded(plan, rewrites, wire, added, http11) else {
+                // Only a Location to rewrite makes the header here.
+                assert!(rewrites && wire.head.get(&wire.raw, "location").is_some());
+                continue;
+            };
+            let mut ours = Vec::new();
+            let framing = response_head::write_lines(
+                fw.status,
+                &fw.lines,
+                added,
+                Some(connection),
+                &mut ours,
+            );
+            let mut made = head.into_header().expect("made");
+            build(&route, &mut made, version, "example.com", "http").expect("built");
+            for (name, value) in added {
+                made.append_header(name.to_string(), value.as_str())
+                    .expect("added");
+            }
+            let mut theirs = Vec::new();
+            let made_framing =
+                response_head::write(&made, &[], Some(connection), &mut theirs).expect("written");
+            assert_eq!(lines_of(ours), lines_of(theirs), "{yaml} {version:?}");
+            assert_eq!(format!("{framing:?}"), format!("{made_framing:?}"));
+            compared += 1;
+        }
+        assert_eq!(compared, 2 * 2 * 2 * (8 * 3 - 2));
+    }
+
+    /// Every head with every route, added lines, client version and
+    /// `Connection` value.
+    fn itertools_product<'a>(
+        heads: &'a [&'static [u8]],
+        routes: &'a [&'static str],
+        added: &'a [&'a [(&'a str, String)]],
+    ) -> impl Iterator<
+        Item = (
+            &'static [u8],
+            &'static str,
+            &'a [(&'a str, String)],
+            Version,
+            &'static str,
+        ),
+    > + 'a {
+        heads.iter().flat_map(move |h| {
+            routes.iter().flat_map(move |r| {
+                added.iter().flat_map(move |a| {
+                    [Version::HTTP_11, Version::HTTP_10]
+                        .into_iter()
+                        .flat_map(move |v| ["keep-alive", "close"].map(move |c| (*h, *r, *a, v, c)))
+                })
+            })
+        })
+    }
+
+    #[test]
+    fn a_head_that_must_be_made_is_not_forwarded() {
+        let route = route("upstream: app");
+        let head = read(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n");
+        let wire = head.wire().expect("as read");
+        let plan = &route.response_plan;
+        let ok = |added: &[(&str, String)]| forwarded(plan, true, wire, added, true).is_some();
+        assert!(ok(&[("X-B", "1".into())]));
+        // A name the head has, or one the session sets.
+        for name in [
+            "x-a",
+            "Server",
+            "date",
+            "Content-Length",
+            "Transfer-Encoding",
+        ] {
+            assert!(!ok(&[(name, "1".into())]), "{name}");
+        }
+        // A value a header cannot hold.
+        assert!(!ok(&[("X-B", "a\r\nX-Injected: 1".into())]));
+        // The lines go in the order the server sent them, as nginx's do.
+        let head = read(b"HTTP/1.1 200 OK\r\nSet-Cookie: a\r\nX-A: 1\r\nSet-Cookie: b\r\n\r\n");
+        let fw = forwarded(plan, true, head.wire().expect("as read"), &[], true).expect("lines");
+        let names: Vec<&[u8]> = fw.lines.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                &b"Set-Cookie"[..],
+                b"X-A",
+                b"Set-Cookie",
+                b"Server",
+                b"Transfer-Encoding"
+            ]
+        );
+    }
 }

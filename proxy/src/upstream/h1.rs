@@ -13,13 +13,14 @@
 //! wait is bounded by the route's `read_timeout` / `send_timeout`, as
 //! nginx's timers are, between two successive operations.
 
+use crate::upstream::head::Head;
 use crate::upstream::request_head::WireHead;
 use bytes::{Buf, Bytes, BytesMut};
 use ferry_filters::headers::BodyFraming;
 use ferry_wire::{ChunkedDecoder, Framing, Parsed, ResponseHead};
 use pingora_core::protocols::{Digest, Stream, UniqueIDType};
 use pingora_error::{Error, ErrorType, OrErr, Result, RetryType};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -77,7 +78,7 @@ pub struct H1 {
     buf: BytesMut,
     /// The last response head as received.
     raw: Bytes,
-    header: Option<Box<ResponseHeader>>,
+    head: Option<Head>,
     body: Body,
     send: Send,
     asked: Asked,
@@ -97,7 +98,7 @@ impl H1 {
             stream,
             buf: BytesMut::new(),
             raw: Bytes::new(),
-            header: None,
+            head: None,
             body: Body::Unread,
             send: Send::Length(0),
             asked: Asked::default(),
@@ -214,7 +215,6 @@ impl H1 {
         let head = self.read_head().await?;
         let size = head.len;
         self.raw = self.buf.split_to(size).freeze();
-        let header = response_header(&head, &self.raw, self.asked.keep_case)?;
         let framing = head
             .framing(&self.raw, self.asked.head)
             .or_err(ErrorType::InvalidHTTPHeader, "response framing")?;
@@ -228,7 +228,7 @@ impl H1 {
             Framing::UntilClose => Body::UntilClose,
         };
         self.keepalive = !self.asked.close && head.keepalive_with(&self.raw, framing);
-        self.header = Some(header);
+        self.head = Some(Head::read(self.raw.clone(), head, self.asked.keep_case)?);
         self.note_overread();
         Ok(size)
     }
@@ -270,14 +270,13 @@ impl H1 {
         }
     }
 
-    pub fn resp_header(&self) -> Option<&ResponseHeader> {
-        self.header.as_deref()
+    pub fn head(&self) -> Option<&Head> {
+        self.head.as_ref()
     }
 
-    /// The response header, moved out (boxed: it is moved through every
-    /// step to the client's session, which takes it boxed).
-    pub fn take_resp_header(&mut self) -> Option<Box<ResponseHeader>> {
-        self.header.take()
+    /// The response head, moved out.
+    pub fn take_head(&mut self) -> Option<Head> {
+        self.head.take()
     }
 
     /// The last response head as the server sent it.
@@ -435,57 +434,6 @@ async fn within<F: Future>(limit: Option<Duration>, work: F) -> Option<F::Output
     }
 }
 
-/// The response head as Pingora's header type, each name and value a
-/// slice of `raw` (no copy), names kept in the case they came in when
-/// `keep_case` (else only the header map is made). With
-/// `Transfer-Encoding`, `Content-Length` is dropped (RFC 9112 6.3), as
-/// Pingora does.
-fn response_header(
-    head: &ResponseHead,
-    raw: &Bytes,
-    keep_case: bool,
-) -> Result<Box<ResponseHeader>> {
-    let size = Some(head.lines.len());
-    let mut header = Box::new(match keep_case {
-        true => ResponseHeader::build(head.status, size)?,
-        false => ResponseHeader::build_no_case(head.status, size)?,
-    });
-    header.set_version(match head.minor {
-        1 => http::Version::HTTP_11,
-        _ => http::Version::HTTP_10,
-    });
-    if !head.reason.is_empty() {
-        let reason = std::str::from_utf8(&raw[head.reason.clone()]).unwrap_or_default();
-        header.set_reason_phrase(Some(reason))?;
-    }
-    let mut chunked = false;
-    for line in &head.lines {
-        let name = raw.slice(line.name.clone());
-        chunked |= name.eq_ignore_ascii_case(b"transfer-encoding");
-        let value = match head.has_folds() {
-            false => raw.slice(line.value.clone()),
-            true => match ferry_wire::unfold(&raw[line.value.clone()]) {
-                std::borrow::Cow::Borrowed(_) => raw.slice(line.value.clone()),
-                std::borrow::Cow::Owned(v) => Bytes::from(v),
-            },
-        };
-        // SAFETY: httparse admits only the bytes `http` allows in a value
-        // (HTAB, SP to `~`, obs-text) but for a fold's CR and LF, and a
-        // folded head's values went through `unfold`, which leaves no CR,
-        // LF or NUL: Pingora's own check (`header_value_from_raw`) would
-        // find nothing.
-        let value = unsafe { http::HeaderValue::from_maybe_shared_unchecked(value) };
-        header.append_header(name, value).or_err(
-            ErrorType::InvalidHTTPHeader,
-            "while parsing response header",
-        )?;
-    }
-    if chunked {
-        header.remove_header(&http::header::CONTENT_LENGTH);
-    }
-    Ok(header)
-}
-
 /// How the request's body is framed on the wire: chunked when its last
 /// transfer coding says so, else its `Content-Length` (none: no body).
 fn request_framing(req: &RequestHeader) -> Send {
@@ -549,42 +497,6 @@ mod tests {
         assert!(says_close(Some(&v(" close "))));
         assert!(!says_close(Some(&v("keep-alive, closed"))));
         assert!(!says_close(None));
-    }
-
-    #[test]
-    fn a_response_header_keeps_name_case_and_drops_length_under_chunked() {
-        let raw = Bytes::from_static(
-            b"HTTP/1.1 200 Fine\r\nX-Mixed-Case: a\r\n  b\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nX-Obs: caf\xc3\xa9\tok ~\r\n\r\n",
-        );
-        let Ok(Parsed::Complete(head)) = ferry_wire::parse_response(&raw, 16) else {
-            panic!("a complete head");
-        };
-        let header = response_header(&head, &raw, true).expect("a header");
-        assert_eq!(header.status.as_u16(), 200);
-        assert_eq!(header.get_reason_phrase(), Some("Fine"));
-        assert_eq!(header.headers["x-mixed-case"], "a b");
-        assert!(header.headers.get("content-length").is_none());
-        // Each value as Pingora's own check makes it.
-        for (raw_value, name) in [
-            (&b"a\r\n  b"[..], "x-mixed-case"),
-            (b"caf\xc3\xa9\tok ~", "x-obs"),
-        ] {
-            let checked = pingora_http::header_value_from_raw(Bytes::copy_from_slice(raw_value));
-            assert_eq!(
-                header.headers[name].as_bytes(),
-                checked.as_bytes(),
-                "{name}"
-            );
-        }
-        let mut wire = Vec::new();
-        header.header_to_h1_wire(&mut wire);
-        let wire = String::from_utf8(wire).expect("text");
-        assert!(wire.contains("X-Mixed-Case: a b\r\n"), "{wire}");
-        // For an HTTP/2 client: the same header, without the names' case.
-        let bare = response_header(&head, &raw, false).expect("a header");
-        assert!(!bare.has_case() && header.has_case());
-        assert_eq!(bare.headers, header.headers);
-        assert_eq!(bare.get_reason_phrase(), Some("Fine"));
     }
 
     /// A session on a real loopback connection whose server writes `sent`.

@@ -11,6 +11,7 @@
 
 use crate::upstream::connect::Conn;
 use crate::upstream::group::Upstream;
+use crate::upstream::head::Head;
 use crate::upstream::next_upstream::RetryDecision;
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::request_head::RequestHead;
@@ -18,7 +19,6 @@ use crate::upstream::try_record::Try;
 use ferry_filters::request_body::RequestBody;
 use ferry_lb::Lease;
 use pingora_error::{Error, Result};
-use pingora_http::ResponseHeader;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -70,7 +70,7 @@ pub(crate) trait Leg {
     fn error_while_proxy(&mut self, peer: &UpstreamPeer, e: Box<Error>, reused: bool)
         -> Box<Error>;
     /// The response header, before the retry decision (a hook's say).
-    async fn response(&mut self, header: &mut ResponseHeader) -> Result<RetryDecision>;
+    async fn response(&mut self, head: &mut Head) -> Result<RetryDecision>;
     /// The request's record of tries.
     fn tries(&mut self) -> &mut Vec<Try>;
 }

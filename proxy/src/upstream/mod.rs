@@ -9,6 +9,7 @@ pub(crate) mod connect;
 pub(crate) mod events;
 pub(crate) mod group;
 pub(crate) mod h1;
+pub(crate) mod head;
 pub(crate) mod idle_budget;
 pub(crate) mod keepalive;
 pub(crate) mod leg;

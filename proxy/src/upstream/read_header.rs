@@ -22,27 +22,27 @@ pub(crate) async fn read_response_header(conn: &mut Conn, buffer_size: usize) ->
             format!("upstream sent too big header: {size} bytes, buffer_size {buffer_size}"),
         );
     }
-    let Some(header) = s.resp_header() else {
-        return Error::e_explain(ErrorType::InvalidHTTPHeader, "no response header");
+    // An HTTP/2 server's head has no `Transfer-Encoding` (`h2` refuses it).
+    let Some(head) = s.h1_head() else {
+        return Ok(());
     };
-    let te: Vec<_> = header.headers.get_all(TRANSFER_ENCODING).iter().collect();
+    let te = head.values(&TRANSFER_ENCODING);
     if let Some(first) = te.first() {
-        if te.len() > 1
-            || !first
-                .as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"chunked")
-        {
+        if te.len() > 1 || !first.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return Error::e_explain(
                 ErrorType::InvalidHTTPHeader,
                 "upstream sent unknown \"Transfer-Encoding\"",
             );
         }
-        // Pingora drops Content-Length when Transfer-Encoding is present; the
-        // raw header still shows it, and nginx refuses the pair.
-        if s.raw_header()
-            .is_some_and(|raw| contains_header(&raw, b"content-length"))
-        {
+        // A header made of the head drops Content-Length when
+        // Transfer-Encoding is present; nginx refuses the pair.
+        if head.wire().map_or_else(
+            || {
+                s.raw_header()
+                    .is_some_and(|raw| contains_header(&raw, b"content-length"))
+            },
+            |w| w.head.get(&w.raw, "content-length").is_some(),
+        ) {
             return Error::e_explain(
                 ErrorType::InvalidHTTPHeader,
                 "upstream sent \"Content-Length\" and \"Transfer-Encoding\"",

@@ -11,13 +11,13 @@
 //! request's future, and each step would otherwise carry a copy of it.
 
 use crate::upstream::h1::H1 as H1Session;
+use crate::upstream::head::Head;
 use crate::upstream::request_head::RequestHead;
 use bytes::Bytes;
 use http::HeaderMap;
 use pingora_core::protocols::http::v2::client::Http2Session as H2Session;
 use pingora_core::protocols::{Digest, UniqueIDType};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 use std::time::Duration;
 
 /// A try's session with its server.
@@ -100,7 +100,7 @@ impl UpstreamSession {
         match self {
             UpstreamSession::H1(s) => loop {
                 let size = s.read_response().await?;
-                let status = s.resp_header().map_or(0, |h| h.status.as_u16());
+                let status = s.head().map_or(0, Head::status);
                 if !(100..200).contains(&status) || status == 101 {
                     return Ok(size);
                 }
@@ -129,19 +129,20 @@ impl UpstreamSession {
         }
     }
 
-    pub fn resp_header(&self) -> Option<&ResponseHeader> {
+    /// An HTTP/1 server's response head, as read.
+    pub fn h1_head(&self) -> Option<&Head> {
         match self {
-            UpstreamSession::H1(s) => s.resp_header(),
-            UpstreamSession::H2(s) => s.response_header(),
+            UpstreamSession::H1(s) => s.head(),
+            UpstreamSession::H2(_) => None,
         }
     }
 
-    /// The response header, for the request to keep (HTTP/1: moved out of
+    /// The response head, for the request to keep (HTTP/1: moved out of
     /// the session, which has no more use for it; HTTP/2: a copy).
-    pub fn take_resp_header(&mut self) -> Option<Box<ResponseHeader>> {
+    pub fn take_head(&mut self) -> Option<Head> {
         match self {
-            UpstreamSession::H1(s) => s.take_resp_header(),
-            UpstreamSession::H2(s) => s.response_header().cloned().map(Box::new),
+            UpstreamSession::H1(s) => s.take_head(),
+            UpstreamSession::H2(s) => s.response_header().map(|h| Head::Made(Box::new(h.clone()))),
         }
     }
 

@@ -9,6 +9,7 @@
 //! the request matched (nginx's defaults when none did).
 
 use crate::upstream::group::{make_peer, Upstream};
+use crate::upstream::head::Head;
 use crate::upstream::leg::BodySource;
 use crate::upstream::leg::Leg;
 use crate::upstream::next_upstream::{is_non_idempotent, Failure, Policy, RetryDecision};
@@ -113,7 +114,7 @@ impl Leg for SubrequestLeg<'_> {
         e
     }
 
-    async fn response(&mut self, _header: &mut ResponseHeader) -> Result<RetryDecision> {
+    async fn response(&mut self, _head: &mut Head) -> Result<RetryDecision> {
         Ok(RetryDecision::Default)
     }
 
@@ -221,6 +222,14 @@ pub(crate) async fn fetch_to<S: BodySink>(
                 status,
                 format!("subrequest to `{group}` failed ({last})"),
             ));
+        }
+    };
+    let header = match header.into_header() {
+        Ok(h) => h,
+        Err(e) => {
+            conn.close();
+            held.finish(&mut leg.tries);
+            return Err(e);
         }
     };
     let read = if sink.header(&header) {

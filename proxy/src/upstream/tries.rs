@@ -18,6 +18,7 @@
 
 use crate::upstream::connect::{connect, Conn};
 use crate::upstream::group::Upstream;
+use crate::upstream::head::Head;
 use crate::upstream::leg::Leg;
 use crate::upstream::next_upstream::{Failure, Outcome, Policy, Verdict};
 use crate::upstream::peer::UpstreamPeer;
@@ -26,7 +27,6 @@ use crate::upstream::send_request::send;
 use crate::upstream::try_record::{Try, TryOutcome};
 use ferry_lb::{Cursor, Feedback, Key, Lease};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -42,7 +42,7 @@ pub(crate) enum Chosen {
 /// and the server it came from.
 pub(crate) struct Response {
     pub conn: Conn,
-    pub header: Box<ResponseHeader>,
+    pub header: Head,
     pub held: Held,
 }
 
@@ -332,12 +332,12 @@ impl Tries {
         c: &Current,
         mut conn: Conn,
         left: u32,
-    ) -> Result<(Judged, Option<Box<ResponseHeader>>)> {
+    ) -> Result<(Judged, Option<Head>)> {
         self.body_used = leg.body_streams();
-        let Some(mut header) = conn.session.take_resp_header() else {
+        let Some(mut header) = conn.session.take_head() else {
             return Error::e_explain(ErrorType::InternalError, "header read but absent");
         };
-        let status = header.status.as_u16();
+        let status = header.status();
         let t = &mut leg.tries()[c.index];
         t.reused = conn.reused;
         t.header_time = Some(t.started.elapsed());
@@ -430,7 +430,7 @@ impl Tries {
         mut c: Current,
         header_time: Option<std::time::Duration>,
         conn: Conn,
-        header: Box<ResponseHeader>,
+        header: Head,
     ) -> Response {
         if let Some(t) = header_time {
             c.lease.header_arrived(t);
