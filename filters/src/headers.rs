@@ -501,6 +501,8 @@ pub enum LineEdit {
 #[derive(Debug, Clone)]
 pub struct ResponsePlan {
     hidden: Vec<HeaderName>,
+    /// `hidden` as bytes, for [`ResponsePlan::line_edit`].
+    hidden_names: Vec<Box<[u8]>>,
     pass_server: bool,
 }
 
@@ -519,8 +521,13 @@ impl ResponsePlan {
                 }
             }
         }
+        let hidden_names = hidden
+            .iter()
+            .map(|n| n.as_str().as_bytes().into())
+            .collect();
         ResponsePlan {
             hidden,
+            hidden_names,
             pass_server: passed("server"),
         }
     }
@@ -560,18 +567,22 @@ impl ResponsePlan {
     /// for an HTTP/1 client, when the lines go to it as they came: dropped,
     /// kept, or (the first `Server`) made `Server: ferry`.
     pub fn line_edit(&self, name: &[u8]) -> LineEdit {
-        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
-        if is(&header::SERVER) {
-            return match self.pass_server {
-                true => LineEdit::Keep,
-                false => LineEdit::Server,
-            };
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        match name.len() {
+            6 if is(b"server") => {
+                return match self.pass_server {
+                    true => LineEdit::Keep,
+                    false => LineEdit::Server,
+                }
+            }
+            // Set in place by the client's writer, as `build` leaves them.
+            4 if is(b"date") => return LineEdit::Keep,
+            10 if is(b"connection") => return LineEdit::Keep,
+            10 if is(b"keep-alive") => return LineEdit::Drop,
+            17 if is(b"transfer-encoding") => return LineEdit::Drop,
+            _ => {}
         }
-        // Set in place by the client's writer, as `build` leaves them.
-        if is(&header::DATE) || is(&header::CONNECTION) {
-            return LineEdit::Keep;
-        }
-        match RESPONSE_CONSUMED.iter().any(is) || self.hidden.iter().any(is) {
+        match self.hidden_names.iter().any(|h| is(h)) {
             true => LineEdit::Drop,
             false => LineEdit::Keep,
         }

@@ -110,7 +110,13 @@ fn parse_with<'b>(
 /// A line break followed by a space or a tab: the only way a response
 /// value httparse accepts can hold a CR, an LF or a NUL (see `unfold`).
 fn has_fold(head: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', head).any(|i| matches!(head.get(i + 1), Some(b' ' | b'\t')))
+    // Two searches for a pair of bytes cost less than a stop at every
+    // line break.
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static SPACE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n "));
+    static TAB: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\t"));
+    SPACE.find(head).is_some() || TAB.find(head).is_some()
 }
 
 impl ResponseHead {
@@ -120,6 +126,17 @@ impl ResponseHead {
     /// [`unfold`]: crate::unfold
     pub fn has_folds(&self) -> bool {
         self.folded
+    }
+
+    /// Whether a `Transfer-Encoding` line came.
+    pub fn has_transfer_encoding(&self) -> bool {
+        self.transfer_encoding
+    }
+
+    /// The reconciled `Content-Length`, when one came and no
+    /// `Transfer-Encoding` did.
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
     }
 
     /// The first field named `name` (ASCII case-insensitive).

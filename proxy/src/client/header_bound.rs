@@ -14,7 +14,7 @@ pub(crate) const HEADER_TOO_LARGE: u16 = 431;
 
 /// One request header's count so far. (Counted in `u32`: every kept-alive
 /// connection holds one.)
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HeaderBound {
     /// The longest a line may be (`large_client_header_buffers.size`).
     line_limit: u32,
@@ -65,37 +65,70 @@ impl HeaderBound {
 
     /// Count `bytes` read off the connection; `Err(status)` once the header
     /// passed a bound.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), u16> {
-        for &b in bytes {
-            if self.ended {
-                return Ok(());
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), u16> {
+        while !bytes.is_empty() && !self.ended {
+            let end = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
+            let (line, rest) = bytes.split_at(end);
+            self.feed_line(line)?;
+            bytes = rest;
+        }
+        Ok(())
+    }
+
+    /// Count a piece of one line (its LF, if it came, last): at once when
+    /// the piece, counted whole, stays within both bounds, else byte by
+    /// byte to find the first it passes.
+    fn feed_line(&mut self, piece: &[u8]) -> Result<(), u16> {
+        let n = u32::try_from(piece.len()).unwrap_or(u32::MAX);
+        let within = self.line.saturating_add(n) <= self.line_limit
+            && self.total.saturating_add(n) <= self.total_limit;
+        if self.lines == 0 || !within {
+            return piece.iter().try_for_each(|&b| self.feed_byte(b));
+        }
+        // Past the request line, where spaces and the last byte are not
+        // looked at, and no bound is passed.
+        let (text, lf) = match piece.split_last() {
+            Some((b'\n', text)) => (text, true),
+            _ => (piece, false),
+        };
+        let crs = text.iter().filter(|&&b| b == b'\r').count() as u32;
+        self.total += n;
+        self.line += text.len() as u32 - crs;
+        if lf {
+            self.ended = self.line == 0;
+            self.lines += 1;
+            self.line = 0;
+        }
+        self.last = piece[piece.len() - 1];
+        Ok(())
+    }
+
+    fn feed_byte(&mut self, b: u8) -> Result<(), u16> {
+        self.total += 1;
+        match b {
+            b'\n' => {
+                // An empty line after the request line ends the header.
+                self.ended = self.line == 0 && self.lines > 0;
+                self.lines += 1;
+                self.line = 0;
             }
-            self.total += 1;
-            match b {
-                b'\n' => {
-                    // An empty line after the request line ends the header.
-                    self.ended = self.line == 0 && self.lines > 0;
-                    self.lines += 1;
-                    self.line = 0;
-                }
-                b'\r' => {}
-                _ => self.line += 1,
-            }
-            if self.lines == 0 && b == b' ' {
-                self.spaces += 1;
-                self.double_space |= self.last == b' ';
-            }
-            self.last = b;
-            if self.line > self.line_limit {
-                return Err(if self.lines == 0 {
-                    URI_TOO_LONG
-                } else {
-                    HEADER_TOO_LARGE
-                });
-            }
-            if self.total > self.total_limit {
-                return Err(HEADER_TOO_LARGE);
-            }
+            b'\r' => {}
+            _ => self.line += 1,
+        }
+        if self.lines == 0 && b == b' ' {
+            self.spaces += 1;
+            self.double_space |= self.last == b' ';
+        }
+        self.last = b;
+        if self.line > self.line_limit {
+            return Err(if self.lines == 0 {
+                URI_TOO_LONG
+            } else {
+                HEADER_TOO_LARGE
+            });
+        }
+        if self.total > self.total_limit {
+            return Err(HEADER_TOO_LARGE);
         }
         Ok(())
     }
@@ -113,6 +146,46 @@ impl HeaderBound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The count as it was kept a byte at a time.
+    fn byte_by_byte(b: &mut HeaderBound, bytes: &[u8]) -> Result<(), u16> {
+        for &x in bytes {
+            if b.ended {
+                break;
+            }
+            b.feed_byte(x)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_line_at_once_counts_as_a_byte_at_a_time() {
+        let texts = [
+            "GET / HTTP/1.1\r\nHost: t\r\nX-Long: abcdefghijklmnopqrstuvwxyz0123456789\r\n\r\nbody",
+            "GET  /a\rb HTTP/1.1\nX: 1\r\r\n\nrest",
+            "POST /x HTTP/1.1\r\nA: 1\r\nB: 22\r\nC: 333\r\nD: 4444\r\n\r\n",
+            "\r\nGET / HTTP/1.1\r\n\r\n",
+        ];
+        for text in texts {
+            for (line_limit, total_limit) in [(8, 40), (16, 64), (30, 30), (64, 1024), (5, 1024)] {
+                for split in 0..text.len() {
+                    let (a, rest) = text.as_bytes().split_at(split);
+                    let mut ours = HeaderBound::new(line_limit, total_limit);
+                    let got = ours.feed(a).and_then(|()| ours.feed(rest));
+                    let mut theirs = HeaderBound::new(line_limit, total_limit);
+                    let want =
+                        byte_by_byte(&mut theirs, a).and_then(|()| byte_by_byte(&mut theirs, rest));
+                    assert_eq!(got, want, "{text:?} {line_limit}/{total_limit} at {split}");
+                    if got.is_ok() {
+                        assert_eq!(
+                            ours, theirs,
+                            "{text:?} {line_limit}/{total_limit} at {split}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn lines_and_total_are_bounded_wherever_the_reads_split() {

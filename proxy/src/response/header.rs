@@ -99,14 +99,17 @@ pub(crate) fn forwarded<'w>(
     http11: bool,
 ) -> Option<Forwarded<'w>> {
     let (raw, h) = (&wire.raw, &wire.head);
-    let named = |n: &str| h.get(raw, n).is_some();
-    if !wire.keep_case || (rewrites && (named("location") || named("refresh"))) {
+    if !wire.keep_case {
         return None;
     }
     let mut lines = Vec::with_capacity(h.lines.len() + 2);
     let mut server = !plan.sets_server();
     for l in &h.lines {
         let name = &raw[l.name.clone()];
+        let rewritten = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if rewrites && (rewritten(b"location") || rewritten(b"refresh")) {
+            return None;
+        }
         match plan.line_edit(name) {
             LineEdit::Keep => lines.push((name, &raw[l.value.clone()])),
             LineEdit::Drop => {}
@@ -120,7 +123,8 @@ pub(crate) fn forwarded<'w>(
     if !server {
         lines.push((b"Server", b"ferry"));
     }
-    if !named("content-length") && !no_body(h.status) && http11 {
+    // `read_header` refused a `Content-Length` beside `Transfer-Encoding`.
+    if h.content_length().is_none() && !no_body(h.status) && http11 {
         lines.push((b"Transfer-Encoding", b"chunked"));
     }
     let set_by_session = ["date", "connection", "content-length", "transfer-encoding"];

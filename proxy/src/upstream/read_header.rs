@@ -26,6 +26,9 @@ pub(crate) async fn read_response_header(conn: &mut Conn, buffer_size: usize) ->
     let Some(head) = s.h1_head() else {
         return Ok(());
     };
+    if head.wire().is_some_and(|w| !w.head.has_transfer_encoding()) {
+        return Ok(());
+    }
     let te = head.values(&TRANSFER_ENCODING);
     if let Some(first) = te.first() {
         if te.len() > 1 || !first.trim_ascii().eq_ignore_ascii_case(b"chunked") {
