@@ -15,6 +15,7 @@
 //!
 //! Plans are compiled once per route at start; building is per request.
 
+use crate::fields::Fields;
 use crate::variables::RequestVars;
 use bytes::Bytes;
 use ferry_conf::{HttpVersion, ProxyConf, Template};
@@ -37,15 +38,15 @@ pub const HIDDEN_BY_DEFAULT: [&str; 8] = [
 
 /// Request headers never forwarded as they came (RFC 9110 hop-by-hop, plus
 /// what Ferry sets itself).
-const REQUEST_DROPPED: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::UPGRADE,
-    header::EXPECT,
-    HeaderName::from_static("proxy-connection"),
-    header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
+const REQUEST_DROPPED: [&[u8]; 8] = [
+    b"connection",
+    b"keep-alive",
+    b"te",
+    b"upgrade",
+    b"expect",
+    b"proxy-connection",
+    b"content-length",
+    b"transfer-encoding",
 ];
 
 /// Response headers consumed by Ferry (framing and connection management).
@@ -118,29 +119,32 @@ impl RequestPlan {
         }
     }
 
-    fn is_overridden(&self, name: &HeaderName) -> bool {
-        name == header::HOST
-            || name == "x-forwarded-for"
-            || name == "x-forwarded-proto"
-            || self.removed.contains(name)
-            || self.set.iter().any(|(n, _)| n == name)
+    fn is_overridden(&self, name: &[u8]) -> bool {
+        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+        name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(b"x-forwarded-for")
+            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || self.removed.iter().any(is)
+            || self.set.iter().any(|(n, _)| is(n))
     }
 
     /// Whether a line of the client's header goes upstream as it came:
     /// not a hop-by-hop one, not one its `Connection` lists, not one this
     /// plan drops or sets.
-    fn keeps<'a>(&'a self, client: &RequestHeader) -> impl Fn(&HeaderName) -> bool + 'a {
+    fn keeps<'a>(&'a self, client: Fields<'_>) -> impl Fn(&[u8]) -> bool + 'a {
         // Names listed in the client's Connection header are hop-by-hop too.
-        let listed: Vec<HeaderName> = client
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        let listed: Vec<Box<[u8]>> = client
+            .get_all("connection")
+            .into_iter()
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(|t| t.trim_ascii())
+            .filter(|t| !t.is_empty())
+            .map(Box::from)
             .collect();
-        move |name: &HeaderName| {
-            !REQUEST_DROPPED.contains(name) && !listed.contains(name) && !self.is_overridden(name)
+        move |name: &[u8]| {
+            !REQUEST_DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d))
+                && !listed.iter().any(|l| name.eq_ignore_ascii_case(l))
+                && !self.is_overridden(name)
         }
     }
 
@@ -151,7 +155,7 @@ impl RequestPlan {
     fn each_added(
         &self,
         names: &AddedNames,
-        client: &RequestHeader,
+        client: Fields<'_>,
         vars: &RequestVars,
         body: BodyFraming,
         mut each: impl FnMut(&Bytes, Value) -> Result<()>,
@@ -211,17 +215,17 @@ impl RequestPlan {
         } else {
             RequestHeader::build_no_case(method, path, size)?
         };
-        let kept = self.keeps(client);
+        let kept = self.keeps(Fields::Header(client));
         if client.has_case() {
             // The two maps of a case-preserving header iterate in step.
             for ((name, value), (case, _)) in client.headers.iter().zip(client.case_header_iter()) {
-                if kept(name) {
+                if kept(name.as_str().as_bytes()) {
                     req.append_header(case.clone(), value.clone())?;
                 }
             }
         } else {
             for (name, value) in client.headers.iter() {
-                if kept(name) {
+                if kept(name.as_str().as_bytes()) {
                     req.append_header(name.clone(), value.clone())?;
                 }
             }
@@ -231,23 +235,29 @@ impl RequestPlan {
             HttpVersion::Http11 => Version::HTTP_11,
             HttpVersion::Http2 => Version::HTTP_2,
         });
-        self.each_added(&self.names, client, vars, body, |name, value| {
-            // `set_headers` lines are appended (two may share a name);
-            // the others replace.
-            let append = matches!(value, Value::Set(_));
-            let value = value.into_header_value();
-            let value = value.map_err(|_| {
-                pingora_error::Error::explain(
-                    pingora_error::ErrorType::InvalidHTTPHeader,
-                    "invalid header value",
-                )
-            })?;
-            if append {
-                req.append_header(name.clone(), value).map(drop)
-            } else {
-                req.insert_header(name.clone(), value)
-            }
-        })?;
+        self.each_added(
+            &self.names,
+            Fields::Header(client),
+            vars,
+            body,
+            |name, value| {
+                // `set_headers` lines are appended (two may share a name);
+                // the others replace.
+                let append = matches!(value, Value::Set(_));
+                let value = value.into_header_value();
+                let value = value.map_err(|_| {
+                    pingora_error::Error::explain(
+                        pingora_error::ErrorType::InvalidHTTPHeader,
+                        "invalid header value",
+                    )
+                })?;
+                if append {
+                    req.append_header(name.clone(), value).map(drop)
+                } else {
+                    req.insert_header(name.clone(), value)
+                }
+            },
+        )?;
         Ok(req)
     }
 
@@ -267,7 +277,7 @@ impl RequestPlan {
     /// gives such a header.
     pub fn write_h1(
         &self,
-        client: &RequestHeader,
+        (method, path, client): (&str, &[u8], Fields<'_>),
         vars: &RequestVars,
         body: BodyFraming,
     ) -> Option<Vec<u8>> {
@@ -276,19 +286,11 @@ impl RequestPlan {
             HttpVersion::Http11 => b"HTTP/1.1",
             HttpVersion::Http2 => return None,
         };
-        let path = client.raw_path();
         if !self.names.wire || path.iter().any(|&b| matches!(b, 0 | b'\n' | b'\r' | b' ')) {
             return None;
         }
-        let mut out = Vec::with_capacity(256 + 64 * client.headers.len());
-        for part in [
-            client.method.as_str().as_bytes(),
-            b" ",
-            path,
-            b" ",
-            version,
-            b"\r\n",
-        ] {
+        let mut out = Vec::with_capacity(256 + 64 * client.len());
+        for part in [method.as_bytes(), b" ", path, b" ", version, b"\r\n"] {
             out.extend_from_slice(part);
         }
         let mut line = |name: &[u8], value: &[u8]| {
@@ -297,21 +299,14 @@ impl RequestPlan {
             }
         };
         let kept = self.keeps(client);
-        let names = if client.has_case() {
-            // The two maps of a case-preserving header iterate in step.
-            for ((name, value), (case, _)) in client.headers.iter().zip(client.case_header_iter()) {
-                if kept(name) {
-                    line(case.as_slice(), value.as_bytes());
-                }
+        client.for_each(|name, value| {
+            if kept(name) {
+                line(name, value);
             }
-            &self.names
-        } else {
-            for (name, value) in client.headers.iter() {
-                if kept(name) {
-                    line(bare_case(name).as_bytes(), value.as_bytes());
-                }
-            }
-            &self.bare_names
+        });
+        let names = match client.has_case() {
+            true => &self.names,
+            false => &self.bare_names,
         };
         let mut valid = true;
         self.each_added(names, client, vars, body, |name, value| {
@@ -441,12 +436,11 @@ pub fn bare_case(name: &HeaderName) -> &str {
 }
 
 /// Whether the client's `TE` lists `trailers`.
-fn accepts_trailers(client: &RequestHeader) -> bool {
+fn accepts_trailers(client: Fields<'_>) -> bool {
     client
-        .headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .get_all("te")
+        .into_iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
         .any(|t| {
             t.split(';')
@@ -458,17 +452,14 @@ fn accepts_trailers(client: &RequestHeader) -> bool {
 /// Whether the client asks for an upgrade that is forwarded as one: both
 /// `Upgrade` and `Connection: upgrade`, and no body (otherwise `Upgrade` is
 /// hop-by-hop and dropped like the rest).
-pub fn wants_upgrade(req: &RequestHeader) -> bool {
-    let h = &req.headers;
-    h.contains_key(header::UPGRADE)
-        && !h.contains_key(header::TRANSFER_ENCODING)
-        && h.get(header::CONTENT_LENGTH)
-            .is_none_or(|v| v.as_bytes() == b"0")
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+pub fn wants_upgrade(h: Fields<'_>) -> bool {
+    h.get("upgrade").is_some()
+        && h.get("transfer-encoding").is_none()
+        && h.get("content-length").is_none_or(|v| v == b"0")
+        && h.get_all("connection")
+            .into_iter()
+            .flat_map(|v| v.split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// Make `req`, built by a [`RequestPlan`], the upgrade the client asked
@@ -503,6 +494,8 @@ pub struct ResponsePlan {
     hidden: Vec<HeaderName>,
     /// `hidden` as bytes, for [`ResponsePlan::line_edit`].
     hidden_names: Vec<Box<[u8]>>,
+    /// Bit `n` set: a hidden name is `n` bytes long (below 64).
+    hidden_lengths: u64,
     pass_server: bool,
 }
 
@@ -521,13 +514,18 @@ impl ResponsePlan {
                 }
             }
         }
-        let hidden_names = hidden
+        let hidden_names: Vec<Box<[u8]>> = hidden
             .iter()
             .map(|n| n.as_str().as_bytes().into())
             .collect();
+        let hidden_lengths = hidden_names
+            .iter()
+            .filter(|n| n.len() < 64)
+            .fold(0, |bits, n| bits | 1 << n.len());
         ResponsePlan {
             hidden,
             hidden_names,
+            hidden_lengths,
             pass_server: passed("server"),
         }
     }
@@ -582,6 +580,11 @@ impl ResponsePlan {
             17 if is(b"transfer-encoding") => return LineEdit::Drop,
             _ => {}
         }
+        // No hidden name is this long: nothing to compare.
+        let len = name.len();
+        if len < 64 && self.hidden_lengths & (1 << len) == 0 {
+            return LineEdit::Keep;
+        }
         match self.hidden_names.iter().any(|h| is(h)) {
             true => LineEdit::Drop,
             false => LineEdit::Keep,
@@ -604,15 +607,14 @@ impl ResponsePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderMap;
 
-    fn vars<'a>(headers: &'a HeaderMap) -> RequestVars<'a> {
+    fn vars(client: &RequestHeader) -> RequestVars<'_> {
         RequestVars {
             method: "GET",
             request_uri: "/x",
             uri: "/x",
             host: "example.com",
-            headers,
+            headers: Fields::Header(client),
             remote_addr: "10.0.0.9",
             remote_port: 1,
             scheme: "http",
@@ -625,6 +627,10 @@ mod tests {
             limit_conn_status: "",
             upstream_headers: None,
         }
+    }
+
+    fn head(c: &RequestHeader) -> (&str, &[u8], Fields<'_>) {
+        (c.method.as_str(), c.raw_path(), Fields::Header(c))
     }
 
     fn with_lines(method: &str, target: &[u8], lines: &[(&str, &str)]) -> RequestHeader {
@@ -656,15 +662,44 @@ mod tests {
     }
 
     #[test]
+    fn the_lines_as_they_came_are_written_as_their_header_is() {
+        let mut conf = ProxyConf::default();
+        conf.set_headers =
+            serde_yaml::from_str("{ X-Real-IP: \"$remote_addr\", X-Gone: \"\" }").unwrap();
+        let plan = RequestPlan::new(&conf);
+        let c = client();
+        let mut raw = b"GET /x HTTP/1.1\r\n".to_vec();
+        Fields::Header(&c).for_each(|n, v| {
+            raw.extend_from_slice(&[n, b": ", v, b"\r\n"].concat());
+        });
+        raw.extend_from_slice(b"\r\n");
+        let Ok(ferry_wire::Parsed::Complete(parsed)) = ferry_wire::parse_request(&raw, 64) else {
+            panic!("a complete head");
+        };
+        let lines = Fields::Lines {
+            raw: &raw,
+            lines: &parsed.lines,
+        };
+        let v = vars(&c);
+        for body in [
+            BodyFraming::None,
+            BodyFraming::Length(3),
+            BodyFraming::Chunked,
+        ] {
+            let from_lines = plan.write_h1(("GET", b"/x", lines), &v, body);
+            let from_header = plan.write_h1(head(&c), &v, body);
+            assert_eq!(from_lines, from_header, "{body:?}");
+        }
+    }
+
+    #[test]
     fn request_as_nginx_builds_it() {
         let mut conf = ProxyConf::default();
         conf.set_headers =
             serde_yaml::from_str("{ X-Real-IP: \"$remote_addr\", X-Gone: \"\" }").unwrap();
         let plan = RequestPlan::new(&conf);
         let c = client();
-        let r = plan
-            .build(&c, &vars(&c.headers), BodyFraming::Length(5))
-            .unwrap();
+        let r = plan.build(&c, &vars(&c), BodyFraming::Length(5)).unwrap();
         let h = &r.headers;
         assert_eq!(h["host"], "app");
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
@@ -692,13 +727,13 @@ mod tests {
         conf.set_headers = serde_yaml::from_str("{ Host: \"\", X-Forwarded-For: \"\" }").unwrap();
         let c = client();
         let r = RequestPlan::new(&conf)
-            .build(&c, &vars(&c.headers), BodyFraming::None)
+            .build(&c, &vars(&c), BodyFraming::None)
             .unwrap();
         assert_eq!(r.headers["host"], "app", "Host: \"\" means $proxy_host");
         assert!(!r.headers.contains_key("x-forwarded-for"));
         conf.set_headers = serde_yaml::from_str("{ Host: \"$host\" }").unwrap();
         let r = RequestPlan::new(&conf)
-            .build(&c, &vars(&c.headers), BodyFraming::None)
+            .build(&c, &vars(&c), BodyFraming::None)
             .unwrap();
         assert_eq!(r.headers["host"], "example.com");
     }
@@ -764,8 +799,8 @@ mod tests {
                     BodyFraming::Length(5),
                     BodyFraming::Chunked,
                 ] {
-                    let v = vars(&c.headers);
-                    let wire = plan.write_h1(&c, &v, body).expect("written");
+                    let v = vars(&c);
+                    let wire = plan.write_h1(head(&c), &v, body).expect("written");
                     let built = plan.build(&c, &v, body).unwrap();
                     let pingora = http_req_header_to_wire(&built).unwrap();
                     assert_eq!(
@@ -779,9 +814,9 @@ mod tests {
         }
         assert_eq!(compared, 75);
         // Where only Pingora's header will do.
-        let v = vars(&dups.headers);
+        let v = vars(&dups);
         let h2 = RequestPlan::new(&serde_yaml::from_str("{ http_version: \"2\" }").unwrap());
-        assert!(h2.write_h1(&dups, &v, BodyFraming::None).is_none());
+        assert!(h2.write_h1(head(&dups), &v, BodyFraming::None).is_none());
         let twice = "{ set_headers: { X-Twice: \"1\", x-twice: \"2\" } }";
         let twice = RequestPlan::new(&serde_yaml::from_str(twice).unwrap());
         let built = twice.build(&dups, &v, BodyFraming::None).unwrap();
@@ -790,10 +825,12 @@ mod tests {
             2,
             "both lines go"
         );
-        assert!(twice.write_h1(&dups, &v, BodyFraming::None).is_none());
+        assert!(twice.write_h1(head(&dups), &v, BodyFraming::None).is_none());
         let framing = "{ set_headers: { Connection: \"upgrade\" } }";
         let framing = RequestPlan::new(&serde_yaml::from_str(framing).unwrap());
-        assert!(framing.write_h1(&dups, &v, BodyFraming::None).is_none());
+        assert!(framing
+            .write_h1(head(&dups), &v, BodyFraming::None)
+            .is_none());
     }
 
     #[test]
@@ -809,9 +846,7 @@ mod tests {
         ] {
             let mut c = RequestHeader::build("GET", target, None).unwrap();
             c.append_header("Host", "example.com").unwrap();
-            let r = plan
-                .build(&c, &vars(&c.headers), BodyFraming::None)
-                .unwrap();
+            let r = plan.build(&c, &vars(&c), BodyFraming::None).unwrap();
             assert_eq!(
                 r.raw_path(),
                 c.raw_path(),

@@ -2,6 +2,8 @@
 //!
 //! - [`request_body`]: the client's body, buffered (memory, then an unlinked
 //!   temp file) so every try can replay it (nginx `client_body_buffer_size`).
+//! - [`fields`]: a request's header fields, as Pingora's header holds them
+//!   or as the lines of the head that came.
 //! - [`headers`]: the upstream request header and the client response header,
 //!   built as nginx builds them.
 //! - [`redirect`]: `Location` / `Refresh` rewriting (`proxy_redirect`).
@@ -12,6 +14,7 @@
 //! - [`temp_file`]: anonymous temp files that leave nothing behind.
 
 pub mod event_pipe;
+pub mod fields;
 pub mod headers;
 pub mod pipe;
 pub mod redirect;

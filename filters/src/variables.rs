@@ -3,6 +3,7 @@
 //!
 //! nginx counterpart: `ngx_http_variables.c` and `ngx_http_complex_value`.
 
+use crate::fields::Fields;
 use ferry_conf::{Segment, Template, Variable};
 use http::header::{GetAll, HeaderName, HeaderValue};
 use http::HeaderMap;
@@ -12,11 +13,15 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Several values of one header, joined by `sep`.
 fn join(values: GetAll<'_, HeaderValue>, sep: &str, out: &mut String) {
-    for (i, v) in values.iter().enumerate() {
+    join_bytes(values.iter().map(|v| v.as_bytes()), sep, out);
+}
+
+fn join_bytes<'v>(values: impl Iterator<Item = &'v [u8]>, sep: &str, out: &mut String) {
+    for (i, v) in values.enumerate() {
         if i > 0 {
             out.push_str(sep);
         }
-        out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        out.push_str(&String::from_utf8_lossy(v));
     }
 }
 
@@ -30,7 +35,7 @@ pub struct RequestVars<'a> {
     pub uri: &'a str,
     /// `$host`: Host without port, lower-cased.
     pub host: &'a str,
-    pub headers: &'a HeaderMap,
+    pub headers: Fields<'a>,
     pub remote_addr: &'a str,
     pub remote_port: u16,
     pub scheme: &'a str,
@@ -70,13 +75,14 @@ impl RequestVars<'_> {
     /// `$http_NAME`: the request header (several joined by `, `).
     pub fn header(&self, name: &str, out: &mut String) {
         let sep = if name == "cookie" { "; " } else { ", " };
-        join(self.headers.get_all(name), sep, out);
+        join_bytes(self.headers.get_all(name).into_iter(), sep, out);
     }
 
     /// `$proxy_add_x_forwarded_for`: the client's X-Forwarded-For plus `$remote_addr`.
     pub fn proxy_add_x_forwarded_for(&self, out: &mut String) {
         let before = out.len();
-        join(self.headers.get_all(X_FORWARDED_FOR), ", ", out);
+        let forwarded = self.headers.get_all(X_FORWARDED_FOR.as_str());
+        join_bytes(forwarded.into_iter(), ", ", out);
         if out.len() > before {
             out.push_str(", ");
         }
@@ -87,9 +93,9 @@ impl RequestVars<'_> {
     /// name (compared without case, as nginx's `ngx_http_parse_cookie_lines`).
     pub fn cookie(&self, name: &str) -> Option<&str> {
         self.headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .get_all("cookie")
+            .into_iter()
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(';'))
             .find_map(|pair| {
                 let (k, v) = pair.split_once('=')?;
@@ -167,17 +173,23 @@ impl RequestVars<'_> {
 mod tests {
     use super::*;
 
+    fn header(lines: &[(&str, &str)]) -> pingora_http::RequestHeader {
+        let mut h = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+        for (name, value) in lines {
+            h.append_header(name.to_string(), *value).unwrap();
+        }
+        h
+    }
+
     #[test]
     fn renders_request_variables() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
-        h.insert("x-real-ip", "9.9.9.9".parse().unwrap());
+        let h = header(&[("x-forwarded-for", "1.1.1.1"), ("x-real-ip", "9.9.9.9")]);
         let v = RequestVars {
             method: "GET",
             request_uri: "/a%20b?x=1&A=two",
             uri: "/a b",
             host: "example.com",
-            headers: &h,
+            headers: Fields::Header(&h),
             remote_addr: "10.0.0.1",
             remote_port: 5555,
             scheme: "http",
@@ -201,8 +213,7 @@ mod tests {
 
     #[test]
     fn renders_request_cookies_and_the_upstream_response() {
-        let mut h = HeaderMap::new();
-        h.insert("cookie", "a=1; SID = s-7;b=2".parse().unwrap());
+        let h = header(&[("cookie", "a=1; SID = s-7;b=2")]);
         let mut up = HeaderMap::new();
         up.append("set-cookie", "other=x; path=/".parse().unwrap());
         up.append("set-cookie", "sid=new-9; Path=/; HttpOnly".parse().unwrap());
@@ -213,7 +224,7 @@ mod tests {
             request_uri: "/",
             uri: "/",
             host: "h",
-            headers: &h,
+            headers: Fields::Header(&h),
             remote_addr: "10.0.0.1",
             remote_port: 1,
             scheme: "http",

@@ -201,7 +201,7 @@ proptest! {
             request_uri: "/x",
             uri: "/x",
             host: "t",
-            headers: &client.headers,
+            headers: ferry_filters::fields::Fields::Header(&client),
             remote_addr: "127.0.0.1",
             remote_port: 1,
             scheme: "http",

@@ -31,22 +31,28 @@ pub enum Framing {
 pub(crate) fn content_length(lines: &[Line], buf: &[u8]) -> Result<Option<u64>, WireError> {
     let mut found: Option<u64> = None;
     for value in line::values(lines, buf, "content-length") {
-        let value = &*value;
-        if !value
-            .iter()
-            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-        {
-            return Err(WireError::BadContentLength);
-        }
-        for part in value.split(|&b| b == b',') {
-            let n = digits(trim(part)).ok_or(WireError::BadContentLength)?;
-            match found {
-                Some(prev) if prev != n => return Err(WireError::BadContentLength),
-                _ => found = Some(n),
-            }
-        }
+        reconcile(&value, &mut found)?;
     }
     Ok(found)
+}
+
+/// One `Content-Length` value (unfolded) reconciled with those `found`
+/// before it, as [`content_length`] does each.
+pub(crate) fn reconcile(value: &[u8], found: &mut Option<u64>) -> Result<(), WireError> {
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        return Err(WireError::BadContentLength);
+    }
+    for part in value.split(|&b| b == b',') {
+        let n = digits(trim(part)).ok_or(WireError::BadContentLength)?;
+        match *found {
+            Some(prev) if prev != n => return Err(WireError::BadContentLength),
+            _ => *found = Some(n),
+        }
+    }
+    Ok(())
 }
 
 /// A non-empty run of ASCII digits as a `u64`.

@@ -51,21 +51,35 @@ pub fn parse_response(buf: &[u8], max_headers: usize) -> Result<Parsed<ResponseH
             if h.status < 100 {
                 return Err(WireError::BadStatus);
             }
-            // One pass over the names for what framing and keepalive read.
-            let mut length = false;
+            // One pass over the names for what framing and keepalive read;
+            // each `Content-Length` reconciled on the way (a wrong one is
+            // an error only without `Transfer-Encoding`, which may come
+            // later).
+            let mut length: Result<Option<u64>, WireError> = Ok(None);
             for (i, l) in h.lines.iter().enumerate() {
                 let name = buf.get(l.name.clone()).unwrap_or_default();
                 match name.len() {
                     17 => h.transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding"),
-                    14 => length |= name.eq_ignore_ascii_case(b"content-length"),
+                    14 if name.eq_ignore_ascii_case(b"content-length") => {
+                        if let Ok(found) = &mut length {
+                            let value = buf.get(l.value.clone()).unwrap_or_default();
+                            let value = match h.folded {
+                                true => line::unfold(value),
+                                false => std::borrow::Cow::Borrowed(value),
+                            };
+                            if let Err(e) = framing::reconcile(&value, found) {
+                                length = Err(e);
+                            }
+                        }
+                    }
                     10 if h.connection.is_none() && name.eq_ignore_ascii_case(b"connection") => {
                         h.connection = Some(i);
                     }
                     _ => {}
                 }
             }
-            if !h.transfer_encoding && length {
-                h.content_length = framing::content_length(&h.lines, buf)?;
+            if !h.transfer_encoding {
+                h.content_length = length?;
             }
             Ok(Parsed::Complete(h))
         }

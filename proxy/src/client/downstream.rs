@@ -10,6 +10,7 @@
 use crate::client::h1_session::H1Session;
 use crate::client::header_clock::ClockedStream;
 use bytes::Bytes;
+use ferry_filters::fields::Fields;
 use pingora_core::protocols::http::{HttpTask, ServerSession};
 use pingora_core::protocols::UniqueID;
 use pingora_error::{Error, ErrorType, Result};
@@ -36,6 +37,61 @@ impl Downstream {
         match self {
             Downstream::Ferry(s) => s.req_header_mut(),
             Downstream::Pingora(s) => s.req_header_mut(),
+        }
+    }
+
+    /// The request head as it came, while no header was made of it
+    /// (Ferry's session only).
+    fn wire(&self) -> Option<(&Bytes, &ferry_wire::RequestHead)> {
+        match self {
+            Downstream::Ferry(s) => s.wire(),
+            Downstream::Pingora(_) => None,
+        }
+    }
+
+    /// Whether a hook changed the target of Ferry's session (Pingora's
+    /// callers compare its header's URI).
+    pub(crate) fn target_changed(&self) -> bool {
+        match self {
+            Downstream::Ferry(s) => s.target_changed(),
+            Downstream::Pingora(_) => false,
+        }
+    }
+
+    /// The request's method.
+    pub(crate) fn method(&self) -> &str {
+        match self.wire() {
+            // A token: ASCII.
+            Some((raw, head)) => std::str::from_utf8(&raw[head.method.clone()]).unwrap_or(""),
+            None => self.req_header().method.as_str(),
+        }
+    }
+
+    /// The request's target as it came (Pingora's `raw_path`).
+    pub(crate) fn raw_path(&self) -> &[u8] {
+        match self.wire() {
+            Some((raw, head)) => &raw[head.target.clone()],
+            None => self.req_header().raw_path(),
+        }
+    }
+
+    pub(crate) fn version(&self) -> http::Version {
+        match self.wire() {
+            Some((_, head)) if head.minor == 1 => http::Version::HTTP_11,
+            Some(_) => http::Version::HTTP_10,
+            None => self.req_header().version,
+        }
+    }
+
+    /// The request's header fields: the lines as they came while no
+    /// header was made of them.
+    pub(crate) fn fields(&self) -> Fields<'_> {
+        match self.wire() {
+            Some((raw, head)) => Fields::Lines {
+                raw,
+                lines: &head.lines,
+            },
+            None => Fields::Header(self.req_header()),
         }
     }
 
@@ -312,5 +368,68 @@ impl Downstream {
             Downstream::Ferry(s) => s.shutdown().await,
             Downstream::Pingora(s) => s.shutdown().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::header_clock::{HeaderLimits, Transport};
+    use bytes::BytesMut;
+
+    /// Ferry's session of `raw` on a real loopback connection.
+    async fn ferrys(raw: &[u8]) -> (Downstream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        let client = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("a connection");
+        let (server, _) = listener.accept().await.expect("accepted");
+        let io = pingora_core::protocols::l4::stream::Stream::from(server);
+        let limits = HeaderLimits {
+            timeout: Duration::from_secs(10),
+            line: 8192,
+            total: 32768,
+        };
+        let stream = ClockedStream::new(Transport::Tls(Box::new(io)), limits, None);
+        let Ok(ferry_wire::Parsed::Complete(head)) =
+            ferry_wire::parse_request(raw, ferry_wire::MAX_HEADERS)
+        else {
+            panic!("a complete head");
+        };
+        let session = H1Session::new(Box::new(stream), head, BytesMut::from(raw));
+        (Downstream::Ferry(session), client)
+    }
+
+    #[tokio::test]
+    async fn the_request_is_its_lines_until_a_header_is_made_and_then_the_header() {
+        let (mut ds, _client) = ferrys(b"HEAD /a?b HTTP/1.0\r\nHost: h\r\nX-A: 1\r\n\r\n").await;
+        assert!(matches!(ds.fields(), Fields::Lines { .. }));
+        assert_eq!(
+            (ds.method(), ds.raw_path(), ds.version()),
+            ("HEAD", &b"/a?b"[..], http::Version::HTTP_10)
+        );
+        assert_eq!(ds.fields().get("x-a"), Some(&b"1"[..]));
+        // A header only read changes nothing.
+        assert_eq!(ds.req_header().uri.path(), "/a");
+        assert!(!ds.target_changed());
+        assert!(matches!(ds.fields(), Fields::Header(_)));
+        // A hook's changes are the request from then on.
+        let h = ds.req_header_mut();
+        h.insert_header("X-A", "2").expect("set");
+        h.set_uri(http::Uri::from_static("/z"));
+        h.set_method(http::Method::GET);
+        assert_eq!(ds.fields().get("x-a"), Some(&b"2"[..]));
+        assert_eq!((ds.method(), ds.raw_path()), ("GET", &b"/z"[..]));
+        assert!(ds.target_changed());
+    }
+
+    #[tokio::test]
+    async fn a_fragment_alone_is_no_change_of_target() {
+        let (ds, _client) = ferrys(b"GET /a#top HTTP/1.1\r\nHost: h\r\n\r\n").await;
+        assert_eq!(ds.req_header().raw_path(), b"/a");
+        assert!(!ds.target_changed());
     }
 }

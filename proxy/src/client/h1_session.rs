@@ -23,6 +23,7 @@ use ferry_wire::{Framing, Parsed, RequestHead};
 use http::header;
 use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::OnceLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The first read's room (Pingora's `INIT_HEADER_BUF_SIZE`).
@@ -113,7 +114,12 @@ enum Body {
 /// One request's session on a client's HTTP/1 connection.
 pub(crate) struct H1Session {
     stream: Box<ClockedStream>,
-    request: Box<RequestHeader>,
+    /// The request head's lines, over `raw`.
+    head: RequestHead,
+    /// Pingora's header of the request, made when first asked for (by a
+    /// program's hook, or a step that needs it as one); from then on the
+    /// request is what it says.
+    request: OnceLock<Box<RequestHeader>>,
     /// Bytes after the head: the next requests a client sent ahead.
     ahead: BytesMut,
     /// Pingora's keepalive state: `None` off, `Some(0)` no timeout,
@@ -133,28 +139,18 @@ pub(crate) struct H1Session {
 }
 
 impl H1Session {
-    /// The session of the request `head` parsed from `buf`; the stream and
-    /// the bytes back when Pingora's header type will not hold it.
-    #[allow(clippy::result_large_err)]
+    /// The session of the request `head` parsed from `buf`.
     pub(crate) fn new(
         stream: Box<ClockedStream>,
         head: RequestHead,
         mut buf: BytesMut,
-    ) -> std::result::Result<Box<H1Session>, (Box<ClockedStream>, BytesMut)> {
+    ) -> Box<H1Session> {
         let (keepalive, asked_close) = keepalive_of(&head, &buf);
         let ahead = buf.split_off(head.len);
-        let raw = buf.freeze();
-        let request = match request_header(&head, &raw) {
-            Ok(r) => r,
-            Err(_) => {
-                let mut all = BytesMut::from(&raw[..]);
-                all.extend_from_slice(&ahead);
-                return Err((stream, all));
-            }
-        };
-        Ok(Box::new(H1Session {
+        Box::new(H1Session {
             stream,
-            request,
+            head,
+            request: OnceLock::new(),
             ahead,
             keepalive,
             reuses: None,
@@ -162,16 +158,47 @@ impl H1Session {
             written: None,
             body: Body::Unset,
             write_timeout: None,
-            raw,
-        }))
+            raw: buf.freeze(),
+        })
     }
 
+    /// Pingora's header of the request, made now if it was not.
     pub(crate) fn req_header(&self) -> &RequestHeader {
-        &self.request
+        self.request.get_or_init(|| made(&self.head, &self.raw))
     }
 
     pub(crate) fn req_header_mut(&mut self) -> &mut RequestHeader {
-        &mut self.request
+        if self.request.get().is_none() {
+            self.request = OnceLock::from(made(&self.head, &self.raw));
+        }
+        match self.request.get_mut() {
+            Some(r) => r,
+            None => unreachable!("made above"),
+        }
+    }
+
+    /// Whether the target is not the one that came: a hook changed it in
+    /// the header made of the request. (That header's target is the one
+    /// that came, less any fragment, until changed.)
+    pub(crate) fn target_changed(&self) -> bool {
+        let Some(made) = self.request.get() else {
+            return false;
+        };
+        let came = &self.raw[self.head.target.clone()];
+        let came = match came.iter().position(|&b| b == b'#') {
+            Some(fragment) => &came[..fragment],
+            None => came,
+        };
+        made.raw_path() != came
+    }
+
+    /// The request head as it came and its lines, while no one asked for
+    /// Pingora's header of it (which a hook may have changed).
+    pub(crate) fn wire(&self) -> Option<(&Bytes, &RequestHead)> {
+        match self.request.get() {
+            None => Some((&self.raw, &self.head)),
+            Some(_) => None,
+        }
     }
 
     pub(crate) fn stream(&self) -> &ClockedStream {
@@ -289,9 +316,17 @@ impl H1Session {
         Ok(())
     }
 
+    /// The request's method is `HEAD`.
+    fn is_head(&self) -> bool {
+        match self.wire() {
+            Some((raw, head)) => &raw[head.method.clone()] == b"HEAD",
+            None => self.req_header().method == http::Method::HEAD,
+        }
+    }
+
     /// Pingora's `init_body_writer` for a final header.
     fn framing(&self, status: u16, framing: &response_head::Framing) -> Body {
-        if status == 204 || status == 304 || self.request.method == http::Method::HEAD {
+        if status == 204 || status == 304 || self.is_head() {
             return Body::Length(0, 0);
         }
         if status == 101 {
@@ -437,7 +472,7 @@ impl H1Session {
 
     /// `$METHOD $PATH, Host: $HOST`, as Pingora's `request_summary`.
     pub(crate) fn request_summary(&self) -> String {
-        let r = &self.request;
+        let r = self.req_header();
         let host = r
             .headers
             .get(header::HOST)
@@ -449,6 +484,17 @@ impl H1Session {
             String::from_utf8_lossy(host)
         )
     }
+}
+
+/// The request head as Pingora's header type. `ferry-wire` admitted only a
+/// head this header holds (its target checked by the `http` crate's
+/// rules, as the differential fuzz target holds it to Pingora's), so the
+/// fallback, an empty `GET /`, is never reached.
+fn made(head: &RequestHead, raw: &Bytes) -> Box<RequestHeader> {
+    request_header(head, raw).unwrap_or_else(|e| {
+        log::error!("a request head ferry-wire admitted is not a header: {e}");
+        Box::new(RequestHeader::from(http::Request::new(()).into_parts().0))
+    })
 }
 
 /// The request head as Pingora's header type, as Pingora's session makes

@@ -8,7 +8,7 @@
 //! `$remote_addr`, `ip_hash` and the access log then use it.
 
 use ferry_conf::{Cidr, RealIp};
-use http::HeaderMap;
+use ferry_filters::fields::Fields;
 use std::net::{IpAddr, SocketAddr};
 
 pub struct RealIpRule {
@@ -33,14 +33,14 @@ impl RealIpRule {
     }
 
     /// The client address for a connection from `peer` with `headers`.
-    pub fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> SocketAddr {
+    pub fn client(&self, peer: SocketAddr, headers: Fields<'_>) -> SocketAddr {
         if !self.trusts(peer.ip()) {
             return peer;
         }
         let listed: Vec<IpAddr> = headers
-            .get_all(&self.header)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .get_all(self.header.as_str())
+            .into_iter()
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(','))
             .filter_map(|s| s.trim().parse().ok())
             .collect();
@@ -67,28 +67,31 @@ mod tests {
         .unwrap()
     }
 
-    fn xff(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", v.parse().unwrap());
+    fn xff(v: &str) -> pingora_http::RequestHeader {
+        let mut h = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+        h.insert_header("x-forwarded-for", v).unwrap();
         h
     }
 
     #[test]
     fn walks_right_to_left_past_trusted_hops() {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let got = rule().client(peer, &xff("6.6.6.6, 1.2.3.4, 10.0.0.7"));
+        let got = rule().client(peer, Fields::Header(&xff("6.6.6.6, 1.2.3.4, 10.0.0.7")));
         assert_eq!(
             got.ip().to_string(),
             "1.2.3.4",
             "a spoofed left part is ignored"
         );
-        let got = rule().client(peer, &xff("10.1.1.1, 10.0.0.7"));
+        let got = rule().client(peer, Fields::Header(&xff("10.1.1.1, 10.0.0.7")));
         assert_eq!(
             got.ip().to_string(),
             "10.1.1.1",
             "all trusted: the leftmost"
         );
         let untrusted: SocketAddr = "8.8.8.8:1".parse().unwrap();
-        assert_eq!(rule().client(untrusted, &xff("1.2.3.4")), untrusted);
+        assert_eq!(
+            rule().client(untrusted, Fields::Header(&xff("1.2.3.4"))),
+            untrusted
+        );
     }
 }

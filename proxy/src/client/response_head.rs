@@ -100,13 +100,13 @@ fn lines<'a>(
     let (mut dated, mut connected) = (false, false);
     let date = pingora_core::protocols::http::date::get_cached_date();
     for (name, value) in own {
-        let set = match connection {
-            Some(c) if name.eq_ignore_ascii_case(b"connection") => {
+        // By length first: most names are none of these four.
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        let set = match (connection, name.len()) {
+            (Some(c), 10) if is(b"connection") => {
                 Some((&mut connected, b"Connection".as_slice(), c.as_bytes()))
             }
-            Some(_) if name.eq_ignore_ascii_case(b"date") => {
-                Some((&mut dated, b"Date".as_slice(), date.as_bytes()))
-            }
+            (Some(_), 4) if is(b"date") => Some((&mut dated, b"Date".as_slice(), date.as_bytes())),
             _ => None,
         };
         if let Some((done, bare, new)) = set {
@@ -115,11 +115,13 @@ fn lines<'a>(
             }
             continue;
         }
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            framing.chunked = last_coding_chunked(value);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            framing.has_length = true;
-            lengths.add(value);
+        match name.len() {
+            17 if is(b"transfer-encoding") => framing.chunked = last_coding_chunked(value),
+            14 if is(b"content-length") => {
+                framing.has_length = true;
+                lengths.add(value);
+            }
+            _ => {}
         }
         line(buf, name, value);
     }

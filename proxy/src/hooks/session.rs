@@ -198,13 +198,13 @@ impl Session<'_> {
     /// ```
     pub fn body_length_changes(&mut self, response: &mut ResponseHeader) -> Result<()> {
         let status = response.status.as_u16();
-        let head = self.downstream.req_header().method == http::Method::HEAD;
+        let head = self.downstream.method() == "HEAD";
         if head || (100..200).contains(&status) || status == 204 || status == 304 {
             return Ok(());
         }
         response.remove_header(&http::header::CONTENT_LENGTH);
         response.remove_header(&http::header::TRANSFER_ENCODING);
-        match self.downstream.req_header().version {
+        match self.downstream.version() {
             http::Version::HTTP_2 => {}
             http::Version::HTTP_11 => {
                 response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
@@ -249,13 +249,13 @@ impl<'a> Session<'a> {
 
     /// What templates see of this request, for a try to `proxy_host`.
     pub(crate) fn vars<'v>(&'v self, remote: &'v str, proxy_host: &'v str) -> RequestVars<'v> {
-        let client = self.downstream.req_header();
+        let client = &*self.downstream;
         RequestVars {
-            method: client.method.as_str(),
+            method: client.method(),
             request_uri: std::str::from_utf8(client.raw_path()).unwrap_or("/"),
             uri: &self.request.uri,
             host: &self.request.host,
-            headers: &client.headers,
+            headers: client.fields(),
             remote_addr: remote,
             remote_port: self.request.client_addr.map_or(0, |a| a.port()),
             scheme: self.request.scheme,

@@ -43,10 +43,9 @@ pub(crate) enum BodyFailed {
 }
 
 fn declared_length(ds: &Downstream) -> Option<u64> {
-    ds.req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+    ds.fields()
+        .get_name(&http::header::CONTENT_LENGTH)
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -95,10 +94,9 @@ pub(crate) async fn read<P: ProxyHttp>(
     }
     let expects_continue = s
         .downstream
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        .fields()
+        .get_name(&http::header::EXPECT)
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     if expects_continue && s.downstream.write_continue_response().await.is_err() {
         return Err(BodyFailed::ClientGone);
     }

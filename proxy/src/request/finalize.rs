@@ -24,10 +24,9 @@ const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-
 /// The request's id: the client's `X-Request-Id`, or a new one.
 fn request_id(session: &Downstream) -> String {
     if let Some(id) = session
-        .req_header()
-        .headers
-        .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
+        .fields()
+        .get_name(&X_REQUEST_ID)
+        .and_then(|v| std::str::from_utf8(v).ok())
     {
         return id.to_string();
     }
@@ -63,7 +62,7 @@ pub(crate) fn begin(rt: &Runtime, session: &Downstream) -> Request {
     let mut request = Request::new(request_id(session), None);
     request.client_addr = match (announced, &rt.real_ip, peer) {
         (Some(a), _, _) => Some(a),
-        (None, Some(rule), Some(p)) => Some(rule.client(p, &session.req_header().headers)),
+        (None, Some(rule), Some(p)) => Some(rule.client(p, session.fields())),
         _ => peer,
     };
     if session.is_tls() {
@@ -107,9 +106,8 @@ pub(crate) async fn finalize<P: ProxyHttp>(
         session.body_bytes_read() as u64,
     );
     if let Some(log) = &rt.access_log {
-        let req = session.req_header();
-        let uri = String::from_utf8_lossy(req.raw_path());
-        log.log(request, req.method.as_str(), &uri, route);
+        let uri = String::from_utf8_lossy(session.raw_path());
+        log.log(request, session.method(), &uri, route);
     }
     let error = request.error.take();
     let mut s = Session {

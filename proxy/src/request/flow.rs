@@ -33,6 +33,7 @@ use crate::upstream::head::Head;
 use crate::upstream::next_upstream::CLIENT_CLOSED;
 use crate::upstream::next_upstream::{is_non_idempotent, Policy};
 use crate::upstream::tries::{self, Chosen, Response};
+use ferry_filters::fields::Fields;
 use ferry_filters::headers::wants_upgrade;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use std::time::Instant;
@@ -40,11 +41,15 @@ use std::time::Instant;
 /// The host the client names: its `Host` header, else the host of an
 /// absolute request target.
 fn host_header(ps: &Downstream) -> Option<&[u8]> {
-    let req = ps.req_header();
-    req.headers
-        .get(http::header::HOST)
-        .map(|v| v.as_bytes())
-        .or_else(|| req.uri.host().map(str::as_bytes))
+    match ps.fields() {
+        Fields::Header(req) => req
+            .headers
+            .get(http::header::HOST)
+            .map(|v| v.as_bytes())
+            .or_else(|| req.uri.host().map(str::as_bytes)),
+        // An origin-form target: no host but the header's.
+        lines => lines.get_name(&http::header::HOST),
+    }
 }
 
 fn peer_of(ps: &Downstream) -> String {
@@ -104,7 +109,7 @@ pub(crate) async fn process_request<P: ProxyHttp>(
     };
     // 6. The cache (nginx `ngx_http_upstream_cache`): a fresh entry
     //    answers; otherwise the fetch below may fill it.
-    let upgrade = s.downstream.is_http1() && wants_upgrade(s.req_header());
+    let upgrade = s.downstream.is_http1() && wants_upgrade(s.downstream.fields());
     let mut fetch = None;
     if let (Some(rc), false) = (&route.cache, upgrade) {
         match lookup::look(app, &mut s, ctx, route, rc).await? {
@@ -126,9 +131,14 @@ async fn route<P: ProxyHttp>(
     path: String,
 ) -> Result<std::result::Result<(), End>> {
     s.request.uri = path;
-    let target = s.downstream.req_header().uri.clone();
+    // Ferry's session knows its target as it came; Pingora's is kept.
+    let target = (!s.downstream.is_ferry()).then(|| s.downstream.req_header().uri.clone());
     app.early_request_filter(s, ctx).await?;
-    if s.downstream.req_header().uri != target {
+    let changed = match target {
+        Some(target) => s.downstream.req_header().uri != target,
+        None => s.downstream.target_changed(),
+    };
+    if changed {
         // The hook changed the target: the new one is what is routed.
         let raw = String::from_utf8_lossy(s.downstream.req_header().raw_path()).into_owned();
         let Some(path) = normalize_path(&raw) else {
@@ -306,7 +316,7 @@ async fn upstream<P: ProxyHttp>(
     let proxy = route.proxy();
     let policy = Policy {
         conditions: proxy.next_upstream,
-        non_idempotent: is_non_idempotent(s.req_header().method.as_str()),
+        non_idempotent: is_non_idempotent(s.downstream.method()),
         body_streamed: matches!(body, ClientBody::Streamed(_)),
         started: Instant::now(),
         budget: proxy.next_upstream_timeout.non_zero(),
@@ -332,7 +342,7 @@ async fn upstream<P: ProxyHttp>(
         .http1_fd()
         .filter(|_| !proxy.ignore_client_abort);
     // A gRPC call's deadline bounds the wait for its response header.
-    let deadline = grpc::deadline(leg.s.req_header());
+    let deadline = grpc::deadline(leg.s.downstream.fields());
     // Pinned here, once: the wrappers below hold only a reference to it
     // (a future moved into each would be copied into each one's state).
     let outcome = {
@@ -469,7 +479,7 @@ async fn forward_header<P: ProxyHttp>(
     }
     let wire = head.wire()?;
     let added = response_header::added(route, s, None);
-    let http11 = s.downstream.req_header().version == http::Version::HTTP_11;
+    let http11 = s.downstream.version() == http::Version::HTTP_11;
     let plan = &route.response_plan;
     let rewrites = !route.redirect.is_off();
     let lines = response_header::forwarded(plan, rewrites, wire, &added, http11)?;
@@ -495,8 +505,10 @@ async fn send_made_header<P: ProxyHttp>(
     (body_done, upgrade): (bool, bool),
 ) -> Result<(Option<compress::Encoder>, bool)> {
     let mut header = client_header(app, s, ctx, route, head.into_header()?, bind).await?;
-    let req = s.downstream.req_header();
-    let encoder = compress::decide(route.conf.compress.as_ref(), req, &mut header, !buffered);
+    let encoder = match route.conf.compress.as_ref() {
+        Some(c) => compress::decide(Some(c), s.downstream.req_header(), &mut header, !buffered),
+        None => None,
+    };
     s.request.status = header.status.as_u16();
     let no_body = body_done && !(upgrade && s.request.status == 101);
     // On HTTP/2 a response without a body ends with its header (a gRPC
@@ -572,7 +584,7 @@ async fn client_header<P: ProxyHttp>(
     // `$upstream_http_NAME` in `add_headers` reads the upstream's header.
     let upstream_headers =
         (!route.conf.proxy.add_headers.is_empty()).then(|| header.headers.clone());
-    let client_version = s.downstream.req_header().version;
+    let client_version = s.downstream.version();
     let host = String::from_utf8_lossy(host_header(s.downstream).unwrap_or_default());
     let scheme = s.request.scheme;
     response_header::build(route, &mut header, client_version, &host, scheme)?;
@@ -643,9 +655,12 @@ async fn send_body<P: ProxyHttp>(
 /// absolute-form target is routed (and sent upstream) by its path, its
 /// authority standing for the Host header, as nginx does.
 fn admissible(ps: &mut Downstream) -> std::result::Result<String, (u16, &'static str)> {
-    if let Err(e) = to_origin_form(ps.req_header_mut()) {
-        log::debug!("absolute-form target: {e}");
-        return Err((400, "bad_target"));
+    // Only a target that does not start with `/` is absolute-form.
+    if ps.raw_path().first() != Some(&b'/') {
+        if let Err(e) = to_origin_form(ps.req_header_mut()) {
+            log::debug!("absolute-form target: {e}");
+            return Err((400, "bad_target"));
+        }
     }
     if let Some(refusal) = unservable(ps) {
         return Err(refusal);
@@ -653,7 +668,7 @@ fn admissible(ps: &mut Downstream) -> std::result::Result<String, (u16, &'static
     if ps.is_http2() {
         join_cookies(ps.req_header_mut());
     }
-    normalize_path(&String::from_utf8_lossy(ps.req_header().raw_path())).ok_or((400, "bad_path"))
+    normalize_path(&String::from_utf8_lossy(ps.raw_path())).ok_or((400, "bad_path"))
 }
 
 /// HTTP/2 may split `cookie` into several fields (RFC 9113 8.2.3); an
@@ -709,28 +724,23 @@ fn to_origin_form(req: &mut pingora_http::RequestHeader) -> Result<()> {
 /// a method that is not upper case, and a target that is neither a path
 /// nor `*` for `OPTIONS`.
 fn unservable(ps: &Downstream) -> Option<(u16, &'static str)> {
-    let req = ps.req_header();
-    let h = &req.headers;
-    let h1 = ps.is_http1();
-    if h1 && req.version == http::Version::HTTP_11 && !h.contains_key(http::header::HOST) {
+    let h = ps.fields();
+    let hosts = h.get_all("host");
+    if ps.is_http1() && ps.version() == http::Version::HTTP_11 && hosts.is_empty() {
         return Some((400, "no_host"));
     }
-    if h.get_all(http::header::HOST)
-        .iter()
-        .any(|v| !crate::request::route::valid_host(v.as_bytes()))
-    {
+    if hosts.iter().any(|v| !crate::request::route::valid_host(v)) {
         return Some((400, "bad_host"));
     }
-    if !req
-        .method
-        .as_str()
+    let method = ps.method();
+    if !method
         .bytes()
         .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
     {
         return Some((400, "bad_method"));
     }
-    let target = req.raw_path();
-    let asterisk = target == b"*" && req.method == http::Method::OPTIONS;
+    let target = ps.raw_path();
+    let asterisk = target == b"*" && method == "OPTIONS";
     // Pingora's parser takes `GET  /a` and `GET /a b` and percent-encodes
     // the spaces into the target (which would then walk around a route);
     // the header clock saw the line as sent.
@@ -738,11 +748,11 @@ fn unservable(ps: &Downstream) -> Option<(u16, &'static str)> {
     if !asterisk && (target.first() != Some(&b'/') || spaced == Some(false)) {
         return Some((400, "bad_target"));
     }
-    let te: Vec<_> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
+    let te = h.get_all("transfer-encoding");
     if te.is_empty() {
         return None;
     }
-    let both = h.contains_key(http::header::CONTENT_LENGTH)
+    let both = h.get("content-length").is_some()
         || ps.raw_header().is_some_and(|raw| {
             raw.split(|&b| b == b'\n')
                 .any(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))
@@ -750,10 +760,6 @@ fn unservable(ps: &Downstream) -> Option<(u16, &'static str)> {
     if both {
         return Some((400, "smuggling"));
     }
-    let lone_chunked = te.len() == 1
-        && te[0]
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"chunked");
+    let lone_chunked = te.len() == 1 && te[0].trim_ascii().eq_ignore_ascii_case(b"chunked");
     (!lone_chunked).then_some((501, "transfer_coding"))
 }

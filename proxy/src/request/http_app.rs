@@ -385,15 +385,7 @@ impl<P: ProxyHttp> FerryHttp<P> {
                 return self.refuse(session, status, false).await;
             }
         };
-        let mut session = match H1Session::new(stream, head.0, head.1) {
-            Ok(s) => Downstream::Ferry(s),
-            // A head Pingora's header type will not hold: Pingora's verdict.
-            Err((stream, buf)) => {
-                let mut session = ServerSession::new_http1(stream);
-                session.set_pipelined_prefix(buf);
-                return self.serve_one(session, kept).await;
-            }
-        };
+        let mut session = Downstream::Ferry(H1Session::new(stream, head.0, head.1));
         if let Downstream::Ferry(s) = &mut session {
             s.set_reuses(next.reuses.map(|r| r.saturating_sub(1)));
         }

@@ -209,12 +209,13 @@ impl<P: ProxyHttp> RequestLeg<'_, '_, P> {
     fn wire_request(&self, upstream: &Upstream) -> Option<WireHead> {
         let remote = self.s.request.client_ip_text();
         let vars = self.s.vars(&remote, &upstream.name);
-        let client = self.s.downstream.req_header();
+        let client = &*self.s.downstream;
+        let head = (client.method(), client.raw_path(), client.fields());
         let body = self.body.framing();
-        let bytes = self.route.request_plan.write_h1(client, &vars, body)?;
+        let bytes = self.route.request_plan.write_h1(head, &vars, body)?;
         Some(WireHead {
             bytes,
-            head: client.method == http::Method::HEAD,
+            head: client.method() == "HEAD",
             close: self.route.request_plan.asks_close(),
             body,
             // No cache stores this answer (the bytes path is not taken on

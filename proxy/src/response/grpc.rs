@@ -10,10 +10,11 @@
 
 use crate::client::downstream::Downstream;
 use crate::record::Request;
+use ferry_filters::fields::Fields;
 use http::header;
 use pingora_core::protocols::http::HttpTask;
 use pingora_error::Result;
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 use std::time::Duration;
 
 /// gRPC status codes Ferry answers with.
@@ -27,19 +28,18 @@ const DEADLINE_EXCEEDED: u8 = 4;
 const UNKNOWN: u8 = 2;
 
 /// A gRPC call: its `Content-Type` starts with `application/grpc`.
-pub(crate) fn is_grpc(req: &RequestHeader) -> bool {
-    req.headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+pub(crate) fn is_grpc(req: Fields<'_>) -> bool {
+    req.get_name(&header::CONTENT_TYPE)
+        .is_some_and(|v| v.starts_with(b"application/grpc"))
 }
 
 /// A call's deadline: `grpc-timeout` is at most 8 digits and a unit (`H`,
 /// `M`, `S`, `m`, `u`, `n`); anything else is no deadline.
-pub(crate) fn deadline(req: &RequestHeader) -> Option<Duration> {
+pub(crate) fn deadline(req: Fields<'_>) -> Option<Duration> {
     if !is_grpc(req) {
         return None;
     }
-    let v = req.headers.get("grpc-timeout")?.as_bytes();
+    let v = req.get("grpc-timeout")?;
     let (unit, digits) = v.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -135,16 +135,25 @@ mod tests {
     #[test]
     fn deadlines_read_as_grpc_writes_them() {
         let req = |t: &str| {
-            let mut r = RequestHeader::build("POST", b"/svc/M", None).unwrap();
+            let mut r = pingora_http::RequestHeader::build("POST", b"/svc/M", None).unwrap();
             r.insert_header("content-type", "application/grpc").unwrap();
             r.insert_header("grpc-timeout", t).unwrap();
             r
         };
-        assert_eq!(deadline(&req("100m")), Some(Duration::from_millis(100)));
-        assert_eq!(deadline(&req("2S")), Some(Duration::from_secs(2)));
-        assert_eq!(deadline(&req("1H")), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            deadline(Fields::Header(&req("100m"))),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            deadline(Fields::Header(&req("2S"))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            deadline(Fields::Header(&req("1H"))),
+            Some(Duration::from_secs(3600))
+        );
         for bad in ["", "m", "123456789S", "1x", "-1S", "1.5S"] {
-            assert_eq!(deadline(&req(bad)), None, "{bad}");
+            assert_eq!(deadline(Fields::Header(&req(bad))), None, "{bad}");
         }
     }
 

@@ -46,7 +46,7 @@ pub async fn write_whole(
 ) -> Result<()> {
     header.insert_header(header::SERVER, "ferry")?;
     request.status = header.status.as_u16();
-    let head_only = ps.req_header().method == http::Method::HEAD;
+    let head_only = ps.method() == "HEAD";
     ps.write_response_header(Box::new(header)).await?;
     if !head_only && !body.is_empty() {
         request.body_bytes_sent += body.len() as u64;
@@ -65,7 +65,7 @@ pub async fn error(
     proxy: Option<&ProxyConf>,
     extra: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<()> {
-    if super::grpc::is_grpc(ps.req_header()) {
+    if super::grpc::is_grpc(ps.fields()) {
         return super::grpc::answer(ps, request, status).await;
     }
     let page = proxy.and_then(|p| p.error_pages.get(&status));
