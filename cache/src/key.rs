@@ -10,6 +10,18 @@ use std::path::{Path, PathBuf};
 /// The hash entries are filed and indexed by.
 pub type Hash = [u8; 16];
 
+/// A request's header values by name, as a variant key is made of them.
+pub trait Values {
+    /// Every value of the field `name` (lower case), in order.
+    fn values(&self, name: &str) -> Vec<&[u8]>;
+}
+
+impl Values for HeaderMap {
+    fn values(&self, name: &str) -> Vec<&[u8]> {
+        self.get_all(name).iter().map(|v| v.as_bytes()).collect()
+    }
+}
+
 /// One key, as the request rendered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
@@ -35,17 +47,17 @@ impl Key {
     /// The variant of this key that a request with `headers` selects,
     /// given the names a stored response's `Vary` listed (nginx
     /// `ngx_http_file_cache_vary`: the values of those request headers).
-    pub fn variant(&self, names: &[String], headers: &HeaderMap) -> Key {
+    pub fn variant<V: Values + ?Sized>(&self, names: &[String], headers: &V) -> Key {
         let mut text = self.text.clone();
         for name in names {
             text.push('\n');
             text.push_str(name);
             text.push(':');
-            for (i, v) in headers.get_all(name.as_str()).iter().enumerate() {
+            for (i, v) in headers.values(name).into_iter().enumerate() {
                 if i > 0 {
                     text.push(',');
                 }
-                text.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                text.push_str(&String::from_utf8_lossy(v));
             }
         }
         Key {

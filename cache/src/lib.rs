@@ -17,5 +17,5 @@ pub mod zone;
 pub use entry::{Entry, Served, Writer};
 pub use filler::Filling;
 pub use freshness::{decide, Decision};
-pub use key::Key;
+pub use key::{Key, Values};
 pub use zone::{Found, Zone};

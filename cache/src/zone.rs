@@ -18,7 +18,7 @@
 
 use crate::entry::{self, Entry, Kind, Writer};
 use crate::filler::{self, Filling};
-use crate::key::{self, Hash, Key};
+use crate::key::{self, Hash, Key, Values};
 use ferry_conf::CacheZone;
 use http::HeaderMap;
 use pingora_cache::eviction::{lru, CacheEntryKey, CacheEntryKeyRef, EvictionManager};
@@ -172,7 +172,7 @@ impl Zone {
     /// [`Zone::find`] from the entries kept open, without touching the
     /// disk (an `fstat` of each open file tells it is unchanged): for the
     /// event loop. `None` when the disk must be asked.
-    pub fn find_open(&self, key: &Key, headers: &HeaderMap) -> Option<Found> {
+    pub fn find_open<V: Values + ?Sized>(&self, key: &Key, headers: &V) -> Option<Found> {
         self.find_with(key, headers, |k| {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
             let e = open.get(&k.hash)?.clone();
@@ -187,10 +187,10 @@ impl Zone {
     /// A lookup with `entry` giving the file of a key: the key's, then its
     /// variant's when the key's responses vary. `None` when `entry` gave
     /// none.
-    fn find_with(
+    fn find_with<V: Values + ?Sized>(
         &self,
         key: &Key,
-        headers: &HeaderMap,
+        headers: &V,
         entry: impl Fn(&Key) -> Option<Arc<Entry>>,
     ) -> Option<Found> {
         let first = entry(key)?;

@@ -19,6 +19,7 @@ use crate::runtime::RouteRt;
 use crate::upstream::tries::{Chosen, Response};
 use ferry_cache::{Decision, Entry, Found, Key};
 use ferry_conf::StaleCondition;
+use ferry_filters::fields::Fields;
 use http::header;
 use pingora_cache::key::CacheKey;
 use pingora_cache::lock::{CacheKeyLock, LockStatus, Locked, WritePermit};
@@ -62,14 +63,39 @@ fn rendered(s: &Session<'_>, route: &RouteRt, t: &ferry_conf::Template) -> Strin
 /// The zone's entry for `key`: one it keeps open when its file is
 /// unchanged, else opened and read on tokio's blocking threads. The event
 /// loop never waits on the disk (nor on a file that would block).
-async fn find(rc: &RouteCacheRt, key: &Key, headers: &http::HeaderMap) -> Found {
-    if let Some(found) = rc.zone.find_open(key, headers) {
+async fn find(rc: &RouteCacheRt, key: &Key, headers: Fields<'_>) -> Found {
+    if let Some(found) = rc.zone.find_open(key, &ByName(headers)) {
         return found;
     }
-    let (zone, key, headers) = (rc.zone.clone(), key.clone(), headers.clone());
+    let (zone, key, headers) = (rc.zone.clone(), key.clone(), header_map(headers));
     tokio::task::spawn_blocking(move || zone.find(&key, &headers))
         .await
         .unwrap_or(Found::Missing)
+}
+
+/// A request's fields by name, for a variant key.
+struct ByName<'a>(Fields<'a>);
+
+impl ferry_cache::Values for ByName<'_> {
+    fn values(&self, name: &str) -> Vec<&[u8]> {
+        self.0.get_all(name)
+    }
+}
+
+/// A request's fields as a map of its own (for a blocking thread).
+fn header_map(fields: Fields<'_>) -> http::HeaderMap {
+    if let Fields::Header(h) = fields {
+        return h.headers.clone();
+    }
+    let mut map = http::HeaderMap::with_capacity(fields.len());
+    fields.for_each(|name, value| {
+        let name = http::HeaderName::from_bytes(name);
+        let value = http::HeaderValue::from_bytes(value);
+        if let (Ok(name), Ok(value)) = (name, value) {
+            map.append(name, value);
+        }
+    });
+    map
 }
 
 /// Look the request up in the route's cache.
@@ -80,7 +106,7 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
     route: &'r RouteRt,
     rc: &'r RouteCacheRt,
 ) -> Result<Look<'r>> {
-    let method = s.req_header().method.as_str();
+    let method = s.downstream.method();
     if !(method == "GET" || method == "HEAD" || rc.conf.methods.iter().any(|m| m == method)) {
         return Ok(Look::Pass);
     }
@@ -93,7 +119,7 @@ pub(crate) async fn look<'r, P: ProxyHttp>(
     }
     let waited_since = Instant::now();
     loop {
-        let found = find(rc, &fetch.key, &s.req_header().headers).await;
+        let found = find(rc, &fetch.key, s.downstream.fields()).await;
         let invalidated = match &found {
             Found::Entry(e, _) => {
                 let fresh = e.head.expires > ferry_cache::zone::now();

@@ -13,6 +13,7 @@
 //! not-modified and range header filters and `ngx_http_file_cache` output
 //! (`sendfile on`).
 
+use crate::client::downstream::Downstream;
 use crate::client::sendfile::{self, Cut};
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
@@ -23,6 +24,7 @@ use crate::response::header as response_header;
 use crate::runtime::RouteRt;
 use bytes::Bytes;
 use ferry_cache::Entry;
+use ferry_filters::fields::Fields;
 use ferry_filters::headers::field_value;
 use http::header;
 use pingora_error::{Error, ErrorType, Result};
@@ -55,7 +57,7 @@ pub(crate) async fn answer<P: ProxyHttp>(
         }
         false => {
             let mut resp = Box::new(Arc::unwrap_or_clone(kept));
-            let range = conditional(s.req_header(), &mut resp, entry.head.body_len);
+            let range = conditional(s.downstream, &mut resp, entry.head.body_len);
             for (name, value) in added {
                 resp.append_header(name.to_string(), value)?;
             }
@@ -68,7 +70,7 @@ pub(crate) async fn answer<P: ProxyHttp>(
             (range, encoder, from_file)
         }
     };
-    let head_only = s.req_header().method == http::Method::HEAD;
+    let head_only = s.downstream.method() == "HEAD";
     if head_only || range.is_empty() {
         let last = compress::finish_empty(encoder);
         return written(s.downstream.write_response_body(last, true).await);
@@ -95,7 +97,7 @@ fn as_kept<P: ProxyHttp>(
     kept: &pingora_http::ResponseHeader,
     added: &[(&str, String)],
 ) -> bool {
-    let req = s.req_header();
+    let req = s.downstream.fields();
     let set_by_session = ["date", "connection", "content-length", "transfer-encoding"];
     let clashes = |name: &str| {
         kept.headers.contains_key(name)
@@ -104,7 +106,7 @@ fn as_kept<P: ProxyHttp>(
     !app.filters_response_header()
         && s.downstream.is_ferry()
         && route.conf.compress.is_none()
-        && !req.headers.contains_key(header::RANGE)
+        && req.get_name(&header::RANGE).is_none()
         && says_bytes(kept)
         && !not_modified(req, kept)
         && !added.iter().any(|(name, _)| clashes(name))
@@ -122,7 +124,7 @@ fn from_file<P: ProxyHttp>(
     range: std::ops::Range<u64>,
     encoding: bool,
 ) -> bool {
-    let head_only = s.req_header().method == http::Method::HEAD;
+    let head_only = s.downstream.method() == "HEAD";
     !head_only
         && !range.is_empty()
         && !encoding
@@ -143,7 +145,7 @@ fn served(
     route: &RouteRt,
     entry: &Entry,
 ) -> Result<Arc<pingora_http::ResponseHeader>> {
-    let version = s.downstream.req_header().version;
+    let version = s.downstream.version();
     let key = route.id << 4 | version_code(version);
     if let Some(kept) = entry.served.get(key) {
         return Ok(kept);
@@ -299,12 +301,12 @@ fn says_bytes(resp: &pingora_http::ResponseHeader) -> bool {
 /// A `304` when the validators match, else the range asked for (`206`,
 /// `416`), or the whole entry.
 fn conditional(
-    req: &pingora_http::RequestHeader,
+    ds: &Downstream,
     resp: &mut pingora_http::ResponseHeader,
     body_len: u64,
 ) -> std::ops::Range<u64> {
     let mut range = 0..body_len;
-    if not_modified(req, resp) {
+    if not_modified(ds.fields(), resp) {
         let _ = resp.set_status(304);
         resp.remove_header(&header::CONTENT_LENGTH);
         range = 0..0;
@@ -313,16 +315,16 @@ fn conditional(
         // get the whole entry (a server may ignore Range, RFC 9110 14.2):
         // only then is the filter's header set aside, so the header is
         // copied only when a range was asked for.
-        if !req.headers.contains_key(header::RANGE) {
+        if ds.fields().get_name(&header::RANGE).is_none() {
             // The filter's one change here would set `Accept-Ranges: bytes`,
             // which most stored headers already say.
             if !says_bytes(resp) {
-                let _ = pingora_proxy::range_header_filter(req, resp, None);
+                let _ = pingora_proxy::range_header_filter(ds.req_header(), resp, None);
             }
             return range;
         }
         let mut ranged = resp.clone();
-        match pingora_proxy::range_header_filter(req, &mut ranged, None) {
+        match pingora_proxy::range_header_filter(ds.req_header(), &mut ranged, None) {
             RangeType::Single(r) => {
                 range = r.start as u64..r.end as u64;
                 *resp = ranged;
@@ -348,25 +350,25 @@ fn written(r: Result<()>) -> Result<End> {
 /// nginx's not-modified filter for a stored `200`: `If-None-Match` naming
 /// its `ETag` (or `*`), else `If-Modified-Since` equal to its
 /// `Last-Modified`.
-fn not_modified(req: &pingora_http::RequestHeader, resp: &pingora_http::ResponseHeader) -> bool {
+fn not_modified(req: Fields<'_>, resp: &pingora_http::ResponseHeader) -> bool {
     if resp.status != 200 {
         return false;
     }
-    if let Some(inm) = req.headers.get(header::IF_NONE_MATCH) {
+    if let Some(inm) = req.get_name(&header::IF_NONE_MATCH) {
         let Some(etag) = resp.headers.get(header::ETAG) else {
             return false;
         };
         let weak = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
-        return inm.as_bytes().split(|&b| b == b',').any(|t| {
+        return inm.split(|&b| b == b',').any(|t| {
             let t = t.trim_ascii();
             t == b"*" || weak(t) == weak(etag.as_bytes())
         });
     }
     match (
-        req.headers.get(header::IF_MODIFIED_SINCE),
+        req.get_name(&header::IF_MODIFIED_SINCE),
         resp.headers.get(header::LAST_MODIFIED),
     ) {
-        (Some(ims), Some(lm)) => ims == lm,
+        (Some(ims), Some(lm)) => ims == lm.as_bytes(),
         _ => false,
     }
 }
