@@ -205,9 +205,9 @@ fn upstream_rt(
                 opts.ca_file = Some(ca.clone());
             }
             (
-                Arc::new(crate::upstream::pool::Pool::new(opts.clone())),
+                Arc::new(crate::upstream::pool::Pool::new(opts.clone(), idle.clone())),
                 Arc::new(H2Pool::new(opts)),
-                Arc::new(Keepalive::new(u, idle.clone())),
+                Arc::new(Keepalive::new(u)),
             )
         }
     };

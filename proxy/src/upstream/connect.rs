@@ -8,14 +8,13 @@
 
 use crate::upstream::group::Upstream;
 use crate::upstream::h1::H1;
-use crate::upstream::idle_budget::ConnId;
+use crate::upstream::keepalive::Usage;
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::session::UpstreamSession;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::upstreams::peer::Peer;
 use pingora_error::Result;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// An upstream connection for one try. Small on purpose (the session is
 /// boxed, the peer shared): it is moved through every step of a request's
@@ -44,13 +43,16 @@ pub async fn connect(
         h2_session(upstream, peer).await?
     } else {
         let pool = &upstream.pool;
-        let (stream, reused) = match pool.take(&**peer) {
-            Some(s) => (s, true),
+        let (stream, usage, reused) = match pool.take(&**peer) {
+            Some((s, usage)) => (s, usage, true),
             // A new connection (TCP, maybe TLS) is a large future: boxed, so
             // that every request's own future does not carry (and copy) it.
-            None => (Box::pin(pool.connect(&**peer)).await?, false),
+            None => (Box::pin(pool.connect(&**peer)).await?, Usage::new(), false),
         };
-        (UpstreamSession::H1(Box::new(H1::new(stream))), reused)
+        (
+            UpstreamSession::H1(Box::new(H1::new(stream, usage))),
+            reused,
+        )
     };
     let o = &peer.http.options;
     session.set_timeouts(o.read_timeout, o.write_timeout);
@@ -62,9 +64,6 @@ pub async fn connect(
         generation,
         request_open: false,
     };
-    if reused && !conn.session.is_h2() {
-        upstream.keepalive.taken(conn.id());
-    }
     Ok(conn)
 }
 
@@ -88,7 +87,7 @@ async fn h2_session(
     Ok(match made {
         HttpSession::H2(s) => (UpstreamSession::H2(Box::new(s)), false),
         HttpSession::H1(s) => (
-            UpstreamSession::H1(Box::new(H1::new(s.into_inner()))),
+            UpstreamSession::H1(Box::new(H1::new(s.into_inner(), Usage::new()))),
             false,
         ),
         HttpSession::Custom(_) => {
@@ -101,23 +100,12 @@ async fn h2_session(
 }
 
 impl Conn {
-    fn id(&self) -> ConnId {
-        let made = self
-            .session
-            .digest()
-            .and_then(|d| d.timing_digest.first())
-            .and_then(|t| t.as_ref())
-            .map_or(SystemTime::UNIX_EPOCH, |t| t.established_ts);
-        (self.session.id(), made)
-    }
-
     /// The response was read to its end: back to the pool when it can be
     /// reused (Pingora checks framing and `Connection: close`; Ferry checks
     /// the group's keepalive limits, and that the server is still one of
     /// the group's: a reload or a DNS answer may have removed it), closed
     /// otherwise.
     pub async fn release(self) {
-        let id = self.id();
         let ka = &self.upstream.keepalive;
         let member = || match self.peer.http._address.as_inet() {
             Some(a) => self.upstream.group.serves(*a, self.generation),
@@ -136,21 +124,19 @@ impl Conn {
                         .release_http_session(*s, &*self.peer, idle);
                 }
             }
-            UpstreamSession::H1(s) if member() && ka.after_request(id) => {
-                if let Some(stream) = s.reuse().await {
-                    let key = self.peer.reuse_hash();
-                    self.upstream.pool.put(stream, key, ka.idle_timeout);
-                }
-            }
             UpstreamSession::H1(mut s) => {
-                ka.forget(id);
-                s.shutdown().await;
+                if !(member() && ka.after_request(&mut s.usage)) {
+                    return s.shutdown().await;
+                }
+                if let Some((stream, usage)) = s.reuse().await {
+                    let key = self.peer.reuse_hash();
+                    self.upstream.pool.put(stream, key, ka.idle_timeout, usage);
+                }
             }
         }
     }
 
-    /// Give up on this connection (an error, or a response not read to its end).
-    pub fn close(self) {
-        self.upstream.keepalive.forget(self.id());
-    }
+    /// Give up on this connection (an error, or a response not read to its
+    /// end): dropped, it closes.
+    pub fn close(self) {}
 }

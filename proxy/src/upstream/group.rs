@@ -86,8 +86,8 @@ impl DynamicPool {
         };
         DynamicPool {
             h2: Arc::new(H2Pool::new(opts.clone())),
-            pool: Arc::new(Pool::new(opts)),
-            keepalive: Arc::new(Keepalive::new(&conf, budget)),
+            pool: Arc::new(Pool::new(opts, budget)),
+            keepalive: Arc::new(Keepalive::new(&conf)),
             certs: CertCache::default(),
         }
     }

@@ -14,6 +14,7 @@
 //! nginx's timers are, between two successive operations.
 
 use crate::upstream::head::Head;
+use crate::upstream::keepalive::Usage;
 use crate::upstream::request_head::WireHead;
 use bytes::{Buf, Bytes, BytesMut};
 use ferry_filters::headers::BodyFraming;
@@ -88,13 +89,17 @@ pub struct H1 {
     /// The server sent bytes past the body's end.
     overread: bool,
     digest: OnceLock<Digest>,
+    /// What the connection served before this exchange.
+    pub usage: Usage,
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
 }
 
 impl H1 {
-    pub fn new(stream: Stream) -> H1 {
+    /// An exchange on `stream`, which served `usage` before.
+    pub fn new(stream: Stream, usage: Usage) -> H1 {
         H1 {
+            usage,
             stream,
             buf: BytesMut::new(),
             raw: Bytes::new(),
@@ -355,10 +360,10 @@ impl H1 {
     /// The stream back for the pool when the exchange left it clean (the
     /// body read to its end, nothing past it, keepalive allowed); else
     /// closed.
-    pub async fn reuse(mut self) -> Option<Stream> {
+    pub async fn reuse(mut self) -> Option<(Stream, Usage)> {
         let clean = self.is_body_done() && !self.overread && !self.upgraded;
         if clean && self.keepalive {
-            return Some(self.stream);
+            return Some((self.stream, self.usage));
         }
         self.shutdown().await;
         None
@@ -516,7 +521,7 @@ mod tests {
             .await
             .expect("a connection");
         let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
-        let mut h1 = H1::new(stream);
+        let mut h1 = H1::new(stream, Usage::new());
         h1.read_timeout = Some(Duration::from_secs(10));
         let get = RequestHeader::build("GET", b"/", None).expect("a request");
         h1.write_request_header(Box::new(get)).await.expect("sent");

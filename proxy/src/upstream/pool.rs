@@ -15,8 +15,13 @@
 //! checked when it comes out (a closed one, or one with bytes nobody asked
 //! for, is dropped then, as Pingora drops it), and one sweeper per group,
 //! woken a few times per timeout while anything is idle, closes those whose
-//! timeout passed and those the server closed.
+//! timeout passed and those the server closed. Every idle connection is
+//! counted in the budget all groups share
+//! (`server.upstream_keepalive_pool_size`), and leaves it when it leaves the
+//! queue.
 
+use crate::upstream::idle_budget::IdleBudget;
+use crate::upstream::keepalive::Usage;
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::Peer;
@@ -28,12 +33,13 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
-/// An idle connection: to which server (Pingora's reuse key), and the
-/// instant its `keepalive_timeout` ends.
+/// An idle connection: to which server (Pingora's reuse key), the
+/// instant its `keepalive_timeout` ends, and what it served.
 struct Idle {
     key: u64,
     stream: Stream,
     until: Instant,
+    usage: Usage,
 }
 
 /// The longest a sweeper sleeps while connections are idle: a connection
@@ -54,14 +60,17 @@ pub struct Pool {
     sweeper: AtomicBool,
     /// Wakes the sweeper: a connection was put in, or the pool is gone.
     wake: Arc<Notify>,
+    /// Idle connections of every group, capped.
+    budget: Arc<IdleBudget>,
 }
 
 impl Pool {
     /// `options.keepalive_pool_size` idle connections at most; the least
     /// recently used goes to make room.
-    pub fn new(options: ConnectorOptions) -> Pool {
+    pub fn new(options: ConnectorOptions, budget: Arc<IdleBudget>) -> Pool {
         let size = options.keepalive_pool_size.max(1);
         Pool {
+            budget,
             connector: TransportConnector::new(Some(options)),
             idle: Mutex::new(VecDeque::new()),
             size,
@@ -83,7 +92,7 @@ impl Pool {
     /// An idle connection to `peer`, if one is still good: its timeout has
     /// not passed, it is connected to that peer, and the server has neither
     /// closed it nor sent anything. Those that are not are closed.
-    pub fn take<P: Peer>(&self, peer: &P) -> Option<Stream> {
+    pub fn take<P: Peer>(&self, peer: &P) -> Option<(Stream, Usage)> {
         let key = peer.reuse_hash();
         let now = Instant::now();
         loop {
@@ -92,26 +101,37 @@ impl Pool {
                 let at = idle.iter().rposition(|i| i.key == key)?;
                 idle.remove(at)?
             };
+            self.budget.leave(1);
             if found.until > now
                 && peer.matches_fd(found.stream.id())
                 && still_good(&mut found.stream)
             {
-                return Some(found.stream);
+                return Some((found.stream, found.usage));
             }
         }
     }
 
-    /// Put `stream` (to the server `key`) in, idle for at most `timeout`.
-    /// A full pool closes its least recently used connection to make room.
-    pub fn put(self: &Arc<Self>, stream: Stream, key: u64, timeout: Duration) {
+    /// Put `stream` (to the server `key`, having served `usage`) in, idle
+    /// for at most `timeout`. A full pool closes its least recently used
+    /// connection to make room; past the budget of all groups, `stream`
+    /// is closed instead.
+    pub fn put(self: &Arc<Self>, stream: Stream, key: u64, timeout: Duration, usage: Usage) {
         let until = Instant::now() + timeout;
+        let idle = Idle {
+            key,
+            stream,
+            until,
+            usage,
+        };
         let evicted = {
-            let mut idle = self.idle();
-            let evicted = match idle.len() >= self.size {
-                true => idle.pop_front(),
-                false => None,
+            let mut queue = self.idle();
+            let evicted = match queue.len() >= self.size {
+                // Its place in the budget is the new one's.
+                true => queue.pop_front(),
+                false if self.budget.add() => None,
+                false => return,
             };
-            idle.push_back(Idle { key, stream, until });
+            queue.push_back(idle);
             evicted
         };
         drop(evicted);
@@ -141,6 +161,7 @@ impl Pool {
             *idle = kept;
             idle.len()
         };
+        self.budget.leave(gone.len());
         drop(gone);
         left
     }
@@ -154,6 +175,7 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        self.budget.leave(self.idle().len());
         // The sweeper ends.
         self.wake.notify_one();
     }
@@ -207,7 +229,8 @@ mod tests {
         let peer = HttpPeer::new(l.local_addr().expect("addr"), false, String::new());
         let mut opts = ConnectorOptions::new(4);
         opts.keepalive_pool_size = 4;
-        (Arc::new(Pool::new(opts)), peer, l)
+        let budget = Arc::new(IdleBudget::new(100));
+        (Arc::new(Pool::new(opts, budget)), peer, l)
     }
 
     async fn accept(l: &TcpListener) -> TcpStream {
@@ -228,7 +251,7 @@ mod tests {
     ) -> TcpStream {
         let conn = pool.connect(peer).await.expect("connect");
         let server = accept(l).await;
-        pool.put(conn, peer.reuse_hash(), idle);
+        pool.put(conn, peer.reuse_hash(), idle, Usage::new());
         server
     }
 
@@ -249,8 +272,13 @@ mod tests {
         let conn = pool.connect(&peer).await.expect("connect");
         let _server = accept(&l).await;
         let id = conn.id();
-        pool.put(conn, peer.reuse_hash(), Duration::from_secs(60));
-        let again = pool.take(&peer).expect("the idle connection");
+        pool.put(
+            conn,
+            peer.reuse_hash(),
+            Duration::from_secs(60),
+            Usage::new(),
+        );
+        let (again, _) = pool.take(&peer).expect("the idle connection");
         assert_eq!(again.id(), id, "the same socket");
         assert!(pool.take(&peer).is_none(), "only one was idle");
     }
@@ -265,12 +293,12 @@ mod tests {
             let conn = pool.connect(&peer).await.expect("connect");
             ids.push(conn.id());
             servers.push(accept(&l).await);
-            pool.put(conn, peer.reuse_hash(), idle);
+            pool.put(conn, peer.reuse_hash(), idle, Usage::new());
         }
         // Four fit (the pool's size): the fifth put closed the first.
         closed_by_ferry(&mut oldest).await;
         for id in ids.iter().rev() {
-            let c = pool.take(&peer).expect("an idle connection");
+            let (c, _) = pool.take(&peer).expect("an idle connection");
             assert_eq!(c.id(), *id, "the most recently idle first");
         }
         assert!(pool.take(&peer).is_none());
@@ -294,7 +322,9 @@ mod tests {
             loop {
                 match pool.take(&peer) {
                     None => break,
-                    Some(c) => pool.put(c, peer.reuse_hash(), Duration::from_secs(60)),
+                    Some((c, usage)) => {
+                        pool.put(c, peer.reuse_hash(), Duration::from_secs(60), usage)
+                    }
                 }
                 assert!(start.elapsed() < WAIT, "{server_does}: still taken");
                 tokio::task::yield_now().await;
@@ -315,6 +345,39 @@ mod tests {
         shut_server.shutdown().await.expect("shutdown");
         closed_by_ferry(&mut shut_server).await;
         assert!(pool.take(&peer).is_none());
+    }
+
+    #[tokio::test]
+    async fn every_idle_connection_is_in_the_budget_until_it_leaves() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let peer = HttpPeer::new(l.local_addr().expect("addr"), false, String::new());
+        let budget = Arc::new(IdleBudget::new(3));
+        let mut opts = ConnectorOptions::new(2);
+        opts.keepalive_pool_size = 2;
+        let pool = Arc::new(Pool::new(opts, budget.clone()));
+        let other = Arc::new(Pool::new(ConnectorOptions::new(4), budget.clone()));
+        let idle = Duration::from_secs(60);
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            servers.push(pooled(&pool, &peer, &l, idle).await);
+        }
+        // The third took the oldest's place in its pool of two.
+        assert_eq!(budget.counted(), 2);
+        closed_by_ferry(&mut servers[0]).await;
+        // Another group's pool takes the budget's last place; past it, a
+        // connection is closed rather than kept.
+        servers.push(pooled(&other, &peer, &l, idle).await);
+        let mut refused = pooled(&other, &peer, &l, idle).await;
+        closed_by_ferry(&mut refused).await;
+        assert_eq!(budget.counted(), 3);
+        let (taken, usage) = pool.take(&peer).expect("an idle connection");
+        assert_eq!((budget.counted(), usage.requests), (2, 0));
+        pool.put(taken, peer.reuse_hash(), idle, usage);
+        assert_eq!(budget.counted(), 3);
+        drop(pool);
+        assert_eq!(budget.counted(), 1, "a pool gone leaves the budget");
+        drop(other);
+        assert_eq!(budget.counted(), 0);
     }
 
     #[tokio::test]
