@@ -60,10 +60,15 @@ impl Downstream {
 
     /// The request's method.
     pub(crate) fn method(&self) -> &str {
-        match self.wire() {
+        let Some((raw, head)) = self.wire() else {
+            return self.req_header().method.as_str();
+        };
+        match &raw[head.method.clone()] {
+            b"GET" => "GET",
+            b"HEAD" => "HEAD",
+            b"POST" => "POST",
             // A token: ASCII.
-            Some((raw, head)) => std::str::from_utf8(&raw[head.method.clone()]).unwrap_or(""),
-            None => self.req_header().method.as_str(),
+            other => std::str::from_utf8(other).unwrap_or(""),
         }
     }
 

@@ -82,20 +82,28 @@ impl HeaderBound {
         let n = u32::try_from(piece.len()).unwrap_or(u32::MAX);
         let within = self.line.saturating_add(n) <= self.line_limit
             && self.total.saturating_add(n) <= self.total_limit;
-        if self.lines == 0 || !within {
+        if !within {
             return piece.iter().try_for_each(|&b| self.feed_byte(b));
         }
-        // Past the request line, where spaces and the last byte are not
-        // looked at, and no bound is passed.
+        // No bound is passed: the counts at once.
         let (text, lf) = match piece.split_last() {
             Some((b'\n', text)) => (text, true),
             _ => (piece, false),
         };
+        if self.lines == 0 {
+            let spaces = text.iter().filter(|&&b| b == b' ').count() as u32;
+            if spaces > 0 {
+                self.spaces += spaces;
+                self.double_space |= (self.last == b' ' && text.first() == Some(&b' '))
+                    || text.windows(2).any(|w| w == b"  ");
+            }
+        }
         let crs = text.iter().filter(|&&b| b == b'\r').count() as u32;
         self.total += n;
         self.line += text.len() as u32 - crs;
         if lf {
-            self.ended = self.line == 0;
+            // An empty line after the request line ends the header.
+            self.ended = self.line == 0 && self.lines > 0;
             self.lines += 1;
             self.line = 0;
         }
