@@ -158,31 +158,39 @@ impl RequestPlan {
         client: Fields<'_>,
         vars: &RequestVars,
         body: BodyFraming,
-        mut each: impl FnMut(&Bytes, Value) -> Result<()>,
+        mut each: impl FnMut(&Bytes, Value<'_>) -> Result<()>,
     ) -> Result<()> {
-        let host = match &self.host {
-            Some(t) => vars.render(t),
-            None => vars.proxy_host.to_string(),
-        };
-        each(&names.host, Value::Text(host))?;
+        // One buffer for every rendered value, each used before the next.
+        let mut v = String::new();
+        match &self.host {
+            Some(t) => {
+                vars.render_into(t, &mut v);
+                each(&names.host, Value::Text(&v))?;
+            }
+            None => each(&names.host, Value::Text(vars.proxy_host))?,
+        }
         for ((_, t), case) in self.set.iter().zip(&names.set) {
-            let v = vars.render(t);
+            v.clear();
+            vars.render_into(t, &mut v);
             if !v.is_empty() {
-                each(case, Value::Set(v))?;
+                each(case, Value::Set(&v))?;
             }
         }
         for (name, t) in [
             (&names.forwarded_for, &self.forwarded_for),
             (&names.forwarded_proto, &self.forwarded_proto),
         ] {
-            let v = t.as_ref().map(|t| vars.render(t)).unwrap_or_default();
+            v.clear();
+            if let Some(t) = t {
+                vars.render_into(t, &mut v);
+            }
             if !v.is_empty() {
-                each(name, Value::Text(v))?;
+                each(name, Value::Text(&v))?;
             }
         }
         match body {
             BodyFraming::None => {}
-            BodyFraming::Length(n) => each(&names.content_length, Value::Text(n.to_string()))?,
+            BodyFraming::Length(n) => each(&names.content_length, Value::Text(&n.to_string()))?,
             // HTTP/2 frames the body itself.
             BodyFraming::Chunked if self.version == HttpVersion::Http2 => {}
             BodyFraming::Chunked => each(&names.transfer_encoding, Value::Static("chunked"))?,
@@ -334,15 +342,15 @@ pub fn field_value(value: &[u8]) -> bool {
         .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
-/// A value [`RequestPlan`] adds.
-enum Value {
-    Text(String),
+/// A value [`RequestPlan`] adds (rendered into a buffer the plan reuses).
+enum Value<'a> {
+    Text(&'a str),
     /// A `set_headers` line's.
-    Set(String),
+    Set(&'a str),
     Static(&'static str),
 }
 
-impl Value {
+impl Value<'_> {
     fn as_bytes(&self) -> &[u8] {
         match self {
             Value::Text(t) | Value::Set(t) => t.as_bytes(),
@@ -352,7 +360,7 @@ impl Value {
 
     fn into_header_value(self) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
         match self {
-            Value::Text(t) | Value::Set(t) => HeaderValue::try_from(t),
+            Value::Text(t) | Value::Set(t) => HeaderValue::from_str(t),
             Value::Static(t) => Ok(HeaderValue::from_static(t)),
         }
     }

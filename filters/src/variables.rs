@@ -155,17 +155,22 @@ impl RequestVars<'_> {
 
     /// Evaluate a template.
     pub fn render(&self, t: &Template) -> String {
-        if let Some(lit) = t.as_literal() {
-            return lit.to_string();
-        }
         let mut out = String::new();
+        self.render_into(t, &mut out);
+        out
+    }
+
+    /// Evaluate a template at the end of `out`.
+    pub fn render_into(&self, t: &Template, out: &mut String) {
+        if let Some(lit) = t.as_literal() {
+            return out.push_str(lit);
+        }
         for s in &t.segments {
             match s {
                 Segment::Literal(l) => out.push_str(l),
-                Segment::Var(v) => self.var(v, &mut out),
+                Segment::Var(v) => self.var(v, out),
             }
         }
-        out
     }
 }
 
