@@ -616,6 +616,15 @@ impl ResponsePlan {
 mod tests {
     use super::*;
 
+    /// A `$request_id` for tests: made by the first template that uses it.
+    fn test_id() -> crate::variables::RequestId<'static> {
+        static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        crate::variables::RequestId {
+            cell: &ID,
+            make: || "id".to_string(),
+        }
+    }
+
     fn vars(client: &RequestHeader) -> RequestVars<'_> {
         RequestVars {
             method: "GET",
@@ -627,7 +636,7 @@ mod tests {
             remote_port: 1,
             scheme: "http",
             proxy_host: "app",
-            request_id: "rid",
+            request_id: test_id(),
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: "",

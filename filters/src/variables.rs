@@ -7,6 +7,7 @@ use crate::fields::Fields;
 use ferry_conf::{Segment, Template, Variable};
 use http::header::{GetAll, HeaderName, HeaderValue};
 use http::HeaderMap;
+use std::sync::OnceLock;
 
 /// A name made once: a `&str` is parsed into one on every lookup.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -22,6 +23,20 @@ fn join_bytes<'v>(values: impl Iterator<Item = &'v [u8]>, sep: &str, out: &mut S
             out.push_str(sep);
         }
         out.push_str(&String::from_utf8_lossy(v));
+    }
+}
+
+/// `$request_id`, made when a template first uses it (nginx makes its
+/// variable so).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId<'a> {
+    pub cell: &'a OnceLock<String>,
+    pub make: fn() -> String,
+}
+
+impl RequestId<'_> {
+    pub fn get(&self) -> &str {
+        self.cell.get_or_init(self.make)
     }
 }
 
@@ -41,7 +56,7 @@ pub struct RequestVars<'a> {
     pub scheme: &'a str,
     /// The group name (`$proxy_host`).
     pub proxy_host: &'a str,
-    pub request_id: &'a str,
+    pub request_id: RequestId<'a>,
     pub upstream_addr: &'a str,
     pub upstream_status: &'a str,
     /// `$upstream_cache_status`: `HIT`, `MISS`, ... ("" without a cache).
@@ -133,7 +148,7 @@ impl RequestVars<'_> {
             Variable::ProxyHost => out.push_str(self.proxy_host),
             Variable::ProxyAddXForwardedFor => self.proxy_add_x_forwarded_for(out),
             Variable::RequestMethod => out.push_str(self.method),
-            Variable::RequestId => out.push_str(self.request_id),
+            Variable::RequestId => out.push_str(self.request_id.get()),
             Variable::UpstreamAddr => out.push_str(self.upstream_addr),
             Variable::UpstreamStatus => out.push_str(self.upstream_status),
             Variable::UpstreamCacheStatus => out.push_str(self.upstream_cache_status),
@@ -178,6 +193,15 @@ impl RequestVars<'_> {
 mod tests {
     use super::*;
 
+    /// A `$request_id` for tests: made by the first template that uses it.
+    fn test_id() -> RequestId<'static> {
+        static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        RequestId {
+            cell: &ID,
+            make: || "id".to_string(),
+        }
+    }
+
     fn header(lines: &[(&str, &str)]) -> pingora_http::RequestHeader {
         let mut h = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
         for (name, value) in lines {
@@ -199,7 +223,7 @@ mod tests {
             remote_port: 5555,
             scheme: "http",
             proxy_host: "app",
-            request_id: "id",
+            request_id: test_id(),
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: "",
@@ -234,7 +258,7 @@ mod tests {
             remote_port: 1,
             scheme: "http",
             proxy_host: "app",
-            request_id: "id",
+            request_id: test_id(),
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: "",

@@ -206,7 +206,7 @@ proptest! {
             remote_port: 1,
             scheme: "http",
             proxy_host: "app",
-            request_id: "id",
+            request_id: test_id(),
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: "",
@@ -294,5 +294,14 @@ proptest! {
         }
         drop(body);
         let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+/// A `$request_id` for tests: made by the first template that uses it.
+fn test_id() -> ferry_filters::variables::RequestId<'static> {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ferry_filters::variables::RequestId {
+        cell: &ID,
+        make: || "id".to_string(),
     }
 }

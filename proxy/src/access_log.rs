@@ -183,7 +183,7 @@ fn write_line(
     s.extend_from_slice(b"\",\"method\":\"");
     escaped(s, method);
     s.extend_from_slice(b"\",\"request_id\":\"");
-    escaped(s, &r.id);
+    escaped(s, r.id());
     s.extend_from_slice(b"\",\"request_time\":\"");
     millis(s, request_time);
     s.extend_from_slice(b"\",\"route\":\"");

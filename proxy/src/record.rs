@@ -7,6 +7,8 @@
 
 pub use crate::upstream::try_record::{Try, TryOutcome};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// An IPv4 address in dotted decimal, without the formatting machinery
@@ -74,8 +76,9 @@ impl CacheStatus {
 #[derive(Debug, Clone)]
 pub struct Request {
     /// `$request_id`: unique in this process, sent upstream as `X-Request-Id`
-    /// when the route says so.
-    pub(crate) id: String,
+    /// when the route says so. Made when first asked for, as nginx makes
+    /// its variable.
+    pub(crate) id: OnceLock<String>,
     /// When the request header was read.
     pub(crate) start: Instant,
     /// The client's address: the peer, or the one a trusted proxy announced
@@ -114,8 +117,15 @@ pub struct Request {
 impl Request {
     /// A record for a request that just began.
     pub(crate) fn new(id: String, client_addr: Option<SocketAddr>) -> Request {
+        let mut r = Request::without_id(client_addr);
+        r.id = OnceLock::from(id);
+        r
+    }
+
+    /// A record whose id is made when first asked for.
+    pub(crate) fn without_id(client_addr: Option<SocketAddr>) -> Request {
         Request {
-            id,
+            id: OnceLock::new(),
             start: Instant::now(),
             client_addr,
             scheme: "http",
@@ -137,7 +147,15 @@ impl Request {
     /// `$request_id`: unique in this process, sent upstream as
     /// `X-Request-Id` when the route says so.
     pub fn id(&self) -> &str {
-        &self.id
+        self.id.get_or_init(new_id)
+    }
+
+    /// `$request_id` for templates: made when one uses it.
+    pub(crate) fn lazy_id(&self) -> ferry_filters::variables::RequestId<'_> {
+        ferry_filters::variables::RequestId {
+            cell: &self.id,
+            make: new_id,
+        }
     }
 
     /// When the request header was read.
@@ -231,8 +249,56 @@ impl Request {
     }
 }
 
+/// A new `$request_id`: unique in this process (a per-process base, then
+/// a sequence number).
+pub(crate) fn new_id() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    static BASE: OnceLock<u64> = OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        t ^ (u64::from(std::process::id()) << 32)
+    });
+    hex_id(base, SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What `format!("{base:016x}{seq:08x}")` makes, without the formatter
+/// (this runs for every request).
+fn hex_id(base: u64, seq: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digit = |v: u64, i: u32| char::from(DIGITS[((v >> (4 * i)) & 0xf) as usize]);
+    let seq_digits = ((64 - seq.leading_zeros()).div_ceil(4)).max(8);
+    let mut id = String::with_capacity(16 + seq_digits as usize);
+    id.extend((0..16).rev().map(|i| digit(base, i)));
+    id.extend((0..seq_digits).rev().map(|i| digit(seq, i)));
+    id
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_id_is_the_formatted_id() {
+        for (base, seq) in [
+            (0, 0),
+            (0x0123_4567_89ab_cdef, 42),
+            (u64::MAX, 0xffff_ffff),
+            (7, 1 << 40),
+        ] {
+            assert_eq!(super::hex_id(base, seq), format!("{base:016x}{seq:08x}"));
+        }
+    }
+
+    #[test]
+    fn an_id_is_made_once_when_first_asked_for() {
+        let r = Request::without_id(None);
+        assert!(r.id.get().is_none());
+        let id = r.id().to_string();
+        assert_eq!((id.len(), r.id()), (24, id.as_str()));
+        assert_ne!(Request::without_id(None).id(), id, "another request's");
+        assert_eq!(Request::new("given".into(), None).id(), "given");
+    }
+
     use super::*;
 
     #[test]

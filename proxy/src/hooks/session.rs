@@ -260,7 +260,7 @@ impl<'a> Session<'a> {
             remote_port: self.request.client_addr.map_or(0, |a| a.port()),
             scheme: self.request.scheme,
             proxy_host,
-            request_id: &self.request.id,
+            request_id: self.request.lazy_id(),
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: self.request.cache_status.as_str(),

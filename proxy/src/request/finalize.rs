@@ -16,41 +16,14 @@ use crate::record::Request;
 use crate::runtime::Runtime;
 use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorType};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A name made once: a `&str` is parsed into one on every lookup.
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// The request's id: the client's `X-Request-Id`, or a new one.
-fn request_id(session: &Downstream) -> String {
-    if let Some(id) = session
-        .fields()
-        .get_name(&X_REQUEST_ID)
-        .and_then(|v| std::str::from_utf8(v).ok())
-    {
-        return id.to_string();
-    }
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        t ^ (u64::from(std::process::id()) << 32)
-    });
-    hex_id(base, SEQ.fetch_add(1, Ordering::Relaxed))
-}
-
-/// What `format!("{base:016x}{seq:08x}")` makes, without the formatter
-/// (this runs for every request).
-fn hex_id(base: u64, seq: u64) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digit = |v: u64, i: u32| char::from(DIGITS[((v >> (4 * i)) & 0xf) as usize]);
-    let seq_digits = ((64 - seq.leading_zeros()).div_ceil(4)).max(8);
-    let mut id = String::with_capacity(16 + seq_digits as usize);
-    id.extend((0..16).rev().map(|i| digit(base, i)));
-    id.extend((0..seq_digits).rev().map(|i| digit(seq, i)));
-    id
+/// The client's `X-Request-Id`, which is the request's id when it sent one.
+fn request_id(session: &Downstream) -> Option<String> {
+    let id = session.fields().get_name(&X_REQUEST_ID)?;
+    std::str::from_utf8(id).ok().map(str::to_string)
 }
 
 /// A request begins: the header clock stops, and Ferry's record gets the
@@ -59,7 +32,10 @@ pub(crate) fn begin(rt: &Runtime, session: &Downstream) -> Request {
     crate::client::header_clock::header_done(session.clock());
     let peer = session.client_addr();
     let announced = crate::client::header_clock::announced_client(session.clock());
-    let mut request = Request::new(request_id(session), None);
+    let mut request = match request_id(session) {
+        Some(id) => Request::new(id, None),
+        None => Request::without_id(None),
+    };
     request.client_addr = match (announced, &rt.real_ip, peer) {
         (Some(a), _, _) => Some(a),
         (None, Some(rule), Some(p)) => Some(rule.client(p, session.fields())),
@@ -203,20 +179,5 @@ async fn stand_in_session() -> Option<Downstream> {
     match ps.read_request().await {
         Ok(true) => Some(Downstream::Pingora(Box::new(ps))),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hex_id_is_the_formatted_id() {
-        for (base, seq) in [
-            (0, 0),
-            (0x0123_4567_89ab_cdef, 42),
-            (u64::MAX, 0xffff_ffff),
-            (7, 1 << 40),
-        ] {
-            assert_eq!(super::hex_id(base, seq), format!("{base:016x}{seq:08x}"));
-        }
     }
 }
