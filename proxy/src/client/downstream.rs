@@ -238,12 +238,11 @@ impl Downstream {
     /// [`Downstream::is_ferry`]).
     pub(crate) async fn write_lines(
         &mut self,
-        status: (u16, Option<&[u8]>),
-        own: &[(&[u8], &[u8])],
+        lines: &crate::client::response_head::LineHead<'_>,
         added: &[(&str, String)],
     ) -> Result<()> {
         match self {
-            Downstream::Ferry(s) => s.write_lines(status, own, added).await,
+            Downstream::Ferry(s) => s.write_lines(lines, added).await,
             Downstream::Pingora(_) => Error::e_explain(
                 ErrorType::InternalError,
                 "header lines on Pingora's session",

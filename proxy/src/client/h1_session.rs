@@ -269,14 +269,11 @@ impl H1Session {
     /// lines after them.
     pub(crate) async fn write_lines(
         &mut self,
-        status: (u16, Option<&[u8]>),
-        own: &[(&[u8], &[u8])],
+        lines: &response_head::LineHead<'_>,
         added: &[(&str, String)],
     ) -> Result<()> {
-        self.write_head(status.0, |connection, head| {
-            Ok(response_head::write_lines(
-                status, own, added, connection, head,
-            ))
+        self.write_head(lines.status, |connection, head| {
+            Ok(response_head::write_lines(lines, added, connection, head))
         })
         .await
     }

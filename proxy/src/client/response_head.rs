@@ -12,7 +12,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 
 /// What frames the body, as the header lines said it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Framing {
     /// The last `Transfer-Encoding` coding is `chunked`.
     pub chunked: bool,
@@ -56,22 +56,74 @@ pub(crate) fn write(
     Ok(framing)
 }
 
-/// Write an HTTP/1.1 head of `status` and `reason` (as Pingora's header
-/// gives it: `None` writes none) with `own` lines, then `added` ones, as
-/// [`write`] writes a header holding them in that order.
+/// A piece of a head made of lines that are not a header's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Piece<'a> {
+    /// Whole lines, each `Name: value` and CRLF, written as they are.
+    Lines(&'a [u8]),
+    /// One line, its name and value.
+    Line(&'a [u8], &'a [u8]),
+    /// A `Date` line: the session's date takes the first one's place and
+    /// drops the rest (a `1xx` keeps it as it is).
+    Date(&'a [u8], &'a [u8]),
+    /// A `Connection` line, the same way.
+    Connection(&'a [u8], &'a [u8]),
+}
+
+/// An HTTP/1.1 head of lines: `status`, `reason` (as Pingora's header
+/// gives it: `None` writes none), the pieces, and what frames the body
+/// as they say.
+#[derive(Debug)]
+pub(crate) struct LineHead<'a> {
+    pub status: u16,
+    pub reason: Option<&'a [u8]>,
+    pub pieces: Vec<Piece<'a>>,
+    pub framing: Framing,
+}
+
+/// Write `head`, then `added` lines, as [`write`] writes a header holding
+/// the same lines.
 pub(crate) fn write_lines(
-    (status, reason): (u16, Option<&[u8]>),
-    own: &[(&[u8], &[u8])],
+    head: &LineHead<'_>,
     added: &[(&str, String)],
     connection: Option<&str>,
     buf: &mut Vec<u8>,
 ) -> Framing {
     buf.extend_from_slice(b"HTTP/1.1 ");
-    status_line(buf, status, reason);
-    let added = added.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-    let framing = lines(own.iter().copied(), added, connection, buf);
+    status_line(buf, head.status, head.reason);
+    let date = pingora_core::protocols::http::date::get_cached_date();
+    let (mut dated, mut connected) = (false, false);
+    for piece in &head.pieces {
+        match (*piece, connection) {
+            (Piece::Lines(bytes), _) => buf.extend_from_slice(bytes),
+            (Piece::Line(n, v), _) | (Piece::Date(n, v) | Piece::Connection(n, v), None) => {
+                line(buf, n, v)
+            }
+            (Piece::Date(..), Some(_)) => {
+                if !std::mem::replace(&mut dated, true) {
+                    line(buf, b"Date", date.as_bytes());
+                }
+            }
+            (Piece::Connection(..), Some(c)) => {
+                if !std::mem::replace(&mut connected, true) {
+                    line(buf, b"Connection", c.as_bytes());
+                }
+            }
+        }
+    }
+    for (name, value) in added {
+        line(buf, name.as_bytes(), value.as_bytes());
+    }
+    if let Some(c) = connection {
+        if !dated {
+            line(buf, b"Date", date.as_bytes());
+        }
+        if !connected {
+            line(buf, b"Connection", c.as_bytes());
+        }
+    }
     buf.extend_from_slice(b"\r\n");
-    framing
+    head.framing
 }
 
 /// The status line after its version.

@@ -483,12 +483,8 @@ async fn forward_header<P: ProxyHttp>(
     let plan = &route.response_plan;
     let rewrites = !route.redirect.is_off();
     let lines = response_header::forwarded(plan, rewrites, wire, &added, http11)?;
-    s.request.status = lines.status.0;
-    Some(
-        s.downstream
-            .write_lines(lines.status, &lines.lines, &added)
-            .await,
-    )
+    s.request.status = lines.status;
+    Some(s.downstream.write_lines(&lines, &added).await)
 }
 
 /// Step 9 for any other header: made, through the response filter and the

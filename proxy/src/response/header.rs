@@ -6,6 +6,7 @@
 //! client: the upstream's `Content-Length` when it has one, else chunked to
 //! an HTTP/1.1 client, or close-delimited to an HTTP/1.0 one.
 
+use crate::client::response_head::{Framing, LineHead, Piece};
 use crate::runtime::RouteRt;
 use crate::upstream::head::{self, Head, Wire};
 use ferry_filters::headers::{field_value, LineEdit, ResponsePlan};
@@ -77,61 +78,69 @@ pub fn build(
     Ok(())
 }
 
-/// A server's head as an HTTP/1 client gets it when nothing but the
+/// The head `wire` as an HTTP/1 client gets it when nothing but the
 /// route's plan changes it: the status, the reason as Pingora's header
-/// gives it, and the lines in the order they came, with the plan's edits
-/// ([`ResponsePlan::line_edit`]), then `Server` and `Transfer-Encoding`
-/// where [`build`] adds them; `added` goes after these.
-pub(crate) struct Forwarded<'w> {
-    pub status: (u16, Option<&'w [u8]>),
-    pub lines: Vec<(&'w [u8], &'w [u8])>,
-}
-
-/// The head `wire` as [`Forwarded`] lines, or `None` when the header must
-/// be made: a `Location` or `Refresh` to rewrite (`rewrites`), an `added`
-/// name the lines have or the session sets, an added value a header
-/// cannot hold.
+/// gives it, and the lines in the order they came with the plan's edits
+/// ([`ResponsePlan::line_edit`]; runs of lines kept as they came are
+/// copied whole), then `Server` and `Transfer-Encoding` where [`build`]
+/// adds them; `added` goes after these. `None` when the header must be
+/// made: a `Location` or `Refresh` to rewrite (`rewrites`), an `added` name
+/// the lines have or the session sets, an added value a header cannot
+/// hold.
 pub(crate) fn forwarded<'w>(
     plan: &ResponsePlan,
     rewrites: bool,
     wire: &'w Wire,
     added: &[(&str, String)],
     http11: bool,
-) -> Option<Forwarded<'w>> {
+) -> Option<LineHead<'w>> {
     let (raw, h) = (&wire.raw, &wire.head);
     if !wire.keep_case {
         return None;
     }
-    let mut lines = Vec::with_capacity(h.lines.len() + 2);
+    let mut out = Pieces::new(raw, h.lines.len() + 2);
     let mut server = !plan.sets_server();
+    let mut has_length = false;
     for l in &h.lines {
         let name = &raw[l.name.clone()];
-        let rewritten = |n: &[u8]| name.eq_ignore_ascii_case(n);
-        if rewrites && (rewritten(b"location") || rewritten(b"refresh")) {
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if rewrites && (is(b"location") || is(b"refresh")) {
             return None;
         }
+        let value = &raw[l.value.clone()];
         match plan.line_edit(name) {
-            LineEdit::Keep => lines.push((name, &raw[l.value.clone()])),
+            LineEdit::Keep => match name.len() {
+                4 if is(b"date") => out.push(Piece::Date(name, value)),
+                10 if is(b"connection") => out.push(Piece::Connection(name, value)),
+                n => {
+                    has_length |= n == 14 && is(b"content-length");
+                    out.line(l);
+                }
+            },
             LineEdit::Drop => {}
             LineEdit::Server if server => {}
             LineEdit::Server => {
                 server = true;
-                lines.push((&b"Server"[..], &b"ferry"[..]));
+                out.push(Piece::Line(b"Server", b"ferry"));
             }
         }
     }
     if !server {
-        lines.push((b"Server", b"ferry"));
+        out.push(Piece::Line(b"Server", b"ferry"));
     }
     // `read_header` refused a `Content-Length` beside `Transfer-Encoding`.
-    if h.content_length().is_none() && !no_body(h.status) && http11 {
-        lines.push((b"Transfer-Encoding", b"chunked"));
+    let chunked = h.content_length().is_none() && !no_body(h.status) && http11;
+    if chunked {
+        out.push(Piece::Line(b"Transfer-Encoding", b"chunked"));
     }
+    let pieces = out.done();
     let set_by_session = ["date", "connection", "content-length", "transfer-encoding"];
     let clashes = |name: &str| {
-        let n = name.as_bytes();
-        lines.iter().any(|(l, _)| l.eq_ignore_ascii_case(n))
-            || set_by_session.iter().any(|s| s.eq_ignore_ascii_case(name))
+        set_by_session.iter().any(|s| s.eq_ignore_ascii_case(name))
+            || server_named(name)
+            || h.lines
+                .iter()
+                .any(|l| raw[l.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
     };
     if added
         .iter()
@@ -146,10 +155,77 @@ pub(crate) fn forwarded<'w>(
             .and_then(|s| s.canonical_reason())
             .map(str::as_bytes),
     };
-    Some(Forwarded {
-        status: (h.status, reason),
-        lines,
+    let length = h.content_length().and_then(|n| usize::try_from(n).ok());
+    let framing = Framing {
+        chunked,
+        has_length,
+        length: length.filter(|_| has_length),
+    };
+    Some(LineHead {
+        status: h.status,
+        reason,
+        pieces,
+        framing,
     })
+}
+
+/// `Server`, which the plan sets or keeps.
+fn server_named(name: &str) -> bool {
+    name.eq_ignore_ascii_case("server")
+}
+
+/// Pieces of a head being made of the lines of `raw`: a line kept as it
+/// came (`Name: value` and CRLF) joins the run before it when it follows
+/// it in `raw`, so a run is copied at once.
+struct Pieces<'w> {
+    raw: &'w [u8],
+    pieces: Vec<Piece<'w>>,
+    run: Option<std::ops::Range<usize>>,
+}
+
+impl<'w> Pieces<'w> {
+    fn new(raw: &'w [u8], lines: usize) -> Pieces<'w> {
+        Pieces {
+            raw,
+            pieces: Vec::with_capacity(lines),
+            run: None,
+        }
+    }
+
+    /// A line kept: in the run when it is written as it came.
+    fn line(&mut self, l: &ferry_wire::Line) {
+        let (name, value) = (l.name.clone(), l.value.clone());
+        let raw = self.raw;
+        let as_is = raw.get(name.end..value.start) == Some(&b": "[..])
+            && raw.get(value.end..value.end + 2) == Some(&b"\r\n"[..]);
+        if !as_is {
+            return self.push(Piece::Line(&raw[name], &raw[value]));
+        }
+        let line = name.start..value.end + 2;
+        match &mut self.run {
+            Some(run) if run.end == line.start => run.end = line.end,
+            _ => {
+                self.flush();
+                self.run = Some(line);
+            }
+        }
+    }
+
+    fn push(&mut self, piece: Piece<'w>) {
+        self.flush();
+        self.pieces.push(piece);
+    }
+
+    fn flush(&mut self) {
+        if let Some(run) = self.run.take() {
+            self.pieces.push(Piece::Lines(&self.raw[run]));
+        }
+    }
+
+    fn done(mut self) -> Vec<Piece<'w>> {
+        self.flush();
+        self.pieces
+    }
 }
 
 fn no_body(status: u16) -> bool {
@@ -269,13 +345,7 @@ mod tests {
                 continue;
             };
             let mut ours = Vec::new();
-            let framing = response_head::write_lines(
-                fw.status,
-                &fw.lines,
-                added,
-                Some(connection),
-                &mut ours,
-            );
+            let framing = response_head::write_lines(&fw, added, Some(connection), &mut ours);
             let mut made = head.into_header().expect("made");
             build(&route, &mut made, version, "example.com", "http").expect("built");
             for (name, value) in added {
@@ -341,15 +411,25 @@ mod tests {
         // The lines go in the order the server sent them, as nginx's do.
         let head = read(b"HTTP/1.1 200 OK\r\nSet-Cookie: a\r\nX-A: 1\r\nSet-Cookie: b\r\n\r\n");
         let fw = forwarded(plan, true, head.wire().expect("as read"), &[], true).expect("lines");
-        let names: Vec<&[u8]> = fw.lines.iter().map(|(n, _)| *n).collect();
         assert_eq!(
-            names,
+            fw.pieces,
             [
-                &b"Set-Cookie"[..],
-                b"X-A",
-                b"Set-Cookie",
-                b"Server",
-                b"Transfer-Encoding"
+                Piece::Lines(b"Set-Cookie: a\r\nX-A: 1\r\nSet-Cookie: b\r\n"),
+                Piece::Line(b"Server", b"ferry"),
+                Piece::Line(b"Transfer-Encoding", b"chunked"),
+            ]
+        );
+        // A line not written as `Name: value` goes as its name and value;
+        // the lines around it as they came.
+        let head = read(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B:2\r\nX-C: 3\nX-D: 4\r\n\r\n");
+        let fw = forwarded(plan, true, head.wire().expect("as read"), &[], true).expect("lines");
+        assert_eq!(
+            fw.pieces[..4],
+            [
+                Piece::Lines(b"X-A: 1\r\n"),
+                Piece::Line(b"X-B", b"2"),
+                Piece::Line(b"X-C", b"3"),
+                Piece::Lines(b"X-D: 4\r\n"),
             ]
         );
     }
