@@ -383,7 +383,7 @@ impl Fetch<'_> {
                 Ok(After::Go(Chosen::Fail(code)))
             }
             Chosen::Response(r) if self.revalidating && r.header.status() == 304 => {
-                let Response { conn, header, held } = r;
+                let Response { conn, header, held } = *r;
                 conn.release().await;
                 held.finish(&mut s.request.tries);
                 let header = header.into_header()?;
@@ -402,7 +402,7 @@ impl Fetch<'_> {
                 if stale_status(r.header.status()).is_some_and(|c| self.rc.stale_on(c))
                     && app.should_serve_stale(s, ctx, Some(&status_error(r.header.status()))) =>
             {
-                let Response { conn, held, .. } = r;
+                let Response { conn, held, .. } = *r;
                 conn.close();
                 held.finish(&mut s.request.tries);
                 self.release(LockStatus::TransientError);

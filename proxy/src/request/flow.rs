@@ -205,7 +205,7 @@ async fn proxy_to_upstream<P: ProxyHttp>(
         None => chosen,
     };
     let Response { conn, header, held } = match chosen {
-        Chosen::Response(r) => r,
+        Chosen::Response(r) => *r,
         // The client left (mid-body, or while the upstream was asked):
         // nothing to answer.
         Chosen::Fail(CLIENT_CLOSED) => return Ok(End::Truncated),

@@ -215,7 +215,7 @@ pub(crate) async fn fetch_to<S: BodySink>(
     let buffer_size = proxy.buffer_size.as_usize();
     let chosen = tries::run(&mut leg, &policy, proxy.next_upstream_tries, buffer_size).await?;
     let Response { conn, header, held } = match chosen {
-        Chosen::Response(r) => r,
+        Chosen::Response(r) => *r,
         Chosen::Fail(status) => {
             let last = leg.tries.last().map(|t| t.addr.as_str()).unwrap_or(group);
             return Err(failed(

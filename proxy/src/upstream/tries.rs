@@ -32,8 +32,9 @@ use std::time::{Instant, SystemTime};
 
 /// How the loop ended.
 pub(crate) enum Chosen {
-    /// This response goes to the client.
-    Response(Response),
+    /// This response goes to the client (boxed: it is moved through each
+    /// step of the request's future, which would otherwise copy it).
+    Response(Box<Response>),
     /// No response to use: answer with this status (502, 504).
     Fail(u16),
 }
@@ -179,7 +180,7 @@ struct Judged {
 
 /// What follows a try.
 enum Step {
-    Respond(Response),
+    Respond(Box<Response>),
     Fail(u16),
     Again,
 }
@@ -431,7 +432,7 @@ impl Tries {
         header_time: Option<std::time::Duration>,
         conn: Conn,
         header: Head,
-    ) -> Response {
+    ) -> Box<Response> {
         if let Some(t) = header_time {
             c.lease.header_arrived(t);
         }
@@ -443,7 +444,7 @@ impl Tries {
             upstream: c.upstream,
             picked: c.picked,
         };
-        Response { conn, header, held }
+        Box::new(Response { conn, header, held })
     }
 
     /// A try not used: its time recorded, its server given back with the
