@@ -414,7 +414,10 @@ async fn send_response<P: ProxyHttp>(
         Some(sent) => sent.map(|()| (None, false)),
         None => {
             let body_done = (conn.session.is_body_done(), upgrade);
-            send_made_header(app, s, ctx, route, (head, bind), buffered, body_done).await
+            // Boxed: a program's response filter is a future of its own
+            // size, which the forwarded way would otherwise carry.
+            let made = send_made_header(app, s, ctx, route, (head, bind), buffered, body_done);
+            Box::pin(made).await
         }
     };
     let (encoder, header_ends) = match sent {
