@@ -133,28 +133,9 @@ pub(crate) fn forwarded<'w>(
     if chunked {
         out.push(Piece::Line(b"Transfer-Encoding", b"chunked"));
     }
-    let pieces = out.done();
-    let set_by_session = ["date", "connection", "content-length", "transfer-encoding"];
-    let clashes = |name: &str| {
-        set_by_session.iter().any(|s| s.eq_ignore_ascii_case(name))
-            || server_named(name)
-            || h.lines
-                .iter()
-                .any(|l| raw[l.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
-    };
-    if added
-        .iter()
-        .any(|(name, value)| clashes(name) || !field_value(value.as_bytes()))
-    {
+    if !addable(wire, added) {
         return None;
     }
-    let reason = match h.reason.is_empty() {
-        false => Some(head::reason(&raw[h.reason.clone()]).as_bytes()),
-        true => http::StatusCode::from_u16(h.status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .map(str::as_bytes),
-    };
     let length = h.content_length().and_then(|n| usize::try_from(n).ok());
     let framing = Framing {
         chunked,
@@ -163,15 +144,45 @@ pub(crate) fn forwarded<'w>(
     };
     Some(LineHead {
         status: h.status,
-        reason,
-        pieces,
+        reason: reason(wire),
+        pieces: out.done(),
         framing,
     })
 }
 
-/// `Server`, which the plan sets or keeps.
-fn server_named(name: &str) -> bool {
-    name.eq_ignore_ascii_case("server")
+/// Whether the `added` lines may follow the head's: no name the head has,
+/// or the plan or the session sets, and no value a header cannot hold.
+fn addable(wire: &Wire, added: &[(&str, String)]) -> bool {
+    let (raw, h) = (&wire.raw, &wire.head);
+    let set = [
+        "date",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "server",
+    ];
+    let clashes = |name: &str| {
+        set.iter().any(|s| s.eq_ignore_ascii_case(name))
+            || h.lines
+                .iter()
+                .any(|l| raw[l.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+    };
+    !added
+        .iter()
+        .any(|(name, value)| clashes(name) || !field_value(value.as_bytes()))
+}
+
+/// The head's reason phrase as Pingora's header gives it: its own (none,
+/// when not UTF-8), else the status's canonical one.
+fn reason(wire: &Wire) -> Option<&[u8]> {
+    let h = &wire.head;
+    match h.reason.is_empty() {
+        false => Some(head::reason(&wire.raw[h.reason.clone()]).as_bytes()),
+        true => http::StatusCode::from_u16(h.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .map(str::as_bytes),
+    }
 }
 
 /// Pieces of a head being made of the lines of `raw`: a line kept as it
