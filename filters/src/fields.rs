@@ -40,18 +40,18 @@ impl<'a> Fields<'a> {
 
     /// Every value of the field `name` (lower case), in order.
     pub fn get_all(&self, name: &str) -> Vec<&'a [u8]> {
+        self.values(name).collect()
+    }
+
+    /// Every value of the field `name` (lower case), in order, one by one.
+    pub fn values<'n>(&self, name: &'n str) -> Values<'a, 'n> {
         match *self {
-            Fields::Header(h) => h
-                .headers
-                .get_all(name)
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect(),
-            Fields::Lines { raw, lines } => lines
-                .iter()
-                .filter(|l| named(raw, l, name.as_bytes()))
-                .map(|l| value(raw, l))
-                .collect(),
+            Fields::Header(h) => Values::Header(h.headers.get_all(name).into_iter()),
+            Fields::Lines { raw, lines } => Values::Lines {
+                raw,
+                lines: lines.iter(),
+                name,
+            },
         }
     }
 
@@ -99,6 +99,31 @@ impl<'a> Fields<'a> {
                     each(raw.get(l.name.clone()).unwrap_or_default(), value(raw, l));
                 }
             }
+        }
+    }
+}
+
+/// The values of one field, as [`Fields::values`] finds them.
+pub enum Values<'a, 'n> {
+    /// In Pingora's header.
+    Header(http::header::ValueIter<'a, http::HeaderValue>),
+    /// In the lines that came.
+    Lines {
+        raw: &'a [u8],
+        lines: std::slice::Iter<'a, Line>,
+        name: &'n str,
+    },
+}
+
+impl<'a> Iterator for Values<'a, '_> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Values::Header(values) => values.next().map(|v| v.as_bytes()),
+            Values::Lines { raw, lines, name } => lines
+                .find(|l| named(raw, l, name.as_bytes()))
+                .map(|l| value(raw, l)),
         }
     }
 }

@@ -724,11 +724,12 @@ fn to_origin_form(req: &mut pingora_http::RequestHeader) -> Result<()> {
 /// nor `*` for `OPTIONS`.
 fn unservable(ps: &Downstream) -> Option<(u16, &'static str)> {
     let h = ps.fields();
-    let hosts = h.get_all("host");
-    if ps.is_http1() && ps.version() == http::Version::HTTP_11 && hosts.is_empty() {
+    if ps.is_http1() && ps.version() == http::Version::HTTP_11 && h.get("host").is_none() {
         return Some((400, "no_host"));
     }
-    if hosts.iter().any(|v| !crate::request::route::valid_host(v)) {
+    if h.values("host")
+        .any(|v| !crate::request::route::valid_host(v))
+    {
         return Some((400, "bad_host"));
     }
     let method = ps.method();

@@ -9,6 +9,7 @@
 //! the client's list.
 
 use bytes::Bytes;
+use ferry_filters::fields::Fields;
 use ferry_wire::ResponseHead;
 use http::HeaderName;
 use pingora_error::{Error, ErrorType, OrErr, Result};
@@ -54,7 +55,7 @@ impl Head {
     /// The first value of the field `name`.
     pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
         match self {
-            Head::Wire(w) => w.head.get(&w.raw, name.as_str()),
+            Head::Wire(w) => w.fields().get(name.as_str()),
             Head::Made(h) => h.headers.get(name).map(|v| v.as_bytes()),
         }
     }
@@ -62,13 +63,7 @@ impl Head {
     /// Every value of the field `name`, in order.
     pub fn values(&self, name: &HeaderName) -> Vec<&[u8]> {
         match self {
-            Head::Wire(w) => w
-                .head
-                .lines
-                .iter()
-                .filter(|l| w.raw[l.name.clone()].eq_ignore_ascii_case(name.as_str().as_bytes()))
-                .map(|l| &w.raw[l.value.clone()])
-                .collect(),
+            Head::Wire(w) => w.fields().get_all(name.as_str()),
             Head::Made(h) => h
                 .headers
                 .get_all(name)
@@ -103,6 +98,16 @@ impl Head {
         match self {
             Head::Wire(w) => made(&w.head, &w.raw, w.keep_case),
             Head::Made(h) => Ok(h),
+        }
+    }
+}
+
+impl Wire {
+    /// The head's lines, to read by name.
+    fn fields(&self) -> Fields<'_> {
+        Fields::Lines {
+            raw: &self.raw,
+            lines: &self.head.lines,
         }
     }
 }
