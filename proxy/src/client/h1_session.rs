@@ -417,7 +417,12 @@ impl H1Session {
                 .await
                 .or_err(ErrorType::WriteError, "while writing body")?;
         }
-        self.flush("flushing body").await?;
+        // A length written to its end was flushed with its last piece (or,
+        // none at all, with the header).
+        let flushed = matches!(before, Body::Length(total, written) if written >= total);
+        if !flushed {
+            self.flush("flushing body").await?;
+        }
         if let Body::Length(total, written) = before {
             if written < total {
                 return Error::e_explain(
