@@ -1,7 +1,9 @@
 //! Ferry's own HTTP/1 server session, for a request without a body: its
 //! head read once into one buffer and parsed with `ferry-wire` (httparse),
-//! the response header written from the header Ferry made, the body framed
-//! by `Content-Length`, chunked, or the connection's close.
+//! kept as those lines (Pingora's `RequestHeader` made of them only when
+//! asked for), the response header written from a header or from a
+//! server's lines, the body framed by `Content-Length`, chunked, or the
+//! connection's close.
 //!
 //! nginx counterpart: `ngx_http_read_request_header` and
 //! `ngx_http_process_request_headers` (reading), `ngx_http_header_filter`

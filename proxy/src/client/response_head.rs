@@ -2,7 +2,8 @@
 //! the header lines as Pingora's session writes them (names in the case
 //! they came in, else Pingora's titled or lower case), `Date` and
 //! `Connection` set in place or added at the end, and what frames the
-//! body, seen on the same pass.
+//! body, seen on the same pass. A head of lines that are not a header's
+//! (a server's, forwarded) is written the same way from its pieces.
 //!
 //! nginx counterpart: `ngx_http_header_filter`, which writes the status
 //! line, its own `Date` and `Connection`, then the header lines.

@@ -1,4 +1,6 @@
-//! The header the client gets, made from the upstream's.
+//! The header the client gets, made from the upstream's: as Pingora's
+//! header, or, when nothing but the route's plan changes it, as the
+//! server's lines edited on their way ([`forwarded`]).
 //!
 //! nginx counterpart: `ngx_http_upstream_process_headers` then
 //! `ngx_http_upstream_send_response`: hidden headers dropped, `Location` /
