@@ -101,6 +101,29 @@ async fn an_absolute_form_target_is_routed_by_its_path() {
     assert_eq!(String::from_utf8_lossy(&body), "/a?b=1 x.example");
 }
 
+/// A fragment is not part of the target (RFC 9112 3.2): it never goes
+/// upstream, whichever session read the request (Ferry's for a GET,
+/// Pingora's for one with a body).
+#[tokio::test]
+async fn a_fragment_never_goes_upstream() {
+    use ferry_tests::raw::{Raw, Step};
+    let backend = Raw::always(vec![Step::response(200, "ok")]).await;
+    let ferry = Ferry::start(&single(&[backend.addr], "")).await;
+    for req in [
+        "GET /a?b=1#top HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        "POST /a?b=1#top HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+    ] {
+        let (bytes, _) = ferry_tests::client::exchange(ferry.addr, req).await;
+        assert_eq!(status_of(&bytes), 200, "{req:?}");
+    }
+    let lines: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.head.lines().next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(lines, ["GET /a?b=1 HTTP/1.1", "POST /a?b=1 HTTP/1.1"]);
+}
+
 /// Three GETs sent at once on one connection get three answers, in order
 /// (RFC 9112 9.3.2; nginx serves them the same way).
 #[tokio::test]

@@ -72,11 +72,16 @@ impl Downstream {
         }
     }
 
-    /// The request's target as it came (Pingora's `raw_path`).
+    /// The request's target as it came, less any fragment, which is not
+    /// part of it (RFC 9112 3.2; Pingora's `raw_path`).
     pub(crate) fn raw_path(&self) -> &[u8] {
-        match self.wire() {
-            Some((raw, head)) => &raw[head.target.clone()],
-            None => self.req_header().raw_path(),
+        let Some((raw, head)) = self.wire() else {
+            return self.req_header().raw_path();
+        };
+        let target = &raw[head.target.clone()];
+        match memchr::memchr(b'#', target) {
+            Some(fragment) => &target[..fragment],
+            None => target,
         }
     }
 
@@ -432,8 +437,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_fragment_alone_is_no_change_of_target() {
-        let (ds, _client) = ferrys(b"GET /a#top HTTP/1.1\r\nHost: h\r\n\r\n").await;
-        assert_eq!(ds.req_header().raw_path(), b"/a");
+        let (ds, _client) = ferrys(b"GET /a?b#top HTTP/1.1\r\nHost: h\r\n\r\n").await;
+        // Not part of the target: never sent upstream, logged or routed.
+        assert_eq!(ds.raw_path(), b"/a?b");
+        assert_eq!(ds.req_header().raw_path(), b"/a?b");
         assert!(!ds.target_changed());
     }
 }
