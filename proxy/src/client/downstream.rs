@@ -75,13 +75,9 @@ impl Downstream {
     /// The request's target as it came, less any fragment, which is not
     /// part of it (RFC 9112 3.2; Pingora's `raw_path`).
     pub(crate) fn raw_path(&self) -> &[u8] {
-        let Some((raw, head)) = self.wire() else {
-            return self.req_header().raw_path();
-        };
-        let target = &raw[head.target.clone()];
-        match memchr::memchr(b'#', target) {
-            Some(fragment) => &target[..fragment],
-            None => target,
+        match self {
+            Downstream::Ferry(s) if s.wire().is_some() => s.target(),
+            _ => self.req_header().raw_path(),
         }
     }
 

@@ -118,6 +118,9 @@ pub(crate) struct H1Session {
     stream: Box<ClockedStream>,
     /// The request head's lines, over `raw`.
     head: RequestHead,
+    /// The target in `raw`, less any fragment (not part of it, RFC 9112
+    /// 3.2, and dropped as Pingora's header drops it).
+    target: std::ops::Range<usize>,
     /// Pingora's header of the request, made when first asked for (by a
     /// program's hook, or a step that needs it as one); from then on the
     /// request is what it says.
@@ -149,9 +152,15 @@ impl H1Session {
     ) -> Box<H1Session> {
         let (keepalive, asked_close) = keepalive_of(&head, &buf);
         let ahead = buf.split_off(head.len);
+        let whole = head.target.clone();
+        let target = match memchr::memchr(b'#', &buf[whole.clone()]) {
+            Some(fragment) => whole.start..whole.start + fragment,
+            None => whole,
+        };
         Box::new(H1Session {
             stream,
             head,
+            target,
             request: OnceLock::new(),
             ahead,
             keepalive,
@@ -179,19 +188,18 @@ impl H1Session {
         }
     }
 
+    /// The target as it came, less any fragment.
+    pub(crate) fn target(&self) -> &[u8] {
+        &self.raw[self.target.clone()]
+    }
+
     /// Whether the target is not the one that came: a hook changed it in
     /// the header made of the request. (That header's target is the one
     /// that came, less any fragment, until changed.)
     pub(crate) fn target_changed(&self) -> bool {
-        let Some(made) = self.request.get() else {
-            return false;
-        };
-        let came = &self.raw[self.head.target.clone()];
-        let came = match came.iter().position(|&b| b == b'#') {
-            Some(fragment) => &came[..fragment],
-            None => came,
-        };
-        made.raw_path() != came
+        self.request
+            .get()
+            .is_some_and(|made| made.raw_path() != self.target())
     }
 
     /// The request head as it came and its lines, while no one asked for
