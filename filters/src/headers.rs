@@ -131,15 +131,14 @@ impl RequestPlan {
     /// Whether a line of the client's header goes upstream as it came:
     /// not a hop-by-hop one, not one its `Connection` lists, not one this
     /// plan drops or sets.
-    fn keeps<'a>(&'a self, client: Fields<'_>) -> impl Fn(&[u8]) -> bool + 'a {
-        // Names listed in the client's Connection header are hop-by-hop too.
-        let listed: Vec<Box<[u8]>> = client
-            .get_all("connection")
-            .into_iter()
+    fn keeps<'a>(&'a self, client: Fields<'a>) -> impl Fn(&[u8]) -> bool + 'a {
+        // Names listed in the client's Connection header are hop-by-hop too
+        // (borrowed from its values: no copy of each).
+        let listed: Vec<&[u8]> = client
+            .values("connection")
             .flat_map(|v| v.split(|&b| b == b','))
             .map(|t| t.trim_ascii())
             .filter(|t| !t.is_empty())
-            .map(Box::from)
             .collect();
         move |name: &[u8]| {
             !REQUEST_DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d))
@@ -616,15 +615,6 @@ impl ResponsePlan {
 mod tests {
     use super::*;
 
-    /// A `$request_id` for tests: made by the first template that uses it.
-    fn test_id() -> crate::variables::RequestId<'static> {
-        static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        crate::variables::RequestId {
-            cell: &ID,
-            make: || "id".to_string(),
-        }
-    }
-
     fn vars(client: &RequestHeader) -> RequestVars<'_> {
         RequestVars {
             method: "GET",
@@ -636,7 +626,7 @@ mod tests {
             remote_port: 1,
             scheme: "http",
             proxy_host: "app",
-            request_id: test_id(),
+            request_id: crate::variables::tests::test_id(),
             upstream_addr: "",
             upstream_status: "",
             upstream_cache_status: "",

@@ -190,11 +190,11 @@ impl RequestVars<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A `$request_id` for tests: made by the first template that uses it.
-    fn test_id() -> RequestId<'static> {
+    pub(crate) fn test_id() -> RequestId<'static> {
         static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         RequestId {
             cell: &ID,
