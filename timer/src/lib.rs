@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod clock;
 mod sweeper;
 mod table;
 

@@ -2,22 +2,26 @@
 //! and the waker of the task that waits. A thread arms its timers in one
 //! table (chosen once per thread), so that threads seldom share a lock.
 
+use crate::clock;
 use crate::sweeper;
 use crate::TICK;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Tables of slots.
 const TABLES: usize = 8;
+
+/// [`TICK`] in milliseconds.
+const TICK_MS: u64 = TICK.as_millis() as u64;
 
 /// A deadline far enough to be never.
 const NEVER: u32 = u32::MAX;
 
 pub(crate) struct Tables {
-    /// The instant ticks count from.
-    epoch: Instant,
+    /// The coarse clock's millisecond ticks count from.
+    epoch_ms: u64,
     tables: [Mutex<Table>; TABLES],
     /// Timers armed, all tables together.
     armed: AtomicUsize,
@@ -42,7 +46,7 @@ struct Slot {
 pub(crate) fn tables() -> &'static Tables {
     static TABLES_: OnceLock<Tables> = OnceLock::new();
     TABLES_.get_or_init(|| Tables {
-        epoch: Instant::now(),
+        epoch_ms: clock::now_ms(),
         tables: std::array::from_fn(|_| Mutex::new(Table::default())),
         armed: AtomicUsize::new(0),
         arms: AtomicUsize::new(0),
@@ -71,16 +75,22 @@ impl Tables {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whole ticks since the epoch.
+    /// Whole ticks since the epoch, by the coarse clock (which may trail:
+    /// a timer fires late by that, never early).
     pub(crate) fn now(&self) -> u32 {
-        let ticks = self.epoch.elapsed().as_nanos() / TICK.as_nanos();
+        let ticks = clock::now_ms().saturating_sub(self.epoch_ms) / TICK_MS;
         u32::try_from(ticks).unwrap_or(NEVER - 1)
     }
 
-    /// The first tick at or after `duration` from now: never early.
+    /// The first tick at or after `duration` from now: never early, the
+    /// coarse clock's lag added.
     fn deadline(&self, duration: Duration) -> u32 {
-        let at = self.epoch.elapsed().saturating_add(duration).as_nanos();
-        u32::try_from(at.div_ceil(TICK.as_nanos())).map_or(NEVER - 1, |t| t.min(NEVER - 1))
+        let wait = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let at = clock::now_ms()
+            .saturating_sub(self.epoch_ms)
+            .saturating_add(wait)
+            .saturating_add(clock::lag_ms() + u64::from(duration.subsec_nanos() % 1_000_000 != 0));
+        u32::try_from(at.div_ceil(TICK_MS)).map_or(NEVER - 1, |t| t.min(NEVER - 1))
     }
 
     pub(crate) fn any_armed(&self) -> bool {

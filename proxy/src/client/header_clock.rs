@@ -140,7 +140,8 @@ impl ClockedStream {
     /// Between two requests: what only a request needs goes (the clock's
     /// timer; the write buffer and digest of a plain stream), and the
     /// socket to wait on for the next request comes back. `None` over TLS,
-    /// whose bytes cannot be peeked at: its next read waits instead.
+    /// whose socket's readiness is not a request's: its next read waits
+    /// instead.
     pub(crate) fn idle(&mut self) -> Option<&tokio::net::TcpStream> {
         self.timer = None;
         match &mut self.inner {

@@ -18,13 +18,17 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// How often the sweeper looks for deadlines that passed, and the unit
 /// deadlines are kept in (rounded up): a connection closes no earlier than
 /// its keepalive timeout, and at most two ticks later.
 const TICK: Duration = Duration::from_millis(50);
+
+fn tick_ms() -> u64 {
+    TICK.as_millis() as u64
+}
 
 /// No slot held.
 const NONE: u32 = u32::MAX;
@@ -35,8 +39,8 @@ const NEVER: u32 = u32::MAX;
 pub(crate) struct IdleClients {
     slots: Mutex<Slots>,
     stopping: AtomicBool,
-    /// The instant deadlines count their ticks from.
-    epoch: Instant,
+    /// The coarse clock's millisecond deadlines count their ticks from.
+    epoch_ms: u64,
 }
 
 /// The slots, in chunks that never move: a growing vector would leave its
@@ -85,23 +89,26 @@ impl IdleClients {
         Arc::new(IdleClients {
             slots: Mutex::new(Slots::default()),
             stopping: AtomicBool::new(false),
-            epoch: Instant::now(),
+            epoch_ms: ferry_timer::clock::now_ms(),
         })
     }
 
-    /// Wait for the next request's first byte on `socket` without reading
-    /// it. True when it came; false when the client closed, `timeout` (none:
-    /// no deadline) passed first, or the service stops.
+    /// Wait for `socket` to be readable (the next request's first byte, or
+    /// the client's close) without reading it. True when it is; false when
+    /// `timeout` (none: no deadline) passed first, or the service stops.
     pub(crate) fn next_byte<'a>(
         self: &'a Arc<Self>,
         socket: &'a TcpStream,
         timeout: Option<Duration>,
     ) -> NextByte<'a> {
         // The first tick at or after the deadline: never early.
-        let tick = TICK.as_millis();
+        let tick = tick_ms();
         let until = match timeout {
             Some(t) if !t.is_zero() => {
-                let at = self.epoch.elapsed().as_millis() + t.as_millis();
+                let wait = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+                let at = self
+                    .since_epoch_ms()
+                    .saturating_add(wait + ferry_timer::clock::lag_ms());
                 u32::try_from(at.div_ceil(tick)).unwrap_or(NEVER)
             }
             _ => NEVER,
@@ -138,12 +145,18 @@ impl IdleClients {
 
     /// Whole ticks since the epoch.
     fn ticks(&self) -> u32 {
-        let ticks = self.epoch.elapsed().as_millis() / TICK.as_millis();
+        let ticks = self.since_epoch_ms() / tick_ms();
         u32::try_from(ticks).unwrap_or(NEVER - 1)
     }
 
     /// Wake the connections whose deadline passed; false when none waits
     /// any more (the sweeper ends).
+    /// Milliseconds since the epoch, by the coarse clock (which may trail:
+    /// a deadline adds its lag, and is never early).
+    fn since_epoch_ms(&self) -> u64 {
+        ferry_timer::clock::now_ms().saturating_sub(self.epoch_ms)
+    }
+
     fn sweep(&self) -> bool {
         let now = self.ticks();
         let wake: Vec<Waker> = {
@@ -222,14 +235,15 @@ impl Slots {
 /// The sweeper: runs while connections wait.
 async fn sweep(clients: Arc<IdleClients>) {
     loop {
-        tokio::time::sleep(TICK).await;
+        ferry_timer::sleep(TICK).await;
         if !clients.sweep() {
             return;
         }
     }
 }
 
-/// [`IdleClients::next_byte`]'s future: a peek, and a slot while it waits.
+/// [`IdleClients::next_byte`]'s future: the socket's readiness, and a slot
+/// while it waits.
 pub(crate) struct NextByte<'a> {
     clients: &'a Arc<IdleClients>,
     socket: &'a TcpStream,
@@ -244,10 +258,12 @@ impl Future for NextByte<'_> {
         if self.clients.stopped() {
             return Poll::Ready(false);
         }
-        let mut first = [0u8; 1];
-        let mut buf = tokio::io::ReadBuf::new(&mut first);
-        if let Poll::Ready(peeked) = self.socket.poll_peek(cx, &mut buf) {
-            return Poll::Ready(matches!(peeked, Ok(1..)));
+        // Readiness only, no read: the request's own read takes the bytes
+        // (one receive per request, as nginx's keepalive handler makes).
+        // A readiness left from a read that filled its buffer ends the
+        // wait early; that read then waits instead, under its own limit.
+        if let Poll::Ready(ready) = self.socket.poll_read_ready(cx) {
+            return Poll::Ready(ready.is_ok());
         }
         let clients = self.clients;
         let mut s = clients.lock();
@@ -286,6 +302,7 @@ impl Drop for NextByte<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
@@ -299,6 +316,13 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
+        // As after a request's read that drained it: nothing to read, and
+        // the socket's readiness cleared.
+        let drained = server.try_read(&mut [0u8; 16]);
+        assert_eq!(
+            drained.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock)
+        );
         (client, server)
     }
 
@@ -316,11 +340,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_close_or_a_timeout_ends_it_false() {
+    async fn a_close_ends_the_wait_and_a_timeout_ends_it_false() {
         let clients = IdleClients::new();
         let (client, server) = pair().await;
         drop(client);
-        assert!(!clients.next_byte(&server, None).await);
+        // A close makes the socket readable: the wait ends, and the read
+        // after it finds the end.
+        assert!(clients.next_byte(&server, None).await);
         let (_client, server) = pair().await;
         let waited = Instant::now();
         let timeout = Duration::from_millis(120);

@@ -312,8 +312,8 @@ impl<P: ProxyHttp> FerryHttp<P> {
     /// hands the connection back. Between two of them the connection holds
     /// only its stream (nginx's `ngx_http_set_keepalive`): no session, no
     /// header buffer, no request state, while it waits for the next
-    /// request's first byte with a 1-byte peek that leaves the byte for the
-    /// parser.
+    /// request's first byte (the socket's readiness; the request's read
+    /// takes the bytes).
     pub(crate) async fn serve_http1(
         self: Arc<Self>,
         first: std::pin::Pin<Box<impl std::future::Future<Output = Option<Box<ClockedStream>>>>>,
@@ -446,9 +446,10 @@ impl<P: ProxyHttp> FerryHttp<P> {
     }
 
     /// The wait for the next request's first byte, holding nothing for it:
-    /// false when the client closed, the keepalive timeout passed, or the
-    /// service is stopping. `None` for a stream that cannot be peeked at
-    /// (TLS): it goes straight to the next read. (A plain function: an
+    /// false when the keepalive timeout passed or the service is stopping
+    /// (a close ends it true: the read finds it). `None` over TLS, whose
+    /// readiness may be the record layer's: it goes straight to the next
+    /// read. (A plain function: an
     /// async one would keep its arguments in every idle connection's task.)
     fn next_request_arrives<'a>(
         &'a self,

@@ -13,7 +13,7 @@
 //! `c->requests` on the connection.
 
 use ferry_conf::Upstream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Keepalive {
     pub idle_max: usize,
@@ -25,7 +25,8 @@ pub struct Keepalive {
 /// What a connection served: when it was made, and its requests.
 #[derive(Debug, Clone, Copy)]
 pub struct Usage {
-    pub made: Instant,
+    /// When it was made, on the coarse clock (`ferry_timer::clock`).
+    pub made_ms: u64,
     pub requests: u32,
 }
 
@@ -33,7 +34,7 @@ impl Usage {
     /// A connection made now.
     pub fn new() -> Usage {
         Usage {
-            made: Instant::now(),
+            made_ms: ferry_timer::clock::now_ms(),
             requests: 0,
         }
     }
@@ -53,7 +54,10 @@ impl Keepalive {
     /// the pool?
     pub fn after_request(&self, usage: &mut Usage) -> bool {
         usage.requests = usage.requests.saturating_add(1);
-        self.idle_max > 0 && usage.requests < self.requests && usage.made.elapsed() <= self.max_age
+        let age = ferry_timer::clock::now_ms().saturating_sub(usage.made_ms);
+        self.idle_max > 0
+            && usage.requests < self.requests
+            && u128::from(age) <= self.max_age.as_millis()
     }
 }
 
@@ -84,7 +88,7 @@ mod tests {
         u.keepalive_time = ferry_conf::Duration(Duration::from_millis(1));
         let k = Keepalive::new(&u);
         let mut old = Usage {
-            made: Instant::now() - Duration::from_secs(1),
+            made_ms: ferry_timer::clock::now_ms() - 1000,
             requests: 0,
         };
         assert!(!k.after_request(&mut old));

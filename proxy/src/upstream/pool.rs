@@ -29,7 +29,7 @@ use pingora_error::Result;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
@@ -38,7 +38,8 @@ use tokio::sync::Notify;
 struct Idle {
     key: u64,
     stream: Stream,
-    until: Instant,
+    /// Its idle timeout's end, on the coarse clock (`ferry_timer::clock`).
+    until_ms: u64,
     usage: Usage,
 }
 
@@ -94,7 +95,7 @@ impl Pool {
     /// closed it nor sent anything. Those that are not are closed.
     pub fn take<P: Peer>(&self, peer: &P) -> Option<(Stream, Usage)> {
         let key = peer.reuse_hash();
-        let now = Instant::now();
+        let now = ferry_timer::clock::now_ms();
         loop {
             let mut found = {
                 let mut idle = self.idle();
@@ -102,7 +103,7 @@ impl Pool {
                 idle.remove(at)?
             };
             self.budget.leave(1);
-            if found.until > now
+            if found.until_ms > now
                 && peer.matches_fd(found.stream.id())
                 && still_good(&mut found.stream)
             {
@@ -116,11 +117,11 @@ impl Pool {
     /// connection to make room; past the budget of all groups, `stream`
     /// is closed instead.
     pub fn put(self: &Arc<Self>, stream: Stream, key: u64, timeout: Duration, usage: Usage) {
-        let until = Instant::now() + timeout;
+        let wait = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let idle = Idle {
             key,
             stream,
-            until,
+            until_ms: ferry_timer::clock::now_ms().saturating_add(wait),
             usage,
         };
         let evicted = {
@@ -147,13 +148,13 @@ impl Pool {
     /// Close what timed out or was closed by its server. How many stay
     /// idle.
     fn sweep_once(&self) -> usize {
-        let now = Instant::now();
+        let now = ferry_timer::clock::now_ms();
         let mut gone = Vec::new();
         let left = {
             let mut idle = self.idle();
             let mut kept = VecDeque::with_capacity(idle.len());
             for mut i in idle.drain(..) {
-                match i.until > now && still_good(&mut i.stream) {
+                match i.until_ms > now && still_good(&mut i.stream) {
                     true => kept.push_back(i),
                     false => gone.push(i),
                 }
@@ -191,7 +192,7 @@ async fn sweep(pool: Weak<Pool>, wake: Arc<Notify>) {
                 Some(p) => p.sweep_every(),
                 None => return,
             };
-            tokio::time::sleep(every).await;
+            ferry_timer::sleep(every).await;
             match pool.upgrade() {
                 Some(p) if p.sweep_once() > 0 => {}
                 Some(_) => break,
@@ -217,6 +218,7 @@ fn still_good(stream: &mut Stream) -> bool {
 mod tests {
     use super::*;
     use pingora_core::upstreams::peer::HttpPeer;
+    use std::time::Instant;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
