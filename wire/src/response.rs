@@ -116,21 +116,18 @@ fn parse_with<'b>(
         len,
         transfer_encoding: false,
         content_length: None,
-        folded: has_fold(&buf[..len]),
+        folded: has_fold(&buf[..len], resp.headers.len()),
         connection: None,
     }))
 }
 
 /// A line break followed by a space or a tab: the only way a response
 /// value httparse accepts can hold a CR, an LF or a NUL (see `unfold`).
-fn has_fold(head: &[u8]) -> bool {
-    // Two searches for a pair of bytes cost less than a stop at every
-    // line break.
-    use memchr::memmem::Finder;
-    use std::sync::LazyLock;
-    static SPACE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n "));
-    static TAB: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\t"));
-    SPACE.find(head).is_some() || TAB.find(head).is_some()
+/// httparse ends the status line and each header line at a line break, and
+/// takes none elsewhere but in a fold: a head of `lines` header lines has
+/// `lines + 2` of them (the empty line's included) unless one is folded.
+fn has_fold(head: &[u8], lines: usize) -> bool {
+    memchr::memchr_iter(b'\n', head).count() != lines + 2
 }
 
 impl ResponseHead {
