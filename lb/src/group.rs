@@ -7,6 +7,7 @@
 
 use crate::hash::{HashWalk, Ring};
 use crate::passive_health::PeerState;
+use crate::tried::Tried;
 use crate::{ip_hash, least_conn, least_time, random, smooth_weighted};
 use ferry_conf::{Balance, Server, Upstream};
 use std::net::{IpAddr, SocketAddr};
@@ -57,9 +58,10 @@ pub struct Key<'a> {
 pub struct Cursor {
     /// The members' generation `tried` refers to.
     generation: u64,
-    tried: Vec<bool>,
-    /// The addresses tried, to find them again when the members change.
-    tried_addrs: Vec<SocketAddr>,
+    tried: Tried,
+    /// The members `tried` indexes, to find its peers again by address
+    /// when the members change.
+    peers: Arc<[Peer]>,
     on_backup: bool,
     /// Tries this request may still make (nginx `pc->tries`).
     pub tries_left: u32,
@@ -334,8 +336,8 @@ impl Group {
         let max = max_tries(&m);
         Cursor {
             generation: m.generation,
-            tried: vec![false; m.peers.len()],
-            tried_addrs: Vec::new(),
+            tried: Tried::default(),
+            peers: m.peers.clone(),
             on_backup: false,
             tries_left: if tries_limit == 0 {
                 max
@@ -359,11 +361,14 @@ impl Group {
         if cursor.generation != m.generation {
             // The members changed since this request began: what it tried
             // is found again by address.
-            cursor.tried = m
-                .peers
-                .iter()
-                .map(|p| cursor.tried_addrs.contains(&p.addr))
-                .collect();
+            let was: Vec<SocketAddr> = cursor.tried.iter().map(|i| cursor.peers[i].addr).collect();
+            cursor.tried = Tried::default();
+            for (i, p) in m.peers.iter().enumerate() {
+                if was.contains(&p.addr) {
+                    cursor.tried.set(i);
+                }
+            }
+            cursor.peers = m.peers.clone();
             cursor.generation = m.generation;
         }
         let (primaries, all) = (m.primaries, m.peers.len());
@@ -396,8 +401,7 @@ impl Group {
                 if pick.is_none() && all > primaries {
                     // nginx switches this request to the backup list for good.
                     cursor.on_backup = true;
-                    cursor.tried.iter_mut().for_each(|t| *t = false);
-                    cursor.tried_addrs.clear();
+                    cursor.tried.clear();
                 }
             }
             if cursor.on_backup {
@@ -411,8 +415,7 @@ impl Group {
         let timing = least_time::on_selected(m.balance, m.single, st, now);
         st.conns += 1;
         st.requests += 1;
-        cursor.tried[chosen] = true;
-        cursor.tried_addrs.push(peer.addr);
+        cursor.tried.set(chosen);
         Some(Lease {
             group: self.clone(),
             peers: m.peers.clone(),
@@ -573,12 +576,12 @@ fn max_tries(m: &Members) -> u32 {
 pub(crate) fn usable(
     peers: &[Peer],
     state: &[PeerState],
-    tried: &[bool],
+    tried: &Tried,
     i: usize,
     now: Instant,
 ) -> bool {
     let (p, st) = (&peers[i], &state[i]);
-    !tried[i]
+    !tried.has(i)
         && !p.down
         && !st.held()
         && !st.unhealthy
@@ -703,6 +706,9 @@ impl Lease {
     /// nginx `peer.notify(NGX_HTTP_UPSTREAM_NOTIFY_HEADER)`: the header of
     /// the response to use arrived after `header_time` (`least_time`).
     pub fn header_arrived(&mut self, header_time: Duration) {
+        if !self.timing.counts_header {
+            return;
+        }
         let ms = u64::try_from(header_time.as_millis()).unwrap_or(u64::MAX);
         let group = self.group.clone();
         let mut guard = group.lock();

@@ -42,6 +42,8 @@ pub(crate) struct Timing {
     pub inflight: bool,
     /// When it was picked (ms on `now_ms`'s clock).
     pub taken: u64,
+    /// The group's averages take this try's header time ([`on_header`]).
+    pub counts_header: bool,
     /// `$upstream_header_time` and `$upstream_response_time`, in ms.
     pub header: Option<u64>,
     pub response: Option<u64>,
@@ -218,6 +220,7 @@ pub(crate) fn on_selected(
     }
     Timing {
         inflight,
+        counts_header: conf(balance).is_some_and(|c| c.inflight && c.measure == Measure::Header),
         taken: at,
         header: None,
         response: None,

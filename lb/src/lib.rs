@@ -17,6 +17,7 @@ pub mod passive_health;
 pub mod random;
 pub mod smooth_weighted;
 pub mod sticky;
+mod tried;
 
 pub use group::{
     expand, Answer, Cursor, Feedback, Group, Key, Lease, Peer, ServerReport, ServerState,

@@ -10,6 +10,7 @@
 
 use crate::md5;
 use crate::passive_health::PeerState;
+use crate::tried::Tried;
 use crate::Peer;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ pub fn derived_route(addr: SocketAddr) -> String {
 pub(crate) struct List<'a> {
     pub peers: &'a [Peer],
     pub weights: &'a [u32],
-    pub tried: &'a [bool],
+    pub tried: &'a Tried,
     pub range: Range<usize>,
     /// The group balances by round robin (and has more than one server).
     pub round_robin: bool,
@@ -69,7 +70,7 @@ pub(crate) fn pick(
 fn bound(
     peers: &[Peer],
     state: &[PeerState],
-    tried: &[bool],
+    tried: &Tried,
     range: Range<usize>,
     route: Option<&str>,
     now: Instant,
@@ -77,7 +78,7 @@ fn bound(
     let route = route.filter(|r| !r.is_empty())?;
     let i = range.clone().find(|&i| peers[i].route == route)?;
     let (p, st) = (&peers[i], &state[i]);
-    let usable = !tried[i]
+    let usable = !tried.has(i)
         && !p.down
         && !st.held_down
         && !st.unhealthy
