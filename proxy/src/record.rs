@@ -5,6 +5,7 @@
 //! `$upstream_addr`, `$upstream_status` and `$upstream_response_time` are
 //! made, one entry per try.
 
+use crate::upstream::try_record::TryList;
 pub use crate::upstream::try_record::{Try, TryOutcome};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,7 +94,7 @@ pub struct Request {
     /// The index of the matched route in `routes:`.
     pub(crate) route: Option<usize>,
     /// Every upstream try, in order (nginx's `upstream_states`).
-    pub(crate) tries: Vec<Try>,
+    pub(crate) tries: TryList,
     /// The status sent to the client (0 until a header went out).
     pub(crate) status: u16,
     /// Body bytes sent to the client.
@@ -132,7 +133,7 @@ impl Request {
             host: String::new(),
             uri: String::new(),
             route: None,
-            tries: Vec::new(),
+            tries: TryList::new(),
             status: 0,
             body_bytes_sent: 0,
             spilled_bytes: 0,

@@ -695,6 +695,14 @@ pub trait ProxyHttp: Send + Sync + 'static {
         true
     }
 
+    /// Whether [`connected_to_upstream`](ProxyHttp::connected_to_upstream)
+    /// must hear of every try's connection. A program that leaves it as it
+    /// is may say `false`: the connection's digest and the peer's view are
+    /// then not made for it.
+    fn watches_upstream_connections(&self) -> bool {
+        true
+    }
+
     /// Whether [`upstream_request_filter`](ProxyHttp::upstream_request_filter)
     /// must see every request that goes to a server. A program that leaves
     /// it as it is may say `false`: a request to an HTTP/1 server whose
@@ -1018,6 +1026,9 @@ pub struct DefaultProxy;
 impl ProxyHttp for DefaultProxy {
     type CTX = ();
     fn new_ctx(&self) {}
+    fn watches_upstream_connections(&self) -> bool {
+        false
+    }
     fn filters_response_body(&self) -> bool {
         false
     }

@@ -9,7 +9,6 @@
 use crate::hooks::peer_choice::{Peer, PeerChoice};
 use crate::hooks::proxy_trait::ProxyHttp;
 use crate::hooks::session::Session;
-use crate::record::Try;
 use crate::request::body_stream::{self, Piece, Streamed};
 use crate::request::client_body::ClientBody;
 use crate::runtime::RouteRt;
@@ -22,6 +21,7 @@ use crate::upstream::next_upstream::RetryDecision;
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::peer_certs::CertFiles;
 use crate::upstream::request_head::{RequestHead, WireHead};
+use crate::upstream::try_record::TryList;
 use bytes::Bytes;
 use ferry_filters::headers::forward_upgrade;
 use ferry_lb::Lease;
@@ -160,6 +160,9 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     }
 
     async fn connected(&mut self, conn: &Conn) -> Result<()> {
+        if !self.app.watches_upstream_connections() {
+            return Ok(());
+        }
         let fd = conn.session.id();
         let digest = conn.session.digest();
         self.app
@@ -198,7 +201,7 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
             .await
     }
 
-    fn tries(&mut self) -> &mut Vec<Try> {
+    fn tries(&mut self) -> &mut TryList {
         &mut self.s.request.tries
     }
 }

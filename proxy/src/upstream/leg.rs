@@ -15,7 +15,7 @@ use crate::upstream::head::Head;
 use crate::upstream::next_upstream::RetryDecision;
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::request_head::RequestHead;
-use crate::upstream::try_record::Try;
+use crate::upstream::try_record::TryList;
 use ferry_filters::request_body::RequestBody;
 use ferry_lb::Lease;
 use pingora_error::{Error, Result};
@@ -72,7 +72,7 @@ pub(crate) trait Leg {
     /// The response header, before the retry decision (a hook's say).
     async fn response(&mut self, head: &mut Head) -> Result<RetryDecision>;
     /// The request's record of tries.
-    fn tries(&mut self) -> &mut Vec<Try>;
+    fn tries(&mut self) -> &mut TryList;
 }
 
 /// What one piece of a streamed body came to, through the filter.

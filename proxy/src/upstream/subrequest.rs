@@ -16,7 +16,7 @@ use crate::upstream::next_upstream::{is_non_idempotent, Failure, Policy, RetryDe
 use crate::upstream::peer::UpstreamPeer;
 use crate::upstream::request_head::RequestHead;
 use crate::upstream::tries::{self, Chosen, Response};
-use crate::upstream::try_record::Try;
+use crate::upstream::try_record::TryList;
 use bytes::{Bytes, BytesMut};
 use ferry_conf::ProxyConf;
 use ferry_lb::Lease;
@@ -54,7 +54,7 @@ struct SubrequestLeg<'a> {
     req: &'a RequestHeader,
     body: &'a Bytes,
     client_ip: Option<IpAddr>,
-    tries: Vec<Try>,
+    tries: TryList,
 }
 
 impl Leg for SubrequestLeg<'_> {
@@ -118,7 +118,7 @@ impl Leg for SubrequestLeg<'_> {
         Ok(RetryDecision::Default)
     }
 
-    fn tries(&mut self) -> &mut Vec<Try> {
+    fn tries(&mut self) -> &mut TryList {
         &mut self.tries
     }
 }
@@ -210,7 +210,7 @@ pub(crate) async fn fetch_to<S: BodySink>(
         req: &req,
         body: &body,
         client_ip,
-        tries: Vec::new(),
+        tries: TryList::new(),
     };
     let buffer_size = proxy.buffer_size.as_usize();
     let chosen = tries::run(&mut leg, &policy, proxy.next_upstream_tries, buffer_size).await?;

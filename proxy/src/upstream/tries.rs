@@ -146,13 +146,17 @@ enum Attempt {
 /// that count against `next_upstream_tries`, whether a streamed body was
 /// spent, and the group the program chose for the next try.
 struct Tries {
-    cursors: Vec<(Arc<Upstream>, Cursor)>,
+    cursors: Cursors,
     limit: u32,
     /// Tries that count against `limit` (a stale keepalive one does not).
     counted: u32,
     body_used: bool,
     next_group: Option<Arc<Upstream>>,
 }
+
+/// A cursor per group the request's tries went to: almost always one,
+/// kept inline.
+type Cursors = smallvec::SmallVec<[(Arc<Upstream>, Cursor); 1]>;
 
 /// The try being judged.
 struct Current {
@@ -195,7 +199,7 @@ pub(crate) async fn run<L: Leg>(
     buffer_size: usize,
 ) -> Result<Chosen> {
     let mut tries = Tries {
-        cursors: Vec::new(),
+        cursors: Cursors::new(),
         limit: tries_limit,
         counted: 0,
         body_used: false,
@@ -493,11 +497,7 @@ impl Tries {
 }
 
 /// The cursor of `upstream` in `cursors`, made on its first try.
-fn cursor_for(
-    cursors: &mut Vec<(Arc<Upstream>, Cursor)>,
-    upstream: &Arc<Upstream>,
-    tries_limit: u32,
-) -> usize {
+fn cursor_for(cursors: &mut Cursors, upstream: &Arc<Upstream>, tries_limit: u32) -> usize {
     match cursors.iter().position(|(u, _)| Arc::ptr_eq(u, upstream)) {
         Some(i) => i,
         None => {

@@ -28,6 +28,9 @@ pub enum TryOutcome {
     Client,
 }
 
+/// A request's tries, in order: almost always one, kept inline.
+pub(crate) type TryList = smallvec::SmallVec<[Try; 1]>;
+
 /// One upstream try (one entry of nginx's `$upstream_addr`).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
