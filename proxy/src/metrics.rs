@@ -39,6 +39,9 @@ pub struct LimitMetrics {
 
 /// The upstream tries' series.
 pub struct UpstreamMetrics {
+    /// Bumped when a scrape may have removed a server's series: a route's
+    /// kept try series ([`RouteSeries`]) from before it are found again.
+    forgotten: std::sync::atomic::AtomicU64,
     pub tries: IntCounterVec,
     pub retries: IntCounterVec,
     pub marked_failed: IntCounterVec,
@@ -178,6 +181,7 @@ pub fn metrics() -> &'static Metrics {
 impl UpstreamMetrics {
     fn new(r: &Registry) -> UpstreamMetrics {
         UpstreamMetrics {
+            forgotten: std::sync::atomic::AtomicU64::new(0),
             tries: counter_vec(
                 r,
                 "ferry_upstream_tries_total",
@@ -314,6 +318,9 @@ impl Metrics {
     ) -> Vec<u8> {
         forget_gone(&self.upstream.tries, servers);
         forget_gone(&self.upstream.marked_failed, servers);
+        self.upstream
+            .forgotten
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         for (name, zone) in caches {
             for status in CACHE_STATUSES {
                 self.cache
@@ -381,6 +388,12 @@ impl Metrics {
             self.truncated.inc();
         }
         for (i, t) in r.tries.iter().enumerate() {
+            if i == 0 && r.tries.len() == 1 && t.outcome == TryOutcome::Used {
+                if let Some(s) = series {
+                    self.upstream.record_used(t, s);
+                    continue;
+                }
+            }
             let outcome: Cow<str> = match t.outcome {
                 TryOutcome::Used => "success".into(),
                 TryOutcome::NextStatus(s) => format!("http_{s}").into(),
@@ -419,6 +432,48 @@ pub(crate) struct RouteSeries {
     seconds: OnceLock<Histogram>,
     /// `ferry_requests_total{route, status}` for the statuses of [`COMMON`].
     requests: [OnceLock<IntCounter>; COMMON.len()],
+    /// The series of the last server a request's one try used.
+    last_try: std::sync::Mutex<Option<TrySeries>>,
+}
+
+/// A server's series for a try it answered: `ferry_upstream_tries_total`
+/// with outcome `success`, and its group's header time; kept until a
+/// scrape may have removed them (`forgotten` then differs).
+struct TrySeries {
+    group: String,
+    addr: String,
+    forgotten: u64,
+    used: IntCounter,
+    header: Histogram,
+}
+
+impl UpstreamMetrics {
+    /// A request's one try that the server answered, through the route's
+    /// kept series when they are this server's.
+    fn record_used(&self, t: &crate::record::Try, series: &RouteSeries) {
+        let forgotten = self.forgotten.load(std::sync::atomic::Ordering::Acquire);
+        let mut last = series.last_try.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = last
+            .as_ref()
+            .is_some_and(|k| k.forgotten == forgotten && k.addr == t.addr && k.group == t.group);
+        if !kept {
+            *last = Some(TrySeries {
+                group: t.group.clone(),
+                addr: t.addr.clone(),
+                forgotten,
+                used: self
+                    .tries
+                    .with_label_values(&[&t.group, &t.addr, "success"]),
+                header: self.header_seconds.with_label_values(&[&t.group]),
+            });
+        }
+        if let Some(k) = &*last {
+            k.used.inc();
+            if let Some(h) = t.header_time {
+                k.header.observe(h.as_secs_f64());
+            }
+        }
+    }
 }
 
 /// Remove the series of `vec` whose `group` label names a configured
@@ -479,6 +534,62 @@ mod tests {
         let seconds = m.request_seconds.with_label_values(&[route]);
         assert_eq!(seconds.get_sample_count(), 4);
         assert!(series.requests[0].get().is_some() && series.seconds.get().is_some());
+    }
+
+    #[test]
+    fn a_route_s_kept_try_series_count_as_the_labelled_ones_and_follow_a_scrape() {
+        use crate::record::{Try, TryOutcome};
+        let m = super::metrics();
+        let series = super::RouteSeries::default();
+        let (group, addrs) = ("kept-tries.test", ["10.9.9.1:80", "10.9.9.2:80"]);
+        let request = |addr: &str| {
+            let mut r = crate::record::Request::new(String::new(), None);
+            r.tries.push(Try {
+                addr: addr.to_string(),
+                group: group.to_string(),
+                status: Some(200),
+                outcome: TryOutcome::Used,
+                reused: false,
+                started: std::time::Instant::now(),
+                header_time: Some(std::time::Duration::from_millis(3)),
+                response_time: None,
+            });
+            r
+        };
+        let used = |addr: &str| {
+            m.upstream
+                .tries
+                .with_label_values(&[group, addr, "success"])
+                .get()
+        };
+        let headers = || {
+            m.upstream
+                .header_seconds
+                .with_label_values(&[group])
+                .get_sample_count()
+        };
+        for addr in [addrs[0], addrs[0], addrs[1], addrs[0]] {
+            m.record(&request(addr), "kept-tries.test/", Some(&series), None, 0);
+        }
+        assert_eq!((used(addrs[0]), used(addrs[1]), headers()), (3, 1, 4));
+        // A scrape after the first server left its group removes its series;
+        // back again, it counts in a series that is scraped.
+        let servers = std::collections::HashMap::from([(group, vec![addrs[1].to_string()])]);
+        m.render_with(&Default::default(), &servers);
+        m.record(
+            &request(addrs[0]),
+            "kept-tries.test/",
+            Some(&series),
+            None,
+            0,
+        );
+        let text = String::from_utf8(m.render_with(&Default::default(), &Default::default()));
+        let text = text.expect("UTF-8");
+        let line = format!(
+            "ferry_upstream_tries_total{{group=\"{group}\",outcome=\"success\",server=\"{}\"}} 1",
+            addrs[0]
+        );
+        assert!(text.contains(&line), "{line} not in the scrape");
     }
 
     #[test]
