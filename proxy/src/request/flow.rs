@@ -667,7 +667,11 @@ fn admissible(ps: &mut Downstream) -> std::result::Result<String, (u16, &'static
     if ps.is_http2() {
         join_cookies(ps.req_header_mut());
     }
-    normalize_path(&String::from_utf8_lossy(ps.raw_path())).ok_or((400, "bad_path"))
+    let path = match std::str::from_utf8(ps.raw_path()) {
+        Ok(p) => normalize_path(p),
+        Err(_) => normalize_path(&String::from_utf8_lossy(ps.raw_path())),
+    };
+    path.ok_or((400, "bad_path"))
 }
 
 /// HTTP/2 may split `cookie` into several fields (RFC 9113 8.2.3); an

@@ -11,17 +11,23 @@
 /// resolved, `//` merged, no query. `None` for a path that climbs above the
 /// root (nginx answers 400).
 pub fn normalize_path(raw: &str) -> Option<String> {
-    let path = raw.split(['?', '#']).next().unwrap_or("");
-    // Most paths are normal already: absolute, with nothing to decode and
-    // no empty, `.` or `..` segment.
-    if path.starts_with('/')
-        && !path.contains(['%'])
-        && !path.contains("//")
-        && !path.contains("/.")
-    {
+    let end = raw.bytes().position(|b| b == b'?' || b == b'#');
+    let path = raw.get(..end.unwrap_or(raw.len())).unwrap_or("");
+    if is_normal(path.as_bytes()) {
         return Some(path.to_string());
     }
     resolve(path)
+}
+
+/// Most paths are normal already: absolute, with nothing to decode and no
+/// empty, `.` or `..` segment (no `%`, `//` or `/.`). One pass.
+fn is_normal(path: &[u8]) -> bool {
+    path.first() == Some(&b'/')
+        && path.iter().enumerate().all(|(i, &b)| match b {
+            b'%' => false,
+            b'/' => !matches!(path.get(i + 1), Some(b'/' | b'.')),
+            _ => true,
+        })
 }
 
 /// Decode and resolve `.` and `..` segments: the whole of nginx's work.
@@ -70,18 +76,23 @@ fn percent_decode(s: &str) -> String {
 
 /// The host a request names: `Host` without its port, lower-cased.
 pub fn request_host(host_header: Option<&[u8]>) -> String {
-    let h = host_header.map(String::from_utf8_lossy).unwrap_or_default();
+    let raw = host_header.unwrap_or_default();
+    match std::str::from_utf8(raw) {
+        Ok(h) => host_of(h),
+        Err(_) => host_of(&String::from_utf8_lossy(raw)),
+    }
+}
+
+fn host_of(h: &str) -> String {
     let h = h.trim();
     let no_port = if let Some(rest) = h.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
-        h.rsplit_once(':').map_or(h, |(host, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                host
-            } else {
-                h
-            }
-        })
+        // The last `:`, found byte by byte (a host is a few bytes long).
+        match h.bytes().rposition(|b| b == b':') {
+            Some(at) if h.as_bytes()[at + 1..].iter().all(u8::is_ascii_digit) => &h[..at],
+            _ => h,
+        }
     };
     // `admin.local.` is `admin.local` (nginx drops one trailing dot).
     let no_dot = no_port.strip_suffix('.').unwrap_or(no_port);
@@ -155,6 +166,19 @@ mod tests {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
         }
         assert_eq!(request_host(Some(b"Admin.Local.:80")), "admin.local");
+        let cases: [(&[u8], &str); 7] = [
+            (b" [::1]:80 ", "::1"),
+            (b"a.b:x80", "a.b:x80"),
+            (b"a.b:", "a.b"),
+            (b"example.COM", "example.com"),
+            (b"h:1:2", "h:1"),
+            (b"\xffA:80", "\u{fffd}a"),
+            (b"", ""),
+        ];
+        for (raw, host) in cases {
+            assert_eq!(request_host(Some(raw)), host, "{raw:?}");
+        }
+        assert_eq!(request_host(None), "");
     }
 
     #[test]
@@ -177,6 +201,26 @@ mod tests {
         ] {
             assert_eq!(normalize_path(p), resolve(p), "{p}");
             assert_eq!(normalize_path(p).as_deref(), Some(p));
+        }
+        // The one-pass check says what the four searches said.
+        let searched = |p: &str| {
+            p.starts_with('/') && !p.contains('%') && !p.contains("//") && !p.contains("/.")
+        };
+        for p in [
+            "",
+            "a/b",
+            "/",
+            "//",
+            "/.",
+            "/.well-known/x",
+            "/a/",
+            "/a%",
+            "/a//b",
+            "/a./b",
+            "/a/.",
+            "/é/x",
+        ] {
+            assert_eq!(is_normal(p.as_bytes()), searched(p), "{p:?}");
         }
     }
 
