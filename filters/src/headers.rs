@@ -159,8 +159,9 @@ impl RequestPlan {
         body: BodyFraming,
         mut each: impl FnMut(&Bytes, Value<'_>) -> Result<()>,
     ) -> Result<()> {
-        // One buffer for every rendered value, each used before the next.
-        let mut v = String::new();
+        // One buffer for every rendered value, each used before the next
+        // (room for an address list and a host made at once).
+        let mut v = String::with_capacity(64);
         match &self.host {
             Some(t) => {
                 vars.render_into(t, &mut v);

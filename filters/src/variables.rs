@@ -5,12 +5,9 @@
 
 use crate::fields::Fields;
 use ferry_conf::{Segment, Template, Variable};
-use http::header::{GetAll, HeaderName, HeaderValue};
+use http::header::{GetAll, HeaderValue};
 use http::HeaderMap;
 use std::sync::OnceLock;
-
-/// A name made once: a `&str` is parsed into one on every lookup.
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Several values of one header, joined by `sep`.
 fn join(values: GetAll<'_, HeaderValue>, sep: &str, out: &mut String) {
@@ -96,8 +93,7 @@ impl RequestVars<'_> {
     /// `$proxy_add_x_forwarded_for`: the client's X-Forwarded-For plus `$remote_addr`.
     pub fn proxy_add_x_forwarded_for(&self, out: &mut String) {
         let before = out.len();
-        let forwarded = self.headers.get_all(X_FORWARDED_FOR.as_str());
-        join_bytes(forwarded.into_iter(), ", ", out);
+        join_bytes(self.headers.values("x-forwarded-for"), ", ", out);
         if out.len() > before {
             out.push_str(", ");
         }

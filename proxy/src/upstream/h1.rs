@@ -101,7 +101,8 @@ impl H1 {
         H1 {
             usage,
             stream,
-            buf: BytesMut::new(),
+            // Every exchange reads a head: its room made at once.
+            buf: BytesMut::with_capacity(HEAD_READ),
             raw: Bytes::new(),
             head: None,
             body: Body::Unread,
@@ -314,7 +315,7 @@ impl H1 {
                         0 => Body::Done,
                         rest => Body::Length(rest),
                     };
-                    let data = self.take(n);
+                    let data = self.take(n, matches!(self.body, Body::Done));
                     self.note_overread();
                     return Ok(Some(data));
                 }
@@ -328,7 +329,7 @@ impl H1 {
                         None
                     } else {
                         self.buf.advance(d.data.start);
-                        let piece = self.take(d.data.len());
+                        let piece = self.take(d.data.len(), d.done);
                         self.buf.advance(d.consumed - d.data.end);
                         Some(piece)
                     };
@@ -351,7 +352,7 @@ impl H1 {
                         return Ok(None);
                     }
                     let n = self.buf.len();
-                    return Ok(Some(self.take(n)));
+                    return Ok(Some(self.take(n, false)));
                 }
             }
         }
@@ -374,9 +375,10 @@ impl H1 {
     }
 
     /// The buffer's first `n` bytes as a body piece: split off (no copy)
-    /// when large, copied when small (see [`COPY_BELOW`]).
-    fn take(&mut self, n: usize) -> Bytes {
-        if n >= COPY_BELOW {
+    /// when large or the body's `last` (no read into the buffer follows),
+    /// copied when small (see [`COPY_BELOW`]).
+    fn take(&mut self, n: usize, last: bool) -> Bytes {
+        if last || n >= COPY_BELOW {
             return self.buf.split_to(n).freeze();
         }
         let piece = Bytes::copy_from_slice(&self.buf[..n]);
