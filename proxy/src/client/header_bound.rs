@@ -66,6 +66,16 @@ impl HeaderBound {
     /// Count `bytes` read off the connection; `Err(status)` once the header
     /// passed a bound.
     pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), u16> {
+        if self.ended {
+            return Ok(());
+        }
+        let n = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        if self.line.saturating_add(n) <= self.line_limit
+            && self.total.saturating_add(n) <= self.total_limit
+        {
+            self.feed_within(bytes);
+            return Ok(());
+        }
         while !bytes.is_empty() && !self.ended {
             let end = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
             let (line, rest) = bytes.split_at(end);
@@ -91,12 +101,7 @@ impl HeaderBound {
             _ => (piece, false),
         };
         if self.lines == 0 {
-            let spaces = text.iter().filter(|&&b| b == b' ').count() as u32;
-            if spaces > 0 {
-                self.spaces += spaces;
-                self.double_space |= (self.last == b' ' && text.first() == Some(&b' '))
-                    || text.windows(2).any(|w| w == b"  ");
-            }
+            self.count_spaces(text);
         }
         let crs = text.iter().filter(|&&b| b == b'\r').count() as u32;
         self.total += n;
@@ -109,6 +114,53 @@ impl HeaderBound {
         }
         self.last = piece[piece.len() - 1];
         Ok(())
+    }
+
+    /// Count `bytes`, which cannot pass a bound whatever they hold (the
+    /// common read: a whole header, shorter than a line may be): one scan
+    /// for the line feeds, and a look at each line only to tell an empty
+    /// one.
+    fn feed_within(&mut self, bytes: &[u8]) {
+        let mut start = 0;
+        for lf in memchr::memchr_iter(b'\n', bytes) {
+            let text = &bytes[start..lf];
+            if self.lines == 0 {
+                self.count_spaces(text);
+            }
+            // A line of nothing but CRs counts as empty (its length is
+            // its bytes less them).
+            let empty = self.line == 0 && text.iter().all(|&b| b == b'\r');
+            self.total += (lf + 1 - start) as u32;
+            self.ended = empty && self.lines > 0;
+            self.lines += 1;
+            self.line = 0;
+            self.last = b'\n';
+            start = lf + 1;
+            if self.ended {
+                return;
+            }
+        }
+        let text = &bytes[start..];
+        if let Some(&last) = text.last() {
+            if self.lines == 0 {
+                self.count_spaces(text);
+            }
+            let crs = text.iter().filter(|&&b| b == b'\r').count();
+            self.total += text.len() as u32;
+            self.line += (text.len() - crs) as u32;
+            self.last = last;
+        }
+    }
+
+    /// The request line's spaces in `text`, a piece of it (`last`: the
+    /// byte before it).
+    fn count_spaces(&mut self, text: &[u8]) {
+        let spaces = text.iter().filter(|&&b| b == b' ').count() as u32;
+        if spaces > 0 {
+            self.spaces += spaces;
+            self.double_space |= (self.last == b' ' && text.first() == Some(&b' '))
+                || text.windows(2).any(|w| w == b"  ");
+        }
     }
 
     fn feed_byte(&mut self, b: u8) -> Result<(), u16> {
