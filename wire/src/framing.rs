@@ -30,8 +30,9 @@ pub enum Framing {
 /// hyper's rule).
 pub(crate) fn content_length(lines: &[Line], buf: &[u8]) -> Result<Option<u64>, WireError> {
     let mut found: Option<u64> = None;
-    for value in line::values(lines, buf, "content-length") {
-        reconcile(&value, &mut found)?;
+    // A request's: never folded (httparse refuses obs-fold in one).
+    for value in line::raw_values(lines, buf, "content-length") {
+        reconcile(value, &mut found)?;
     }
     Ok(found)
 }

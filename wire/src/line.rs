@@ -50,7 +50,7 @@ where
     raw_values(lines, buf, name).map(unfold)
 }
 
-fn raw_values<'b, 'l>(
+pub(crate) fn raw_values<'b, 'l>(
     lines: &'l [Line],
     buf: &'b [u8],
     name: &'l str,
@@ -59,6 +59,10 @@ where
     'b: 'l,
 {
     lines.iter().filter_map(move |l| {
+        // Most lines are told apart by their length alone.
+        if l.name.len() != name.len() {
+            return None;
+        }
         let n = buf.get(l.name.clone())?;
         if n.eq_ignore_ascii_case(name.as_bytes()) {
             buf.get(l.value.clone())

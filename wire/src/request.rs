@@ -77,7 +77,9 @@ impl RequestHead {
     /// framing (a `Content-Length` is only checked without
     /// `Transfer-Encoding`, which overrides it).
     fn validate(&self, buf: &[u8]) -> Result<(), WireError> {
-        let mut hosts = line::values(&self.lines, buf, "host");
+        // A request's values are never folded (httparse refuses obs-fold in
+        // one): they are read raw.
+        let mut hosts = line::raw_values(&self.lines, buf, "host");
         let (host, second) = (hosts.next(), hosts.next());
         if second.is_some() || host.is_some_and(|h| h.contains(&b'@')) {
             return Err(WireError::BadHost);
@@ -149,7 +151,8 @@ fn origin_target_ok(target: &[u8]) -> bool {
     if !matches!(target.first(), Some(b'/' | b'?')) {
         return true;
     }
-    if String::from_utf8_lossy(target).len() > TARGET_MAX {
+    // Each byte is at most three as text (U+FFFD): a short target is short.
+    if target.len() > TARGET_MAX / 3 && String::from_utf8_lossy(target).len() > TARGET_MAX {
         return false;
     }
     let (path, query) = match target.iter().position(|&b| b == b'?') {

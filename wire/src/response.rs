@@ -36,6 +36,8 @@ pub struct ResponseHead {
     folded: bool,
     /// The first `Connection` line, by its index in `lines`.
     connection: Option<usize>,
+    /// The first `X-Accel-Buffering` line, by its index in `lines`.
+    accel: Option<usize>,
 }
 
 /// Parses a response head from the start of `buf` with Pingora's httparse
@@ -59,7 +61,12 @@ pub fn parse_response(buf: &[u8], max_headers: usize) -> Result<Parsed<ResponseH
             for (i, l) in h.lines.iter().enumerate() {
                 let name = buf.get(l.name.clone()).unwrap_or_default();
                 match name.len() {
-                    17 => h.transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding"),
+                    17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                        h.transfer_encoding = true
+                    }
+                    17 if h.accel.is_none() && name.eq_ignore_ascii_case(b"x-accel-buffering") => {
+                        h.accel = Some(i);
+                    }
                     14 if name.eq_ignore_ascii_case(b"content-length") => {
                         if let Ok(found) = &mut length {
                             let value = buf.get(l.value.clone()).unwrap_or_default();
@@ -118,6 +125,7 @@ fn parse_with<'b>(
         content_length: None,
         folded: has_fold(&buf[..len], resp.headers.len()),
         connection: None,
+        accel: None,
     }))
 }
 
@@ -148,6 +156,14 @@ impl ResponseHead {
     /// `Transfer-Encoding` did.
     pub fn content_length(&self) -> Option<u64> {
         self.content_length
+    }
+
+    /// The first `X-Accel-Buffering` value, found in the parse's one pass
+    /// over the names: the one field a proxy reads of every response
+    /// beside the framing ones (nginx's `ngx_http_upstream_process_buffering`).
+    pub fn accel_buffering<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        let l = self.lines.get(self.accel?)?;
+        buf.get(l.value.clone())
     }
 
     /// The first field named `name` (ASCII case-insensitive).

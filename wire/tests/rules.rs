@@ -546,3 +546,25 @@ fn a_head_says_whether_a_line_is_folded() {
         assert!(matches!(unfold(value), std::borrow::Cow::Borrowed(_)));
     }
 }
+
+#[test]
+fn the_first_accel_buffering_value_is_found_beside_the_framing_names() {
+    let cases: [(&[u8], Option<&[u8]>); 4] = [
+        (b"HTTP/1.1 200 OK\r\nX-Accel-Buffering: no\r\nContent-Length: 0\r\n\r\n", Some(b"no")),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-accel-buffering: yes\r\nX-Accel-Buffering: no\r\n\r\n", Some(b"yes")),
+        (b"HTTP/1.1 200 OK\r\nX-Accel-Bufferin: no\r\nContent-Length: 0\r\n\r\n", None),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", None),
+    ];
+    for (buf, want) in cases {
+        let h = resp(buf).expect("a head");
+        assert_eq!(
+            h.accel_buffering(buf),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(buf)
+        );
+    }
+    // Found with it, the chunked framing stays.
+    let (buf, _) = cases[1];
+    assert!(resp(buf).expect("a head").has_transfer_encoding());
+}
