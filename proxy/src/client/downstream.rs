@@ -68,7 +68,7 @@ impl Downstream {
             b"HEAD" => "HEAD",
             b"POST" => "POST",
             // A token: ASCII.
-            other => std::str::from_utf8(other).unwrap_or(""),
+            other => ferry_wire::text(other).unwrap_or(""),
         }
     }
 
@@ -254,7 +254,10 @@ impl Downstream {
     pub(crate) async fn write_response_body(&mut self, data: Bytes, end: bool) -> Result<()> {
         match self {
             Downstream::Ferry(s) => s.write_response_body(data, end).await,
-            Downstream::Pingora(s) => s.write_response_body(data, end).await,
+            // Boxed: Pingora's write is a large future, which every step
+            // that writes a body would otherwise carry (and copy) for
+            // Ferry's session too.
+            Downstream::Pingora(s) => Box::pin(s.write_response_body(data, end)).await,
         }
     }
 
@@ -340,7 +343,7 @@ impl Downstream {
     ) -> Result<()> {
         match self {
             Downstream::Ferry(_) => Ok(()),
-            Downstream::Pingora(s) => s.write_response_trailers(trailers).await,
+            Downstream::Pingora(s) => Box::pin(s.write_response_trailers(trailers)).await,
         }
     }
 

@@ -303,8 +303,24 @@ impl H1Session {
             (false, true) => Some("keep-alive"),
             (false, false) => Some("close"),
         };
-        let mut head = Vec::with_capacity(1024);
-        let framing = write(connection, &mut head)?;
+        // Made in the stream's write buffer where it may be, else in its own.
+        let mut head = None;
+        let framing = match self.stream.kept_buffer() {
+            Some(kept) => {
+                let before = kept.len();
+                let made = write(connection, kept);
+                if made.is_err() {
+                    kept.truncate(before);
+                }
+                made?
+            }
+            None => {
+                let mut own = Vec::with_capacity(1024);
+                let made = write(connection, &mut own)?;
+                head = Some(own);
+                made
+            }
+        };
         if !informational {
             self.body = self.framing(status, &framing);
             if self.body == Body::UntilClose {
@@ -312,10 +328,12 @@ impl H1Session {
             }
         }
         let flush = informational || !framing.has_length || self.body == Body::Length(0, 0);
-        self.stream
-            .write_all(&head)
-            .await
-            .or_err(ErrorType::WriteError, "writing response header")?;
+        if let Some(head) = head {
+            self.stream
+                .write_all(&head)
+                .await
+                .or_err(ErrorType::WriteError, "writing response header")?;
+        }
         if flush {
             self.flush("flushing response header").await?;
         }
@@ -512,7 +530,7 @@ fn made(head: &RequestHead, raw: &Bytes) -> Box<RequestHeader> {
 /// The request head as Pingora's header type, as Pingora's session makes
 /// it: names in the case they came in, values slices of the buffer.
 fn request_header(head: &RequestHead, raw: &Bytes) -> Result<Box<RequestHeader>> {
-    let method = std::str::from_utf8(&raw[head.method.clone()]).unwrap_or_default();
+    let method = ferry_wire::text(&raw[head.method.clone()]).unwrap_or_default();
     let target = &raw[head.target.clone()];
     let mut request = Box::new(RequestHeader::build(
         method,

@@ -150,6 +150,18 @@ impl ClockedStream {
         }
     }
 
+    /// The client stream's write buffer, for a response head to be made
+    /// in: on a plain connection whose request header was read, with no
+    /// flush asked per write. `None`: the head is written as bytes.
+    pub(crate) fn kept_buffer(&mut self) -> Option<&mut Vec<u8>> {
+        let keeps = self.state.load(Ordering::Relaxed) == REQUEST
+            && !self.flush_each.load(Ordering::Relaxed);
+        match &mut self.inner {
+            Transport::Plain(s) if keeps => Some(s.kept_buffer()),
+            _ => None,
+        }
+    }
+
     fn timed_out(&mut self) -> io::Error {
         self.state.store(REQUEST, Ordering::Relaxed);
         metrics()

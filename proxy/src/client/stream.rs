@@ -13,8 +13,10 @@
 //! its layers for the connection's whole life.
 //!
 //! Writes are buffered as Pingora's are (a response header and a small body
-//! leave in one `write`, at the flush Pingora's session makes); a write
-//! that does not fit goes out at once, in one `writev` with what was kept.
+//! leave in one `write`, at the flush Pingora's session makes); a response
+//! head is made in the buffer itself. A write that does not fit, or on
+//! plain TCP one of more than a few hundred bytes after a head, goes out at
+//! once, in one `writev` with what was kept (not copied in).
 //! A response whose writes must leave at once (an unbuffered one, or a
 //! header before a body sent past the stream with sendfile(2),
 //! [`crate::client::sendfile`]) is flushed write by write from above, by
@@ -40,6 +42,9 @@ use tokio::net::TcpStream;
 /// The most bytes kept before they are sent: a response header and a small
 /// body.
 const KEEP: usize = 4096;
+/// The most bytes of one write copied beside others already kept (see
+/// `ClientStream::keep`).
+const COPY_MOST: usize = 256;
 /// The most slices one `writev` is given.
 const MAX_SLICES: usize = 16;
 
@@ -151,9 +156,25 @@ impl ClientStream {
         }
     }
 
+    /// The buffer of what is kept, for a response head to be made in it
+    /// rather than copied into it (it leaves at the next flush, or with the
+    /// first write that does not fit beside it).
+    pub(crate) fn kept_buffer(&mut self) -> &mut Vec<u8> {
+        if self.kept.capacity() == 0 {
+            self.kept.reserve_exact(KEEP);
+        }
+        &mut self.kept
+    }
+
     /// Keep `bufs` when they fit beside what is kept.
     fn keep(&mut self, bufs: &[IoSlice<'_>], len: usize) -> bool {
         if self.kept.len() + len > KEEP {
+            return false;
+        }
+        // On plain TCP, a piece of some size goes out at once beside what is
+        // kept (a response head and its body in one `writev`, as nginx's
+        // chain), rather than copied in only to leave at the flush.
+        if !self.free_when_sent && len > COPY_MOST && !self.kept.is_empty() {
             return false;
         }
         if self.kept.capacity() == 0 {
