@@ -129,8 +129,11 @@ impl<'a> Iterator for Values<'a, '_> {
 }
 
 fn named(raw: &[u8], line: &Line, name: &[u8]) -> bool {
-    raw.get(line.name.clone())
-        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+    // Most lines are told apart by their length alone.
+    line.name.len() == name.len()
+        && raw
+            .get(line.name.clone())
+            .is_some_and(|n| n.eq_ignore_ascii_case(name))
 }
 
 fn value<'a>(raw: &'a [u8], line: &Line) -> &'a [u8] {

@@ -494,6 +494,10 @@ pub enum LineEdit {
     Drop,
     /// It becomes `Server: ferry` (a later `Server` line is dropped).
     Server,
+    /// A `Date` line: the client's writer sets it in its place.
+    Date,
+    /// A `Connection` line: the client's writer sets it in its place.
+    Connection,
 }
 
 /// The response-side rules of one route.
@@ -571,7 +575,8 @@ impl ResponsePlan {
 
     /// What [`ResponsePlan::build`] does to a server's line named `name`,
     /// for an HTTP/1 client, when the lines go to it as they came: dropped,
-    /// kept, or (the first `Server`) made `Server: ferry`.
+    /// kept, set in its place by the writer (`Date`, `Connection`), or
+    /// (the first `Server`) made `Server: ferry`.
     pub fn line_edit(&self, name: &[u8]) -> LineEdit {
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         match name.len() {
@@ -582,8 +587,8 @@ impl ResponsePlan {
                 }
             }
             // Set in place by the client's writer, as `build` leaves them.
-            4 if is(b"date") => return LineEdit::Keep,
-            10 if is(b"connection") => return LineEdit::Keep,
+            4 if is(b"date") => return LineEdit::Date,
+            10 if is(b"connection") => return LineEdit::Connection,
             10 if is(b"keep-alive") => return LineEdit::Drop,
             17 if is(b"transfer-encoding") => return LineEdit::Drop,
             _ => {}

@@ -365,9 +365,11 @@ impl Metrics {
                 self.cache.requests.with_label_values(&[zone, status]).inc();
             }
         }
-        let mut digits = [0; 3];
-        let code = status_label(r.status, &mut digits);
-        let requests = || self.requests.with_label_values(&[route, &*code]);
+        let requests = || {
+            let mut digits = [0; 3];
+            let code = status_label(r.status, &mut digits);
+            self.requests.with_label_values(&[route, &*code])
+        };
         match series.zip(COMMON.iter().position(|&c| c == r.status)) {
             Some((s, i)) => s.requests[i].get_or_init(requests).inc(),
             None => requests().inc(),
@@ -514,7 +516,7 @@ fn status_label(status: u16, digits: &mut [u8; 3]) -> Cow<'_, str> {
     digits[0] = b'0' + (status / 100) as u8;
     digits[1] = b'0' + (status / 10 % 10) as u8;
     digits[2] = b'0' + (status % 10) as u8;
-    std::str::from_utf8(digits).map_or_else(|_| status.to_string().into(), Cow::Borrowed)
+    ferry_wire::text(digits).map_or_else(|_| status.to_string().into(), Cow::Borrowed)
 }
 
 #[cfg(test)]

@@ -14,21 +14,61 @@ use std::time::Instant;
 
 /// An IPv4 address in dotted decimal, without the formatting machinery
 /// (this runs for every proxied request: `X-Forwarded-For`).
-fn ipv4_text(octets: [u8; 4]) -> String {
-    let mut s = String::with_capacity(15);
-    for (i, o) in octets.into_iter().enumerate() {
-        if i > 0 {
-            s.push('.');
+/// An IP address as text, on the stack (`$remote_addr`, made for every
+/// request's `X-Forwarded-For`).
+pub(crate) struct IpText {
+    /// The longest text of an IPv6 address is 45 bytes.
+    buf: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    fn of(addr: Option<std::net::IpAddr>) -> IpText {
+        let mut t = IpText {
+            buf: [0; 45],
+            len: 0,
+        };
+        match addr {
+            Some(std::net::IpAddr::V4(a)) => {
+                for (i, o) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    if o >= 100 {
+                        t.push(b'0' + o / 100);
+                    }
+                    if o >= 10 {
+                        t.push(b'0' + o / 10 % 10);
+                    }
+                    t.push(b'0' + o % 10);
+                }
+            }
+            Some(a) => {
+                use std::io::Write;
+                let mut rest = &mut t.buf[..];
+                if write!(rest, "{a}").is_ok() {
+                    let left = rest.len();
+                    t.len = (t.buf.len() - left) as u8;
+                }
+            }
+            None => {}
         }
-        if o >= 100 {
-            s.push(char::from(b'0' + o / 100));
-        }
-        if o >= 10 {
-            s.push(char::from(b'0' + o / 10 % 10));
-        }
-        s.push(char::from(b'0' + o % 10));
+        t
     }
-    s
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(usize::from(self.len)) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+}
+
+impl std::ops::Deref for IpText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        ferry_wire::text(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
 }
 
 /// What the route's cache did for a request (nginx
@@ -224,11 +264,12 @@ impl Request {
 
     /// `$remote_addr`: the client's IP address as text ("" when unknown).
     pub fn client_ip_text(&self) -> String {
-        match self.client_addr {
-            Some(SocketAddr::V4(a)) => ipv4_text(a.ip().octets()),
-            Some(a) => a.ip().to_string(),
-            None => String::new(),
-        }
+        self.client_ip().to_string()
+    }
+
+    /// [`Request::client_ip_text`] on the stack.
+    pub(crate) fn client_ip(&self) -> IpText {
+        IpText::of(self.client_addr.map(|a| a.ip()))
     }
 
     /// `$upstream_addr`: `10.0.0.1:80, 10.0.0.2:80`.

@@ -695,6 +695,17 @@ pub trait ProxyHttp: Send + Sync + 'static {
         true
     }
 
+    /// Whether the program defines any hook of its own. A program that
+    /// leaves them all as they are (the `ferry` binary's [`DefaultProxy`])
+    /// may say `false`: the calls that would do nothing are then not made
+    /// (`early_request_filter`, `request_filter`, `request_body_filter` on
+    /// an empty body, `upstream_peer`, `logging`), each a boxed future for
+    /// every request. The `filters_*` and `watches_upstream_connections`
+    /// say the same of one hook each.
+    fn defines_hooks(&self) -> bool {
+        true
+    }
+
     /// Whether [`connected_to_upstream`](ProxyHttp::connected_to_upstream)
     /// must hear of every try's connection. A program that leaves it as it
     /// is may say `false`: the connection's digest and the peer's view are
@@ -1027,6 +1038,9 @@ impl ProxyHttp for DefaultProxy {
     type CTX = ();
     fn new_ctx(&self) {}
     fn watches_upstream_connections(&self) -> bool {
+        false
+    }
+    fn defines_hooks(&self) -> bool {
         false
     }
     fn filters_response_body(&self) -> bool {

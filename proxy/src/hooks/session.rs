@@ -252,7 +252,7 @@ impl<'a> Session<'a> {
         let client = &*self.downstream;
         RequestVars {
             method: client.method(),
-            request_uri: std::str::from_utf8(client.raw_path()).unwrap_or("/"),
+            request_uri: ferry_wire::text(client.raw_path()).unwrap_or("/"),
             uri: &self.request.uri,
             host: &self.request.host,
             headers: client.fields(),

@@ -79,8 +79,10 @@ pub(crate) async fn read<P: ProxyHttp>(
     if s.downstream.is_body_empty() {
         // Pingora's rule: the filter sees every body's end, an empty one's
         // too (once, with `None`).
-        if let Err(e) = app.request_body_filter(s, &mut None, true, ctx).await {
-            return Err(filter_refused(&e));
+        if app.defines_hooks() {
+            if let Err(e) = app.request_body_filter(s, &mut None, true, ctx).await {
+                return Err(filter_refused(&e));
+            }
         }
         let framing = if declared.is_some() {
             BodyFraming::Length(0)

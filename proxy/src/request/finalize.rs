@@ -91,7 +91,9 @@ pub(crate) async fn finalize<P: ProxyHttp>(
         request,
         runtime: rt,
     };
-    app.logging(&mut s, error.as_deref(), ctx).await;
+    if app.defines_hooks() {
+        app.logging(&mut s, error.as_deref(), ctx).await;
+    }
 }
 
 /// A request failed with `e` (a hook's error, or Ferry's): answered through

@@ -84,7 +84,7 @@ pub(crate) async fn process_request<P: ProxyHttp>(
         return Ok(end);
     }
     // 3. The request filter hook (nginx access/rewrite phases).
-    if app.request_filter(&mut s, ctx).await? {
+    if app.defines_hooks() && app.request_filter(&mut s, ctx).await? {
         return Ok(End::Complete);
     }
     let Some(route) = s.request.route.map(|i| &rt.routes[i]) else {
@@ -133,7 +133,9 @@ async fn route<P: ProxyHttp>(
     s.request.uri = path;
     // Ferry's session knows its target as it came; Pingora's is kept.
     let target = (!s.downstream.is_ferry()).then(|| s.downstream.req_header().uri.clone());
-    app.early_request_filter(s, ctx).await?;
+    if app.defines_hooks() {
+        app.early_request_filter(s, ctx).await?;
+    }
     let changed = match target {
         Some(target) => s.downstream.req_header().uri != target,
         None => s.downstream.target_changed(),
@@ -667,7 +669,7 @@ fn admissible(ps: &mut Downstream) -> std::result::Result<String, (u16, &'static
     if ps.is_http2() {
         join_cookies(ps.req_header_mut());
     }
-    let path = match std::str::from_utf8(ps.raw_path()) {
+    let path = match ferry_wire::text(ps.raw_path()) {
         Ok(p) => normalize_path(p),
         Err(_) => normalize_path(&String::from_utf8_lossy(ps.raw_path())),
     };

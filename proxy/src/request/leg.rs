@@ -56,7 +56,11 @@ pub(crate) struct RequestLeg<'l, 's, P: ProxyHttp> {
 
 impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
     async fn group(&mut self) -> Result<Arc<Upstream>> {
-        match self.app.upstream_peer(self.s, self.ctx).await? {
+        let choice = match self.app.defines_hooks() {
+            true => self.app.upstream_peer(self.s, self.ctx).await?,
+            false => PeerChoice::Route,
+        };
+        match choice {
             PeerChoice::Route => self.route.upstream.clone().ok_or_else(|| {
                 Error::explain(ErrorType::InternalError, "no upstream group for this route")
             }),
@@ -74,7 +78,7 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
 
     fn key(&self, upstream: &Upstream) -> (String, Option<IpAddr>) {
         let hash = upstream.hash_key.as_ref().map_or_else(String::new, |t| {
-            let remote = self.s.request.client_ip_text();
+            let remote = self.s.request.client_ip();
             self.s.vars(&remote, &upstream.name).render(t)
         });
         (hash, self.s.request.client_addr.map(|a| a.ip()))
@@ -101,7 +105,7 @@ impl<P: ProxyHttp> Leg for RequestLeg<'_, '_, P> {
             }
         }
         let mut req = {
-            let remote = self.s.request.client_ip_text();
+            let remote = self.s.request.client_ip();
             let vars = self.s.vars(&remote, &upstream.name);
             let client = self.s.downstream.req_header();
             let mut req = self
@@ -210,7 +214,7 @@ impl<P: ProxyHttp> RequestLeg<'_, '_, P> {
     /// The request head as HTTP/1 bytes, when the route's plan can write it
     /// so (see [`ferry_filters::headers::RequestPlan::write_h1`]).
     fn wire_request(&self, upstream: &Upstream) -> Option<WireHead> {
-        let remote = self.s.request.client_ip_text();
+        let remote = self.s.request.client_ip();
         let vars = self.s.vars(&remote, &upstream.name);
         let client = &*self.s.downstream;
         let head = (client.method(), client.raw_path(), client.fields());

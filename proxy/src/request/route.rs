@@ -77,7 +77,7 @@ fn percent_decode(s: &str) -> String {
 /// The host a request names: `Host` without its port, lower-cased.
 pub fn request_host(host_header: Option<&[u8]>) -> String {
     let raw = host_header.unwrap_or_default();
-    match std::str::from_utf8(raw) {
+    match ferry_wire::text(raw) {
         Ok(h) => host_of(h),
         Err(_) => host_of(&String::from_utf8_lossy(raw)),
     }

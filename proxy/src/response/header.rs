@@ -22,7 +22,11 @@ pub fn accel_buffering(upstream: &Head) -> Option<bool> {
     // A name made once: a `&str` is parsed into one on every lookup.
     const X_ACCEL_BUFFERING: header::HeaderName =
         header::HeaderName::from_static("x-accel-buffering");
-    let v = upstream.get(&X_ACCEL_BUFFERING)?;
+    let v = match upstream.wire() {
+        // Found as the head was parsed.
+        Some(w) => w.head.accel_buffering(&w.raw)?,
+        None => upstream.get(&X_ACCEL_BUFFERING)?,
+    };
     if v.eq_ignore_ascii_case(b"yes") {
         Some(true)
     } else if v.eq_ignore_ascii_case(b"no") {
@@ -111,14 +115,12 @@ pub(crate) fn forwarded<'w>(
         }
         let value = &raw[l.value.clone()];
         match plan.line_edit(name) {
-            LineEdit::Keep => match name.len() {
-                4 if is(b"date") => out.push(Piece::Date(name, value)),
-                10 if is(b"connection") => out.push(Piece::Connection(name, value)),
-                n => {
-                    has_length |= n == 14 && is(b"content-length");
-                    out.line(l);
-                }
-            },
+            LineEdit::Keep => {
+                has_length |= name.len() == 14 && is(b"content-length");
+                out.line(l);
+            }
+            LineEdit::Date => out.push(Piece::Date(name, value)),
+            LineEdit::Connection => out.push(Piece::Connection(name, value)),
             LineEdit::Drop => {}
             LineEdit::Server if server => {}
             LineEdit::Server => {

@@ -161,7 +161,7 @@ fn made(head: &ResponseHead, raw: &Bytes, keep_case: bool) -> Result<Box<Respons
 /// A reason phrase as Pingora's header keeps it: text, or none at all
 /// (empty) when its bytes are not UTF-8.
 pub(crate) fn reason(raw: &[u8]) -> &str {
-    std::str::from_utf8(raw).unwrap_or_default()
+    ferry_wire::text(raw).unwrap_or_default()
 }
 
 #[cfg(test)]

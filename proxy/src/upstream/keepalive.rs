@@ -19,7 +19,8 @@ pub struct Keepalive {
     pub idle_max: usize,
     pub idle_timeout: Duration,
     requests: u32,
-    max_age: Duration,
+    /// `keepalive_time`, in milliseconds.
+    max_age_ms: u64,
 }
 
 /// What a connection served: when it was made, and its requests.
@@ -46,7 +47,7 @@ impl Keepalive {
             idle_max: u.keepalive,
             idle_timeout: u.keepalive_timeout.get(),
             requests: u.keepalive_requests.max(1),
-            max_age: u.keepalive_time.get(),
+            max_age_ms: u64::try_from(u.keepalive_time.get().as_millis()).unwrap_or(u64::MAX),
         }
     }
 
@@ -55,9 +56,7 @@ impl Keepalive {
     pub fn after_request(&self, usage: &mut Usage) -> bool {
         usage.requests = usage.requests.saturating_add(1);
         let age = ferry_timer::clock::now_ms().saturating_sub(usage.made_ms);
-        self.idle_max > 0
-            && usage.requests < self.requests
-            && u128::from(age) <= self.max_age.as_millis()
+        self.idle_max > 0 && usage.requests < self.requests && age <= self.max_age_ms
     }
 }
 
