@@ -102,7 +102,9 @@ pub async fn read_watching<U: UpstreamBody, C: DownstreamBody>(
     }
     let mut check = Box::pin(client_check());
     loop {
+        // The read first: its end is what wakes the task nearly always.
         tokio::select! {
+            biased;
             r = &mut read => return Some(r),
             () = &mut check => {
                 if client.is_gone() {

@@ -43,7 +43,10 @@ pub(crate) async fn unless_client_leaves<F: Future>(fd: Option<i32>, work: F) ->
     }
     loop {
         let check = ferry_filters::pipe::client_check();
+        // The work first: its end is what wakes the task nearly always,
+        // and the check's slot is then not looked at.
         tokio::select! {
+            biased;
             out = work.as_mut() => return Some(out),
             () = check => {
                 if has_closed(fd) {
