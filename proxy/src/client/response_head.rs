@@ -78,9 +78,12 @@ pub(crate) enum Piece<'a> {
 pub(crate) struct LineHead<'a> {
     pub status: u16,
     pub reason: Option<&'a [u8]>,
-    pub pieces: Vec<Piece<'a>>,
+    pub pieces: Pieces<'a>,
     pub framing: Framing,
 }
+
+/// A forwarded head's pieces: a few runs and set lines, kept inline.
+pub(crate) type Pieces<'a> = smallvec::SmallVec<[Piece<'a>; 8]>;
 
 /// Write `head`, then `added` lines, as [`write`] writes a header holding
 /// the same lines.

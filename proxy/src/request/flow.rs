@@ -730,13 +730,16 @@ fn to_origin_form(req: &mut pingora_http::RequestHeader) -> Result<()> {
 /// nor `*` for `OPTIONS`.
 fn unservable(ps: &Downstream) -> Option<(u16, &'static str)> {
     let h = ps.fields();
-    if ps.is_http1() && ps.version() == http::Version::HTTP_11 && h.get("host").is_none() {
-        return Some((400, "no_host"));
+    // One look at the `Host` lines: each valid, and one there for HTTP/1.1.
+    let mut hosts = 0;
+    for v in h.values("host") {
+        if !crate::request::route::valid_host(v) {
+            return Some((400, "bad_host"));
+        }
+        hosts += 1;
     }
-    if h.values("host")
-        .any(|v| !crate::request::route::valid_host(v))
-    {
-        return Some((400, "bad_host"));
+    if hosts == 0 && ps.is_http1() && ps.version() == http::Version::HTTP_11 {
+        return Some((400, "no_host"));
     }
     let method = ps.method();
     if !method

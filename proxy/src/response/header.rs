@@ -194,7 +194,7 @@ fn reason(wire: &Wire) -> Option<&[u8]> {
 /// it in `raw`, so a run is copied at once.
 struct Pieces<'w> {
     raw: &'w [u8],
-    pieces: Vec<Piece<'w>>,
+    pieces: crate::client::response_head::Pieces<'w>,
     run: Option<std::ops::Range<usize>>,
 }
 
@@ -202,7 +202,7 @@ impl<'w> Pieces<'w> {
     fn new(raw: &'w [u8], lines: usize) -> Pieces<'w> {
         Pieces {
             raw,
-            pieces: Vec::with_capacity(lines),
+            pieces: crate::client::response_head::Pieces::with_capacity(lines),
             run: None,
         }
     }
@@ -237,7 +237,7 @@ impl<'w> Pieces<'w> {
         }
     }
 
-    fn done(mut self) -> Vec<Piece<'w>> {
+    fn done(mut self) -> crate::client::response_head::Pieces<'w> {
         self.flush();
         self.pieces
     }
@@ -361,6 +361,7 @@ mod tests {
             };
             let mut ours = Vec::new();
             let framing = response_head::write_lines(&fw, added, Some(connection), &mut ours);
+            drop(fw);
             let mut made = head.into_header().expect("made");
             build(&route, &mut made, version, "example.com", "http").expect("built");
             for (name, value) in added {
@@ -427,7 +428,7 @@ mod tests {
         let head = read(b"HTTP/1.1 200 OK\r\nSet-Cookie: a\r\nX-A: 1\r\nSet-Cookie: b\r\n\r\n");
         let fw = forwarded(plan, true, head.wire().expect("as read"), &[], true).expect("lines");
         assert_eq!(
-            fw.pieces,
+            fw.pieces[..],
             [
                 Piece::Lines(b"Set-Cookie: a\r\nX-A: 1\r\nSet-Cookie: b\r\n"),
                 Piece::Line(b"Server", b"ferry"),
