@@ -87,7 +87,7 @@ mod tests {
         u.keepalive_time = ferry_conf::Duration(Duration::from_millis(1));
         let k = Keepalive::new(&u);
         let mut old = Usage {
-            made_ms: ferry_timer::clock::now_ms() - 1000,
+            made_ms: ferry_timer::clock::now_ms().saturating_sub(1000),
             requests: 0,
         };
         assert!(!k.after_request(&mut old));
