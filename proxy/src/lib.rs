@@ -76,6 +76,7 @@ pub(crate) mod access_log;
 pub(crate) mod admin;
 #[cfg(feature = "mimalloc")]
 pub mod allocator;
+pub(crate) mod boxed;
 pub(crate) mod cache;
 pub(crate) mod cli;
 pub(crate) mod client;

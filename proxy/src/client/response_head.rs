@@ -78,12 +78,9 @@ pub(crate) enum Piece<'a> {
 pub(crate) struct LineHead<'a> {
     pub status: u16,
     pub reason: Option<&'a [u8]>,
-    pub pieces: Pieces<'a>,
+    pub pieces: Vec<Piece<'a>>,
     pub framing: Framing,
 }
-
-/// A forwarded head's pieces: a few runs and set lines, kept inline.
-pub(crate) type Pieces<'a> = smallvec::SmallVec<[Piece<'a>; 8]>;
 
 /// Write `head`, then `added` lines, as [`write`] writes a header holding
 /// the same lines.

@@ -226,19 +226,6 @@ impl<P: ProxyHttp> FerryHttp<P> {
     }
 }
 
-/// `make()`'s future on the heap, made there rather than made on the stack
-/// and copied: a request's future is some 10 KiB, and `Box::pin` would copy
-/// all of it for every request (a tenth of a small request's instructions).
-fn boxed_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
-    let mut slot = Box::<F>::new_uninit();
-    // SAFETY: `write` initialises the whole slot before `assume_init`; the
-    // future is pinned from then on and never moved out of its box.
-    unsafe {
-        slot.as_mut_ptr().write(make());
-        std::pin::Pin::new_unchecked(slot.assume_init())
-    }
-}
-
 /// The connection back from a finished request's session, and the bytes
 /// of the next request the client sent already (pipelining), boxed: the
 /// connection's state keeps room for them while it waits. A plain
@@ -301,7 +288,7 @@ impl<P: ProxyHttp> HttpServerApp for Http2<P> {
     ) -> Option<ReusedHttpStream> {
         // Made in its box, as an HTTP/1 request's is: `Box::pin` would copy
         // the 10 KiB future into it (13K instructions per HTTP/2 request).
-        boxed_in_place(|| self.0.serve_one(session, None)).await;
+        crate::boxed::in_place(|| self.0.serve_one(session, None)).await;
         None
     }
 }
@@ -328,8 +315,9 @@ impl<P: ProxyHttp> FerryHttp<P> {
             // Boxed: the request's large future (its session made inside
             // it, never in this loop's state) lives while it is served and
             // is gone before the connection waits for the next one.
-            let request =
-                boxed_in_place(|| self.serve_next(stream, ahead.take(), next.take(), kept.take()));
+            let request = crate::boxed::in_place(|| {
+                self.serve_next(stream, ahead.take(), next.take(), kept.take())
+            });
             let Some(((back, sent), then, keep)) = request.await else {
                 return;
             };

@@ -181,7 +181,9 @@ impl<P: ProxyHttp> DownstreamBody for ClientWriter<'_, '_, P> {
         };
         *self.2 += last.len() as u64;
         let trailers = self.trailers()?;
-        end_body(self.0, last, trailers)
+        // On the heap, made in place: the write's future is large, and the
+        // pipe's steps above would each copy it.
+        crate::boxed::in_place(|| end_body(self.0, last, trailers))
             .await
             .map_err(|e| pipe_error(Side::Client, &e))
     }

@@ -194,7 +194,7 @@ fn reason(wire: &Wire) -> Option<&[u8]> {
 /// it in `raw`, so a run is copied at once.
 struct Pieces<'w> {
     raw: &'w [u8],
-    pieces: crate::client::response_head::Pieces<'w>,
+    pieces: Vec<Piece<'w>>,
     run: Option<std::ops::Range<usize>>,
 }
 
@@ -202,7 +202,7 @@ impl<'w> Pieces<'w> {
     fn new(raw: &'w [u8], lines: usize) -> Pieces<'w> {
         Pieces {
             raw,
-            pieces: crate::client::response_head::Pieces::with_capacity(lines),
+            pieces: Vec::with_capacity(lines),
             run: None,
         }
     }
@@ -237,7 +237,7 @@ impl<'w> Pieces<'w> {
         }
     }
 
-    fn done(mut self) -> crate::client::response_head::Pieces<'w> {
+    fn done(mut self) -> Vec<Piece<'w>> {
         self.flush();
         self.pieces
     }
