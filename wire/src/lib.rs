@@ -23,7 +23,7 @@ pub use framing::Framing;
 pub use line::{unfold, Line};
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};
-pub use text::{ascii_text, text};
+pub use text::text;
 
 /// Pingora's bound on a head (pingora-core `MAX_HEADER_SIZE`): a caller
 /// refuses a head still `Partial` after this many bytes, as Pingora does.

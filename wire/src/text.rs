@@ -4,7 +4,7 @@
 
 /// `bytes` as text when they are ASCII; `None` otherwise (the caller then
 /// takes its UTF-8 path).
-pub fn ascii_text(bytes: &[u8]) -> Option<&str> {
+fn ascii_text(bytes: &[u8]) -> Option<&str> {
     if !bytes.is_ascii() {
         return None;
     }

@@ -26,9 +26,8 @@ use tokio::net::TcpStream;
 /// its keepalive timeout, and at most two ticks later.
 const TICK: Duration = Duration::from_millis(50);
 
-fn tick_ms() -> u64 {
-    TICK.as_millis() as u64
-}
+/// [`TICK`] in milliseconds.
+const TICK_MS: u64 = TICK.as_millis() as u64;
 
 /// No slot held.
 const NONE: u32 = u32::MAX;
@@ -102,7 +101,7 @@ impl IdleClients {
         timeout: Option<Duration>,
     ) -> NextByte<'a> {
         // The first tick at or after the deadline: never early.
-        let tick = tick_ms();
+        let tick = TICK_MS;
         let until = match timeout {
             Some(t) if !t.is_zero() => {
                 let wait = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
@@ -145,7 +144,7 @@ impl IdleClients {
 
     /// Whole ticks since the epoch.
     fn ticks(&self) -> u32 {
-        let ticks = self.since_epoch_ms() / tick_ms();
+        let ticks = self.since_epoch_ms() / TICK_MS;
         u32::try_from(ticks).unwrap_or(NEVER - 1)
     }
 
