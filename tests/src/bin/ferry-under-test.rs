@@ -1,5 +1,8 @@
 //! The `ferry` binary as the integration tests run it (Cargo hands tests
-//! the path of their own package's binaries only).
+//! the path of their own package's binaries only), with its allocator.
+
+#[global_allocator]
+static ALLOC: ferry::allocator::Mimalloc = ferry::allocator::Mimalloc;
 
 fn main() {
     let code = ferry::Program::new("ferry")
