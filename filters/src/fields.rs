@@ -20,9 +20,10 @@ pub enum Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// The first value of the field `name` (lower case).
+    #[inline]
     pub fn get(&self, name: &str) -> Option<&'a [u8]> {
         match *self {
-            Fields::Header(h) => h.headers.get(name).map(|v| v.as_bytes()),
+            Fields::Header(h) => header_get(h, name),
             Fields::Lines { raw, lines } => lines
                 .iter()
                 .find(|l| named(raw, l, name.as_bytes()))
@@ -31,9 +32,10 @@ impl<'a> Fields<'a> {
     }
 
     /// The first value of the field `name`.
+    #[inline]
     pub fn get_name(&self, name: &HeaderName) -> Option<&'a [u8]> {
         match *self {
-            Fields::Header(h) => h.headers.get(name).map(|v| v.as_bytes()),
+            Fields::Header(h) => header_get(h, name),
             Fields::Lines { .. } => self.get(name.as_str()),
         }
     }
@@ -44,6 +46,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Every value of the field `name` (lower case), in order, one by one.
+    #[inline]
     pub fn values<'n>(&self, name: &'n str) -> Values<'a, 'n> {
         match *self {
             Fields::Header(h) => Values::Header(h.headers.get_all(name).into_iter()),
@@ -118,9 +121,10 @@ pub enum Values<'a, 'n> {
 impl<'a> Iterator for Values<'a, '_> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         match self {
-            Values::Header(values) => values.next().map(|v| v.as_bytes()),
+            Values::Header(values) => next_value(values),
             Values::Lines { raw, lines, name } => lines
                 .find(|l| named(raw, l, name.as_bytes()))
                 .map(|l| value(raw, l)),
@@ -128,6 +132,21 @@ impl<'a> Iterator for Values<'a, '_> {
     }
 }
 
+// A header's lookups stay out of line: inlined, their hashing made every
+// lookup in the lines (the usual case) save and restore a frame's worth of
+// registers.
+
+#[inline(never)]
+fn header_get<'a>(h: &'a RequestHeader, name: impl http::header::AsHeaderName) -> Option<&'a [u8]> {
+    h.headers.get(name).map(|v| v.as_bytes())
+}
+
+#[inline(never)]
+fn next_value<'a>(values: &mut http::header::ValueIter<'a, http::HeaderValue>) -> Option<&'a [u8]> {
+    values.next().map(|v| v.as_bytes())
+}
+
+#[inline]
 fn named(raw: &[u8], line: &Line, name: &[u8]) -> bool {
     // Most lines are told apart by their length alone.
     line.name.len() == name.len()
