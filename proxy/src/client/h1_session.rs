@@ -151,7 +151,12 @@ impl H1Session {
         mut buf: BytesMut,
     ) -> Box<H1Session> {
         let (keepalive, asked_close) = keepalive_of(&head, &buf);
-        let ahead = buf.split_off(head.len);
+        // Split only when bytes follow the head: a split shares the buffer,
+        // which costs an allocation of its own.
+        let ahead = match buf.len() > head.len {
+            true => buf.split_off(head.len),
+            false => BytesMut::new(),
+        };
         let whole = head.target.clone();
         let target = match memchr::memchr(b'#', &buf[whole.clone()]) {
             Some(fragment) => whole.start..whole.start + fragment,

@@ -757,10 +757,9 @@ fn unservable(ps: &Downstream) -> Option<(u16, &'static str)> {
     if !asterisk && (target.first() != Some(&b'/') || spaced == Some(false)) {
         return Some((400, "bad_target"));
     }
-    let te = h.get_all("transfer-encoding");
-    if te.is_empty() {
-        return None;
-    }
+    let mut te = h.values("transfer-encoding");
+    let first = te.next()?;
+    let lone_chunked = te.next().is_none() && first.trim_ascii().eq_ignore_ascii_case(b"chunked");
     let both = h.get("content-length").is_some()
         || ps.raw_header().is_some_and(|raw| {
             raw.split(|&b| b == b'\n')
@@ -769,6 +768,5 @@ fn unservable(ps: &Downstream) -> Option<(u16, &'static str)> {
     if both {
         return Some((400, "smuggling"));
     }
-    let lone_chunked = te.len() == 1 && te[0].trim_ascii().eq_ignore_ascii_case(b"chunked");
     (!lone_chunked).then_some((501, "transfer_coding"))
 }
