@@ -355,7 +355,12 @@ impl Group {
     /// Pick a peer for the next try, or `None` when no peer is live ("no
     /// live upstreams": every one tried, down, failed or full).
     pub fn select(&self, cursor: &mut Cursor, key: &Key) -> Option<Lease> {
-        let now = Instant::now();
+        self.select_at(cursor, key, Instant::now())
+    }
+
+    /// [`Group::select`] at `now`, a time the caller read just before (a
+    /// request's first try takes the time its tries began).
+    pub fn select_at(&self, cursor: &mut Cursor, key: &Key, now: Instant) -> Option<Lease> {
         let mut guard = self.lock();
         let m = &mut *guard;
         if cursor.generation != m.generation {

@@ -40,7 +40,7 @@ pub struct Times {
 pub(crate) struct Timing {
     /// This try is counted in its server's `inflight_reqs`.
     pub inflight: bool,
-    /// When it was picked (ms on `now_ms`'s clock).
+    /// When it was picked (ms on `now_ms`'s clock), if `inflight`.
     pub taken: u64,
     /// The group's averages take this try's header time ([`on_header`]).
     pub counts_header: bool,
@@ -213,8 +213,9 @@ pub(crate) fn on_selected(
     st: &mut PeerState,
     now: Instant,
 ) -> Timing {
-    let at = now_ms(now);
     let inflight = conf(balance).is_some_and(|c| c.inflight) && !single;
+    // Only a try in flight reads when it was taken.
+    let at = if inflight { now_ms(now) } else { 0 };
     if inflight {
         st.times.start_inflight(at);
     }

@@ -56,8 +56,8 @@ pub(crate) struct Held {
     try_index: usize,
     /// The group the server is in.
     upstream: Arc<Upstream>,
-    /// When the balancer picked the server.
-    picked: SystemTime,
+    /// When the balancer picked the server, if `sticky` may read it.
+    picked: Option<SystemTime>,
 }
 
 impl Held {
@@ -69,7 +69,7 @@ impl Held {
     /// When the balancer picked the server (nginx's `ngx_time()` in
     /// `get_peer`, where `sticky cookie` dates its `expires`).
     pub fn picked_at(&self) -> SystemTime {
-        self.picked
+        self.picked.unwrap_or_else(SystemTime::now)
     }
 
     /// The response is done: the try is complete in the record and the
@@ -167,8 +167,8 @@ struct Current {
     peer: Arc<UpstreamPeer>,
     /// Its place in the request's record of tries.
     index: usize,
-    /// When the balancer picked it.
-    picked: SystemTime,
+    /// When the balancer picked it, if `sticky` may read it.
+    picked: Option<SystemTime>,
 }
 
 /// What a try was judged: the rules' outcome and verdict, whether it was a
@@ -205,6 +205,8 @@ pub(crate) async fn run<L: Leg>(
         body_used: false,
         next_group: None,
     };
+    // The first try begins when the tries did (one reading of the clock).
+    let mut began = Some(policy.started);
     loop {
         let upstream = match tries.next_group.take() {
             Some(u) => u,
@@ -215,13 +217,15 @@ pub(crate) async fn run<L: Leg>(
             // A streamed body went to a try already: nothing to resend.
             return Ok(Chosen::Fail(502));
         }
-        let Some(lease) = select(leg, &upstream, &mut tries.cursors[at].1) else {
+        let now = began.take().unwrap_or_else(Instant::now);
+        let Some(lease) = select(leg, &upstream, &mut tries.cursors[at].1, now) else {
             return Ok(Chosen::Fail(Failure::NoLive.status()));
         };
-        let picked = SystemTime::now();
+        // Only `sticky cookie` reads it (for its `expires`).
+        let picked = upstream.sticky.is_some().then(SystemTime::now);
         let peer = leg.peer(&upstream, &lease);
         let index = leg.tries().len();
-        let record = new_try(peer.addr_text.clone(), &upstream, TryOutcome::Used);
+        let record = new_try(peer.addr_text.clone(), &upstream, TryOutcome::Used, now);
         leg.tries().push(record);
         let generation = lease.members().1;
         let attempt = attempt(leg, &upstream, &peer, generation, buffer_size).await;
@@ -243,7 +247,12 @@ pub(crate) async fn run<L: Leg>(
 
 /// The balancer's pick in `upstream` for this leg, or `None` (recorded and
 /// logged: nginx's "no live upstreams").
-fn select<L: Leg>(leg: &mut L, upstream: &Upstream, cursor: &mut Cursor) -> Option<Lease> {
+fn select<L: Leg>(
+    leg: &mut L,
+    upstream: &Upstream,
+    cursor: &mut Cursor,
+    now: Instant,
+) -> Option<Lease> {
     let (hash, client_ip) = leg.key(upstream);
     let bound = leg.sticky(upstream);
     let key = Key {
@@ -251,13 +260,13 @@ fn select<L: Leg>(leg: &mut L, upstream: &Upstream, cursor: &mut Cursor) -> Opti
         client_ip,
         sticky: bound.as_deref(),
     };
-    let lease = upstream.group.select(cursor, &key);
+    let lease = upstream.group.select_at(cursor, &key, now);
     if lease.is_none() {
         log::error!(
             "no live upstreams while connecting to upstream \"{}\"",
             upstream.name
         );
-        let record = new_try(upstream.name.clone(), upstream, TryOutcome::NoLive);
+        let record = new_try(upstream.name.clone(), upstream, TryOutcome::NoLive, now);
         leg.tries().push(record);
     }
     lease
@@ -575,14 +584,14 @@ fn log_failure(f: Failure, lease: &Lease, upstream: &Upstream, e: &Error) {
     );
 }
 
-fn new_try(addr: String, upstream: &Upstream, outcome: TryOutcome) -> Try {
+fn new_try(addr: String, upstream: &Upstream, outcome: TryOutcome, started: Instant) -> Try {
     Try {
         addr,
         group: upstream.name.clone(),
         status: None,
         outcome,
         reused: false,
-        started: Instant::now(),
+        started,
         header_time: None,
         response_time: None,
     }
