@@ -108,7 +108,7 @@ pub(crate) fn connection_keepalive(lines: &[Line], buf: &[u8]) -> Option<bool> {
 /// What a `Connection` value says about keepalive (see
 /// `connection_keepalive`).
 pub(crate) fn connection_verdict(value: &[u8]) -> Option<bool> {
-    if value.eq_ignore_ascii_case(b"keep-alive") {
+    if crate::same_name(value, b"keep-alive") {
         return Some(true);
     }
     // Pingora reads the list only as UTF-8, and a list never means keep-alive.

@@ -64,7 +64,7 @@ where
             return None;
         }
         let n = buf.get(l.name.clone())?;
-        if n.eq_ignore_ascii_case(name.as_bytes()) {
+        if crate::same_name(n, name.as_bytes()) {
             buf.get(l.value.clone())
         } else {
             None

@@ -10,6 +10,7 @@ use std::ops::Range;
 use crate::error::from_httparse;
 use crate::framing::{self, Framing};
 use crate::line::{self, range_in, Line};
+use crate::name::same_name;
 use crate::{Parsed, WireError};
 
 /// A parsed response head; every range points into the parsed buffer.
@@ -61,13 +62,11 @@ pub fn parse_response(buf: &[u8], max_headers: usize) -> Result<Parsed<ResponseH
             for (i, l) in h.lines.iter().enumerate() {
                 let name = buf.get(l.name.clone()).unwrap_or_default();
                 match name.len() {
-                    17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                        h.transfer_encoding = true
-                    }
-                    17 if h.accel.is_none() && name.eq_ignore_ascii_case(b"x-accel-buffering") => {
+                    17 if same_name(name, b"transfer-encoding") => h.transfer_encoding = true,
+                    17 if h.accel.is_none() && same_name(name, b"x-accel-buffering") => {
                         h.accel = Some(i);
                     }
-                    14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    14 if same_name(name, b"content-length") => {
                         if let Ok(found) = &mut length {
                             let value = buf.get(l.value.clone()).unwrap_or_default();
                             let value = match h.folded {
@@ -79,7 +78,7 @@ pub fn parse_response(buf: &[u8], max_headers: usize) -> Result<Parsed<ResponseH
                             }
                         }
                     }
-                    10 if h.connection.is_none() && name.eq_ignore_ascii_case(b"connection") => {
+                    10 if h.connection.is_none() && same_name(name, b"connection") => {
                         h.connection = Some(i);
                     }
                     _ => {}
