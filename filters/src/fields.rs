@@ -152,7 +152,7 @@ fn named(raw: &[u8], line: &Line, name: &[u8]) -> bool {
     line.name.len() == name.len()
         && raw
             .get(line.name.clone())
-            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            .is_some_and(|n| ferry_wire::same_name(n, name))
 }
 
 fn value<'a>(raw: &'a [u8], line: &Line) -> &'a [u8] {

@@ -120,10 +120,11 @@ impl RequestPlan {
     }
 
     fn is_overridden(&self, name: &[u8]) -> bool {
-        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
-        name.eq_ignore_ascii_case(b"host")
-            || name.eq_ignore_ascii_case(b"x-forwarded-for")
-            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+        let same = ferry_wire::same_name;
+        let is = |n: &HeaderName| same(name, n.as_str().as_bytes());
+        same(name, b"host")
+            || same(name, b"x-forwarded-for")
+            || same(name, b"x-forwarded-proto")
             || self.removed.iter().any(is)
             || self.set.iter().any(|(n, _)| is(n))
     }
@@ -141,8 +142,10 @@ impl RequestPlan {
             .filter(|t| !t.is_empty())
             .collect();
         move |name: &[u8]| {
-            !REQUEST_DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d))
-                && !listed.iter().any(|l| name.eq_ignore_ascii_case(l))
+            !REQUEST_DROPPED
+                .iter()
+                .any(|d| ferry_wire::same_name(name, d))
+                && !listed.iter().any(|l| ferry_wire::same_name(name, l))
                 && !self.is_overridden(name)
         }
     }
@@ -508,6 +511,9 @@ pub struct ResponsePlan {
     hidden_names: Vec<Box<[u8]>>,
     /// Bit `n` set: a hidden name is `n` bytes long (below 64).
     hidden_lengths: u64,
+    /// Bit `n` set: a name `n` bytes long may be edited (hidden, or one of
+    /// those [`ResponsePlan::line_edit`] names).
+    edited_lengths: u64,
     pass_server: bool,
 }
 
@@ -534,10 +540,18 @@ impl ResponsePlan {
             .iter()
             .filter(|n| n.len() < 64)
             .fold(0, |bits, n| bits | 1 << n.len());
+        let named = [
+            b"date".len(),
+            b"server".len(),
+            b"connection".len(),
+            b"transfer-encoding".len(),
+        ];
+        let edited_lengths = named.iter().fold(hidden_lengths, |bits, n| bits | 1 << n);
         ResponsePlan {
             hidden,
             hidden_names,
             hidden_lengths,
+            edited_lengths,
             pass_server: passed("server"),
         }
     }
@@ -577,8 +591,19 @@ impl ResponsePlan {
     /// for an HTTP/1 client, when the lines go to it as they came: dropped,
     /// kept, set in its place by the writer (`Date`, `Connection`), or
     /// (the first `Server`) made `Server: ferry`.
+    #[inline]
     pub fn line_edit(&self, name: &[u8]) -> LineEdit {
-        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        // Most names have a length no edited name has: kept at once.
+        let len = name.len();
+        if len < 64 && self.edited_lengths & (1 << len) == 0 {
+            return LineEdit::Keep;
+        }
+        self.named_line_edit(name)
+    }
+
+    #[inline(never)]
+    fn named_line_edit(&self, name: &[u8]) -> LineEdit {
+        let is = |n: &[u8]| ferry_wire::same_name(name, n);
         match name.len() {
             6 if is(b"server") => {
                 return match self.pass_server {

@@ -154,7 +154,7 @@ fn lines<'a>(
     let date = pingora_core::protocols::http::date::get_cached_date();
     for (name, value) in own {
         // By length first: most names are none of these four.
-        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        let is = |n: &[u8]| ferry_wire::same_name(name, n);
         let set = match (connection, name.len()) {
             (Some(c), 10) if is(b"connection") => {
                 Some((&mut connected, b"Connection".as_slice(), c.as_bytes()))

@@ -109,7 +109,7 @@ pub(crate) fn forwarded<'w>(
     let mut has_length = false;
     for l in &h.lines {
         let name = &raw[l.name.clone()];
-        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        let is = |n: &[u8]| ferry_wire::same_name(name, n);
         if rewrites && (is(b"location") || is(b"refresh")) {
             return None;
         }
@@ -169,7 +169,7 @@ fn addable(wire: &Wire, added: &[(&str, String)]) -> bool {
         set.iter().any(|s| s.eq_ignore_ascii_case(name))
             || h.lines
                 .iter()
-                .any(|l| raw[l.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+                .any(|l| ferry_wire::same_name(&raw[l.name.clone()], name.as_bytes()))
     };
     !added
         .iter()
