@@ -395,7 +395,17 @@ impl H1 {
     }
 
     async fn read_body_more(&mut self) -> Result<usize> {
-        self.read_more(BODY_READ, "while reading body").await
+        // Room for what is left of a body of known length and a byte past
+        // it (a server that sends more is seen: its connection is not
+        // reused), up to a full read: the rest of a small body that came
+        // apart from its head needs no 64 KiB buffer.
+        let room = match self.body {
+            Body::Length(left) => {
+                usize::try_from(left).map_or(BODY_READ, |l| l.saturating_add(1).min(BODY_READ))
+            }
+            _ => BODY_READ,
+        };
+        self.read_more(room, "while reading body").await
     }
 
     /// Read what the server sent into the buffer, with at least `room`
