@@ -137,7 +137,7 @@ impl<'a> Iterator for Values<'a, '_> {
 // registers.
 
 #[inline(never)]
-fn header_get<'a>(h: &'a RequestHeader, name: impl http::header::AsHeaderName) -> Option<&'a [u8]> {
+fn header_get(h: &RequestHeader, name: impl http::header::AsHeaderName) -> Option<&[u8]> {
     h.headers.get(name).map(|v| v.as_bytes())
 }
 
