@@ -22,8 +22,8 @@
 //! slow path. A request allocates most of its larger blocks one of a size
 //! at a time (its future, its buffers) and frees each before the next
 //! request asks again: every one of those allocations took the slow path
-//! (seven a request, a tenth of the allocator's work). So each thread keeps
-//! up to [`SLOTS`] freed blocks of each size class from 129 bytes to
+//! (seven a request, a third of the allocator's work). So each thread keeps
+//! up to four freed blocks of each size class from 129 bytes to
 //! 16 KiB (mimalloc's own classes, four to a doubling), hands them out
 //! again first, and gives them back to mimalloc when it exits. A block in
 //! such a class is asked of mimalloc at its class's full size, so any block
