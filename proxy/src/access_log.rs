@@ -241,19 +241,9 @@ fn client(s: &mut Vec<u8>, a: Option<SocketAddr>) {
     }
 }
 
-/// A decimal number, as `u64`'s `Display`.
-fn number(s: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    s.extend_from_slice(&digits[at..]);
+/// A decimal number, as `u64`'s `Display` (two digits at a time).
+fn number(s: &mut Vec<u8>, v: u64) {
+    s.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 fn boolean(s: &mut Vec<u8>, v: bool) {

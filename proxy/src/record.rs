@@ -309,12 +309,17 @@ pub(crate) fn new_id() -> String {
 /// (this runs for every request).
 fn hex_id(base: u64, seq: u64) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digit = |v: u64, i: u32| char::from(DIGITS[((v >> (4 * i)) & 0xf) as usize]);
+    let digit = |v: u64, i: u32| DIGITS[((v >> (4 * i)) & 0xf) as usize];
     let seq_digits = ((64 - seq.leading_zeros()).div_ceil(4)).max(8);
-    let mut id = String::with_capacity(16 + seq_digits as usize);
-    id.extend((0..16).rev().map(|i| digit(base, i)));
-    id.extend((0..seq_digits).rev().map(|i| digit(seq, i)));
-    id
+    let mut id = Vec::with_capacity(16 + seq_digits as usize);
+    for i in (0..16).rev() {
+        id.push(digit(base, i));
+    }
+    for i in (0..seq_digits).rev() {
+        id.push(digit(seq, i));
+    }
+    // Hex digits are ASCII: always text.
+    String::from_utf8(id).unwrap_or_default()
 }
 
 #[cfg(test)]
