@@ -359,7 +359,7 @@ impl Group {
     }
 
     /// [`Group::select`] at `now`, a time the caller read just before (a
-    /// request's first try takes the time its tries began).
+    /// try's pick and its start are one reading of the clock).
     pub fn select_at(&self, cursor: &mut Cursor, key: &Key, now: Instant) -> Option<Lease> {
         let mut guard = self.lock();
         let m = &mut *guard;

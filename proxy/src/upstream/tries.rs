@@ -205,8 +205,6 @@ pub(crate) async fn run<L: Leg>(
         body_used: false,
         next_group: None,
     };
-    // The first try begins when the tries did (one reading of the clock).
-    let mut began = Some(policy.started);
     loop {
         let upstream = match tries.next_group.take() {
             Some(u) => u,
@@ -217,7 +215,8 @@ pub(crate) async fn run<L: Leg>(
             // A streamed body went to a try already: nothing to resend.
             return Ok(Chosen::Fail(502));
         }
-        let now = began.take().unwrap_or_else(Instant::now);
+        // One reading of the clock for the pick and the try's start.
+        let now = Instant::now();
         let Some(lease) = select(leg, &upstream, &mut tries.cursors[at].1, now) else {
             return Ok(Chosen::Fail(Failure::NoLive.status()));
         };
