@@ -544,6 +544,7 @@ impl ResponsePlan {
             b"date".len(),
             b"server".len(),
             b"connection".len(),
+            b"keep-alive".len(),
             b"transfer-encoding".len(),
         ];
         let edited_lengths = named.iter().fold(hidden_lengths, |bits, n| bits | 1 << n);

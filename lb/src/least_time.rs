@@ -215,10 +215,14 @@ pub(crate) fn on_selected(
 ) -> Timing {
     let inflight = conf(balance).is_some_and(|c| c.inflight) && !single;
     // Only a try in flight reads when it was taken.
-    let at = if inflight { now_ms(now) } else { 0 };
-    if inflight {
-        st.times.start_inflight(at);
-    }
+    let at = match inflight {
+        true => {
+            let at = now_ms(now);
+            st.times.start_inflight(at);
+            at
+        }
+        false => 0,
+    };
     Timing {
         inflight,
         counts_header: conf(balance).is_some_and(|c| c.inflight && c.measure == Measure::Header),
